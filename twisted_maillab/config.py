@@ -1,0 +1,646 @@
+"""
+Parse the ini file once into frozen, typed section objects.
+
+Every section is a frozen dataclass whose fields are declared with L{option};
+the option's parser turns the raw text into a typed value or raises
+L{ValueError} with the reason.  L{load} reads the file, rejects unknown
+sections and keys (a typo must never be ignored silently) and wraps every
+failure in a L{ConfigError} that names the file, section, key, reason and
+line, so C{twistd} can exit before binding anything.
+
+Relative paths are resolved against the directory of the ini file, so a
+config works the same whatever directory the daemon is started from.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Mapping
+
+__all__ = [
+    "ConfigError",
+    "Config",
+    "load",
+    "loadString",
+    "option",
+    "parseSize",
+    "parseDuration",
+    "parseBoolean",
+]
+
+
+class ConfigError(Exception):
+    """
+    A configuration file is unusable.
+
+    Rendered as C{<file> [<section>] <key>: <reason> (line N)}, e.g.
+    C{etc/maillab.ini [smtp] message_size_limit: "10X" is not a size (line 12)}.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        section: str | None,
+        key: str | None,
+        reason: str,
+        line: int | None = None,
+    ):
+        super().__init__(path, section, key, reason, line)
+        self.path = str(path)
+        self.section = section
+        self.key = key
+        self.reason = reason
+        self.line = line
+
+    def __str__(self) -> str:
+        where = self.path
+        if self.section is not None:
+            where += f" [{self.section}]"
+        if self.key is not None:
+            where += f" {self.key}"
+        text = f"{where}: {self.reason}"
+        if self.line is not None:
+            text += f" (line {self.line})"
+        return text
+
+
+class _Context:
+    """
+    What a value parser may need besides the raw text.
+
+    @ivar base: the directory relative paths are resolved against.
+    """
+
+    def __init__(self, base: Path):
+        self.base = base
+
+
+# ---------------------------------------------------------------------------
+# Value parsers.  Each takes the raw string (and the context) and returns the
+# typed value or raises ValueError whose message is the complete reason.
+
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+_SIZE_RE = re.compile(r"^(\d+)\s*([KMGT]?)(?:I?B)?$", re.IGNORECASE)
+
+
+def parseSize(raw: str, context: _Context | None = None) -> int:
+    """
+    Parse a byte count: C{10240000}, C{512K}, C{10M}, C{2G} (binary units,
+    as Postfix and Dovecot read them).
+    """
+    match = _SIZE_RE.match(raw.strip())
+    if match is None:
+        raise ValueError(f'"{raw}" is not a size')
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
+
+
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION_PART_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)", re.IGNORECASE)
+
+
+def parseDuration(raw: str, context: _Context | None = None) -> float:
+    """
+    Parse a duration in seconds: C{300}, C{30s}, C{5m}, C{2h}, C{5d}, C{1w},
+    or a sum such as C{1h30m}.
+    """
+    text = raw.strip().replace(" ", "")
+    if not text:
+        raise ValueError(f'"{raw}" is not a duration')
+    total = 0.0
+    position = 0
+    while position < len(text):
+        match = _DURATION_PART_RE.match(text, position)
+        if match is None or match.end() == position:
+            raise ValueError(f'"{raw}" is not a duration')
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
+        position = match.end()
+    return total
+
+
+_TRUE = {"yes", "true", "on", "1"}
+_FALSE = {"no", "false", "off", "0"}
+
+
+def parseBoolean(raw: str, context: _Context | None = None) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f'"{raw}" is not a boolean (use yes or no)')
+
+
+def parseString(raw: str, context: _Context | None = None) -> str:
+    return raw.strip()
+
+
+def parseNonEmpty(raw: str, context: _Context | None = None) -> str:
+    value = raw.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+def parseInteger(
+    minimum: int | None = None, maximum: int | None = None
+) -> Callable[[str, _Context], int]:
+    def parse(raw: str, context: _Context | None = None) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(f'"{raw}" is not an integer') from None
+        if minimum is not None and value < minimum:
+            raise ValueError(f"{value} is below the minimum {minimum}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"{value} is above the maximum {maximum}")
+        return value
+
+    return parse
+
+
+def parseChoice(*choices: str) -> Callable[[str, _Context], str]:
+    def parse(raw: str, context: _Context | None = None) -> str:
+        value = raw.strip()
+        if value not in choices:
+            raise ValueError(f'"{raw}" is not one of {", ".join(choices)}')
+        return value
+
+    return parse
+
+
+def parsePath(raw: str, context: _Context) -> Path:
+    """
+    A filesystem path; C{~} is expanded and a relative path is taken
+    relative to the directory of the ini file.
+    """
+    value = raw.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = context.base / path
+    return Path(_normalise(path))
+
+
+def _normalise(path: Path) -> str:
+    # os.path.normpath without resolving symlinks: "etc/../var" -> "var".
+    import os.path
+
+    return os.path.normpath(str(path))
+
+
+def parseExistingFile(raw: str, context: _Context) -> Path:
+    path = parsePath(raw, context)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    return path
+
+
+_LIST_SPLIT_RE = re.compile(r"[\s,]+")
+
+
+def parseList(item: Callable[[str, _Context], Any]) -> Callable[[str, _Context], tuple]:
+    """
+    A list of values separated by commas, spaces or continuation lines (as
+    Postfix writes C{mydestination}); each element is parsed by C{item}.
+    """
+
+    def parse(raw: str, context: _Context) -> tuple:
+        return tuple(
+            item(element, context) for element in _LIST_SPLIT_RE.split(raw) if element
+        )
+
+    return parse
+
+
+def parseEndpoint(raw: str, context: _Context | None = None) -> str:
+    """
+    A Twisted server endpoint string (C{tcp:25:interface=0.0.0.0},
+    C{ssl:993:privateKey=...}, C{systemd:domain=INET:name=imap}).
+
+    It is checked by building the endpoint with C{serverFromString} (which
+    binds nothing) so syntax errors and unreadable C{ssl:} certificates are
+    found before any listener starts.  C{systemd:} descriptions are only
+    checked for their syntax: the inherited sockets are looked up when the
+    service is built, which is still before anything listens.
+    """
+    from twisted.internet.endpoints import serverFromString
+
+    value = raw.strip()
+    if value.startswith("systemd:"):
+        params = dict(
+            part.split("=", 1) for part in value.split(":")[1:] if "=" in part
+        )
+        if params.get("domain") not in ("INET", "INET6", "UNIX"):
+            raise ValueError(
+                f'"{raw}" is not a valid endpoint: systemd endpoints need '
+                "domain=INET, INET6 or UNIX"
+            )
+        if "name" not in params and "index" not in params:
+            raise ValueError(
+                f'"{raw}" is not a valid endpoint: systemd endpoints need name= or index='
+            )
+        return value
+    try:
+        serverFromString(None, value)
+    except Exception as e:  # Twisted raises ValueError, KeyError, OSError...
+        raise ValueError(f'"{raw}" is not a valid endpoint: {e}') from None
+    return value
+
+
+def parseNetwork(raw: str, context: _Context | None = None):
+    """
+    An IPv4 or IPv6 network as Postfix writes it in C{mynetworks}:
+    C{127.0.0.0/8}, C{[::1]/128}, C{[::ffff:127.0.0.0]/104}.
+    """
+    import ipaddress
+
+    text = raw.strip()
+    bracketed = re.fullmatch(r"\[([^\]]+)\](/\d+)?", text)
+    if bracketed:
+        text = bracketed.group(1) + (bracketed.group(2) or "")
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(f'"{raw}" is not an IP network') from None
+
+
+# ---------------------------------------------------------------------------
+# Declaring sections.
+
+_REQUIRED = dataclasses.MISSING
+
+
+def option(
+    parse: Callable[[str, _Context], Any],
+    default: Any = _REQUIRED,
+    doc: str = "",
+) -> Any:
+    """
+    Declare one key of a section.
+
+    @param parse: turns the raw ini text into the typed value; raises
+        L{ValueError} with the reason on bad input.
+    @param default: the value when the key is absent; omit it to make the
+        key required.
+    @param doc: one line for the reference in README.rst.
+    """
+    metadata = {"parse": parse, "doc": doc}
+    if default is _REQUIRED:
+        return field(metadata=metadata)
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use tuples or frozen values as defaults")
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Section:
+    """
+    Base of every section.  Subclasses may override L{check} to validate
+    keys against each other; it raises L{ValueError} of C{(key, reason)}.
+    """
+
+    name: ClassVar[str] = ""
+
+    def check(self) -> None:
+        """
+        Cross-key validation.  Raise L{SectionError} naming the key.
+        """
+
+
+class SectionError(ValueError):
+    """
+    Raised by L{Section.check}: C{key} is the key to blame.
+    """
+
+    def __init__(self, key: str, reason: str):
+        super().__init__(reason)
+        self.key = key
+        self.reason = reason
+
+
+@dataclass(frozen=True, kw_only=True)
+class ListenerSection(Section):
+    """
+    A protocol that listens: C{enabled} and one or more C{listen} endpoints.
+    """
+
+    enabled: bool = option(parseBoolean, False, "start this service")
+    listen: tuple = option(
+        parseList(parseEndpoint),
+        (),
+        "Twisted endpoint strings, separated by spaces or continuation lines",
+    )
+
+    def check(self) -> None:
+        if self.enabled and not self.listen:
+            raise SectionError("listen", "an enabled service needs at least one listen endpoint")
+
+
+# ---------------------------------------------------------------------------
+# The sections.  Each protocol's issue adds its keys to its class.
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerSection(Section):
+    name = "server"
+    hostname: str = option(parseNonEmpty, "localhost", "this host's name, in banners and Received:")
+    domain: str = option(parseNonEmpty, "localdomain", "the mail domain served")
+    state_directory: Path = option(
+        parsePath, Path("/var/lib/maillab"), "where maillab keeps its own state"
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TLSSection(Section):
+    name = "tls"
+    certificate: Path | None = option(
+        parsePath, None, "PEM certificate (chain after the leaf)"
+    )
+    private_key: Path | None = option(parsePath, None, "PEM private key")
+    generate_self_signed: bool = option(
+        parseBoolean,
+        False,
+        "create a self-signed pair at these paths on first start when missing",
+    )
+    minimum_version: str = option(
+        parseChoice("1.2", "1.3"), "1.2", "lowest TLS version accepted"
+    )
+
+    def check(self) -> None:
+        if (self.certificate is None) != (self.private_key is None):
+            missing = "private_key" if self.private_key is None else "certificate"
+            raise SectionError(missing, "certificate and private_key go together")
+        if self.certificate is None or self.generate_self_signed:
+            return
+        for key in ("certificate", "private_key"):
+            path = getattr(self, key)
+            if not path.is_file():
+                raise SectionError(key, f"{path}: no such file")
+
+    @property
+    def configured(self) -> bool:
+        return self.certificate is not None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthSection(Section):
+    name = "auth"
+    # Keys are added by the auth issue (checkers, throttling, ...).
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreSection(Section):
+    name = "store"
+    # Keys are added by the store issue (mail_location, quota, ...).
+
+
+@dataclass(frozen=True, kw_only=True)
+class DNSSection(ListenerSection):
+    name = "dns"
+    # Keys are added by the DNS issue (zones, allow_transfer, ...).
+
+
+@dataclass(frozen=True, kw_only=True)
+class SMTPSection(ListenerSection):
+    name = "smtp"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubmissionSection(ListenerSection):
+    name = "submission"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubmissionsSection(ListenerSection):
+    name = "submissions"
+
+
+@dataclass(frozen=True, kw_only=True)
+class POP3Section(ListenerSection):
+    name = "pop3"
+
+
+@dataclass(frozen=True, kw_only=True)
+class POP3SSection(ListenerSection):
+    name = "pop3s"
+
+
+@dataclass(frozen=True, kw_only=True)
+class IMAPSection(ListenerSection):
+    name = "imap"
+
+
+@dataclass(frozen=True, kw_only=True)
+class IMAPSSection(ListenerSection):
+    name = "imaps"
+
+
+@dataclass(frozen=True, kw_only=True)
+class HTTPSection(ListenerSection):
+    name = "http"
+
+
+SECTIONS: Mapping[str, type[Section]] = {
+    cls.name: cls
+    for cls in (
+        ServerSection,
+        TLSSection,
+        AuthSection,
+        StoreSection,
+        DNSSection,
+        SMTPSection,
+        SubmissionSection,
+        SubmissionsSection,
+        POP3Section,
+        POP3SSection,
+        IMAPSection,
+        IMAPSSection,
+        HTTPSection,
+    )
+}
+
+# Listeners whose connections start with a TLS handshake (RFC 8314).
+IMPLICIT_TLS = frozenset({"submissions", "pop3s", "imaps"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """
+    The whole configuration: one frozen section object per ini section
+    (absent sections hold their defaults).
+
+    @ivar path: the ini file this came from.
+    """
+
+    path: Path
+    sections: Mapping[str, Section]
+
+    def __getattr__(self, name: str) -> Section:
+        try:
+            return self.__dict__["sections"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def listeners(self) -> list[ListenerSection]:
+        """
+        The enabled listening sections, in file order of L{SECTIONS}.
+        """
+        return [
+            section
+            for section in self.sections.values()
+            if isinstance(section, ListenerSection) and section.enabled
+        ]
+
+    def error(self, section: str, key: str | None, reason: str) -> ConfigError:
+        """
+        A L{ConfigError} about a key of this config, with its line if known.
+        """
+        return ConfigError(
+            self.path, section, key, reason, self._lines.get((section, key))
+        )
+
+
+def _keyLines(text: str) -> dict[tuple[str, str | None], int]:
+    """
+    Map C{(section, key)} (and C{(section, None)}) to 1-based line numbers,
+    because configparser keeps no positions.
+    """
+    lines: dict[tuple[str, str | None], int] = {}
+    section = None
+    for number, line in enumerate(text.splitlines(), 1):
+        header = re.match(r"\s*\[([^\]]*)\]", line)
+        if header:
+            section = header.group(1).strip()
+            lines.setdefault((section, None), number)
+            continue
+        if section is None or not line.strip() or line[0].isspace():
+            continue
+        if line.lstrip()[0] in "#;":
+            continue
+        key = re.match(r"([^=:]+?)\s*[=:]", line)
+        if key:
+            lines.setdefault((section, key.group(1).strip().lower()), number)
+    return lines
+
+
+def loadString(text: str, path: str | Path = "<string>") -> Config:
+    """
+    Parse ini text; C{path} names it in errors and anchors relative paths.
+
+    @raise ConfigError: on the first problem found.
+    """
+    path = Path(path)
+    lines = _keyLines(text)
+    parser = configparser.ConfigParser(
+        interpolation=None,
+        # "#" and ";" start comments only at the beginning of a line, so
+        # values may contain them (endpoint strings, Postfix syntax).
+        comment_prefixes=("#", ";"),
+        inline_comment_prefixes=None,
+        empty_lines_in_values=False,
+        default_section="\0no default section",
+    )
+    try:
+        parser.read_string(text, source=str(path))
+    except configparser.MissingSectionHeaderError as e:
+        raise ConfigError(path, None, None, "a key appears before any [section] header", e.lineno)
+    except configparser.DuplicateSectionError as e:
+        raise ConfigError(path, e.section, None, "section appears twice", e.lineno)
+    except configparser.DuplicateOptionError as e:
+        raise ConfigError(
+            path,
+            e.section,
+            e.option,
+            "key appears twice in the section (list several values in one key)",
+            e.lineno,
+        )
+    except configparser.ParsingError as e:
+        lineno, bad = e.errors[0]
+        raise ConfigError(path, None, None, f"cannot parse line {bad!r}", lineno)
+
+    context = _Context(path.parent.resolve() if path.parent else Path.cwd())
+    sections: dict[str, Section] = {}
+    for name in parser.sections():
+        if name not in SECTIONS:
+            raise ConfigError(
+                path,
+                name,
+                None,
+                "unknown section (known: " + ", ".join(SECTIONS) + ")",
+                lines.get((name, None)),
+            )
+    for name, cls in SECTIONS.items():
+        raw = dict(parser.items(name)) if parser.has_section(name) else {}
+        sections[name] = _buildSection(cls, raw, path, lines, context)
+    config = Config(path=path, sections=sections)
+    object.__setattr__(config, "_lines", lines)
+    return config
+
+
+def _buildSection(cls, raw, path, lines, context) -> Section:
+    name = cls.name
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for key in raw:
+        if key not in fields:
+            raise ConfigError(
+                path,
+                name,
+                key,
+                "unknown key (known: " + ", ".join(sorted(fields)) + ")",
+                lines.get((name, key)),
+            )
+    values = {}
+    for key, spec in fields.items():
+        if key not in raw:
+            if spec.default is dataclasses.MISSING:
+                raise ConfigError(path, name, key, "required key is missing", lines.get((name, None)))
+            continue
+        try:
+            values[key] = spec.metadata["parse"](raw[key], context)
+        except ValueError as e:
+            raise ConfigError(path, name, key, str(e), lines.get((name, key))) from None
+    section = cls(**values)
+    try:
+        section.check()
+    except SectionError as e:
+        raise ConfigError(
+            path, name, e.key, e.reason, lines.get((name, e.key), lines.get((name, None)))
+        ) from None
+    return section
+
+
+def load(path: str | Path) -> Config:
+    """
+    Read and parse an ini file.
+
+    @raise ConfigError: the file is missing or unreadable, or any value is bad.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError(path, None, None, "no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(path, None, None, f"cannot be read: {e}") from None
+    return loadString(text, path)
+
+
+def reference() -> str:
+    """
+    Every section and key with its default and description, as text; the
+    README's reference is checked against it.
+    """
+    out = []
+    for name, cls in SECTIONS.items():
+        out.append(f"[{name}]")
+        for spec in dataclasses.fields(cls):
+            if not spec.init:
+                continue
+            default = "(required)" if spec.default is dataclasses.MISSING else spec.default
+            out.append(f"  {spec.name} = {default!r}  {spec.metadata.get('doc', '')}")
+    return "\n".join(out)
