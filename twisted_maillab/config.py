@@ -396,7 +396,12 @@ class AuthSection(Section):
 @dataclass(frozen=True, kw_only=True)
 class StoreSection(Section):
     name = "store"
-    # Keys are added by the store issue (mail_location, quota, ...).
+    mail_location: str = option(
+        parseNonEmpty,
+        "maildir:~/Maildir",
+        "Dovecot-style location: maildir:~/Maildir, maildir:/var/mail/%d/%n",
+    )
+    # The store issue adds its keys below (quota, rescan interval, ...).
 
 
 @dataclass(frozen=True, kw_only=True)
