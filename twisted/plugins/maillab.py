@@ -1,0 +1,9 @@
+# The twistd plugin "maillab"; everything else lives in twisted_maillab.tap.
+from twisted.application.service import ServiceMaker
+
+maillab = ServiceMaker(
+    "maillab",
+    "twisted_maillab.tap",
+    "Mail suite for one domain: authoritative DNS, SMTP, POP3, IMAP over Maildir",
+    "maillab",
+)

@@ -1,0 +1,45 @@
+"""
+C{twistd maillab --config FILE}: options and the service maker.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from twisted.python import usage
+
+from twisted_maillab.config import ConfigError, load
+
+DEFAULT_CONFIG = "/etc/maillab/maillab.ini"
+
+
+class Options(usage.Options):
+    synopsis = "[--config FILE]"
+    longdesc = (
+        "Serve authoritative DNS, SMTP (MX and submission), POP3 and IMAP for "
+        "one domain, as configured in an ini file (see README.rst)."
+    )
+    optParameters = [
+        ["config", "c", DEFAULT_CONFIG, "The maillab ini file."],
+    ]
+
+    def postOptions(self):
+        # Parsing here, not in makeService, makes twistd print a one-line
+        # error and exit with status 1 before it daemonizes or binds.
+        try:
+            self["parsed"] = load(self["config"])
+        except ConfigError as e:
+            raise usage.UsageError(str(e))
+
+
+def makeService(options):
+    from twisted_maillab.service import makeService as compose
+
+    try:
+        return compose(options["parsed"])
+    except ConfigError as e:
+        # Errors only found while building (a zone that does not load, a
+        # missing inherited socket) are still config errors: nothing is
+        # bound yet, so exit cleanly with the message.
+        sys.stderr.write(f"maillab: {e}\n")
+        raise SystemExit(1)
