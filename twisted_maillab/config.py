@@ -410,9 +410,68 @@ class DNSSection(ListenerSection):
     # Keys are added by the DNS issue (zones, allow_transfer, ...).
 
 
+_RELAY_RESTRICTIONS = (
+    "permit_mynetworks",
+    "permit_sasl_authenticated",
+    "defer_unauth_destination",
+    "reject_unauth_destination",
+)
+
+
+def parseDomain(raw: str, context: _Context | None = None) -> str:
+    """
+    A domain name (trailing dot allowed, as in Postfix's C{mydestination})
+    or a C{$myhostname}/C{$mydomain} reference, kept for expansion.
+    """
+    value = raw.strip().lower()
+    if value in ("$myhostname", "$mydomain"):
+        return value
+    name = value.rstrip(".")
+    labels = name.split(".")
+    if not name or any(
+        not label or len(label) > 63 or not re.fullmatch(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?", label)
+        for label in labels
+    ):
+        raise ValueError(f'"{raw}" is not a domain name')
+    return name
+
+
 @dataclass(frozen=True, kw_only=True)
 class SMTPSection(ListenerSection):
+    """
+    The MX listener and the Postfix policy knobs the seed's main.cf used,
+    under the same names; [submission] and [submissions] share them.
+    """
+
     name = "smtp"
+    myhostname: str = option(
+        parseString, "", "host name in the banner, EHLO and Received: (default: [server] hostname)"
+    )
+    mydestination: tuple = option(
+        parseList(parseDomain),
+        ("$myhostname", "localhost"),
+        "domains delivered locally; $myhostname and $mydomain are expanded",
+    )
+    mynetworks: tuple = option(
+        parseList(parseNetwork),
+        (),
+        "client networks allowed to relay (permit_mynetworks)",
+    )
+    smtpd_relay_restrictions: tuple = option(
+        parseList(parseChoice(*_RELAY_RESTRICTIONS)),
+        ("permit_mynetworks", "permit_sasl_authenticated", "defer_unauth_destination"),
+        "relay policy, evaluated in order",
+    )
+    recipient_delimiter: str = option(
+        parseString, "", "separates a user from an extension: edouard+lists@ -> edouard"
+    )
+    message_size_limit: int = option(parseSize, 10240000, "largest message accepted (SIZE)")
+    alias_maps: Path | None = option(parsePath, None, "/etc/aliases-format file")
+
+    def check(self) -> None:
+        super().check()
+        if len(self.recipient_delimiter) > 1:
+            raise SectionError("recipient_delimiter", "must be a single character")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,7 +17,8 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from twisted_maillab import tls
-from twisted_maillab.config import IMPLICIT_TLS, Config, ConfigError, ListenerSection
+from twisted_maillab.config import IMPLICIT_TLS, Config, ListenerSection
+from twisted_maillab.systemd import NotifyService
 
 log = Logger()
 
@@ -179,4 +180,6 @@ def makeService(config: Config, reactor=None) -> service.MultiService:
         child = build(config, resources)
         child.setName(section.name)
         child.setServiceParent(top)
+    # Last, so READY=1 is sent only once every listener above has bound.
+    NotifyService(reactor).setServiceParent(top)
     return top
