@@ -624,7 +624,8 @@ def loadString(text: str, path: str | Path = "<string>") -> Config:
             e.lineno,
         )
     except configparser.ParsingError as e:
-        lineno, bad = e.errors[0]
+        lineno = e.errors[0][0]
+        bad = text.splitlines()[lineno - 1].strip()
         raise ConfigError(path, None, None, f"cannot parse line {bad!r}", lineno)
 
     context = _Context(path.parent.resolve() if path.parent else Path.cwd())

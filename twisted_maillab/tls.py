@@ -67,12 +67,16 @@ def serverContextFactory(section: TLSSection, configPath: str | Path = "<config>
     except crypto.Error as e:
         raise ConfigError(configPath, "tls", "private_key", f"{section.private_key}: not a valid private key: {e}")
     try:
-        return ssl.CertificateOptions(
+        options = ssl.CertificateOptions(
             privateKey=key,
             certificate=leaf,
             extraCertChain=chain,
             raiseMinimumTo=_VERSIONS[section.minimum_version],
         )
+        # The context is built lazily; build it now so a key that does
+        # not match its certificate stops the start, not the first client.
+        options.getContext()
+        return options
     except Exception as e:  # OpenSSL reports a key/cert mismatch here
         raise ConfigError(
             configPath, "tls", "private_key", f"{section.private_key} does not match the certificate: {e}"

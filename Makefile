@@ -1,0 +1,36 @@
+# make run   - the suite on its embedded defaults (etc/maillab.dev.ini)
+# make test  - the whole test suite (trial); fails on any failure or skip
+# make bench - benchmarks against the real peers (Postfix, Dovecot, NSD)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# A flat layout's editable install exposes twisted/plugins/maillab.py to
+# twistd only in compat mode (setuptools' strict finder hides it).
+INSTALL := $(BIN)/pip install --quiet -e '.[test]' --config-settings editable_mode=compat
+
+.PHONY: run test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
+	$(INSTALL)
+	touch $@
+
+run: $(VENV)/.installed
+	mkdir -p var
+	$(BIN)/twistd -n --pidfile=var/maillab.pid maillab --config etc/maillab.dev.ini
+
+test: $(VENV)/.installed
+	set -o pipefail; $(BIN)/trial --temp-directory=_trial_temp tests 2>&1 | tee _trial_temp.log
+	@# A skipped test is not a passing test.
+	@if grep -Eq '^(PASSED|FAILED) .*skips=' _trial_temp.log; then \
+	    echo "make test: tests were skipped; install what they need (see .ci/run)" >&2; exit 1; fi
+
+bench: $(VENV)/.installed
+	@for b in bench/*_bench.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) _trial_temp _trial_temp.log build dist *.egg-info twisted/plugins/dropin.cache

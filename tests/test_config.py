@@ -1,0 +1,258 @@
+"""
+Tests for L{twisted_maillab.config}: typed parsing and the exact error
+messages an administrator sees.
+"""
+
+import dataclasses
+import ipaddress
+import os
+from pathlib import Path
+
+from twisted.trial import unittest
+
+from twisted_maillab import config
+from twisted_maillab.config import ConfigError, load, loadString
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def errorOf(testCase, text, path="etc/maillab.ini"):
+    return str(testCase.assertRaises(ConfigError, loadString, text, path))
+
+
+class ValueParserTests(unittest.TestCase):
+    def test_sizes(self):
+        self.assertEqual(config.parseSize("10240000"), 10240000)
+        self.assertEqual(config.parseSize("512K"), 512 * 1024)
+        self.assertEqual(config.parseSize("10M"), 10 * 1024 * 1024)
+        self.assertEqual(config.parseSize("2g"), 2 * 1024**3)
+        self.assertEqual(config.parseSize("10MB"), 10 * 1024 * 1024)
+        for bad in ("10X", "", "-1", "1.5M", "M"):
+            self.assertRaises(ValueError, config.parseSize, bad)
+
+    def test_durations(self):
+        self.assertEqual(config.parseDuration("300"), 300)
+        self.assertEqual(config.parseDuration("30s"), 30)
+        self.assertEqual(config.parseDuration("5m"), 300)
+        self.assertEqual(config.parseDuration("2h"), 7200)
+        self.assertEqual(config.parseDuration("5d"), 5 * 86400)
+        self.assertEqual(config.parseDuration("1w"), 604800)
+        self.assertEqual(config.parseDuration("1h30m"), 5400)
+        self.assertEqual(config.parseDuration("0.5s"), 0.5)
+        for bad in ("5y", "", "h", "5 days", "-1"):
+            self.assertRaises(ValueError, config.parseDuration, bad)
+
+    def test_booleans(self):
+        for raw in ("yes", "True", "on", "1"):
+            self.assertIs(config.parseBoolean(raw), True)
+        for raw in ("no", "false", "OFF", "0"):
+            self.assertIs(config.parseBoolean(raw), False)
+        self.assertRaises(ValueError, config.parseBoolean, "maybe")
+
+    def test_networksAsPostfixWritesThem(self):
+        self.assertEqual(
+            config.parseNetwork("[::ffff:127.0.0.0]/104"),
+            ipaddress.ip_network("::ffff:127.0.0.0/104"),
+        )
+        self.assertEqual(config.parseNetwork("[::1]/128"), ipaddress.ip_network("::1/128"))
+        self.assertEqual(config.parseNetwork("127.0.0.0/8"), ipaddress.ip_network("127.0.0.0/8"))
+        self.assertRaises(ValueError, config.parseNetwork, "127.0.0.300/8")
+
+    def test_endpoints(self):
+        self.assertEqual(
+            config.parseEndpoint("tcp:25:interface=0.0.0.0"), "tcp:25:interface=0.0.0.0"
+        )
+        self.assertEqual(
+            config.parseEndpoint("systemd:domain=INET:name=imap"),
+            "systemd:domain=INET:name=imap",
+        )
+        for bad in ("tcp:abc", "nonsense:25", "systemd:domain=IPX:name=x", "systemd:domain=INET"):
+            self.assertRaises(ValueError, config.parseEndpoint, bad)
+
+
+class LoadTests(unittest.TestCase):
+    def test_missingFile(self):
+        missing = self.mktemp()
+        e = self.assertRaises(ConfigError, load, missing)
+        self.assertEqual(str(e), f"{missing}: no such file")
+
+    def test_unknownSection(self):
+        self.assertEqual(
+            errorOf(self, "[server]\nhostname = a\n\n[smtpd]\nenabled = yes\n"),
+            "etc/maillab.ini [smtpd]: unknown section (known: "
+            + ", ".join(config.SECTIONS)
+            + ") (line 4)",
+        )
+
+    def test_unknownKey(self):
+        message = errorOf(self, "[smtp]\nenabled = no\nmessage_size_limt = 10M\n")
+        self.assertTrue(
+            message.startswith("etc/maillab.ini [smtp] message_size_limt: unknown key (known: "),
+            message,
+        )
+        self.assertTrue(message.endswith(") (line 3)"), message)
+
+    def test_badSize(self):
+        self.assertEqual(
+            errorOf(self, "[smtp]\n\nmessage_size_limit = 10X\n"),
+            'etc/maillab.ini [smtp] message_size_limit: "10X" is not a size (line 3)',
+        )
+
+    def test_badEndpoint(self):
+        self.assertEqual(
+            errorOf(self, "[imap]\nenabled = yes\nlisten = tcp:143\n  tcp:notaport\n"),
+            'etc/maillab.ini [imap] listen: "tcp:notaport" is not a valid endpoint: '
+            "invalid literal for int() with base 10: 'notaport' (line 3)",
+        )
+
+    def test_unknownEndpointType(self):
+        self.assertEqual(
+            errorOf(self, "[imap]\nlisten = carrier-pigeon:143\n"),
+            'etc/maillab.ini [imap] listen: "carrier-pigeon:143" is not a valid endpoint: '
+            "Unknown endpoint type: 'carrier-pigeon' (line 2)",
+        )
+
+    def test_missingCertificate(self):
+        cert = os.path.abspath(self.mktemp())
+        key = os.path.abspath(self.mktemp())
+        Path(key).write_text("k")
+        self.assertEqual(
+            errorOf(self, f"[tls]\ncertificate = {cert}\nprivate_key = {key}\n"),
+            f"etc/maillab.ini [tls] certificate: {cert}: no such file (line 2)",
+        )
+
+    def test_certificateWithoutKey(self):
+        self.assertEqual(
+            errorOf(self, "[tls]\ncertificate = /etc/hostname\n"),
+            "etc/maillab.ini [tls] private_key: certificate and private_key go together (line 1)",
+        )
+
+    def test_keyBeforeSection(self):
+        self.assertEqual(
+            errorOf(self, "hostname = a\n[server]\n"),
+            "etc/maillab.ini: a key appears before any [section] header (line 1)",
+        )
+
+    def test_duplicateKey(self):
+        self.assertEqual(
+            errorOf(self, "[smtp]\nlisten = tcp:25\nlisten = tcp:26\n"),
+            "etc/maillab.ini [smtp] listen: key appears twice in the section "
+            "(list several values in one key) (line 3)",
+        )
+
+    def test_duplicateSection(self):
+        self.assertEqual(
+            errorOf(self, "[smtp]\n[pop3]\n[smtp]\n"),
+            "etc/maillab.ini [smtp]: section appears twice (line 3)",
+        )
+
+    def test_unparsableLine(self):
+        self.assertEqual(
+            errorOf(self, "[smtp]\nthis line has no equals sign\n"),
+            "etc/maillab.ini: cannot parse line 'this line has no equals sign' (line 2)",
+        )
+
+    def test_enabledWithoutListen(self):
+        self.assertEqual(
+            errorOf(self, "[pop3]\nenabled = yes\n"),
+            "etc/maillab.ini [pop3] listen: an enabled service needs at least one "
+            "listen endpoint (line 1)",
+        )
+
+    def test_badBoolean(self):
+        self.assertEqual(
+            errorOf(self, "[pop3]\nenabled = sometimes\n"),
+            'etc/maillab.ini [pop3] enabled: "sometimes" is not a boolean (use yes or no) (line 2)',
+        )
+
+    def test_badDomainInMydestination(self):
+        self.assertEqual(
+            errorOf(self, "[smtp]\nmydestination = $myhostname, bad..domain\n"),
+            'etc/maillab.ini [smtp] mydestination: "bad..domain" is not a domain name (line 2)',
+        )
+
+    def test_typedValues(self):
+        parsed = loadString(
+            "[server]\nhostname = smtp.example\nstate_directory = ../var\n"
+            "[smtp]\nenabled = yes\nlisten = tcp:25:interface=0.0.0.0\n"
+            "    tcp6:25:interface=\\:\\:\n"
+            "mydestination = $myhostname, domaineel.rt., localhost\n"
+            "mynetworks = 127.0.0.0/8 [::ffff:127.0.0.0]/104 [::1]/128\n"
+            "message_size_limit = 10M\nrecipient_delimiter = +\n",
+            "/srv/maillab/etc/maillab.ini",
+        )
+        self.assertEqual(parsed.server.hostname, "smtp.example")
+        # Relative paths are anchored at the ini file's directory.
+        self.assertEqual(parsed.server.state_directory, Path("/srv/maillab/var"))
+        self.assertEqual(
+            parsed.smtp.listen, ("tcp:25:interface=0.0.0.0", "tcp6:25:interface=\\:\\:")
+        )
+        self.assertEqual(parsed.smtp.mydestination, ("$myhostname", "domaineel.rt", "localhost"))
+        self.assertEqual(len(parsed.smtp.mynetworks), 3)
+        self.assertEqual(parsed.smtp.message_size_limit, 10 * 1024 * 1024)
+        self.assertEqual(parsed.listeners(), [parsed.smtp])
+        # Absent sections hold their defaults.
+        self.assertEqual(parsed.pop3.enabled, False)
+
+    def test_frozen(self):
+        parsed = loadString("[server]\nhostname = a\n")
+        self.assertRaises(
+            dataclasses.FrozenInstanceError, setattr, parsed.server, "hostname", "b"
+        )
+
+    def test_valuesMayContainHashAndSemicolon(self):
+        # Endpoint strings and Postfix values may contain these; only a
+        # whole-line comment is a comment.
+        parsed = loadString("# comment\n; another\n[server]\nhostname = a#b;c\n")
+        self.assertEqual(parsed.server.hostname, "a#b;c")
+
+
+class ShippedConfigTests(unittest.TestCase):
+    """
+    The configs in etc/ load, and carry the seed's setup.
+    """
+
+    def test_production(self):
+        if not Path("/etc/ssl/certs/ssl-cert-snakeoil.pem").exists():
+            self.fail("the snakeoil pair is missing: apt-get install ssl-cert")
+        parsed = load(REPO / "etc" / "maillab.ini")
+        self.assertEqual(parsed.server.domain, "domaineel.rt")
+        self.assertEqual(parsed.smtp.myhostname, "smtp.domaineel.rt")
+        self.assertEqual(
+            parsed.smtp.mydestination,
+            ("$myhostname", "domaineel.rt", "localhost.localdomain", "localhost"),
+        )
+        self.assertEqual(
+            [str(n) for n in parsed.smtp.mynetworks],
+            ["127.0.0.0/8", "::ffff:7f00:0/104", "::1/128"],
+        )
+        self.assertEqual(
+            parsed.smtp.smtpd_relay_restrictions,
+            ("permit_mynetworks", "permit_sasl_authenticated", "defer_unauth_destination"),
+        )
+        self.assertEqual(parsed.smtp.recipient_delimiter, "+")
+        self.assertEqual(parsed.smtp.message_size_limit, 10240000)
+        self.assertEqual(parsed.store.mail_location, "maildir:~/Maildir")
+        self.assertEqual(
+            parsed.tls.certificate, Path("/etc/ssl/certs/ssl-cert-snakeoil.pem")
+        )
+
+    def test_development(self):
+        parsed = load(REPO / "etc" / "maillab.dev.ini")
+        self.assertEqual(parsed.server.state_directory, REPO / "var")
+        for section in parsed.sections.values():
+            for description in getattr(section, "listen", ()):
+                self.assertIn(":interface=127.0.0.1", description)
+
+    def test_everyKeyDocumented(self):
+        """
+        README.rst documents every key of every section.
+        """
+        readme = (REPO / "README.rst").read_text()
+        missing = [
+            f"[{name}] {spec.name}"
+            for name, cls in config.SECTIONS.items()
+            for spec in dataclasses.fields(cls)
+            if spec.init and f"``{spec.name}``" not in readme
+        ]
+        self.assertEqual(missing, [])
