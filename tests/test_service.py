@@ -58,6 +58,18 @@ class Collect(protocol.Protocol):
         self.done.callback(self.received)
 
 
+def parse(testCase, text, path="<string>"):
+    """
+    Parse a test config whose state lives in a temporary directory.
+    """
+    state = os.path.abspath(testCase.mktemp())
+    if "[server]" in text:
+        text = text.replace("[server]\n", f"[server]\nstate_directory = {state}\n", 1)
+    else:
+        text = f"[server]\nstate_directory = {state}\n" + text
+    return loadString(text, path)
+
+
 def capturedEvents(testCase):
     events = []
     globalLogPublisher.addObserver(events.append)
@@ -77,17 +89,17 @@ class ComposeTests(unittest.TestCase):
         )
 
     def test_unimplementedServiceIsAConfigError(self):
-        parsed = loadString("[imap]\nenabled = yes\nlisten = tcp:143\n", "etc/maillab.ini")
+        parsed = parse(self, "[imap]\nenabled = yes\nlisten = tcp:143\n", "etc/maillab.ini")
         e = self.assertRaises(ConfigError, service.makeService, parsed, MemoryReactorClock())
         self.assertEqual(
             str(e),
             "etc/maillab.ini [imap] enabled: the imap service is not implemented "
-            "in this version (line 2)",
+            "in this version (line 4)",
         )
 
     def test_disabledSectionsBuildNothing(self):
         memory = MemoryReactorClock()
-        parsed = loadString("[imap]\nenabled = no\nlisten = tcp:143\n")
+        parsed = parse(self, "[imap]\nenabled = no\nlisten = tcp:143\n")
         top = service.makeService(parsed, memory)
         top.privilegedStartService()
         top.startService()
@@ -95,7 +107,7 @@ class ComposeTests(unittest.TestCase):
 
     def test_everyListenValueIsBound(self):
         memory = MemoryReactorClock()
-        parsed = loadString(
+        parsed = parse(self, 
             "[pop3]\nenabled = yes\nlisten = tcp:1110:interface=127.0.0.1 tcp:1111\n"
         )
         top = service.makeService(parsed, memory)
@@ -115,7 +127,7 @@ class ComposeTests(unittest.TestCase):
         """
         events = capturedEvents(self)
         parent = tservice.MultiService()
-        parsed = loadString("[pop3]\nenabled = yes\nlisten = tcp:0:interface=127.0.0.1\n")
+        parsed = parse(self, "[pop3]\nenabled = yes\nlisten = tcp:0:interface=127.0.0.1\n")
         service.makeService(parsed).setServiceParent(parent)
         parent.startService()
         self.addCleanup(parent.stopService)
@@ -137,17 +149,17 @@ class ComposeTests(unittest.TestCase):
         busy.listen()
         self.addCleanup(busy.close)
         port = busy.getsockname()[1]
-        parsed = loadString(f"[pop3]\nenabled = yes\nlisten = tcp:{port}:interface=127.0.0.1\n")
+        parsed = parse(self, f"[pop3]\nenabled = yes\nlisten = tcp:{port}:interface=127.0.0.1\n")
         top = service.makeService(parsed)
         self.assertRaises(CannotListenError, top.privilegedStartService)
 
     def test_implicitTLSNeedsACertificate(self):
-        parsed = loadString("[imaps]\nenabled = yes\nlisten = tcp:993\n", "etc/x.ini")
+        parsed = parse(self, "[imaps]\nenabled = yes\nlisten = tcp:993\n", "etc/x.ini")
         e = self.assertRaises(ConfigError, service.makeService, parsed, MemoryReactorClock())
         self.assertEqual(
             str(e),
             "etc/x.ini [imaps] listen: implicit TLS needs [tls] certificate and "
-            "private_key (line 3)",
+            "private_key (line 5)",
         )
 
     def test_implicitTLSListener(self):
@@ -156,7 +168,7 @@ class ComposeTests(unittest.TestCase):
         TLS 1.2 or newer only.
         """
         directory = Path(self.mktemp()).resolve()
-        parsed = loadString(
+        parsed = parse(self, 
             "[server]\nhostname = smtp.domaineel.rt\n"
             f"[tls]\ncertificate = {directory}/cert.pem\nprivate_key = {directory}/key.pem\n"
             "generate_self_signed = yes\n"

@@ -161,6 +161,16 @@ def builderFor(config: Config, name: str):
     return getattr(import_module(module), attribute)
 
 
+def _prepareState(config: Config) -> None:
+    directory = config.server.state_directory
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        raise config.error(
+            "server", "state_directory", f"{directory}: cannot be created: {e.strerror}"
+        ) from None
+
+
 def makeService(config: Config, reactor=None) -> service.MultiService:
     """
     Build the whole suite from a parsed config; embed the result in another
@@ -174,6 +184,10 @@ def makeService(config: Config, reactor=None) -> service.MultiService:
     sections = config.listeners()
     builders = [(section, builderFor(config, section.name)) for section in sections]
     resources = Resources(config, reactor)
+    _prepareState(config)
+    # Load (or, for development, create) the certificate now: a bad pair is
+    # a start-up error even if only STARTTLS would have used it.
+    resources.tlsContext
     top = service.MultiService()
     top.setName("maillab")
     for section, build in builders:

@@ -24,12 +24,14 @@ class Options(usage.Options):
     ]
 
     def postOptions(self):
-        # Parsing here, not in makeService, makes twistd print a one-line
-        # error and exit with status 1 before it daemonizes or binds.
+        # Parsing here, before twistd daemonizes or binds anything; one line
+        # on stderr and status 1 (a UsageError would bury the reason under
+        # the option summary on stdout).
         try:
             self["parsed"] = load(self["config"])
         except ConfigError as e:
-            raise usage.UsageError(str(e))
+            sys.stderr.write(f"maillab: {e}\n")
+            raise SystemExit(1)
 
 
 def makeService(options):

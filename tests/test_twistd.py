@@ -1,0 +1,233 @@
+"""
+End-to-end: the real C{twistd} runs the plugin with the shipped configs,
+and the plugin is found from an installed wheel.
+"""
+
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import zipfile
+from pathlib import Path
+
+from twisted.trial import unittest
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+TWISTD = str(BIN / "twistd")
+
+
+def freePort() -> int:
+    """
+    A port free for both TCP and UDP on 127.0.0.1 (DNS listens on both).
+    """
+    while True:
+        tcp = socket.socket()
+        tcp.bind(("127.0.0.1", 0))
+        port = tcp.getsockname()[1]
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            udp.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            udp.close()
+            tcp.close()
+        return port
+
+
+def devConfigCopy(testCase) -> tuple[Path, dict]:
+    """
+    Copy etc/ to a temporary directory and move every listener of the dev
+    config to a free port.
+
+    @return: the copied dev ini and {section: port} of enabled listeners.
+    """
+    root = Path(testCase.mktemp()).resolve()
+    shutil.copytree(REPO / "etc", root / "etc")
+    ini = root / "etc" / "maillab.dev.ini"
+    ports = {}
+    lines = []
+    section = None
+    enabled = set()
+    for line in ini.read_text().splitlines():
+        header = re.match(r"\[(\w+)\]", line)
+        if header:
+            section = header.group(1)
+        if re.match(r"enabled\s*=\s*yes", line):
+            enabled.add(section)
+        match = re.match(r"(listen\s*=\s*\w+:)(\d+)(.*)", line)
+        if match:
+            ports[section] = freePort()
+            line = f"{match.group(1)}{ports[section]}{match.group(3)}"
+        lines.append(line)
+    ini.write_text("\n".join(lines) + "\n")
+    return ini, {name: port for name, port in ports.items() if name in enabled}
+
+
+def readUntil(process, patterns, timeout=60.0) -> str:
+    """
+    Read the process's output until every regex in C{patterns} matched.
+    """
+    output = ""
+    deadline = time.monotonic() + timeout
+    pending = list(patterns)
+    while pending and time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 0.5)
+        if ready:
+            chunk = os.read(process.stdout.fileno(), 65536).decode("utf-8", "replace")
+            if not chunk:
+                break
+            output += chunk
+            pending = [p for p in pending if not re.search(p, output)]
+    if pending:
+        raise AssertionError(f"never saw {pending!r} in:\n{output}")
+    return output
+
+
+class TwistdTests(unittest.TestCase):
+    def test_helpListsPlugin(self):
+        result = subprocess.run(
+            [TWISTD, "--help"], capture_output=True, text=True, cwd="/", timeout=60
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertRegex(result.stdout, r"\n\s+maillab\s+Mail suite for one domain")
+
+    def test_devConfigStartsAndStops(self):
+        """
+        The embedded default starts on free ports, creates its state (the
+        state directory, a self-signed certificate), logs every listener it
+        bound, and stops cleanly on SIGTERM.
+        """
+        ini, ports = devConfigCopy(self)
+        process = subprocess.Popen(
+            [TWISTD, "-n", "--pidfile=", "maillab", "--config", str(ini)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=ini.parent.parent,
+        )
+        self.addCleanup(lambda: process.poll() is None and process.kill())
+        expected = [rf"{name} listening on 127\.0\.0\.1:{port}\b" for name, port in ports.items()]
+        output = readUntil(process, expected + [r"reactor class"])
+        for name, port in ports.items():
+            with socket.create_connection(("127.0.0.1", port), timeout=5):
+                pass
+        var = ini.parent.parent / "var"
+        self.assertTrue((var / "tls" / "cert.pem").is_file(), output)
+        self.assertEqual(os.stat(var / "tls" / "key.pem").st_mode & 0o777, 0o600)
+        self.assertEqual(os.stat(var).st_mode & 0o777, 0o700)
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=30)
+        # twistd ends a SIGTERM shutdown by re-raising the signal, so that
+        # its parent (systemd) sees how it ended; that is a clean stop.
+        output += rest.decode()
+        self.assertIn(process.returncode, (0, -signal.SIGTERM), output)
+        self.assertIn("Main loop terminated", output)
+
+    def test_badConfigExitsBeforeBinding(self):
+        port = freePort()
+        ini = Path(self.mktemp()).resolve()
+        ini.write_text(
+            f"[server]\nstate_directory = {ini}.state\n"
+            f"[pop3]\nenabled = yes\nlisten = tcp:{port}:interface=127.0.0.1\n"
+            "[smtp]\nmessage_size_limit = 10X\n"
+        )
+        result = subprocess.run(
+            [TWISTD, "-n", "--pidfile=", "maillab", "--config", str(ini)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(
+            f'maillab: {ini} [smtp] message_size_limit: "10X" is not a size (line 7)', result.stderr
+        )
+        self.assertFalse(Path(f"{ini}.state").exists())
+
+    def test_unimplementedServiceExitsBeforeBinding(self):
+        ini = Path(self.mktemp()).resolve()
+        ini.write_text(
+            f"[server]\nstate_directory = {ini}.state\n"
+            "[http]\nenabled = yes\nlisten = tcp:0:interface=127.0.0.1\n"
+        )
+        result = subprocess.run(
+            [TWISTD, "-n", "--pidfile=", "maillab", "--config", str(ini)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+        self.assertIn(
+            f"maillab: {ini} [http] enabled: the http service is not implemented in "
+            "this version (line 4)",
+            result.stderr,
+        )
+        self.assertNotIn("listening on", result.stdout + result.stderr)
+
+
+class WheelTests(unittest.TestCase):
+    def test_pluginFoundFromInstalledWheel(self):
+        """
+        A wheel holds the plugin and never twisted/__init__.py; installed
+        alone (without the source tree on sys.path) twistd finds it.
+        """
+        work = Path(self.mktemp()).resolve()
+        work.mkdir()
+        build = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(work), str(REPO)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        self.assertEqual(build.returncode, 0, build.stderr)
+        (wheel,) = work.glob("twisted_maillab-*.whl")
+        names = zipfile.ZipFile(wheel).namelist()
+        self.assertIn("twisted/plugins/maillab.py", names)
+        self.assertIn("twisted_maillab/config.py", names)
+        for forbidden in ("twisted/__init__.py", "twisted/plugins/__init__.py"):
+            self.assertNotIn(forbidden, names)
+        self.assertFalse([n for n in names if "dropin.cache" in n or n.startswith("tests/")])
+
+        # A bare environment: its own venv, which sees the dependencies of
+        # ours through a .pth line (lines in it do not process our
+        # editable-install .pth, so the source tree stays off sys.path).
+        venv = work / "venv"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+        python = venv / "bin" / "python"
+        site = subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+        Path(site, "maillab-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+        install = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", site, str(wheel)],
+            capture_output=True, text=True, timeout=300,
+        )
+        self.assertEqual(install.returncode, 0, install.stderr)
+        probe = subprocess.run(
+            [
+                str(python),
+                "-c",
+                "import sys, twisted_maillab\n"
+                "from twisted.plugin import getPlugins\n"
+                "from twisted.application.service import IServiceMaker\n"
+                "makers = {p.tapname: p for p in getPlugins(IServiceMaker)}\n"
+                "import twisted.plugins.maillab as plugin\n"
+                "print(twisted_maillab.__file__)\nprint(plugin.__file__)\n"
+                "print(makers['maillab'].description)\n"
+                "print(any(p.rstrip('/') == %r for p in sys.path))\n" % str(REPO),
+            ],
+            capture_output=True, text=True, cwd=str(work), timeout=120,
+        )
+        self.assertEqual(probe.returncode, 0, probe.stderr)
+        package, plugin, description, repoOnPath = probe.stdout.splitlines()
+        self.assertTrue(package.startswith(site), package)
+        self.assertTrue(plugin.startswith(site), plugin)
+        self.assertTrue(description.startswith("Mail suite for one domain"))
+        self.assertEqual(repoOnPath, "False")
