@@ -387,10 +387,106 @@ class TLSSection(Section):
         return self.certificate is not None
 
 
+def _parseDomain(raw: str, context: _Context | None = None) -> str:
+    value = raw.strip().rstrip(".").lower()
+    if not value or not re.fullmatch(r"[a-z0-9_.-]+", value) or ".." in value:
+        raise ValueError(f'"{raw}" is not a domain name')
+    return value
+
+
+def _parseUserName(raw: str, context: _Context | None = None) -> str:
+    value = raw.strip()
+    if not value or re.search(r"[\s:@/\\+]", value) or len(value) > 64:
+        raise ValueError(f'"{raw}" is not a valid user name')
+    return value
+
+
 @dataclass(frozen=True, kw_only=True)
 class AuthSection(Section):
     name = "auth"
-    # Keys are added by the auth issue (checkers, throttling, ...).
+    checkers: tuple = option(
+        parseList(parseChoice("unix", "pam", "passwd-file")),
+        ("unix",),
+        "password checkers tried in order: unix, pam, passwd-file",
+    )
+    passwd_file: Path | None = option(
+        parsePath, None, "Dovecot passwd-file of virtual users (needed by passwd-file and demo_users)"
+    )
+    unix_passwd: Path = option(parsePath, Path("/etc/passwd"), "passwd(5) file of system users")
+    unix_shadow: Path = option(parsePath, Path("/etc/shadow"), "shadow(5) file of system users")
+    first_valid_uid: int = option(
+        parseInteger(0), 1000, "lowest uid of a system user who may log in"
+    )
+    last_valid_uid: int = option(
+        parseInteger(0), 59999, "highest uid of a system user who may log in"
+    )
+    pam_service: str = option(parseNonEmpty, "maillab", "PAM service name (/etc/pam.d/<name>)")
+    local_domains: tuple = option(
+        parseList(_parseDomain), (), "more local domains besides [server] domain"
+    )
+    username_case: str = option(
+        parseChoice("lower", "sensitive"),
+        "lower",
+        "lower: user names are case-insensitive; sensitive: compared exactly",
+    )
+    recipient_delimiter: str = option(
+        parseString, "+", "characters that start an address extension (empty: none)"
+    )
+    password_scheme: str = option(
+        parseChoice("ARGON2ID", "SHA512-CRYPT", "BLF-CRYPT", "CRYPT"),
+        "ARGON2ID",
+        "scheme maillab passwd and demo accounts write",
+    )
+    demo_users: tuple = option(
+        parseList(_parseUserName), (), "create these passwd-file users with random passwords"
+    )
+    check_threads: int = option(
+        parseInteger(1, 64), 4, "threads running password checks (hashing, PAM)"
+    )
+    check_queue: int = option(
+        parseInteger(1), 256, "checks waiting or running before logins fail temporarily"
+    )
+    throttle_window: float = option(
+        parseDuration, 900.0, "how long a failed login counts against an address or user"
+    )
+    throttle_free_failures: int = option(
+        parseInteger(0), 3, "failures from an address before its failures are delayed"
+    )
+    throttle_delay: float = option(parseDuration, 2.0, "first delay; doubles per failure")
+    throttle_max_delay: float = option(parseDuration, 15.0, "longest delay of a failure reply")
+    lockout_failures: int = option(
+        parseInteger(1), 10, "failures from an address that lock it out"
+    )
+    lockout_duration: float = option(
+        parseDuration, 900.0, "how long a locked-out address is refused"
+    )
+    user_free_failures: int = option(
+        parseInteger(0), 5, "failures for one user (any address) before they are delayed"
+    )
+    throttle_ipv6_prefix: int = option(
+        parseInteger(32, 128), 64, "IPv6 clients are throttled per network of this length"
+    )
+    throttle_exempt: tuple = option(
+        parseList(parseNetwork), (), "networks never throttled"
+    )
+
+    def check(self) -> None:
+        if not self.checkers:
+            raise SectionError("checkers", "name at least one checker")
+        if len(set(self.checkers)) != len(self.checkers):
+            raise SectionError("checkers", "a checker is listed twice")
+        if "passwd-file" in self.checkers and self.passwd_file is None:
+            raise SectionError("passwd_file", "the passwd-file checker needs passwd_file")
+        if self.demo_users and self.passwd_file is None:
+            raise SectionError("passwd_file", "demo_users are created in passwd_file")
+        if self.demo_users and "passwd-file" not in self.checkers:
+            raise SectionError("demo_users", "demo users need the passwd-file checker")
+        if self.first_valid_uid > self.last_valid_uid:
+            raise SectionError("last_valid_uid", "is below first_valid_uid")
+        if self.throttle_max_delay < self.throttle_delay:
+            raise SectionError("throttle_max_delay", "is below throttle_delay")
+        if any(c.isalnum() or c in "@.:" or c.isspace() for c in self.recipient_delimiter):
+            raise SectionError("recipient_delimiter", "use punctuation such as + or -")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -24,3 +24,119 @@ class IServiceBuilder(Interface):
         @raise twisted_maillab.config.ConfigError: for problems found while
             building (unreadable zone, missing inherited socket, ...).
         """
+
+
+# ---------------------------------------------------------------------------
+# Authentication (twisted_maillab.auth).
+
+
+class IMailPortal(Interface):
+    """
+    The portal SMTP AUTH, POP3 and IMAP log in through
+    (L{twisted_maillab.auth.makePortal}).  Every password attempt must
+    carry the client's address and the protocol name so it can be
+    throttled and logged (one line per attempt, matched by fail2ban).
+
+    Protocols use it in one of two ways:
+
+      - per connection, C{portal.forConnection(transport.getPeer(), "imap")}
+        returns an object whose C{login(credentials, mind, *interfaces)}
+        is the address-carrying login; hand it to Twisted's protocol
+        classes as their C{portal} so their own C{portal.login(...)} calls
+        (C{ESMTP.state_AUTH}, C{IMAP4Server.authenticateLogin},
+        C{POP3.do_PASS}) are throttled unchanged;
+      - or directly, C{portal.loginFrom(credentials, peer, "pop3", None,
+        IMailbox)}.
+
+    A plain C{login} without address is throttled under the address
+    C{unknown} (shared by every such caller).
+    """
+
+    realm = Attribute("The L{IMailRealm} avatars come from.")
+    directory = Attribute("The L{IAccountDirectory} of this portal.")
+
+    def forConnection(peer, protocol):
+        """
+        @param peer: the client: a transport, its peer L{IAddress}, or a
+            host string.
+        @param protocol: short lower-case name logged as C{proto=}:
+            C{smtp}, C{submission}, C{pop3}, C{imap}...
+        @return: an object with the same C{login(credentials, mind,
+            *interfaces)} signature as L{twisted.cred.portal.Portal.login}.
+        """
+
+    def loginFrom(credentials, peer, protocol, mind, *interfaces):
+        """
+        Check C{credentials} (an L{IUsernamePassword}, e.g. from
+        L{twisted_maillab.auth.sasl}) from C{peer} and build the avatar.
+
+        @return: L{Deferred} of C{(interface, avatar, logout)}.  It fails
+            with L{twisted.cred.error.UnauthorizedLogin} for a wrong
+            password, an unknown user or a locked-out address (the reply
+            to a failure may be delayed by the throttle: answer the client
+            only when it fires), and with
+            L{twisted_maillab.auth.AuthenticationUnavailable} when too
+            many checks are queued (answer with a temporary failure).
+            Credentials without a C{username} (Anonymous) go to the realm
+            unthrottled.
+        """
+
+
+class IMailRealm(Interface):
+    """
+    The realm of L{IMailPortal}: one account, many protocol avatars.
+    """
+
+    def registerAvatarFactory(interface, factory):
+        """
+        Serve logins that ask for C{interface} (SMTP C{IMessageDelivery},
+        POP3 C{IMailbox}, IMAP C{IAccount}...).
+
+        @param factory: C{factory(account: Account) -> avatar} (or a
+            L{Deferred} of it).  If the avatar has a callable C{logout}
+            attribute it is called when the session ends.
+        @raise ValueError: a factory for C{interface} is already registered.
+        """
+
+    def registerAnonymousFactory(interface, factory):
+        """
+        Serve anonymous logins (L{twisted.cred.checkers.ANONYMOUS} avatar
+        ID) asking for C{interface} with C{factory()}.
+        """
+
+
+class IAccountDirectory(Interface):
+    """
+    Names and addresses -> L{twisted_maillab.account.Account}, with the
+    username rules documented in L{twisted_maillab.auth.names}.
+    """
+
+    localDomains = Attribute(
+        "Tuple of lower-case local domains; the first is [server] domain."
+    )
+
+    def isLocalDomain(domain):
+        """
+        @return: whether mail for C{domain} is delivered here.
+        """
+
+    def lookup(name):
+        """
+        The account a login name or avatar ID names (C{edouard} and
+        C{edouard@<local domain>} are the same account; a name holding the
+        recipient delimiter names none).
+
+        @return: L{Deferred} of an L{Account} or L{None}.
+        """
+
+    def lookupRecipient(address, delimiters=None):
+        """
+        The account mail for C{address} goes to: the whole local part,
+        then the part before the first recipient delimiter.  Addresses in
+        other domains give L{None} (the caller decides about relaying).
+
+        @param delimiters: delimiter characters (Postfix's
+            C{recipient_delimiter}); L{None} for C{[auth]
+            recipient_delimiter}, C{""} for none.
+        @return: L{Deferred} of an L{Account} or L{None} (RCPT: 550 5.1.1).
+        """
