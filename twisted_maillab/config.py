@@ -498,6 +498,46 @@ class StoreSection(Section):
         "Dovecot-style location: maildir:~/Maildir, maildir:/var/mail/%d/%n",
     )
     # The store issue adds its keys below (quota, rescan interval, ...).
+    quota_bytes: int = option(
+        parseSize, 0, "Maildir++ quota per mailbox in bytes (512M, 2G); 0 = none"
+    )
+    quota_messages: int = option(
+        parseInteger(minimum=0), 0, "Maildir++ quota per mailbox in messages; 0 = none"
+    )
+    fsync: bool = option(
+        parseBoolean, True, "fsync messages and directories before acknowledging"
+    )
+    threads: int = option(
+        parseInteger(minimum=1, maximum=64), 4, "threads doing the store's disk I/O"
+    )
+    rescan_interval: float = option(
+        parseDuration, 60.0, "periodic rescan of open folders (inotify fallback); 0 = off"
+    )
+    inotify: bool = option(
+        parseBoolean, True, "watch open folders with inotify for other programs' changes"
+    )
+    lock_stale_timeout: float = option(
+        parseDuration, 120.0, "age after which an unchanged dovecot-uidlist.lock is stale"
+    )
+    autocreate_folders: bool = option(
+        parseBoolean, True, "create and subscribe the special-use folders at first login"
+    )
+    drafts_folder: str = option(parseString, "Drafts", "folder with the \\Drafts role")
+    sent_folder: str = option(parseString, "Sent", "folder with the \\Sent role")
+    trash_folder: str = option(parseString, "Trash", "folder with the \\Trash role")
+    junk_folder: str = option(parseString, "Junk", "folder with the \\Junk role")
+    archive_folder: str = option(parseString, "Archive", "folder with the \\Archive role")
+
+    def check(self) -> None:
+        from twisted_maillab.store.dovecot import folderDirName
+
+        for key in ("drafts_folder", "sent_folder", "trash_folder", "junk_folder", "archive_folder"):
+            value = getattr(self, key)
+            if value:
+                try:
+                    folderDirName(value)
+                except Exception as e:
+                    raise SectionError(key, str(e)) from None
 
 
 @dataclass(frozen=True, kw_only=True)

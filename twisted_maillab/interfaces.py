@@ -140,3 +140,187 @@ class IAccountDirectory(Interface):
             recipient_delimiter}, C{""} for none.
         @return: L{Deferred} of an L{Account} or L{None} (RCPT: 550 5.1.1).
         """
+
+
+# ---------------------------------------------------------------------------
+# The store (twisted_maillab.store): what SMTP, POP3 and IMAP rely on.
+
+
+class IMailStore(Interface):
+    """
+    The process's Maildir store (L{twisted_maillab.store.makeStore}).
+    """
+
+    def mailboxes(account):
+        """
+        @param account: a L{twisted_maillab.account.Account}.
+        @return: the account's L{IMailboxes}.
+        """
+
+    def beginDelivery():
+        """
+        @return: a new L{IDeliveryTransaction}.
+        """
+
+    def close():
+        """
+        Stop the thread pool, timers and watchers.  @return: a Deferred.
+        """
+
+
+class IDeliveryTransaction(Interface):
+    """
+    One message, one or more recipients: begin -> addRecipient -> write ->
+    commit or abort.  Errors are L{twisted_maillab.store.StoreError}s that
+    carry C{temporary}, C{smtpCode}, C{enhancedCode} and C{imapCode}.
+    """
+
+    def addRecipient(account, folder="INBOX", prependHeaders=b"", create=False):
+        """
+        Add a recipient before the first write; C{prependHeaders} are this
+        recipient's own header lines (Return-Path, Delivered-To...).
+        """
+
+    def write(chunk):
+        """
+        Stream body bytes (call many times).  @return: a Deferred for
+        back-pressure.
+        """
+
+    def commit():
+        """
+        @return: a Deferred firing with one C{RecipientResult} per recipient
+            (C{.ok}, C{.error}, C{.filename}); the message is on disk, fsynced,
+            in C{new/} for each C{ok} recipient.
+        """
+
+    def abort():
+        """
+        Discard everything written.  @return: a Deferred.
+        """
+
+
+class IMailboxes(Interface):
+    """
+    An account's folders (Maildir++).  Names use C{separator} ("/") between
+    levels; every method returns a Deferred.
+    """
+
+    separator = Attribute("The hierarchy delimiter of folder names.")
+
+    def list():
+        """
+        @return: Deferred list of C{FolderInfo(name, specialUse, subscribed,
+            hasChildren, exists)}, INBOX first.
+        """
+
+    def open(name="INBOX", create=False):
+        """
+        @return: Deferred L{IFolder}, shared by all sessions; give it back
+            with C{folder.close()}.
+        """
+
+    def create(name):
+        """Create a folder (MailboxExists, InvalidMailboxName on error)."""
+
+    def delete(name):
+        """Delete a folder and its messages."""
+
+    def rename(old, new):
+        """Rename a folder and its children."""
+
+    def subscribe(name):
+        """Add to the subscriptions file."""
+
+    def unsubscribe(name):
+        """Remove from the subscriptions file."""
+
+    def subscriptions():
+        """@return: Deferred list of subscribed names."""
+
+    def ensureDefaults():
+        """Create INBOX and the special-use folders at first login."""
+
+
+class IFolder(Interface):
+    """
+    An open folder with its in-memory index.  Reads are synchronous;
+    changes return Deferreds and notify the other subscribers.
+    """
+
+    name = Attribute("The folder name.")
+    uidValidity = Attribute("UIDVALIDITY.")
+    uidNext = Attribute("UIDNEXT.")
+
+    def uids():
+        """All UIDs ascending (sequence order)."""
+
+    def message(uid):
+        """The C{Message} (size, vsize, isNew, ...) or MessageVanished."""
+
+    def flags(uid):
+        """frozenset of flags and keywords (no \\Recent)."""
+
+    def size(uid):
+        """Stored octets."""
+
+    def internalDate(uid):
+        """POSIX time of the internal date."""
+
+    def openMessage(uid):
+        """A binary file object (symlink-safe); read it in chunks."""
+
+    def recentUids():
+        """UIDs still in new/."""
+
+    def claimRecent(origin=None):
+        """Move new/ to cur/; Deferred list of the UIDs now recent for the caller."""
+
+    def setFlags(uids, flags, mode="replace", origin=None):
+        """Deferred {uid: flags}; mode replace/add/remove."""
+
+    def append(source, flags=(), internalDate=None, origin=None):
+        """Deferred new UID (APPENDUID)."""
+
+    def copyTo(uids, target, origin=None, move=False):
+        """Deferred [(sourceUid, targetUid)] (COPYUID); move=True for MOVE."""
+
+    def expunge(uids=None, origin=None):
+        """Deferred list of expunged UIDs (None: all \\Deleted)."""
+
+    def snapshot():
+        """POP3: [(uid, size, uidl)]."""
+
+    def pop3Uidl(uid):
+        """The POP3 UIDL (Dovecot's %08Xu%08Xv)."""
+
+    def refresh(full=False):
+        """Sync with the disk now; Deferred."""
+
+    def subscribe(listener):
+        """Register an L{IFolderListener} (any subset of its methods)."""
+
+    def unsubscribe(listener):
+        """Stop notifying C{listener}."""
+
+    def close():
+        """Give back the reference from C{IMailboxes.open}."""
+
+
+class IFolderListener(Interface):
+    """
+    What a folder tells its subscribers (all optional).  C{origin=} on a
+    change excludes the session that made it.
+    """
+
+    def messagesAdded(folder, uids):
+        """New messages (delivery, APPEND, COPY, another program)."""
+
+    def flagsChanged(folder, uids):
+        """Flags of these messages changed."""
+
+    def messagesExpunged(folder, uids):
+        """These UIDs are gone."""
+
+    def folderReset(folder):
+        """UIDVALIDITY changed or the folder was deleted/renamed: reselect."""

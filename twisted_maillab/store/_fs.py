@@ -1,0 +1,232 @@
+"""
+Symlink-safe file operations on a user's Maildir.
+
+Everything below the Maildir root is reached through directory file
+descriptors with C{O_NOFOLLOW}: a user who replaces C{cur/} by a symlink to
+C{/etc}, or a message file by a symlink, a FIFO or a hard link to a file they
+do not own, gets an L{UnsafePath} error instead of making the server read or
+write outside the Maildir.  See the package docstring for the ownership
+model (C{fchown} plus precautions, not C{setfsuid}).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+
+from twisted_maillab.store.errors import UnsafePath, fromOSError
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: opening a FIFO for reading must not hang the thread; the
+# S_ISREG check right after refuses it.
+READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+@dataclass(frozen=True)
+class Owner:
+    """
+    Who files in a Maildir must belong to.
+
+    @ivar uid: the owner's uid, or L{None} to leave files as the server's
+        user (virtual users, or when not running as root).
+    @ivar gid: the owner's gid, or L{None}.
+    """
+
+    uid: int | None = None
+    gid: int | None = None
+
+    @property
+    def enforced(self) -> bool:
+        """
+        Whether we chown new files and check the owner of files we read:
+        only as root, and only for accounts with a uid.
+        """
+        return self.uid is not None and os.geteuid() == 0
+
+    def chown(self, fd: int) -> None:
+        if self.enforced:
+            os.fchown(fd, self.uid, self.gid if self.gid is not None else -1)
+
+    def check(self, st: os.stat_result, what: str) -> None:
+        """
+        Refuse a file that the account does not own (a hard link to
+        C{/etc/shadow} planted in C{cur/} would otherwise be served as root).
+        """
+        if self.enforced and st.st_uid != self.uid:
+            raise UnsafePath(f"{what} is owned by uid {st.st_uid}, not {self.uid}")
+
+
+def openDir(name: str, dirFd: int | None = None) -> int:
+    """
+    Open a directory without following a symlink in its last component.
+
+    @raise UnsafePath: if C{name} is a symlink or not a directory.
+    @raise OSError: other errors (ENOENT...).
+    """
+    try:
+        return os.open(name, DIR_FLAGS, dir_fd=dirFd)
+    except OSError as e:
+        if e.errno in (40, 20):  # ELOOP, ENOTDIR
+            raise UnsafePath(f"{name} is a symlink or not a directory") from None
+        raise
+
+
+def makeDir(name: str, dirFd: int | None, owner: Owner, exist_ok: bool = True) -> int:
+    """
+    Create (or open) a 0700 directory owned by C{owner}; returns its fd.
+    """
+    try:
+        os.mkdir(name, DIR_MODE, dir_fd=dirFd)
+        created = True
+    except FileExistsError:
+        if not exist_ok:
+            raise
+        created = False
+    fd = openDir(name, dirFd)
+    if created:
+        try:
+            os.fchmod(fd, DIR_MODE)
+            owner.chown(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+    return fd
+
+
+def createFile(name: str, dirFd: int, owner: Owner, mode: int = FILE_MODE) -> int:
+    """
+    Create a new file exclusively (never through a symlink), mode 0600,
+    owned by C{owner}.  Returns a write-only fd.
+    """
+    fd = os.open(name, CREATE_FLAGS, mode, dir_fd=dirFd)
+    try:
+        os.fchmod(fd, mode)
+        owner.chown(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def openRegular(name: str, dirFd: int, owner: Owner) -> int:
+    """
+    Open an existing regular file for reading, refusing symlinks, FIFOs,
+    devices and files not owned by the account.
+
+    @return: a blocking read-only fd.
+    @raise UnsafePath: for anything but a regular file of the owner.
+    @raise OSError: ENOENT when the file is gone.
+    """
+    try:
+        fd = os.open(name, READ_FLAGS, dir_fd=dirFd)
+    except OSError as e:
+        if e.errno == 40:  # ELOOP: a symlink
+            raise UnsafePath(f"{name} is a symlink") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafePath(f"{name} is not a regular file")
+        owner.check(st, name)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def readSmallFile(name: str, dirFd: int, owner: Owner, limit: int = 64 * 1024 * 1024) -> bytes | None:
+    """
+    Read a whole metadata file (uidlist, keywords, subscriptions), or
+    L{None} if it does not exist.
+    """
+    try:
+        fd = openRegular(name, dirFd, owner)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise UnsafePath(f"{name} is larger than {limit} bytes")
+    return data
+
+
+def writeAll(fd: int, data) -> None:
+    """
+    C{os.write} until everything is written (it may write less).
+    """
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def replaceFile(name: str, dirFd: int, owner: Owner, data: bytes, fsync: bool = True) -> None:
+    """
+    Atomically replace C{name} with C{data}: write C{name.tmp.<pid>} with
+    C{O_EXCL}, fsync, rename over.
+    """
+    tmp = f"{name}.tmp.{os.getpid()}"
+    try:
+        os.unlink(tmp, dir_fd=dirFd)
+    except FileNotFoundError:
+        pass
+    fd = createFile(tmp, dirFd, owner)
+    try:
+        writeAll(fd, data)
+        if fsync:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp, dir_fd=dirFd)
+        raise
+    os.close(fd)
+    os.rename(tmp, name, src_dir_fd=dirFd, dst_dir_fd=dirFd)
+
+
+def removeTree(name: str, dirFd: int) -> None:
+    """
+    Remove a directory tree without following symlinks (a symlink inside
+    is unlinked, never descended into).
+    """
+    fd = openDir(name, dirFd)
+    try:
+        for entry in os.scandir(fd):
+            if entry.is_dir(follow_symlinks=False):
+                removeTree(entry.name, fd)
+            else:
+                os.unlink(entry.name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=dirFd)
+
+
+def openPath(path, create: bool, owner: Owner) -> int:
+    """
+    Open a Maildir root: its parent is resolved by the kernel (it is chosen
+    by the administrator: C{/home/edouard}, C{/var/mail/example.org}), the
+    Maildir itself is opened with C{O_NOFOLLOW} and created 0700 if asked.
+    """
+    path = os.fspath(path)
+    parent, name = os.path.split(path.rstrip("/"))
+    if create and parent and not os.path.isdir(parent):
+        # e.g. /var/mail/example.org for maildir:/var/mail/%d/%n; the
+        # administrator's layout, so it is created like mkdir -p would.
+        try:
+            os.makedirs(parent, 0o755, exist_ok=True)
+        except OSError as e:
+            raise fromOSError(e, parent) from None
+    try:
+        parentFd = os.open(parent or "/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise fromOSError(e, parent) from None
+    try:
+        if create:
+            return makeDir(name, parentFd, owner)
+        return openDir(name, parentFd)
+    finally:
+        os.close(parentFd)

@@ -1,0 +1,340 @@
+"""
+Transactional delivery into Maildir (the maddy C{DeliveryTarget} contract).
+
+    txn = store.beginDelivery()
+    txn.addRecipient(account, folder="INBOX", prependHeaders=b"Delivered-To: ...\\r\\n")
+    txn.write(chunk)            # as many times as needed; streamed to disk
+    results = await txn.commit()  # one RecipientResult per recipient
+    # or txn.abort()
+
+Each recipient gets its own file in its folder's C{tmp/} (its own
+C{Return-Path}/C{Delivered-To} lines first, then the shared body), written
+in the store's thread pool.  C{commit} fsyncs each file, checks the quota,
+renames it into C{new/} (atomic: the message appears whole or not at all)
+and fsyncs C{new/}, sharing that directory fsync with every other delivery
+to the same folder that is waiting at the same moment (group commit).  A
+crash before the rename leaves only a C{tmp/} file, removed after 36 hours.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from twisted_maillab.store import _fs, dovecot
+from twisted_maillab.store.errors import (
+    MailboxNotFound,
+    StoreError,
+    TransactionClosed,
+    fromOSError,
+)
+
+log = Logger()
+
+FLUSH_SIZE = 64 * 1024
+
+
+@dataclass
+class RecipientResult:
+    """
+    The outcome for one recipient.
+
+    @ivar account: the L{Account}.
+    @ivar folder: the folder name.
+    @ivar filename: the file name in C{new/} on success.
+    @ivar error: the L{StoreError} on failure, else L{None}.
+    """
+
+    account: object
+    folder: str
+    filename: str | None = None
+    error: StoreError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class _Recipient:
+    def __init__(self, account, folder, prepend, create):
+        self.account = account
+        self.folder = folder
+        self.prepend = bytes(prepend)
+        self.create = create
+        self.mailboxes = None
+        self.dirName = None
+        self.fds = None  # {"root", "tmp", "new"}
+        self.fd = None
+        self.unique = None
+        self.error: StoreError | None = None
+        self.filename = None
+        self.written = 0
+
+
+class DeliveryTransaction:
+    """
+    One message for one or more recipients.  Created by
+    L{Store.beginDelivery}; use from the reactor thread.
+    """
+
+    def __init__(self, store):
+        self.store = store
+        self._recipients: list[_Recipient] = []
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._size = 0
+        self._vsize = 0
+        self._last = b""
+        self._started = False
+        self._state = "open"
+        self._chain = defer.succeed(None)
+
+    @property
+    def size(self) -> int:
+        """
+        Body octets written so far.
+        """
+        return self._size
+
+    def addRecipient(self, account, folder: str = "INBOX", prependHeaders: bytes = b"", create: bool = False) -> None:
+        """
+        Add a recipient before the first L{write}.
+
+        @param account: the L{twisted_maillab.account.Account}.
+        @param folder: C{"INBOX"} or a folder name (C{"Junk"}).
+        @param prependHeaders: header lines for this recipient only
+            (C{Return-Path}, C{Delivered-To}...), CRLF or LF terminated as
+            the body is.
+        @param create: create a missing folder (INBOX is always created).
+        @raise InvalidMailboxName: an impossible folder name.
+        """
+        self._checkOpen()
+        if self._started:
+            raise StoreError("recipients must be added before the body is written")
+        recipient = _Recipient(account, folder, prependHeaders, create)
+        recipient.mailboxes = self.store.mailboxes(account)
+        if folder.upper() != "INBOX":
+            recipient.dirName = dovecot.folderDirName(folder, recipient.mailboxes.separator)
+        self._recipients.append(recipient)
+
+    def _checkOpen(self) -> None:
+        if self._state != "open":
+            raise TransactionClosed()
+
+    def write(self, chunk: bytes):
+        """
+        Append body data.  Buffered up to 64 KiB, then written by the thread
+        pool, in order.
+
+        @return: a Deferred firing when the data reached the files (use it
+            for back-pressure; ignoring it is safe).
+        """
+        self._checkOpen()
+        if not chunk:
+            return defer.succeed(None)
+        chunk = bytes(chunk)
+        self._size += len(chunk)
+        from twisted_maillab.store.folder import _bareLFs
+
+        self._vsize += len(chunk) + _bareLFs(self._last, chunk)
+        self._last = chunk[-1:]
+        self._buffer.append(chunk)
+        self._buffered += len(chunk)
+        if self._buffered >= FLUSH_SIZE:
+            return self._flush()
+        return defer.succeed(None)
+
+    def _flush(self):
+        data = b"".join(self._buffer)
+        self._buffer = []
+        self._buffered = 0
+        first = not self._started
+        self._started = True
+
+        def work(_):
+            return self.store.run(self._writeWork, data, first)
+
+        self._chain.addCallback(work)
+        result = defer.Deferred()
+
+        def done(value):
+            result.callback(None)
+            return value
+
+        def failed(f):
+            result.errback(f)
+            return f
+
+        self._chain.addCallbacks(done, failed)
+        result.addErrback(lambda f: None)  # the error is reported by commit
+        return result
+
+    # -- thread side --------------------------------------------------
+
+    def _openRecipient(self, r: _Recipient) -> None:
+        mailboxes = r.mailboxes
+        rootFd = mailboxes._rootFd(create=True)
+        fds = {}
+        try:
+            if r.dirName is None:
+                fds["root"] = os.dup(rootFd)
+                create = True
+            else:
+                create = r.create
+                if create:
+                    fds["root"] = _fs.makeDir(r.dirName, rootFd, mailboxes.owner)
+                else:
+                    try:
+                        fds["root"] = _fs.openDir(r.dirName, rootFd)
+                    except FileNotFoundError:
+                        raise MailboxNotFound(f"{r.folder}: no such mailbox") from None
+            for sub in ("tmp", "new", "cur"):
+                if create:
+                    fds[sub] = _fs.makeDir(sub, fds["root"], mailboxes.owner)
+                else:
+                    fds[sub] = _fs.openDir(sub, fds["root"])
+            if r.dirName is not None and create:
+                try:
+                    os.close(_fs.createFile(dovecot.MAILDIRFOLDER, fds["root"], mailboxes.owner))
+                except FileExistsError:
+                    pass
+            r.unique = self.store.names.next()
+            r.fd = _fs.createFile(r.unique, fds["tmp"], mailboxes.owner)
+        except BaseException:
+            for fd in fds.values():
+                os.close(fd)
+            raise
+        r.fds = fds
+        if r.prepend:
+            _fs.writeAll(r.fd, r.prepend)
+            r.written += len(r.prepend)
+
+    def _fail(self, r: _Recipient, error: BaseException) -> None:
+        if isinstance(error, StoreError):
+            r.error = error
+        elif isinstance(error, OSError):
+            r.error = fromOSError(error, f"delivery to {r.account.name}/{r.folder}")
+        else:
+            raise error
+        self._discard(r)
+
+    def _discard(self, r: _Recipient) -> None:
+        if r.fd is not None:
+            os.close(r.fd)
+            r.fd = None
+        if r.unique is not None and r.fds is not None:
+            try:
+                os.unlink(r.unique, dir_fd=r.fds["tmp"])
+            except OSError:
+                pass
+            r.unique = None
+
+    def _closeFds(self, r: _Recipient) -> None:
+        if r.fds:
+            for fd in r.fds.values():
+                os.close(fd)
+            r.fds = None
+
+    def _writeWork(self, data: bytes, first: bool) -> None:
+        for r in self._recipients:
+            if r.error is not None:
+                continue
+            try:
+                if first:
+                    self._openRecipient(r)
+                _fs.writeAll(r.fd, data)
+                r.written += len(data)
+            except (OSError, StoreError) as e:
+                self._fail(r, e)
+
+    def _commitWork(self) -> None:
+        """
+        Thread: fsync, quota, rename into new/ for each recipient.  The
+        directory fsync happens afterwards in L{GroupSync}.
+        """
+        for r in self._recipients:
+            if r.error is not None:
+                continue
+            try:
+                if self.store.fsync:
+                    os.fsync(r.fd)
+                os.close(r.fd)
+                r.fd = None
+                vsize = self._vsize + len(r.prepend) + _prependBareLFs(r.prepend)
+                r.mailboxes._quotaCheck(r.written, 1)
+                base = f"{r.unique},S={r.written},W={vsize}"
+                # the rename is the commit point: new/ only ever holds
+                # complete, fsynced messages
+                os.rename(r.unique, base, src_dir_fd=r.fds["tmp"], dst_dir_fd=r.fds["new"])
+                r.unique = None
+                r.filename = base
+                r.mailboxes._quotaUpdate(r.written, 1)
+            except (OSError, StoreError) as e:
+                self._fail(r, e)
+
+    def _abortWork(self) -> None:
+        for r in self._recipients:
+            self._discard(r)
+            self._closeFds(r)
+
+    # -- reactor side -------------------------------------------------
+
+    @defer.inlineCallbacks
+    def _commit(self):
+        if self._buffer or not self._started:
+            self._flush()
+        try:
+            yield self._chain
+            yield self.store.run(self._commitWork)
+            syncs = []
+            for r in self._recipients:
+                if r.error is None and self.store.fsync:
+                    syncs.append(self.store.groupSync(r.fds["new"]))
+            results = yield defer.DeferredList(syncs, consumeErrors=True)
+            for ok, value in results:
+                if not ok:
+                    log.failure("directory fsync failed", value)
+        finally:
+            yield self.store.run(self._abortWork)
+            self._state = "done"
+        out = []
+        for r in self._recipients:
+            out.append(RecipientResult(r.account, r.folder, r.filename, r.error))
+            if r.error is None:
+                self.store._delivered(r.mailboxes, r.folder, r.filename)
+        return out
+
+    def commit(self):
+        """
+        Make the message visible to every recipient that did not fail.
+
+        @return: a Deferred firing with a list of L{RecipientResult}, one per
+            L{addRecipient}, in order.  The SMTP server replies 250 only
+            after it fired; a recipient with C{error} gets its
+            C{error.smtpCode} (or the whole message is deferred).
+        """
+        self._checkOpen()
+        self._state = "committing"
+        return self._commit()
+
+    def abort(self):
+        """
+        Discard the message (unlink the C{tmp/} files).
+
+        @return: a Deferred firing when done.
+        """
+        if self._state != "open":
+            return defer.succeed(None)
+        self._state = "aborted"
+        self._buffer = []
+        d = self._chain
+        d.addBoth(lambda _: self.store.run(self._abortWork))
+        d.addErrback(lambda f: log.failure("abort failed", f))
+        return d
+
+
+def _prependBareLFs(data: bytes) -> int:
+    return data.count(b"\n") - data.count(b"\r\n")

@@ -1,0 +1,1306 @@
+"""
+One Maildir folder with its in-memory index, kept in step with the disk.
+
+A L{Folder} is shared by every session of the process that opened it (the
+store keeps one per directory), so an SMTP delivery, an IMAP session in IDLE
+and a POP3 session see the same UIDs and are told about changes at once.
+
+Threading: every operation that touches the disk runs in the store's thread
+pool, one at a time per folder (a L{DeferredLock}); the thread part only
+reads the index and returns a L{_Sync} describing the changes, which is
+applied on the reactor thread, after which listeners are called.  So the
+index is only ever mutated on the reactor thread and readers there never see
+half an update.
+
+Scale: opening a folder reads C{dovecot-uidlist} once and lists C{new/} and
+C{cur/} without a C{stat} per file (sizes come from C{,S=}/C{,W=} in the
+names; internal dates are read lazily).  Later refreshes read only what was
+appended to the uidlist (same inode, larger size) and relist a directory
+only when its mtime changed or inotify named a file the index does not
+expect.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as _stat
+from dataclasses import dataclass, field
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from twisted_maillab.store import _fs, dovecot
+from twisted_maillab.store.errors import (
+    MailboxNotFound,
+    MessageVanished,
+    ServerBug,
+    StoreError,
+    UnsafePath,
+    fromOSError,
+)
+
+log = Logger()
+
+TMP_MAX_AGE = 36 * 3600  # Maildir spec: tmp/ files untouched for 36 hours are garbage
+_COPY_CHUNK = 256 * 1024
+
+
+class Message:
+    """
+    One message of the index (read-only for callers).
+
+    @ivar uid: the IMAP UID (from C{dovecot-uidlist}).
+    @ivar base: the base file name (without C{:2,...}).
+    @ivar info: the info part after C{:} (C{"2,RS"}) or L{None}.
+    @ivar isNew: L{True} while the file is in C{new/} (\\Recent).
+    @ivar size: octets on disk (from C{,S=} or a C{stat}), or L{None} until known.
+    @ivar vsize: octets with CRLF line ends (C{,W=}), or L{None}.
+    @ivar mtime: the internal date (file mtime), or L{None} until known.
+    @ivar ext: uidlist extension fields of the record, kept verbatim.
+    """
+
+    __slots__ = ("uid", "base", "info", "isNew", "size", "vsize", "mtime", "ext")
+
+    def __init__(self, uid, base, info, isNew, ext=""):
+        self.uid = uid
+        self.base = base
+        self.info = info
+        self.isNew = isNew
+        self.size, self.vsize = dovecot.sizeFromName(base)
+        self.mtime = None
+        self.ext = ext
+
+    @property
+    def filename(self) -> str:
+        return self.base if self.info is None else f"{self.base}:{self.info}"
+
+    @property
+    def subdir(self) -> str:
+        return "new" if self.isNew else "cur"
+
+    @property
+    def letters(self) -> str:
+        return dovecot.infoLetters(self.info)
+
+    def __repr__(self):
+        return f"<Message uid={self.uid} {self.subdir}/{self.filename}>"
+
+
+@dataclass
+class _Sync:
+    """
+    Changes computed in a thread, applied on the reactor thread.
+    """
+
+    added: list = field(default_factory=list)  # Message
+    updated: list = field(default_factory=list)  # (uid, info, isNew)
+    removed: list = field(default_factory=list)  # uid
+    pending: dict | None = None  # replaces Folder._pending when not None
+    pendingAdd: dict = field(default_factory=dict)
+    header: dovecot.UidlistHeader | None = None
+    uidlistState: dovecot.UidlistState | None = None
+    keywords: dovecot.Keywords | None = None
+    stamps: tuple | None = None
+    reset: bool = False
+    result: object = None
+
+
+def _twoLocks(first: defer.DeferredLock, second: defer.DeferredLock):
+    """
+    Acquire two folder locks in a fixed order (by id) so a MOVE A->B and a
+    MOVE B->A cannot deadlock; returns a Deferred firing with a release
+    callable.
+    """
+    ordered = sorted({id(first): first, id(second): second}.items())
+    locks = [lock for _, lock in ordered]
+
+    @defer.inlineCallbacks
+    def acquire():
+        for lock in locks:
+            yield lock.acquire()
+
+        def release():
+            for lock in reversed(locks):
+                lock.release()
+
+        return release
+
+    return acquire()
+
+
+class Folder:
+    """
+    An open Maildir folder.  Obtain it from L{Mailboxes.open} and give it
+    back with L{close}.
+
+    @ivar name: the folder name (C{"INBOX"}, C{"Archive/2024"}).
+    @ivar uidValidity: UIDVALIDITY (from the uidlist header).
+    @ivar guid: the mailbox GUID (uidlist header C{G}).
+    """
+
+    def __init__(self, store, mailboxes, name: str, dirName: str | None):
+        self.store = store
+        self.mailboxes = mailboxes
+        self.name = name
+        self.dirName = dirName  # None for INBOX (the Maildir root)
+        self.owner = mailboxes.owner
+        self.messages: dict[int, Message] = {}
+        self.byBase: dict[str, int] = {}
+        self._uids: list[int] = []
+        self._uidsSorted = True
+        self._pending: dict[str, tuple[int, str]] = {}
+        self.keywords = dovecot.Keywords()
+        self.header = dovecot.UidlistHeader()
+        self._ustate = dovecot.UidlistState()
+        self._stamps = (None, None)
+        self._listeners: list = []
+        self._lock = defer.DeferredLock()
+        self._fds: dict[str, int] = {}
+        self._refs = 0
+        self._closed = False
+        self._watch = None
+        self._refreshCall = None
+        self._forceNew = self._forceCur = False
+
+    # ------------------------------------------------------------------
+    # Reading the index (reactor thread, no I/O)
+
+    @property
+    def uidValidity(self) -> int:
+        return self.header.uidValidity
+
+    @property
+    def uidNext(self) -> int:
+        last = self.uids()[-1] if self.messages else 0
+        return max(self.header.nextUid, last + 1)
+
+    @property
+    def guid(self) -> str:
+        return self.header.guid
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def uids(self) -> list[int]:
+        """
+        All UIDs, ascending (the IMAP sequence order).
+        """
+        if not self._uidsSorted:
+            self._uids.sort()
+            self._uidsSorted = True
+        return self._uids
+
+    def message(self, uid: int) -> Message:
+        """
+        @raise MessageVanished: no such UID (expunged).
+        """
+        try:
+            return self.messages[uid]
+        except KeyError:
+            raise MessageVanished(f"UID {uid} does not exist in {self.name}") from None
+
+    def flags(self, uid: int) -> frozenset[str]:
+        """
+        The message's flags: C{\\Seen}... and keyword names (no C{\\Recent}:
+        that is per session, see L{claimRecent}).
+        """
+        result = set()
+        for letter in self.message(uid).letters:
+            if letter in dovecot.SYSTEM_FLAGS:
+                result.add(dovecot.SYSTEM_FLAGS[letter])
+            elif letter in dovecot.KEYWORD_LETTERS:
+                result.add(self.keywords.nameOf(letter))
+        return frozenset(result)
+
+    def recentUids(self) -> list[int]:
+        """
+        UIDs of messages still in C{new/} (nobody claimed them yet).
+        """
+        return [uid for uid in self.uids() if self.messages[uid].isNew]
+
+    def unseenCount(self) -> int:
+        return sum(1 for m in self.messages.values() if "S" not in m.letters)
+
+    def keywordNames(self) -> list[str]:
+        """
+        Keywords defined in this folder (for IMAP FLAGS/PERMANENTFLAGS).
+        """
+        return [name for _, name in sorted(self.keywords.names.items())]
+
+    def pop3Uidl(self, uid: int) -> str:
+        """
+        The POP3 UIDL: Dovecot's default C{pop3_uidl_format = %08Xu%08Xv}
+        (UID then UIDVALIDITY, upper-case hex), so switching between Dovecot
+        and maillab does not make POP3 clients download everything again.
+        A uidlist C{P} extension (a UIDL migrated from another server, as
+        Dovecot keeps it) takes precedence.
+        """
+        message = self.message(uid)
+        for part in message.ext.split():
+            if part.startswith("P") and len(part) > 1:
+                return part[1:]
+        return f"{uid:08X}{self.uidValidity:08X}"
+
+    def size(self, uid: int) -> int:
+        """
+        The message size in octets as stored (a C{stat} if the name has no
+        C{,S=}).
+        """
+        message = self.message(uid)
+        if message.size is None:
+            self._statMessage(message)
+        return message.size
+
+    def internalDate(self, uid: int) -> float:
+        """
+        The internal date (the file's mtime, as Dovecot uses it), POSIX time.
+        """
+        message = self.message(uid)
+        if message.mtime is None:
+            self._statMessage(message)
+        return message.mtime
+
+    def _statMessage(self, message: Message) -> None:
+        for attempt in range(2):
+            try:
+                st = os.stat(message.filename, dir_fd=self._fds[message.subdir], follow_symlinks=False)
+            except FileNotFoundError:
+                if attempt == 0 and self._relocate(message):
+                    continue
+                raise MessageVanished(f"UID {message.uid} vanished from {self.name}") from None
+            if not _stat.S_ISREG(st.st_mode):
+                raise UnsafePath(f"{message.filename} is not a regular file")
+            self.owner.check(st, message.filename)
+            if message.size is None:
+                message.size = st.st_size
+            message.mtime = st.st_mtime
+            return
+
+    def _relocate(self, message: Message) -> bool:
+        """
+        The file was renamed by another process (flags changed, moved from
+        new/ to cur/): find it by its base name.  Synchronous; rare.
+        """
+        prefix = message.base
+        for subdir in ("cur", "new"):
+            for name in os.listdir(self._fds[subdir]):
+                base, info = dovecot.splitName(name)
+                if base == prefix:
+                    message.info = info
+                    message.isNew = subdir == "new"
+                    return True
+        return False
+
+    def openMessage(self, uid: int):
+        """
+        Open the message for reading: a binary file object, positioned at 0,
+        opened with C{O_NOFOLLOW} relative to the folder's directory fd and
+        refused if it is not a regular file owned by the account.  Read it
+        in chunks; it is never loaded whole by the store.
+
+        @raise MessageVanished: expunged by another process.
+        @raise UnsafePath: a symlink, FIFO or foreign file took its place.
+        """
+        message = self.message(uid)
+        for attempt in range(2):
+            try:
+                fd = _fs.openRegular(message.filename, self._fds[message.subdir], self.owner)
+            except FileNotFoundError:
+                if attempt == 0 and self._relocate(message):
+                    continue
+                self._scheduleRefresh(forceNew=True, forceCur=True)
+                raise MessageVanished(f"UID {uid} was expunged from {self.name}") from None
+            return os.fdopen(fd, "rb")
+
+    # ------------------------------------------------------------------
+    # Events
+
+    def subscribe(self, listener) -> None:
+        """
+        Be told about changes.  C{listener} may define any of
+        C{messagesAdded(folder, uids)}, C{flagsChanged(folder, uids)},
+        C{messagesExpunged(folder, uids)}, C{folderReset(folder)} (the
+        UIDVALIDITY changed: reselect).  See L{IFolderListener}.
+        """
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+
+    def unsubscribe(self, listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _publish(self, method: str, origin, *args) -> None:
+        for listener in list(self._listeners):
+            if listener is origin:
+                continue
+            callback = getattr(listener, method, None)
+            if callback is None:
+                continue
+            try:
+                callback(self, *args)
+            except Exception:
+                log.failure("folder listener {listener!r} failed in {method}", listener=listener, method=method)
+
+    # ------------------------------------------------------------------
+    # Opening and closing
+
+    def _dirFd(self) -> int:
+        return self._fds["root"]
+
+    def _openWork(self, create: bool) -> None:
+        """
+        Thread: open the directory fds (C{O_NOFOLLOW} all the way down from
+        the Maildir root), creating C{cur/ new/ tmp/} if asked.
+        """
+        rootFd = self.mailboxes._rootFd(create=create)
+        fds = {}
+        try:
+            if self.dirName is None:
+                fds["root"] = os.dup(rootFd)
+            elif create:
+                fds["root"] = _fs.makeDir(self.dirName, rootFd, self.owner)
+            else:
+                try:
+                    fds["root"] = _fs.openDir(self.dirName, rootFd)
+                except FileNotFoundError:
+                    raise MailboxNotFound(f"{self.name}: no such mailbox") from None
+            for sub in ("cur", "new", "tmp"):
+                if create:
+                    fds[sub] = _fs.makeDir(sub, fds["root"], self.owner)
+                else:
+                    try:
+                        fds[sub] = _fs.openDir(sub, fds["root"])
+                    except FileNotFoundError:
+                        raise MailboxNotFound(f"{self.name}: not a Maildir (no {sub}/)") from None
+            if self.dirName is not None and create:
+                # Maildir++: a folder carries an empty "maildirfolder" file
+                try:
+                    os.close(_fs.createFile(dovecot.MAILDIRFOLDER, fds["root"], self.owner))
+                except FileExistsError:
+                    pass
+        except BaseException:
+            for fd in fds.values():
+                os.close(fd)
+            raise
+        self._fds = fds
+
+    def _cleanTmp(self, now: float) -> int:
+        """
+        Thread: remove C{tmp/} files older than 36 hours (Maildir spec);
+        they are what a crash between write and rename leaves.
+        """
+        removed = 0
+        tmpFd = self._fds["tmp"]
+        for entry in os.scandir(tmpFd):
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if _stat.S_ISDIR(st.st_mode):
+                continue
+            if st.st_mtime < now - TMP_MAX_AGE and st.st_atime < now - TMP_MAX_AGE:
+                try:
+                    os.unlink(entry.name, dir_fd=tmpFd)
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+        return removed
+
+    @defer.inlineCallbacks
+    def _open(self, create: bool):
+        yield self._lock.acquire()
+        try:
+            yield self.store.run(self._openWork, create)
+            yield self.store.run(self._cleanTmp, self.store.clock.seconds())
+            sync = yield self.store.run(self._syncWork, True, True, None, True)
+            self._apply(sync, None, publish=False)
+        except BaseException:
+            self._closeFds()
+            raise
+        finally:
+            self._lock.release()
+        self._watch = self.store._watchFolder(self)
+        return self
+
+    def _closeFds(self) -> None:
+        for fd in self._fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds = {}
+
+    def close(self) -> None:
+        """
+        Give back a reference obtained from L{Mailboxes.open}; the last one
+        closes the directory fds and stops watching.
+        """
+        self._refs -= 1
+        if self._refs <= 0 and not self._closed:
+            self._closed = True
+            self.mailboxes._forget(self)
+            if self._watch is not None:
+                self._watch()
+                self._watch = None
+            if self._refreshCall is not None and self._refreshCall.active():
+                self._refreshCall.cancel()
+            self._lock.run(lambda: self._closeFds())
+
+    # ------------------------------------------------------------------
+    # Refresh
+
+    def refresh(self, full: bool = False):
+        """
+        Bring the index up to date with the disk and notify listeners.
+
+        @param full: relist both directories even if their mtimes did not
+            change (the periodic rescan does this now and then).
+        @return: a Deferred firing when done.
+        """
+        return self._locked(self._syncWork, full, full, None, False)
+
+    def _scheduleRefresh(self, forceNew=False, forceCur=False, delay: float = 0.05):
+        """
+        Coalesce bursts of inotify events into one refresh.
+        """
+        if self._closed:
+            return
+        self._forceNew |= forceNew
+        self._forceCur |= forceCur
+        if self._refreshCall is not None and self._refreshCall.active():
+            return
+
+        def fire():
+            forceNew, forceCur = self._forceNew, self._forceCur
+            self._forceNew = self._forceCur = False
+            d = self._locked(self._syncWork, forceNew, forceCur, None, False)
+            d.addErrback(lambda f: log.failure("refresh of {name} failed", f, name=self.name))
+
+        self._refreshCall = self.store.clock.callLater(delay, fire)
+
+    def _inotifyEvent(self, subdir: str | None, name: str, gone: bool) -> None:
+        """
+        Called by the store's watcher.  Ignore events for changes the index
+        already reflects (our own renames); otherwise schedule a refresh.
+        """
+        if subdir is None:
+            if name.startswith(dovecot.UIDLIST) or name.startswith(dovecot.KEYWORDS):
+                self._scheduleRefresh()
+            return
+        base, info = dovecot.splitName(name)
+        uid = self.byBase.get(base)
+        message = self.messages.get(uid) if uid is not None else None
+        matches = message is not None and message.subdir == subdir and message.filename == name
+        if gone and not matches:
+            return
+        if not gone and matches:
+            return
+        self._scheduleRefresh(forceNew=subdir == "new", forceCur=subdir == "cur")
+
+    def _locked(self, work, *args, origin=None):
+        """
+        Run C{work(*args)} in a thread under the folder lock, apply the
+        returned L{_Sync}, publish, and fire with its C{result}.
+        """
+        if self._closed:
+            return defer.fail(ServerBug(f"folder {self.name} is closed"))
+
+        @defer.inlineCallbacks
+        def run():
+            sync = yield self.store.run(work, *args)
+            self._apply(sync, origin)
+            return sync.result
+
+        return self._lock.run(run)
+
+    def _apply(self, sync: _Sync, origin, publish: bool = True) -> None:
+        if sync.reset:
+            self.messages.clear()
+            self.byBase.clear()
+            self._uids = []
+        if sync.header is not None:
+            self.header = sync.header
+        if sync.uidlistState is not None:
+            self._ustate = sync.uidlistState
+        if sync.keywords is not None:
+            self.keywords = sync.keywords
+        if sync.stamps is not None:
+            self._stamps = sync.stamps
+        if sync.pending is not None:
+            self._pending = sync.pending
+        self._pending.update(sync.pendingAdd)
+        removed = []
+        for uid in sync.removed:
+            message = self.messages.pop(uid, None)
+            if message is not None:
+                self.byBase.pop(message.base, None)
+                removed.append(uid)
+        if removed:
+            gone = set(removed)
+            self._uids = [uid for uid in self._uids if uid not in gone]
+        changed = []
+        for uid, info, isNew in sync.updated:
+            message = self.messages.get(uid)
+            if message is None:
+                continue
+            oldLetters = message.letters
+            message.info = info
+            message.isNew = isNew
+            if message.letters != oldLetters:
+                changed.append(uid)
+        added = []
+        last = self._uids[-1] if self._uids else 0
+        for message in sync.added:
+            if message.uid in self.messages:
+                continue
+            self.messages[message.uid] = message
+            self.byBase[message.base] = message.uid
+            self._pending.pop(message.base, None)
+            if message.uid < last:
+                self._uidsSorted = False
+            self._uids.append(message.uid)
+            last = max(last, message.uid)
+            added.append(message.uid)
+        if not publish:
+            return
+        if sync.reset:
+            self._publish("folderReset", None)
+            return
+        if removed:
+            self._publish("messagesExpunged", origin, sorted(removed))
+        if changed:
+            self._publish("flagsChanged", origin, sorted(changed))
+        if added:
+            self._publish("messagesAdded", origin, sorted(added))
+
+    # ------------------------------------------------------------------
+    # Thread side: the uidlist
+
+    def _lockUidlist(self) -> dovecot.DotLock:
+        return dovecot.DotLock(
+            self._dirFd(),
+            dovecot.UIDLIST,
+            self.owner,
+            staleTimeout=self.store.lockStaleTimeout,
+            hostname=self.store.hostname,
+        )
+
+    def _readUidlist(self, state: dovecot.UidlistState):
+        """
+        Read what changed in the uidlist since C{state}.
+
+        @return: C{(records, newState, reset)}: the records read (all of
+            them when C{reset}), or C{(None, None, False)} if unchanged.
+            A missing or corrupt file gives C{([], emptyState, True)}.
+        """
+        dirFd = self._dirFd()
+        try:
+            fd = _fs.openRegular(dovecot.UIDLIST, dirFd, self.owner)
+        except FileNotFoundError:
+            if state.ino == 0:
+                return None, None, False
+            return [], dovecot.UidlistState(), True
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if st.st_ino == state.ino and st.st_size == state.size and st.st_mtime_ns == state.mtimeNs:
+                return None, None, False
+            new = dovecot.UidlistState(ino=st.st_ino, size=st.st_size, mtimeNs=st.st_mtime_ns)
+            incremental = st.st_ino == state.ino and st.st_size >= state.offset and state.offset > 0
+            try:
+                if incremental:
+                    f.seek(state.offset)
+                    data = f.read(st.st_size - state.offset)
+                    # only whole lines: a writer may be mid-line
+                    end = data.rfind(b"\n") + 1
+                    data = data[:end]
+                    new.header = dovecot.UidlistHeader(**vars(state.header))
+                    records = list(dovecot.parseRecords(data, state.header.version, state.lastUid))
+                    new.offset = state.offset + end
+                    new.lines = state.lines + data.count(b"\n")
+                else:
+                    data = f.read(st.st_size)
+                    end = data.rfind(b"\n") + 1
+                    data = data[:end]
+                    headerEnd = data.find(b"\n")
+                    if headerEnd < 0:
+                        raise dovecot.UidlistFormatError("no header line")
+                    new.header = dovecot.parseHeader(data[:headerEnd])
+                    records = list(dovecot.parseRecords(data[headerEnd + 1 :], new.header.version))
+                    new.offset = end
+                    new.lines = data.count(b"\n") - 1
+            except (dovecot.UidlistFormatError, ValueError) as e:
+                log.warn("{name}: broken dovecot-uidlist ({error}); it will be rebuilt", name=self.name, error=e)
+                return [], dovecot.UidlistState(), True
+        if records:
+            new.lastUid = records[-1][0]
+            if new.header.nextUid <= new.lastUid:
+                new.header.nextUid = new.lastUid + 1
+        else:
+            new.lastUid = state.lastUid if incremental else 0
+        return records, new, not incremental
+
+    def _writeUidlist(self, state, header, newRecords, allRecords, recreate: bool):
+        """
+        Thread, uidlist lock held: append C{newRecords}, or rewrite the file
+        with C{allRecords} (sorted C{(uid, ext, base)}).  Returns the new state.
+        """
+        dirFd = self._dirFd()
+        fsync = self.store.fsync
+        if not recreate:
+            fd = os.open(dovecot.UIDLIST, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirFd)
+            try:
+                st = os.fstat(fd)
+                if st.st_ino == state.ino and st.st_size == state.offset:
+                    data = b"".join(dovecot.formatRecord(*r) for r in newRecords)
+                    _fs.writeAll(fd, data)
+                    if fsync:
+                        os.fdatasync(fd)
+                    st = os.fstat(fd)
+                    return dovecot.UidlistState(
+                        ino=st.st_ino,
+                        size=st.st_size,
+                        mtimeNs=st.st_mtime_ns,
+                        offset=st.st_size,
+                        lastUid=max(state.lastUid, newRecords[-1][0] if newRecords else 0),
+                        lines=state.lines + len(newRecords),
+                        header=header,
+                    )
+            finally:
+                os.close(fd)
+        # Rewrite: dovecot-uidlist.tmp then rename, under the dotlock, as
+        # maildir_uidlist_recreate() does.
+        body = [header.format()]
+        body.extend(dovecot.formatRecord(*r) for r in allRecords)
+        data = b"".join(body)
+        tmp = dovecot.UIDLIST + ".tmp"
+        try:
+            os.unlink(tmp, dir_fd=dirFd)
+        except FileNotFoundError:
+            pass
+        fd = _fs.createFile(tmp, dirFd, self.owner)
+        try:
+            _fs.writeAll(fd, data)
+            if fsync:
+                os.fdatasync(fd)
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, dovecot.UIDLIST, src_dir_fd=dirFd, dst_dir_fd=dirFd)
+        return dovecot.UidlistState(
+            ino=st.st_ino,
+            size=st.st_size,
+            mtimeNs=st.st_mtime_ns,
+            offset=st.st_size,
+            lastUid=allRecords[-1][0] if allRecords else 0,
+            lines=len(allRecords),
+            header=header,
+        )
+
+    def _readKeywords(self) -> dovecot.Keywords:
+        return dovecot.Keywords.parse(_fs.readSmallFile(dovecot.KEYWORDS, self._dirFd(), self.owner))
+
+    # ------------------------------------------------------------------
+    # Thread side: synchronisation
+
+    def _listDir(self, subdir: str) -> dict[str, str | None]:
+        out = {}
+        for name in os.listdir(self._fds[subdir]):
+            if name.startswith("."):
+                continue  # Maildir spec: dot files are not messages
+            base, info = dovecot.splitName(name)
+            out[base] = info
+        return out
+
+    def _syncWork(self, forceNew: bool, forceCur: bool, extra: dict | None, initial: bool = False) -> _Sync:
+        """
+        Thread: compare the index with the disk.
+
+        @param extra: files this process just placed, C{{base: (isNew,
+            info)}}, added without relisting.
+        """
+        sync = _Sync()
+        newFd, curFd = self._fds["new"], self._fds["cur"]
+        stampNew = os.fstat(newFd).st_mtime_ns
+        stampCur = os.fstat(curFd).st_mtime_ns
+        listNew = forceNew or stampNew != self._stamps[0]
+        listCur = forceCur or stampCur != self._stamps[1]
+
+        # 1. the uidlist, read without the lock (Dovecot does the same)
+        records, ustate, reset = self._readUidlist(self._ustate)
+        header = self.header
+        pending = dict(self._pending)
+        byBase = self.byBase
+        messages = self.messages
+        if records is not None:
+            if reset:
+                sync.uidlistState = ustate if ustate.ino else dovecot.UidlistState()
+                if ustate.ino and self.header.uidValidity and ustate.header.uidValidity != self.header.uidValidity:
+                    # UIDVALIDITY changed under us: every UID is void
+                    sync.reset = True
+                    byBase, messages = {}, {}
+                    listNew = listCur = True
+                pending = {}
+            else:
+                sync.uidlistState = ustate
+            if ustate.ino:
+                header = ustate.header
+                sync.header = header
+            for uid, ext, base in records:
+                known = byBase.get(base)
+                if known is not None and known != uid:
+                    log.warn(
+                        "{name}: {base} changed UID {old} -> {new} in dovecot-uidlist",
+                        name=self.name, base=base, old=known, new=uid,
+                    )
+                    sync.removed.append(known)
+                    pending[base] = (uid, ext)
+                elif known is None:
+                    pending[base] = (uid, ext)
+        sync.pending = pending
+
+        # 2. the directories
+        files: dict[str, tuple[bool, str | None]] = {}
+        listed = set()
+        if listNew:
+            for base, info in self._listDir("new").items():
+                files[base] = (True, info)
+            listed.add("new")
+        if listCur:
+            for base, info in self._listDir("cur").items():
+                files[base] = (False, info)
+            listed.add("cur")
+        if listed and listed != {"new", "cur"}:
+            # a message missing from the listed directory may have moved to
+            # the other one in the same clock tick: list it too
+            missing = any(
+                m.subdir in listed and m.base not in files for m in messages.values()
+            )
+            if missing:
+                other = ({"new", "cur"} - listed).pop()
+                for base, info in self._listDir(other).items():
+                    files.setdefault(base, (other == "new", info))
+                listed.add(other)
+        if extra:
+            files.update(extra)
+        sync.stamps = (
+            stampNew if "new" in listed else self._stamps[0],
+            stampCur if "cur" in listed else self._stamps[1],
+        )
+
+        # 3. compare
+        if listed:
+            for uid, message in messages.items():
+                if message.subdir in listed and message.base not in files:
+                    sync.removed.append(uid)
+        unknown = []
+        for base, (isNew, info) in files.items():
+            uid = byBase.get(base)
+            if uid is not None and uid not in sync.removed:
+                message = messages[uid]
+                if message.isNew != isNew or message.info != info:
+                    sync.updated.append((uid, info, isNew))
+                continue
+            if base in pending:
+                uid, ext = pending.pop(base)
+                sync.added.append(Message(uid, base, info, isNew, ext))
+            else:
+                unknown.append((base, isNew, info))
+
+        # 4. new files need UIDs: lock, reread, assign, write
+        needHeader = header.uidValidity == 0 or (initial and sync.uidlistState is None and self._ustate.ino == 0)
+        if unknown or needHeader:
+            self._assignUids(sync, unknown, pending, messages)
+        if sync.keywords is None and (records is not None or initial):
+            sync.keywords = self._readKeywords()
+        return sync
+
+    def _assignUids(self, sync: _Sync, unknown, pending, messages) -> None:
+        with self._lockUidlist():
+            state = sync.uidlistState or self._ustate
+            records, ustate, reset = self._readUidlist(state)
+            if records is not None:
+                if reset:
+                    pending.clear()
+                    state = ustate if ustate.ino else dovecot.UidlistState()
+                else:
+                    state = ustate
+                sync.uidlistState = state
+                for uid, ext, base in records:
+                    if base not in self.byBase:
+                        pending[base] = (uid, ext)
+            header = state.header if state.ino else dovecot.UidlistHeader()
+            recreate = state.ino == 0 or header.version != 3 or not header.guid
+            header = dovecot.UidlistHeader(**vars(header))
+            if header.uidValidity == 0:
+                header.uidValidity = dovecot.nextUidValidity(
+                    self.mailboxes._rootFd(), self.owner, self.store.clock.seconds() or None
+                )
+            if not header.guid:
+                header.guid = dovecot.newGuid()
+            header.version = 3
+            nextUid = max(header.nextUid, state.lastUid + 1)
+            newRecords = []
+            # Maildir names start with the delivery time: sorting them
+            # gives UIDs in arrival order.
+            for base, isNew, info in sorted(unknown):
+                if base in pending:
+                    uid, ext = pending.pop(base)
+                else:
+                    uid, ext = nextUid, ""
+                    nextUid += 1
+                    newRecords.append((uid, ext, base))
+                sync.added.append(Message(uid, base, info, isNew, ext))
+            header.nextUid = max(header.nextUid, nextUid)
+            live = len(messages) + len(sync.added) - len(sync.removed)
+            if not recreate and state.lines > 2 * live + 1000:
+                recreate = True  # mostly expunged lines: compact, as Dovecot does
+            if recreate:
+                removed = set(sync.removed)
+                allRecords = [
+                    (m.uid, m.ext, m.base) for m in messages.values() if m.uid not in removed
+                ]
+                allRecords.extend((m.uid, m.ext, m.base) for m in sync.added)
+                allRecords.sort()
+                header.nextUid = max(header.nextUid, (allRecords[-1][0] + 1) if allRecords else 1)
+                sync.uidlistState = self._writeUidlist(state, header, newRecords, allRecords, True)
+            elif newRecords:
+                sync.uidlistState = self._writeUidlist(state, header, newRecords, None, False)
+                sync.uidlistState.header = dovecot.UidlistHeader(**vars(state.header))
+                # the file header keeps its (lagging) N; ours is the truth
+            sync.header = header
+
+    # ------------------------------------------------------------------
+    # Recent
+
+    def claimRecent(self, origin=None):
+        """
+        Move every message of C{new/} to C{cur/} (Dovecot does this when a
+        session sees new mail), making it non-recent for everybody else.
+
+        @return: Deferred firing with the claimed UIDs: the caller's
+            \\Recent set (RFC 3501 2.3.2: one session sees a message as recent).
+        """
+        return self._locked(self._claimWork, origin=origin)
+
+    def _claimWork(self) -> _Sync:
+        sync = _Sync()
+        claimed = []
+        newFd, curFd = self._fds["new"], self._fds["cur"]
+        for uid in self.uids():
+            message = self.messages[uid]
+            if not message.isNew:
+                continue
+            info = dovecot.buildInfo(message.info, message.letters)
+            target = f"{message.base}:{info}"
+            try:
+                os.rename(message.filename, target, src_dir_fd=newFd, dst_dir_fd=curFd)
+            except FileNotFoundError:
+                continue  # someone else claimed or expunged it; the refresh will say
+            sync.updated.append((uid, info, False))
+            claimed.append(uid)
+        sync.result = claimed
+        return sync
+
+    # ------------------------------------------------------------------
+    # Flags
+
+    def setFlags(self, uids, flags, mode: str = "replace", origin=None):
+        """
+        Change flags: C{mode} is C{"replace"}, C{"add"} or C{"remove"}
+        (IMAP STORE FLAGS, +FLAGS, -FLAGS).  System flags and keywords; a
+        new keyword gets a letter in C{dovecot-keywords} (26 at most; more
+        are ignored, as Dovecot does).  Messages in C{new/} move to C{cur/}.
+
+        @param origin: a listener not to notify (the session asking).
+        @return: Deferred firing with C{{uid: frozenset(flags)}} for the
+            messages that still exist.
+        """
+        if mode not in ("replace", "add", "remove"):
+            raise ValueError(mode)
+        return self._locked(self._flagsWork, list(uids), list(flags), mode, origin=origin)
+
+    def _letters(self, flags, keywords: dovecot.Keywords, allocate: bool) -> tuple[str, bool]:
+        letters = []
+        changed = False
+        for flag in flags:
+            if flag.startswith("\\"):
+                letter = dovecot.FLAG_LETTERS.get(flag.lower())
+                if letter:
+                    letters.append(letter)
+                continue  # \Recent and unknown system flags are not stored
+            letter = keywords.letterOf(flag)
+            if letter is None and allocate:
+                letter = keywords.allocate(flag)
+                changed = changed or letter is not None
+            if letter is not None:
+                letters.append(letter)
+        return "".join(sorted(set(letters))), changed
+
+    def _withKeywords(self, flags):
+        """
+        Thread: the letters for C{flags}, allocating new keywords under the
+        uidlist lock and writing C{dovecot-keywords} as Dovecot does.
+        """
+        keywords = dovecot.Keywords(self.keywords.names)
+        letters, _ = self._letters(flags, keywords, allocate=False)
+        wanted = [f for f in flags if not f.startswith("\\")]
+        if all(keywords.letterOf(f) is not None for f in wanted):
+            return letters, None
+        with self._lockUidlist():
+            keywords = self._readKeywords()
+            letters, changed = self._letters(flags, keywords, allocate=True)
+            if changed:
+                lock = dovecot.DotLock(self._dirFd(), dovecot.KEYWORDS, self.owner, hostname=self.store.hostname)
+                try:
+                    os.unlink(lock.lockName, dir_fd=self._dirFd())
+                except FileNotFoundError:
+                    pass
+                lock.acquire()
+                try:
+                    lock.replaceWith(keywords.format())
+                except BaseException:
+                    lock.release()
+                    raise
+        return letters, keywords
+
+    def _flagsWork(self, uids, flags, mode) -> _Sync:
+        sync = _Sync()
+        letters, keywords = self._withKeywords(flags)
+        if keywords is not None:
+            sync.keywords = keywords
+        wanted = set(letters)
+        result = {}
+        missing = []
+        for uid in uids:
+            message = self.messages.get(uid)
+            if message is None:
+                continue
+            current = set(message.letters)
+            if mode == "replace":
+                # keep letters we do not manage (unknown keywords stay)
+                new = wanted | {c for c in current if c not in dovecot.SYSTEM_FLAGS and c not in dovecot.KEYWORD_LETTERS}
+            elif mode == "add":
+                new = current | wanted
+            else:
+                new = current - wanted
+            info = dovecot.buildInfo(message.info, "".join(new))
+            if info == message.info and not message.isNew:
+                result[uid] = message
+                continue
+            try:
+                os.rename(
+                    message.filename,
+                    f"{message.base}:{info}",
+                    src_dir_fd=self._fds[message.subdir],
+                    dst_dir_fd=self._fds["cur"],
+                )
+            except FileNotFoundError:
+                missing.append(uid)
+                continue
+            sync.updated.append((uid, info, False))
+            result[uid] = message
+        if missing:
+            # renamed or expunged by someone else: resync, then retry once
+            fresh = self._syncWork(True, True, None)
+            gone = set(fresh.removed)
+            sync.removed.extend(fresh.removed)
+            sync.stamps = fresh.stamps
+            current = {uid: (info, isNew) for uid, info, isNew in fresh.updated}
+            for uid in missing:
+                if uid in gone:
+                    continue
+                message = self.messages[uid]
+                info0, isNew0 = current.get(uid, (message.info, message.isNew))
+                subdir = "new" if isNew0 else "cur"
+                have = set(dovecot.infoLetters(info0))
+                new = wanted if mode == "replace" else (have | wanted if mode == "add" else have - wanted)
+                info = dovecot.buildInfo(info0, "".join(new))
+                name0 = message.base if info0 is None else f"{message.base}:{info0}"
+                try:
+                    os.rename(name0, f"{message.base}:{info}", src_dir_fd=self._fds[subdir], dst_dir_fd=self._fds["cur"])
+                except FileNotFoundError:
+                    continue
+                sync.updated.append((uid, info, False))
+                result[uid] = message
+        sync.result = result
+        return sync
+
+    # ------------------------------------------------------------------
+    # Expunge
+
+    def expunge(self, uids=None, origin=None):
+        """
+        Delete messages: the given UIDs, or (L{None}) every message flagged
+        C{\\Deleted} (IMAP EXPUNGE / POP3 QUIT).
+
+        @return: Deferred firing with the expunged UIDs.
+        """
+        return self._locked(self._expungeWork, None if uids is None else list(uids), origin=origin)
+
+    def _expungeWork(self, uids) -> _Sync:
+        sync = _Sync()
+        if uids is None:
+            uids = [uid for uid, m in self.messages.items() if "T" in m.letters]
+        removedBytes = removedCount = 0
+        missing = []
+        for uid in sorted(uids):
+            message = self.messages.get(uid)
+            if message is None:
+                continue
+            try:
+                if message.size is None:
+                    st = os.stat(message.filename, dir_fd=self._fds[message.subdir], follow_symlinks=False)
+                    message.size = st.st_size
+                os.unlink(message.filename, dir_fd=self._fds[message.subdir])
+            except FileNotFoundError:
+                missing.append(uid)
+                continue
+            sync.removed.append(uid)
+            removedBytes += message.size or 0
+            removedCount += 1
+        if missing:
+            fresh = self._syncWork(True, True, None)
+            sync.stamps = fresh.stamps
+            sync.removed.extend(fresh.removed)
+            where = {uid: (info, isNew) for uid, info, isNew in fresh.updated}
+            for uid in missing:
+                if uid in fresh.removed or uid not in where:
+                    continue
+                info, isNew = where[uid]
+                message = self.messages[uid]
+                name = message.base if info is None else f"{message.base}:{info}"
+                try:
+                    os.unlink(name, dir_fd=self._fds["new" if isNew else "cur"])
+                except FileNotFoundError:
+                    continue
+                sync.removed.append(uid)
+                removedBytes += message.size or 0
+                removedCount += 1
+        if removedCount:
+            self.mailboxes._quotaUpdate(-removedBytes, -removedCount)
+        sync.result = sorted(set(sync.removed))
+        return sync
+
+    # ------------------------------------------------------------------
+    # Append, copy, move
+
+    def append(self, source, flags=(), internalDate: float | None = None, origin=None):
+        """
+        IMAP APPEND: store a message read from C{source} (a binary file
+        object, read in chunks, or L{bytes}).
+
+        @param internalDate: POSIX time for the internal date (the file's
+            mtime, as Dovecot reads it), default now.
+        @return: Deferred firing with the new UID (for UIDPLUS APPENDUID).
+        @raise QuotaExceeded: over the Maildir++ quota.
+        """
+        return self._locked(self._appendWork, source, list(flags), internalDate, origin=origin)
+
+    def _appendWork(self, source, flags, internalDate) -> _Sync:
+        letters, keywords = self._withKeywords(flags)
+        unique = self.store.names.next()
+        tmpFd = self._fds["tmp"]
+        fd = _fs.createFile(unique, tmpFd, self.owner)
+        size = vsize = 0
+        previous = b""
+        try:
+            try:
+                if isinstance(source, (bytes, bytearray, memoryview)):
+                    chunks = [bytes(source)]
+                else:
+                    chunks = iter(lambda: source.read(_COPY_CHUNK), b"")
+                for chunk in chunks:
+                    _fs.writeAll(fd, chunk)
+                    size += len(chunk)
+                    vsize += len(chunk) + _bareLFs(previous, chunk)
+                    previous = chunk[-1:]
+                self.mailboxes._quotaCheck(size, 1)
+                if self.store.fsync:
+                    os.fsync(fd)
+                when = self.store.clock.seconds() if internalDate is None else internalDate
+                if when:
+                    os.utime(fd, (when, when))
+            finally:
+                os.close(fd)
+            base = f"{unique},S={size},W={vsize}"
+            isNew = not letters
+            info = None if isNew else dovecot.buildInfo(None, letters)
+            name = base if info is None else f"{base}:{info}"
+            os.rename(unique, name, src_dir_fd=tmpFd, dst_dir_fd=self._fds["new" if isNew else "cur"])
+        except BaseException:
+            try:
+                os.unlink(unique, dir_fd=tmpFd)
+            except OSError:
+                pass
+            raise
+        if self.store.fsync:
+            os.fsync(self._fds["new" if isNew else "cur"])
+        self.mailboxes._quotaUpdate(size, 1)
+        sync = self._syncWork(False, False, {base: (isNew, info)})
+        if keywords is not None:
+            sync.keywords = keywords
+        sync.result = next(m.uid for m in sync.added if m.base == base)
+        return sync
+
+    def copyTo(self, uids, target: "Folder", origin=None, move: bool = False):
+        """
+        IMAP COPY (hard links, or a byte copy across file systems) or MOVE
+        (C{move=True}: atomic renames) into C{target}, keeping flags and
+        keywords (translated through each folder's C{dovecot-keywords}) and
+        internal dates.
+
+        @return: Deferred firing with C{[(sourceUid, targetUid), ...]} in
+            source UID order (UIDPLUS COPYUID).
+        """
+        uids = sorted(set(uids))
+
+        @defer.inlineCallbacks
+        def run():
+            if target is self:
+                raise StoreError("copy into the same folder")
+            release = yield _twoLocks(self._lock, target._lock)
+            try:
+                srcSync, dstSync, pairs = yield self.store.run(self._copyWork, uids, target, move)
+                self._apply(srcSync, origin)
+                target._apply(dstSync, origin)
+            finally:
+                release()
+            return pairs
+
+        return run()
+
+    def _copyWork(self, uids, target: "Folder", move: bool):
+        srcSync = _Sync()
+        names = []
+        for uid in uids:
+            message = self.messages.get(uid)
+            if message is None:
+                continue
+            for letter in message.letters:
+                if letter in dovecot.KEYWORD_LETTERS:
+                    names.append(self.keywords.nameOf(letter))
+        letterMap = {}
+        if names:
+            _, keywords = target._withKeywords(names)
+            table = keywords or target.keywords
+            for name in set(names):
+                letterMap[name.lower()] = table.letterOf(name)
+        else:
+            keywords = None
+        if not move:
+            total = 0
+            for uid in uids:
+                message = self.messages.get(uid)
+                if message is not None:
+                    if message.size is None:
+                        self._statMessage(message)
+                    total += message.size
+            self.mailboxes._quotaCheck(total, len(uids))
+        extra = {}
+        order = []
+        copiedBytes = 0
+        for uid in uids:
+            message = self.messages.get(uid)
+            if message is None:
+                continue
+            letters = ""
+            for letter in message.letters:
+                if letter in dovecot.KEYWORD_LETTERS:
+                    mapped = letterMap.get(self.keywords.nameOf(letter).lower())
+                    if mapped:
+                        letters += mapped
+                else:
+                    letters += letter
+            info = dovecot.buildInfo(message.info, letters)
+            unique = target.store.names.next()
+            size, vsize = message.size, message.vsize
+            base = unique + (f",S={size}" if size is not None else "") + (f",W={vsize}" if vsize is not None else "")
+            name = f"{base}:{info}"
+            srcFd = self._fds[message.subdir]
+            try:
+                if move:
+                    try:
+                        os.rename(message.filename, name, src_dir_fd=srcFd, dst_dir_fd=target._fds["cur"])
+                    except OSError as e:
+                        if e.errno != errno.EXDEV:
+                            raise
+                        self._copyFile(message, target, unique)
+                        os.rename(unique, name, src_dir_fd=target._fds["tmp"], dst_dir_fd=target._fds["cur"])
+                        os.unlink(message.filename, dir_fd=srcFd)
+                    srcSync.removed.append(uid)
+                else:
+                    self._copyFile(message, target, unique)
+                    os.rename(unique, name, src_dir_fd=target._fds["tmp"], dst_dir_fd=target._fds["cur"])
+                    copiedBytes += message.size or 0
+            except FileNotFoundError:
+                continue  # expunged meanwhile: RFC 3501 allows skipping it
+            extra[base] = (False, info)
+            order.append((uid, base))
+        if self.store.fsync and extra:
+            os.fsync(target._fds["cur"])
+        if copiedBytes:
+            self.mailboxes._quotaUpdate(copiedBytes, len(order))
+        dstSync = target._syncWork(False, False, extra)
+        if keywords is not None:
+            dstSync.keywords = keywords
+        uidOf = {m.base: m.uid for m in dstSync.added}
+        pairs = [(uid, uidOf[base]) for uid, base in order if base in uidOf]
+        return srcSync, dstSync, pairs
+
+    def _copyFile(self, message: Message, target: "Folder", unique: str) -> None:
+        """
+        Thread: C{target/tmp/unique} as a hard link to the message or, when
+        that is impossible (another file system, or the server must not link
+        to files it does not own), as a byte copy.
+        """
+        srcFd = self._fds[message.subdir]
+        try:
+            os.link(message.filename, unique, src_dir_fd=srcFd, dst_dir_fd=target._fds["tmp"], follow_symlinks=False)
+            st = os.stat(unique, dir_fd=target._fds["tmp"], follow_symlinks=False)
+            if _stat.S_ISREG(st.st_mode):
+                self.owner.check(st, message.filename)
+                return
+            os.unlink(unique, dir_fd=target._fds["tmp"])
+            raise UnsafePath(f"{message.filename} is not a regular file")
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                raise
+        inFd = _fs.openRegular(message.filename, srcFd, self.owner)
+        outFd = _fs.createFile(unique, target._fds["tmp"], target.owner)
+        try:
+            st = os.fstat(inFd)
+            while True:
+                chunk = os.read(inFd, _COPY_CHUNK)
+                if not chunk:
+                    break
+                _fs.writeAll(outFd, chunk)
+            os.utime(outFd, ns=(st.st_atime_ns, st.st_mtime_ns))
+            if self.store.fsync:
+                os.fsync(outFd)
+        finally:
+            os.close(inFd)
+            os.close(outFd)
+
+    # ------------------------------------------------------------------
+    # POP3
+
+    def snapshot(self):
+        """
+        POP3's view of the folder at login (RFC 1939: the maildrop is fixed
+        for the session): C{[(uid, size, uidl), ...]} in UID order.  Sizes
+        are the stored octets; C{,W=} (CRLF) sizes are available as
+        C{message(uid).vsize} for a C{LIST} that counts CRLF.
+        """
+        return [(uid, self.size(uid), self.pop3Uidl(uid)) for uid in self.uids()]
+
+
+def _bareLFs(previous: bytes, chunk: bytes) -> int:
+    """
+    How many LF in C{chunk} are not preceded by CR (each becomes CRLF on the
+    wire: Dovecot's "virtual size" C{,W=}).
+    """
+    count = chunk.count(b"\n") - chunk.count(b"\r\n")
+    if chunk.startswith(b"\n") and previous == b"\r":
+        count -= 1
+    return count

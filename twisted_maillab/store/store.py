@@ -1,0 +1,658 @@
+"""
+The store object: per-account mailbox sets, delivery transactions, the
+thread pool, group commit of directory fsyncs, and the inotify watcher.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat as _stat
+from dataclasses import dataclass
+
+from twisted.internet import defer, task
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from twisted_maillab import interfaces
+from twisted_maillab.store import _fs, dovecot, quota as _quota
+from twisted_maillab.store.delivery import DeliveryTransaction
+from twisted_maillab.store.errors import (
+    InvalidMailboxName,
+    MailboxExists,
+    MailboxNotFound,
+    MessageTooBigForQuota,
+    QuotaExceeded,
+    StoreError,
+    fromOSError,
+)
+from twisted_maillab.store.folder import Folder
+
+log = Logger()
+
+# RFC 6154 special-use attributes of the folders created at first login.
+DEFAULT_SPECIAL_FOLDERS = (
+    ("Drafts", "\\Drafts"),
+    ("Sent", "\\Sent"),
+    ("Trash", "\\Trash"),
+    ("Junk", "\\Junk"),
+    ("Archive", "\\Archive"),
+)
+
+
+@dataclass(frozen=True)
+class FolderInfo:
+    """
+    One entry of L{Mailboxes.list}.
+
+    @ivar name: the folder name (C{"/"} between levels).
+    @ivar specialUse: the RFC 6154 attribute (C{"\\Sent"}) or L{None}.
+    @ivar subscribed: listed in the C{subscriptions} file.
+    @ivar hasChildren: other folders live below it (RFC 3348 CHILDREN).
+    @ivar exists: L{False} for a parent that exists only because of its
+        children (IMAP C{\\NonExistent}/C{\\Noselect}).
+    """
+
+    name: str
+    specialUse: str | None
+    subscribed: bool
+    hasChildren: bool
+    exists: bool = True
+
+
+class GroupSync:
+    """
+    Group commit of the directory fsync after C{rename} into C{new/}: every
+    delivery that renamed before an fsync started is covered by it, so N
+    concurrent deliveries to one folder cost about two fsyncs, not N.
+    """
+
+    def __init__(self, run, dirFd: int):
+        self.run = run
+        self.fd = os.dup(dirFd)
+        self.waiting: list[defer.Deferred] = []
+        self.running = False
+        self.fsyncs = 0
+
+    def sync(self) -> defer.Deferred:
+        d = defer.Deferred()
+        self.waiting.append(d)
+        if not self.running:
+            self._start()
+        return d
+
+    def _start(self):
+        batch, self.waiting = self.waiting, []
+        self.running = True
+        self.fsyncs += 1
+
+        def done(result):
+            self.running = False
+            for d in batch:
+                d.callback(None)
+            if self.waiting:
+                self._start()
+
+        def failed(f):
+            self.running = False
+            for d in batch:
+                d.errback(f)
+            if self.waiting:
+                self._start()
+
+        self.run(os.fsync, self.fd).addCallbacks(done, failed)
+
+
+@implementer(interfaces.IMailStore)
+class Store:
+    """
+    The Maildir store: one per process (see L{makeStore}).
+
+    @param reactor: used for the thread pool's callbacks and, unless
+        C{clock} is given, for timers.
+    @param clock: an L{IReactorTime} for timers (rescans, debouncing,
+        the time in unique names and tmp/ cleanup): L{task.Clock} in tests.
+    @param runner: a callable C{runner(f, *args) -> Deferred}; by default
+        the store's own bounded thread pool.
+    """
+
+    def __init__(
+        self,
+        reactor,
+        *,
+        clock=None,
+        threads: int = 4,
+        fsync: bool = True,
+        rescanInterval: float = 60.0,
+        quotaBytes: int = 0,
+        quotaMessages: int = 0,
+        lockStaleTimeout: float = dovecot.LOCK_STALE_TIMEOUT,
+        hostname: str | None = None,
+        specialFolders=DEFAULT_SPECIAL_FOLDERS,
+        autocreate: bool = True,
+        inotify: bool = True,
+        runner=None,
+    ):
+        self.reactor = reactor
+        self.clock = clock if clock is not None else reactor
+        self.fsync = fsync
+        self.rescanInterval = rescanInterval
+        self.quota = _quota.QuotaLimits(quotaBytes, quotaMessages)
+        self.lockStaleTimeout = lockStaleTimeout
+        self.hostname = hostname or socket.gethostname()
+        self.specialFolders = tuple(specialFolders)
+        self.autocreate = autocreate
+        self.names = dovecot.NameGenerator(self.clock, self.hostname)
+        self._pool = None
+        if runner is None:
+            self._pool = ThreadPool(minthreads=0, maxthreads=threads, name="maillab-store")
+            self._pool.start()
+            runner = lambda f, *a, **kw: deferToThreadPool(reactor, self._pool, f, *a, **kw)
+        self.run = runner
+        self._mailboxes: dict[str, Mailboxes] = {}
+        self._groupSyncs: dict[tuple[int, int], GroupSync] = {}
+        self._inotify = None
+        self._useInotify = inotify
+        self._watches: dict[str, tuple] = {}
+        self._rescan = None
+        if rescanInterval:
+            self._rescan = task.LoopingCall(self._rescanAll)
+            self._rescan.clock = self.clock
+            self._rescan.start(rescanInterval, now=False)
+
+    # -- accounts -------------------------------------------------------
+
+    def mailboxes(self, account) -> "Mailboxes":
+        """
+        The folders of one account (one object per Maildir, shared).
+        """
+        key = os.path.normpath(os.fspath(account.maildir))
+        mailboxes = self._mailboxes.get(key)
+        if mailboxes is None:
+            mailboxes = self._mailboxes[key] = Mailboxes(self, account)
+        return mailboxes
+
+    def beginDelivery(self) -> DeliveryTransaction:
+        """
+        Start a delivery transaction (see L{DeliveryTransaction}).
+        """
+        return DeliveryTransaction(self)
+
+    # -- group commit -----------------------------------------------------
+
+    def groupSync(self, dirFd: int) -> defer.Deferred:
+        st = os.fstat(dirFd)
+        key = (st.st_dev, st.st_ino)
+        syncer = self._groupSyncs.get(key)
+        if syncer is None:
+            syncer = self._groupSyncs[key] = GroupSync(self.run, dirFd)
+        d = syncer.sync()
+
+        def cleanup(result):
+            if not syncer.running and not syncer.waiting and self._groupSyncs.get(key) is syncer:
+                del self._groupSyncs[key]
+                os.close(syncer.fd)
+            return result
+
+        d.addBoth(cleanup)
+        return d
+
+    # -- change notification ---------------------------------------------
+
+    def _delivered(self, mailboxes: "Mailboxes", folderName: str, filename: str) -> None:
+        """
+        A delivery committed: an open folder picks it up at once (IDLE
+        sessions hear about it without waiting for inotify).
+        """
+        folder = mailboxes._open.get(_folderKey(folderName))
+        if folder is not None:
+            folder._scheduleRefresh(forceNew=True, delay=0)
+
+    def _watchFolder(self, folder: Folder):
+        """
+        Watch C{new/}, C{cur/} and the folder directory with inotify (when
+        available); returns a callable that stops watching.
+        """
+        if not self._useInotify:
+            return None
+        try:
+            from twisted.internet import inotify
+            from twisted.python.filepath import FilePath
+        except ImportError:
+            self._useInotify = False
+            return None
+        if self._inotify is None:
+            try:
+                self._inotify = inotify.INotify(self.reactor)
+                self._inotify.startReading()
+            except Exception as e:
+                log.warn("inotify unavailable ({error}); relying on periodic rescans", error=e)
+                self._useInotify = False
+                self._inotify = None
+                return None
+        root = folder.mailboxes.path if folder.dirName is None else os.path.join(folder.mailboxes.path, folder.dirName)
+        mask = (
+            inotify.IN_CREATE
+            | inotify.IN_MOVED_TO
+            | inotify.IN_MOVED_FROM
+            | inotify.IN_DELETE
+            | inotify.IN_CLOSE_WRITE
+            | inotify.IN_DONT_FOLLOW
+            | inotify.IN_ONLYDIR
+        )
+        paths = []
+        for subdir in (None, "new", "cur"):
+            path = root if subdir is None else os.path.join(root, subdir)
+
+            def callback(ignored, filepath, eventMask, subdir=subdir):
+                name = filepath.basename()
+                if isinstance(name, bytes):
+                    name = os.fsdecode(name)
+                gone = bool(eventMask & (inotify.IN_MOVED_FROM | inotify.IN_DELETE))
+                folder._inotifyEvent(subdir, name, gone)
+
+            try:
+                self._inotify.watch(FilePath(path), mask=mask, callbacks=[callback])
+                paths.append(path)
+            except Exception as e:
+                log.warn("cannot watch {path} ({error})", path=path, error=e)
+
+        def unwatch():
+            for path in paths:
+                try:
+                    self._inotify.ignore(FilePath(path))
+                except KeyError:
+                    pass
+
+        return unwatch
+
+    def _rescanAll(self):
+        """
+        The periodic fallback: refresh every open folder (catches what
+        inotify cannot see: NFS, a lost event, a full inotify queue).
+        """
+        for mailboxes in list(self._mailboxes.values()):
+            for folder in list(mailboxes._open.values()):
+                if not folder._closed:
+                    folder.refresh().addErrback(
+                        lambda f, name=folder.name: log.failure("rescan of {name} failed", f, name=name)
+                    )
+
+    # -- shutdown --------------------------------------------------------
+
+    def close(self):
+        """
+        Stop timers, watchers and the thread pool.  Returns a Deferred.
+        """
+        if self._rescan is not None and self._rescan.running:
+            self._rescan.stop()
+        for mailboxes in list(self._mailboxes.values()):
+            mailboxes._closeAll()
+        if self._inotify is not None:
+            self._inotify.loseConnection()
+            self._inotify = None
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.stop()
+        return defer.succeed(None)
+
+
+def _folderKey(name: str) -> str:
+    return "INBOX" if name.upper() == "INBOX" else name
+
+
+class Mailboxes:
+    """
+    The folders of one account: Maildir++ layout under C{account.maildir}
+    (INBOX is the root, C{Archive/2024} is C{.Archive.2024}), names in
+    modified UTF-7 on disk as Dovecot stores them.
+
+    Every method returns a Deferred (the work runs in the thread pool).
+    """
+
+    separator = "/"
+
+    def __init__(self, store: Store, account):
+        self.store = store
+        self.account = account
+        self.path = os.fspath(account.maildir)
+        self.owner = _fs.Owner(account.uid, account.gid)
+        self._root = None
+        self._open: dict[str, Folder] = {}
+        self._opening: dict[str, defer.Deferred] = {}
+
+    # -- thread helpers --------------------------------------------------
+
+    def _rootFd(self, create: bool = False) -> int:
+        if self._root is None:
+            try:
+                fd = _fs.openPath(self.path, create=create, owner=self.owner)
+            except FileNotFoundError:
+                raise MailboxNotFound(f"{self.path}: no Maildir yet") from None
+            if create:
+                for sub in ("cur", "new", "tmp"):
+                    os.close(_fs.makeDir(sub, fd, self.owner))
+            if self._root is None:
+                self._root = fd
+            else:
+                os.close(fd)
+        return self._root
+
+    def _quotaCheck(self, size: int, count: int) -> None:
+        limits = self.store.quota
+        if not limits.enabled:
+            return
+        if limits.bytes and size > limits.bytes:
+            raise MessageTooBigForQuota()
+        used, messages = _quota.readUsage(self._rootFd(), self.owner, limits)
+        if limits.bytes and used + size > limits.bytes:
+            raise QuotaExceeded(f"mailbox is full ({used} of {limits.bytes} bytes used)")
+        if limits.messages and messages + count > limits.messages:
+            raise QuotaExceeded(f"mailbox is full ({messages} of {limits.messages} messages)")
+
+    def _quotaUpdate(self, size: int, count: int) -> None:
+        if self.store.quota.enabled:
+            _quota.addUsage(self._rootFd(), size, count)
+
+    def _thread(self, f, *args):
+        def wrapped():
+            try:
+                return f(*args)
+            except StoreError:
+                raise
+            except OSError as e:
+                raise fromOSError(e, getattr(f, "__name__", "")) from e
+
+        return self.store.run(wrapped)
+
+    # -- folders -----------------------------------------------------------
+
+    def open(self, name: str = "INBOX", create: bool = False):
+        """
+        Open a folder (shared with the other sessions of this process).
+        Give it back with C{folder.close()}.
+
+        @param create: create it if missing (INBOX always is).
+        @return: Deferred firing with the L{Folder}.
+        @raise MailboxNotFound: (errback) it does not exist.
+        """
+        key = _folderKey(name)
+        folder = self._open.get(key)
+        if folder is not None:
+            folder._refs += 1
+            return defer.succeed(folder)
+        waiters = self._opening.get(key)
+        if waiters is not None:
+            d = defer.Deferred()
+            waiters.append(d)
+            return d
+        try:
+            dirName = None if key == "INBOX" else dovecot.folderDirName(name, self.separator)
+        except InvalidMailboxName as e:
+            return defer.fail(e)
+        waiters = self._opening[key] = []
+        folder = Folder(self.store, self, key, dirName)
+
+        def opened(result):
+            del self._opening[key]
+            if isinstance(result, Failure):
+                if isinstance(result.value, OSError):
+                    result = Failure(fromOSError(result.value, f"open {name}"))
+                for waiter in waiters:
+                    waiter.errback(result)
+                return result
+            folder._refs += 1 + len(waiters)
+            self._open[key] = folder
+            for waiter in waiters:
+                waiter.callback(folder)
+            return folder
+
+        return folder._open(create or key == "INBOX").addBoth(opened)
+
+    def _forget(self, folder: Folder) -> None:
+        if self._open.get(folder.name) is folder:
+            del self._open[folder.name]
+
+    def _closeAll(self) -> None:
+        for folder in list(self._open.values()):
+            folder._refs = 1
+            folder.close()
+        if self._root is not None:
+            os.close(self._root)
+            self._root = None
+
+    def _listWork(self):
+        rootFd = self._rootFd()
+        names = []
+        for entry in os.scandir(rootFd):
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            name = dovecot.folderNameFromDir(entry.name, self.separator)
+            if name is None or name.upper() == "INBOX":
+                continue
+            names.append(name)
+        subscribed = set(self._subscriptionsWork())
+        return names, subscribed
+
+    def list(self):
+        """
+        All folders, INBOX first, with special-use, subscription and
+        children information (parents that exist only as a prefix of a
+        child are listed with C{exists=False}).
+
+        @return: Deferred firing with a list of L{FolderInfo}.
+        """
+
+        def build(result):
+            names, subscribed = result
+            existing = set(names)
+            everything = set(existing)
+            for name in names:
+                parts = name.split(self.separator)
+                for i in range(1, len(parts)):
+                    everything.add(self.separator.join(parts[:i]))
+            roles = dict(self.store.specialFolders)
+            out = [FolderInfo("INBOX", None, "INBOX" in subscribed, False, True)]
+            for name in sorted(everything, key=lambda n: n.lower()):
+                prefix = name + self.separator
+                children = any(other.startswith(prefix) for other in everything)
+                out.append(FolderInfo(name, roles.get(name), name in subscribed, children, name in existing))
+            return out
+
+        return self._thread(self._listWork).addCallback(build)
+
+    def _createWork(self, name: str, mustNotExist: bool) -> None:
+        rootFd = self._rootFd(create=True)
+        dirName = dovecot.folderDirName(name, self.separator)
+        try:
+            os.mkdir(dirName, _fs.DIR_MODE, dir_fd=rootFd)
+        except FileExistsError:
+            if mustNotExist:
+                raise MailboxExists(f"{name} already exists") from None
+        fd = _fs.openDir(dirName, rootFd)
+        try:
+            os.fchmod(fd, _fs.DIR_MODE)
+            self.owner.chown(fd)
+            for sub in ("cur", "new", "tmp"):
+                os.close(_fs.makeDir(sub, fd, self.owner))
+            try:
+                os.close(_fs.createFile(dovecot.MAILDIRFOLDER, fd, self.owner))
+            except FileExistsError:
+                pass
+        finally:
+            os.close(fd)
+
+    def create(self, name: str):
+        """
+        Create a folder (IMAP CREATE).  Parents need not exist (Maildir++
+        is flat).
+
+        @raise MailboxExists: (errback) it exists.
+        @raise InvalidMailboxName: (errback) Maildir++ cannot hold the name.
+        """
+        if name.upper() == "INBOX":
+            return defer.fail(MailboxExists("INBOX always exists"))
+        try:
+            dovecot.folderDirName(name, self.separator)
+        except InvalidMailboxName as e:
+            return defer.fail(e)
+        return self._thread(self._createWork, name, True)
+
+    def _deleteWork(self, name: str) -> None:
+        rootFd = self._rootFd()
+        dirName = dovecot.folderDirName(name, self.separator)
+        try:
+            os.close(_fs.openDir(dirName, rootFd))
+        except FileNotFoundError:
+            raise MailboxNotFound(f"{name}: no such mailbox") from None
+        # Dovecot renames to a trash name first so a crash never leaves
+        # a half-deleted folder that still looks like a mailbox.
+        trash = f".DOVECOT-TRASHED.{self.store.names.next()}"
+        os.rename(dirName, trash, src_dir_fd=rootFd, dst_dir_fd=rootFd)
+        _fs.removeTree(trash, rootFd)
+
+    def delete(self, name: str):
+        """
+        Delete a folder and its messages (IMAP DELETE).  Children stay.
+        """
+        key = _folderKey(name)
+        if key == "INBOX":
+            return defer.fail(StoreError("INBOX cannot be deleted"))
+        folder = self._open.get(key)
+        if folder is not None:
+            folder._publish("folderReset", None)
+            folder._refs = 1
+            folder.close()
+        d = self._thread(self._deleteWork, name)
+        d.addCallback(lambda _: self._setSubscribed(name, False))
+        return d
+
+    def _renameWork(self, old: str, new: str) -> None:
+        rootFd = self._rootFd()
+        oldDir = dovecot.folderDirName(old, self.separator)
+        newDir = dovecot.folderDirName(new, self.separator)
+        existing = [e.name for e in os.scandir(rootFd) if e.is_dir(follow_symlinks=False)]
+        if oldDir not in existing:
+            raise MailboxNotFound(f"{old}: no such mailbox")
+        if newDir in existing:
+            raise MailboxExists(f"{new} already exists")
+        # Maildir++ hierarchy is in the names: rename the children too
+        moves = [(oldDir, newDir)] + [
+            (name, newDir + name[len(oldDir) :]) for name in existing if name.startswith(oldDir + ".")
+        ]
+        for source, target in moves:
+            os.rename(source, target, src_dir_fd=rootFd, dst_dir_fd=rootFd)
+
+    def rename(self, old: str, new: str):
+        """
+        Rename a folder and its children (IMAP RENAME; INBOX cannot be
+        renamed here).
+        """
+        if _folderKey(old) == "INBOX" or _folderKey(new) == "INBOX":
+            return defer.fail(StoreError("renaming INBOX is not supported"))
+        try:
+            dovecot.folderDirName(new, self.separator)
+        except InvalidMailboxName as e:
+            return defer.fail(e)
+        for key in list(self._open):
+            if key == old or key.startswith(old + self.separator):
+                folder = self._open[key]
+                folder._publish("folderReset", None)
+                folder._refs = 1
+                folder.close()
+
+        def resubscribe(_):
+            def work():
+                names = self._subscriptionsWork()
+                changed = [
+                    new + n[len(old) :] if (n == old or n.startswith(old + self.separator)) else n for n in names
+                ]
+                if changed != names:
+                    self._writeSubscriptions(changed)
+
+            return self._thread(work)
+
+        return self._thread(self._renameWork, old, new).addCallback(resubscribe)
+
+    # -- subscriptions -----------------------------------------------------
+
+    def _subscriptionsWork(self):
+        data = _fs.readSmallFile(dovecot.SUBSCRIPTIONS, self._rootFd(), self.owner)
+        return dovecot.parseSubscriptions(data, self.separator)
+
+    def _writeSubscriptions(self, names) -> None:
+        rootFd = self._rootFd(create=True)
+        lock = dovecot.DotLock(rootFd, dovecot.SUBSCRIPTIONS, self.owner, staleTimeout=30, hostname=self.store.hostname)
+        lock.acquire()
+        try:
+            lock.replaceWith(dovecot.formatSubscriptions(names, self.separator))
+        except BaseException:
+            lock.release()
+            raise
+
+    def _subscribeWork(self, name: str, subscribe: bool) -> None:
+        self._rootFd(create=True)
+        names = self._subscriptionsWork()
+        if subscribe and name not in names:
+            self._writeSubscriptions(names + [name])
+        elif not subscribe and name in names:
+            self._writeSubscriptions([n for n in names if n != name])
+
+    def _setSubscribed(self, name: str, subscribe: bool):
+        if name.upper() == "INBOX":
+            name = "INBOX"
+        return self._thread(self._subscribeWork, name, subscribe)
+
+    def subscribe(self, name: str):
+        """
+        Add to the C{subscriptions} file (IMAP SUBSCRIBE).
+        """
+        return self._setSubscribed(name, True)
+
+    def unsubscribe(self, name: str):
+        return self._setSubscribed(name, False)
+
+    def subscriptions(self):
+        """
+        @return: Deferred firing with the subscribed names.
+        """
+        return self._thread(self._subscriptionsWork)
+
+    # -- first login ----------------------------------------------------
+
+    def _defaultsWork(self) -> list[str]:
+        rootFd = self._rootFd(create=True)
+        created = []
+        for name, _ in self.store.specialFolders:
+            dirName = dovecot.folderDirName(name, self.separator)
+            try:
+                os.stat(dirName, dir_fd=rootFd, follow_symlinks=False)
+                continue
+            except FileNotFoundError:
+                pass
+            self._createWork(name, False)
+            created.append(name)
+        if created:
+            names = self._subscriptionsWork()
+            wanted = [n for n in created if n not in names]
+            if wanted:
+                self._writeSubscriptions(names + wanted)
+        return created
+
+    def ensureDefaults(self):
+        """
+        At login: create the Maildir, INBOX and the special-use folders
+        (Drafts, Sent, Trash, Junk, Archive) that are missing, and subscribe
+        the ones created.  Does nothing when C{autocreate} is off.
+
+        @return: Deferred firing with the names created.
+        """
+        if not self.store.autocreate:
+            return self._thread(lambda: (self._rootFd(create=True), [])[1])
+        return self._thread(self._defaultsWork)
+
+    def specialUse(self, name: str) -> str | None:
+        return dict(self.store.specialFolders).get(name)
