@@ -101,8 +101,10 @@ class AccountDirectory:
         if home is None:
             home = self.usersDirectory / (domain or "_") / found.local
         maildir = self.mailLocation.expand(found.avatarId, found.local, domain, home)
+        # Account.name is the local part (Account.address adds the domain);
+        # the avatar ID of a domain-bound entry is local@domain.
         return Account(
-            name=found.avatarId,
+            name=found.local,
             domain=domain,
             home=home,
             uid=found.uid,
