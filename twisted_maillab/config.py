@@ -542,8 +542,91 @@ class StoreSection(Section):
 
 @dataclass(frozen=True, kw_only=True)
 class DNSSection(ListenerSection):
+    """
+    Authoritative DNS.  Each C{listen} value is a C{tcp:PORT[:interface=ADDR]}
+    (or C{tcp6:}) endpoint; UDP is served on the same address and port.
+    """
+
     name = "dns"
-    # Keys are added by the DNS issue (zones, allow_transfer, ...).
+
+    def _parseZone(raw, context):
+        # "ORIGIN:PATH", or "PATH" whose file name (minus .zone/.db) is the origin.
+        text = raw.strip()
+        origin, sep, path = text.partition(":")
+        if not sep:
+            path = text
+            origin = re.sub(r"\.(zone|db)$", "", Path(text).name)
+        origin = origin.strip().rstrip(".").lower()
+        if not origin or not re.fullmatch(r"[a-z0-9_*-]+(\.[a-z0-9_*-]+)*", origin):
+            raise ValueError(f'"{raw}": zone origin "{origin}" is not a domain name (write ORIGIN:PATH)')
+        return (origin, parseExistingFile(path, context))
+
+    def _parseNotifyTarget(raw, context):
+        # "ADDRESS", "ADDRESS:PORT", "[IPV6]:PORT" (port 53 by default).
+        import ipaddress
+
+        text = raw.strip()
+        match = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?|([^:]+)(?::(\d+))?|([0-9A-Fa-f:]+)", text)
+        if match is None:
+            raise ValueError(f'"{raw}" is not ADDRESS[:PORT]')
+        host = match.group(1) or match.group(3) or match.group(5)
+        port = int(match.group(2) or match.group(4) or 53)
+        try:
+            host = str(ipaddress.ip_address(host))
+        except ValueError:
+            raise ValueError(f'"{raw}": {host} is not an IP address') from None
+        if not 0 < port < 65536:
+            raise ValueError(f'"{raw}": port {port} is out of range')
+        return (host, port)
+
+    zones: tuple = option(
+        parseList(_parseZone),
+        (),
+        "zones served, as ORIGIN:PATH (BIND master files; PATH alone takes the origin from the file name)",
+    )
+    allow_transfer: tuple = option(
+        parseList(parseNetwork), (), "networks allowed AXFR/IXFR over TCP (default: nobody)"
+    )
+    also_notify: tuple = option(
+        parseList(_parseNotifyTarget),
+        (),
+        "secondaries sent a NOTIFY when a zone loads or its serial rises (ADDRESS[:PORT])",
+    )
+    max_udp_payload: int = option(
+        parseInteger(512, 4096), 1232, "EDNS UDP payload size we advertise and send at most"
+    )
+    tcp_idle_timeout: float = option(
+        parseDuration, 30.0, "close a TCP connection idle this long (0: never)"
+    )
+    tcp_max_clients: int = option(
+        parseInteger(1, 100000), 100, "concurrent TCP connections accepted"
+    )
+    rate_limit: int = option(
+        parseInteger(0, 1000000),
+        0,
+        "UDP responses per second per client prefix and answer (0: rate limiting off)",
+    )
+    rate_limit_slip: int = option(
+        parseInteger(0, 10), 2, "every Nth limited response is sent empty with TC (0: drop all)"
+    )
+    rate_limit_window: float = option(
+        parseDuration, 15.0, "how long a limited client's debt is remembered"
+    )
+    rate_limit_ipv4_prefix: int = option(parseInteger(8, 32), 24, "IPv4 prefix length of a client")
+    rate_limit_ipv6_prefix: int = option(parseInteger(16, 128), 56, "IPv6 prefix length of a client")
+
+    def check(self) -> None:
+        super().check()
+        for description in self.listen:
+            if not re.match(r"tcp6?:", description):
+                raise SectionError(
+                    "listen", f'"{description}": use tcp:PORT[:interface=ADDR]; UDP is served on the same port'
+                )
+        if self.enabled and not self.zones:
+            raise SectionError("zones", "an enabled DNS service needs at least one zone")
+        origins = [origin for origin, _ in self.zones]
+        if len(set(origins)) != len(origins):
+            raise SectionError("zones", "a zone is listed twice")
 
 
 _RELAY_RESTRICTIONS = (
@@ -603,21 +686,84 @@ class SMTPSection(ListenerSection):
     )
     message_size_limit: int = option(parseSize, 10240000, "largest message accepted (SIZE)")
     alias_maps: Path | None = option(parsePath, None, "/etc/aliases-format file")
+    # Keys added by issue #6 (Postfix's names where Postfix has the knob).
+    smtpd_banner: str = option(
+        parseNonEmpty, "$myhostname ESMTP maillab", "text after 220 in the greeting"
+    )
+    smtpd_timeout: float = option(
+        parseDuration, 300.0, "idle time allowed while waiting for a command (421 4.4.2)"
+    )
+    smtpd_data_timeout: float = option(
+        parseDuration, 300.0, "idle time allowed between reads of the message text"
+    )
+    smtpd_recipient_limit: int = option(
+        parseInteger(1), 1000, "recipients per message (452 4.5.3 beyond)"
+    )
+    smtpd_client_connection_count_limit: int = option(
+        parseInteger(0),
+        50,
+        "simultaneous connections from one client address, per listener (0: no limit)",
+    )
+    smtpd_sasl_auth_enable: bool = option(
+        parseBoolean, True, "offer AUTH on this listener (submission always does)"
+    )
+    smtpd_tls_auth_only: bool = option(
+        parseBoolean, True, "offer AUTH PLAIN/LOGIN only over TLS (loopback clients are exempt)"
+    )
+    smtpd_peername_lookup: bool = option(
+        parseBoolean, True, "look up the client's name (forward-confirmed) for Received:"
+    )
+    vrfy_command: str = option(
+        parseChoice("ambiguous", "verify", "disabled"),
+        "ambiguous",
+        "VRFY answers 252 (ambiguous), checks the recipient (verify) or 502 (disabled)",
+    )
+    reject_sender_login_mismatch: bool = option(
+        parseBoolean,
+        True,
+        "an authenticated client may use only its own addresses as envelope sender",
+    )
+    reject_from_login_mismatch: bool = option(
+        parseBoolean,
+        True,
+        "an authenticated client may use only its own addresses in From:",
+    )
+    allow_alias_include: bool = option(
+        parseBoolean, False, "expand :include: files in alias_maps (else refused and logged)"
+    )
+    header_size_limit: int = option(
+        parseSize, 102400, "header bytes inspected for the From: check"
+    )
 
     def check(self) -> None:
         super().check()
         if len(self.recipient_delimiter) > 1:
             raise SectionError("recipient_delimiter", "must be a single character")
+        if self.smtpd_timeout <= 0:
+            raise SectionError("smtpd_timeout", "must be positive")
+        if self.smtpd_data_timeout <= 0:
+            raise SectionError("smtpd_data_timeout", "must be positive")
 
 
 @dataclass(frozen=True, kw_only=True)
 class SubmissionSection(ListenerSection):
     name = "submission"
+    smtpd_tls_security_level: str = option(
+        parseChoice("encrypt", "may"),
+        "encrypt",
+        "encrypt: STARTTLS before MAIL or AUTH (530 5.7.0); may: TLS optional",
+    )
+    require_authentication: bool = option(
+        parseBoolean, True, "MAIL needs a successful AUTH first (530 5.7.0)"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class SubmissionsSection(ListenerSection):
     name = "submissions"
+    require_authentication: bool = option(
+        parseBoolean, True, "MAIL needs a successful AUTH first (530 5.7.0)"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -25,6 +25,7 @@ log = Logger()
 # Section name -> "module:callable" providing IServiceBuilder.  Imported only
 # when the section is enabled, so an unused protocol costs nothing at start.
 BUILDERS: dict[str, str] = {}
+BUILDERS["dns"] = "twisted_maillab.dns.service:makeDNSService"
 
 
 class ListenerService(service.Service):

@@ -1,0 +1,288 @@
+"""
+Authoritative answers (RFC 1034 4.3.2, RFC 2308, RFC 4592, RFC 6891) from
+loaded L{Zone}s, with the sections NSD puts in them, and the table of
+precomputed responses the server sends from.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from twisted_maillab.dns import names as N
+from twisted_maillab.dns import wire
+from twisted_maillab.dns.names import Name, RRset
+from twisted_maillab.dns.wire import Answer, Edns
+from twisted_maillab.dns.zone import Zone
+
+# RFC 1034 4.3.2 step 3.a: CNAME chains are followed; bound them so a loop
+# in the data cannot spin (BIND and NSD stop at a small number too).
+MAX_CNAME_CHAIN = 8
+
+# Types whose targets get A/AAAA in the additional section (RFC 1035 3.3.9,
+# 3.3.11; RFC 2782), as NSD does.
+_ADDITIONAL_TYPES = (N.MX, N.NS, N.SRV)
+
+# Precomputed at load time for every name of every zone, beside the types
+# the name holds: what resolvers ask most.
+COMMON_TYPES = (N.A, N.AAAA, N.MX, N.NS, N.SOA, N.TXT, N.CNAME, N.SRV)
+
+
+class Zones:
+    """
+    The zones served, found by longest matching origin.
+    """
+
+    def __init__(self, zones: list[Zone]):
+        self.byOrigin = {zone.originKey: zone for zone in zones}
+        self.depths = sorted({len(k) for k in self.byOrigin}, reverse=True)
+
+    def find(self, nameKey: Name) -> Zone | None:
+        """
+        The zone of the closest enclosing origin, or L{None}.
+        """
+        for depth in self.depths:
+            if depth <= len(nameKey):
+                zone = self.byOrigin.get(nameKey[len(nameKey) - depth :])
+                if zone is not None:
+                    return zone
+        return None
+
+    def __iter__(self):
+        return iter(self.byOrigin.values())
+
+
+def _addresses(zone: Zone, target: Name, seen: set, out: list) -> None:
+    targetKey = N.key(target)
+    node = zone.nodes.get(targetKey)
+    if node is None:
+        return
+    for rtype in (N.A, N.AAAA):
+        rrset = node.rrsets.get(rtype)
+        if rrset is not None and (targetKey, rtype) not in seen:
+            seen.add((targetKey, rtype))
+            out.append((rrset.owner, rrset))
+
+
+def lookup(zones: Zones, qname: Name, qtype: int) -> Answer:
+    """
+    Answer C{qtype} for C{qname} (class IN) the way NSD 4 does.
+
+    @param qname: the query name (any case).
+    """
+    qkey = N.key(qname)
+    zone = zones.find(qkey)
+    if zone is None:
+        # Not ours: REFUSED, no AA (NSD and BIND), EDE 20 (RFC 8914 4.21).
+        result = Answer(wire.REFUSED, aa=False, kind=b"refused")
+        result.ede = wire.EDE_NOT_AUTHORITATIVE
+        return result
+    result = Answer(wire.NOERROR, aa=True)
+    apexNode = zone.nodes.get(zone.originKey)
+    seen: set = set()
+    owner = qname
+    name = qkey
+    chain = 0
+    while True:
+        cut = _findCut(zone, name)
+        if cut is not None and not (cut == name and qtype == N.DS and chain == 0):
+            if chain:
+                # A CNAME into a delegated child: the child answers the rest.
+                return result
+            return _referral(zone, cut, result)
+        node = zone.nodes.get(name)
+        synthesized = False
+        if node is None:
+            node = _wildcard(zone, name)
+            synthesized = node is not None
+            if node is None:
+                # RFC 2308 2.1: NXDOMAIN with the SOA (RFC 6604: after a
+                # CNAME the rcode is that of the last name).
+                result.rcode = wire.NXDOMAIN
+                result.kind = b"nx" + N.toWire(zone.originKey)
+                result.authority = [(zone.origin, zone.negativeSOA())]
+                return result
+        rrsets = node.rrsets
+        if qtype == N.ANY:
+            # RFC 8482 4.1: answer with one RRset; NSD picks the first
+            # (the SOA at the apex).
+            if not rrsets:
+                return _nodata(zone, result, name)
+            first = rrsets.get(N.SOA) or next(iter(rrsets.values()))
+            result.answer.append((owner, first))
+            result.kind = b"any" + N.toWire(name)
+            return result
+        rrset = rrsets.get(qtype)
+        if rrset is not None:
+            result.answer.append((owner, rrset))
+            seen.add((name, qtype))
+            result.kind = N.toWire(name) + struct.pack("!H", qtype)
+            _positive(zone, apexNode, result, seen, qtype, name)
+            return result
+        cname = rrsets.get(N.CNAME)
+        if cname is not None:
+            result.answer.append((owner, cname))
+            seen.add((name, N.CNAME))
+            target = cname.rdatas[0].target
+            targetKey = N.key(target)
+            chain += 1
+            if not N.isSubdomain(targetKey, zone.originKey) or chain > MAX_CNAME_CHAIN or (targetKey, N.CNAME) in seen:
+                # RFC 1034 4.3.2: out of this zone the resolver goes on.
+                result.kind = N.toWire(name) + b"cname"
+                return result
+            owner = target
+            name = targetKey
+            continue
+        return _nodata(zone, result, name)
+
+
+def _nodata(zone: Zone, result: Answer, name: Name) -> Answer:
+    # RFC 2308 2.2: NODATA is NOERROR, no answer, SOA in authority.
+    result.authority = [(zone.origin, zone.negativeSOA())]
+    result.kind = b"nodata" + N.toWire(name)
+    return result
+
+
+def _positive(zone: Zone, apexNode, result: Answer, seen: set, qtype: int, name: Name) -> None:
+    """
+    NSD's positive answer: the apex NS in authority (unless the answer is
+    that NS), then A/AAAA of MX/NS/SRV targets and of those NS hosts.
+    """
+    additional: list = []
+    addSeen = set(seen)
+    for _, rrset in result.answer:
+        if rrset.rtype in _ADDITIONAL_TYPES:
+            for rdata in rrset.rdatas:
+                _addresses(zone, rdata.target, addSeen, additional)
+    apexNS = apexNode.rrsets.get(N.NS) if apexNode is not None else None
+    if apexNS is not None and not (qtype == N.NS and name == zone.originKey):
+        result.authority = [(zone.origin, apexNS)]
+        result.authorityRequired = False
+        for rdata in apexNS.rdatas:
+            _addresses(zone, rdata.target, addSeen, additional)
+    result.additional = additional
+
+
+def _findCut(zone: Zone, nameKey: Name) -> Name | None:
+    if not zone.cuts:
+        return None
+    depth = len(zone.originKey)
+    for i in range(len(nameKey) - depth - 1, -1, -1):
+        candidate = nameKey[i:]
+        if candidate in zone.cuts:
+            return candidate
+    return None
+
+
+def _referral(zone: Zone, cut: Name, result: Answer) -> Answer:
+    """
+    RFC 1034 4.3.2 step 3.b: NS of the cut in authority, AA clear, glue
+    (addresses of the NS hosts held in this zone) in additional.
+    """
+    node = zone.nodes[cut]
+    ns = node.rrsets[N.NS]
+    result.aa = False
+    result.authority = [(ns.owner, ns)]
+    result.authorityRequired = True
+    additional: list = []
+    seen: set = set()
+    for rdata in ns.rdatas:
+        _addresses(zone, rdata.target, seen, additional)
+    result.additional = additional
+    result.kind = b"ref" + N.toWire(cut)
+    return result
+
+
+def _wildcard(zone: Zone, nameKey: Name):
+    """
+    RFC 4592 3.3.1: the source of synthesis is C{*} under the closest
+    encloser (the longest existing ancestor, empty non-terminals count).
+    """
+    depth = len(zone.originKey)
+    for i in range(1, len(nameKey) - depth + 1):
+        encloser = nameKey[i:]
+        if encloser in zone.nodes or encloser == zone.originKey:
+            return zone.nodes.get((b"*",) + encloser)
+    return None
+
+
+# ---------------------------------------------------------------------------
+# The response table.
+
+_SHAPE_NONE = 0
+
+
+def shapeKey(edns: Edns | None, limit: int) -> bytes:
+    """
+    The part of a response cache key that says how the response is shaped.
+    """
+    if edns is None:
+        return struct.pack("!BH", 0, limit)
+    return struct.pack("!BH", 2 if edns.do else 1, limit)
+
+
+class ResponseTable:
+    """
+    Every response the server may send, as bytes with ID 0, RD/CD clear and
+    the question name lower-cased.  Built at load time for every name and
+    common type in the zones; filled on demand (bounded) for the rest.
+
+    Keys: lower-cased question name in wire form + QTYPE + QCLASS + shape.
+    Values: C{(response, kind)} where kind is what rate limiting counts.
+    """
+
+    def __init__(self, zones: Zones, udpSize: int, maxCached: int = 100_000):
+        self.zones = zones
+        self.udpSize = udpSize
+        self.maxCached = maxCached
+        self.table: dict[bytes, tuple[bytes, bytes]] = {}
+        self.permanent: dict[bytes, tuple[bytes, bytes]] = {}
+        self.dynamic = 0
+
+    def precompute(self) -> int:
+        """
+        Build the responses for every name, for the common query shapes
+        (no EDNS over UDP, EDNS with and without DO at our size, TCP).
+
+        @return: how many responses were built.
+        """
+        shapes = [
+            (None, 512),
+            (Edns(self.udpSize, 0, False), self.udpSize),
+            (Edns(self.udpSize, 0, True), self.udpSize),
+            (None, 65535),
+            (Edns(self.udpSize, 0, False), 65535),
+        ]
+        count = 0
+        for zone in self.zones:
+            for node in zone.nodes.values():
+                types = set(COMMON_TYPES) | set(node.rrsets)
+                for qtype in types:
+                    for edns, limit in shapes:
+                        self.build(node.name, qtype, N.IN, edns, limit, permanent=True)
+                        count += 1
+        return count
+
+    def build(self, qname: Name, qtype: int, qclass: int, edns: Edns | None, limit: int, permanent=False):
+        """
+        Compute, store and return C{(response, kind)} for one key.
+        """
+        lowered = N.key(qname)
+        if qclass == N.IN:
+            result = lookup(self.zones, lowered, qtype)
+        else:
+            result = Answer(wire.REFUSED, aa=False, kind=b"refused")
+            result.ede = wire.EDE_NOT_SUPPORTED
+        response = wire.encode(lowered, qtype, qclass, result, edns, self.udpSize, limit)
+        entry = (response, result.kind)
+        key = N.toWire(lowered) + struct.pack("!HH", qtype, qclass) + shapeKey(edns, limit)
+        if permanent:
+            self.permanent[key] = entry
+        else:
+            self.dynamic += 1
+            if self.dynamic > self.maxCached:
+                # Bounded: random names (NXDOMAIN floods) must not grow
+                # memory; start again from the precomputed set.
+                self.table = dict(self.permanent)
+                self.dynamic = 1
+        self.table[key] = entry
+        return entry

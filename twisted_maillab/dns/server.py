@@ -1,0 +1,600 @@
+"""
+The authoritative server: UDP and TCP protocols over one L{DNSServer}
+that answers from precomputed responses, zone transfers (RFC 5936,
+RFC 1995), NOTIFY (RFC 1996) and response rate limiting.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import struct
+
+from twisted.internet import defer
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.logger import Logger
+
+from twisted_maillab.dns import names as N
+from twisted_maillab.dns import wire
+from twisted_maillab.dns.answer import ResponseTable, Zones, shapeKey
+from twisted_maillab.dns.names import RRset
+from twisted_maillab.dns.wire import Answer, Edns, FormatError
+
+log = Logger()
+
+# RFC 5936 2.2: a transfer is a series of messages; NSD fills them to
+# about 16 KB, which keeps each one far below the 65535 TCP limit.
+AXFR_MESSAGE_SIZE = 16384
+TCP_MAX_MESSAGE = 65535
+
+
+def _serialGreater(a: int, b: int) -> bool:
+    """
+    RFC 1982 3.2 serial number arithmetic: whether C{a} > C{b}.
+    """
+    return a != b and ((a < b and b - a > 2**31) or (a > b and a - b < 2**31))
+
+
+class RateLimiter:
+    """
+    Response rate limiting per client prefix for UDP (the scheme of BIND's
+    RRL): each (prefix, response kind) account earns C{rate} credits per
+    second up to C{rate}; a response costs one.  Without credit the
+    response is dropped, except every C{slip}-th which goes out empty with
+    TC so a real client retries over TCP (where no spoofing is possible).
+
+    @param clock: an L{IReactorTime} (a L{task.Clock} in tests).
+    """
+
+    def __init__(self, clock, rate: int, slip: int = 2, window: float = 15.0, ipv4Prefix: int = 24, ipv6Prefix: int = 56, maxEntries: int = 100_000):
+        self.clock = clock
+        self.rate = float(rate)
+        self.slip = slip
+        self.window = window
+        self.ipv4Shift = 32 - ipv4Prefix
+        self.ipv6Shift = 128 - ipv6Prefix
+        self.maxEntries = maxEntries
+        self.accounts: dict = {}
+        self.dropped = 0
+        self.slipped = 0
+
+    def prefix(self, host: str) -> int:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+        if address.version == 4:
+            return int(address) >> self.ipv4Shift
+        return (1 << 128) | (int(address) >> self.ipv6Shift)
+
+    def check(self, host: str, kind: bytes) -> str:
+        """
+        @return: C{"send"}, C{"slip"} (send a truncated empty response) or
+            C{"drop"}.
+        """
+        now = self.clock.seconds()
+        accountKey = (self.prefix(host), kind)
+        account = self.accounts.get(accountKey)
+        if account is None:
+            if len(self.accounts) >= self.maxEntries:
+                self._expire(now)
+            account = self.accounts[accountKey] = [self.rate, now, 0]
+        else:
+            account[0] = min(self.rate, account[0] + (now - account[1]) * self.rate)
+            account[1] = now
+        account[0] -= 1
+        if account[0] >= 0:
+            return "send"
+        # Debt is bounded so a client that stops is forgiven after the window.
+        account[0] = max(account[0], -self.rate * self.window)
+        account[2] += 1
+        if account[2] == 1:
+            log.info("rate limiting responses to {prefix} ({kind!r})", prefix=host, kind=kind[:40])
+        if self.slip and account[2] % self.slip == 0:
+            self.slipped += 1
+            return "slip"
+        self.dropped += 1
+        return "drop"
+
+    def _expire(self, now: float) -> None:
+        stale = [k for k, v in self.accounts.items() if now - v[1] > self.window]
+        for k in stale:
+            del self.accounts[k]
+        if len(self.accounts) >= self.maxEntries:
+            self.accounts.clear()
+
+
+class DNSServer:
+    """
+    Protocol-independent core: holds the current zones and response table
+    and turns query bytes into response bytes.
+
+    @ivar zones: the L{Zones} served; replaced whole on reload.
+    @ivar responses: the L{ResponseTable} for those zones.
+    """
+
+    def __init__(self, zones: Zones, udpSize: int = 1232, allowTransfer=(), rateLimiter: RateLimiter | None = None):
+        self.udpSize = udpSize
+        self.allowTransfer = tuple(allowTransfer)
+        self.rateLimiter = rateLimiter
+        self.notifiesReceived: list = []
+        self.install(zones)
+
+    def install(self, zones: Zones, responses: ResponseTable | None = None) -> None:
+        """
+        Start answering from C{zones} (atomically: one attribute swap).
+        """
+        if responses is None:
+            responses = ResponseTable(zones, self.udpSize)
+            responses.precompute()
+        self.state = (zones, responses)
+
+    @property
+    def zones(self) -> Zones:
+        return self.state[0]
+
+    @property
+    def responses(self) -> ResponseTable:
+        return self.state[1]
+
+    def transferAllowed(self, host: str) -> bool:
+        """
+        Whether C{host} is in C{allow_transfer} (RFC 5936 6: access control
+        is the operator's; the default is nobody).
+        """
+        try:
+            address = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        if address.version == 6 and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.allowTransfer)
+
+    def respond(self, data: bytes, host: str, udp: bool) -> list[bytes] | None:
+        """
+        Answer one message that the fast path did not.
+
+        @return: the response messages (several for a zone transfer), or
+            L{None} to send nothing.
+        """
+        if len(data) < 12 or data[2] & 0x80:
+            return None  # RFC 1035 4.1.1: never answer a response
+        ident, flags = struct.unpack_from("!HH", data)
+        opcode = (flags >> 11) & 0xF
+        try:
+            q = parseQuery(data)
+        except FormatError:
+            return [wire.headerOnly(ident, flags, wire.FORMERR)]
+        if opcode == wire.OPCODE_NOTIFY:
+            return [self.notifyReceived(q, flags, host)]
+        if opcode != wire.OPCODE_QUERY:
+            return [wire.headerOnly(ident, flags, wire.NOTIMP)]
+        edns = q.edns
+        if edns is not None and edns.version != 0:
+            # RFC 6891 6.1.3: BADVERS, with our version (0) in the OPT.
+            return [wire.encode(q.name, q.qtype, q.qclass, Answer(wire.BADVERS, aa=False), Edns(edns.size, 0, edns.do), self.udpSize, 65535, ident, flags)]
+        limit = self.limitFor(edns) if udp else TCP_MAX_MESSAGE
+        if q.qtype in (N.AXFR, N.IXFR) and q.qclass == N.IN:
+            return self.transfer(data, q, host, udp, limit)
+        responses = self.responses
+        if _plainQuestion(q):
+            entry = responses.build(q.name, q.qtype, q.qclass, edns, limit)
+            return [patch(entry[0], data, q.nameEnd - 1)]
+        from twisted_maillab.dns.answer import lookup
+
+        result = lookup(responses.zones, q.name, q.qtype) if q.qclass == N.IN else Answer(wire.REFUSED, aa=False)
+        return [wire.encode(q.name, q.qtype, q.qclass, result, edns, self.udpSize, limit, ident, flags)]
+
+    def limitFor(self, edns: Edns | None) -> int:
+        """
+        The largest UDP response: 512 without EDNS (RFC 1035 4.2.1), else
+        the client's size bounded by ours (RFC 6891 6.2.5), never below 512.
+        """
+        if edns is None:
+            return 512
+        return min(max(edns.size, 512), self.udpSize)
+
+    def notifyReceived(self, q, flags: int, host: str) -> bytes:
+        """
+        RFC 1996 4.7: answer a NOTIFY for a zone we serve with NOERROR and
+        the question; we are the primary, so there is nothing to fetch.
+        """
+        zone = self.zones.byOrigin.get(N.key(q.name))
+        self.notifiesReceived.append((host, N.toText(q.name)))
+        if zone is None or q.qclass != N.IN:
+            result = Answer(wire.NOTAUTH, aa=False)
+        else:
+            result = Answer(wire.NOERROR, aa=True)
+            log.info("NOTIFY for {zone} from {host}: we are its primary, nothing to do", zone=N.toText(q.name), host=host)
+        result.opcode = wire.OPCODE_NOTIFY
+        return wire.encode(q.name, q.qtype, q.qclass, result, q.edns, self.udpSize, 65535, q.id, flags)
+
+    def transfer(self, data: bytes, q, host: str, udp: bool, limit: int) -> list[bytes]:
+        """
+        AXFR (RFC 5936) and IXFR (RFC 1995), over TCP, to C{allow_transfer}.
+        """
+        zone = self.zones.byOrigin.get(N.key(q.name))
+        allowed = self.transferAllowed(host)
+        if udp and q.qtype == N.AXFR:
+            # RFC 5936 4.2: AXFR is TCP only; NSD answers NOTIMP.
+            return [wire.encode(q.name, q.qtype, q.qclass, Answer(wire.NOTIMP, aa=False), q.edns, self.udpSize, limit, q.id, q.flags)]
+        if zone is None or not allowed:
+            if zone is not None:
+                log.info("refused {type} of {zone} to {host}: not in allow_transfer", type=N.typeText(q.qtype), zone=N.toText(zone.origin), host=host)
+            result = Answer(wire.REFUSED, aa=False)
+            if zone is None:
+                result.ede = wire.EDE_NOT_AUTHORITATIVE
+            return [wire.encode(q.name, q.qtype, q.qclass, result, q.edns, self.udpSize, limit, q.id, q.flags)]
+        soa = zone.soa
+        if q.qtype == N.IXFR:
+            clientSerial = _ixfrSerial(data)
+            if udp or (clientSerial is not None and not _serialGreater(zone.serial, clientSerial)):
+                # RFC 1995 2 and 4: up to date, or over UDP: our SOA only,
+                # which makes the client fall back to TCP/AXFR.
+                result = Answer(wire.NOERROR, aa=True)
+                result.answer = [(zone.origin, soa)]
+                return [wire.encode(q.name, q.qtype, q.qclass, result, q.edns, self.udpSize, limit, q.id, q.flags)]
+        log.info("{type} of {zone} serial {serial} to {host}", type=N.typeText(q.qtype), zone=N.toText(zone.origin), serial=zone.serial, host=host)
+        # RFC 1995 4: without history an IXFR is answered as an AXFR.
+        return axfrMessages(zone, q.name, q.qtype, q.id, q.flags)
+
+
+def _plainQuestion(q) -> bool:
+    """
+    Whether the question name was written without compression, so a
+    stored response can be patched with it.
+    """
+    return q.nameEnd - 12 == len(N.toWire(q.name))
+
+
+def _ixfrSerial(data: bytes) -> int | None:
+    """
+    The client's serial from the SOA in an IXFR query's authority section.
+    """
+    try:
+        _, offset = wire.readName(data, 12)
+        offset += 4
+        ns = struct.unpack_from("!H", data, 8)[0]
+        if ns < 1:
+            return None
+        _, offset = wire.readName(data, offset)
+        rtype = struct.unpack_from("!H", data, offset)[0]
+        if rtype != N.SOA:
+            return None
+        offset += 10
+        _, offset = wire.readName(data, offset)
+        _, offset = wire.readName(data, offset)
+        return struct.unpack_from("!I", data, offset)[0]
+    except (ValueError, IndexError, struct.error):
+        return None
+
+
+def parseQuery(data: bytes):
+    return wire.parseQuery(data)
+
+
+def patch(template: bytes, data: bytes, nameEnd: int) -> bytes:
+    """
+    A stored response for this query: its ID, RD and CD copied (RFC 1035
+    4.1.1, RFC 6840 5.9), and its question name as the client wrote it
+    (names compressed against it keep the client's case, as with NSD).
+    """
+    return (
+        data[:2]
+        + bytes((template[2] | (data[2] & 0x01), template[3] | (data[3] & 0x10)))
+        + template[4:12]
+        + data[12 : nameEnd + 1]
+        + template[nameEnd + 1 :]
+    )
+
+
+def axfrMessages(zone, qname, qtype: int, ident: int, flags: int) -> list[bytes]:
+    """
+    The zone as a series of messages: SOA, every other record, SOA
+    (RFC 5936 2.2), each message filled to about L{AXFR_MESSAGE_SIZE}.
+    """
+    records: list[tuple] = []
+    soa = zone.soa
+    records.append((soa.owner, soa))
+    for rrset in zone.rrsets():
+        if rrset.rtype == N.SOA and N.key(rrset.owner) == zone.originKey:
+            continue
+        for rdata in rrset.rdatas:
+            single = RRset(rrset.owner, rrset.rtype, rrset.ttl)
+            single.rdatas = [rdata]
+            records.append((rrset.owner, single))
+    records.append((soa.owner, soa))
+    messages = []
+    batch: list = []
+    size = 0
+    for owner, rrset in records:
+        estimate = len(N.toWire(owner)) + 10 + len(rrset.rdatas[0].wire())
+        if batch and size + estimate > AXFR_MESSAGE_SIZE:
+            messages.append(batch)
+            batch, size = [], 0
+        batch.append((owner, rrset))
+        size += estimate
+    if batch:
+        messages.append(batch)
+    out = []
+    for i, batch in enumerate(messages):
+        result = Answer(wire.NOERROR, aa=True)
+        result.answer = batch
+        out.append(wire.encode(qname, qtype, N.IN, result, None, 512, TCP_MAX_MESSAGE, ident, flags))
+    return out
+
+
+class DNSDatagramProtocol(DatagramProtocol):
+    """
+    UDP: answer from the response table without decoding the message when
+    it is a plain query (one question, no compression, at most an OPT).
+    """
+
+    def __init__(self, server: DNSServer):
+        self.server = server
+
+    def datagramReceived(self, data: bytes, addr) -> None:
+        n = len(data)
+        # Fast path: QUERY opcode, QR clear, QDCOUNT=1, AN=NS=0.
+        if n >= 17 and not data[2] & 0xF8 and data[4:10] == b"\x00\x01\x00\x00\x00\x00":
+            i = 12
+            try:
+                while True:
+                    length = data[i]
+                    if length == 0:
+                        break
+                    if length > 63:
+                        i = -1
+                        break
+                    i += length + 1
+            except IndexError:
+                i = -1
+            if i > 0:
+                ar = data[10:12]
+                shape = None
+                if ar == b"\x00\x00":
+                    if n == i + 5:
+                        shape = b"\x00\x02\x00"
+                elif ar == b"\x00\x01" and n >= i + 16:
+                    o = i + 5
+                    if data[o : o + 3] == b"\x00\x00\x29" and data[o + 6] == 0 and n == o + 11 + (data[o + 9] << 8 | data[o + 10]):
+                        size = data[o + 3] << 8 | data[o + 4]
+                        limit = self.server.udpSize
+                        if size < limit:
+                            limit = 512 if size < 512 else size
+                        shape = bytes((2 if data[o + 7] & 0x80 else 1, limit >> 8, limit & 0xFF))
+                if shape is not None:
+                    entry = self.server.state[1].table.get(data[12 : i + 1].lower() + data[i + 1 : i + 5] + shape)
+                    if entry is not None and data[i + 1 : i + 3] not in (b"\x00\xfc", b"\x00\xfb"):
+                        template = entry[0]
+                        limiter = self.server.rateLimiter
+                        if limiter is not None:
+                            verdict = limiter.check(addr[0], entry[1])
+                            if verdict != "send":
+                                if verdict == "slip":
+                                    self.transport.write(_slipped(data, i), addr)
+                                return
+                        self.transport.write(
+                            data[:2]
+                            + bytes((template[2] | (data[2] & 0x01), template[3] | (data[3] & 0x10)))
+                            + template[4:12]
+                            + data[12 : i + 1]
+                            + template[i + 1 :],
+                            addr,
+                        )
+                        return
+        self._slow(data, addr)
+
+    def _slow(self, data: bytes, addr) -> None:
+        try:
+            responses = self.server.respond(data, addr[0], udp=True)
+        except Exception:
+            log.failure("answering a UDP query from {host}", host=addr[0])
+            return
+        if not responses:
+            return
+        limiter = self.server.rateLimiter
+        if limiter is not None:
+            verdict = limiter.check(addr[0], b"slow" + data[12:40].lower())
+            if verdict == "drop":
+                return
+            if verdict == "slip":
+                self.transport.write(_slipped(data, None), addr)
+                return
+        self.transport.write(responses[0], addr)
+
+
+def _slipped(data: bytes, nameEnd: int | None) -> bytes:
+    """
+    An empty TC response (RFC 1035 4.2.1 / BIND RRL "slip"): a real
+    client retries over TCP.
+    """
+    if nameEnd is None:
+        try:
+            _, nameEnd = wire.readName(data, 12)
+            nameEnd -= 1
+        except (ValueError, IndexError):
+            return wire.headerOnly(struct.unpack_from("!H", data)[0], 0, 0)
+    flags = wire.QR | wire.TC | (struct.unpack_from("!H", data, 2)[0] & wire.RD)
+    return data[:2] + struct.pack("!5H", flags, 1, 0, 0, 0) + data[12 : nameEnd + 5]
+
+
+class DNSStreamProtocol(Protocol):
+    """
+    DNS over TCP (RFC 1035 4.2.2, RFC 7766): two-octet length prefix,
+    pipelined queries answered in order, an idle timeout (RFC 7766 6.2.3).
+    """
+
+    def __init__(self, factory: "DNSStreamFactory"):
+        self.factory = factory
+        self.buffer = b""
+        self.timeoutCall = None
+
+    def connectionMade(self):
+        factory = self.factory
+        if factory.connections >= factory.maxClients:
+            log.warn("too many TCP clients ({n}); closing a new one", n=factory.connections)
+            self.transport.loseConnection()
+            self.counted = False
+            return
+        self.counted = True
+        factory.connections += 1
+        self.peerHost = getattr(self.transport.getPeer(), "host", "")
+        self._resetTimeout()
+
+    def _resetTimeout(self):
+        if self.factory.idleTimeout <= 0:
+            return
+        if self.timeoutCall is not None and self.timeoutCall.active():
+            self.timeoutCall.reset(self.factory.idleTimeout)
+        else:
+            self.timeoutCall = self.factory.clock.callLater(self.factory.idleTimeout, self._timedOut)
+
+    def _timedOut(self):
+        self.timeoutCall = None
+        self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes):
+        if not getattr(self, "counted", False):
+            return
+        self._resetTimeout()
+        self.buffer += data
+        server = self.factory.server
+        out = []
+        while len(self.buffer) >= 2:
+            length = (self.buffer[0] << 8) | self.buffer[1]
+            if len(self.buffer) < 2 + length:
+                break
+            message = self.buffer[2 : 2 + length]
+            self.buffer = self.buffer[2 + length :]
+            try:
+                responses = server.respond(message, self.peerHost, udp=False)
+            except Exception:
+                log.failure("answering a TCP query from {host}", host=self.peerHost)
+                self.transport.loseConnection()
+                return
+            for response in responses or ():
+                out.append(struct.pack("!H", len(response)))
+                out.append(response)
+        if out:
+            self.transport.write(b"".join(out))
+
+    def connectionLost(self, reason):
+        if getattr(self, "counted", False):
+            self.factory.connections -= 1
+            self.counted = False
+        if self.timeoutCall is not None and self.timeoutCall.active():
+            self.timeoutCall.cancel()
+        self.timeoutCall = None
+
+
+class DNSStreamFactory(Factory):
+    """
+    @ivar clock: for idle timeouts.
+    @ivar idleTimeout: seconds without a query before closing (0: never).
+    @ivar maxClients: concurrent connections accepted.
+    """
+
+    def __init__(self, server: DNSServer, clock, idleTimeout: float = 30.0, maxClients: int = 100):
+        self.server = server
+        self.clock = clock
+        self.idleTimeout = idleTimeout
+        self.maxClients = maxClients
+        self.connections = 0
+
+    def buildProtocol(self, addr):
+        protocol = DNSStreamProtocol(self)
+        protocol.factory = self
+        return protocol
+
+
+class _NotifyProtocol(DatagramProtocol):
+    def __init__(self, sender, target):
+        self.sender = sender
+        self.target = target
+
+    def datagramReceived(self, data, addr):
+        self.sender._reply(self.target, data, addr)
+
+
+class NotifySender:
+    """
+    Send NOTIFY (RFC 1996 3) for one zone to each secondary, retrying every
+    C{interval} seconds up to C{retries} times until it replies (3.6).
+
+    @ivar results: target -> response code, or L{None} when it never replied.
+    """
+
+    def __init__(self, reactor, zone, targets, retries: int = 5, interval: float = 2.0, udpSize: int = 1232):
+        self.reactor = reactor
+        self.zone = zone
+        self.targets = list(targets)
+        self.retries = retries
+        self.interval = interval
+        self.udpSize = udpSize
+        self.results: dict = {}
+        self._pending: dict = {}
+
+    def send(self) -> defer.Deferred:
+        """
+        @return: a Deferred firing with L{results} when every target has
+            replied or run out of retries.
+        """
+        deferreds = []
+        for target in self.targets:
+            host, port = target
+            ident = random.randrange(1, 65536)
+            result = Answer(wire.NOERROR, aa=True)
+            result.opcode = wire.OPCODE_NOTIFY
+            soa = self.zone.soa
+            # RFC 1996 3.7: the SOA may ride in the answer section.
+            result.answer = [(self.zone.origin, soa)]
+            message = wire.encode(self.zone.origin, N.SOA, N.IN, result, None, 512, 512, ident, 0)
+            message = message[:2] + struct.pack("!H", (wire.OPCODE_NOTIFY << 11) | wire.AA) + message[4:]
+            protocol = _NotifyProtocol(self, target)
+            interface = "::" if ":" in host else "0.0.0.0"
+            port_ = self.reactor.listenUDP(0, protocol, interface=interface)
+            d = defer.Deferred()
+            state = {"ident": ident, "message": message, "port": port_, "tries": 0, "deferred": d, "call": None, "protocol": protocol}
+            self._pending[target] = state
+            self._attempt(target)
+            deferreds.append(d)
+        return defer.gatherResults(deferreds).addCallback(lambda _: self.results)
+
+    def _attempt(self, target):
+        state = self._pending.get(target)
+        if state is None:
+            return
+        if state["tries"] >= self.retries:
+            log.warn("NOTIFY for {zone} to {target}: no reply after {n} tries", zone=N.toText(self.zone.origin), target=_hostPort(target), n=state["tries"])
+            self._finish(target, None)
+            return
+        state["tries"] += 1
+        try:
+            state["protocol"].transport.write(state["message"], target)
+        except Exception as e:  # unreachable network on loopback-only hosts
+            log.warn("NOTIFY to {target} failed: {error}", target=_hostPort(target), error=e)
+        state["call"] = self.reactor.callLater(self.interval, self._attempt, target)
+
+    def _reply(self, target, data, addr):
+        state = self._pending.get(target)
+        if state is None or len(data) < 12:
+            return
+        ident, flags = struct.unpack_from("!HH", data)
+        if ident != state["ident"] or not flags & wire.QR or (flags >> 11) & 0xF != wire.OPCODE_NOTIFY:
+            return
+        rcode = flags & 0xF
+        log.info("NOTIFY for {zone} serial {serial} acknowledged by {target} (rcode {rcode})", zone=N.toText(self.zone.origin), serial=self.zone.serial, target=_hostPort(target), rcode=rcode)
+        self._finish(target, rcode)
+
+    def _finish(self, target, rcode):
+        state = self._pending.pop(target, None)
+        if state is None:
+            return
+        self.results[target] = rcode
+        if state["call"] is not None and state["call"].active():
+            state["call"].cancel()
+        state["port"].stopListening()
+        state["deferred"].callback(rcode)
+
+
+def _hostPort(target) -> str:
+    host, port = target
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,308 @@
+"""
+The C{[dns]} service: load the zones (refusing to start on a broken one),
+serve them over UDP and TCP on each C{listen} address, reload on SIGHUP or
+L{DNSService.reload}, and NOTIFY the secondaries.
+"""
+
+from __future__ import annotations
+
+import signal as _signal
+
+from twisted.application import service
+from twisted.internet import defer, threads
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_maillab.dns import names as N
+from twisted_maillab.dns.answer import ResponseTable, Zones
+from twisted_maillab.dns.server import (
+    DNSDatagramProtocol,
+    DNSServer,
+    DNSStreamFactory,
+    NotifySender,
+    RateLimiter,
+    _serialGreater,
+)
+from twisted_maillab.dns.zone import Zone, ZoneError, loadZone, parseOrigin
+
+log = Logger()
+
+__all__ = ["makeDNSService", "DNSService", "loadZones"]
+
+
+def loadZones(specs) -> list[Zone]:
+    """
+    Load every C{(origin, path)}; blocking (run it in a thread once the
+    reactor runs).
+
+    @raise ZoneError: for the first zone with errors, naming file and lines.
+    """
+    zones = []
+    for origin, path in specs:
+        zone = loadZone(path, parseOrigin(origin))
+        for warning in zone.warnings:
+            log.warn("{warning}", warning=str(warning))
+        zones.append(zone)
+    return zones
+
+
+def _prepare(specs, udpSize):
+    zones = Zones(loadZones(specs))
+    table = ResponseTable(zones, udpSize)
+    table.precompute()
+    return zones, table
+
+
+class _UDPAndTCP(service.Service):
+    """
+    One C{listen} value: TCP through the endpoint, UDP on the same address
+    and port.  Both bind in C{privilegedStartService} (port 53 needs root).
+    """
+
+    def __init__(self, reactor, endpoint, host: str, port: int, tcpFactory, udpProtocol):
+        self.reactor = reactor
+        self.endpoint = endpoint
+        self.host = host
+        self.portNumber = port
+        self.tcpFactory = tcpFactory
+        self.udpProtocol = udpProtocol
+        self.tcpPort = None
+        self.udpPort = None
+
+    def privilegedStartService(self):
+        super().privilegedStartService()
+        self._listen()
+
+    def startService(self):
+        super().startService()
+        if self.tcpPort is None:
+            self._listen()
+
+    def _listen(self):
+        failures = []
+        ports = []
+        self.endpoint.listen(self.tcpFactory).addCallbacks(ports.append, failures.append)
+        if failures:
+            failures[0].raiseException()
+        self.tcpPort = ports[0]
+        port = self.tcpPort.getHost().port
+        try:
+            self.udpPort = self.reactor.listenUDP(port, self.udpProtocol, interface=self.host, maxPacketSize=65535)
+        except Exception:
+            self.tcpPort.stopListening()
+            self.tcpPort = None
+            raise
+        where = f"[{self.host}]:{port}" if ":" in self.host else f"{self.host or '*'}:{port}"
+        log.info("dns listening on {address} (UDP and TCP)", address=where)
+
+    @property
+    def address(self):
+        """
+        C{(host, port)} actually bound (the port differs from the config's
+        only when it was 0).
+        """
+        return (self.host or "127.0.0.1", self.tcpPort.getHost().port)
+
+    def stopService(self):
+        super().stopService()
+        results = []
+        if self.udpPort is not None:
+            results.append(defer.maybeDeferred(self.udpPort.stopListening))
+            self.udpPort = None
+        if self.tcpPort is not None:
+            results.append(defer.maybeDeferred(self.tcpPort.stopListening))
+            self.tcpPort = None
+        return defer.gatherResults(results)
+
+
+class DNSService(service.MultiService):
+    """
+    The authoritative server for the configured zones.
+
+    @ivar server: the L{DNSServer} answering queries.
+    @ivar specs: C{(origin, path)} of each zone.
+    @ivar notifyTargets: C{(host, port)} of the secondaries (C{also_notify}).
+    @ivar signals: the module used to install the SIGHUP handler
+        (L{signal}; tests pass a fake).
+    @ivar deferToThread: runs the blocking reload (zone reads) off the
+        reactor thread.
+    """
+
+    def __init__(self, specs, zones: list[Zone], reactor, udpSize=1232, allowTransfer=(), notifyTargets=(), rateLimiter=None, signals=_signal, deferToThread=None, notifyInterval=2.0, notifyRetries=5):
+        super().__init__()
+        self.specs = tuple(specs)
+        self.reactor = reactor
+        self.udpSize = udpSize
+        self.notifyTargets = tuple(notifyTargets)
+        self.signals = signals
+        self.server = DNSServer(Zones(zones), udpSize, allowTransfer, rateLimiter)
+        self.listeners: list[_UDPAndTCP] = []
+        self._previousHandler = None
+        self._reloading = None
+        self.notifyInterval = notifyInterval
+        self.notifyRetries = notifyRetries
+        self.lastNotify: defer.Deferred | None = None
+        if deferToThread is None:
+
+            def deferToThread(f, *args):
+                return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
+
+        self.deferToThread = deferToThread
+
+    def addListener(self, endpoint, host: str, port: int, tcpFactory) -> _UDPAndTCP:
+        listener = _UDPAndTCP(self.reactor, endpoint, host, port, tcpFactory, DNSDatagramProtocol(self.server))
+        listener.setServiceParent(self)
+        self.listeners.append(listener)
+        return listener
+
+    def startService(self):
+        super().startService()
+        self._previousHandler = self.signals.signal(self.signals.SIGHUP, self._sighup)
+        # BIND and NSD notify the secondaries when a zone is loaded.
+        self.lastNotify = self.notify(list(self.server.zones))
+
+    def stopService(self):
+        if self.signals.getsignal(self.signals.SIGHUP) == self._sighup:
+            previous = self._previousHandler
+            self.signals.signal(self.signals.SIGHUP, previous if previous is not None else self.signals.SIG_DFL)
+        self._previousHandler = None
+        return super().stopService()
+
+    def _sighup(self, signum, frame):
+        # Signal context: hand over to the reactor thread; chain to a
+        # handler another service installed before us.
+        self.reactor.callFromThread(self.reload)
+        previous = self._previousHandler
+        if callable(previous):
+            previous(signum, frame)
+
+    def reload(self) -> defer.Deferred:
+        """
+        Re-read every zone file.  A zone is replaced only when the new file
+        loads without error and its SOA serial is higher (RFC 1982); on an
+        error the old data keeps being served and the reason is logged.
+
+        @return: a Deferred firing with the list of origins replaced.
+        """
+        if self._reloading is not None:
+            # One reload at a time; a SIGHUP during a reload runs another after.
+            return self._reloading.addCallback(lambda _: self.reload())
+        log.info("dns: reloading {n} zone(s)", n=len(self.specs))
+        d = self.deferToThread(loadZones, self.specs)
+        d.addCallbacks(self._loaded, self._loadFailed)
+        self._reloading = d
+
+        def done(result):
+            self._reloading = None
+            return result
+
+        d.addBoth(done)
+        return d
+
+    def _loadFailed(self, failure: Failure):
+        if failure.check(ZoneError):
+            log.error("dns: reload failed, still serving the old data:\n{error}", error=str(failure.value))
+        else:
+            log.failure("dns: reload failed, still serving the old data", failure)
+        return []
+
+    def _loaded(self, newZones: list[Zone]):
+        current = self.server.zones.byOrigin
+        chosen = []
+        raised = []
+        for zone in newZones:
+            old = current.get(zone.originKey)
+            if old is None:
+                chosen.append(zone)
+                raised.append(zone)
+                continue
+            if _serialGreater(zone.serial, old.serial):
+                chosen.append(zone)
+                raised.append(zone)
+                log.info("dns: zone {zone} serial {old} -> {new}", zone=N.toText(zone.origin), old=old.serial, new=zone.serial)
+            else:
+                if zone.fingerprint() != old.fingerprint():
+                    log.warn(
+                        "dns: zone {zone} changed but its serial {serial} did not increase; keeping the old data",
+                        zone=N.toText(zone.origin),
+                        serial=zone.serial,
+                    )
+                chosen.append(old)
+        if not raised:
+            return []
+        zones = Zones(chosen)
+        d = self.deferToThread(self._table, zones)
+
+        def install(table):
+            self.server.install(zones, table)
+            self.lastNotify = self.notify(raised)
+            return [N.toText(z.origin) for z in raised]
+
+        return d.addCallback(install)
+
+    def _table(self, zones):
+        table = ResponseTable(zones, self.udpSize)
+        table.precompute()
+        return table
+
+    def notify(self, zones) -> defer.Deferred:
+        """
+        Send NOTIFY for each zone to every C{also_notify} target.
+        """
+        if not self.notifyTargets or not self.running:
+            return defer.succeed({})
+        senders = [
+            NotifySender(self.reactor, zone, self.notifyTargets, self.notifyRetries, self.notifyInterval, self.udpSize).send()
+            for zone in zones
+        ]
+        return defer.gatherResults(senders)
+
+
+def _hostPort(endpoint, description: str):
+    if isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint)):
+        host = endpoint._interface
+        if not host:
+            host = "::" if isinstance(endpoint, TCP6ServerEndpoint) else ""
+        return host, endpoint._port
+    raise ValueError(f'"{description}" is not a tcp: endpoint')
+
+
+def makeDNSService(config, resources) -> DNSService:
+    """
+    The C{[dns]} builder (L{twisted_maillab.interfaces.IServiceBuilder}).
+
+    @raise twisted_maillab.config.ConfigError: a zone does not load (the
+        message names its file and lines) or a C{listen} value is unusable.
+    """
+    section = config.dns
+    zones = loadZones(section.zones)
+    reactor = resources.reactor
+    limiter = None
+    if section.rate_limit:
+        limiter = RateLimiter(
+            reactor,
+            section.rate_limit,
+            section.rate_limit_slip,
+            section.rate_limit_window,
+            section.rate_limit_ipv4_prefix,
+            section.rate_limit_ipv6_prefix,
+        )
+    dnsService = DNSService(
+        section.zones,
+        zones,
+        reactor,
+        udpSize=section.max_udp_payload,
+        allowTransfer=section.allow_transfer,
+        notifyTargets=section.also_notify,
+        rateLimiter=limiter,
+    )
+    factory = DNSStreamFactory(dnsService.server, reactor, section.tcp_idle_timeout, section.tcp_max_clients)
+    for description in section.listen:
+        endpoint = resources.endpoint(section, description)
+        try:
+            host, port = _hostPort(endpoint, description)
+        except ValueError as e:
+            raise config.error("dns", "listen", str(e)) from None
+        dnsService.addListener(endpoint, host, port, factory)
+    return dnsService

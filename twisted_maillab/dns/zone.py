@@ -1,0 +1,909 @@
+"""
+Read BIND master files (RFC 1035 5, RFC 3597, BIND 9 extensions) into a
+L{Zone}, and make the checks C{named-checkzone} makes.
+
+Every problem names the file, the line and the reason.  Parsing goes on
+after an error so one run reports every broken line; any error makes
+L{loadZone} raise L{ZoneError} and nothing of the file is served.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from twisted_maillab.config import ConfigError
+from twisted_maillab.dns import names as N
+from twisted_maillab.dns.names import Name, NameRef, Rdata, RRset
+
+__all__ = ["ZoneError", "Problem", "Zone", "loadZone", "parseZoneText", "parseOrigin"]
+
+# Bounds: a zone file is data from an administrator, but a typo must not
+# exhaust memory or recurse forever.
+MAX_INCLUDE_DEPTH = 8
+MAX_TTL = 2**31 - 1  # RFC 2181 8
+
+
+@dataclass(frozen=True)
+class Problem:
+    """
+    One finding: C{severity} is C{"error"} or C{"warning"}.
+    """
+
+    path: str
+    line: int
+    reason: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        prefix = "" if self.severity == "error" else "warning: "
+        return f"{where}: {prefix}{self.reason}"
+
+
+class ZoneError(ConfigError):
+    """
+    A zone file cannot be served.  C{problems} holds every error found (the
+    first one's line is C{line}); C{str()} gives one C{file:line: reason}
+    per error, as C{named-checkzone} prints them.
+    """
+
+    def __init__(self, path, problems: list[Problem], origin: str = ""):
+        self.problems = [p for p in problems if p.severity == "error"]
+        self.warnings = [p for p in problems if p.severity != "error"]
+        first = self.problems[0] if self.problems else Problem(str(path), 0, "unknown error")
+        reason = "; ".join(
+            (f"line {p.line}: {p.reason}" if p.line else p.reason) for p in self.problems
+        )
+        super().__init__(path, "dns", "zones", f"zone {origin} not loaded: {reason}", first.line or None)
+        self.origin = origin
+
+    def __str__(self) -> str:
+        lines = [f"zone {self.origin}: not loaded, {len(self.problems)} error(s):"]
+        lines.extend("  " + str(p) for p in self.problems)
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Tokens.
+
+
+@dataclass
+class Token:
+    text: str  # raw text for bare tokens, decoded (latin-1 of bytes) for quoted
+    quoted: bool
+    line: int
+
+
+_TTL_RE = re.compile(r"^(?:\d+|(?:\d+[smhdw])+)$", re.IGNORECASE)
+_TTL_PART_RE = re.compile(r"(\d+)([smhdw]?)", re.IGNORECASE)
+_TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_CLASSES = {"IN": N.IN, "CH": N.CH, "CS": 2, "HS": 4}
+
+
+class _Entry:
+    """
+    One logical line: its tokens (parentheses already joined) and whether
+    it began with whitespace (RFC 1035 5.1: owner is the previous one).
+    """
+
+    __slots__ = ("line", "blankOwner", "tokens")
+
+    def __init__(self, line, blankOwner, tokens):
+        self.line = line
+        self.blankOwner = blankOwner
+        self.tokens = tokens
+
+
+def _tokenize(text: str, path: str, problems: list[Problem]):
+    """
+    Split master-file text into L{_Entry} objects (RFC 1035 5.1): C{;}
+    starts a comment outside quotes, C{( )} join lines, C{"..."} is one
+    token with C{\\X} and C{\\DDD} escapes.
+    """
+    entries = []
+    tokens: list[Token] = []
+    blankOwner = False
+    entryLine = 0
+    paren = 0
+    parenLine = 0
+    line = 1
+    atLineStart = True
+    i = 0
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == "\n":
+            line += 1
+            i += 1
+            atLineStart = True
+            if paren == 0 and tokens:
+                entries.append(_Entry(entryLine, blankOwner, tokens))
+                tokens = []
+            continue
+        if c in " \t\r":
+            if atLineStart and paren == 0 and not tokens:
+                blankOwner = True
+            atLineStart = False
+            i += 1
+            continue
+        if atLineStart and paren == 0 and not tokens:
+            blankOwner = False
+        atLineStart = False
+        if c == ";":
+            end = text.find("\n", i)
+            i = n if end == -1 else end
+            continue
+        if not tokens:
+            entryLine = line
+        if c == "(":
+            if paren == 0:
+                parenLine = line
+            paren += 1
+            i += 1
+            continue
+        if c == ")":
+            if paren == 0:
+                problems.append(Problem(path, line, "')' without a matching '('"))
+            else:
+                paren -= 1
+            i += 1
+            continue
+        if c == '"':
+            start = line
+            i += 1
+            out = []
+            closed = False
+            while i < n:
+                c = text[i]
+                if c == "\\" and i + 1 < n:
+                    if text[i + 1 : i + 4].isdigit() and len(text[i + 1 : i + 4]) == 3:
+                        value = int(text[i + 1 : i + 4])
+                        if value > 255:
+                            problems.append(Problem(path, line, f"bad escape \\{text[i+1:i+4]} (above 255)"))
+                        out.append(chr(value & 0xFF))
+                        i += 4
+                    else:
+                        out.append(text[i + 1])
+                        if text[i + 1] == "\n":
+                            line += 1
+                        i += 2
+                    continue
+                if c == '"':
+                    closed = True
+                    i += 1
+                    break
+                if c == "\n":
+                    break
+                out.append(c)
+                i += 1
+            if not closed:
+                problems.append(Problem(path, start, "unbalanced quotes"))
+            tokens.append(Token("".join(out), True, start))
+            continue
+        start = i
+        while i < n:
+            c = text[i]
+            if c == "\\" and i + 1 < n:
+                i += 2
+                continue
+            if c in " \t\r\n;()\"":
+                break
+            i += 1
+        tokens.append(Token(text[start:i], False, line))
+    if paren:
+        problems.append(Problem(path, parenLine, "'(' is never closed"))
+    if tokens:
+        entries.append(_Entry(entryLine, blankOwner, tokens))
+    return entries
+
+
+# ---------------------------------------------------------------------------
+# Names, numbers, TTLs.
+
+
+def _encodeText(text: str) -> bytes:
+    # Quoted tokens were decoded to one char per byte (latin-1); bare UTF-8
+    # text in the file was decoded with surrogateescape.
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape")
+
+
+def parseName(text: str, origin: Name | None) -> Name:
+    """
+    Parse a presentation-form name (RFC 1035 5.1): C{@} is the origin, a
+    name without a trailing dot is relative to it, C{\\.} and C{\\DDD}
+    escape bytes.
+
+    @raise ValueError: with the reason.
+    """
+    if text == "@":
+        if origin is None:
+            raise ValueError("'@' used but no origin is known")
+        return origin
+    if text == ".":
+        return ()
+    labels = []
+    current = bytearray()
+    i = 0
+    absolute = False
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\":
+            if i + 3 < n + 0 and text[i + 1 : i + 4].isdigit() and len(text[i + 1 : i + 4]) == 3:
+                value = int(text[i + 1 : i + 4])
+                if value > 255:
+                    raise ValueError(f"bad escape \\{text[i+1:i+4]} in name {text!r}")
+                current.append(value)
+                i += 4
+                continue
+            if i + 1 >= n:
+                raise ValueError(f"name {text!r} ends with a lone backslash")
+            current.extend(_encodeText(text[i + 1]))
+            i += 2
+            continue
+        if c == ".":
+            if not current:
+                raise ValueError(f"empty label in name {text!r}")
+            labels.append(bytes(current))
+            current = bytearray()
+            i += 1
+            if i == n:
+                absolute = True
+            continue
+        current.extend(_encodeText(c))
+        i += 1
+    if current:
+        labels.append(bytes(current))
+    for label in labels:
+        if len(label) > 63:
+            raise ValueError(f"label longer than 63 octets in {text!r} (RFC 1035 2.3.4)")
+    if not absolute:
+        if origin is None:
+            raise ValueError(f"relative name {text!r} but no origin is known")
+        labels.extend(origin)
+    name = tuple(labels)
+    if len(N.toWire(name)) > 255:
+        raise ValueError(f"name {text!r} is longer than 255 octets (RFC 1035 2.3.4)")
+    return name
+
+
+def parseOrigin(text: str) -> Name:
+    """
+    A zone origin from the configuration: always absolute.
+    """
+    text = text.strip()
+    if not text.endswith("."):
+        text += "."
+    return parseName(text, None)
+
+
+def parseTTL(text: str) -> int:
+    """
+    A TTL: seconds, or BIND units (C{1h30m}, C{2w}).
+
+    @raise ValueError: with the reason.
+    """
+    if not _TTL_RE.match(text):
+        raise ValueError(f"{text!r} is not a TTL")
+    total = sum(
+        int(number) * _TTL_UNITS[unit.lower()] for number, unit in _TTL_PART_RE.findall(text)
+    )
+    if total > MAX_TTL:
+        raise ValueError(f"TTL {text} is above 2^31-1 (RFC 2181 8)")
+    return total
+
+
+def _int(text: str, bits: int, what: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"{what} {text!r} is not a number")
+    value = int(text)
+    if value >= 1 << bits:
+        raise ValueError(f"{what} {value} does not fit in {bits} bits")
+    return value
+
+
+def _hex(tokens: list[Token], what: str) -> bytes:
+    text = "".join(t.text for t in tokens)
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise ValueError(f"{what} is not hexadecimal") from None
+
+
+def _charString(token: Token) -> list[bytes]:
+    """
+    A <character-string> (RFC 1035 3.3): bare tokens may carry escapes.
+    Longer than 255 octets is split into several strings.
+    """
+    if token.quoted:
+        data = _encodeText(token.text)
+    else:
+        data = _unescape(token.text)
+    if not data:
+        return [b""]
+    return [data[i : i + 255] for i in range(0, len(data), 255)]
+
+
+def _unescape(text: str) -> bytes:
+    out = bytearray()
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text):
+            if text[i + 1 : i + 4].isdigit() and len(text[i + 1 : i + 4]) == 3:
+                out.append(int(text[i + 1 : i + 4]) & 0xFF)
+                i += 4
+                continue
+            out.extend(_encodeText(text[i + 1]))
+            i += 2
+            continue
+        out.extend(_encodeText(c))
+        i += 1
+    return bytes(out)
+
+
+def _cs(data: bytes) -> bytes:
+    return bytes((len(data),)) + data
+
+
+# ---------------------------------------------------------------------------
+# Record data, per type.  Each takes the data tokens and the origin and
+# returns an Rdata, or raises ValueError with the reason.
+
+
+def _expect(tokens, count, usage):
+    if len(tokens) < count:
+        raise ValueError(f"missing data: expected {usage}")
+    if len(tokens) > count:
+        raise _extra(tokens[count], usage)
+
+
+def _extra(token: Token, usage: str) -> ValueError:
+    if token.text.startswith("#") and not token.quoted:
+        return ValueError(
+            f"{token.text!r}: '#' does not start a comment in a zone file, "
+            "use ';' (RFC 1035 5.1)"
+        )
+    return ValueError(f"extra text {token.text!r} after the data (expected {usage})")
+
+
+def _rdA(tokens, origin):
+    _expect(tokens, 1, "an IPv4 address")
+    try:
+        return Rdata([ipaddress.IPv4Address(tokens[0].text).packed])
+    except ValueError:
+        raise ValueError(f"{tokens[0].text!r} is not an IPv4 address") from None
+
+
+def _rdAAAA(tokens, origin):
+    _expect(tokens, 1, "an IPv6 address")
+    try:
+        return Rdata([ipaddress.IPv6Address(tokens[0].text).packed])
+    except ValueError:
+        raise ValueError(f"{tokens[0].text!r} is not an IPv6 address") from None
+
+
+def _nameType(compress):
+    def parse(tokens, origin):
+        _expect(tokens, 1, "a domain name")
+        name = parseName(tokens[0].text, origin)
+        return Rdata([NameRef(name, compress)], target=name)
+
+    return parse
+
+
+def _rdMX(tokens, origin):
+    _expect(tokens, 2, "PREFERENCE EXCHANGE")
+    exchange = parseName(tokens[1].text, origin)
+    return Rdata([struct.pack("!H", _int(tokens[0].text, 16, "preference")), NameRef(exchange, True)], target=exchange)
+
+
+def _rdSOA(tokens, origin):
+    usage = "MNAME RNAME SERIAL REFRESH RETRY EXPIRE MINIMUM"
+    if len(tokens) < 7:
+        if len(tokens) == 6 and tokens[1].text.isdigit():
+            raise ValueError(
+                f"SOA has 6 fields, 7 are needed ({usage}): the RNAME (the "
+                f"administrator's mailbox, e.g. root.{N.toText(origin) if origin else 'example.'}) "
+                f"is missing after the MNAME {tokens[0].text!r}"
+            )
+        raise ValueError(f"SOA has {len(tokens)} fields, 7 are needed ({usage})")
+    if len(tokens) > 7:
+        raise _extra(tokens[7], usage)
+    mname = parseName(tokens[0].text, origin)
+    rname = parseName(tokens[1].text, origin)
+    serial = _int(tokens[2].text, 32, "serial")
+    times = [parseTTL(t.text) for t in tokens[3:7]]
+    return Rdata([NameRef(mname, True), NameRef(rname, True), struct.pack("!5I", serial, *times)])
+
+
+def _rdTXT(tokens, origin):
+    if not tokens:
+        raise ValueError("missing data: expected one or more strings")
+    parts = []
+    for token in tokens:
+        if token.text.startswith("#") and not token.quoted and token is not tokens[0]:
+            raise _extra(token, "quoted strings")
+        parts.extend(_cs(piece) for piece in _charString(token))
+    return Rdata([b"".join(parts)])
+
+
+def _rdHINFO(tokens, origin):
+    _expect(tokens, 2, "CPU OS")
+    return Rdata([b"".join(_cs(_charString(t)[0]) for t in tokens)])
+
+
+def _rdSRV(tokens, origin):
+    _expect(tokens, 4, "PRIORITY WEIGHT PORT TARGET")
+    target = parseName(tokens[3].text, origin)
+    numbers = [_int(t.text, 16, what) for t, what in zip(tokens, ("priority", "weight", "port"))]
+    # RFC 2782: the target is not compressed.
+    return Rdata([struct.pack("!3H", *numbers), NameRef(target, False)], target=target)
+
+
+def _rdNAPTR(tokens, origin):
+    _expect(tokens, 6, "ORDER PREFERENCE FLAGS SERVICES REGEXP REPLACEMENT")
+    head = struct.pack("!2H", _int(tokens[0].text, 16, "order"), _int(tokens[1].text, 16, "preference"))
+    strings = b"".join(_cs(_charString(t)[0]) for t in tokens[2:5])
+    return Rdata([head + strings, NameRef(parseName(tokens[5].text, origin), False)])
+
+
+def _rdCAA(tokens, origin):
+    _expect(tokens, 3, "FLAGS TAG VALUE")
+    flags = _int(tokens[0].text, 8, "flags")
+    tag = tokens[1].text.encode("ascii", "replace")
+    if not re.fullmatch(rb"[A-Za-z0-9]{1,15}", tag):
+        raise ValueError(f"CAA tag {tokens[1].text!r} must be 1-15 letters or digits (RFC 8659 4.1)")
+    value = _encodeText(tokens[2].text) if tokens[2].quoted else _unescape(tokens[2].text)
+    return Rdata([bytes((flags, len(tag))) + tag + value])
+
+
+def _rdTLSA(tokens, origin):
+    if len(tokens) < 4:
+        raise ValueError("missing data: expected USAGE SELECTOR MATCHING-TYPE HEX")
+    head = bytes(_int(t.text, 8, what) for t, what in zip(tokens, ("usage", "selector", "matching type")))
+    return Rdata([head + _hex(tokens[3:], "certificate association data")])
+
+
+def _rdSSHFP(tokens, origin):
+    if len(tokens) < 3:
+        raise ValueError("missing data: expected ALGORITHM TYPE HEX")
+    head = bytes(_int(t.text, 8, what) for t, what in zip(tokens, ("algorithm", "fingerprint type")))
+    return Rdata([head + _hex(tokens[2:], "fingerprint")])
+
+
+def _rdDS(tokens, origin):
+    if len(tokens) < 4:
+        raise ValueError("missing data: expected KEYTAG ALGORITHM DIGEST-TYPE HEX")
+    head = struct.pack(
+        "!HBB",
+        _int(tokens[0].text, 16, "key tag"),
+        _int(tokens[1].text, 8, "algorithm"),
+        _int(tokens[2].text, 8, "digest type"),
+    )
+    return Rdata([head + _hex(tokens[3:], "digest")])
+
+
+RDATA_PARSERS = {
+    N.A: _rdA,
+    N.AAAA: _rdAAAA,
+    N.NS: _nameType(True),
+    N.CNAME: _nameType(True),
+    N.PTR: _nameType(True),
+    N.DNAME: _nameType(False),  # RFC 6672 2.5: not compressed
+    N.MX: _rdMX,
+    N.SOA: _rdSOA,
+    N.TXT: _rdTXT,
+    N.SPF: _rdTXT,
+    N.HINFO: _rdHINFO,
+    N.SRV: _rdSRV,
+    N.NAPTR: _rdNAPTR,
+    N.CAA: _rdCAA,
+    N.TLSA: _rdTLSA,
+    N.SSHFP: _rdSSHFP,
+    N.DS: _rdDS,
+}
+
+
+def _rdUnknown(tokens):
+    """
+    RFC 3597 5: C{\\# LENGTH HEX...}.
+    """
+    if len(tokens) < 2:
+        raise ValueError("generic data needs '\\# LENGTH HEX' (RFC 3597 5)")
+    length = _int(tokens[1].text, 16, "length")
+    data = _hex(tokens[2:], "generic data") if length else b""
+    if len(data) != length:
+        raise ValueError(f"generic data has {len(data)} octets, the length says {length} (RFC 3597 5)")
+    return Rdata([data])
+
+
+def _parseType(text: str) -> int | None:
+    upper = text.upper()
+    if upper in N.TYPE_NAMES:
+        return N.TYPE_NAMES[upper]
+    match = re.fullmatch(r"TYPE(\d{1,5})", upper)
+    if match and int(match.group(1)) < 65536:
+        return int(match.group(1))
+    return None
+
+
+def _parseClass(text: str) -> int | None:
+    upper = text.upper()
+    if upper in _CLASSES:
+        return _CLASSES[upper]
+    match = re.fullmatch(r"CLASS(\d{1,5})", upper)
+    if match and int(match.group(1)) < 65536:
+        return int(match.group(1))
+    return None
+
+
+# ---------------------------------------------------------------------------
+# The zone.
+
+
+class Node:
+    """
+    One name of the zone: its RRsets by type, in the order first read.
+    """
+
+    __slots__ = ("name", "rrsets")
+
+    def __init__(self, name: Name):
+        self.name = name
+        self.rrsets: dict[int, RRset] = {}
+
+
+class Zone:
+    """
+    The data of one zone.
+
+    @ivar origin: the apex name.
+    @ivar nodes: lookup key -> L{Node}, including empty non-terminals
+        (RFC 4592 2.2.2), which have no RRsets.
+    @ivar cuts: keys of delegation points (NS below the apex).
+    @ivar path: the main file.
+    @ivar warnings: L{Problem}s that did not stop the load.
+    """
+
+    def __init__(self, origin: Name, path: str):
+        self.origin = origin
+        self.originKey = N.key(origin)
+        self.path = path
+        self.nodes: dict[Name, Node] = {}
+        self.cuts: set[Name] = set()
+        self.warnings: list[Problem] = []
+
+    @property
+    def soa(self) -> RRset:
+        return self.nodes[self.originKey].rrsets[N.SOA]
+
+    @property
+    def serial(self) -> int:
+        return struct.unpack("!I", self.soa.rdatas[0].parts[2][:4])[0]
+
+    def soaField(self, index: int) -> int:
+        """
+        REFRESH=0 RETRY=1 EXPIRE=2 MINIMUM=3 of the SOA.
+        """
+        return struct.unpack("!5I", self.soa.rdatas[0].parts[2])[1 + index]
+
+    def negativeSOA(self) -> RRset:
+        """
+        The SOA for negative answers: TTL = min(SOA TTL, MINIMUM) (RFC 2308 3).
+        """
+        soa = self.soa
+        return soa.withTTL(min(soa.ttl, self.soaField(3)))
+
+    def rrsets(self):
+        """
+        Every RRset, SOA first, then by name in file order.
+        """
+        apex = self.nodes[self.originKey]
+        yield apex.rrsets[N.SOA]
+        for node in self.nodes.values():
+            for rtype, rrset in node.rrsets.items():
+                if node is apex and rtype == N.SOA:
+                    continue
+                yield rrset
+
+    def fingerprint(self) -> frozenset:
+        """
+        The zone's content, to tell whether a reload changed anything.
+        """
+        return frozenset(
+            (N.key(r.owner), r.rtype, r.ttl, d.canonical()) for r in self.rrsets() for d in r.rdatas
+        )
+
+    def add(self, owner: Name, rtype: int, ttl: int, rdata: Rdata, path: str, line: int, problems):
+        ownerKey = N.key(owner)
+        node = self.nodes.get(ownerKey)
+        if node is None:
+            node = self.nodes[ownerKey] = Node(owner)
+            # Empty non-terminals exist (RFC 4592 2.2.2), so queries for
+            # them answer NODATA, not NXDOMAIN.
+            for i in range(1, len(ownerKey) - len(self.originKey)):
+                parent = ownerKey[i:]
+                if parent not in self.nodes:
+                    self.nodes[parent] = Node(owner[i:])
+        rrset = node.rrsets.get(rtype)
+        if rrset is None:
+            rrset = node.rrsets[rtype] = RRset(owner, rtype, ttl, line, path)
+        elif rrset.ttl != ttl:
+            # RFC 2181 5.2: one TTL per RRset; BIND keeps the first.
+            problems.append(
+                Problem(path, line, f"{N.toText(owner)} {N.typeText(rtype)}: TTL {ttl} differs from the set's {rrset.ttl}, using {rrset.ttl}", "warning")
+            )
+        if rdata not in rrset.rdatas:
+            rrset.rdatas.append(rdata)
+
+
+class _Parser:
+    def __init__(self, zone: Zone, problems: list[Problem], defaultTTL: int | None):
+        self.zone = zone
+        self.problems = problems
+        self.defaultTTL = defaultTTL
+        self.lastTTL: int | None = None
+
+    def error(self, path, line, reason):
+        self.problems.append(Problem(path, line, reason))
+
+    def parseFile(self, path: Path, origin: Name, depth: int, includedFrom=None):
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except OSError as e:
+            where = includedFrom or (str(path), 0)
+            self.error(where[0], where[1], f"cannot read {path}: {e.strerror or e}")
+            return
+        text = raw.decode("utf-8", "surrogateescape")
+        self.parseText(text, str(path), origin, depth)
+
+    def parseText(self, text: str, path: str, origin: Name, depth: int = 0):
+        lastOwner: Name | None = None
+        for entry in _tokenize(text, path, self.problems):
+            tokens = entry.tokens
+            first = tokens[0]
+            if not entry.blankOwner and not first.quoted and first.text.startswith("$"):
+                directive = first.text.upper()
+                args = tokens[1:]
+                try:
+                    if directive == "$ORIGIN":
+                        if len(args) != 1:
+                            raise ValueError("$ORIGIN takes one name")
+                        origin = parseName(args[0].text, origin)
+                    elif directive == "$TTL":
+                        if len(args) != 1:
+                            raise ValueError("$TTL takes one TTL")
+                        self.defaultTTL = parseTTL(args[0].text)
+                    elif directive == "$INCLUDE":
+                        if not 1 <= len(args) <= 2:
+                            raise ValueError("$INCLUDE takes a file name and an optional origin")
+                        if depth >= MAX_INCLUDE_DEPTH:
+                            raise ValueError(f"$INCLUDE nested deeper than {MAX_INCLUDE_DEPTH}")
+                        target = Path(args[0].text)
+                        if not target.is_absolute():
+                            target = Path(path).parent / target
+                        includeOrigin = parseName(args[1].text, origin) if len(args) == 2 else origin
+                        # RFC 1035 5.1: the origin reverts after the include.
+                        self.parseFile(target, includeOrigin, depth + 1, (path, entry.line))
+                    elif directive == "$GENERATE":
+                        raise ValueError("$GENERATE is not supported")
+                    else:
+                        raise ValueError(f"unknown directive {first.text}")
+                except ValueError as e:
+                    self.error(path, entry.line, str(e))
+                continue
+            try:
+                lastOwner = self.parseRecord(entry, path, origin, lastOwner)
+            except ValueError as e:
+                self.error(path, entry.line, str(e))
+
+    def parseRecord(self, entry: _Entry, path: str, origin: Name, lastOwner):
+        tokens = list(entry.tokens)
+        if entry.blankOwner:
+            if lastOwner is None:
+                raise ValueError("no owner name: the first record must not start with a blank")
+            owner = lastOwner
+        else:
+            first = tokens.pop(0)
+            if first.text.startswith("#"):
+                raise ValueError(
+                    f"{first.text!r}: '#' does not start a comment in a zone file, use ';' (RFC 1035 5.1)"
+                )
+            owner = parseName(first.text, origin)
+        ttl = None
+        rclass = None
+        while tokens and not tokens[0].quoted:
+            text = tokens[0].text
+            if ttl is None and _TTL_RE.match(text):
+                ttl = parseTTL(text)
+            elif rclass is None and _parseClass(text) is not None and _parseType(text) is None:
+                rclass = _parseClass(text)
+            else:
+                break
+            tokens.pop(0)
+        if not tokens:
+            raise ValueError("missing type")
+        typeToken = tokens.pop(0)
+        rtype = _parseType(typeToken.text)
+        if rtype is None:
+            if typeToken.text.startswith("#"):
+                raise _extra(typeToken, "a type")
+            raise ValueError(f"unknown RR type {typeToken.text!r}")
+        if rclass is not None and rclass != N.IN:
+            raise ValueError("only class IN is served")
+        if rtype in (N.OPT, N.AXFR, N.IXFR, N.ANY, 250, 253, 254):
+            raise ValueError(f"{typeToken.text} is a meta-type and cannot appear in a zone (RFC 6895 3.1)")
+        if tokens and tokens[0].text == "\\#" and not tokens[0].quoted:
+            rdata = _rdUnknown(tokens)
+            if rtype in (N.NS, N.CNAME, N.PTR, N.DNAME, N.MX, N.SOA, N.SRV):
+                # Known types given generically: reparse so names are usable.
+                rdata = _fromGeneric(rtype, rdata)
+        else:
+            parser = RDATA_PARSERS.get(rtype)
+            if parser is None:
+                raise ValueError(f"type {typeToken.text} must be written in RFC 3597 form '\\# LENGTH HEX'")
+            rdata = parser(tokens, origin)
+        if ttl is None:
+            if self.defaultTTL is not None:
+                ttl = self.defaultTTL
+            elif self.lastTTL is not None:
+                ttl = self.lastTTL
+            elif rtype == N.SOA:
+                ttl = struct.unpack("!5I", rdata.parts[2])[4]
+                self.problems.append(Problem(path, entry.line, "no TTL specified; using SOA MINIMUM instead", "warning"))
+            else:
+                raise ValueError("no TTL specified and no $TTL before this record")
+        else:
+            self.lastTTL = ttl
+        ownerKey = N.key(owner)
+        if not N.isSubdomain(ownerKey, self.zone.originKey):
+            # BIND ignores out-of-zone data with a warning and loads the rest.
+            self.problems.append(
+                Problem(path, entry.line, f"ignoring out-of-zone data ({N.toText(owner)})", "warning")
+            )
+            return owner
+        self.zone.add(owner, rtype, ttl, rdata, path, entry.line, self.problems)
+        return owner
+
+
+def _fromGeneric(rtype, rdata):
+    from twisted_maillab.dns.wire import readName
+
+    data = rdata.parts[0]
+    try:
+        if rtype in (N.NS, N.CNAME, N.PTR, N.DNAME):
+            name, end = readName(data, 0)
+            if end != len(data):
+                raise ValueError
+            return Rdata([NameRef(name, rtype != N.DNAME)], target=name)
+        if rtype == N.MX:
+            name, end = readName(data, 2)
+            if end != len(data):
+                raise ValueError
+            return Rdata([data[:2], NameRef(name, True)], target=name)
+        if rtype == N.SRV:
+            name, end = readName(data, 6)
+            if end != len(data):
+                raise ValueError
+            return Rdata([data[:6], NameRef(name, False)], target=name)
+        mname, end = readName(data, 0)
+        rname, end = readName(data, end)
+        if len(data) - end != 20:
+            raise ValueError
+        return Rdata([NameRef(mname, True), NameRef(rname, True), data[end:]])
+    except (ValueError, IndexError):
+        raise ValueError(f"generic data is not a valid {N.typeText(rtype)}") from None
+
+
+# ---------------------------------------------------------------------------
+# named-checkzone's checks.
+
+
+def checkZone(zone: Zone, problems: list[Problem]) -> None:
+    """
+    Add the findings of BIND's zone integrity checks to C{problems}.
+    """
+    apexKey = zone.originKey
+    apex = zone.nodes.get(apexKey)
+    path = zone.path
+    if apex is None or N.SOA not in apex.rrsets:
+        problems.append(Problem(path, 0, f"zone {N.toText(zone.origin)} has no SOA record at its apex"))
+    elif len(apex.rrsets[N.SOA].rdatas) > 1:
+        problems.append(Problem(path, apex.rrsets[N.SOA].line, "multiple SOA records at the apex (exactly one is allowed)"))
+    if apex is None or N.NS not in apex.rrsets:
+        problems.append(Problem(path, 0, f"zone {N.toText(zone.origin)} has no NS records at its apex"))
+    for nodeKey, node in zone.nodes.items():
+        if nodeKey != apexKey and N.SOA in node.rrsets:
+            rr = node.rrsets[N.SOA]
+            problems.append(Problem(rr.path, rr.line, f"SOA record not at top of zone ({N.toText(node.name)})"))
+        if N.NS in node.rrsets and nodeKey != apexKey:
+            zone.cuts.add(nodeKey)
+        cname = node.rrsets.get(N.CNAME)
+        if cname is not None:
+            if len(node.rrsets) > 1:
+                others = ", ".join(N.typeText(t) for t in node.rrsets if t != N.CNAME)
+                problems.append(Problem(cname.path, cname.line, f"{N.toText(node.name)}: CNAME and other data ({others}) (RFC 1034 3.6.2)"))
+            if len(cname.rdatas) > 1:
+                problems.append(Problem(cname.path, cname.line, f"{N.toText(node.name)}: more than one CNAME record"))
+    for nodeKey, node in zone.nodes.items():
+        for rtype in (N.NS, N.MX, N.SRV):
+            rrset = node.rrsets.get(rtype)
+            if rrset is None:
+                continue
+            for rdata in rrset.rdatas:
+                target = rdata.target
+                targetKey = N.key(target)
+                if rtype == N.SRV and target == ():
+                    continue  # RFC 2782: "." means no service
+                if not N.isSubdomain(targetKey, apexKey):
+                    continue
+                what = f"{N.toText(node.name).rstrip('.')}/{N.typeText(rtype)} '{N.toText(target).rstrip('.')}'"
+                targetNode = zone.nodes.get(targetKey)
+                if targetNode is not None and N.CNAME in targetNode.rrsets:
+                    # BIND: check-mx-cname / check-srv-cname warn.
+                    problems.append(Problem(rrset.path, rrset.line, f"{what} is a CNAME (illegal)", "warning"))
+                    continue
+                hasAddress = targetNode is not None and (N.A in targetNode.rrsets or N.AAAA in targetNode.rrsets)
+                if hasAddress:
+                    continue
+                below = _cutAbove(zone, targetKey)
+                if rtype == N.NS and below is not None:
+                    problems.append(Problem(rrset.path, rrset.line, f"{what} has no REQUIRED GLUE address records (A or AAAA)"))
+                elif rtype == N.NS:
+                    problems.append(Problem(rrset.path, rrset.line, f"{what} has no address records (A or AAAA)"))
+                elif below is None:
+                    problems.append(Problem(rrset.path, rrset.line, f"{what} has no address records (A or AAAA)", "warning"))
+
+
+def _cutAbove(zone: Zone, nameKey: Name) -> Name | None:
+    """
+    The highest delegation point at or above C{nameKey}, if any.
+    """
+    depth = len(zone.originKey)
+    for i in range(len(nameKey) - depth - 1, -1, -1):
+        candidate = nameKey[i:]
+        if candidate in zone.cuts:
+            return candidate
+    return None
+
+
+def parseZoneText(text: str, origin: Name, path: str = "<zone>", defaultTTL: int | None = None) -> tuple[Zone, list[Problem]]:
+    """
+    Parse and check zone text; return the zone and every problem (errors
+    and warnings).  The caller decides what errors mean.
+    """
+    zone = Zone(origin, path)
+    problems: list[Problem] = []
+    parser = _Parser(zone, problems, defaultTTL)
+    parser.parseText(text, path, origin)
+    checkZone(zone, problems)
+    zone.warnings = [p for p in problems if p.severity != "error"]
+    return zone, problems
+
+
+def loadZone(path: str | Path, origin: Name) -> Zone:
+    """
+    Read, parse and check one zone file (blocking: call it in a thread
+    from the reactor).
+
+    @raise ZoneError: naming each broken line.
+    """
+    zone = Zone(origin, str(path))
+    problems: list[Problem] = []
+    parser = _Parser(zone, problems, None)
+    parser.parseFile(Path(path), origin, 0, (str(path), 0))
+    if not any(p.severity == "error" for p in problems):
+        checkZone(zone, problems)
+    zone.warnings = [p for p in problems if p.severity != "error"]
+    if any(p.severity == "error" for p in problems):
+        raise ZoneError(path, problems, N.toText(origin))
+    return zone
