@@ -770,9 +770,27 @@ class SubmissionsSection(ListenerSection):
 class POP3Section(ListenerSection):
     name = "pop3"
 
+    idle_timeout: float = option(
+        parseDuration,
+        600.0,
+        "idle time before the autologout (RFC 1939: at least 10 minutes); nothing is deleted",
+    )
+    max_command_length: int = option(
+        parseInteger(minimum=512, maximum=65536),
+        2048,
+        "longest command or SASL response line in octets, without CRLF",
+    )
+
+    def check(self) -> None:
+        super().check()
+        # RFC 1939 3: "an inactivity autologout timer ... MUST be of at
+        # least 10 minutes' duration".
+        if self.idle_timeout < 600:
+            raise SectionError("idle_timeout", "RFC 1939 requires at least 10 minutes (600s)")
+
 
 @dataclass(frozen=True, kw_only=True)
-class POP3SSection(ListenerSection):
+class POP3SSection(POP3Section):
     name = "pop3s"
 
 

@@ -26,6 +26,8 @@ log = Logger()
 # when the section is enabled, so an unused protocol costs nothing at start.
 BUILDERS: dict[str, str] = {}
 BUILDERS["dns"] = "twisted_maillab.dns.service:makeDNSService"
+BUILDERS["pop3"] = "twisted_maillab.pop3.service:buildPOP3"
+BUILDERS["pop3s"] = "twisted_maillab.pop3.service:buildPOP3S"
 
 
 class ListenerService(service.Service):
