@@ -34,6 +34,8 @@ __all__ = ["MailPortal", "ConnectionPortal", "hostOf", "quoteLogValue", "LOG_NAM
 #: The logger namespace of the login lines (the fail2ban filter matches it).
 LOG_NAMESPACE = "twisted_maillab.auth"
 
+_log = Logger(namespace=LOG_NAMESPACE)
+
 # Bound what an attacker can make us log per attempt.
 _MAX_LOGGED_USER = 128
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f"\\]|[^\x00-\x7f]')
@@ -97,7 +99,9 @@ class MailPortal(Portal):
     @ivar clock: what delays are scheduled on (the reactor, or a Clock).
     """
 
-    log = Logger(namespace=LOG_NAMESPACE)
+    # Not a class attribute: Logger.__get__ would rename the namespace to
+    # the class's, and the fail2ban filter matches this one.
+    log = property(lambda self: _log)
 
     def __init__(self, realm, checkers=(), *, directory, throttle, clock, rules):
         super().__init__(realm, checkers)
