@@ -101,6 +101,7 @@ class _Sync:
     header: dovecot.UidlistHeader | None = None
     uidlistState: dovecot.UidlistState | None = None
     keywords: dovecot.Keywords | None = None
+    keywordsStamp: tuple | None = None
     stamps: tuple | None = None
     reset: bool = False
     result: object = None
@@ -151,6 +152,7 @@ class Folder:
         self._uidsSorted = True
         self._pending: dict[str, tuple[int, str]] = {}
         self.keywords = dovecot.Keywords()
+        self._keywordsStamp = None
         self.header = dovecot.UidlistHeader()
         self._ustate = dovecot.UidlistState()
         self._stamps = (None, None)
@@ -525,6 +527,7 @@ class Folder:
             self._ustate = sync.uidlistState
         if sync.keywords is not None:
             self.keywords = sync.keywords
+            self._keywordsStamp = sync.keywordsStamp
         if sync.stamps is not None:
             self._stamps = sync.stamps
         if sync.pending is not None:
@@ -811,8 +814,17 @@ class Folder:
         needHeader = header.uidValidity == 0 or (initial and sync.uidlistState is None and self._ustate.ino == 0)
         if unknown or needHeader:
             self._assignUids(sync, unknown, pending, messages)
-        if sync.keywords is None and (records is not None or initial):
-            sync.keywords = self._readKeywords()
+        if sync.keywords is None:
+            # dovecot-keywords is replaced (rename) on change: its mtime and
+            # inode tell us whether to reread it
+            try:
+                st = os.stat(dovecot.KEYWORDS, dir_fd=self._dirFd(), follow_symlinks=False)
+                stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+            except FileNotFoundError:
+                stamp = None
+            if stamp != self._keywordsStamp or initial:
+                sync.keywords = self._readKeywords()
+                sync.keywordsStamp = stamp
         return sync
 
     def _assignUids(self, sync: _Sync, unknown, pending, messages) -> None:
