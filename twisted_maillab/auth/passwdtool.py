@@ -13,6 +13,7 @@ input.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import re
 import sys
@@ -70,7 +71,8 @@ def main(argv: list[str], stdin=None, stdout=None, stderr=None) -> int:
     stderr = stderr or sys.stderr
     parser = _parser()
     try:
-        args = parser.parse_args(argv)
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            args = parser.parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
     scheme = args.scheme
