@@ -23,7 +23,7 @@ from twisted_maillab.auth.pool import runSynchronously
 from twisted_maillab.config import ConfigError
 from tests.auth_fixtures import makeConfig
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _entries(path):

@@ -27,7 +27,7 @@ from twisted_maillab.auth.portal import hostOf, quoteLogValue
 from twisted_maillab.auth.throttle import Throttle, ThrottlePolicy, addressKey
 from tests.auth_fixtures import makeConfig
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FILTER = ROOT / "etc" / "fail2ban" / "filter.d" / "maillab.conf"
 
 

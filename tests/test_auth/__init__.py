@@ -1,0 +1,3 @@
+"""
+Tests for twisted_maillab.auth (issue #3): run with `trial tests.test_auth`.
+"""
