@@ -483,6 +483,7 @@ class TwistedProtocolsTests(unittest.TestCase):
         server.dataReceived(b"AUTH PLAIN " + base64.b64encode(b"no-nuls-here") + b"\r\n")
         self.assertTrue(transport.value().startswith(b"535 "), transport.value())
         self.assertFalse(transport.disconnecting)
+        self.assertIn('reason="malformed SASL response: PLAIN needs exactly', self.logs.authLines()[-1])
 
 
 class SlowCheckerTests(unittest.TestCase):

@@ -147,7 +147,13 @@ class MailPortal(Portal):
         if locked > 0:
             self._logAttempt("locked", protocol, host, username, "address locked out", 0.0)
             return defer.fail(LoginRefused("address locked out"))
-        d = Portal.login(self, credentials, mind, *interfaces)
+        malformed = getattr(credentials, "malformed", None)
+        if malformed:
+            # A broken SASL exchange is a failed attempt like any other
+            # (counted, delayed, logged) but is not worth a hash.
+            d = defer.fail(LoginRefused(f"malformed SASL response: {malformed}"))
+        else:
+            d = Portal.login(self, credentials, mind, *interfaces)
 
         def succeeded(result):
             self.throttle.succeeded(host, userKey)
