@@ -227,7 +227,9 @@ class ResponseTable:
     common type in the zones; filled on demand (bounded) for the rest.
 
     Keys: lower-cased question name in wire form + QTYPE + QCLASS + shape.
-    Values: C{(response, kind)} where kind is what rate limiting counts.
+    Values: C{(response, kind, headers, tail)}: kind is what rate limiting
+    counts; headers are bytes 2-11 of the response without and with the
+    query's RD bit; tail follows the question name.
     """
 
     def __init__(self, zones: Zones, udpSize: int, maxCached: int = 100_000):
@@ -273,7 +275,11 @@ class ResponseTable:
             result = Answer(wire.REFUSED, aa=False, kind=b"refused")
             result.ede = wire.EDE_NOT_SUPPORTED
         response = wire.encode(lowered, qtype, qclass, result, edns, self.udpSize, limit)
-        entry = (response, result.kind)
+        # The two header variants (RD copied from the query, RFC 1035
+        # 4.1.1; CD is not, as NSD) and what follows the question name, so
+        # the server only concatenates.
+        headers = (response[2:12], bytes((response[2] | 1,)) + response[3:12])
+        entry = (response, result.kind, headers, response[12 + len(N.toWire(lowered)) :])
         key = N.toWire(lowered) + struct.pack("!HH", qtype, qclass) + shapeKey(edns, limit)
         if permanent:
             self.permanent[key] = entry

@@ -175,7 +175,8 @@ class DNSServer:
             return self.transfer(data, q, host, udp, limit)
         responses = self.responses
         if _plainQuestion(q):
-            entry = responses.build(q.name, q.qtype, q.qclass, edns, limit)
+            key = N.toWire(N.key(q.name)) + struct.pack("!HH", q.qtype, q.qclass) + shapeKey(edns, limit)
+            entry = responses.table.get(key) or responses.build(q.name, q.qtype, q.qclass, edns, limit)
             return [patch(entry[0], data, q.nameEnd - 1)]
         from twisted_maillab.dns.answer import lookup
 
@@ -272,14 +273,14 @@ def parseQuery(data: bytes):
 
 def patch(template: bytes, data: bytes, nameEnd: int) -> bytes:
     """
-    A stored response for this query: its ID, RD and CD copied (RFC 1035
-    4.1.1, RFC 6840 5.9), and its question name as the client wrote it
-    (names compressed against it keep the client's case, as with NSD).
+    A stored response for this query: its ID and RD copied (RFC 1035
+    4.1.1; NSD 4.6 does not copy CD) and its question name as the client
+    wrote it (names compressed against it keep the client's case, as NSD).
     """
     return (
         data[:2]
-        + bytes((template[2] | (data[2] & 0x01), template[3] | (data[3] & 0x10)))
-        + template[4:12]
+        + bytes((template[2] | (data[2] & 0x01),))
+        + template[3:12]
         + data[12 : nameEnd + 1]
         + template[nameEnd + 1 :]
     )
@@ -321,6 +322,53 @@ def axfrMessages(zone, qname, qtype: int, ident: int, flags: int) -> list[bytes]
     return out
 
 
+def fastKey(data: bytes, udpSize: int, tcp: bool = False):
+    """
+    The response-table key of a plain query, without decoding it: QUERY
+    opcode, QR clear, one question written without compression, no answer
+    or authority records, at most one OPT of version 0.  Zone transfers
+    are never plain.
+
+    @return: C{(key, offset of the name's terminating zero)} or L{None}.
+    """
+    n = len(data)
+    if n < 17 or data[2] & 0xF8 or data[4:10] != b"\x00\x01\x00\x00\x00\x00":
+        return None
+    i = 12
+    try:
+        while True:
+            length = data[i]
+            if length == 0:
+                break
+            if length > 63:
+                return None
+            i += length + 1
+        if data[i + 1] == 0 and data[i + 2] in (251, 252):
+            return None
+    except IndexError:
+        return None
+    ar = data[10:12]
+    if ar == b"\x00\x00":
+        if n != i + 5:
+            return None
+        shape = b"\x00\xff\xff" if tcp else b"\x00\x02\x00"
+    elif ar == b"\x00\x01" and n >= i + 16:
+        o = i + 5
+        if data[o : o + 3] != b"\x00\x00\x29" or data[o + 6] != 0 or n != o + 11 + (data[o + 9] << 8 | data[o + 10]):
+            return None
+        if tcp:
+            limit = 65535
+        else:
+            size = data[o + 3] << 8 | data[o + 4]
+            limit = udpSize
+            if size < limit:
+                limit = 512 if size < 512 else size
+        shape = bytes((2 if data[o + 7] & 0x80 else 1, limit >> 8, limit & 0xFF))
+    else:
+        return None
+    return data[12 : i + 1].lower() + data[i + 1 : i + 5] + shape, i
+
+
 class DNSDatagramProtocol(DatagramProtocol):
     """
     UDP: answer from the response table without decoding the message when
@@ -330,56 +378,48 @@ class DNSDatagramProtocol(DatagramProtocol):
     def __init__(self, server: DNSServer):
         self.server = server
 
+    def startProtocol(self):
+        # Write straight to the socket: udp.Port.write re-validates the
+        # address on every datagram, a third of the cost of an answer.
+        self._sendto = self.transport.socket.sendto
+
     def datagramReceived(self, data: bytes, addr) -> None:
         n = len(data)
-        # Fast path: QUERY opcode, QR clear, QDCOUNT=1, AN=NS=0.
-        if n >= 17 and not data[2] & 0xF8 and data[4:10] == b"\x00\x01\x00\x00\x00\x00":
-            i = 12
-            try:
-                while True:
-                    length = data[i]
-                    if length == 0:
-                        break
-                    if length > 63:
-                        i = -1
-                        break
-                    i += length + 1
-            except IndexError:
-                i = -1
-            if i > 0:
-                ar = data[10:12]
-                shape = None
-                if ar == b"\x00\x00":
-                    if n == i + 5:
-                        shape = b"\x00\x02\x00"
-                elif ar == b"\x00\x01" and n >= i + 16:
-                    o = i + 5
-                    if data[o : o + 3] == b"\x00\x00\x29" and data[o + 6] == 0 and n == o + 11 + (data[o + 9] << 8 | data[o + 10]):
-                        size = data[o + 3] << 8 | data[o + 4]
-                        limit = self.server.udpSize
-                        if size < limit:
-                            limit = 512 if size < 512 else size
-                        shape = bytes((2 if data[o + 7] & 0x80 else 1, limit >> 8, limit & 0xFF))
-                if shape is not None:
-                    entry = self.server.state[1].table.get(data[12 : i + 1].lower() + data[i + 1 : i + 5] + shape)
-                    if entry is not None and data[i + 1 : i + 3] not in (b"\x00\xfc", b"\x00\xfb"):
-                        template = entry[0]
-                        limiter = self.server.rateLimiter
-                        if limiter is not None:
-                            verdict = limiter.check(addr[0], entry[1])
-                            if verdict != "send":
-                                if verdict == "slip":
-                                    self.transport.write(_slipped(data, i), addr)
-                                return
-                        self.transport.write(
-                            data[:2]
-                            + bytes((template[2] | (data[2] & 0x01), template[3] | (data[3] & 0x10)))
-                            + template[4:12]
-                            + data[12 : i + 1]
-                            + template[i + 1 :],
-                            addr,
-                        )
+        if n > 16 and not data[2] & 0xF8 and data[4:10] == b"\x00\x01\x00\x00\x00\x00":
+            ar = data[10:12]
+            if ar == b"\x00\x00":
+                # The question fills the message: no need to walk labels, a
+                # malformed name cannot equal a key of the table.
+                qend = n - 4
+                shape = b"\x00\x02\x00"
+            elif ar == b"\x00\x01" and data[n - 11 : n - 8] == b"\x00\x00\x29" and data[n - 2 :] == b"\x00\x00" and data[n - 5] == 0:
+                # OPT without options at the end (RFC 6891 6.1.2).
+                qend = n - 15
+                size = data[n - 8] << 8 | data[n - 7]
+                limit = self.server.udpSize
+                if size < limit:
+                    limit = 512 if size < 512 else size
+                shape = bytes((2 if data[n - 4] & 0x80 else 1, limit >> 8, limit & 0xFF))
+            else:
+                found = fastKey(data, self.server.udpSize)
+                if found is None:
+                    return self._slow(data, addr)
+                qend = found[1] + 1
+                shape = found[0][-3:]
+            entry = self.server.state[1].table.get(data[12:qend].lower() + data[qend : qend + 4] + shape)
+            if entry is not None:
+                limiter = self.server.rateLimiter
+                if limiter is not None:
+                    verdict = limiter.check(addr[0], entry[1])
+                    if verdict != "send":
+                        if verdict == "slip":
+                            self.transport.write(_slipped(data, qend - 1), addr)
                         return
+                try:
+                    self._sendto(data[:2] + entry[2][data[2] & 1] + data[12:qend] + entry[3], addr)
+                except OSError:
+                    pass  # UDP: a full socket buffer drops the answer, as the network may
+                return
         self._slow(data, addr)
 
     def _slow(self, data: bytes, addr) -> None:
@@ -464,6 +504,14 @@ class DNSStreamProtocol(Protocol):
                 break
             message = self.buffer[2 : 2 + length]
             self.buffer = self.buffer[2 + length :]
+            found = fastKey(message, 0, True)
+            if found is not None:
+                entry = server.state[1].table.get(found[0])
+                if entry is not None:
+                    i = found[1]
+                    out.append(struct.pack("!H", len(entry[0])))
+                    out.append(message[:2] + entry[2][message[2] & 1] + message[12 : i + 1] + entry[3])
+                    continue
             try:
                 responses = server.respond(message, self.peerHost, udp=False)
             except Exception:

@@ -274,10 +274,10 @@ def encode(
         authority RRset does not fit, the message is the header, question
         and OPT with TC set, as NSD sends it; additional RRsets and the NS
         of a positive answer are left out silently (RFC 2181 9).
-    @param flags: the RD and CD bits of the query, copied.
+    @param flags: the query's flags; RD is copied (NSD leaves CD clear).
     """
     rcode = answer.rcode
-    hflags = QR | (answer.opcode << 11) | (flags & (RD | CD)) | (rcode & 0xF)
+    hflags = QR | (answer.opcode << 11) | (flags & RD) | (rcode & 0xF)
     if answer.aa:
         hflags |= AA
     opt = b""
