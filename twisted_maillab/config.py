@@ -780,6 +780,12 @@ class POP3Section(ListenerSection):
         2048,
         "longest command or SASL response line in octets, without CRLF",
     )
+    plaintext_on_loopback: bool = option(
+        parseBoolean,
+        True,
+        "allow USER/PASS and SASL PLAIN/LOGIN without TLS from 127.0.0.0/8 and ::1 "
+        "(say no behind a local TLS proxy, where every client looks local)",
+    )
 
     def check(self) -> None:
         super().check()

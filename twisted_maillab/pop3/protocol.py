@@ -908,6 +908,7 @@ class POP3Factory(Factory):
     """
 
     protocol = POP3Server
+    noisy = False
 
     def __init__(
         self,

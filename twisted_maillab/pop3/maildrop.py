@@ -1,0 +1,214 @@
+"""
+L{IPOP3Maildrop} over the Maildir store (L{twisted_maillab.store}).
+
+What a session sees and does, in store terms:
+
+  - the snapshot is INBOX's index at login, in UID order (RFC 1939: the
+    maildrop is fixed for the session; later deliveries wait for the next
+    session);
+  - UIDL is the store's L{Folder.pop3Uidl}: Dovecot's default
+    C{pop3_uidl_format = %08Xu%08Xv} built from the IMAP UID and
+    UIDVALIDITY (or a migrated uidlist C{P} value), so it is stable across
+    sessions and restarts, agrees with IMAP, and does not change when an
+    administrator switches between Dovecot and maillab;
+  - sizes are C{,W=} virtual sizes (octets with CRLF line ends, what RETR
+    sends), counted in the store's thread pool for files whose names lack
+    C{,W=} (mail delivered by another program);
+  - message bytes are read in the store's thread pool, one chunk at a time;
+  - a completed RETR moves the file from C{new/} to C{cur/} at once (it is
+    no longer \\Recent for IMAP, as with Dovecot); at QUIT the retrieved
+    messages get C{\\Seen} (Dovecot's default C{pop3_no_flag_updates = no})
+    and the deleted ones are expunged, in that order.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from twisted_maillab.pop3.interfaces import IMessageReader, IPOP3Maildrop, MessageInfo
+from twisted_maillab.store.errors import MessageVanished, StoreError
+
+__all__ = ["StoreMaildrop", "ThreadedReader", "maildropFactory"]
+
+log = Logger()
+
+# Counting CRLF sizes of files without ,W=: chunk read in the thread, and
+# how many files are open at once while counting.
+_COUNT_CHUNK = 256 * 1024
+_COUNT_BATCH = 64
+
+
+def _crlfSize(f) -> int:
+    """
+    Thread: the size of an open binary file with every bare LF counted as
+    CRLF (Dovecot's virtual size).
+    """
+    size = 0
+    previous = b""
+    while True:
+        chunk = f.read(_COUNT_CHUNK)
+        if not chunk:
+            break
+        bare = chunk.count(b"\n") - chunk.count(b"\r\n")
+        if chunk.startswith(b"\n") and previous.endswith(b"\r"):
+            bare -= 1
+        size += len(chunk) + bare
+        previous = chunk[-1:]
+    if previous and previous != b"\n":
+        # RETR terminates an unterminated last line with CRLF.
+        size += 2
+    return size
+
+
+def _countAll(files) -> list[int]:
+    try:
+        return [_crlfSize(f) for f in files]
+    finally:
+        for f in files:
+            f.close()
+
+
+@implementer(IMessageReader)
+class ThreadedReader:
+    """
+    An open message file read through the store's thread pool.
+
+    @param f: a binary file object (from L{Folder.openMessage}).
+    @param run: C{run(f, *args) -> Deferred} (the store's pool).
+    """
+
+    def __init__(self, f, run):
+        self._file = f
+        self._run = run
+        self._pending = None
+        self._closeWhenDone = False
+
+    def read(self, size):
+        if self._file is None:
+            return defer.fail(ValueError("read from a closed message"))
+        d = self._pending = self._run(self._file.read, size)
+
+        def done(result):
+            self._pending = None
+            if self._closeWhenDone:
+                self._close()
+            return result
+
+        return d.addBoth(done)
+
+    def close(self):
+        # Never close the file under a read running in a thread.
+        if self._pending is not None:
+            self._closeWhenDone = True
+            return
+        self._close()
+
+    def _close(self):
+        f, self._file = self._file, None
+        if f is not None:
+            f.close()
+
+
+@implementer(IPOP3Maildrop)
+class StoreMaildrop:
+    """
+    One POP3 session on an account's INBOX in the store.
+
+    @param store: the L{twisted_maillab.store.Store}.
+    @param account: the L{twisted_maillab.account.Account}.
+    """
+
+    def __init__(self, store, account):
+        self.store = store
+        self.account = account
+        # The same key the store uses for an account's Mailboxes: two
+        # logins that reach the same Maildir (user, user@domain, an alias
+        # login) share the lock.
+        self.lockKey = ("maildir", os.path.normpath(os.fspath(account.maildir)))
+        self.folder = None
+        self.uids: list[int] = []
+        self._closed = False
+
+    @defer.inlineCallbacks
+    def open(self):
+        mailboxes = self.store.mailboxes(self.account)
+        folder = yield mailboxes.open("INBOX", create=True)
+        if self._closed:
+            folder.close()
+            return []
+        self.folder = folder
+        # Pick up what changed on disk since the folder was last looked at
+        # (another program, a delivery inotify has not reported yet).
+        yield folder.refresh()
+        uids = list(folder.uids())
+        sizes: dict[int, int] = {}
+        missing = []
+        for uid in uids:
+            message = folder.message(uid)
+            if message.vsize is not None:
+                sizes[uid] = message.vsize
+            else:
+                missing.append(uid)
+        for start in range(0, len(missing), _COUNT_BATCH):
+            batch = []
+            files = []
+            for uid in missing[start : start + _COUNT_BATCH]:
+                try:
+                    files.append(folder.openMessage(uid))
+                except MessageVanished:
+                    continue
+                batch.append(uid)
+            counted = yield self.store.run(_countAll, files)
+            sizes.update(zip(batch, counted))
+        snapshot = []
+        self.uids = []
+        for uid in uids:
+            if uid not in sizes:
+                continue  # vanished while we looked
+            try:
+                uidl = folder.pop3Uidl(uid)
+            except MessageVanished:
+                continue
+            self.uids.append(uid)
+            snapshot.append(MessageInfo(uidl.encode("ascii", "replace"), sizes[uid]))
+        return snapshot
+
+    def openMessage(self, index):
+        try:
+            f = self.folder.openMessage(self.uids[index])
+        except StoreError:
+            return defer.fail()
+        return defer.succeed(ThreadedReader(f, self.store.run))
+
+    def retrieved(self, index):
+        # An "add nothing" flag change moves the file new/ -> cur/ keeping
+        # its flags (Folder.setFlags moves every message it touches).
+        return self.folder.setFlags([self.uids[index]], [], "add")
+
+    @defer.inlineCallbacks
+    def commit(self, deleted, seen):
+        folder = self.folder
+        toFlag = [self.uids[i] for i in sorted(seen) if i not in deleted]
+        if toFlag:
+            yield folder.setFlags(toFlag, ["\\Seen"], "add")
+        if deleted:
+            yield folder.expunge([self.uids[i] for i in sorted(deleted)])
+
+    def logout(self):
+        if self._closed:
+            return
+        self._closed = True
+        folder, self.folder = self.folder, None
+        if folder is not None:
+            folder.close()
+
+
+def maildropFactory(store):
+    """
+    The avatar factory to register with the realm for L{IPOP3Maildrop}.
+    """
+    return lambda account: StoreMaildrop(store, account)

@@ -1,0 +1,110 @@
+"""
+Builders for the C{[pop3]} (110, STLS) and C{[pop3s]} (995, implicit TLS)
+sections: C{BUILDERS["pop3"]} and C{BUILDERS["pop3s"]} in
+L{twisted_maillab.service}.
+
+Both listeners share one backend per L{Resources}: the portal, the store,
+the realm registration of L{IPOP3Maildrop} (the realm refuses a second
+registration) and the L{SessionLocks}, so a session on 995 and one on 110
+cannot hold the same mailbox at once.
+"""
+
+from __future__ import annotations
+
+from twisted_maillab.pop3.interfaces import IPOP3Maildrop
+from twisted_maillab.pop3.maildrop import maildropFactory
+from twisted_maillab.pop3.protocol import POP3Factory, SessionLocks
+
+__all__ = ["buildPOP3", "buildPOP3S", "sharedPortal", "sharedStore"]
+
+
+# --- adapter: shared portal and store -------------------------------------
+# Resources (service.py, the lead's file) has no portal or store attribute
+# yet.  Until it does, the first protocol that needs one builds it and
+# keeps it on the Resources object under the name the IServiceBuilder
+# docstring promises ("resources: TLS context, portal, store, reactor"), so
+# every protocol of one process shares a single portal (one throttle) and a
+# single store (one index per folder).  When Resources grows real
+# attributes these functions simply return them.
+
+
+def sharedPortal(resources):
+    """
+    The process's portal: C{resources.portal}, built with
+    L{twisted_maillab.auth.makePortal} on first use.
+    """
+    portal = getattr(resources, "portal", None)
+    if portal is None:
+        from twisted_maillab.auth import makePortal
+
+        portal = makePortal(resources.config, resources.reactor)
+        resources.portal = portal
+    return portal
+
+
+def sharedStore(resources):
+    """
+    The process's store: C{resources.store}, built with
+    L{twisted_maillab.store.makeStore} on first use.
+    """
+    store = getattr(resources, "store", None)
+    if store is None:
+        from twisted_maillab.store import makeStore
+
+        store = makeStore(resources.config, resources.reactor)
+        resources.store = store
+    return store
+
+
+class _Backend:
+    def __init__(self, resources):
+        self.portal = sharedPortal(resources)
+        self.store = sharedStore(resources)
+        self.locks = SessionLocks()
+        self.portal.realm.registerAvatarFactory(IPOP3Maildrop, maildropFactory(self.store))
+
+
+def _backend(resources) -> _Backend:
+    backend = getattr(resources, "pop3Backend", None)
+    if backend is None:
+        backend = resources.pop3Backend = _Backend(resources)
+    return backend
+
+
+def _factory(section, resources, implicitTLS: bool) -> POP3Factory:
+    backend = _backend(resources)
+    hostname = resources.config.server.hostname
+    return POP3Factory(
+        backend.portal,
+        clock=resources.reactor,
+        # POP3S connections are already encrypted; STLS is for port 110.
+        tlsContext=None if implicitTLS else resources.tlsContext,
+        implicitTLS=implicitTLS,
+        locks=backend.locks,
+        timeout=section.idle_timeout,
+        maxLineLength=section.max_command_length,
+        greeting=hostname.encode("ascii", "replace") + b" maillab POP3 ready.",
+        plaintextPolicy=None if section.plaintext_on_loopback else _tlsOnly,
+    )
+
+
+def _tlsOnly(transport, secure: bool) -> bool:
+    # plaintext_on_loopback = no: only TLS makes plaintext passwords safe.
+    return secure
+
+
+def buildPOP3(config, resources):
+    """
+    C{[pop3]}: POP3 with STLS when C{[tls]} has a certificate.
+    """
+    section = config.pop3
+    return resources.listen(section, _factory(section, resources, implicitTLS=False))
+
+
+def buildPOP3S(config, resources):
+    """
+    C{[pop3s]}: POP3 over implicit TLS (RFC 8314); L{Resources.listen}
+    wraps the factory in TLS.
+    """
+    section = config.pop3s
+    return resources.listen(section, _factory(section, resources, implicitTLS=True))
