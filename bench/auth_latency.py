@@ -12,7 +12,6 @@ connection (SMTP data, IMAP IDLE) suffers during a login storm.
     .venv/bin/python bench/auth_latency.py [logins] [threads]
 """
 
-import statistics
 import sys
 import tempfile
 import time

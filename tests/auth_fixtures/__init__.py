@@ -70,7 +70,7 @@ def writeSystemFiles(directory: Path) -> tuple[Path, Path]:
         f"empty:x:{uid + 2}:{uid + 2}::/home/empty:/bin/bash",
         # Old-style: the hash in passwd itself, no shadow line.
         f"oldstyle:{mkpasswd('sha512crypt', 'old-pass')}:{uid + 3}:{uid + 3}::/home/oldstyle:/bin/sh",
-        f"nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin",
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin",
     ]
     shadow += [
         f"locked:!{hashed}:{TODAY - 10}:0:99999:7:::",

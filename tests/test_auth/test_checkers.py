@@ -4,8 +4,6 @@ fixture passwd/shadow files holding real hashes made at test time.
 """
 
 import os
-import shutil
-import subprocess
 import time
 import uuid
 from pathlib import Path

@@ -126,7 +126,7 @@ class DirectoryTests(unittest.TestCase):
         )
         self.config = makeConfig(
             self.directory,
-            auth=f"checkers = passwd-file unix\npasswd_file = users\n"
+            auth="checkers = passwd-file unix\npasswd_file = users\n"
             "unix_passwd = passwd\nunix_shadow = shadow\nlocal_domains = alias.rt",
             store="mail_location = maildir:~/Maildir",
         )

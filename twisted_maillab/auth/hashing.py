@@ -32,10 +32,6 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable
 
-from twisted.logger import Logger
-
-log = Logger(namespace="twisted_maillab.auth")
-
 __all__ = [
     "CryptBackend",
     "cryptBackend",
