@@ -324,3 +324,56 @@ class IFolderListener(Interface):
 
     def folderReset(folder):
         """UIDVALIDITY changed or the folder was deleted/renamed: reselect."""
+
+
+# ---------------------------------------------------------------------------
+# SMTP (twisted_maillab.smtp).  Twisted's IMessageDelivery/IMessage hand the
+# message over line by line with no envelope parameters; these seams carry
+# the parsed envelope and stream the body in chunks.
+
+
+class ISMTPMessage(Interface):
+    """
+    One message being received (the streaming counterpart of Twisted's
+    L{twisted.mail.interfaces.IMessageSMTP}).
+    """
+
+    def write(data):
+        """
+        Body bytes: LF line ends, dot-stuffing removed.
+
+        @return: L{None} or a L{Deferred}; the server reads no more from
+            the client until it fires (back-pressure).
+        """
+
+    def end():
+        """
+        The final C{.} arrived.
+
+        @return: L{Deferred} firing with the queue id (the server answers
+            C{250 2.0.0 Ok: queued as <id>}) or failing with
+            L{twisted_maillab.smtp.envelope.SMTPReply}.
+        """
+
+    def abort():
+        """
+        The message is abandoned (size limit, timeout, lost connection).
+        """
+
+
+class ISMTPDelivery(Interface):
+    """
+    Where accepted messages go (local Maildir delivery, a filter, a queue).
+    """
+
+    def begin(session, envelope):
+        """
+        Start a message after DATA.
+
+        @param session: the L{twisted_maillab.smtp.server.Session}.
+        @param envelope: the L{twisted_maillab.smtp.server.Envelope} (sender,
+            MAIL parameters, recipients with their resolved targets and
+            DSN parameters, queue id).
+        @return: an L{ISMTPMessage}.
+        @raise twisted_maillab.smtp.envelope.SMTPReply: refuse the message.
+        """

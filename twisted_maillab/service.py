@@ -28,6 +28,9 @@ BUILDERS: dict[str, str] = {}
 BUILDERS["dns"] = "twisted_maillab.dns.service:makeDNSService"
 BUILDERS["pop3"] = "twisted_maillab.pop3.service:buildPOP3"
 BUILDERS["pop3s"] = "twisted_maillab.pop3.service:buildPOP3S"
+BUILDERS["smtp"] = "twisted_maillab.smtp.service:buildSMTP"
+BUILDERS["submission"] = "twisted_maillab.smtp.service:buildSubmission"
+BUILDERS["submissions"] = "twisted_maillab.smtp.service:buildSubmissions"
 
 
 class ListenerService(service.Service):

@@ -1,0 +1,268 @@
+"""
+Local delivery: one store transaction per message (all its recipients),
+the headers Postfix's smtpd and local(8) add, and queue ids.
+
+Line endings: messages are stored with LF line ends, as Postfix's
+local(8) and Dovecot's LDA write Maildir files (Dovecot computes the
+C{,W=} wire size from them).  The SMTP server turns each CRLF that ends a
+line on the wire into LF after removing dot-stuffing; every other byte
+(8-bit text, UTF-8, a lone CR or LF inside a line) is stored exactly as
+received.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+from datetime import datetime, timezone
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from twisted_maillab.interfaces import ISMTPMessage
+from twisted_maillab.smtp.envelope import SMTPReply
+
+__all__ = ["QueueIds", "LocalDelivery", "LocalMessage", "receivedHeader", "headerValue"]
+
+log = Logger(namespace="twisted_maillab.smtp")
+
+
+class QueueIds:
+    """
+    Queue ids: the time in microseconds, in hex, made strictly increasing
+    (two ids in the same microsecond take the next one), so they are
+    unique within the process and over restarts while the clock moves
+    forward, and sort by arrival.
+    """
+
+    def __init__(self, clock):
+        self.clock = clock
+        self._last = 0
+
+    def next(self) -> str:
+        value = max(int(self.clock.seconds() * 1_000_000), self._last + 1)
+        self._last = value
+        return f"{value:X}"
+
+
+_UNSAFE_HEADER_TEXT = re.compile(r"[\x00-\x1f\x7f()\\]")
+
+
+def headerValue(text: str, limit: int = 255) -> str:
+    """
+    Client-supplied text (HELO name, login) made safe for a header
+    comment: no control characters, parentheses or backslashes, bounded.
+    """
+    return _UNSAFE_HEADER_TEXT.sub("?", text[:limit]) or "unknown"
+
+
+def receivedHeader(session, queueId: str, recipient: str | None, when: float) -> bytes:
+    """
+    The C{Received:} field Postfix's smtpd writes (RFC 5321 4.4), with the
+    RFC 3848 protocol name (ESMTP, ESMTPS, ESMTPA, ESMTPSA; UTF8SMTP* under
+    RFC 6531 3.7.3) and the TLS parameters::
+
+        Received: from client.example (client.example [192.0.2.1])
+        \t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits))
+        \t(Authenticated sender: edouard)
+        \tby smtp.domaineel.rt (maillab) with ESMTPSA id 656A1B2C3D4E5F001
+        \tfor <edouard@domaineel.rt>; Sun, 29 Nov 2026 01:30:00 +0000
+
+    @param recipient: the recipient when the message has exactly one.
+    """
+    helo = headerValue(session.helo or "unknown")
+    name = headerValue(session.reverseName or "unknown")
+    host = session.host
+    literal = f"IPv6:{host}" if ":" in host else host
+    lines = [f"Received: from {helo} ({name} [{literal}])"]
+    tls = session.tlsInfo()
+    if tls is not None:
+        version, cipher, bits = tls
+        lines.append(f"\t(using {version} with cipher {cipher} ({bits}/{bits} bits))")
+    if session.account is not None:
+        lines.append(f"\t(Authenticated sender: {headerValue(session.authName or '')})")
+    lines.append(f"\tby {session.hostname} (maillab) with {session.withProtocol()} id {queueId}")
+    date = email.utils.format_datetime(datetime.fromtimestamp(when, timezone.utc).astimezone())
+    if recipient:
+        lines.append(f"\tfor <{recipient}>; {date}")
+    else:
+        lines[-1] += f"; {date}"
+    return ("\n".join(lines) + "\n").encode("utf-8", "replace")
+
+
+@implementer(ISMTPMessage)
+class LocalMessage:
+    """
+    The body of one message on its way into the store.
+
+    It also reads the header section (at most C{headerLimit} octets) to
+    apply C{reject_from_login_mismatch} for authenticated senders.
+    """
+
+    def __init__(self, delivery, session, envelope, transaction, copies, checkFrom):
+        self.delivery = delivery
+        self.session = session
+        self.envelope = envelope
+        self.transaction = transaction
+        self.copies = copies
+        self.checkFrom = checkFrom
+        self._header = bytearray()
+        self._headerDone = not checkFrom
+        self._headerLimit = delivery.headerLimit
+        self._finished = False
+
+    def write(self, data: bytes):
+        """
+        Body bytes (LF line ends, dot-stuffing removed).
+
+        @return: L{None} or a L{Deferred} for back-pressure.
+        """
+        if not self._headerDone:
+            self._collectHeader(data)
+        return self.transaction.write(data)
+
+    def _collectHeader(self, data: bytes) -> None:
+        start = len(self._header)
+        self._header += data[: self._headerLimit + 2 - start]
+        # RFC 5322 2.1: the header section ends at the first empty line.
+        end = self._header.find(b"\n\n", max(0, start - 1))
+        if self._header.startswith(b"\n"):
+            end = 0
+        if end >= 0:
+            del self._header[end + 1 :]
+            self._headerDone = True
+        elif len(self._header) > self._headerLimit:
+            self._headerDone = True
+
+    def fromHeaders(self) -> list[str]:
+        """
+        The values of the C{From:} fields in the header read so far.
+        """
+        values = []
+        current = None
+        for line in bytes(self._header).split(b"\n"):
+            if line[:1] in (b" ", b"\t") and current is not None:
+                current.append(line)
+                continue
+            current = None
+            name, colon, value = line.partition(b":")
+            if colon and name.strip().lower() == b"from":
+                current = [value]
+                values.append(current)
+        return [b" ".join(v).decode("utf-8", "replace").strip() for v in values]
+
+    def end(self) -> defer.Deferred:
+        """
+        The end of data: check, commit, and fire with the queue id.
+
+        @return: L{Deferred} of the queue id, or failing with L{SMTPReply}.
+        """
+        self._finished = True
+        account = self.session.account
+        if self.checkFrom and account is not None:
+            if not self.delivery.policy.fromHeaderOwned(account, self.fromHeaders()):
+                self.transaction.abort()
+                return defer.fail(
+                    SMTPReply(
+                        553,
+                        "5.7.1",
+                        f"From: header rejected: not owned by user {self.session.authName}",
+                    )
+                )
+        d = self.transaction.commit()
+        d.addCallback(self._committed)
+        return d
+
+    def _committed(self, results):
+        queueId = self.envelope.queueId
+        failures = [r for r in results if not r.ok]
+        for result, (target, original) in zip(results, self.copies):
+            if result.ok:
+                log.info(
+                    "{queueId}: to=<{to}>, orig_to=<{orig}>, status=sent (delivered to maildir {name})",
+                    queueId=queueId,
+                    to=target.deliveredTo,
+                    orig=original,
+                    name=result.filename,
+                )
+            else:
+                log.warn(
+                    "{queueId}: to=<{to}>, orig_to=<{orig}>, status={status} ({reason})",
+                    queueId=queueId,
+                    to=target.deliveredTo,
+                    orig=original,
+                    status="deferred" if result.error.temporary else "bounced",
+                    reason=str(result.error),
+                )
+        if failures:
+            # One reply covers every recipient (RFC 5321 3.3): a temporary
+            # failure anywhere makes the client retry the whole message (a
+            # duplicate beats a loss); otherwise the first permanent error.
+            temporary = [r for r in failures if r.error.temporary]
+            error = (temporary or failures)[0].error
+            raise SMTPReply(error.smtpCode, error.enhancedCode, str(error))
+        return queueId
+
+    def abort(self):
+        if not self._finished:
+            self._finished = True
+            return self.transaction.abort()
+        return None
+
+
+class LocalDelivery:
+    """
+    Starts a L{LocalMessage} for an accepted envelope.
+
+    @ivar store: the store (C{beginDelivery()}).
+    @ivar policy: the L{Policy} (for the From: check).
+    @ivar clock: for the Received: date.
+    """
+
+    def __init__(self, store, policy, clock, headerLimit: int = 102400, checkFrom: bool = True):
+        self.store = store
+        self.policy = policy
+        self.clock = clock
+        self.headerLimit = headerLimit
+        self.checkFrom = checkFrom
+
+    def begin(self, session, envelope) -> LocalMessage:
+        """
+        Open the transaction, add each local account once (the first
+        recipient naming it decides its Delivered-To), write Received.
+
+        @raise SMTPReply: from a store error.
+        """
+        from twisted_maillab.store.errors import StoreError
+
+        copies = []
+        seen = set()
+        for recipient in envelope.recipients:
+            for target in recipient.targets:
+                key = getattr(target.account, "maildir", None) or target.account.name
+                if key in seen:
+                    continue
+                seen.add(key)
+                copies.append((target, recipient.mailbox.address))
+        single = envelope.recipients[0].mailbox.address if len(envelope.recipients) == 1 else None
+        try:
+            transaction = self.store.beginDelivery()
+            for target, original in copies:
+                transaction.addRecipient(
+                    target.account, prependHeaders=self._prepend(envelope, target, original)
+                )
+            transaction.write(
+                receivedHeader(session, envelope.queueId, single, self.clock.seconds())
+            )
+        except StoreError as e:
+            raise SMTPReply(e.smtpCode, e.enhancedCode, str(e)) from None
+        return LocalMessage(self, session, envelope, transaction, copies, self.checkFrom)
+
+    def _prepend(self, envelope, target, original) -> bytes:
+        # What Postfix's local(8) writes above the message (the seed).
+        return (
+            f"Return-Path: <{envelope.sender.address}>\n"
+            f"X-Original-To: {original}\n"
+            f"Delivered-To: {target.deliveredTo}\n"
+        ).encode("utf-8")

@@ -1,0 +1,1016 @@
+"""
+The ESMTP server protocol (RFC 5321 with RFC 1870, 2034, 2920, 3207, 3461,
+4954, 6152, 6531).
+
+Why a protocol class of our own rather than a subclass of
+C{twisted.mail.smtp.ESMTP} (survey section 1): Twisted's server is a
+C{LineOnlyReceiver} that
+
+  - executes pipelined commands while an asynchronous C{validateTo} is
+    still running (out-of-order replies, then body lines run as commands);
+  - buffers every line up to 16 KiB and, after an over-long body line,
+    switches back to command mode and runs the rest of the body as
+    commands (smuggling);
+  - hands the message to C{IMessage.lineReceived} one line at a time and
+    can only refuse an oversized body after reading it all;
+  - keeps lines split before STARTTLS (CVE-2011-0411 injection) and keeps
+    HELO/AUTH state across TLS (RFC 3207 4.2);
+  - parses no MAIL/RCPT parameters and has no enhanced status codes.
+
+Fixing each of those means replacing C{dataReceived}, the line splitter,
+the DATA state and every command handler, so this module is one
+C{Protocol} with a command queue: input is buffered while a command's
+L{Deferred} is outstanding and processed in order when it fires, so
+replies always come in command order (RFC 2920 3.1).  Twisted's seams are
+kept: the cred portal (SASL credentials from L{twisted_maillab.auth.sasl},
+avatars asked for L{IMessageDelivery}), and delivery through
+L{twisted_maillab.interfaces.ISMTPDelivery}, the streaming counterpart of
+C{IMessageDelivery}/C{IMessage}.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet import defer
+from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.logger import Logger
+from twisted.mail.smtp import IMessageDelivery
+
+from twisted_maillab.smtp.envelope import (
+    Mailbox,
+    MailParams,
+    Recipient,
+    SMTPReply,
+    parseMail,
+    parseMailbox,
+    parseRcpt,
+)
+
+__all__ = ["Settings", "Session", "Envelope", "ESMTPServer", "SMTPServerFactory"]
+
+log = Logger(namespace="twisted_maillab.smtp")
+
+# RFC 5321 4.5.3.1.4: 512 octets for a command line including CRLF.
+COMMAND_LINE_LIMIT = 512
+# RFC 3461 4 / RFC 1870: MAIL and RCPT may grow by their parameters
+# (ORCPT up to 500, ENVID 100, SIZE and friends); RFC 4954 4: an AUTH
+# command or response line may be 12288 octets.
+MAIL_RCPT_LINE_LIMIT = 512 + 500 + 100
+AUTH_LINE_LIMIT = 12288
+# RFC 5321 4.5.3.1.6: 1000 octets for a text line including CRLF.
+TEXT_LINE_LIMIT = 1000
+# Unprocessed pipelined input kept before the transport is paused.
+INPUT_HIGH_WATER = 64 * 1024
+# Postfix's smtpd_hard_error_limit.
+ERROR_LIMIT = 20
+# Body bytes handed to the store per write.
+WRITE_CHUNK = 64 * 1024
+
+COMMAND, DATA, AUTH, CLOSED = "COMMAND", "DATA", "AUTH", "CLOSED"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """
+    What one listener was configured with (from [smtp] and, for the
+    submission listeners, their own section).
+    """
+
+    hostname: str
+    banner: str
+    listener: str = "smtp"
+    sizeLimit: int = 10240000
+    commandTimeout: float = 300.0
+    dataTimeout: float = 300.0
+    maxRecipients: int = 1000
+    maxConnectionsPerClient: int = 50
+    authEnable: bool = True
+    tlsAuthOnly: bool = True
+    tlsRequired: bool = False
+    requireAuth: bool = False
+    vrfy: str = "ambiguous"
+    rejectSenderMismatch: bool = True
+    peernameLookup: bool = True
+
+
+class Session:
+    """
+    What the server knows about one connection (passed to the policy and
+    the delivery).
+
+    @ivar host: the client's IP address (text).
+    @ivar helo: the HELO/EHLO argument or L{None}.
+    @ivar esmtp: EHLO (not HELO) was used.
+    @ivar account: the authenticated L{Account} or L{None}.
+    @ivar authName: the login name used.
+    @ivar reverseName: the client's verified name, or L{None}.
+    @ivar utf8: the current transaction uses SMTPUTF8.
+    """
+
+    def __init__(self, host: str, port: int, hostname: str, listener: str):
+        self.host = host
+        self.port = port
+        self.hostname = hostname
+        self.listener = listener
+        self.helo: str | None = None
+        self.esmtp = False
+        self.tls = False
+        self.tlsHandle = None
+        self.account = None
+        self.authName: str | None = None
+        self.authMechanism: str | None = None
+        self.reverseName: str | None = None
+        self.utf8 = False
+
+    def tlsInfo(self):
+        """
+        C{(version, cipher, bits)} of the TLS connection, or L{None}.
+        """
+        if not self.tls:
+            return None
+        handle = self.tlsHandle
+        try:
+            return (
+                handle.get_protocol_version_name(),
+                handle.get_cipher_name(),
+                handle.get_cipher_bits(),
+            )
+        except Exception:
+            return ("TLS", "unknown", 0)
+
+    def withProtocol(self) -> str:
+        """
+        The RFC 3848 / RFC 6531 3.7.3 "with" keyword for Received:.
+        """
+        base = ("UTF8SMTP" if self.utf8 else "ESMTP") if self.esmtp else "SMTP"
+        if self.tls:
+            base += "S"
+        if self.account is not None:
+            base += "A"
+        return base
+
+    def describe(self) -> str:
+        return f"{self.reverseName or 'unknown'}[{self.host}]"
+
+
+@dataclass
+class Envelope:
+    """
+    One mail transaction.
+    """
+
+    sender: Mailbox
+    params: MailParams
+    queueId: str
+    recipients: list = field(default_factory=list)
+
+
+class ESMTPServer(Protocol):
+    """
+    One SMTP connection.  See the module docstring for why this is not a
+    C{twisted.mail.smtp.ESMTP} subclass.
+    """
+
+    def __init__(self, factory: "SMTPServerFactory"):
+        self.factory = factory
+        self.settings = factory.settings
+        self.clock = factory.clock
+        self._input = bytearray()
+        self._mode = COMMAND
+        self._busy = False
+        self._writing = False
+        self._paused = False
+        self._timer = None
+        self._counted = False
+        self._errors = 0
+        self.envelope: Envelope | None = None
+        self.session: Session | None = None
+        self._message = None
+        self._logout = None
+        self._authCredentials = None
+        # DATA state.
+        self._partial = b""
+        self._midLine = False
+        self._received = 0
+        self._failure: SMTPReply | None = None
+        self._out: list[bytes] = []
+        self._outSize = 0
+
+    # -- connection -------------------------------------------------------
+
+    def connectionMade(self):
+        peer = self.transport.getPeer()
+        host = getattr(peer, "host", "unknown").split("%", 1)[0]
+        port = getattr(peer, "port", 0)
+        self.session = Session(host, port, self.settings.hostname, self.settings.listener)
+        if ISSLTransport.providedBy(self.transport):
+            # Implicit TLS (submissions, RFC 8314).
+            self._markTLS()
+        if not self.factory.connectionOpened(host):
+            log.warn(
+                "{listener}: too many connections from {host}",
+                listener=self.settings.listener,
+                host=host,
+            )
+            self._reply(421, "4.7.0", f"{self.settings.hostname} Error: too many connections from {host}")
+            self._mode = CLOSED
+            self.transport.loseConnection()
+            return
+        self._counted = True
+        log.info("{listener}: connect from [{host}]", listener=self.settings.listener, host=host)
+        if self.settings.peernameLookup and self.factory.resolveName is not None:
+            d = self.factory.resolveName(host)
+            d.addCallback(self._gotName)
+            d.addErrback(lambda f: None)
+        self._reply(220, None, self.settings.banner)
+        self._setTimeout(self.settings.commandTimeout)
+
+    def _gotName(self, name):
+        if name and self.session is not None:
+            self.session.reverseName = name
+
+    def _markTLS(self):
+        self.session.tls = True
+        handle = None
+        try:
+            handle = self.transport.getHandle()
+        except Exception:
+            pass
+        self.session.tlsHandle = handle
+
+    def connectionLost(self, reason):
+        self._mode = CLOSED
+        self._cancelTimeout()
+        self._abortMessage()
+        if self._counted:
+            self._counted = False
+            self.factory.connectionClosed(self.session.host)
+            log.info(
+                "{listener}: disconnect from {client}",
+                listener=self.settings.listener,
+                client=self.session.describe(),
+            )
+        logout, self._logout = self._logout, None
+        if logout is not None:
+            logout()
+
+    # -- timeouts ----------------------------------------------------------
+
+    def _setTimeout(self, seconds):
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(seconds)
+        else:
+            self._timer = self.clock.callLater(seconds, self._timedOut)
+
+    def _cancelTimeout(self):
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _timedOut(self):
+        self._timer = None
+        if self._mode == CLOSED:
+            return
+        if self._busy or self._writing:
+            # We owe the client a reply: the idle clock is not running.
+            self._setTimeout(self.settings.commandTimeout)
+            return
+        log.info(
+            "{listener}: timeout after {mode} from {client}",
+            listener=self.settings.listener,
+            mode=self._mode,
+            client=self.session.describe(),
+        )
+        self._reply(421, "4.4.2", f"{self.settings.hostname} Error: timeout exceeded")
+        self._close()
+
+    # -- output ------------------------------------------------------------
+
+    def _reply(self, code: int, enhanced: str | None, text: str | list[str]):
+        """
+        Send a reply; every reply but the greeting carries its enhanced
+        status code (RFC 2034 3: codes on every line of the reply).
+        """
+        lines = text if isinstance(text, list) else [text]
+        out = []
+        for index, line in enumerate(lines):
+            sep = "-" if index < len(lines) - 1 else " "
+            body = f"{enhanced} {line}" if enhanced else line
+            out.append(f"{code}{sep}{body}\r\n")
+        self.transport.write("".join(out).encode("utf-8", "replace"))
+
+    def _replyError(self, error: SMTPReply):
+        self._reply(error.code, error.enhanced, error.text)
+
+    def _close(self):
+        self._mode = CLOSED
+        self._input.clear()
+        self._cancelTimeout()
+        self._abortMessage()
+        self.transport.loseConnection()
+
+    # -- input -------------------------------------------------------------
+
+    def dataReceived(self, data: bytes):
+        if self._mode == CLOSED:
+            return
+        self._setTimeout(
+            self.settings.dataTimeout if self._mode == DATA else self.settings.commandTimeout
+        )
+        if self._mode == DATA and not (self._busy or self._writing) and not self._input:
+            self._dataChunk(data)
+        else:
+            self._input += data
+        self._process()
+
+    def _process(self):
+        while not (self._busy or self._writing) and self._input and self._mode != CLOSED:
+            if self._mode == DATA:
+                data = bytes(self._input)
+                self._input.clear()
+                self._dataChunk(data)
+                continue
+            end = self._input.find(b"\n")
+            limit = AUTH_LINE_LIMIT
+            if end < 0:
+                if len(self._input) > limit:
+                    self._lineTooLong()
+                break
+            if end + 1 > limit:
+                self._lineTooLong()
+                break
+            line = bytes(self._input[:end])
+            del self._input[: end + 1]
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if self._mode == AUTH:
+                self._authResponse(line)
+            else:
+                self._command(line)
+        self._flowControl()
+
+    def _flowControl(self):
+        pending = len(self._input) > INPUT_HIGH_WATER or self._writing
+        if pending and not self._paused and self._mode != CLOSED:
+            self._paused = True
+            self.transport.pauseProducing()
+        elif not pending and self._paused:
+            self._paused = False
+            self.transport.resumeProducing()
+
+    def _lineTooLong(self):
+        # Never resynchronise inside an over-long line: what follows could
+        # be body text posing as commands.  Reply and hang up (survey 1.8).
+        self._reply(500, "5.5.2", "Error: line too long")
+        self._close()
+
+    def _wait(self, d: defer.Deferred):
+        """
+        Hold further input until C{d} (which sends its own reply) fires, so
+        pipelined commands are answered in order (RFC 2920 3.1).
+        """
+
+        def failed(failure):
+            log.failure("SMTP command handler failed", failure)
+            if self._mode != CLOSED:
+                self._reply(451, "4.3.0", "Error: internal error")
+
+        finished = []
+        d.addErrback(failed)
+        d.addBoth(finished.append)
+        if finished:
+            # Answered synchronously: carry on in the caller's loop (no
+            # recursion per pipelined command).
+            return
+        self._busy = True
+
+        def done(result):
+            self._busy = False
+            if self._mode != CLOSED:
+                self._process()
+            return None
+
+        d.addBoth(done)
+
+    def _command(self, line: bytes):
+        verb, _, rest = line.partition(b" ")
+        name = verb.upper().decode("ascii", "replace")
+        limit = COMMAND_LINE_LIMIT
+        if name in ("MAIL", "RCPT"):
+            limit = MAIL_RCPT_LINE_LIMIT
+        elif name == "AUTH":
+            limit = AUTH_LINE_LIMIT
+        if len(line) + 2 > limit:
+            self._reply(500, "5.5.2", "Error: line too long")
+            self._error()
+            return
+        handler = getattr(self, "do_" + name, None) if name.isalpha() else None
+        if handler is None:
+            self._reply(502 if name in ("EXPN", "TURN", "BDAT") else 500, "5.5.2", "Error: command not recognized")
+            self._error()
+            return
+        if (
+            self.settings.tlsRequired
+            and not self.session.tls
+            and name not in ("EHLO", "HELO", "STARTTLS", "NOOP", "RSET", "QUIT", "HELP")
+        ):
+            self._reply(530, "5.7.0", "Must issue a STARTTLS command first")
+            self._error()
+            return
+        try:
+            result = handler(rest.strip(b" "))
+        except SMTPReply as e:
+            self._replyError(e)
+            if e.code >= 500:
+                self._error()
+            return
+        if isinstance(result, defer.Deferred):
+            self._wait(result)
+
+    def _error(self):
+        # Postfix's smtpd_hard_error_limit: a client that keeps erring is
+        # not an MTA; hang up.
+        self._errors += 1
+        if self._errors >= ERROR_LIMIT and self._mode != CLOSED:
+            self._reply(421, "4.7.0", f"{self.settings.hostname} Error: too many errors")
+            self._close()
+
+    def _resetTransaction(self):
+        self._abortMessage()
+        self.envelope = None
+        self.session.utf8 = False
+
+    # -- commands ----------------------------------------------------------
+
+    def extensions(self) -> list[str]:
+        """
+        The EHLO keywords, in the seed's Postfix order.
+        """
+        ext = ["PIPELINING", f"SIZE {self.settings.sizeLimit}"]
+        if self.settings.vrfy != "disabled":
+            ext.append("VRFY")
+        ext.append("ETRN")
+        if self.factory.tlsContext is not None and not self.session.tls:
+            ext.append("STARTTLS")
+        mechanisms = self._mechanisms()
+        if mechanisms:
+            ext.append("AUTH " + " ".join(mechanisms))
+        ext += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8"]
+        return ext
+
+    def _extensionNames(self) -> frozenset:
+        if not self.session.esmtp:
+            return frozenset()
+        return frozenset(item.split(" ", 1)[0] for item in self.extensions()) | (
+            {"AUTH"} if self._authOffered() else set()
+        )
+
+    def _authOffered(self) -> bool:
+        return self.factory.portal is not None and (
+            self.settings.authEnable or self.settings.requireAuth
+        )
+
+    def _mechanisms(self) -> list[str]:
+        if not self._authOffered() or self.session.account is not None:
+            return []
+        if self.settings.tlsAuthOnly and not self._plaintextAllowed():
+            return []
+        return ["PLAIN", "LOGIN"]
+
+    def _plaintextAllowed(self) -> bool:
+        from twisted_maillab.auth.sasl import plaintextAllowed
+
+        return plaintextAllowed(self.session.host, self.session.tls)
+
+    def do_EHLO(self, rest: bytes):
+        return self._hello(rest, esmtp=True)
+
+    def do_HELO(self, rest: bytes):
+        return self._hello(rest, esmtp=False)
+
+    def _hello(self, rest, esmtp):
+        verb = "EHLO" if esmtp else "HELO"
+        if not rest:
+            raise SMTPReply(501, "5.5.4", f"Syntax: {verb} hostname")
+        # RFC 5321 4.1.4: EHLO/HELO also resets the transaction.
+        self._resetTransaction()
+        self.session.helo = rest.decode("utf-8", "replace")
+        self.session.esmtp = esmtp
+        if esmtp:
+            self._reply(250, None, [self.settings.hostname] + self.extensions())
+        else:
+            self._reply(250, None, self.settings.hostname)
+
+    def do_NOOP(self, rest):
+        self._reply(250, "2.0.0", "Ok")
+
+    def do_RSET(self, rest):
+        if rest:
+            raise SMTPReply(501, "5.5.4", "Syntax: RSET")
+        self._resetTransaction()
+        self._reply(250, "2.0.0", "Ok")
+
+    def do_QUIT(self, rest):
+        self._reply(221, "2.0.0", "Bye")
+        self._close()
+
+    def do_HELP(self, rest):
+        self._reply(
+            214,
+            "2.0.0",
+            [
+                "Commands: HELO EHLO STARTTLS AUTH MAIL RCPT DATA RSET VRFY ETRN NOOP HELP QUIT",
+                "See RFC 5321",
+            ],
+        )
+
+    def do_VRFY(self, rest):
+        mode = self.settings.vrfy
+        if mode == "disabled":
+            raise SMTPReply(502, "5.5.1", "VRFY command is disabled")
+        if not rest:
+            raise SMTPReply(501, "5.5.4", "Syntax: VRFY address")
+        if mode == "ambiguous":
+            # RFC 5321 3.5.3: 252 when we will not say whether a user exists.
+            self._reply(252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery")
+            return None
+        text = rest[1:-1] if rest.startswith(b"<") and rest.endswith(b">") else rest
+        mailbox = parseMailbox(text, "5.1.3", True, allowNull=False, allowPostmaster=True)
+        policy = self.factory.policy
+        if not policy.isLocal(mailbox):
+            self._reply(252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery")
+            return None
+        d = policy.checkRecipient(self.session, mailbox)
+        d.addCallbacks(
+            lambda targets: self._reply(250, "2.0.0", str(mailbox)),
+            lambda f: self._replyError(f.trap(SMTPReply) and f.value),
+        )
+        return d
+
+    def do_ETRN(self, rest):
+        if not self.session.helo:
+            raise SMTPReply(503, "5.5.1", "Error: send HELO/EHLO first")
+        if not rest:
+            raise SMTPReply(500, "5.5.4", "Syntax: ETRN domain")
+        if self.envelope is not None:
+            raise SMTPReply(503, "5.5.1", "Error: MAIL transaction in progress")
+        # RFC 1985 4: nothing is queued for other hosts in this version.
+        self._reply(458, "4.3.0", f"Unable to queue messages for node {rest.decode('utf-8', 'replace')}")
+
+    def do_STARTTLS(self, rest):
+        if rest:
+            raise SMTPReply(501, "5.5.4", "Syntax: STARTTLS")
+        if self.session.tls:
+            raise SMTPReply(503, "5.5.1", "Error: TLS already active")
+        if self.factory.tlsContext is None:
+            raise SMTPReply(454, "4.7.0", "TLS not available")
+        if self.envelope is not None:
+            raise SMTPReply(503, "5.5.1", "Error: MAIL transaction in progress")
+        self._reply(220, "2.0.0", "Ready to start TLS")
+        if self._input:
+            # RFC 3207 4.2 / CVE-2011-0411: anything pipelined after
+            # STARTTLS was sent in plaintext and is discarded.
+            log.warn(
+                "{listener}: discarded {n} octets sent after STARTTLS by {client}",
+                listener=self.settings.listener,
+                n=len(self._input),
+                client=self.session.describe(),
+            )
+            self._input.clear()
+        self.transport.startTLS(self.factory.tlsContext)
+        # RFC 3207 4.2: forget everything learnt before TLS.
+        self._resetTransaction()
+        self.session.helo = None
+        self.session.esmtp = False
+        self.session.account = None
+        self.session.authName = None
+        self._markTLS()
+
+    # -- AUTH (RFC 4954) ---------------------------------------------------
+
+    def do_AUTH(self, rest):
+        if not self._authOffered():
+            raise SMTPReply(503, "5.5.1", "Error: authentication not enabled")
+        if not self.session.helo or not self.session.esmtp:
+            raise SMTPReply(503, "5.5.1", "Error: send EHLO first")
+        if self.session.account is not None:
+            raise SMTPReply(503, "5.5.1", "Error: already authenticated")
+        if self.envelope is not None:
+            raise SMTPReply(503, "5.5.1", "Error: MAIL transaction in progress")
+        if not rest:
+            raise SMTPReply(501, "5.5.4", "Syntax: AUTH mechanism")
+        if self.settings.tlsAuthOnly and not self._plaintextAllowed():
+            raise SMTPReply(538, "5.7.11", "Encryption required for requested authentication mechanism")
+        parts = rest.split(b" ")
+        if len(parts) > 2:
+            raise SMTPReply(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]")
+        mechanism = parts[0].upper().decode("ascii", "replace")
+        from twisted_maillab.auth.sasl import LoginCredentials, PlainCredentials
+
+        if mechanism == "PLAIN":
+            credentials = PlainCredentials()
+        elif mechanism == "LOGIN":
+            credentials = LoginCredentials()
+        else:
+            raise SMTPReply(504, "5.5.4", "Unsupported authentication mechanism")
+        self._authCredentials = credentials
+        self.session.authMechanism = mechanism
+        if len(parts) == 2:
+            # RFC 4954 4: "=" is an empty initial response.
+            initial = b"" if parts[1] == b"=" else self._decode64(parts[1])
+            if initial is None:
+                self._authCredentials = None
+                raise SMTPReply(501, "5.5.2", "Error: invalid base64 data")
+            credentials.setResponse(initial)
+        return self._authStep()
+
+    def _decode64(self, data: bytes):
+        try:
+            return base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            return None
+
+    def _authStep(self):
+        credentials = self._authCredentials
+        if credentials.moreChallenges():
+            self._mode = AUTH
+            self._reply(334, None, base64.b64encode(credentials.getChallenge()).decode("ascii"))
+            return None
+        self._mode = COMMAND
+        self._authCredentials = None
+        portal = self.factory.portal
+        if hasattr(portal, "loginFrom"):
+            d = portal.loginFrom(credentials, self.session.host, self.settings.listener, None, IMessageDelivery)
+        else:
+            d = portal.login(credentials, None, IMessageDelivery)
+        d.addCallbacks(self._authSucceeded, self._authFailed, callbackArgs=(credentials,))
+        return d
+
+    def _authResponse(self, line: bytes):
+        if line == b"*":
+            self._mode = COMMAND
+            self._authCredentials = None
+            self._reply(501, "5.7.0", "Authentication aborted")
+            self._error()
+            return
+        data = self._decode64(line)
+        if data is None:
+            self._mode = COMMAND
+            self._authCredentials = None
+            self._reply(501, "5.5.2", "Error: invalid base64 data")
+            self._error()
+            return
+        self._authCredentials.setResponse(data)
+        result = self._authStep()
+        if isinstance(result, defer.Deferred):
+            self._wait(result)
+
+    def _authSucceeded(self, result, credentials):
+        interface, avatar, logout = result
+        if self._mode == CLOSED:
+            logout()
+            return
+        account = getattr(avatar, "account", None)
+        if account is None:
+            logout()
+            self._reply(454, "4.7.0", "Temporary authentication failure")
+            return
+        self.session.account = account
+        self.session.authName = credentials.username.decode("utf-8", "replace")
+        self._logout = logout
+        log.info(
+            "{listener}: {client}: sasl_method={mechanism}, sasl_username={user}",
+            listener=self.settings.listener,
+            client=self.session.describe(),
+            mechanism=self.session.authMechanism,
+            user=self.session.authName,
+        )
+        self._reply(235, "2.7.0", "Authentication successful")
+
+    def _authFailed(self, failure):
+        if self._mode == CLOSED:
+            return
+        if failure.check(UnauthorizedLogin):
+            self._reply(535, "5.7.8", "Error: authentication failed")
+            self._error()
+            return
+        from twisted_maillab.auth import AuthenticationUnavailable
+
+        if not failure.check(AuthenticationUnavailable):
+            log.failure("SMTP AUTH error", failure)
+        self._reply(454, "4.7.0", "Temporary authentication failure")
+
+    # -- the transaction ---------------------------------------------------
+
+    def do_MAIL(self, rest):
+        if not self.session.helo:
+            raise SMTPReply(503, "5.5.1", "Error: send HELO/EHLO first")
+        if self.envelope is not None:
+            raise SMTPReply(503, "5.5.1", "Error: nested MAIL command")
+        if self.settings.requireAuth and self.session.account is None:
+            raise SMTPReply(530, "5.7.0", "Authentication required")
+        sender, params = parseMail(rest, self._extensionNames())
+        if params.size is not None and params.size > self.settings.sizeLimit:
+            # RFC 1870 6.2.
+            raise SMTPReply(552, "5.3.4", "Message size exceeds fixed limit")
+        account = self.session.account
+        if (
+            account is not None
+            and self.settings.rejectSenderMismatch
+            and not self.factory.policy.ownsAddress(account, sender.address)
+        ):
+            raise SMTPReply(
+                553, "5.7.1", f"{sender}: Sender address rejected: not owned by user {self.session.authName}"
+            )
+        self.envelope = Envelope(sender, params, self.factory.queueIds.next())
+        self.session.utf8 = params.smtputf8
+        log.info(
+            "{queueId}: client={client}{auth}, from={sender}, size={size}",
+            queueId=self.envelope.queueId,
+            client=self.session.describe(),
+            auth=f", sasl_username={self.session.authName}" if account is not None else "",
+            sender=sender,
+            size=params.size,
+        )
+        self._reply(250, "2.1.0", "Ok")
+
+    def do_RCPT(self, rest):
+        if self.envelope is None:
+            raise SMTPReply(503, "5.5.1", "Error: need MAIL command")
+        if len(self.envelope.recipients) >= self.settings.maxRecipients:
+            # RFC 5321 4.5.3.1.10.
+            raise SMTPReply(452, "4.5.3", "Error: too many recipients")
+        mailbox, params = parseRcpt(rest, self._extensionNames(), self.envelope.params.smtputf8)
+        envelope = self.envelope
+        d = self.factory.policy.checkRecipient(self.session, mailbox)
+
+        def accepted(targets):
+            if self.envelope is not envelope:
+                return
+            envelope.recipients.append(Recipient(mailbox, params, list(targets)))
+            self._reply(250, "2.1.5", "Ok")
+
+        def refused(failure):
+            failure.trap(SMTPReply)
+            error = failure.value
+            log.info(
+                "NOQUEUE: reject: RCPT from {client}: {reply}; from={sender} to={to} proto={proto} helo=<{helo}>",
+                client=self.session.describe(),
+                reply=str(error),
+                sender=envelope.sender,
+                to=mailbox,
+                proto=self.session.withProtocol(),
+                helo=self.session.helo,
+            )
+            self._replyError(error)
+            if error.code >= 500:
+                self._error()
+
+        d.addCallbacks(accepted, refused)
+        return d
+
+    def do_DATA(self, rest):
+        if rest:
+            raise SMTPReply(501, "5.5.4", "Syntax: DATA")
+        if self.envelope is None:
+            raise SMTPReply(503, "5.5.1", "Error: need MAIL command")
+        if not self.envelope.recipients:
+            raise SMTPReply(554, "5.5.1", "Error: no valid recipients")
+        d = defer.maybeDeferred(self.factory.delivery.begin, self.session, self.envelope)
+        d.addCallbacks(self._dataStarted, self._dataRefused)
+        return d
+
+    def _dataRefused(self, failure):
+        failure.trap(SMTPReply)
+        self._replyError(failure.value)
+        self._resetTransaction()
+
+    def _dataStarted(self, message):
+        if self._mode == CLOSED:
+            message.abort()
+            return
+        self._message = message
+        self._mode = DATA
+        self._partial = b""
+        self._midLine = False
+        self._received = 0
+        self._failure = None
+        self._out = []
+        self._outSize = 0
+        self._setTimeout(self.settings.dataTimeout)
+        self._reply(354, None, "End data with <CR><LF>.<CR><LF>")
+
+    # -- DATA ----------------------------------------------------------------
+
+    def _fail(self, error: SMTPReply):
+        if self._failure is None:
+            self._failure = error
+            self._out = []
+            self._outSize = 0
+            self._abortMessage()
+
+    def _dataChunk(self, data: bytes):
+        """
+        Consume message text: split at CRLF only (a bare LF or CR is data,
+        so no "\\n.\\n" can end the message: SMTP smuggling), remove dot
+        stuffing (RFC 5321 4.5.2), check the limits, pass LF-terminated
+        lines on in chunks; nothing beyond one partial line is buffered.
+        """
+        buf = self._partial + data if self._partial else data
+        start = 0
+        midLine = self._midLine
+        while True:
+            last = buf.rfind(b"\r\n", start)
+            if last < 0:
+                break
+            if not midLine and buf.startswith(b".", start):
+                # A line starting with a dot: the end marker or stuffing.
+                end = buf.find(b"\r\n", start)
+                if end == start + 1:
+                    self._flushOut()
+                    self._endOfData(buf[end + 2 :])
+                    return
+                self._lines([buf[start + 1 : end]], False)
+                start = end + 2
+                continue
+            # Every complete line up to the next dot-line goes in one block.
+            dot = buf.find(b"\r\n.", start, last)
+            stop = last if dot < 0 else dot
+            self._lines(buf[start:stop].split(b"\r\n"), midLine)
+            midLine = False
+            start = stop + 2
+        tail = buf[start:]
+        if len(tail) >= TEXT_LINE_LIMIT:
+            self._fail(SMTPReply(500, "5.5.2", "Error: message line longer than 1000 octets"))
+            # Keep only a possible CR of a CRLF split across reads.
+            self._received += len(tail)
+            tail = tail[-1:] if tail.endswith(b"\r") else b""
+            midLine = True
+            self._checkSize()
+        self._partial = tail
+        self._midLine = midLine
+        self._flushOut()
+
+    def _lines(self, lines: list[bytes], midLine: bool):
+        size = sum(map(len, lines)) + 2 * len(lines)
+        self._received += size
+        if self._failure is None:
+            # RFC 5321 4.5.3.1.6: at most 998 octets before CRLF.  A line
+            # continuing an over-long one (midLine) is already failed.
+            if max(map(len, lines)) > TEXT_LINE_LIMIT - 2:
+                self._fail(SMTPReply(500, "5.5.2", "Error: message line longer than 1000 octets"))
+                return
+            self._checkSize()
+            if self._failure is None:
+                lines.append(b"")
+                chunk = b"\n".join(lines)
+                self._out.append(chunk)
+                self._outSize += len(chunk)
+                if self._outSize >= WRITE_CHUNK:
+                    self._flushOut()
+        else:
+            self._checkSize()
+
+    def _checkSize(self):
+        if self._received > self.settings.sizeLimit and (
+            self._failure is None or self._failure.code != 552
+        ):
+            # RFC 1870 6.3: refuse at the end of data; nothing more is kept.
+            self._failure = None
+            self._fail(SMTPReply(552, "5.3.4", "Error: message file too big"))
+
+    def _flushOut(self):
+        if not self._out or self._failure is not None or self._message is None:
+            self._out = []
+            self._outSize = 0
+            return
+        data = b"".join(self._out)
+        self._out = []
+        self._outSize = 0
+        result = self._message.write(data)
+        if isinstance(result, defer.Deferred) and not result.called:
+            # Back-pressure: read nothing more until the store caught up.
+            self._writing = True
+            self._flowControl()
+
+            def written(value):
+                self._writing = False
+                if self._mode != CLOSED:
+                    self._flowControl()
+                    self._process()
+                return None
+
+            result.addErrback(lambda f: None)
+            result.addBoth(written)
+
+    def _endOfData(self, remaining: bytes):
+        self._mode = COMMAND
+        self._partial = b""
+        self._input[:0] = remaining
+        self._setTimeout(self.settings.commandTimeout)
+        envelope = self.envelope
+        if self._failure is not None:
+            error = self._failure
+            self._failure = None
+            log.info(
+                "{queueId}: reject: DATA from {client}: {reply}",
+                queueId=envelope.queueId,
+                client=self.session.describe(),
+                reply=str(error),
+            )
+            self._replyError(error)
+            self._resetTransaction()
+            return
+        message, self._message = self._message, None
+        log.info(
+            "{queueId}: from=<{sender}>, size={size}, nrcpt={n}",
+            queueId=envelope.queueId,
+            sender=envelope.sender.address,
+            size=self._received,
+            n=len(envelope.recipients),
+        )
+        d = defer.maybeDeferred(message.end)
+
+        def done(queueId):
+            self._reply(250, "2.0.0", f"Ok: queued as {queueId}")
+
+        def failed(failure):
+            if failure.check(SMTPReply):
+                error = failure.value
+            else:
+                log.failure("{queueId}: delivery failed", failure, queueId=envelope.queueId)
+                error = SMTPReply(451, "4.3.0", "Error: queue file write error")
+            log.warn(
+                "{queueId}: reject: end of DATA from {client}: {reply}",
+                queueId=envelope.queueId,
+                client=self.session.describe(),
+                reply=str(error),
+            )
+            if self._mode != CLOSED:
+                self._replyError(error)
+
+        d.addCallbacks(done, failed)
+        d.addBoth(lambda _: self._resetTransaction())
+        self._wait(d)
+
+    def _abortMessage(self):
+        message, self._message = self._message, None
+        if message is not None:
+            try:
+                message.abort()
+            except Exception:
+                log.failure("aborting a message failed")
+
+
+class SMTPServerFactory(ServerFactory):
+    """
+    Builds L{ESMTPServer}s for one listener and counts connections per
+    client address.
+
+    @ivar settings: the L{Settings}.
+    @ivar policy: the L{twisted_maillab.smtp.policy.Policy}.
+    @ivar delivery: an L{ISMTPDelivery}.
+    @ivar portal: the L{IMailPortal} or L{None} (no AUTH).
+    @ivar tlsContext: for STARTTLS, or L{None}.
+    @ivar clock: timeouts (the reactor or a L{task.Clock}).
+    @ivar queueIds: a L{twisted_maillab.smtp.delivery.QueueIds}.
+    @ivar resolveName: C{f(ip) -> Deferred[str | None]} or L{None}.
+    """
+
+    def __init__(
+        self, settings, policy, delivery, *, portal=None, tlsContext=None, clock, queueIds, resolveName=None
+    ):
+        self.settings = settings
+        self.policy = policy
+        self.delivery = delivery
+        self.portal = portal
+        self.tlsContext = tlsContext
+        self.clock = clock
+        self.queueIds = queueIds
+        self.resolveName = resolveName
+        self.connections: dict[str, int] = {}
+
+    def buildProtocol(self, addr):
+        protocol = ESMTPServer(self)
+        protocol.factory = self
+        return protocol
+
+    def connectionOpened(self, host: str) -> bool:
+        limit = self.settings.maxConnectionsPerClient
+        count = self.connections.get(host, 0)
+        if limit and count >= limit:
+            return False
+        self.connections[host] = count + 1
+        return True
+
+    def connectionClosed(self, host: str) -> None:
+        count = self.connections.get(host, 0) - 1
+        if count <= 0:
+            self.connections.pop(host, None)
+        else:
+            self.connections[host] = count

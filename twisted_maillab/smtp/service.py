@@ -1,0 +1,211 @@
+"""
+Builders for C{[smtp]} (MX, port 25), C{[submission]} (587, STARTTLS) and
+C{[submissions]} (465, implicit TLS): C{BUILDERS["smtp"]},
+C{BUILDERS["submission"]} and C{BUILDERS["submissions"]} in
+L{twisted_maillab.service}.  The three listeners share the policy keys of
+C{[smtp]} and one backend per L{Resources} (portal, store, aliases).
+"""
+
+from __future__ import annotations
+
+import socket
+
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+from twisted.mail.smtp import IMessageDelivery
+from zope.interface import implementer
+
+from twisted_maillab.smtp.aliases import AliasError, loadAliases
+from twisted_maillab.smtp.delivery import LocalDelivery, QueueIds
+from twisted_maillab.smtp.policy import Policy, expandDestinations
+from twisted_maillab.smtp.server import Settings, SMTPServerFactory
+
+__all__ = ["buildSMTP", "buildSubmission", "buildSubmissions", "SMTPAvatar", "resolveName"]
+
+log = Logger(namespace="twisted_maillab.smtp")
+
+
+# --- adapter: shared portal and store -------------------------------------
+# Resources (service.py, the lead's file) has no portal or store attribute
+# yet.  The first protocol that needs one builds it and keeps it on the
+# Resources object under the names the IServiceBuilder docstring promises
+# ("TLS context, portal, store, reactor"); pop3 uses the same names, so a
+# process has one portal (one throttle) and one store.  When Resources
+# grows real attributes these functions simply return them.
+
+
+def sharedPortal(resources):
+    portal = getattr(resources, "portal", None)
+    if portal is None:
+        from twisted_maillab.auth import makePortal
+
+        portal = makePortal(resources.config, resources.reactor)
+        resources.portal = portal
+    return portal
+
+
+def sharedStore(resources):
+    store = getattr(resources, "store", None)
+    if store is None:
+        from twisted_maillab.store import makeStore
+
+        store = makeStore(resources.config, resources.reactor)
+        resources.store = store
+    return store
+
+
+@implementer(IMessageDelivery)
+class SMTPAvatar:
+    """
+    What an SMTP AUTH login asking for L{IMessageDelivery} gets from the
+    realm: the account.  The session's own policy decides what it may do
+    (the listener's relay rules, sender ownership); Twisted's
+    C{IMessageDelivery} methods are provided for other Twisted SMTP servers
+    using the same portal: they accept any sender the account owns and
+    refuse to deliver (this avatar is an identity, not a delivery agent).
+
+    @ivar account: the L{twisted_maillab.account.Account}.
+    """
+
+    def __init__(self, account):
+        self.account = account
+
+    def receivedHeader(self, helo, origin, recipients):
+        return None
+
+    def validateFrom(self, helo, origin):
+        return origin
+
+    def validateTo(self, user):
+        from twisted.mail.smtp import SMTPBadRcpt
+
+        raise SMTPBadRcpt(user, 550, b"5.3.0 Delivery through this avatar is not supported")
+
+
+def resolveName(reactor, host: str) -> defer.Deferred:
+    """
+    The client's name, forward-confirmed as Postfix does: the PTR name is
+    used only if it resolves back to the address, else L{None}
+    ("unknown" in Received:).  Runs in the reactor's thread pool.
+    """
+
+    def lookup():
+        try:
+            name = socket.getnameinfo((host, 0), socket.NI_NAMEREQD)[0]
+            addresses = {info[4][0] for info in socket.getaddrinfo(name, None)}
+        except (OSError, UnicodeError):
+            return None
+        plain = host[7:] if host.startswith("::ffff:") else host
+        return name if (host in addresses or plain in addresses) else None
+
+    return threads.deferToThreadPool(reactor, reactor.getThreadPool(), lookup)
+
+
+class _Backend:
+    """
+    What the three SMTP listeners share.
+    """
+
+    def __init__(self, config, resources):
+        smtp = config.smtp
+        self.portal = sharedPortal(resources)
+        self.store = sharedStore(resources)
+        try:
+            self.portal.realm.registerAvatarFactory(IMessageDelivery, SMTPAvatar)
+        except ValueError:
+            pass  # registered by an embedding application: use theirs
+        aliases = None
+        if smtp.alias_maps is not None:
+            try:
+                aliases = loadAliases(smtp.alias_maps)
+            except AliasError as e:
+                raise config.error("smtp", "alias_maps", str(e)) from None
+        self.hostname = smtp.myhostname or config.server.hostname
+        reactor = resources.reactor
+        self.policy = Policy(
+            hostname=self.hostname,
+            destinations=expandDestinations(smtp.mydestination, self.hostname, config.server.domain),
+            networks=smtp.mynetworks,
+            restrictions=smtp.smtpd_relay_restrictions,
+            delimiter=smtp.recipient_delimiter,
+            aliases=aliases,
+            directory=self.portal.directory,
+            allowInclude=smtp.allow_alias_include,
+            runner=lambda f, *a: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *a),
+        )
+        self.delivery = LocalDelivery(
+            self.store,
+            self.policy,
+            reactor,
+            headerLimit=smtp.header_size_limit,
+            checkFrom=smtp.reject_from_login_mismatch,
+        )
+        self.queueIds = QueueIds(reactor)
+
+
+def _backend(config, resources) -> _Backend:
+    backend = getattr(resources, "smtpBackend", None)
+    if backend is None:
+        backend = resources.smtpBackend = _Backend(config, resources)
+    return backend
+
+
+def _build(config, resources, name: str):
+    smtp = config.smtp
+    section = getattr(config, name)
+    backend = _backend(config, resources)
+    banner = smtp.smtpd_banner.replace("$myhostname", backend.hostname)
+    tlsRequired = name == "submission" and section.smtpd_tls_security_level == "encrypt"
+    if tlsRequired and resources.tlsContext is None:
+        raise config.error(name, "smtpd_tls_security_level", "encrypt needs [tls] certificate and private_key")
+    settings = Settings(
+        hostname=backend.hostname,
+        banner=banner,
+        listener=name,
+        sizeLimit=smtp.message_size_limit,
+        commandTimeout=smtp.smtpd_timeout,
+        dataTimeout=smtp.smtpd_data_timeout,
+        maxRecipients=smtp.smtpd_recipient_limit,
+        maxConnectionsPerClient=smtp.smtpd_client_connection_count_limit,
+        authEnable=True if name != "smtp" else smtp.smtpd_sasl_auth_enable,
+        tlsAuthOnly=smtp.smtpd_tls_auth_only,
+        tlsRequired=tlsRequired,
+        requireAuth=name != "smtp" and section.require_authentication,
+        vrfy=smtp.vrfy_command,
+        rejectSenderMismatch=smtp.reject_sender_login_mismatch,
+        peernameLookup=smtp.smtpd_peername_lookup,
+    )
+    reactor = resources.reactor
+    factory = SMTPServerFactory(
+        settings,
+        backend.policy,
+        backend.delivery,
+        portal=backend.portal,
+        # Implicit TLS (465) is wrapped by Resources.listen: no STARTTLS.
+        tlsContext=None if name == "submissions" else resources.tlsContext,
+        clock=reactor,
+        queueIds=backend.queueIds,
+        resolveName=lambda host: resolveName(reactor, host),
+    )
+    return resources.listen(section, factory)
+
+
+def buildSMTP(config, resources):
+    """
+    The MX listener (C{[smtp]}).
+    """
+    return _build(config, resources, "smtp")
+
+
+def buildSubmission(config, resources):
+    """
+    Message submission with STARTTLS (C{[submission]}, RFC 6409).
+    """
+    return _build(config, resources, "submission")
+
+
+def buildSubmissions(config, resources):
+    """
+    Message submission over implicit TLS (C{[submissions]}, RFC 8314).
+    """
+    return _build(config, resources, "submissions")
