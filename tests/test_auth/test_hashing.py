@@ -200,3 +200,45 @@ class SchemeTests(unittest.TestCase):
         stored = "{BLF-CRYPT}" + mkpasswd("bcrypt", "pw").replace("$2b$", "$2y$")
         self.assertTrue(hashing.verifyScheme(backend, "pw", stored))
         self.assertFalse(hashing.verifyScheme(backend, "pq", stored))
+
+
+class DovecotInteropTests(unittest.TestCase):
+    """
+    Our passwd-file hashes and Dovecot's are interchangeable: checked with
+    Dovecot's own doveadm pw (package dovecot-core).
+    """
+
+    def setUp(self):
+        import shutil
+
+        self.doveadm = shutil.which("doveadm")
+        if self.doveadm is None:
+            raise AssertionError("doveadm is missing: apt-get install dovecot-core")
+        self.backend = hashing.cryptBackend()
+
+    def doveadm_(self, *args):
+        import subprocess
+
+        return subprocess.run([self.doveadm, "pw", *args], capture_output=True, text=True)
+
+    def test_dovecotVerifiesOurs(self):
+        for scheme in hashing.WRITE_SCHEMES:
+            stored = hashing.makeHash(self.backend, "inter-op", scheme)
+            self.assertEqual(self.doveadm_("-t", stored, "-p", "inter-op").returncode, 0, stored)
+            self.assertNotEqual(self.doveadm_("-t", stored, "-p", "inter-oq").returncode, 0, stored)
+
+    def test_weVerifyDovecots(self):
+        for scheme in ("SHA512-CRYPT", "SHA256-CRYPT", "MD5-CRYPT", "BLF-CRYPT", "ARGON2ID",
+                       "ARGON2I", "CRYPT", "PLAIN"):
+            result = self.doveadm_("-s", scheme, "-p", "from-dovecot")
+            self.assertEqual(result.returncode, 0, result.stderr)
+            stored = result.stdout.strip()
+            self.assertTrue(stored.startswith("{" + scheme + "}"), stored)
+            self.assertTrue(hashing.verifyScheme(self.backend, "from-dovecot", stored), stored)
+            self.assertFalse(hashing.verifyScheme(self.backend, "from-dovecoT", stored), stored)
+
+    def test_bcryptCost(self):
+        """
+        libxcrypt's default bcrypt cost (5) is raised to 12.
+        """
+        self.assertIn("}$2y$12$", hashing.makeHash(self.backend, "x", "BLF-CRYPT"))

@@ -50,6 +50,7 @@ __all__ = [
 # implementation would refuse rather than overflow.
 _CRYPT_DATA_SIZE = 32768
 _GENSALT_SIZE = 256
+_COSTS = {"$2y$": 12, "$2b$": 12}
 
 
 class UnknownScheme(ValueError):
@@ -130,9 +131,11 @@ def _libcryptBackend() -> CryptBackend:
 
     def gensalt(prefix: str) -> str:
         output = ctypes.create_string_buffer(_GENSALT_SIZE)
-        # count 0 = the method's default cost; rbytes NULL = libxcrypt reads
-        # the OS random source itself.
-        result = gensaltRn(prefix.encode("ascii"), 0, None, 0, output, _GENSALT_SIZE)
+        # count 0 = the method's default cost, except bcrypt whose libxcrypt
+        # default (5) is far too cheap today: 12, as Python's mksalt uses.
+        # rbytes NULL = libxcrypt reads the OS random source itself.
+        count = _COSTS.get(prefix, 0)
+        result = gensaltRn(prefix.encode("ascii"), count, None, 0, output, _GENSALT_SIZE)
         if result is None:
             raise ValueError(f"libcrypt cannot make a {prefix} salt")
         return result.decode("ascii")
