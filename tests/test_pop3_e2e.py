@@ -368,13 +368,27 @@ class PoplibTests(unittest.TestCase):
         producer), so neither its RSS nor its peak RSS grows by anything
         like the message size.
         """
+        self._bigRetrieval(tls=False)
+
+    def test_20MBMessageOverPOP3S(self):
+        """
+        The same through the TLS layer (implicit TLS on the pop3s port),
+        whose producer chain differs from a plain TCP transport's.
+        """
+        self._bigRetrieval(tls=True)
+
+    def _bigRetrieval(self, tls: bool):
         server = Server(self)
         line = b"x" * 70 + b"\n"
         big = b"Subject: big\n\n" + line * (20 * 1024 * 1024 // len(line))
         expected = hashlib.sha256(big.replace(b"\n", b"\r\n")).hexdigest()
         server.deliver(big)
         del big
-        sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        if tls:
+            raw = socket.create_connection(("127.0.0.1", server.sport), timeout=30)
+            sock = server.clientContext().wrap_socket(raw)
+        else:
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
         f = sock.makefile("rb")
         f.readline()
         sock.sendall(b"USER edouard\r\nPASS " + PASSWORD.encode() + b"\r\nSTAT\r\n")
@@ -406,8 +420,8 @@ class PoplibTests(unittest.TestCase):
         self.assertLess(rssStalled - rss0, limit, (rss0, rssStalled))
         self.assertLess(hwm1 - hwm0, limit, (hwm0, hwm1))
         print(
-            f"\n20 MB RETR: server RSS {rss0 >> 10} kB before, {rssStalled >> 10} kB with the client "
-            f"stalled; peak RSS {hwm0 >> 10} kB -> {hwm1 >> 10} kB"
+            f"\n20 MB RETR ({'pop3s' if tls else 'pop3'}): server RSS {rss0 >> 10} kB before, "
+            f"{rssStalled >> 10} kB with the client stalled; peak RSS {hwm0 >> 10} kB -> {hwm1 >> 10} kB"
         )
 
 

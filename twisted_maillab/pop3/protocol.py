@@ -848,9 +848,10 @@ class POP3Server(Protocol, TimeoutMixin):
             # way to report an error inside a multi-line reply, so the
             # connection is closed (without UPDATE: nothing is deleted).
             self._streamer = None
-            if not self._closed:
-                self.log.failure("pop3: reading message {n} failed", failure, n=index + 1)
-                self.transport.loseConnection()
+            if failure.check(ConnectionError) or self._closed:
+                return  # the client went away mid-message
+            self.log.failure("pop3: reading message {n} failed", failure, n=index + 1)
+            self.transport.loseConnection()
 
         def cannotOpen(failure):
             if self._closed:
