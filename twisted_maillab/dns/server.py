@@ -432,7 +432,10 @@ class DNSDatagramProtocol(DatagramProtocol):
             return
         limiter = self.server.rateLimiter
         if limiter is not None:
-            verdict = limiter.check(addr[0], b"slow" + data[12:40].lower())
+            # Account it like the stored response it just became, if any.
+            found = fastKey(data, self.server.udpSize)
+            entry = self.server.state[1].table.get(found[0]) if found else None
+            verdict = limiter.check(addr[0], entry[1] if entry else b"other")
             if verdict == "drop":
                 return
             if verdict == "slip":
@@ -476,6 +479,7 @@ class DNSStreamProtocol(Protocol):
             return
         self.counted = True
         factory.connections += 1
+        factory.protocols.add(self)
         self.peerHost = getattr(self.transport.getPeer(), "host", "")
         self._resetTimeout()
 
@@ -528,6 +532,13 @@ class DNSStreamProtocol(Protocol):
         if getattr(self, "counted", False):
             self.factory.connections -= 1
             self.counted = False
+        self.factory.protocols.discard(self)
+        waiting, self.factory.closing = self.factory.closing, []
+        if self.factory.protocols:
+            self.factory.closing = waiting
+        else:
+            for d in waiting:
+                d.callback(None)
         if self.timeoutCall is not None and self.timeoutCall.active():
             self.timeoutCall.cancel()
         self.timeoutCall = None
@@ -546,6 +557,20 @@ class DNSStreamFactory(Factory):
         self.idleTimeout = idleTimeout
         self.maxClients = maxClients
         self.connections = 0
+        self.protocols: set = set()
+        self.closing: list = []
+
+    def closeAll(self) -> defer.Deferred:
+        """
+        Close every open connection (at shutdown); fires when all are gone.
+        """
+        if not self.protocols:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self.closing.append(d)
+        for protocol in list(self.protocols):
+            protocol.transport.loseConnection()
+        return d
 
     def buildProtocol(self, addr):
         protocol = DNSStreamProtocol(self)

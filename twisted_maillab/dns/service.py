@@ -42,7 +42,7 @@ def loadZones(specs) -> list[Zone]:
     for origin, path in specs:
         zone = loadZone(path, parseOrigin(origin))
         for warning in zone.warnings:
-            log.warn("{warning}", warning=str(warning))
+            log.warn("{finding}", finding=str(warning))
         zones.append(zone)
     return zones
 
@@ -151,6 +151,8 @@ class DNSService(service.MultiService):
         self.deferToThread = deferToThread
 
     def addListener(self, endpoint, host: str, port: int, tcpFactory) -> _UDPAndTCP:
+        self.factories = getattr(self, "factories", set())
+        self.factories.add(tcpFactory)
         listener = _UDPAndTCP(self.reactor, endpoint, host, port, tcpFactory, DNSDatagramProtocol(self.server))
         listener.setServiceParent(self)
         self.listeners.append(listener)
@@ -167,7 +169,9 @@ class DNSService(service.MultiService):
             previous = self._previousHandler
             self.signals.signal(self.signals.SIGHUP, previous if previous is not None else self.signals.SIG_DFL)
         self._previousHandler = None
-        return super().stopService()
+        stopped = defer.maybeDeferred(super().stopService)
+        closing = [factory.closeAll() for factory in getattr(self, "factories", ())]
+        return defer.gatherResults([stopped] + closing)
 
     def _sighup(self, signum, frame):
         # Signal context: hand over to the reactor thread; chain to a
