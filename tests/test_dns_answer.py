@@ -133,6 +133,28 @@ class LookupTests(unittest.TestCase):
         result = self.look("q.wildcname.domaineel.rt", N.A)
         self.assertEqual(self.owners(result.answer), [("q.wildcname.domaineel.rt.", N.CNAME), ("serveur.domaineel.rt.", N.A)])
 
+    def test_dnameSubstitution(self):
+        # RFC 6672 3.2: DNAME, synthesized CNAME, then the new name's data.
+        result = self.look("x.olddomain.domaineel.rt", N.A)
+        self.assertEqual(
+            self.owners(result.answer),
+            [("olddomain.domaineel.rt.", N.DNAME), ("x.olddomain.domaineel.rt.", N.CNAME), ("x.wild.domaineel.rt.", N.A)],
+        )
+        self.assertEqual(N.toText(result.answer[1][1].rdatas[0].target), "x.wild.domaineel.rt.")
+        own = self.look("olddomain.domaineel.rt", N.DNAME)
+        self.assertEqual(self.owners(own.answer), [("olddomain.domaineel.rt.", N.DNAME)])
+
+    def test_dnameOverflowIsYXDOMAIN(self):
+        from twisted_maillab.dns.zone import parseZoneText
+
+        target = ".".join(["t" * 60] * 3) + ".example.net."
+        text = f"$TTL 60\n@ SOA ns hm 1 1 1 1 1\n NS ns\nns A 192.0.2.1\nd DNAME {target}\n"
+        zone, problems = parseZoneText(text, parseOrigin("example.org"))
+        prefix = ".".join(["p" * 60] * 3)
+        result = lookup(Zones([zone]), parseOrigin(f"{prefix}.d.example.org"), N.A)
+        # RFC 6672 2.2: the substituted name would exceed 255 octets.
+        self.assertEqual(result.rcode, wire.YXDOMAIN)
+
     def test_referralBelowCutWithGlue(self):
         result = self.look("ns.deleg2.domaineel.rt", N.A)
         self.assertFalse(result.aa)
@@ -354,6 +376,21 @@ class TCPProtocolTests(unittest.TestCase):
         self.assertFalse(transport.disconnecting)
         self.clock.advance(1.5)
         self.assertTrue(transport.disconnecting)
+
+    def test_backPressure(self):
+        # A client that does not read makes the transport pause us; we
+        # then stop reading its queries (RFC 7766 6.2.2).
+        protocol, transport = self.connect()
+        self.assertIs(transport.producer, protocol)
+        protocol.pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
+        protocol.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_manyQueriesInOneSegment(self):
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"".join(self.framed(buildQuery("serveur.domaineel.rt", N.A, ident=i)) for i in range(500)))
+        self.assertEqual([r["id"] for r in self.frames(transport.value())], list(range(500)))
 
     def test_connectionLimit(self):
         self.connect()

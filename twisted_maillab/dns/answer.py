@@ -10,7 +10,7 @@ import struct
 
 from twisted_maillab.dns import names as N
 from twisted_maillab.dns import wire
-from twisted_maillab.dns.names import Name, RRset
+from twisted_maillab.dns.names import Name, NameRef, Rdata, RRset
 from twisted_maillab.dns.wire import Answer, Edns
 from twisted_maillab.dns.zone import Zone
 
@@ -89,6 +89,28 @@ def lookup(zones: Zones, qname: Name, qtype: int) -> Answer:
                 # A CNAME into a delegated child: the child answers the rest.
                 return result
             return _referral(zone, cut, result)
+        if zone.dnames:
+            found = _findDNAME(zone, name)
+            if found is not None:
+                # RFC 6672 3.2: the DNAME, then a CNAME synthesized from it
+                # (TTL of the DNAME), then on with the new name.
+                dnameKey, dname = found
+                result.answer.append((dname.owner, dname))
+                newName = tuple(owner[: len(owner) - len(dnameKey)]) + tuple(dname.rdatas[0].target)
+                if len(N.toWire(newName)) > 255:
+                    result.rcode = wire.YXDOMAIN
+                    return result
+                cname = RRset(owner, N.CNAME, dname.ttl)
+                cname.rdatas = [Rdata([NameRef(newName, True)], target=newName)]
+                result.answer.append((owner, cname))
+                chain += 1
+                newKey = N.key(newName)
+                if not N.isSubdomain(newKey, zone.originKey) or chain > MAX_CNAME_CHAIN:
+                    result.kind = N.toWire(dnameKey) + b"dname"
+                    return result
+                owner = newName
+                name = newKey
+                continue
         node = zone.nodes.get(name)
         synthesized = False
         if node is None:
@@ -160,6 +182,19 @@ def _positive(zone: Zone, apexNode, result: Answer, seen: set, qtype: int, name:
         for rdata in apexNS.rdatas:
             _addresses(zone, rdata.target, addSeen, additional)
     result.additional = additional
+
+
+def _findDNAME(zone: Zone, nameKey: Name):
+    """
+    The highest DNAME strictly above C{nameKey} (RFC 6672 2.3: names
+    below a DNAME owner are redirected, the owner itself is not).
+    """
+    depth = len(zone.originKey)
+    for i in range(len(nameKey) - depth, 0, -1):
+        candidate = nameKey[i:]
+        if candidate in zone.dnames:
+            return candidate, zone.nodes[candidate].rrsets[N.DNAME]
+    return None
 
 
 def _findCut(zone: Zone, nameKey: Name) -> Name | None:

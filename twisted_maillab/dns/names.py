@@ -60,6 +60,8 @@ TYPE_NAMES = {
     "CAA": CAA,
 }
 TYPE_MNEMONICS = {number: text for text, number in TYPE_NAMES.items()}
+# Meta-types, for messages only: they never appear in a zone file.
+TYPE_MNEMONICS.update({OPT: "OPT", IXFR: "IXFR", AXFR: "AXFR", ANY: "ANY"})
 
 
 def typeText(rtype: int) -> str:

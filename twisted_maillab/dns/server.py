@@ -481,6 +481,7 @@ class DNSStreamProtocol(Protocol):
         factory.connections += 1
         factory.protocols.add(self)
         self.peerHost = getattr(self.transport.getPeer(), "host", "")
+        self.transport.registerProducer(self, True)
         self._resetTimeout()
 
     def _resetTimeout(self):
@@ -499,18 +500,23 @@ class DNSStreamProtocol(Protocol):
         if not getattr(self, "counted", False):
             return
         self._resetTimeout()
-        self.buffer += data
+        buffer = self.buffer + data if self.buffer else data
         server = self.factory.server
+        table = server.state[1].table
         out = []
-        while len(self.buffer) >= 2:
-            length = (self.buffer[0] << 8) | self.buffer[1]
-            if len(self.buffer) < 2 + length:
+        position = 0
+        size = len(buffer)
+        # Walk the buffer by offset: re-slicing it per message would copy
+        # the rest of a large pipelined segment once per query.
+        while size - position >= 2:
+            end = position + 2 + ((buffer[position] << 8) | buffer[position + 1])
+            if end > size:
                 break
-            message = self.buffer[2 : 2 + length]
-            self.buffer = self.buffer[2 + length :]
+            message = buffer[position + 2 : end]
+            position = end
             found = fastKey(message, 0, True)
             if found is not None:
-                entry = server.state[1].table.get(found[0])
+                entry = table.get(found[0])
                 if entry is not None:
                     i = found[1]
                     out.append(struct.pack("!H", len(entry[0])))
@@ -525,8 +531,21 @@ class DNSStreamProtocol(Protocol):
             for response in responses or ():
                 out.append(struct.pack("!H", len(response)))
                 out.append(response)
+        self.buffer = buffer[position:]
         if out:
             self.transport.write(b"".join(out))
+
+    # Back-pressure (RFC 7766 6.2.2 lets a server stop reading): a client
+    # that pipelines queries without reading the answers fills our send
+    # buffer; the transport then pauses us and we stop reading from it.
+    def pauseProducing(self):
+        self.transport.pauseProducing()
+
+    def resumeProducing(self):
+        self.transport.resumeProducing()
+
+    def stopProducing(self):
+        pass
 
     def connectionLost(self, reason):
         if getattr(self, "counted", False):

@@ -31,6 +31,7 @@ SERVFAIL = 2
 NXDOMAIN = 3
 NOTIMP = 4
 REFUSED = 5
+YXDOMAIN = 6  # RFC 6672 2.2: DNAME substitution overflows
 NOTAUTH = 9
 BADVERS = 16  # RFC 6891 9: extended, needs OPT
 

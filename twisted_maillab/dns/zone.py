@@ -579,6 +579,7 @@ class Zone:
         self.path = path
         self.nodes: dict[Name, Node] = {}
         self.cuts: set[Name] = set()
+        self.dnames: set[Name] = set()
         self.warnings: list[Problem] = []
 
     @property
@@ -827,6 +828,11 @@ def checkZone(zone: Zone, problems: list[Problem]) -> None:
             problems.append(Problem(rr.path, rr.line, f"SOA record not at top of zone ({N.toText(node.name)})"))
         if N.NS in node.rrsets and nodeKey != apexKey:
             zone.cuts.add(nodeKey)
+        if N.DNAME in node.rrsets:
+            zone.dnames.add(nodeKey)
+            if len(node.rrsets[N.DNAME].rdatas) > 1:
+                rr = node.rrsets[N.DNAME]
+                problems.append(Problem(rr.path, rr.line, f"{N.toText(node.name)}: more than one DNAME record (RFC 6672 2.4)"))
         cname = node.rrsets.get(N.CNAME)
         if cname is not None:
             if len(node.rrsets) > 1:
