@@ -469,6 +469,9 @@ class AuthSection(Section):
     throttle_exempt: tuple = option(
         parseList(parseNetwork), (), "networks never throttled"
     )
+    throttle_parallel_checks: int = option(
+        parseInteger(1, 64), 4, "checks one address may run at once; more wait their turn"
+    )
 
     def check(self) -> None:
         if not self.checkers:

@@ -571,3 +571,77 @@ class SlowCheckerTests(unittest.TestCase):
         self.release.set()
         yield slow
         self.assertEqual(len(slowDone), 1)
+
+
+class ParallelAttemptsTests(unittest.TestCase):
+    """
+    Parallel connections from one address cannot push many guesses past
+    the lockout threshold: at most throttle_parallel_checks checks run at
+    once, and waiting attempts see a lockout that started meanwhile.
+    """
+
+    def setUp(self):
+        directory = Path(self.mktemp()).absolute()
+        directory.mkdir()
+        writeUsers(directory)
+        config = makeConfig(
+            directory,
+            auth="checkers = passwd-file\npasswd_file = users\nthrottle_parallel_checks = 3",
+        )
+        self.clock = task.Clock()
+        self.pending = []
+        self.running = 0
+        self.most = 0
+
+        def manualRunner(f, *args):
+            # A check that finishes when the test says so.
+            d = defer.Deferred()
+            self.running += 1
+            self.most = max(self.most, self.running)
+
+            def finish():
+                self.running -= 1
+                try:
+                    d.callback(f(*args))
+                except Exception:
+                    d.errback()
+
+            self.pending.append(finish)
+            return d
+
+        self.portal = makePortal(config, self.clock, runner=manualRunner)
+        self.portal.realm.registerAvatarFactory(IDummy, DummyAvatar)
+        self.portal.directory.runner = runSynchronously
+        self.logs = LogCapture(self)
+
+    def test_parallelGuessesBounded(self):
+        attempts = [
+            self.portal.loginFrom(UsernamePassword("edouard", f"g{i}"), "203.0.113.9", "imap", None, IDummy)
+            for i in range(30)
+        ]
+        checks = 0
+        while self.pending:
+            self.pending.pop(0)()
+            checks += 1
+            self.clock.advance(60)
+        self.assertEqual(self.most, 3)
+        # 10 failures lock the address out; at most 2 more were in flight
+        # (without the per-address gate all 30 would be checked).
+        self.assertLessEqual(checks, 12)
+        results = []
+        for d in attempts:
+            d.addErrback(lambda f: results.append(f.value.reason))
+        self.assertEqual(len(results), 30)
+        self.assertEqual(results.count("address locked out"), 30 - checks)
+        lines = self.logs.authLines()
+        self.assertEqual(sum("result=locked" in line for line in lines), 30 - checks)
+        self.assertEqual(self.portal._gates, {})
+
+    def test_otherAddressesNotHeldUp(self):
+        for i in range(5):
+            self.portal.loginFrom(UsernamePassword("edouard", "x"), "203.0.113.9", "imap", None, IDummy)
+        self.assertEqual(self.running, 3)
+        d = self.portal.loginFrom(UsernamePassword("anne", "anne-pass"), "198.51.100.1", "imap", None, IDummy)
+        self.assertEqual(self.running, 4)
+        self.pending[-1]()
+        self.assertEqual(d.result[1].account.name, "anne")

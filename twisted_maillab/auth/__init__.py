@@ -157,7 +157,13 @@ def makePortal(config, reactor, runner=None, pamModule=None, backend=None) -> Ma
         reactor,
     )
     portal = MailPortal(
-        realm, [chain], directory=directory, throttle=throttle, clock=reactor, rules=rules
+        realm,
+        [chain],
+        directory=directory,
+        throttle=throttle,
+        clock=reactor,
+        rules=rules,
+        parallelChecks=auth.throttle_parallel_checks,
     )
     portal.pool = pool
     portal.chain = chain

@@ -97,18 +97,21 @@ class MailPortal(Portal):
     @ivar directory: the L{AccountDirectory}.
     @ivar throttle: the L{Throttle}.
     @ivar clock: what delays are scheduled on (the reactor, or a Clock).
+    @ivar parallelChecks: checks one client address may run at once.
     """
 
     # Not a class attribute: Logger.__get__ would rename the namespace to
     # the class's, and the fail2ban filter matches this one.
     log = property(lambda self: _log)
 
-    def __init__(self, realm, checkers=(), *, directory, throttle, clock, rules):
+    def __init__(self, realm, checkers=(), *, directory, throttle, clock, rules, parallelChecks=4):
         super().__init__(realm, checkers)
         self.directory = directory
         self.throttle = throttle
         self.clock = clock
         self.rules = rules
+        self.parallelChecks = parallelChecks
+        self._gates: dict[str, defer.DeferredSemaphore] = {}
 
     def forConnection(self, peer, protocol: str) -> "ConnectionPortal":
         """
@@ -143,24 +146,57 @@ class MailPortal(Portal):
         host = hostOf(peer)
         username = decodeCredential(credentials.username)
         userKey = self._userKey(username)
-        locked = self.throttle.lockedFor(host)
-        if locked > 0:
+        if self.throttle.lockedFor(host) > 0:
             self._logAttempt("locked", protocol, host, username, "address locked out", 0.0)
             return defer.fail(LoginRefused("address locked out"))
+        # One address runs at most parallelChecks checks at once; the others
+        # wait their turn and see a lockout that starts meanwhile, so N
+        # parallel connections cannot have N guesses in flight past the
+        # lockout threshold.  (A mail client opening 5 IMAP connections
+        # waits one hash at most.)
+        key = self.throttle.key(host)
+        gate = self._gates.get(key)
+        if gate is None:
+            gate = self._gates[key] = defer.DeferredSemaphore(self.parallelChecks)
+        if len(gate.waiting) >= _MAX_WAITING:
+            self._logAttempt("unavailable", protocol, host, username, "too many parallel attempts", 0.0)
+            return defer.fail(AuthenticationUnavailable("too many parallel attempts"))
         malformed = getattr(credentials, "malformed", None)
-        if malformed:
-            # A broken SASL exchange is a failed attempt like any other
-            # (counted, delayed, logged) but is not worth a hash.
-            d = defer.fail(LoginRefused(f"malformed SASL response: {malformed}"))
-        else:
-            d = Portal.login(self, credentials, mind, *interfaces)
+
+        def check(_):
+            if self.throttle.lockedFor(host) > 0:
+                raise _AddressLocked("address locked out")
+            if malformed:
+                # A broken SASL exchange is a failed attempt like any other
+                # (counted, delayed, logged) but is not worth a hash.
+                raise LoginRefused(f"malformed SASL response: {malformed}")
+            return Portal.login(self, credentials, mind, *interfaces)
+
+        def release():
+            # After the outcome is recorded (so the next waiting attempt
+            # sees a lockout this one caused) and before any delay (which
+            # holds no slot).
+            gate.release()
+            if gate.tokens == gate.limit and not gate.waiting and self._gates.get(key) is gate:
+                del self._gates[key]
 
         def succeeded(result):
             self.throttle.succeeded(host, userKey)
+            release()
             self._logAttempt("ok", protocol, host, username, "", 0.0)
             return result
 
         def failed(failure):
+            try:
+                return outcome(failure)
+            finally:
+                release()
+
+        def outcome(failure):
+            if failure.check(_AddressLocked):
+                # Locked out while waiting for its turn: refused unchecked.
+                self._logAttempt("locked", protocol, host, username, "address locked out", 0.0)
+                raise LoginRefused("address locked out")
             if failure.check(UnauthorizedLogin):
                 reason = getattr(failure.value, "reason", None) or str(failure.value) or "refused"
                 delay, lockedNow = self.throttle.failed(host, userKey)
@@ -189,6 +225,8 @@ class MailPortal(Portal):
                 )
             return failure
 
+        d = gate.acquire()
+        d.addCallback(check)
         return d.addCallbacks(succeeded, failed)
 
     def _userKey(self, username: str | None) -> str:
@@ -226,6 +264,17 @@ class MailPortal(Portal):
             authUser=username,
             authAddress=host,
         )
+
+
+class _AddressLocked(LoginRefused):
+    """
+    The address was locked out while its attempt waited for its turn.
+    """
+
+
+# Attempts from one address waiting for a check slot; more are refused
+# (each waiting attempt holds a connection, which the protocols bound).
+_MAX_WAITING = 64
 
 
 def _raise(error):

@@ -1,0 +1,540 @@
+"""
+End-to-end SMTP tests: the real service (config -> builders -> real auth
+portal with a passwd-file, real Maildir store with fsync) on loopback
+sockets, driven by Python's smtplib, raw sockets and swaks.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import smtplib
+import socket
+import ssl
+import stat
+import subprocess
+import sys
+import textwrap
+import tracemalloc
+from pathlib import Path
+
+from twisted.internet import defer, reactor, threads, utils
+from twisted.trial import unittest
+
+from twisted_maillab.config import loadString
+from twisted_maillab.service import makeService
+
+PASSWD = "edouard:{PLAIN}secret::::::\nutilisateur:{PLAIN}motdepasse::::::\nadmin:{PLAIN}adminpw::::::\n"
+ALIASES = textwrap.dedent(
+    """\
+    # the seed's /etc/aliases, plus a list
+    postmaster:    root
+    root: edouard
+    equipe: edouard,
+        utilisateur
+    """
+)
+
+
+class Server:
+    """
+    A running maillab with [smtp] and [submission] on ephemeral loopback
+    ports.
+    """
+
+    def __init__(self, testCase, smtpExtra: str = "", mynetworks="127.0.0.0/8 [::ffff:127.0.0.0]/104 [::1]/128"):
+        base = Path(testCase.mktemp()).resolve()
+        base.mkdir(parents=True)
+        self.base = base
+        (base / "passwd").write_text(PASSWD)
+        (base / "aliases").write_text(ALIASES)
+        ini = textwrap.dedent(
+            f"""\
+            [server]
+            hostname = smtp.domaineel.rt
+            domain = domaineel.rt
+            state_directory = state
+
+            [tls]
+            certificate = state/cert.pem
+            private_key = state/key.pem
+            generate_self_signed = yes
+
+            [auth]
+            checkers = passwd-file
+            passwd_file = passwd
+
+            [store]
+            mail_location = maildir:~/Maildir
+
+            [smtp]
+            enabled = yes
+            listen = tcp:0:interface=127.0.0.1
+                tcp6:0:interface=\\:\\:1
+            myhostname = smtp.domaineel.rt
+            mydestination = $myhostname, domaineel.rt., localhost.localdomain, localhost
+            mynetworks = {mynetworks}
+            smtpd_relay_restrictions = permit_mynetworks permit_sasl_authenticated defer_unauth_destination
+            recipient_delimiter = +
+            alias_maps = aliases
+            """
+        ) + textwrap.dedent(smtpExtra) + textwrap.dedent(
+            """
+            [submission]
+            enabled = yes
+            listen = tcp:0:interface=127.0.0.1
+            """
+        )
+        (base / "maillab.ini").write_text(ini)
+        self.config = loadString(ini, base / "maillab.ini")
+        self.service = makeService(self.config, reactor)
+        self.service.privilegedStartService()
+        self.service.startService()
+        testCase.addCleanup(self.service.stopService)
+        self.ports = {}
+        for name in ("smtp", "submission"):
+            group = self.service.getServiceNamed(name)
+            self.ports[name] = [child.port.getHost().port for child in group]
+
+    @property
+    def smtpPort(self) -> int:
+        return self.ports["smtp"][0]
+
+    @property
+    def smtp6Port(self) -> int:
+        return self.ports["smtp"][1]
+
+    @property
+    def submissionPort(self) -> int:
+        return self.ports["submission"][0]
+
+    def maildir(self, user: str) -> Path:
+        return self.base / "state" / "users" / "domaineel.rt" / user / "Maildir"
+
+    def messages(self, user: str) -> list[bytes]:
+        new = self.maildir(user) / "new"
+        if not new.is_dir():
+            return []
+        return [p.read_bytes() for p in sorted(new.iterdir())]
+
+
+def tlsContext():
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def inThread(f, *args):
+    return threads.deferToThread(f, *args)
+
+
+def rawSession(port, chunks, host="127.0.0.1", expect=None):
+    """
+    Send raw chunks and read until C{expect} replies (lines without "-")
+    arrived; returns the reply lines.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(30)
+        s.connect((host, port))
+        data = b""
+        lines = []
+
+        def read(n):
+            nonlocal data
+            while sum(1 for line in lines if line[3:4] == " ") < n:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+                *complete, data = data.split(b"\r\n")
+                lines.extend(line.decode() for line in complete)
+
+        read(1)
+        for chunk, waitFor in chunks:
+            s.sendall(chunk)
+            read(waitFor)
+        return lines
+
+
+class SMTPLibTests(unittest.TestCase):
+    timeout = 120
+
+    def setUp(self):
+        self.server = Server(self)
+
+    @defer.inlineCallbacks
+    def test_seedSession(self):
+        server = self.server
+
+        def client():
+            with smtplib.SMTP("127.0.0.1", server.smtpPort, local_hostname="antenn04.univ-lr.fr") as s:
+                code, banner = s.ehlo()
+                features = dict(s.esmtp_features)
+                s.mail("admin@localhost", ["SIZE=349"])
+                rcpt = s.rcpt("edouard@smtp.domaineel.rt", ["ORCPT=rfc822;edouard@smtp.domaineel.rt"])
+                data = s.data(b"To: <edouard@smtp.domaineel.rt>\r\nSubject: t\r\nFrom: admin@localhost\r\n\r\nsdgfd\r\n")
+                return features, rcpt, data
+
+        features, rcpt, data = yield inThread(client)
+        self.assertEqual(features["size"], "10240000")
+        for keyword in ("pipelining", "vrfy", "etrn", "starttls", "enhancedstatuscodes", "8bitmime", "dsn", "smtputf8"):
+            self.assertIn(keyword, features)
+        self.assertEqual(rcpt, (250, b"2.1.5 Ok"))
+        self.assertEqual(data[0], 250)
+        self.assertTrue(data[1].startswith(b"2.0.0 Ok: queued as "), data)
+        queueId = data[1].split()[-1].decode()
+        [path] = list((server.maildir("edouard") / "new").iterdir())
+        self.assertEqual(stat.S_IMODE(path.stat().st_mode), 0o600)
+        text = path.read_text()
+        lines = text.split("\n")
+        self.assertEqual(lines[:3], [
+            "Return-Path: <admin@localhost>",
+            "X-Original-To: edouard@smtp.domaineel.rt",
+            "Delivered-To: edouard@smtp.domaineel.rt",
+        ])
+        self.assertRegex(lines[3], r"^Received: from antenn04\.univ-lr\.fr \((localhost|unknown) \[127\.0\.0\.1\]\)$")
+        self.assertEqual(lines[4], f"\tby smtp.domaineel.rt (maillab) with ESMTP id {queueId}")
+        self.assertTrue(lines[5].startswith("\tfor <edouard@smtp.domaineel.rt>; "))
+        self.assertTrue(text.endswith("From: admin@localhost\n\nsdgfd\n"))
+
+    @defer.inlineCallbacks
+    def test_startTLSAuthPlainAndLoginOnSubmission(self):
+        server = self.server
+
+        def client(mechanism, user, password, sender, to):
+            with smtplib.SMTP("127.0.0.1", server.submissionPort) as s:
+                s.ehlo("client.example")
+                beforeTLS = s.mail(sender)
+                s.rset()
+                s.starttls(context=tlsContext())
+                s.ehlo("client.example")
+                auth = s.esmtp_features.get("auth")
+                s.user, s.password = user, password
+                result = s.auth(mechanism, getattr(s, "auth_" + mechanism.lower()))
+                refused = s.sendmail(sender, [to], f"From: {sender}\r\nSubject: via {mechanism}\r\n\r\nhi\r\n")
+                return beforeTLS, auth, result, refused
+
+        before, auth, result, refused = yield inThread(
+            client, "PLAIN", "edouard", "secret", "edouard@domaineel.rt", "utilisateur@domaineel.rt"
+        )
+        self.assertEqual(before, (530, b"5.7.0 Must issue a STARTTLS command first"))
+        self.assertEqual(auth.strip(), "PLAIN LOGIN")
+        self.assertEqual(result, (235, b"2.7.0 Authentication successful"))
+        self.assertEqual(refused, {})
+        before, auth, result, refused = yield inThread(
+            client, "LOGIN", "utilisateur@domaineel.rt", "motdepasse", "utilisateur@domaineel.rt", "edouard@domaineel.rt"
+        )
+        self.assertEqual(result, (235, b"2.7.0 Authentication successful"))
+        [toUser] = server.messages("utilisateur")
+        self.assertIn(b"with ESMTPSA id", toUser)
+        self.assertRegex(toUser.decode(), r"\(using TLSv1\.[23] with cipher \S+ \(\d+/\d+ bits\)\)")
+        self.assertIn(b"(Authenticated sender: edouard)", toUser)
+        [toEdouard] = server.messages("edouard")
+        self.assertIn(b"(Authenticated sender: utilisateur@domaineel.rt)", toEdouard)
+
+    @defer.inlineCallbacks
+    def test_senderMismatchRefused(self):
+        server = self.server
+
+        def client():
+            with smtplib.SMTP("127.0.0.1", server.submissionPort) as s:
+                s.starttls(context=tlsContext())
+                s.login("edouard", "secret")
+                other = s.mail("admin@domaineel.rt")
+                s.rset()
+                s.mail("edouard@domaineel.rt")
+                s.rcpt("utilisateur@domaineel.rt")
+                header = s.data(b"From: Admin <admin@domaineel.rt>\r\n\r\nforged\r\n")
+                return other, header
+
+        other, header = yield inThread(client)
+        self.assertEqual(other[0], 553)
+        self.assertIn(b"5.7.1 <admin@domaineel.rt>: Sender address rejected: not owned by user edouard", other[1])
+        self.assertEqual(header, (553, b"5.7.1 From: header rejected: not owned by user edouard"))
+        self.assertEqual(server.messages("utilisateur"), [])
+
+    @defer.inlineCallbacks
+    def test_aliasesAndDelimiter(self):
+        server = self.server
+
+        def client():
+            with smtplib.SMTP("127.0.0.1", server.smtpPort) as s:
+                return s.sendmail(
+                    "someone@example.org",
+                    ["postmaster@domaineel.rt", "edouard+lists@smtp.domaineel.rt", "equipe@domaineel.rt"],
+                    b"Subject: aliases\r\n\r\nbody\r\n",
+                )
+
+        refused = yield inThread(client)
+        self.assertEqual(refused, {})
+        # One copy per account per message (Postfix's duplicate filter).
+        [forEdouard] = server.messages("edouard")
+        self.assertIn(b"X-Original-To: postmaster@domaineel.rt\nDelivered-To: edouard@smtp.domaineel.rt\n", forEdouard)
+        [forUser] = server.messages("utilisateur")
+        self.assertIn(b"X-Original-To: equipe@domaineel.rt\nDelivered-To: utilisateur@smtp.domaineel.rt\n", forUser)
+
+        def plus():
+            with smtplib.SMTP("127.0.0.1", server.smtpPort) as s:
+                return s.sendmail("someone@example.org", ["edouard+lists@domaineel.rt"], b"Subject: plus\r\n\r\nx\r\n")
+
+        yield inThread(plus)
+        second = [m for m in server.messages("edouard") if b"Subject: plus" in m]
+        self.assertEqual(len(second), 1)
+        self.assertIn(b"Delivered-To: edouard+lists@domaineel.rt\n", second[0])
+
+    @defer.inlineCallbacks
+    def test_unknownUserRejectedAtRcpt(self):
+        server = self.server
+
+        def client():
+            with smtplib.SMTP("127.0.0.1", server.smtpPort) as s:
+                s.mail("a@example.org")
+                return s.rcpt("nobody@domaineel.rt")
+
+        code, text = yield inThread(client)
+        self.assertEqual(code, 550)
+        self.assertTrue(text.startswith(b"5.1.1 <nobody@domaineel.rt>"))
+
+    @defer.inlineCallbacks
+    def test_sizeLimitAtMail(self):
+        server = self.server
+
+        def client():
+            with smtplib.SMTP("127.0.0.1", server.smtpPort) as s:
+                s.ehlo()
+                return s.mail("a@example.org", ["SIZE=10240001"])
+
+        self.assertEqual((yield inThread(client)), (552, b"5.3.4 Message size exceeds fixed limit"))
+
+    @defer.inlineCallbacks
+    def test_pipelinedTransactions(self):
+        server = self.server
+        one = (
+            b"MAIL FROM:<a@example.org>\r\nRCPT TO:<edouard@domaineel.rt>\r\n"
+            b"RCPT TO:<nobody@domaineel.rt>\r\nRCPT TO:<utilisateur@domaineel.rt>\r\nDATA\r\n"
+        )
+        lines = yield inThread(
+            rawSession,
+            server.smtpPort,
+            [
+                (b"EHLO c\r\n", 1),
+                (one, 5),
+                (b"Subject: one\r\n\r\n1\r\n.\r\n" + b"MAIL FROM:<b@example.org>\r\nRCPT TO:<admin@domaineel.rt>\r\nDATA\r\n", 4),
+                (b"Subject: two\r\n\r\n2\r\n.\r\nQUIT\r\n", 2),
+            ],
+        )
+        finals = [line for line in lines if line[3:4] == " "]
+        self.assertEqual(
+            [line[:9] for line in finals],
+            ["220 smtp.", "250 smtp.", "250 2.1.0", "250 2.1.5", "550 5.1.1", "250 2.1.5", "354 End d",
+             "250 2.0.0", "250 2.1.0", "250 2.1.5", "354 End d", "250 2.0.0", "221 2.0.0"],
+        )
+        self.assertEqual(len(server.messages("edouard")), 1)
+        self.assertEqual(len(server.messages("utilisateur")), 1)
+        self.assertEqual(len(server.messages("admin")), 1)
+
+    @defer.inlineCallbacks
+    def test_eightBitBodyByteForByte(self):
+        server = self.server
+        body = (
+            "Subject: =?utf-8?q?=C3=A9t=C3=A9?=\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            "Content-Transfer-Encoding: 8bit\r\n\r\n\u00e9t\u00e9 \u2603 \U0001F600\r\n"
+        ).encode() + bytes(range(0x80, 0x100)) + b"\r\n..stuffed\r\n\ttab\r\n"
+        yield inThread(
+            rawSession,
+            server.smtpPort,
+            [(b"EHLO c\r\nMAIL FROM:<a@example.org> BODY=8BITMIME\r\nRCPT TO:<edouard@domaineel.rt>\r\nDATA\r\n", 4),
+             (body + b".\r\n", 1)],
+        )
+        [stored] = server.messages("edouard")
+        expected = body.replace(b"\r\n..", b"\r\n.").replace(b"\r\n", b"\n")
+        self.assertTrue(stored.endswith(expected))
+        self.assertEqual(stored[stored.index(b"Subject: =?utf-8") :], expected)
+
+    @defer.inlineCallbacks
+    def test_vrfyNoopHelp(self):
+        server = self.server
+
+        def client():
+            with smtplib.SMTP("127.0.0.1", server.smtpPort) as s:
+                return s.verify("edouard"), s.noop(), s.help()
+
+        vrfy, noop, help = yield inThread(client)
+        self.assertEqual(vrfy[0], 252)
+        self.assertEqual(noop, (250, b"2.0.0 Ok"))
+        self.assertIn(b"Commands:", help)
+
+
+class RelayTests(unittest.TestCase):
+    """
+    An unauthenticated client outside mynetworks, on IPv4 and IPv6.
+    """
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_openRelayRefused(self):
+        server = Server(self, mynetworks="192.0.2.0/24")
+
+        def client(host, port):
+            with smtplib.SMTP(host, port) as s:
+                s.ehlo()
+                s.mail("spammer@example.com")
+                refused = s.rcpt("victim@example.org")
+                local = s.rcpt("edouard@domaineel.rt")
+                return refused, local
+
+        for host, port in (("127.0.0.1", server.smtpPort), ("::1", server.smtp6Port)):
+            refused, local = yield inThread(client, host, port)
+            self.assertEqual(refused, (454, b"4.7.1 <victim@example.org>: Relay access denied"), host)
+            self.assertEqual(local, (250, b"2.1.5 Ok"), host)
+
+    @defer.inlineCallbacks
+    def test_rejectUnauthDestination(self):
+        server = Server(
+            self,
+            mynetworks="192.0.2.0/24",
+            smtpExtra="smtpd_relay_restrictions = permit_mynetworks permit_sasl_authenticated reject_unauth_destination\n",
+        )
+
+        def client():
+            with smtplib.SMTP("::1", server.smtp6Port) as s:
+                s.mail("spammer@example.com")
+                return s.rcpt("victim@example.org")
+
+        self.assertEqual((yield inThread(client)), (554, b"5.7.1 <victim@example.org>: Relay access denied"))
+
+    @defer.inlineCallbacks
+    def test_authRefusedBeforeTLS(self):
+        server = Server(self, mynetworks="192.0.2.0/24", smtpExtra="plaintext_on_loopback = no\n")
+
+        def client():
+            with smtplib.SMTP("127.0.0.1", server.smtpPort) as s:
+                s.ehlo()
+                offered = s.has_extn("auth")
+                code = s.docmd("AUTH PLAIN AGVkb3VhcmQAc2VjcmV0")
+                s.starttls(context=tlsContext())
+                s.ehlo()
+                afterTLS = s.esmtp_features.get("auth")
+                s.login("edouard", "secret")
+                s.mail("edouard@domaineel.rt")
+                relayed = s.rcpt("friend@example.org")
+                return offered, code, afterTLS, relayed
+
+        offered, code, afterTLS, relayed = yield inThread(client)
+        self.assertFalse(offered)
+        self.assertEqual(code, (538, b"5.7.11 Encryption required for requested authentication mechanism"))
+        self.assertEqual(afterTLS.strip(), "PLAIN LOGIN")
+        # permit_sasl_authenticated lets it through; no outbound queue yet.
+        self.assertEqual(relayed[0], 451)
+
+
+class SizeTests(unittest.TestCase):
+    timeout = 180
+
+    @defer.inlineCallbacks
+    def test_sizeLimitDuringData(self):
+        server = Server(self, smtpExtra="message_size_limit = 100000\n")
+
+        def client():
+            with smtplib.SMTP("127.0.0.1", server.smtpPort) as s:
+                s.mail("a@example.org")
+                s.rcpt("edouard@domaineel.rt")
+                result = s.data(b"Subject: big\r\n\r\n" + (b"x" * 76 + b"\r\n") * 3000)
+                return result, s.noop()
+
+        result, noop = yield inThread(client)
+        self.assertEqual(result, (552, b"5.3.4 Error: message file too big"))
+        self.assertEqual(noop[0], 250)
+        self.assertEqual(server.messages("edouard"), [])
+        tmp = server.maildir("edouard") / "tmp"
+        self.assertEqual(list(tmp.iterdir()) if tmp.is_dir() else [], [])
+
+    @defer.inlineCallbacks
+    def test_thirtyMegabytesInBoundedMemory(self):
+        server = Server(self, smtpExtra="message_size_limit = 50M\n")
+        size = 30 * 1024 * 1024
+        # The client runs in its own process so only the server's memory is
+        # measured here.
+        script = textwrap.dedent(
+            f"""\
+            import smtplib, sys
+            line = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ0123\\r\\n"
+            body = b"Subject: big\\r\\n\\r\\n" + line * ({size} // len(line))
+            with smtplib.SMTP("127.0.0.1", {server.smtpPort}) as s:
+                s.ehlo()
+                code, text = s.mail("a@example.org", ["SIZE=%d" % len(body)])
+                s.rcpt("edouard@domaineel.rt")
+                print(s.data(body))
+            """
+        )
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        out, err, code = yield utils.getProcessOutputAndValue(sys.executable, ["-c", script], env=os.environ)
+        peak = tracemalloc.get_traced_memory()[1] - before
+        self.assertEqual(code, 0, err)
+        self.assertIn(b"Ok: queued as", out)
+        [path] = list((server.maildir("edouard") / "new").iterdir())
+        self.assertGreater(path.stat().st_size, size - 100)
+        # Streamed in 64 KiB pieces: the server's Python allocations stay
+        # far below the message size.
+        self.assertLess(peak, 8 * 1024 * 1024, f"peak {peak} bytes for a {size}-byte message")
+
+
+def swaks() -> str:
+    path = shutil.which("swaks")
+    if path is None:
+        raise AssertionError("swaks is not installed: apt-get install swaks (Debian package swaks)")
+    return path
+
+
+class SwaksTests(unittest.TestCase):
+    timeout = 120
+
+    def setUp(self):
+        self.server = Server(self)
+
+    def run_(self, *args):
+        return utils.getProcessOutputAndValue(swaks(), [str(a) for a in args], env=os.environ)
+
+    @defer.inlineCallbacks
+    def test_seedSessionWithSwaks(self):
+        server = self.server
+        out, err, code = yield self.run_(
+            "--server", "127.0.0.1", "--port", server.smtpPort, "--helo", "antenn04.univ-lr.fr",
+            "--from", "admin@localhost", "--to", "edouard@smtp.domaineel.rt",
+            "--header", "Subject: t", "--body", "sdgfd",
+        )
+        self.assertEqual(code, 0, out + err)
+        self.assertRegex(out.decode(), r"<~  250 2\.0\.0 Ok: queued as [0-9A-F]+")
+        self.assertIn(b"<~  221 2.0.0 Bye", out)
+        [stored] = server.messages("edouard")
+        self.assertIn(b"Delivered-To: edouard@smtp.domaineel.rt\n", stored)
+
+    @defer.inlineCallbacks
+    def test_swaksTLSAuthAndPipelining(self):
+        server = self.server
+        for mechanism in ("PLAIN", "LOGIN"):
+            out, err, code = yield self.run_(
+                "--server", "127.0.0.1", "--port", server.submissionPort, "-tls",
+                "--auth", mechanism, "--auth-user", "edouard", "--auth-password", "secret",
+                "--from", "edouard@domaineel.rt", "--to", "utilisateur@domaineel.rt", "--pipeline",
+                "--header", f"Subject: swaks {mechanism}",
+            )
+            self.assertEqual(code, 0, out + err)
+            self.assertIn(b"235 2.7.0 Authentication successful", out)
+        self.assertEqual(len(server.messages("utilisateur")), 2)
+
+    @defer.inlineCallbacks
+    def test_swaksRelayRefusedIPv6(self):
+        server = Server(self, mynetworks="192.0.2.0/24")
+        out, err, code = yield self.run_(
+            "--server", "::1", "--port", server.smtp6Port, "-6",
+            "--from", "spammer@example.com", "--to", "victim@example.org",
+        )
+        self.assertNotEqual(code, 0)
+        self.assertIn(b"454 4.7.1 <victim@example.org>: Relay access denied", out)
