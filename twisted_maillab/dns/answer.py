@@ -25,6 +25,8 @@ _ADDITIONAL_TYPES = (N.MX, N.NS, N.SRV)
 # Precomputed at load time for every name of every zone, beside the types
 # the name holds: what resolvers ask most.
 COMMON_TYPES = (N.A, N.AAAA, N.MX, N.NS, N.SOA, N.TXT, N.CNAME, N.SRV)
+# Above this many names the table would cost more memory than it saves time.
+PRECOMPUTE_ALL_BELOW = 20_000
 
 
 class Zones:
@@ -290,9 +292,16 @@ class ResponseTable:
             (Edns(self.udpSize, 0, False), 65535),
         ]
         count = 0
+        names = sum(len(zone.nodes) for zone in self.zones)
+        common: tuple = COMMON_TYPES
+        if names > PRECOMPUTE_ALL_BELOW:
+            # Large zones: only the types each name holds, in the two
+            # commonest UDP shapes; the rest is built on first use.
+            common = ()
+            shapes = shapes[:2]
         for zone in self.zones:
             for node in zone.nodes.values():
-                types = set(COMMON_TYPES) | set(node.rrsets)
+                types = set(common) | set(node.rrsets)
                 for qtype in types:
                     for edns, limit in shapes:
                         self.build(node.name, qtype, N.IN, edns, limit, permanent=True)

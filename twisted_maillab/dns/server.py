@@ -370,6 +370,7 @@ def fastKey(data: bytes, udpSize: int, tcp: bool = False):
 
 
 class DNSDatagramProtocol(DatagramProtocol):
+    noisy = False
     """
     UDP: answer from the response table without decoding the message when
     it is a plain query (one question, no compression, at most an OPT).
@@ -564,6 +565,7 @@ class DNSStreamProtocol(Protocol):
 
 
 class DNSStreamFactory(Factory):
+    noisy = False
     """
     @ivar clock: for idle timeouts.
     @ivar idleTimeout: seconds without a query before closing (0: never).
@@ -598,6 +600,8 @@ class DNSStreamFactory(Factory):
 
 
 class _NotifyProtocol(DatagramProtocol):
+    noisy = False
+
     def __init__(self, sender, target):
         self.sender = sender
         self.target = target
