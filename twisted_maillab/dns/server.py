@@ -370,11 +370,12 @@ def fastKey(data: bytes, udpSize: int, tcp: bool = False):
 
 
 class DNSDatagramProtocol(DatagramProtocol):
-    noisy = False
     """
     UDP: answer from the response table without decoding the message when
     it is a plain query (one question, no compression, at most an OPT).
     """
+
+    noisy = False
 
     def __init__(self, server: DNSServer):
         self.server = server
@@ -565,12 +566,13 @@ class DNSStreamProtocol(Protocol):
 
 
 class DNSStreamFactory(Factory):
-    noisy = False
     """
     @ivar clock: for idle timeouts.
     @ivar idleTimeout: seconds without a query before closing (0: never).
     @ivar maxClients: concurrent connections accepted.
     """
+
+    noisy = False
 
     def __init__(self, server: DNSServer, clock, idleTimeout: float = 30.0, maxClients: int = 100):
         self.server = server
