@@ -139,6 +139,12 @@ class DirectoryTests(unittest.TestCase):
         )
 
     def test_interfaces(self):
+        from zope.interface.verify import verifyObject
+
+        verifyObject(IMailPortal, self.portal)
+        verifyObject(IMailPortal, self.portal.forConnection("192.0.2.1", "imap"))
+        verifyObject(IMailRealm, self.portal.realm)
+        verifyObject(IAccountDirectory, self.portal.directory)
         self.assertTrue(IMailPortal.providedBy(self.portal))
         self.assertTrue(IMailRealm.providedBy(self.portal.realm))
         self.assertTrue(IAccountDirectory.providedBy(self.portal.directory))
