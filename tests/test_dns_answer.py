@@ -323,6 +323,9 @@ class RateLimitTests(unittest.TestCase):
         other = self.flood(5, qname="serveur.domaineel.rt")
         self.assertEqual([("tc" in r["flags"]) for r in other], [False] * 5)
 
+    def test_ipv4MappedCountsAsIPv4(self):
+        self.assertEqual(self.limiter.prefix("::ffff:192.0.2.7"), self.limiter.prefix("192.0.2.200"))
+
     def test_ipv6Prefix(self):
         self.assertEqual(self.limiter.prefix("2001:db8:0:ff::1"), self.limiter.prefix("2001:db8:0:0::2"))
         self.assertNotEqual(self.limiter.prefix("2001:db8:0:100::1"), self.limiter.prefix("2001:db8::1"))

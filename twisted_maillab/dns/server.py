@@ -60,6 +60,9 @@ class RateLimiter:
 
     def prefix(self, host: str) -> int:
         address = ipaddress.ip_address(host.split("%", 1)[0])
+        if address.version == 6 and address.ipv4_mapped is not None:
+            # A dual-stack socket ("::") sees IPv4 clients as ::ffff:a.b.c.d.
+            address = address.ipv4_mapped
         if address.version == 4:
             return int(address) >> self.ipv4Shift
         return (1 << 128) | (int(address) >> self.ipv6Shift)
