@@ -251,38 +251,43 @@ def parseHeader(line: bytes) -> UidlistHeader:
 def parseRecords(data: bytes, version: int, previousUid: int = 0):
     """
     Parse record lines C{<uid> [<key><value> ...] :<base>} (version 3) or
-    C{<uid> <base>} (version 1).  Yields C{(uid, ext, base)}; C{ext} is the
-    raw extension text (C{"G... W123"}), kept and written back unchanged.
+    C{<uid> <base>} (version 1).  Returns a list of C{(uid, ext, base)};
+    C{ext} is the raw extension text (C{"G... W123"}), kept and written
+    back unchanged.
 
     @raise UidlistFormatError: on a malformed line or UIDs out of order.
     """
-    for line in data.split(b"\n"):
+    out = []
+    append = out.append
+    text = data.decode("utf-8", "surrogateescape")
+    for line in text.split("\n"):
         if not line:
             continue
-        space = line.find(b" ")
-        if space <= 0:
+        uidText, sep, rest = line.partition(" ")
+        if not sep or not uidText.isdigit():
             raise UidlistFormatError(f"invalid line {line[:80]!r}")
-        try:
-            uid = int(line[:space])
-        except ValueError:
-            raise UidlistFormatError(f"invalid uid in {line[:80]!r}") from None
+        uid = int(uidText)
         if uid <= previousUid:
             raise UidlistFormatError(f"UIDs not ordered ({uid} <= {previousUid})")
         previousUid = uid
-        rest = line[space + 1 :].lstrip(b" ")
         if version == 3:
-            if rest.startswith(b":"):
+            if rest[:1] == ":":
                 ext, base = "", rest[1:]
             else:
-                colon = rest.find(b" :")
-                if colon < 0:
-                    raise UidlistFormatError(f"no file name in {line[:80]!r}")
-                ext, base = rest[:colon].decode("ascii", "replace"), rest[colon + 2 :]
+                rest = rest.lstrip(" ")
+                if rest[:1] == ":":
+                    ext, base = "", rest[1:]
+                else:
+                    colon = rest.find(" :")
+                    if colon < 0:
+                        raise UidlistFormatError(f"no file name in {line[:80]!r}")
+                    ext, base = rest[:colon], rest[colon + 2 :]
         else:
-            ext, base = "", rest
-        if not base or b"/" in base:
+            ext, base = "", rest.lstrip(" ")
+        if not base or "/" in base:
             raise UidlistFormatError(f"broken file name in {line[:80]!r}")
-        yield uid, ext, base.decode("utf-8", "surrogateescape")
+        append((uid, ext, base))
+    return out
 
 
 def formatRecord(uid: int, ext: str, base: str) -> bytes:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 import stat as _stat
 from dataclasses import dataclass, field
 
@@ -60,16 +61,35 @@ class Message:
     @ivar ext: uidlist extension fields of the record, kept verbatim.
     """
 
-    __slots__ = ("uid", "base", "info", "isNew", "size", "vsize", "mtime", "ext")
+    # 7 slots and shared (interned) info strings: about 250 bytes per
+    # message with the two index dicts, for 100,000-message folders.
+    __slots__ = ("uid", "base", "info", "isNew", "_size", "mtime", "ext")
 
     def __init__(self, uid, base, info, isNew, ext=""):
         self.uid = uid
         self.base = base
         self.info = info
         self.isNew = isNew
-        self.size, self.vsize = dovecot.sizeFromName(base)
+        self._size = None
         self.mtime = None
         self.ext = ext
+
+    @property
+    def size(self):
+        if self._size is None:
+            # parsed on demand: opening a folder must not pay for it
+            size, _ = dovecot.sizeFromName(self.base)
+            if size is not None:
+                self._size = size
+        return self._size
+
+    @size.setter
+    def size(self, value):
+        self._size = value
+
+    @property
+    def vsize(self):
+        return dovecot.sizeFromName(self.base)[1]
 
     @property
     def filename(self) -> str:
@@ -553,13 +573,25 @@ class Folder:
             if message.letters != oldLetters:
                 changed.append(uid)
         added = []
+        if not self.messages and sync.added:
+            # first load (100,000 messages): build the index in one go
+            self.messages = {m.uid: m for m in sync.added}
+            self.byBase = {m.base: m.uid for m in sync.added}
+            self._uids = sorted(self.messages)
+            self._uidsSorted = True
+            if sync.pending is None:
+                for message in sync.added:
+                    self._pending.pop(message.base, None)
+            added = self._uids[:] if publish else []
+            sync = _Sync(reset=sync.reset)
         last = self._uids[-1] if self._uids else 0
         for message in sync.added:
             if message.uid in self.messages:
                 continue
             self.messages[message.uid] = message
             self.byBase[message.base] = message.uid
-            self._pending.pop(message.base, None)
+            if self._pending:
+                self._pending.pop(message.base, None)
             if message.uid < last:
                 self._uidsSorted = False
             self._uids.append(message.uid)
@@ -618,7 +650,7 @@ class Folder:
                     end = data.rfind(b"\n") + 1
                     data = data[:end]
                     new.header = dovecot.UidlistHeader(**vars(state.header))
-                    records = list(dovecot.parseRecords(data, state.header.version, state.lastUid))
+                    records = dovecot.parseRecords(data, state.header.version, state.lastUid)
                     new.offset = state.offset + end
                     new.lines = state.lines + data.count(b"\n")
                 else:
@@ -629,7 +661,7 @@ class Folder:
                     if headerEnd < 0:
                         raise dovecot.UidlistFormatError("no header line")
                     new.header = dovecot.parseHeader(data[:headerEnd])
-                    records = list(dovecot.parseRecords(data[headerEnd + 1 :], new.header.version))
+                    records = dovecot.parseRecords(data[headerEnd + 1 :], new.header.version)
                     new.offset = end
                     new.lines = data.count(b"\n") - 1
             except (dovecot.UidlistFormatError, ValueError) as e:
@@ -708,11 +740,12 @@ class Folder:
 
     def _listDir(self, subdir: str) -> dict[str, str | None]:
         out = {}
+        intern = _intern
         for name in os.listdir(self._fds[subdir]):
-            if name.startswith("."):
+            if name[0] == ".":
                 continue  # Maildir spec: dot files are not messages
-            base, info = dovecot.splitName(name)
-            out[base] = info
+            base, sep, info = name.partition(":")
+            out[base] = intern(info) if sep else None
         return out
 
     def _syncWork(self, forceNew: bool, forceCur: bool, extra: dict | None, initial: bool = False) -> _Sync:
@@ -749,66 +782,75 @@ class Folder:
             if ustate.ino:
                 header = ustate.header
                 sync.header = header
-            for uid, ext, base in records:
-                known = byBase.get(base)
-                if known is not None and known != uid:
-                    log.warn(
-                        "{name}: {base} changed UID {old} -> {new} in dovecot-uidlist",
-                        name=self.name, base=base, old=known, new=uid,
-                    )
-                    sync.removed.append(known)
-                    pending[base] = (uid, ext)
-                elif known is None:
-                    pending[base] = (uid, ext)
+            if not byBase:
+                # first read: every record is pending until its file is seen
+                for record in records:
+                    pending[record[2]] = record
+            else:
+                for record in records:
+                    uid, ext, base = record
+                    known = byBase.get(base)
+                    if known is None:
+                        pending[base] = record
+                    elif known != uid:
+                        log.warn(
+                            "{name}: {base} changed UID {old} -> {new} in dovecot-uidlist",
+                            name=self.name, base=base, old=known, new=uid,
+                        )
+                        sync.removed.append(known)
+                        pending[base] = record
         sync.pending = pending
 
-        # 2. the directories
-        files: dict[str, tuple[bool, str | None]] = {}
-        listed = set()
+        # 2. the directories: {subdir: {base: info}}
+        listings: dict[str, dict] = {}
         if listNew:
-            for base, info in self._listDir("new").items():
-                files[base] = (True, info)
-            listed.add("new")
+            listings["new"] = self._listDir("new")
         if listCur:
-            for base, info in self._listDir("cur").items():
-                files[base] = (False, info)
-            listed.add("cur")
-        if listed and listed != {"new", "cur"}:
+            listings["cur"] = self._listDir("cur")
+        if len(listings) == 1:
             # a message missing from the listed directory may have moved to
             # the other one in the same clock tick: list it too
-            missing = any(
-                m.subdir in listed and m.base not in files for m in messages.values()
-            )
-            if missing:
-                other = ({"new", "cur"} - listed).pop()
-                for base, info in self._listDir(other).items():
-                    files.setdefault(base, (other == "new", info))
-                listed.add(other)
-        if extra:
-            files.update(extra)
+            (only,) = listings
+            seen = listings[only]
+            if any(m.subdir == only and m.base not in seen for m in messages.values()):
+                other = "cur" if only == "new" else "new"
+                listings[other] = self._listDir(other)
         sync.stamps = (
-            stampNew if "new" in listed else self._stamps[0],
-            stampCur if "cur" in listed else self._stamps[1],
+            stampNew if "new" in listings else self._stamps[0],
+            stampCur if "cur" in listings else self._stamps[1],
         )
+        listed = set(listings)
+        if extra:
+            for base, (isNew, info) in extra.items():
+                listings.setdefault("new" if isNew else "cur", {})[base] = info
+                listings.get("cur" if isNew else "new", {}).pop(base, None)
+        newFiles = listings.get("new", {})
+        curFiles = listings.get("cur", {})
 
         # 3. compare
-        if listed:
-            for uid, message in messages.items():
-                if message.subdir in listed and message.base not in files:
-                    sync.removed.append(uid)
+        for uid, message in messages.items():
+            subdir = message.subdir
+            if subdir in listed and message.base not in newFiles and message.base not in curFiles:
+                sync.removed.append(uid)
         unknown = []
-        for base, (isNew, info) in files.items():
-            uid = byBase.get(base)
-            if uid is not None and uid not in sync.removed:
-                message = messages[uid]
-                if message.isNew != isNew or message.info != info:
-                    sync.updated.append((uid, info, isNew))
-                continue
-            if base in pending:
-                uid, ext = pending.pop(base)
-                sync.added.append(Message(uid, base, info, isNew, ext))
-            else:
-                unknown.append((base, isNew, info))
+        removedSet = set(sync.removed)
+        updated = sync.updated
+        added = sync.added
+        for isNew, found in ((False, curFiles), (True, newFiles)):
+            for base, info in found.items():
+                if isNew and base in curFiles:
+                    continue  # in both during a rename: cur/ wins
+                uid = byBase.get(base)
+                if uid is not None and uid not in removedSet:
+                    message = messages[uid]
+                    if message.isNew is not isNew or message.info != info:
+                        updated.append((uid, info, isNew))
+                    continue
+                record = pending.pop(base, None)
+                if record is not None:
+                    added.append(Message(record[0], base, info, isNew, record[1]))
+                else:
+                    unknown.append((base, isNew, info))
 
         # 4. new files need UIDs: lock, reread, assign, write
         needHeader = header.uidValidity == 0 or (initial and sync.uidlistState is None and self._ustate.ino == 0)
@@ -838,9 +880,9 @@ class Folder:
                 else:
                     state = ustate
                 sync.uidlistState = state
-                for uid, ext, base in records:
-                    if base not in self.byBase:
-                        pending[base] = (uid, ext)
+                for record in records:
+                    if record[2] not in self.byBase:
+                        pending[record[2]] = record
             header = state.header if state.ino else dovecot.UidlistHeader()
             recreate = state.ino == 0 or header.version != 3 or not header.guid
             header = dovecot.UidlistHeader(**vars(header))
@@ -857,7 +899,7 @@ class Folder:
             # gives UIDs in arrival order.
             for base, isNew, info in sorted(unknown):
                 if base in pending:
-                    uid, ext = pending.pop(base)
+                    uid, ext = pending.pop(base)[:2]
                 else:
                     uid, ext = nextUid, ""
                     nextUid += 1
@@ -1305,6 +1347,12 @@ class Folder:
         C{message(uid).vsize} for a C{LIST} that counts CRLF.
         """
         return [(uid, self.size(uid), self.pop3Uidl(uid)) for uid in self.uids()]
+
+
+def _intern(info: str) -> str:
+    # the few distinct info strings ("2,S", "2,RS"...) are shared by all
+    # messages instead of one string object each
+    return sys.intern(info) if len(info) < 12 else info
 
 
 def _bareLFs(previous: bytes, chunk: bytes) -> int:
