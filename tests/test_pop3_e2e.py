@@ -93,14 +93,32 @@ class Server:
     (C{edouard}), and an in-process store to deliver into its Maildir.
     """
 
-    def __init__(self, testCase, pop3Extra: str = ""):
+    def __init__(self, testCase, pop3Extra: str = "", uid: int | None = None):
         self.testCase = testCase
-        self.root = Path(testCase.mktemp()).resolve()
-        self.root.mkdir(parents=True)
+        owner = ""
+        if uid is None:
+            self.root = Path(testCase.mktemp()).resolve()
+            self.root.mkdir(parents=True)
+        else:
+            # A system-like account (Dovecot refuses uid 0) whose files
+            # Dovecot's processes can reach: trial's temporary directory
+            # is mode 0700, so use one of our own.
+            import tempfile
+
+            self.root = Path(tempfile.mkdtemp(prefix="mlpop3-"))
+            testCase.addCleanup(shutil.rmtree, self.root, True)
+            self.root.chmod(0o755)
+            home = self.root / "home" / "edouard"
+            home.mkdir(parents=True)
+            (self.root / "home").chmod(0o755)
+            os.chown(home, uid, uid)
+            home.chmod(0o700)
+            owner = f":{uid}:{uid}::{home}"
         (self.root / "users").write_text(
-            f"edouard:{{SHA512-CRYPT}}{sha512crypt(PASSWORD)}\n"
+            f"edouard:{{SHA512-CRYPT}}{sha512crypt(PASSWORD)}{owner}\n"
             f"anne:{{SHA512-CRYPT}}{sha512crypt('anne pw')}\n"
         )
+        (self.root / "users").chmod(0o644)
         self.port = freePort()
         self.sport = freePort()
         self.ini = self.root / "maillab.ini"
@@ -291,7 +309,7 @@ class PoplibTests(unittest.TestCase):
         validity = int(re.search(r"\bV(\d+)", uidlist[0]).group(1))
         uids = [int(line.split()[0]) for line in uidlist[1:]]
         self.assertEqual(
-            first, [b"%d %08X%08X" % (n + 1, uid, validity) for n, uid in enumerate(uids)]
+            first, [b"%d %08x%08x" % (n + 1, uid, validity) for n, uid in enumerate(uids)]
         )
         server.restart()
         server.deliver(MSG1)
@@ -526,3 +544,124 @@ class FetchmailTests(unittest.TestCase):
         self.assertIn("1 message", log)
         self.assertIn(b"Subject: one", mail)
         self.assertEqual(server.files(), {"new": [], "cur": []})
+
+
+class DovecotPOP3:
+    """
+    Debian's Dovecot serving POP3 on the same Maildir (userdb from the same
+    passwd-file), with a private config; nothing of the system's touched.
+    """
+
+    def __init__(self, testCase, server: Server):
+        self.binary = requireTool("dovecot", "dovecot-pop3d")
+        if not os.path.exists("/usr/lib/dovecot/pop3"):
+            raise AssertionError("Dovecot's pop3 is not installed: apt-get install -y dovecot-pop3d")
+        # base_dir holds UNIX sockets: the trial temp path is too long for
+        # sun_path, so use a short directory of our own.
+        import tempfile
+
+        self.dir = Path(tempfile.mkdtemp(prefix="mldc-"))
+        self.dir.chmod(0o755)
+        testCase.addCleanup(shutil.rmtree, self.dir, True)
+        for sub in ("run", "state"):
+            (self.dir / sub).mkdir(parents=True)
+        self.port = freePort()
+        self.conf = self.dir / "dovecot.conf"
+        self.conf.write_text(
+            f"""
+base_dir = {self.dir}/run
+state_dir = {self.dir}/state
+log_path = {self.dir}/dovecot.log
+protocols = pop3
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+first_valid_uid = 1
+first_valid_gid = 1
+mail_location = maildir:~/Maildir
+pop3_uidl_format = %08Xu%08Xv
+passdb {{
+  driver = passwd-file
+  args = scheme=SHA512-CRYPT {server.root}/users
+}}
+userdb {{
+  driver = passwd-file
+  args = {server.root}/users
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    address = 127.0.0.1
+    port = {self.port}
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+}}
+"""
+        )
+        self.process = subprocess.Popen(
+            [self.binary, "-F", "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        testCase.addCleanup(self.stop)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise AssertionError(f"Dovecot did not start: {self.log()}")
+                time.sleep(0.05)
+
+    def log(self) -> str:
+        path = self.dir / "dovecot.log"
+        return path.read_text() if path.exists() else ""
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def uidl(self) -> list[bytes]:
+        client = poplib.POP3("127.0.0.1", self.port, timeout=30)
+        try:
+            login(client)
+        except poplib.error_proto:
+            raise AssertionError(self.log())
+        result = client.uidl()[1]
+        client.quit()
+        return result
+
+
+class DovecotInteropTests(unittest.TestCase):
+    """
+    An administrator can switch between Dovecot and maillab on the same
+    Maildir without POP3 clients downloading everything again: both give
+    every message the same UIDL, whichever of them saw the mail first.
+    """
+
+    def maillabUidl(self, server) -> list[bytes]:
+        client = server.pop3()
+        login(client)
+        result = client.uidl()[1]
+        client.quit()
+        return result
+
+    def test_sameUIDLAsDovecot(self):
+        # uid 8 is Debian's "mail" user: Dovecot refuses to run mail as root
+        server = Server(self, uid=8)
+        server.deliver(MSG1, MSG2)
+        dovecot = DovecotPOP3(self, server)
+        # Dovecot sees the mail first (and writes dovecot-uidlist)...
+        first = dovecot.uidl()
+        self.assertEqual(len(first), 2)
+        self.assertEqual(self.maillabUidl(server), first)
+        # ...then maillab sees new mail first.
+        server.deliver(MSG1)
+        mine = self.maillabUidl(server)
+        self.assertEqual(len(mine), 3)
+        self.assertEqual(dovecot.uidl(), mine)

@@ -121,7 +121,7 @@ class StoreMaildropTests(unittest.TestCase):
         folder = self.drop.folder
         self.assertEqual(
             [m.uidl for m in self.snapshot],
-            [b"%08X%08X" % (uid, folder.uidValidity) for uid in folder.uids()],
+            [b"%08x%08x" % (uid, folder.uidValidity) for uid in folder.uids()],
         )
         # a second session (after a restart: a new store) sees the same
         self.drop.logout()

@@ -253,8 +253,13 @@ class _MessageStreamer:
         failing if the message could not be read to the end.
     """
 
-    def __init__(self, transport, reader, encoder: MessageEncoder, onProgress, chunkSize=CHUNK_SIZE):
+    def __init__(self, transport, reader, encoder: MessageEncoder, onProgress, chunkSize=CHUNK_SIZE, prefix=b""):
         self.transport = transport
+        # The "+OK" line goes out with the first chunk: one write instead
+        # of a tiny segment first, and a read error before it can still be
+        # answered with -ERR.
+        self.prefix = prefix
+        self.started = not prefix
         self.reader = reader
         self.encoder = encoder
         self.onProgress = onProgress
@@ -288,9 +293,9 @@ class _MessageStreamer:
         if self._finished:
             return
         if not data:
-            self._finish(self.encoder.finish() + b"." + CRLF)
+            self._finish(self._first(self.encoder.finish() + b"." + CRLF))
             return
-        out = self.encoder.feed(data)
+        out = self._first(self.encoder.feed(data))
         if self.encoder.done:
             self._finish(out + b"." + CRLF)
             return
@@ -298,6 +303,12 @@ class _MessageStreamer:
             self.transport.write(out)
             self.onProgress()
         self._pump()
+
+    def _first(self, out: bytes) -> bytes:
+        if not self.started:
+            self.started = True
+            out = self.prefix + out
+        return out
 
     def _finish(self, tail: bytes):
         self._finished = True
@@ -373,6 +384,14 @@ class POP3Server(Protocol, TimeoutMixin):
         factory = self.factory
         self.tls = bool(factory.implicitTLS)
         self.callLater = factory.clock.callLater
+        # Replies are complete writes; without TCP_NODELAY a reply written
+        # in two parts waits for the client's delayed ACK (40 ms per RETR).
+        setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
+        if setNoDelay is not None:
+            try:
+                setNoDelay(True)
+            except Exception:
+                pass
         self.setTimeout(factory.timeout)
         portal = factory.portal
         if portal is not None and hasattr(portal, "forConnection"):
@@ -829,11 +848,10 @@ class POP3Server(Protocol, TimeoutMixin):
             if self._closed:
                 reader.close()
                 return
-            self._ok(okText)
-            self._streamer = _MessageStreamer(
-                self.transport, reader, MessageEncoder(bodyLines), self.resetTimeout
+            streamer = self._streamer = _MessageStreamer(
+                self.transport, reader, MessageEncoder(bodyLines), self.resetTimeout, prefix=b"+OK " + okText + CRLF
             )
-            return self._streamer.start().addCallbacks(sent, broken)
+            return streamer.start().addCallbacks(sent, broken, errbackArgs=(streamer,))
 
         def sent(_):
             self._streamer = None
@@ -843,13 +861,16 @@ class POP3Server(Protocol, TimeoutMixin):
                     lambda f: self.log.failure("pop3: moving a retrieved message to cur/ failed", f)
                 )
 
-        def broken(failure):
-            # The +OK is out and part of the message with it: there is no
-            # way to report an error inside a multi-line reply, so the
-            # connection is closed (without UPDATE: nothing is deleted).
+        def broken(failure, streamer):
             self._streamer = None
             if failure.check(ConnectionError) or self._closed:
                 return  # the client went away mid-message
+            if not streamer.started:
+                # Nothing sent yet: an ordinary error reply.
+                return cannotOpen(failure)
+            # The +OK is out and part of the message with it: there is no
+            # way to report an error inside a multi-line reply, so the
+            # connection is closed (without UPDATE: nothing is deleted).
             self.log.failure("pop3: reading message {n} failed", failure, n=index + 1)
             self.transport.loseConnection()
 
