@@ -519,9 +519,9 @@ class TransactionTests(unittest.TestCase):
         original = h.transport.write
         h.transport.write = lambda data: (writes.append(data), original(data))
         h.cmd(b"RETR 2")
-        self.assertEqual(len(writes), 1)
-        self.assertTrue(writes[0].startswith(b"+OK"))
-        self.assertTrue(writes[0].endswith(b"\r\n.\r\n"))
+        self.assertTrue(writes[0].startswith(b"+OK %d octets\r\n..starts with a dot" % crlfSize(MSG2)), writes)
+        self.assertTrue(writes[0].endswith(b"body\r\n"))
+        self.assertEqual(writes[1:], [b".\r\n"])
 
     def test_readErrorMidStreamCloses(self):
         h = self.h
