@@ -103,6 +103,18 @@ class GreetingAndCapabilities(unittest.TestCase):
         # No APOP timestamp: APOP is not offered (RFC 1939 7).
         self.assertNotIn(b"<", h.greeting)
 
+    def test_tcpNoDelay(self):
+        class NoDelayTransport(TLSStringTransport):
+            noDelay = None
+
+            def setTcpNoDelay(self, enabled):
+                self.noDelay = enabled
+
+        factory = POP3Factory(memoryPortal({}), clock=task.Clock())
+        transport = NoDelayTransport(peerAddress=LOOPBACK)
+        factory.buildProtocol(LOOPBACK).makeConnection(transport)
+        self.assertIs(transport.noDelay, True)
+
     def test_capaLoopbackWithTLSAvailable(self):
         h = Harness(self, tlsContext=object())
         self.assertEqual(
