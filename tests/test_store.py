@@ -925,13 +925,14 @@ class ConfigTests(unittest.TestCase):
     def test_makeStoreFromConfig(self):
         cfg = _config.loadString(
             "[store]\nquota_bytes = 10M\nquota_messages = 500\nfsync = no\nthreads = 2\n"
-            "rescan_interval = 5m\nsent_folder = Sent Items\njunk_folder =\n"
+            "rescan_interval = 5m\nsent_folder = Sent Items\njunk_folder =\nindex_linger = 1m\n"
         )
         store = makeStore(cfg, reactor)
         self.addCleanup(store.close)
         self.assertEqual((store.quota.bytes, store.quota.messages), (10 * 1024 * 1024, 500))
         self.assertFalse(store.fsync)
         self.assertEqual(store.rescanInterval, 300)
+        self.assertEqual(store.linger, 60)
         self.assertIn(("Sent Items", "\\Sent"), store.specialFolders)
         self.assertNotIn("\\Junk", [role for _, role in store.specialFolders])
 
@@ -939,3 +940,156 @@ class ConfigTests(unittest.TestCase):
         with self.assertRaises(_config.ConfigError) as e:
             _config.loadString("[store]\nsent_folder = Sent.Items\n")
         self.assertEqual((e.exception.section, e.exception.key), ("store", "sent_folder"))
+
+
+class ScaleAndLifecycleTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_openDoesNotStatMessages(self):
+        """
+        Opening (SELECT) a folder reads the uidlist and lists new/ and cur/
+        but never stats or opens a message file; sizes come from ,S=.
+        """
+        account = makeAccount(self)
+        store = makeTestStore(self)
+        for i in range(50):
+            yield deliver(store, account, b"Subject: %d\n\n" % i)
+        first = yield store.mailboxes(account).open()
+        first.close()
+        yield store.close()
+        store = makeTestStore(self)
+        touched = []
+        realStat, realOpen = os.stat, os.open
+
+        def stat(path, *a, **kw):
+            touched.append(("stat", str(path)))
+            return realStat(path, *a, **kw)
+
+        def open_(path, *a, **kw):
+            touched.append(("open", str(path)))
+            return realOpen(path, *a, **kw)
+
+        self.patch(os, "stat", stat)
+        self.patch(os, "open", open_)
+        folder = yield store.mailboxes(account).open()
+        self.addCleanup(folder.close)
+        messages = [c for c in touched if ".mx.example.org" in c[1]]
+        self.assertEqual(messages, [])
+        self.assertEqual(len(folder), 50)
+        self.assertEqual(sum(folder.size(uid) for uid in folder.uids()), sum(len(b"Subject: %d\n\n" % i) for i in range(50)))
+
+    @defer.inlineCallbacks
+    def test_lingerKeepsIndexThenCloses(self):
+        account = makeAccount(self)
+        clock = task.Clock()
+        clock.advance(time.time())
+        store = makeTestStore(self, clock=clock, linger=300)
+        yield deliver(store, account)
+        mailboxes = store.mailboxes(account)
+        folder = yield mailboxes.open()
+        folder.close()
+        again = yield mailboxes.open()
+        self.assertIs(again, folder)
+        again.close()
+        clock.advance(299)
+        self.assertFalse(folder._closed)
+        clock.advance(2)
+        self.assertTrue(folder._closed)
+        fresh = yield mailboxes.open()
+        self.assertIsNot(fresh, folder)
+        self.assertEqual(fresh.uids(), [1])
+        fresh.close()
+
+    @defer.inlineCallbacks
+    def test_renameInbox(self):
+        """
+        RFC 3501 6.3.5: RENAME INBOX moves its messages to the new folder
+        and leaves INBOX empty.
+        """
+        account = makeAccount(self)
+        store = makeTestStore(self)
+        for i in range(3):
+            yield deliver(store, account, b"Subject: %d\n\n" % i)
+        mailboxes = store.mailboxes(account)
+        inbox = yield mailboxes.open()
+        self.addCleanup(inbox.close)
+        yield inbox.setFlags([2], ["\\Seen"], "add")
+        recorder = Recorder()
+        inbox.subscribe(recorder)
+        moved = yield mailboxes.rename("INBOX", "Old Mail")
+        self.assertEqual(moved, 3)
+        self.assertEqual(len(inbox), 0)
+        self.assertEqual(recorder.events, [("expunged", [1, 2, 3])])
+        old = yield mailboxes.open("Old Mail")
+        self.addCleanup(old.close)
+        self.assertEqual(len(old), 3)
+        self.assertEqual(sum(1 for u in old.uids() if "\\Seen" in old.flags(u)), 1)
+
+    @defer.inlineCallbacks
+    def test_uidlistDeletedWhileOpenKeepsUidvalidity(self):
+        account = makeAccount(self)
+        store = makeTestStore(self, inotify=False)
+        yield deliver(store, account)
+        folder = yield store.mailboxes(account).open()
+        self.addCleanup(folder.close)
+        validity = folder.uidValidity
+        (account.maildir / "dovecot-uidlist").unlink()
+        yield folder.refresh()
+        self.assertEqual(folder.uidValidity, validity)
+        text = (account.maildir / "dovecot-uidlist").read_text()
+        self.assertTrue(text.startswith(f"3 V{validity} "), text)
+        self.assertIn("1 :", text)
+
+    @defer.inlineCallbacks
+    def test_homeIsNeverCreated(self):
+        """
+        Delivery creates ~/Maildir but not a missing home directory.
+        """
+        account = makeAccount(self)
+        shutil.rmtree(account.home)
+        result = yield deliver(makeTestStore(self), account)
+        self.assertIsInstance(result.error, MailboxNotFound)
+        self.assertFalse(account.home.exists())
+
+    @defer.inlineCallbacks
+    def test_appendStreamsFromFile(self):
+        """
+        APPEND reads its source in bounded chunks, never read() whole.
+        """
+        account = makeAccount(self)
+        store = makeTestStore(self)
+        folder = yield store.mailboxes(account).open()
+        self.addCleanup(folder.close)
+        sizes = []
+
+        class Source:
+            def __init__(self, data):
+                self.data = data
+                self.pos = 0
+
+            def read(self, n=-1):
+                sizes.append(n)
+                chunk = self.data[self.pos : self.pos + n]
+                self.pos += len(chunk)
+                return chunk
+
+        data = b"Subject: big\n\n" + b"z" * (3 * 1024 * 1024)
+        uid = yield folder.append(Source(data))
+        self.assertTrue(all(0 < n <= 1024 * 1024 for n in sizes), sizes)
+        with folder.openMessage(uid) as f:
+            self.assertEqual(f.read(), data)
+
+    def test_uniqueNamesAcrossThreads(self):
+        import threading
+
+        names = dovecot.NameGenerator(task.Clock(), "h")
+        out = []
+
+        def work():
+            out.extend(names.next() for _ in range(2000))
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(len(set(out)), 8000)

@@ -530,6 +530,9 @@ class StoreSection(Section):
     trash_folder: str = option(parseString, "Trash", "folder with the \\Trash role")
     junk_folder: str = option(parseString, "Junk", "folder with the \\Junk role")
     archive_folder: str = option(parseString, "Archive", "folder with the \\Archive role")
+    index_linger: float = option(
+        parseDuration, 300.0, "keep a folder's index in memory this long after its last session"
+    )
 
     def check(self) -> None:
         from twisted_maillab.store.dovecot import folderDirName

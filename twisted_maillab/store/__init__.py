@@ -135,6 +135,7 @@ def makeStore(config, reactor) -> Store:
         specialFolders=tuple((name, role) for name, role in special if name),
         autocreate=section.autocreate_folders,
         inotify=section.inotify,
+        linger=section.index_linger,
     )
     reactor.addSystemEventTrigger("before", "shutdown", store.close)
     return store

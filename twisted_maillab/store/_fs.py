@@ -205,15 +205,17 @@ def removeTree(name: str, dirFd: int) -> None:
     os.rmdir(name, dir_fd=dirFd)
 
 
-def openPath(path, create: bool, owner: Owner) -> int:
+def openPath(path, create: bool, owner: Owner, createParent: bool = True) -> int:
     """
     Open a Maildir root: its parent is resolved by the kernel (it is chosen
     by the administrator: C{/home/edouard}, C{/var/mail/example.org}), the
     Maildir itself is opened with C{O_NOFOLLOW} and created 0700 if asked.
+    A missing parent is created (0755, like C{mkdir -p}) only when
+    C{createParent}: never a user's home directory.
     """
     path = os.fspath(path)
     parent, name = os.path.split(path.rstrip("/"))
-    if create and parent and not os.path.isdir(parent):
+    if create and createParent and parent and not os.path.isdir(parent):
         # e.g. /var/mail/example.org for maildir:/var/mail/%d/%n; the
         # administrator's layout, so it is created like mkdir -p would.
         try:

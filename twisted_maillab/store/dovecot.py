@@ -15,6 +15,7 @@ on the same Maildir at the same time.
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 import secrets
 import socket
@@ -126,14 +127,16 @@ class NameGenerator:
         self.clock = clock
         host = hostname or socket.gethostname()
         self.host = host.replace("/", "\\057").replace(":", "\\072")
-        self.counter = 0
+        # next() is called from the store's threads: itertools.count is
+        # atomic in CPython where "+= 1" is not
+        self._counter = itertools.count(1)
 
     def next(self) -> str:
-        self.counter += 1
+        counter = next(self._counter)
         now = self.clock.seconds()
         seconds = int(now)
         micro = int((now - seconds) * 1_000_000)
-        return f"{seconds}.M{micro}P{os.getpid()}Q{self.counter}.{self.host}"
+        return f"{seconds}.M{micro}P{os.getpid()}Q{counter}.{self.host}"
 
 
 # ---------------------------------------------------------------------------

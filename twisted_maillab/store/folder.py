@@ -181,6 +181,7 @@ class Folder:
         self._fds: dict[str, int] = {}
         self._refs = 0
         self._closed = False
+        self._lingerCall = None
         self._watch = None
         self._refreshCall = None
         self._forceNew = self._forceCur = False
@@ -284,35 +285,40 @@ class Folder:
         return message.mtime
 
     def _statMessage(self, message: Message) -> None:
+        where = (message.subdir, message.filename)
         for attempt in range(2):
             try:
-                st = os.stat(message.filename, dir_fd=self._fds[message.subdir], follow_symlinks=False)
+                st = os.stat(where[1], dir_fd=self._fds[where[0]], follow_symlinks=False)
             except FileNotFoundError:
-                if attempt == 0 and self._relocate(message):
-                    continue
+                if attempt == 0:
+                    found = self._relocate(message)
+                    if found is not None:
+                        where = found
+                        continue
                 raise MessageVanished(f"UID {message.uid} vanished from {self.name}") from None
             if not _stat.S_ISREG(st.st_mode):
-                raise UnsafePath(f"{message.filename} is not a regular file")
-            self.owner.check(st, message.filename)
-            if message.size is None:
+                raise UnsafePath(f"{where[1]} is not a regular file")
+            self.owner.check(st, where[1])
+            if message._size is None:
                 message.size = st.st_size
             message.mtime = st.st_mtime
             return
 
-    def _relocate(self, message: Message) -> bool:
+    def _relocate(self, message: Message):
         """
         The file was renamed by another process (flags changed, moved from
-        new/ to cur/): find it by its base name.  Synchronous; rare.
+        new/ to cur/): find it by its base name and schedule a refresh (the
+        index itself is only changed under the folder lock).  Synchronous;
+        rare.
+
+        @return: C{(subdir, filename)} or L{None}.
         """
-        prefix = message.base
+        self._scheduleRefresh(forceNew=True, forceCur=True)
         for subdir in ("cur", "new"):
             for name in os.listdir(self._fds[subdir]):
-                base, info = dovecot.splitName(name)
-                if base == prefix:
-                    message.info = info
-                    message.isNew = subdir == "new"
-                    return True
-        return False
+                if name.partition(":")[0] == message.base:
+                    return subdir, name
+        return None
 
     def openMessage(self, uid: int):
         """
@@ -325,13 +331,16 @@ class Folder:
         @raise UnsafePath: a symlink, FIFO or foreign file took its place.
         """
         message = self.message(uid)
+        where = (message.subdir, message.filename)
         for attempt in range(2):
             try:
-                fd = _fs.openRegular(message.filename, self._fds[message.subdir], self.owner)
+                fd = _fs.openRegular(where[1], self._fds[where[0]], self.owner)
             except FileNotFoundError:
-                if attempt == 0 and self._relocate(message):
-                    continue
-                self._scheduleRefresh(forceNew=True, forceCur=True)
+                if attempt == 0:
+                    found = self._relocate(message)
+                    if found is not None:
+                        where = found
+                        continue
                 raise MessageVanished(f"UID {uid} was expunged from {self.name}") from None
             return os.fdopen(fd, "rb")
 
@@ -455,12 +464,33 @@ class Folder:
 
     def close(self) -> None:
         """
-        Give back a reference obtained from L{Mailboxes.open}; the last one
-        closes the directory fds and stops watching.
+        Give back a reference obtained from L{Mailboxes.open}.  After the
+        last one the index is kept for the store's C{linger} seconds (a
+        client that reconnects does not pay for reading a big folder
+        again), then the directory fds are closed and watching stops.
         """
         self._refs -= 1
+        if self._refs > 0 or self._closed:
+            return
+        linger = self.store.linger
+        if linger and not self.store._closing:
+            if self._lingerCall is None or not self._lingerCall.active():
+                self._lingerCall = self.store.clock.callLater(linger, self._reallyClose)
+            return
+        self._reallyClose()
+
+    def _reuse(self) -> None:
+        self._refs += 1
+        if self._lingerCall is not None and self._lingerCall.active():
+            self._lingerCall.cancel()
+        self._lingerCall = None
+
+    def _reallyClose(self) -> None:
         if self._refs <= 0 and not self._closed:
             self._closed = True
+            if self._lingerCall is not None and self._lingerCall.active():
+                self._lingerCall.cancel()
+            self._lingerCall = None
             self.mailboxes._forget(self)
             if self._watch is not None:
                 self._watch()
@@ -853,7 +883,11 @@ class Folder:
                     unknown.append((base, isNew, info))
 
         # 4. new files need UIDs: lock, reread, assign, write
-        needHeader = header.uidValidity == 0 or (initial and sync.uidlistState is None and self._ustate.ino == 0)
+        needHeader = (
+            header.uidValidity == 0
+            or (initial and sync.uidlistState is None and self._ustate.ino == 0)
+            or (sync.uidlistState is not None and sync.uidlistState.ino == 0)
+        )
         if unknown or needHeader:
             self._assignUids(sync, unknown, pending, messages)
         if sync.keywords is None:
@@ -883,7 +917,14 @@ class Folder:
                 for record in records:
                     if record[2] not in self.byBase:
                         pending[record[2]] = record
-            header = state.header if state.ino else dovecot.UidlistHeader()
+            if state.ino:
+                header = state.header
+            elif self.header.uidValidity:
+                # the uidlist vanished while we had the folder open: write
+                # back what we know rather than starting a new UIDVALIDITY
+                header = self.header
+            else:
+                header = dovecot.UidlistHeader()
             recreate = state.ino == 0 or header.version != 3 or not header.guid
             header = dovecot.UidlistHeader(**vars(header))
             if header.uidValidity == 0:

@@ -134,10 +134,13 @@ class Store:
         specialFolders=DEFAULT_SPECIAL_FOLDERS,
         autocreate: bool = True,
         inotify: bool = True,
+        linger: float = 0.0,
         runner=None,
     ):
         self.reactor = reactor
         self.clock = clock if clock is not None else reactor
+        self.linger = linger
+        self._closing = False
         self.fsync = fsync
         self.rescanInterval = rescanInterval
         self.quota = _quota.QuotaLimits(quotaBytes, quotaMessages)
@@ -287,6 +290,7 @@ class Store:
         """
         Stop timers, watchers and the thread pool.  Returns a Deferred.
         """
+        self._closing = True
         if self._rescan is not None and self._rescan.running:
             self._rescan.stop()
         for mailboxes in list(self._mailboxes.values()):
@@ -329,7 +333,9 @@ class Mailboxes:
     def _rootFd(self, create: bool = False) -> int:
         if self._root is None:
             try:
-                fd = _fs.openPath(self.path, create=create, owner=self.owner)
+                parent = os.path.dirname(os.path.normpath(self.path))
+                home = os.path.normpath(os.fspath(self.account.home)) if self.account.home else None
+                fd = _fs.openPath(self.path, create=create, owner=self.owner, createParent=parent != home)
             except FileNotFoundError:
                 raise MailboxNotFound(f"{self.path}: no Maildir yet") from None
             if create:
@@ -382,7 +388,7 @@ class Mailboxes:
         key = _folderKey(name)
         folder = self._open.get(key)
         if folder is not None:
-            folder._refs += 1
+            folder._reuse()
             return defer.succeed(folder)
         waiters = self._opening.get(key)
         if waiters is not None:
@@ -418,8 +424,8 @@ class Mailboxes:
 
     def _closeAll(self) -> None:
         for folder in list(self._open.values()):
-            folder._refs = 1
-            folder.close()
+            folder._refs = 0
+            folder._reallyClose()
         if self._root is not None:
             os.close(self._root)
             self._root = None
@@ -524,8 +530,8 @@ class Mailboxes:
         folder = self._open.get(key)
         if folder is not None:
             folder._publish("folderReset", None)
-            folder._refs = 1
-            folder.close()
+            folder._refs = 0
+            folder._reallyClose()
         d = self._thread(self._deleteWork, name)
         d.addCallback(lambda _: self._setSubscribed(name, False))
         return d
@@ -546,13 +552,59 @@ class Mailboxes:
         for source, target in moves:
             os.rename(source, target, src_dir_fd=rootFd, dst_dir_fd=rootFd)
 
+    def _renameInboxWork(self, new: str) -> int:
+        """
+        RFC 3501 6.3.5: renaming INBOX moves its messages to the new folder
+        and leaves INBOX empty.  The files keep their names (and flags); the
+        new folder gives them UIDs when it is opened.
+        """
+        rootFd = self._rootFd()
+        self._createWork(new, True)
+        target = _fs.openDir(dovecot.folderDirName(new, self.separator), rootFd)
+        moved = 0
+        try:
+            for sub in ("new", "cur"):
+                src = _fs.openDir(sub, rootFd)
+                dst = _fs.openDir(sub, target)
+                try:
+                    for name in os.listdir(src):
+                        if name.startswith("."):
+                            continue
+                        try:
+                            os.rename(name, name, src_dir_fd=src, dst_dir_fd=dst)
+                            moved += 1
+                        except FileNotFoundError:
+                            pass
+                    if self.store.fsync:
+                        os.fsync(dst)
+                finally:
+                    os.close(src)
+                    os.close(dst)
+        finally:
+            os.close(target)
+        return moved
+
     def rename(self, old: str, new: str):
         """
-        Rename a folder and its children (IMAP RENAME; INBOX cannot be
-        renamed here).
+        Rename a folder and its children (IMAP RENAME).  Renaming INBOX
+        moves its messages into a new folder (RFC 3501 6.3.5).
         """
-        if _folderKey(old) == "INBOX" or _folderKey(new) == "INBOX":
-            return defer.fail(StoreError("renaming INBOX is not supported"))
+        if _folderKey(new) == "INBOX":
+            return defer.fail(MailboxExists("INBOX always exists"))
+        if _folderKey(old) == "INBOX":
+            try:
+                dovecot.folderDirName(new, self.separator)
+            except InvalidMailboxName as e:
+                return defer.fail(e)
+            d = self._thread(self._renameInboxWork, new)
+
+            def refreshInbox(moved):
+                inbox = self._open.get("INBOX")
+                if inbox is not None:
+                    return inbox.refresh(full=True).addCallback(lambda _: moved)
+                return moved
+
+            return d.addCallback(refreshInbox)
         try:
             dovecot.folderDirName(new, self.separator)
         except InvalidMailboxName as e:
@@ -561,8 +613,8 @@ class Mailboxes:
             if key == old or key.startswith(old + self.separator):
                 folder = self._open[key]
                 folder._publish("folderReset", None)
-                folder._refs = 1
-                folder.close()
+                folder._refs = 0
+                folder._reallyClose()
 
         def resubscribe(_):
             def work():
