@@ -526,7 +526,7 @@ class UidlistTests(unittest.TestCase):
         self.assertEqual(folder.uids(), [1, 2, 4, 5])
         self.assertEqual(folder.flags(1), {"\\Seen"})
         self.assertEqual(folder.pop3Uidl(4), "0000abcd")
-        self.assertEqual(folder.pop3Uidl(1), "00000001%08X" % 1700000000)
+        self.assertEqual(folder.pop3Uidl(1), "00000001%08x" % 1700000000)
         self.assertEqual(folder.uidNext, 6)
         data = (maildir / "dovecot-uidlist").read_bytes()
         self.assertTrue(data.startswith(self.SAMPLE))  # appended, not rewritten
@@ -703,7 +703,7 @@ class FolderTests(unittest.TestCase):
         snapshot = self.folder.snapshot()
         self.assertEqual([uid for uid, _, _ in snapshot], [1, 2, 3])
         for uid, size, uidl in snapshot:
-            self.assertEqual(uidl, "%08X%08X" % (uid, self.folder.uidValidity))
+            self.assertEqual(uidl, "%08x%08x" % (uid, self.folder.uidValidity))
             with self.folder.openMessage(uid) as f:
                 self.assertEqual(len(f.read()), size)
         # RETR marks seen (moves to cur/), QUIT deletes a set

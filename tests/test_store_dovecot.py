@@ -91,6 +91,27 @@ namespace inbox {{
         rows = self.table("fetch", "uid flags", "mailbox", mailbox, "all")
         return {int(r["uid"]): set(r["flags"].split()) - {"\\Recent"} for r in rows}
 
+    def pop3Uidls(self) -> list[str]:
+        """
+        UIDL as Dovecot's own pop3 process answers it (pre-authenticated,
+        run directly as Dovecot's login process would exec it).
+        """
+        pop3 = "/usr/lib/dovecot/pop3"
+        if not os.path.exists(pop3):
+            raise AssertionError("no /usr/lib/dovecot/pop3: apt-get install -y dovecot-pop3d")
+        env = {"USER": self.account.name, "HOME": str(self.account.home), "PATH": os.environ.get("PATH", "")}
+        process = subprocess.run(
+            [pop3, "-c", str(self.config)], input=b"UIDL\r\nQUIT\r\n", capture_output=True, env=env, timeout=60
+        )
+        lines = process.stdout.decode().split("\r\n")
+        start = lines.index("+OK") if "+OK" in lines else 1
+        out = []
+        for line in lines[start + 1 :]:
+            if line == ".":
+                break
+            out.append(line.split(" ", 1)[1])
+        return out
+
     def mailboxes(self, subscribed=False) -> set[str]:
         args = ["mailbox", "list"] + (["-s"] if subscribed else [])
         return {line for line in self.run(*args).split("\n") if line}
@@ -120,6 +141,7 @@ class MaillabToDovecotTests(unittest.TestCase):
         yield mailboxes.subscribe("Archive/2024")
         archive = yield mailboxes.open("Archive/2024")
         appended = yield archive.append(message(9), ["\\Seen", "Work"], 1600000000.0)
+        uidls = [inbox.pop3Uidl(uid) for uid in inbox.uids()]
         ours = {
             "INBOX": (inbox.uidValidity, inbox.uidNext, {u: set(inbox.flags(u)) for u in inbox.uids()}),
             "Archive/2024": (archive.uidValidity, archive.uidNext, {u: set(archive.flags(u)) for u in archive.uids()}),
@@ -139,6 +161,8 @@ class MaillabToDovecotTests(unittest.TestCase):
             dove.flags("INBOX"),
             {1: {"\\Seen", "$Label1"}, 2: {"\\Flagged", "\\Answered", "Work"}, 3: set()},
         )
+        # POP3 clients see the same UIDLs from Dovecot as from maillab
+        self.assertEqual(dove.pop3Uidls(), uidls)
         rows = dove.table("fetch", "uid date.received size.physical", "mailbox", "Archive/2024", "all")
         self.assertEqual(int(rows[0]["size.physical"]), len(message(9)))
         self.assertIn("2020-09-13", rows[0]["date.received"])

@@ -18,7 +18,8 @@ time, and clients keep their UIDs (tests/test_store_dovecot.py proves both
 directions with Debian's Dovecot).
 
 POP3 UIDL is Dovecot's default C{pop3_uidl_format = %08Xu%08Xv} (UID and
-UIDVALIDITY in upper-case hex), or the uidlist C{P} extension when present.
+UIDVALIDITY in hex, lower-case digits as Dovecot 2.3 prints them), or the
+uidlist C{P} extension when present.
 
 \\Recent is C{new/} versus C{cur/}: a message is recent until a session
 claims it (L{Folder.claimRecent} moves it to C{cur/}).

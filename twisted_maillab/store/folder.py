@@ -254,8 +254,10 @@ class Folder:
     def pop3Uidl(self, uid: int) -> str:
         """
         The POP3 UIDL: Dovecot's default C{pop3_uidl_format = %08Xu%08Xv}
-        (UID then UIDVALIDITY, upper-case hex), so switching between Dovecot
-        and maillab does not make POP3 clients download everything again.
+        (UID then UIDVALIDITY in hex; Dovecot 2.3 expands it with lower-case
+        digits, C{000000016b0b7eeb}, as its pop3 process answers on the same
+        Maildir), so switching between Dovecot and maillab does not make
+        POP3 clients download everything again.
         A uidlist C{P} extension (a UIDL migrated from another server, as
         Dovecot keeps it) takes precedence.
         """
@@ -263,7 +265,7 @@ class Folder:
         for part in message.ext.split():
             if part.startswith("P") and len(part) > 1:
                 return part[1:]
-        return f"{uid:08X}{self.uidValidity:08X}"
+        return f"{uid:08x}{self.uidValidity:08x}"
 
     def size(self, uid: int) -> int:
         """
