@@ -1093,3 +1093,27 @@ class ScaleAndLifecycleTests(unittest.TestCase):
         for t in threads:
             t.join()
         self.assertEqual(len(set(out)), 8000)
+
+
+class TestingHelpersTests(unittest.TestCase):
+    def test_synchronousStore(self):
+        """
+        The public testing helpers give a real Maildir whose Deferreds fire
+        at once (for protocol tests on StringTransport).
+        """
+        from twisted_maillab.store.testing import deliverNow, synchronousStore, temporaryAccount
+
+        store = synchronousStore()
+        self.addCleanup(store.close)
+        account = temporaryAccount(self.mktemp())
+        result = deliverNow(store, account, b"Subject: hi\r\n\r\nbody\r\n")
+        self.assertTrue((account.maildir / "new" / result.filename).exists())
+        folder = self.successResultOf(store.mailboxes(account).open())
+        recorder = Recorder()
+        folder.subscribe(recorder)
+        deliverNow(store, account, b"Subject: two\r\n\r\n")
+        store.clock.advance(0)
+        self.assertEqual(recorder.events, [("added", [2])])
+        self.assertEqual(self.successResultOf(folder.setFlags([1], ["\\Seen"], "add")), {1: {"\\Seen"}})
+        self.assertEqual(folder.flags(1), {"\\Seen"})
+        folder.close()

@@ -1015,7 +1015,8 @@ class Folder:
         """
         if mode not in ("replace", "add", "remove"):
             raise ValueError(mode)
-        return self._locked(self._flagsWork, list(uids), list(flags), mode, origin=origin)
+        d = self._locked(self._flagsWork, list(uids), list(flags), mode, origin=origin)
+        return d.addCallback(lambda done: {uid: self.flags(uid) for uid in done if uid in self.messages})
 
     def _letters(self, flags, keywords: dovecot.Keywords, allocate: bool) -> tuple[str, bool]:
         letters = []
