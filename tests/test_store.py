@@ -1117,3 +1117,32 @@ class TestingHelpersTests(unittest.TestCase):
         self.assertEqual(self.successResultOf(folder.setFlags([1], ["\\Seen"], "add")), {1: {"\\Seen"}})
         self.assertEqual(folder.flags(1), {"\\Seen"})
         folder.close()
+
+
+class UidNextTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_uidnextNeverGoesBack(self):
+        """
+        RFC 3501 2.3.1.1: UIDNEXT must not decrease.  The uidlist header's
+        N lags behind appended records; after the highest message is
+        expunged and the file is reread, UIDNEXT still covers it.
+        """
+        account = makeAccount(self)
+        store = makeTestStore(self, inotify=False)
+        yield deliver(store, account)
+        folder = yield store.mailboxes(account).open()
+        self.addCleanup(folder.close)
+        yield deliver(store, account)
+        yield deliver(store, account)
+        yield folder.refresh()
+        self.assertEqual(folder.uids(), [1, 2, 3])
+        header = (account.maildir / "dovecot-uidlist").read_text().split("\n")[0]
+        self.assertIn(" N2 ", header)  # lagging, as Dovecot leaves it
+        yield folder.expunge([3])
+        later = time.time() + 3
+        os.utime(account.maildir / "dovecot-uidlist", (later, later))
+        yield folder.refresh()
+        self.assertEqual(folder.uidNext, 4)
+        result = yield deliver(store, account)
+        yield folder.refresh()
+        self.assertEqual(folder.uids(), [1, 2, 4])

@@ -812,7 +812,11 @@ class Folder:
             else:
                 sync.uidlistState = ustate
             if ustate.ino:
-                header = ustate.header
+                header = dovecot.UidlistHeader(**vars(ustate.header))
+                if header.uidValidity == self.header.uidValidity:
+                    # the file's N lags behind appended records (Dovecot
+                    # rewrites it only on recreate): UIDNEXT never goes back
+                    header.nextUid = max(header.nextUid, self.header.nextUid, ustate.lastUid + 1)
                 sync.header = header
             if not byBase:
                 # first read: every record is pending until its file is seen
@@ -906,6 +910,9 @@ class Folder:
         return sync
 
     def _assignUids(self, sync: _Sync, unknown, pending, messages) -> None:
+        # records another process appended after our directory listing:
+        # their files may be newer than the listing, so a rewrite keeps them
+        fresh = []
         with self._lockUidlist():
             state = sync.uidlistState or self._ustate
             records, ustate, reset = self._readUidlist(state)
@@ -919,6 +926,7 @@ class Folder:
                 for record in records:
                     if record[2] not in self.byBase:
                         pending[record[2]] = record
+                        fresh.append(record)
             if state.ino:
                 header = state.header
             elif self.header.uidValidity:
@@ -958,6 +966,7 @@ class Folder:
                     (m.uid, m.ext, m.base) for m in messages.values() if m.uid not in removed
                 ]
                 allRecords.extend((m.uid, m.ext, m.base) for m in sync.added)
+                allRecords.extend(record for record in fresh if record[2] in pending)
                 allRecords.sort()
                 header.nextUid = max(header.nextUid, (allRecords[-1][0] + 1) if allRecords else 1)
                 sync.uidlistState = self._writeUidlist(state, header, newRecords, allRecords, True)
