@@ -72,6 +72,10 @@ def waitPort(port: int, timeout: float = 30.0):
 def deliver(config, user: str, messages):
     portal = makePortal(config, Clock(), runner=runSynchronously)
     account = _result(portal.directory.lookup(user))
+    # the store never creates a home: the administrator does
+    Path(account.home).mkdir(parents=True, exist_ok=True)
+    if account.uid is not None:
+        os.chown(account.home, account.uid, account.gid)
     # fsync off: this is set-up, not what is measured
     store = Store(
         reactor, runner=lambda f, *a, **k: defer.execute(f, *a, **k), rescanInterval=0, inotify=False, fsync=False

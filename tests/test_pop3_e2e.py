@@ -134,6 +134,9 @@ class Server:
         self.config = load(self.ini)
         portal = makePortal(self.config, Clock(), runner=runSynchronously)
         self.account = _result(portal.directory.lookup("edouard"))
+        # The store never creates a home directory: the administrator does.
+        for user in ("edouard", "anne"):
+            Path(_result(portal.directory.lookup(user)).home).mkdir(parents=True, exist_ok=True)
         self.maildir = Path(self.account.maildir)
         self.process = None
         self.output = ""

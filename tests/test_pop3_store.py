@@ -67,6 +67,8 @@ class Fixture:
         self.clock.advance(1_800_000_000)
         self.portal = makePortal(self.config, self.clock, runner=runSynchronously)
         self.account = _result(self.portal.directory.lookup("edouard"))
+        # The store never creates a home directory: the administrator does.
+        Path(self.account.home).mkdir(parents=True, exist_ok=True)
         self.store = Store(
             self.clock, clock=self.clock, runner=_sync, rescanInterval=0, inotify=False, hostname="mail.test"
         )

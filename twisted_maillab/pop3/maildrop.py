@@ -6,9 +6,9 @@ What a session sees and does, in store terms:
   - the snapshot is INBOX's index at login, in UID order (RFC 1939: the
     maildrop is fixed for the session; later deliveries wait for the next
     session);
-  - UIDL is the store's L{Folder.pop3Uidl} (in the lower case Dovecot
-    really produces, see L{_dovecotCase}): Dovecot's default
-    C{pop3_uidl_format = %08Xu%08Xv} built from the IMAP UID and
+  - UIDL is the store's L{Folder.pop3Uidl}: Dovecot's default
+    C{pop3_uidl_format = %08Xu%08Xv} (which Dovecot 2.3 expands in
+    lower-case hex) built from the IMAP UID and
     UIDVALIDITY (or a migrated uidlist C{P} value), so it is stable across
     sessions and restarts, agrees with IMAP, and does not change when an
     administrator switches between Dovecot and maillab;
@@ -73,21 +73,6 @@ def _countAll(files) -> list[int]:
             f.close()
 
 
-def _dovecotCase(uidl: str, uid: int, uidValidity: int) -> str:
-    """
-    --- adapter, to move into Folder.pop3Uidl (store package) ---
-    Dovecot 2.3 expands C{pop3_uidl_format = %08Xu%08Xv} with lower-case
-    hex digits (C{000000016b0b8348}; measured with Debian's 2.3.19.1 on the
-    same Maildir, bench/pop3_bench.py), while the store writes upper case.
-    POP3 clients compare UIDLs as strings, so upper case would make every
-    client download all its mail again after a switch from Dovecot.  A
-    migrated uidlist C{P} value is not of that form and is kept verbatim.
-    """
-    if uidl == f"{uid:08X}{uidValidity:08X}":
-        return uidl.lower()
-    return uidl
-
-
 @implementer(IMessageReader)
 class ThreadedReader:
     """
@@ -102,14 +87,21 @@ class ThreadedReader:
         self._run = run
         self._pending = None
         self._closeWhenDone = False
+        self._eof = False
 
     def read(self, size):
         if self._file is None:
             return defer.fail(ValueError("read from a closed message"))
+        if self._eof:
+            # A regular file's buffered read returns less than asked only
+            # at its end: no thread round trip just to learn that.
+            return defer.succeed(b"")
         d = self._pending = self._run(self._file.read, size)
 
         def done(result):
             self._pending = None
+            if isinstance(result, bytes) and len(result) < size:
+                self._eof = True
             if self._closeWhenDone:
                 self._close()
             return result
@@ -186,7 +178,7 @@ class StoreMaildrop:
             if uid not in sizes:
                 continue  # vanished while we looked
             try:
-                uidl = _dovecotCase(folder.pop3Uidl(uid), uid, folder.uidValidity)
+                uidl = folder.pop3Uidl(uid)
             except MessageVanished:
                 continue
             self.uids.append(uid)
@@ -203,7 +195,13 @@ class StoreMaildrop:
     def retrieved(self, index):
         # An "add nothing" flag change moves the file new/ -> cur/ keeping
         # its flags (Folder.setFlags moves every message it touches).
-        return self.folder.setFlags([self.uids[index]], [], "add")
+        uid = self.uids[index]
+        try:
+            if not self.folder.message(uid).isNew:
+                return defer.succeed(None)  # already in cur/: nothing to do
+        except MessageVanished:
+            return defer.succeed(None)
+        return self.folder.setFlags([uid], [], "add")
 
     @defer.inlineCallbacks
     def commit(self, deleted, seen):
