@@ -93,7 +93,7 @@ class Server:
     (C{edouard}), and an in-process store to deliver into its Maildir.
     """
 
-    def __init__(self, testCase, pop3Extra: str = "", uid: int | None = None):
+    def __init__(self, testCase, pop3Extra: str = "", uid: int | None = None, smtp: bool = False):
         self.testCase = testCase
         owner = ""
         if uid is None:
@@ -121,6 +121,15 @@ class Server:
         (self.root / "users").chmod(0o644)
         self.port = freePort()
         self.sport = freePort()
+        self.smtpPort = freePort()
+        smtpSection = ""
+        if smtp:
+            # The SMTP issue's delivery path: local delivery from mynetworks.
+            smtpSection = (
+                f"[smtp]\nenabled = yes\nlisten = tcp:{self.smtpPort}:interface=127.0.0.1\n"
+                "myhostname = mail.domaineel.rt\nmydestination = $myhostname, domaineel.rt\n"
+                "mynetworks = 127.0.0.0/8\n"
+            )
         self.ini = self.root / "maillab.ini"
         self.ini.write_text(
             "[server]\nhostname = mail.domaineel.rt\ndomain = domaineel.rt\nstate_directory = var\n"
@@ -130,6 +139,7 @@ class Server:
             "[store]\nmail_location = maildir:~/Maildir\n"
             f"[pop3]\nenabled = yes\nlisten = tcp:{self.port}:interface=127.0.0.1\n{pop3Extra}\n"
             f"[pop3s]\nenabled = yes\nlisten = tcp:{self.sport}:interface=127.0.0.1\n"
+            + smtpSection
         )
         self.config = load(self.ini)
         portal = makePortal(self.config, Clock(), runner=runSynchronously)
@@ -538,6 +548,26 @@ class FetchmailTests(unittest.TestCase):
         self.assertIn("2 messages", log)
         self.assertIn(b"\n.leading dot\nbody one\n", mail.replace(b"\r\n", b"\n"))
         self.assertIn(b"Subject: two", mail)
+        self.assertEqual(server.files(), {"new": [], "cur": []})
+
+    def test_mailDeliveredBySMTP(self):
+        """
+        The whole path: smtplib hands a message to maillab's SMTP server,
+        which delivers it to the Maildir; fetchmail picks it up over STLS
+        and deletes it.
+        """
+        import smtplib
+
+        server = Server(self, smtp=True)
+        with smtplib.SMTP("127.0.0.1", server.smtpPort, timeout=30) as client:
+            refused = client.sendmail(
+                "anne@example.org", ["edouard@domaineel.rt"], b"Subject: by smtp\r\n\r\nhello\r\n"
+            )
+        self.assertEqual(refused, {})
+        log, mail = self.fetch(server, server.port, 'sslproto "TLS1.2+"')
+        self.assertIn("POP3> STLS", log)
+        self.assertIn(b"Delivered-To: edouard@domaineel.rt", mail)
+        self.assertIn(b"Subject: by smtp", mail)
         self.assertEqual(server.files(), {"new": [], "cur": []})
 
     def test_pop3s(self):
