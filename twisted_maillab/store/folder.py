@@ -170,6 +170,7 @@ class Folder:
         self.byBase: dict[str, int] = {}
         self._uids: list[int] = []
         self._uidsSorted = True
+        self._newUids: set[int] = set()  # messages in new/ (\\Recent)
         self._pending: dict[str, tuple[int, str]] = {}
         self.keywords = dovecot.Keywords()
         self._keywordsStamp = None
@@ -240,7 +241,7 @@ class Folder:
         """
         UIDs of messages still in C{new/} (nobody claimed them yet).
         """
-        return [uid for uid in self.uids() if self.messages[uid].isNew]
+        return sorted(self._newUids)
 
     def unseenCount(self) -> int:
         return sum(1 for m in self.messages.values() if "S" not in m.letters)
@@ -573,6 +574,7 @@ class Folder:
             self.messages.clear()
             self.byBase.clear()
             self._uids = []
+            self._newUids = set()
         if sync.header is not None:
             self.header = sync.header
         if sync.uidlistState is not None:
@@ -590,6 +592,7 @@ class Folder:
             message = self.messages.pop(uid, None)
             if message is not None:
                 self.byBase.pop(message.base, None)
+                self._newUids.discard(uid)
                 removed.append(uid)
         if removed:
             gone = set(removed)
@@ -602,6 +605,10 @@ class Folder:
             oldLetters = message.letters
             message.info = info
             message.isNew = isNew
+            if isNew:
+                self._newUids.add(uid)
+            else:
+                self._newUids.discard(uid)
             if message.letters != oldLetters:
                 changed.append(uid)
         added = []
@@ -611,6 +618,7 @@ class Folder:
             self.byBase = {m.base: m.uid for m in sync.added}
             self._uids = sorted(self.messages)
             self._uidsSorted = True
+            self._newUids = {m.uid for m in sync.added if m.isNew}
             if sync.pending is None:
                 for message in sync.added:
                     self._pending.pop(message.base, None)
@@ -622,6 +630,8 @@ class Folder:
                 continue
             self.messages[message.uid] = message
             self.byBase[message.base] = message.uid
+            if message.isNew:
+                self._newUids.add(message.uid)
             if self._pending:
                 self._pending.pop(message.base, None)
             if message.uid < last:
@@ -863,11 +873,16 @@ class Folder:
         newFiles = listings.get("new", {})
         curFiles = listings.get("cur", {})
 
-        # 3. compare
-        for uid, message in messages.items():
-            subdir = message.subdir
-            if subdir in listed and message.base not in newFiles and message.base not in curFiles:
-                sync.removed.append(uid)
+        # 3. compare (nothing to do for directories that were not listed)
+        if listed:
+            if listed == {"new"} and messages is self.messages:
+                # only new/ changed (a delivery): check just its messages
+                candidates = ((uid, messages[uid]) for uid in list(self._newUids) if uid in messages)
+            else:
+                candidates = messages.items()
+            for uid, message in candidates:
+                if message.subdir in listed and message.base not in newFiles and message.base not in curFiles:
+                    sync.removed.append(uid)
         unknown = []
         removedSet = set(sync.removed)
         updated = sync.updated

@@ -152,8 +152,7 @@ class Store:
         self._pool = None
         if runner is None:
             self._pool = ThreadPool(minthreads=0, maxthreads=threads, name="maillab-store")
-            self._pool.start()
-            runner = lambda f, *a, **kw: deferToThreadPool(reactor, self._pool, f, *a, **kw)
+            runner = self._runInPool
         self.run = runner
         self._mailboxes: dict[str, Mailboxes] = {}
         self._groupSyncs: dict[tuple[int, int], GroupSync] = {}
@@ -165,6 +164,15 @@ class Store:
             self._rescan = task.LoopingCall(self._rescanAll)
             self._rescan.clock = self.clock
             self._rescan.start(rescanInterval, now=False)
+
+    def _runInPool(self, f, *args, **kwargs) -> defer.Deferred:
+        # started on first use, not at construction: twistd builds the
+        # service tree before it forks into the background
+        if self._pool is None:
+            return defer.fail(StoreError("the store is closed"))
+        if not self._pool.started:
+            self._pool.start()
+        return deferToThreadPool(self.reactor, self._pool, f, *args, **kwargs)
 
     # -- accounts -------------------------------------------------------
 
@@ -300,7 +308,8 @@ class Store:
             self._inotify = None
         if self._pool is not None:
             pool, self._pool = self._pool, None
-            pool.stop()
+            if pool.started:
+                pool.stop()
         return defer.succeed(None)
 
 
