@@ -20,7 +20,6 @@ import argparse
 import os
 import poplib
 import re
-import select
 import shutil
 import signal
 import socket

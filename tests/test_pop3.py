@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import random
 
-from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.testing import StringTransport

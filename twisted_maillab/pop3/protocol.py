@@ -196,11 +196,9 @@ class MessageEncoder:
                 line = line[:-1]
             self._emitLine(line, out)
         if not self.done:
+            # A partial line sent on early (longer than the carry limit)
+            # is counted as one line when its newline arrives.
             out.append(self._partial(data[position:]))
-            if not self._atLineStart:
-                # A partial line longer than the carry limit counts as
-                # part of the line it starts; nothing else to track.
-                pass
         return b"".join(out)
 
     def _emitLine(self, line: bytes, out: list) -> None:
