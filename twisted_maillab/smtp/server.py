@@ -91,6 +91,7 @@ class Settings:
     maxConnectionsPerClient: int = 50
     authEnable: bool = True
     tlsAuthOnly: bool = True
+    plaintextOnLoopback: bool = True
     tlsRequired: bool = False
     requireAuth: bool = False
     vrfy: str = "ambiguous"
@@ -485,6 +486,8 @@ class ESMTPServer(Protocol):
     def _plaintextAllowed(self) -> bool:
         from twisted_maillab.auth.sasl import plaintextAllowed
 
+        if not self.settings.plaintextOnLoopback:
+            return self.session.tls
         return plaintextAllowed(self.session.host, self.session.tls)
 
     def do_EHLO(self, rest: bytes):

@@ -169,6 +169,7 @@ def _build(config, resources, name: str):
         maxConnectionsPerClient=smtp.smtpd_client_connection_count_limit,
         authEnable=True if name != "smtp" else smtp.smtpd_sasl_auth_enable,
         tlsAuthOnly=smtp.smtpd_tls_auth_only,
+        plaintextOnLoopback=smtp.plaintext_on_loopback,
         tlsRequired=tlsRequired,
         requireAuth=name != "smtp" and section.require_authentication,
         vrfy=smtp.vrfy_command,
