@@ -714,7 +714,13 @@ class SMTPSection(ListenerSection):
         parseBoolean, True, "offer AUTH on this listener (submission always does)"
     )
     smtpd_tls_auth_only: bool = option(
-        parseBoolean, True, "offer AUTH PLAIN/LOGIN only over TLS (loopback clients are exempt)"
+        parseBoolean, True, "offer AUTH PLAIN/LOGIN only over TLS (see plaintext_on_loopback)"
+    )
+    plaintext_on_loopback: bool = option(
+        parseBoolean,
+        True,
+        "with smtpd_tls_auth_only, still allow AUTH without TLS from 127.0.0.0/8 and ::1 "
+        "(say no behind a local TLS proxy, where every client looks local)",
     )
     smtpd_peername_lookup: bool = option(
         parseBoolean, True, "look up the client's name (forward-confirmed) for Received:"
