@@ -303,6 +303,47 @@ class LoginTests(unittest.TestCase):
         self.assertTrue(h.login().startswith(b"+OK"))
         self.assertEqual(seen, [(LOOPBACK, "pop3")])
 
+    def test_badSnapshotAnswered(self):
+        # An exception inside a Deferred callback still gets a reply, in
+        # order, the lock is released, and pipelined commands go on.
+        locks = SessionLocks()
+        maildrop = MemoryMaildrop("edouard", [MSG1])
+        maildrop.open = lambda: defer.succeed([object()])
+        h = Harness(self, maildrop=maildrop, locks=locks)
+        reply = h.send(b"USER edouard\r\nPASS s3cret\r\nNOOP\r\n")
+        self.assertEqual(reply, b"+OK\r\n-ERR [SYS/TEMP] Cannot open the mailbox.\r\n+OK\r\n")
+        self.assertFalse(h.transport.disconnecting)
+        self.assertNotIn(maildrop.lockKey, locks)
+        self.assertEqual(h.proto.state, "AUTHORIZATION")
+        self.assertEqual(len(self.flushLoggedErrors(AttributeError)), 1)
+
+    def test_asynchronousBugAnswered(self):
+        class Odd:
+            """An avatar without lockKey: a bug in some realm."""
+
+        class OddPortal:
+            def login(self, credentials, mind, *interfaces):
+                return defer.succeed((interfaces[0], Odd(), lambda: None))
+
+        h = Harness(self, portal=OddPortal())
+        reply = h.send(b"USER edouard\r\nPASS s3cret\r\nNOOP\r\n")
+        self.assertEqual(reply, b"+OK\r\n-ERR [SYS/TEMP] Internal server error.\r\n+OK\r\n")
+        self.assertEqual(len(self.flushLoggedErrors(AttributeError)), 1)
+
+    def test_readerRaisingAtOnce(self):
+        h = Harness(self)
+        h.login()
+
+        class Raising(MemoryReader):
+            def read(self, size):
+                raise OSError("EIO")
+
+        h.proto.maildrop.openMessage = lambda index: defer.succeed(Raising(MSG1))
+        reply = h.send(b"RETR 1\r\nNOOP\r\n")
+        self.assertEqual(reply, b"-ERR [SYS/TEMP] Cannot read the message.\r\n+OK\r\n")
+        self.assertIsNone(h.transport.producer)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
     def test_openFailureReleasesLock(self):
         locks = SessionLocks()
         maildrop = MemoryMaildrop("edouard", [MSG1])

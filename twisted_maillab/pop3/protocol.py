@@ -282,7 +282,11 @@ class _MessageStreamer:
         try:
             while not (self._paused or self._reading or self._finished):
                 self._reading = True
-                self.reader.read(self.chunkSize).addCallbacks(self._gotChunk, self._failed)
+                # maybeDeferred: a reader raising at once is a failure too,
+                # so the producer is always unregistered.
+                defer.maybeDeferred(self.reader.read, self.chunkSize).addCallbacks(
+                    self._gotChunk, self._failed
+                )
         finally:
             self._pumping = False
 
@@ -493,13 +497,20 @@ class POP3Server(Protocol, TimeoutMixin):
         """
         self._busy = True
 
+        def failed(failure):
+            # A bug in a command's asynchronous part: answer it, keep the
+            # session (and never leave the client waiting for a reply).
+            self.log.failure("pop3: command failed", failure)
+            if not self._closed:
+                self._err(b"[SYS/TEMP] Internal server error.")
+
         def resume(_):
             self._busy = False
             if not self._closed:
                 self._processInput()
 
+        d.addErrback(failed)
         d.addBoth(resume)
-        d.addErrback(lambda f: self.log.failure("pop3: command failed", f))
 
     def _lineReceived(self, line: bytes):
         if self._sasl is not None:
@@ -731,11 +742,13 @@ class POP3Server(Protocol, TimeoutMixin):
         def opened(messages):
             if self._closed:
                 return
-            self.messages = tuple(messages)
+            messages = tuple(messages)
+            count = len(messages)
+            size = sum(info.size for info in messages)
+            self.messages = messages
             self.deleted = set()
             self.seen = set()
             self.state = TRANSACTION
-            count, size = self._stat()
             self._ok(b"Logged in, %d messages (%d octets)." % (count, size))
 
         def failed(failure):
@@ -745,7 +758,9 @@ class POP3Server(Protocol, TimeoutMixin):
                 code = b"[SYS/TEMP]" if _isTemporary(failure) else b"[SYS/PERM]"
                 self._err(code + b" Cannot open the mailbox.")
 
-        return d.addCallbacks(opened, failed)
+        # failed() also catches a bad snapshot raising in opened(): the
+        # lock is released and the client may try again.
+        return d.addCallback(opened).addErrback(failed)
 
     # -- TRANSACTION -------------------------------------------------------
 
