@@ -99,13 +99,13 @@ class TwistdTests(unittest.TestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertRegex(result.stdout, r"\n\s+maillab\s+Mail suite for one domain")
 
-    def test_devConfigStartsAndStops(self):
+    def runDev(self, ini, ports) -> str:
         """
-        The embedded default starts on free ports, creates its state (the
-        state directory, a self-signed certificate), logs every listener it
-        bound, and stops cleanly on SIGTERM.
+        Start twistd on the dev config, wait for every listener, check
+        each accepts a connection, stop it with SIGTERM.
+
+        @return: everything it printed.
         """
-        ini, ports = devConfigCopy(self)
         process = subprocess.Popen(
             [TWISTD, "-n", "--pidfile=", "maillab", "--config", str(ini)],
             stdout=subprocess.PIPE,
@@ -114,21 +114,46 @@ class TwistdTests(unittest.TestCase):
         )
         self.addCleanup(lambda: process.poll() is None and process.kill())
         expected = [rf"{name} listening on 127\.0\.0\.1:{port}\b" for name, port in ports.items()]
-        output = readUntil(process, expected + [r"reactor class"])
+        output = readUntil(process, expected + [r"maillab ready"])
         for name, port in ports.items():
             with socket.create_connection(("127.0.0.1", port), timeout=5):
                 pass
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=30)
+        output += rest.decode()
+        # twistd ends a SIGTERM shutdown by re-raising the signal, so that
+        # its parent (systemd) sees how it ended; that is a clean stop.
+        self.assertIn(process.returncode, (0, -signal.SIGTERM), output)
+        self.assertIn("Main loop terminated", output)
+        return output
+
+    def test_devConfigStartsAndStops(self):
+        """
+        The embedded default starts on free ports, creates its state (the
+        state directory, a self-signed certificate, the seed's two demo
+        users with random passwords printed at every start), logs every
+        listener it bound, and stops cleanly on SIGTERM.
+        """
+        ini, ports = devConfigCopy(self)
+        output = self.runDev(ini, ports)
         var = ini.parent.parent / "var"
         self.assertTrue((var / "tls" / "cert.pem").is_file(), output)
         self.assertEqual(os.stat(var / "tls" / "key.pem").st_mode & 0o777, 0o600)
         self.assertEqual(os.stat(var).st_mode & 0o777, 0o700)
-        process.send_signal(signal.SIGTERM)
-        rest, _ = process.communicate(timeout=30)
-        # twistd ends a SIGTERM shutdown by re-raising the signal, so that
-        # its parent (systemd) sees how it ended; that is a clean stop.
-        output += rest.decode()
-        self.assertIn(process.returncode, (0, -signal.SIGTERM), output)
-        self.assertIn("Main loop terminated", output)
+        passwords = dict(
+            re.findall(r"demo account: (\S+@domaineel\.rt) password: (\S+)$", output, re.M)
+        )
+        self.assertEqual(
+            sorted(passwords), ["edouard@domaineel.rt", "utilisateur@domaineel.rt"], output
+        )
+        self.assertEqual(len(set(passwords.values())), 2)
+        for password in passwords.values():
+            self.assertGreaterEqual(len(password), 12)
+        # A second start keeps the accounts and prints the same passwords.
+        again = self.runDev(ini, ports)
+        self.assertEqual(
+            dict(re.findall(r"demo account: (\S+) password: (\S+)$", again, re.M)), passwords
+        )
 
     def test_badConfigExitsBeforeBinding(self):
         port = freePort()

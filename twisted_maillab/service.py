@@ -119,6 +119,25 @@ class Resources:
                 )
         return tls.serverContextFactory(section, self.config.path)
 
+    @cached_property
+    def portal(self):
+        """
+        The one cred portal SMTP AUTH, POP3 and IMAP log in through
+        (L{twisted_maillab.interfaces.IMailPortal}).
+        """
+        from twisted_maillab.auth import makePortal
+
+        return makePortal(self.config, self.reactor)
+
+    @cached_property
+    def store(self):
+        """
+        The process's one Maildir store; it closes itself at reactor shutdown.
+        """
+        from twisted_maillab.store import makeStore
+
+        return makeStore(self.config, self.reactor)
+
     def endpoint(self, section: ListenerSection, description: str):
         """
         Build the server endpoint for one C{listen} value.
@@ -177,6 +196,24 @@ def _prepareState(config: Config) -> None:
         ) from None
 
 
+def _announceDemoAccounts(config: Config) -> None:
+    """
+    Development configs name demo users: create them on first start and
+    print their passwords at every start (the seed's edouard and
+    utilisateur), so `make run` is usable at once.
+    """
+    if not config.auth.demo_users:
+        return
+    from twisted_maillab.auth.demo import ensureDemoAccounts
+
+    for address, password in ensureDemoAccounts(config):
+        log.info(
+            "demo account: {address} password: {password}",
+            address=address,
+            password=password,
+        )
+
+
 def makeService(config: Config, reactor=None) -> service.MultiService:
     """
     Build the whole suite from a parsed config; embed the result in another
@@ -191,6 +228,7 @@ def makeService(config: Config, reactor=None) -> service.MultiService:
     builders = [(section, builderFor(config, section.name)) for section in sections]
     resources = Resources(config, reactor)
     _prepareState(config)
+    _announceDemoAccounts(config)
     # Load (or, for development, create) the certificate now: a bad pair is
     # a start-up error even if only STARTTLS would have used it.
     resources.tlsContext

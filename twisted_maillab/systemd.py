@@ -12,6 +12,9 @@ import os
 import socket
 
 from twisted.application import service
+from twisted.logger import Logger
+
+log = Logger()
 
 
 def notify(state: str, environ=os.environ) -> bool:
@@ -43,9 +46,13 @@ class NotifyService(service.Service):
 
     def startService(self):
         super().startService()
-        self.reactor.callWhenRunning(
-            notify, "READY=1\nSTATUS=maillab serving", self.environ
-        )
+        self.reactor.callWhenRunning(self._ready)
+
+    def _ready(self):
+        # The reactor is running (its signal handlers are installed): from
+        # here on SIGTERM is a clean shutdown.
+        log.info("maillab ready")
+        notify("READY=1\nSTATUS=maillab serving", self.environ)
 
     def stopService(self):
         notify("STOPPING=1", self.environ)
