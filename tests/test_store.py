@@ -713,6 +713,23 @@ class FolderTests(unittest.TestCase):
         self.assertEqual(self.folder.uids(), [2])
 
     @defer.inlineCallbacks
+    def test_setFlagsAfterExternalRename(self):
+        """
+        Another program changed a message's flags (renamed its file) and
+        delivered a new one: STORE still works, keeps the other program's
+        flag, and the resync it needed also brings the new message in.
+        """
+        message = self.folder.message(1)
+        maildir = self.account.maildir
+        os.rename(maildir / "new" / message.filename, maildir / "cur" / (message.base + ":2,S"))
+        (maildir / "new" / "1900000000.M1P1.other").write_bytes(b"Subject: other\n\n")
+        chownTree(maildir)
+        result = yield self.folder.setFlags([1], ["\\Flagged"], "add")
+        self.assertEqual(result, {1: {"\\Seen", "\\Flagged"}})
+        self.assertTrue((maildir / "cur" / (message.base + ":2,FS")).exists())
+        self.assertEqual(self.folder.uids(), [1, 2, 3, 4])
+
+    @defer.inlineCallbacks
     def test_vanishedFileFoundAfterExternalRename(self):
         """
         Another program renamed the file (flags changed): open still works.

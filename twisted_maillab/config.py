@@ -502,10 +502,10 @@ class StoreSection(Section):
     )
     # The store issue adds its keys below (quota, rescan interval, ...).
     quota_bytes: int = option(
-        parseSize, 0, "Maildir++ quota per mailbox in bytes (512M, 2G); 0 = none"
+        parseSize, 0, "Maildir++ quota per account (whole Maildir) in bytes (512M, 2G); 0 = none"
     )
     quota_messages: int = option(
-        parseInteger(minimum=0), 0, "Maildir++ quota per mailbox in messages; 0 = none"
+        parseInteger(minimum=0), 0, "Maildir++ quota per account (whole Maildir) in messages; 0 = none"
     )
     fsync: bool = option(
         parseBoolean, True, "fsync messages and directories before acknowledging"

@@ -1125,9 +1125,8 @@ class Folder:
         if missing:
             # renamed or expunged by someone else: resync, then retry once
             fresh = self._syncWork(True, True, None)
+            _merge(sync, fresh)
             gone = set(fresh.removed)
-            sync.removed.extend(fresh.removed)
-            sync.stamps = fresh.stamps
             current = {uid: (info, isNew) for uid, info, isNew in fresh.updated}
             for uid in missing:
                 if uid in gone:
@@ -1183,8 +1182,7 @@ class Folder:
             removedCount += 1
         if missing:
             fresh = self._syncWork(True, True, None)
-            sync.stamps = fresh.stamps
-            sync.removed.extend(fresh.removed)
+            _merge(sync, fresh)
             where = {uid: (info, isNew) for uid, info, isNew in fresh.updated}
             for uid in missing:
                 if uid in fresh.removed or uid not in where:
@@ -1421,6 +1419,26 @@ def _intern(info: str) -> str:
     # the few distinct info strings ("2,S", "2,RS"...) are shared by all
     # messages instead of one string object each
     return sys.intern(info) if len(info) < 12 else info
+
+
+def _merge(sync: _Sync, fresh: _Sync) -> None:
+    """
+    Fold a resync done in the middle of an operation into its result: the
+    resync's view comes first, the operation's own changes after it win.
+    """
+    sync.added = fresh.added + sync.added
+    sync.updated = fresh.updated + sync.updated
+    sync.removed = fresh.removed + sync.removed
+    if fresh.pending is not None:
+        sync.pending = fresh.pending
+    for name in ("header", "uidlistState", "stamps"):
+        value = getattr(fresh, name)
+        if value is not None:
+            setattr(sync, name, value)
+    if fresh.keywords is not None and sync.keywords is None:
+        sync.keywords = fresh.keywords
+        sync.keywordsStamp = fresh.keywordsStamp
+    sync.reset = sync.reset or fresh.reset
 
 
 def _bareLFs(previous: bytes, chunk: bytes) -> int:
