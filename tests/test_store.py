@@ -1163,3 +1163,35 @@ class UidNextTests(unittest.TestCase):
         result = yield deliver(store, account)
         yield folder.refresh()
         self.assertEqual(folder.uids(), [1, 2, 4])
+
+
+class OSErrorMappingTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_folderOperationsRaiseStoreErrors(self):
+        """
+        A disk error inside a folder operation reaches the protocol as a
+        StoreError with its IMAP code, not as a bare OSError.
+        """
+        account = makeAccount(self)
+        store = makeTestStore(self, inotify=False)
+        yield deliver(store, account)
+        folder = yield store.mailboxes(account).open()
+        self.addCleanup(folder.close)
+
+        def full(*args, **kw):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        realRename = os.rename
+        self.patch(os, "rename", full)
+        failure = yield self.assertFailure(folder.setFlags([1], ["\\Seen"], "add"), StorageFull)
+        self.assertEqual(failure.imapCode, "OVERQUOTA")
+        self.patch(os, "rename", realRename)
+        yield store.mailboxes(account).create("Other")
+        other = yield store.mailboxes(account).open("Other")
+        self.addCleanup(other.close)
+
+        def readOnly(*args, **kw):
+            raise OSError(errno.EROFS, "Read-only file system")
+
+        self.patch(os, "link", readOnly)
+        yield self.assertFailure(folder.copyTo([1], other), MailboxReadOnly)

@@ -445,9 +445,9 @@ class Folder:
     def _open(self, create: bool):
         yield self._lock.acquire()
         try:
-            yield self.store.run(self._openWork, create)
-            yield self.store.run(self._cleanTmp, self.store.clock.seconds())
-            sync = yield self.store.run(self._syncWork, True, True, None, True)
+            yield self.store.run(_mapErrors(self._openWork, self.name), create)
+            yield self.store.run(_mapErrors(self._cleanTmp, self.name), self.store.clock.seconds())
+            sync = yield self.store.run(_mapErrors(self._syncWork, self.name), True, True, None, True)
             self._apply(sync, None, publish=False)
         except BaseException:
             self._closeFds()
@@ -563,7 +563,7 @@ class Folder:
 
         @defer.inlineCallbacks
         def run():
-            sync = yield self.store.run(work, *args)
+            sync = yield self.store.run(_mapErrors(work, self.name), *args)
             self._apply(sync, origin)
             return sync.result
 
@@ -1281,7 +1281,7 @@ class Folder:
                 raise StoreError("copy into the same folder")
             release = yield _twoLocks(self._lock, target._lock)
             try:
-                srcSync, dstSync, pairs = yield self.store.run(self._copyWork, uids, target, move)
+                srcSync, dstSync, pairs = yield self.store.run(_mapErrors(self._copyWork, self.name), uids, target, move)
                 self._apply(srcSync, origin)
                 target._apply(dstSync, origin)
             finally:
@@ -1419,6 +1419,23 @@ def _intern(info: str) -> str:
     # the few distinct info strings ("2,S", "2,RS"...) are shared by all
     # messages instead of one string object each
     return sys.intern(info) if len(info) < 12 else info
+
+
+def _mapErrors(work, name: str):
+    """
+    Thread work that raises L{StoreError}s only: an L{OSError} (EACCES,
+    ENOSPC, EIO...) becomes the class a protocol can report.
+    """
+
+    def wrapped(*args):
+        try:
+            return work(*args)
+        except StoreError:
+            raise
+        except OSError as e:
+            raise fromOSError(e, name) from e
+
+    return wrapped
 
 
 def _merge(sync: _Sync, fresh: _Sync) -> None:
