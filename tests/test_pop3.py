@@ -624,6 +624,41 @@ class PipeliningTests(unittest.TestCase):
         self.assertEqual(maildrop.committed, (frozenset({0}), frozenset({0})))
 
 
+class FlowControlTests(unittest.TestCase):
+    def test_pipelinedFloodPausesReading(self):
+        # While a command is in progress, queued input is bounded: past
+        # 64 KiB the socket stops being read, and reading resumes once the
+        # queue drains.
+        d = defer.Deferred()
+        maildrop = MemoryMaildrop("edouard", [MSG1])
+
+        class SlowPortal:
+            def login(self, credentials, mind, *interfaces):
+                inner = memoryPortal({b"edouard": (b"s3cret", maildrop)})
+                return d.addCallback(lambda _: inner.login(credentials, mind, *interfaces))
+
+        h = Harness(self, maildrop=maildrop, portal=SlowPortal())
+        h.send(b"USER edouard\r\nPASS s3cret\r\n")
+        h.send(b"NOOP\r\n" * 15000)
+        self.assertEqual(h.transport.producerState, "paused")
+        d.callback(None)
+        self.assertEqual(h.transport.producerState, "producing")
+        out = h.take()
+        self.assertTrue(out.startswith(b"+OK Logged in"))
+        self.assertEqual(out.count(b"+OK\r\n"), 15000)
+
+    def test_smallQueueDoesNotPause(self):
+        d = defer.Deferred()
+
+        class SlowPortal:
+            def login(self, credentials, mind, *interfaces):
+                return d
+
+        h = Harness(self, portal=SlowPortal())
+        h.send(b"USER edouard\r\nPASS s3cret\r\n" + b"NOOP\r\n" * 100)
+        self.assertEqual(h.transport.producerState, "producing")
+
+
 class LineLimitTests(unittest.TestCase):
     def test_longLineRefusedConnectionKept(self):
         h = Harness(self, maxLineLength=100)
