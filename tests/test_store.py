@@ -1195,3 +1195,32 @@ class OSErrorMappingTests(unittest.TestCase):
 
         self.patch(os, "link", readOnly)
         yield self.assertFailure(folder.copyTo([1], other), MailboxReadOnly)
+
+
+class PerUserQuotaTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_maildirmakeQuotaAppliesToThatUserOnly(self):
+        """
+        Without a global quota, a limit written by the administrator into
+        one user's maildirsize (Courier's maildirmake -q) applies to that
+        user; others are unlimited.
+        """
+        limited = makeAccount(self, name="limited")
+        free = makeAccount(self, name="free")
+        store = makeTestStore(self)
+        yield deliver(store, limited)
+        (limited.maildir / "maildirsize").write_text("300S,10C\n")
+        chownTree(limited.maildir)
+        body = b"Subject: q\n\n" + b"x" * 100 + b"\n"
+        ok = yield deliver(store, limited, body)
+        self.assertTrue(ok.ok)
+        over = yield deliver(store, limited, body + b"y" * 100)
+        self.assertIsInstance(over.error, QuotaExceeded)
+        big = yield deliver(store, free, b"z" * 5000)
+        self.assertTrue(big.ok)
+        self.assertFalse((free.maildir / "maildirsize").exists())
+        lines = (limited.maildir / "maildirsize").read_text().splitlines()
+        self.assertEqual(lines[0], "300S,10C")
+        # recalculated from the folders: the first message counts too
+        used = sum(int(l.split()[0]) for l in lines[1:])
+        self.assertEqual(used, len(b"Subject: test\n\nhello\n") + len(body))

@@ -7,6 +7,10 @@ followed by C{"<bytes> <count>"} lines, one per change (negative on
 expunge), appended with C{O_APPEND}.  The sum of the lines is the usage.
 The file is recalculated from the folders when missing, when the limits
 changed, or when it grew past 5120 bytes (the Maildir++ rule).
+
+Limits come from C{[store] quota_bytes/quota_messages} for every account;
+when those are 0, a limit the administrator wrote into one user's
+C{maildirsize} (Courier's C{maildirmake -q}) applies to that user only.
 """
 
 from __future__ import annotations
@@ -42,6 +46,32 @@ class QuotaLimits:
         if self.messages:
             parts.append(f"{self.messages}C")
         return ",".join(parts)
+
+
+def parseLimits(line: str) -> QuotaLimits | None:
+    """
+    The limits of a C{maildirsize} first line (C{"10485760S,1000C"}).
+    """
+    size = count = 0
+    for part in line.strip().split(","):
+        if part.endswith("S") and part[:-1].isdigit():
+            size = int(part[:-1])
+        elif part.endswith("C") and part[:-1].isdigit():
+            count = int(part[:-1])
+    limits = QuotaLimits(size, count)
+    return limits if limits.enabled else None
+
+
+def readLimits(rootFd: int, owner: _fs.Owner) -> QuotaLimits | None:
+    """
+    A per-user quota set by the administrator in the Maildir's own
+    C{maildirsize} (Courier's C{maildirmake -q 500000000S ~/Maildir}), or
+    L{None}.
+    """
+    data = _fs.readSmallFile(MAILDIRSIZE, rootFd, owner, limit=1024 * 1024)
+    if not data:
+        return None
+    return parseLimits(data.decode("ascii", "replace").split("\n", 1)[0])
 
 
 def scanUsage(rootFd: int) -> tuple[int, int]:
@@ -99,7 +129,8 @@ def readUsage(rootFd: int, owner: _fs.Owner, limits: QuotaLimits) -> tuple[int, 
     data = _fs.readSmallFile(MAILDIRSIZE, rootFd, owner, limit=1024 * 1024)
     if data is not None and len(data) <= RECALC_SIZE:
         lines = data.decode("ascii", "replace").split("\n")
-        if lines and lines[0].strip() == limits.header():
+        # a header alone (maildirmake -q) has no usage yet: recalculate
+        if len(lines) > 1 and lines[1].strip() and lines[0].strip() == limits.header():
             total = count = 0
             try:
                 for line in lines[1:]:

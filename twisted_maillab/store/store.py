@@ -359,7 +359,10 @@ class Mailboxes:
     def _quotaCheck(self, size: int, count: int) -> None:
         limits = self.store.quota
         if not limits.enabled:
-            return
+            # per-user limit in the user's own maildirsize (maildirmake -q)
+            limits = _quota.readLimits(self._rootFd(), self.owner)
+            if limits is None:
+                return
         if limits.bytes and size > limits.bytes:
             raise MessageTooBigForQuota()
         used, messages = _quota.readUsage(self._rootFd(), self.owner, limits)
@@ -369,8 +372,8 @@ class Mailboxes:
             raise QuotaExceeded(f"mailbox is full ({messages} of {limits.messages} messages)")
 
     def _quotaUpdate(self, size: int, count: int) -> None:
-        if self.store.quota.enabled:
-            _quota.addUsage(self._rootFd(), size, count)
+        # appends only when a maildirsize exists (global or per-user quota)
+        _quota.addUsage(self._rootFd(), size, count)
 
     def _thread(self, f, *args):
         def wrapped():
