@@ -82,6 +82,45 @@ class SMTPAvatar:
         raise SMTPBadRcpt(user, 550, b"5.3.0 Delivery through this avatar is not supported")
 
 
+class NameCache:
+    """
+    Recent results of L{resolveName}, so a client that opens many
+    connections (a relay, a bulk sender) costs one lookup per C{ttl}
+    rather than one thread hop per connection.  Bounded: the oldest entry
+    goes when C{size} is reached.
+    """
+
+    def __init__(self, reactor, ttl: float = 300.0, size: int = 4096, lookup=None):
+        self.reactor = reactor
+        self.ttl = ttl
+        self.size = size
+        self.lookup = lookup or (lambda host: resolveName(reactor, host))
+        self._entries: dict[str, tuple[float, str | None]] = {}
+        self._pending: dict[str, defer.Deferred] = {}
+
+    def __call__(self, host: str) -> defer.Deferred:
+        now = self.reactor.seconds()
+        entry = self._entries.get(host)
+        if entry is not None and entry[0] > now:
+            return defer.succeed(entry[1])
+        pending = self._pending.get(host)
+        if pending is None:
+            pending = self._pending[host] = self.lookup(host)
+            pending.addBoth(self._store, host)
+        result = defer.Deferred()
+        pending.addBoth(lambda value: (result.callback(value), value)[1])
+        return result
+
+    def _store(self, value, host):
+        self._pending.pop(host, None)
+        if isinstance(value, str) or value is None:
+            if len(self._entries) >= self.size:
+                self._entries.pop(next(iter(self._entries)))
+            self._entries[host] = (self.reactor.seconds() + self.ttl, value)
+            return value
+        return None
+
+
 def resolveName(reactor, host: str) -> defer.Deferred:
     """
     The client's name, forward-confirmed as Postfix does: the PTR name is
@@ -141,6 +180,7 @@ class _Backend:
             checkFrom=smtp.reject_from_login_mismatch,
         )
         self.queueIds = QueueIds(reactor)
+        self.names = NameCache(reactor)
 
 
 def _backend(config, resources) -> _Backend:
@@ -186,7 +226,7 @@ def _build(config, resources, name: str):
         tlsContext=None if name == "submissions" else resources.tlsContext,
         clock=reactor,
         queueIds=backend.queueIds,
-        resolveName=lambda host: resolveName(reactor, host),
+        resolveName=backend.names,
     )
     return resources.listen(section, factory)
 
