@@ -252,14 +252,18 @@ class ShippedConfigTests(unittest.TestCase):
         """
         readme = (REPO / "README.rst").read_text()
         blocks = {}
-        heading = None
+        headings = []
         for line in readme.splitlines():
-            match = re.fullmatch(r"``\[(\w+)\]``|(Listening sections)", line)
-            if match:
-                heading = match.group(1) or "listening"
+            if line == "Listening sections":
+                headings = ["listening"]
+            elif re.fullmatch(r"``\[\w+\]``( and ``\[\w+\]``)*", line):
+                headings = re.findall(r"\[(\w+)\]", line)
+            else:
+                for heading in headings:
+                    blocks[heading] = blocks.get(heading, "") + line + "\n"
+                continue
+            for heading in headings:
                 blocks.setdefault(heading, "")
-            elif heading:
-                blocks[heading] += line + "\n"
         shared = {spec.name for spec in dataclasses.fields(config.ListenerSection)}
         missing = []
         for name, cls in config.SECTIONS.items():
