@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import shutil
 import signal
 import stat
@@ -1161,6 +1160,7 @@ class UidNextTests(unittest.TestCase):
         yield folder.refresh()
         self.assertEqual(folder.uidNext, 4)
         result = yield deliver(store, account)
+        self.assertTrue(result.ok)
         yield folder.refresh()
         self.assertEqual(folder.uids(), [1, 2, 4])
 

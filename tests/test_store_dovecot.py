@@ -18,7 +18,7 @@ from pathlib import Path
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from tests.test_store import NOBODY, Recorder, deliver, makeAccount, makeTestStore
+from tests.test_store import Recorder, deliver, makeAccount, makeTestStore
 
 APT_HINT = "doveadm not found: install Dovecot with `apt-get install -y dovecot-imapd dovecot-pop3d`"
 

@@ -25,6 +25,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from twisted_maillab.store import _fs, dovecot
+from twisted_maillab.store.folder import _bareLFs
 from twisted_maillab.store.errors import (
     MailboxNotFound,
     StoreError,
@@ -137,8 +138,6 @@ class DeliveryTransaction:
             return defer.succeed(None)
         chunk = bytes(chunk)
         self._size += len(chunk)
-        from twisted_maillab.store.folder import _bareLFs
-
         self._vsize += len(chunk) + _bareLFs(self._last, chunk)
         self._last = chunk[-1:]
         self._buffer.append(chunk)

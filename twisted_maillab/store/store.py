@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import socket
-import stat as _stat
 from dataclasses import dataclass
 
 from twisted.internet import defer, task
