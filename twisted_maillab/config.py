@@ -746,6 +746,11 @@ class SMTPSection(ListenerSection):
     header_size_limit: int = option(
         parseSize, 102400, "header bytes inspected for the From: check"
     )
+    recipient_cache_ttl: float = option(
+        parseDuration,
+        10.0,
+        "how long a recipient lookup (user exists or not) is reused; 0 disables the cache",
+    )
 
     def check(self) -> None:
         super().check()
