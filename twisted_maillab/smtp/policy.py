@@ -28,6 +28,8 @@ log = Logger(namespace="twisted_maillab.smtp")
 MAX_ALIAS_DEPTH = 20
 # Postfix's local expansion limit per alias: protects against huge lists.
 MAX_ALIAS_TARGETS = 1000
+# Entries of the recipient lookup cache.
+MAX_CACHE = 10000
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,8 @@ class Policy:
         allowInclude: bool = False,
         runner=None,
         outbound=None,
+        clock=None,
+        cacheTTL: float = 0.0,
     ):
         self.hostname = hostname
         self.destinations = destinations
@@ -118,6 +122,9 @@ class Policy:
         self.allowInclude = allowInclude
         self.runner = runner or _callInline
         self.outbound = outbound
+        self.clock = clock
+        self.cacheTTL = cacheTTL if clock is not None else 0.0
+        self._cache: dict[str, tuple[float, object]] = {}
 
     # -- where mail goes --------------------------------------------------
 
@@ -206,7 +213,7 @@ class Policy:
                     if entry is not None:
                         key = base
         if entry is None:
-            account = await self.directory.lookupRecipient(local, self.delimiter)
+            account = await self._lookupAccount(local)
             if account is not None:
                 if not any(t.account.name == account.name for t in targets):
                     targets.append(Target(account, f"{local}@{domain}"))
@@ -216,6 +223,26 @@ class Policy:
             if len(targets) >= MAX_ALIAS_TARGETS:
                 raise SMTPReply(552, "5.5.3", f"{original}: alias expands to too many recipients")
             await self._expandTarget(target, domain, depth, seen, targets, original, key)
+
+    async def _lookupAccount(self, local: str):
+        """
+        The account for a local part, through a short-lived cache (like
+        Postfix's proxymap/in-memory tables): a burst of mail for one user
+        costs one directory lookup (a thread hop and a file read) per
+        C{cacheTTL} seconds instead of one per RCPT.
+        """
+        if not self.cacheTTL:
+            return await self.directory.lookupRecipient(local, self.delimiter)
+        key = local.lower()
+        now = self.clock.seconds()
+        entry = self._cache.get(key)
+        if entry is not None and entry[0] > now:
+            return entry[1]
+        account = await self.directory.lookupRecipient(local, self.delimiter)
+        if len(self._cache) >= MAX_CACHE:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[key] = (now + self.cacheTTL, account)
+        return account
 
     async def _expandTarget(self, target, domain, depth, seen, targets, original, name):
         if target.kind == "address":

@@ -171,6 +171,8 @@ class _Backend:
             directory=self.portal.directory,
             allowInclude=smtp.allow_alias_include,
             runner=lambda f, *a: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *a),
+            clock=reactor,
+            cacheTTL=smtp.recipient_cache_ttl,
         )
         self.delivery = LocalDelivery(
             self.store,
