@@ -806,6 +806,7 @@ class Folder:
 
         # 1. the uidlist, read without the lock (Dovecot does the same)
         records, ustate, reset = self._readUidlist(self._ustate)
+        firstLoad = None
         header = self.header
         pending = dict(self._pending)
         byBase = self.byBase
@@ -829,9 +830,7 @@ class Folder:
                     header.nextUid = max(header.nextUid, self.header.nextUid, ustate.lastUid + 1)
                 sync.header = header
             if not byBase:
-                # first read: every record is pending until its file is seen
-                for record in records:
-                    pending[record[2]] = record
+                firstLoad = records  # matched directly against the listing below
             else:
                 for record in records:
                     uid, ext, base = record
@@ -887,6 +886,27 @@ class Folder:
         removedSet = set(sync.removed)
         updated = sync.updated
         added = sync.added
+        if firstLoad is not None and len(listings) == 2:
+            # opening a folder: one pass over the uidlist records, popping
+            # their files from the listing (no intermediate dict of 100,000
+            # pending records); what is left over are new files
+            for base in newFiles.keys() & curFiles.keys():
+                del newFiles[base]  # in both during a rename: cur/ wins
+            missing = _MISSING
+            for uid, ext, base in firstLoad:
+                info = curFiles.pop(base, missing)
+                if info is not missing:
+                    added.append(Message(uid, base, info, False, ext))
+                    continue
+                info = newFiles.pop(base, missing)
+                if info is not missing:
+                    added.append(Message(uid, base, info, True, ext))
+                else:
+                    pending[base] = (uid, ext, base)  # expunged, or not yet visible
+            firstLoad = None
+        elif firstLoad is not None:
+            for record in firstLoad:
+                pending[record[2]] = record
         for isNew, found in ((False, curFiles), (True, newFiles)):
             for base, info in found.items():
                 if isNew and base in curFiles:
@@ -1419,6 +1439,9 @@ def _intern(info: str) -> str:
     # the few distinct info strings ("2,S", "2,RS"...) are shared by all
     # messages instead of one string object each
     return sys.intern(info) if len(info) < 12 else info
+
+
+_MISSING = object()
 
 
 def _mapErrors(work, name: str):
