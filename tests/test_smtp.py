@@ -587,6 +587,18 @@ class StoreErrorTests(unittest.TestCase):
         self.assertEqual(got[-1], "452 4.2.2 mailbox is full (quota exceeded)")
 
 
+    def test_missingMailboxIsTemporary(self):
+        from twisted_maillab.store.errors import MailboxNotFound
+
+        h = Harness()
+        h.store.commitError = MailboxNotFound("/home/edouard/Maildir: no Maildir yet")
+        proto, t = h.connect()
+        got = send(
+            proto, t, b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<edouard@domaineel.rt>\r\nDATA\r\nx\r\n.\r\n"
+        )
+        self.assertEqual(got[-1], "451 4.2.0 mailbox unavailable, try again later")
+
+
 class EnvelopeTests(unittest.TestCase):
     def test_paths(self):
         box, params = parseMail(b"FROM:<>", ALL)
@@ -641,6 +653,15 @@ class AliasFileTests(unittest.TestCase):
         self.assertEqual([t.value for t in table.get("root")], ["edouard", "/usr/bin/x y", "/var/log/x", "/etc/l"])
         self.assertEqual([t.kind for t in table.get("ROOT")], ["address", "command", "file", "include"])
 
+    def test_shippedFile(self):
+        from pathlib import Path
+
+        from twisted_maillab.smtp.aliases import loadAliases
+
+        table = loadAliases(Path(__file__).parent.parent / "etc" / "aliases")
+        self.assertEqual([t.value for t in table.get("postmaster")], ["root"])
+        self.assertEqual([t.value for t in table.get("root")], ["edouard"])
+
     def test_errors(self):
         for text, line in (("  x\n", 1), ("a: b\nnocolon\n", 2), ("a: b\nA: c\n", 2), ("a:\n", 1)):
             with self.assertRaises(AliasError) as e:
@@ -662,3 +683,60 @@ class ConfigTests(unittest.TestCase):
         with self.assertRaises(ConfigError) as e:
             loadString("[smtp]\nvrfy_command = maybe\n")
         self.assertEqual(e.exception.key, "vrfy_command")
+
+
+class CacheTests(unittest.TestCase):
+    def test_recipientCache(self):
+        from twisted.internet import task
+
+        from tests.smtp_fixtures.fakes import FakeDirectory
+        from twisted_maillab.smtp.envelope import Mailbox
+        from twisted_maillab.smtp.policy import Policy
+
+        clock = task.Clock()
+        directory = FakeDirectory()
+        policy = Policy(
+            hostname="h.example",
+            destinations=frozenset({"domaineel.rt"}),
+            directory=directory,
+            clock=clock,
+            cacheTTL=10,
+        )
+
+        class Session:
+            host = "127.0.0.1"
+            account = None
+
+        for _ in range(3):
+            self.successResultOf(policy.checkRecipient(Session(), Mailbox("edouard", "domaineel.rt")))
+        self.failureResultOf(policy.checkRecipient(Session(), Mailbox("nobody", "domaineel.rt")), SMTPReply)
+        self.failureResultOf(policy.checkRecipient(Session(), Mailbox("nobody", "domaineel.rt")), SMTPReply)
+        self.assertEqual(len(directory.lookups), 2)
+        clock.advance(11)
+        self.successResultOf(policy.checkRecipient(Session(), Mailbox("Edouard", "domaineel.rt")))
+        self.assertEqual(len(directory.lookups), 3)
+
+    def test_nameCache(self):
+        from twisted.internet import defer, task
+
+        from twisted_maillab.smtp.service import NameCache
+
+        clock = task.Clock()
+        calls = []
+
+        def lookup(host):
+            d = defer.Deferred()
+            calls.append((host, d))
+            return d
+
+        cache = NameCache(clock, ttl=60, lookup=lookup)
+        first, second = cache("192.0.2.1"), cache("192.0.2.1")
+        self.assertEqual(len(calls), 1)
+        calls[0][1].callback("client.example")
+        self.assertEqual(self.successResultOf(first), "client.example")
+        self.assertEqual(self.successResultOf(second), "client.example")
+        self.assertEqual(self.successResultOf(cache("192.0.2.1")), "client.example")
+        self.assertEqual(len(calls), 1)
+        clock.advance(61)
+        cache("192.0.2.1")
+        self.assertEqual(len(calls), 2)

@@ -201,6 +201,13 @@ class LocalMessage:
             # duplicate beats a loss); otherwise the first permanent error.
             temporary = [r for r in failures if r.error.temporary]
             error = (temporary or failures)[0].error
+            from twisted_maillab.store.errors import MailboxNotFound
+
+            if isinstance(error, MailboxNotFound):
+                # The directory knows the user, so a missing Maildir or
+                # home is the administrator's to fix: retry, never bounce
+                # (Postfix's local(8) defers a missing home too).
+                raise SMTPReply(451, "4.2.0", "mailbox unavailable, try again later")
             raise SMTPReply(error.smtpCode, error.enhancedCode, str(error))
         return queueId
 
