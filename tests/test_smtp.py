@@ -740,3 +740,87 @@ class CacheTests(unittest.TestCase):
         clock.advance(61)
         cache("192.0.2.1")
         self.assertEqual(len(calls), 2)
+
+
+class TwistedSeamTests(unittest.TestCase):
+    """
+    A plain Twisted IMessageDelivery/IMessage behind maillab's protocol.
+    """
+
+    def test_twistedDelivery(self):
+        from twisted.internet import defer, task
+        from twisted.mail import smtp
+        from zope.interface import implementer
+
+        from twisted_maillab.smtp.delivery import QueueIds
+        from twisted_maillab.smtp.server import Settings, SMTPServerFactory
+        from twisted_maillab.smtp.twistedseam import TwistedDelivery
+
+        clock = task.Clock()
+        delivered = []
+
+        @implementer(smtp.IMessage)
+        class Message:
+            def __init__(self, user):
+                self.user, self.lines = user, []
+
+            def lineReceived(self, line):
+                self.lines.append(line)
+
+            def eomReceived(self):
+                delivered.append((str(self.user.dest), self.lines))
+                return defer.succeed(b"QID1")
+
+            def connectionLost(self):
+                pass
+
+        @implementer(smtp.IMessageDelivery)
+        class Delivery:
+            def receivedHeader(self, helo, origin, recipients):
+                return b"Received: from " + helo[0] + b" by test"
+
+            def validateFrom(self, helo, origin):
+                if origin.local == b"spammer":
+                    raise smtp.SMTPBadSender(origin)
+                return origin
+
+            def validateTo(self, user):
+                if user.dest.local == b"nobody":
+                    raise smtp.SMTPBadRcpt(user)
+                # Asynchronous, as the survey's pipelining experiment.
+                return task.deferLater(clock, 0.05, lambda: (lambda: Message(user)))
+
+        seam = TwistedDelivery(Delivery())
+        factory = SMTPServerFactory(
+            Settings(hostname="mx.example", banner="mx.example ESMTP"),
+            seam,
+            seam,
+            clock=clock,
+            queueIds=QueueIds(clock),
+        )
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        proto = factory.buildProtocol(None)
+        t = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.1", 1))
+        proto.makeConnection(t)
+        send(proto, t, b"EHLO c\r\n")
+        self.assertEqual(send(proto, t, b"MAIL FROM:<spammer@b.example>\r\n")[0][:4], "550 ")
+        t.clear()
+        proto.dataReceived(
+            b"MAIL FROM:<a@b.example>\r\nRCPT TO:<x@y.example>\r\nRCPT TO:<nobody@y.example>\r\n"
+            b"RCPT TO:<z@y.example>\r\nDATA\r\n"
+        )
+        clock.advance(0.05)
+        clock.advance(0.05)
+        got = replies(t)
+        self.assertEqual([line[:3] for line in got], ["250", "250", "550", "250", "354"])
+        got = send(proto, t, b"Subject: s\r\n\r\n..dot\r\nend\r\n.\r\n")
+        self.assertEqual(got, ["250 2.0.0 Ok: queued as QID1"])
+        self.assertEqual(
+            delivered,
+            [
+                ("x@y.example", [b"Received: from c by test", b"Subject: s", b"", b".dot", b"end"]),
+                ("z@y.example", [b"Received: from c by test", b"Subject: s", b"", b".dot", b"end"]),
+            ],
+        )

@@ -156,9 +156,12 @@ class Policy:
             if restriction == "reject_unauth_destination" and not local:
                 raise SMTPReply(554, "5.7.1", f"{mailbox}: Relay access denied")
 
-    def checkRecipient(self, session, mailbox: Mailbox) -> defer.Deferred:
+    def checkRecipient(self, session, mailbox: Mailbox, envelope=None) -> defer.Deferred:
         """
         Decide a C{RCPT TO}.
+
+        @param envelope: the transaction (unused here; other policies may
+            look at the sender).
 
         @return: L{Deferred} firing with the list of L{Target}s, or failing
             with L{SMTPReply}: relay denied, 550 5.1.1 unknown local user

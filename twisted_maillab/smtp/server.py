@@ -730,17 +730,33 @@ class ESMTPServer(Protocol):
             raise SMTPReply(
                 553, "5.7.1", f"{sender}: Sender address rejected: not owned by user {self.session.authName}"
             )
-        self.envelope = Envelope(sender, params, self.factory.queueIds.next())
-        self.session.utf8 = params.smtputf8
-        log.info(
-            "{queueId}: client={client}{auth}, from={sender}, size={size}",
-            queueId=self.envelope.queueId,
-            client=self.session.describe(),
-            auth=f", sasl_username={self.session.authName}" if account is not None else "",
-            sender=sender,
-            size=params.size,
-        )
-        self._reply(250, "2.1.0", "Ok")
+        envelope = Envelope(sender, params, self.factory.queueIds.next())
+
+        def accepted(_=None):
+            self.envelope = envelope
+            self.session.utf8 = params.smtputf8
+            log.info(
+                "{queueId}: client={client}{auth}, from={sender}, size={size}",
+                queueId=envelope.queueId,
+                client=self.session.describe(),
+                auth=f", sasl_username={self.session.authName}" if account is not None else "",
+                sender=sender,
+                size=params.size,
+            )
+            self._reply(250, "2.1.0", "Ok")
+
+        checkSender = getattr(self.factory.policy, "checkSender", None)
+        if checkSender is None:
+            accepted()
+            return None
+
+        def refused(failure):
+            failure.trap(SMTPReply)
+            self._replyError(failure.value)
+
+        d = defer.maybeDeferred(checkSender, self.session, envelope)
+        d.addCallbacks(accepted, refused)
+        return d
 
     def do_RCPT(self, rest):
         if self.envelope is None:
@@ -750,7 +766,7 @@ class ESMTPServer(Protocol):
             raise SMTPReply(452, "4.5.3", "Error: too many recipients")
         mailbox, params = parseRcpt(rest, self._extensionNames(), self.envelope.params.smtputf8)
         envelope = self.envelope
-        d = self.factory.policy.checkRecipient(self.session, mailbox)
+        d = self.factory.policy.checkRecipient(self.session, mailbox, envelope)
 
         def accepted(targets):
             if self.envelope is not envelope:
