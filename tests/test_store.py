@@ -1224,3 +1224,39 @@ class PerUserQuotaTests(unittest.TestCase):
         # recalculated from the folders: the first message counts too
         used = sum(int(l.split()[0]) for l in lines[1:])
         self.assertEqual(used, len(b"Subject: test\n\nhello\n") + len(body))
+
+
+class TwoServersTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_twoStoresOnOneMaildirNeverDuplicateUids(self):
+        """
+        Two independent stores (as two server processes would; only the
+        dovecot-uidlist.lock dotlock is shared) deliver and refresh the same
+        folder concurrently: every message gets one UID, the same in both.
+        """
+        account = makeAccount(self)
+        storeA = makeTestStore(self, inotify=False)
+        storeB = makeTestStore(self, inotify=False)
+        yield deliver(storeA, account)
+        folderA = yield storeA.mailboxes(account).open()
+        folderB = yield storeB.mailboxes(account).open()
+        self.addCleanup(folderA.close)
+        self.addCleanup(folderB.close)
+        work = []
+        for i in range(30):
+            store, folder = (storeA, folderA) if i % 2 else (storeB, folderB)
+            work.append(deliver(store, account, b"Subject: %d\n\n" % i))
+            work.append(folder.refresh(full=bool(i % 3 == 0)))
+        yield defer.gatherResults(work)
+        yield folderA.refresh(full=True)
+        yield folderB.refresh(full=True)
+        self.assertEqual(len(folderA), 31)
+        self.assertEqual(folderA.uids(), folderB.uids())
+        self.assertEqual(folderA.uids(), list(range(1, 32)))
+        self.assertEqual(
+            {uid: folderA.message(uid).base for uid in folderA.uids()},
+            {uid: folderB.message(uid).base for uid in folderB.uids()},
+        )
+        records = (account.maildir / "dovecot-uidlist").read_text().splitlines()[1:]
+        bases = [line.split(":", 1)[1] for line in records]
+        self.assertEqual(len(bases), len(set(bases)))
