@@ -250,6 +250,12 @@ class RecipientPolicyTests(unittest.TestCase):
         self.assertFalse(hostInNetworks("192.0.2.1", nets))
         self.assertFalse(hostInNetworks("::ffff:192.0.2.1", nets))
 
+    def test_directoryGetsWholeAddressForItsDomains(self):
+        h, proto, t = self.session()
+        h.directory.isLocalDomain = lambda domain: domain == "domaineel.rt"
+        send(proto, t, b"RCPT TO:<Edouard@DomaineEL.rt>\r\nRCPT TO:<edouard@smtp.domaineel.rt>\r\n")
+        self.assertEqual(h.directory.lookups, [("Edouard@domaineel.rt", "+"), ("edouard", "+")])
+
     def test_delimiter(self):
         h, proto, t = self.session()
         self.assertEqual(send(proto, t, b"RCPT TO:<edouard+lists@domaineel.rt>\r\n"), ["250 2.1.5 Ok"])

@@ -187,12 +187,15 @@ class LocalMessage:
                     name=result.filename,
                 )
             else:
+                from twisted_maillab.store.errors import MailboxNotFound
+
+                temporary = result.error.temporary or isinstance(result.error, MailboxNotFound)
                 log.warn(
                     "{queueId}: to=<{to}>, orig_to=<{orig}>, status={status} ({reason})",
                     queueId=queueId,
                     to=target.deliveredTo,
                     orig=original,
-                    status="deferred" if result.error.temporary else "bounced",
+                    status="deferred" if temporary else "rejected",
                     reason=str(result.error),
                 )
         if failures:

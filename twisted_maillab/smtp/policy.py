@@ -216,9 +216,9 @@ class Policy:
                     if entry is not None:
                         key = base
         if entry is None:
-            account = await self._lookupAccount(local)
+            account = await self._lookupAccount(local, domain)
             if account is not None:
-                if not any(t.account.name == account.name for t in targets):
+                if not any(t.account == account for t in targets):
                     targets.append(Target(account, f"{local}@{domain}"))
             return
         seen = seen | {key}
@@ -227,21 +227,32 @@ class Policy:
                 raise SMTPReply(552, "5.5.3", f"{original}: alias expands to too many recipients")
             await self._expandTarget(target, domain, depth, seen, targets, original, key)
 
-    async def _lookupAccount(self, local: str):
+    def _directoryName(self, local: str, domain: str) -> str:
+        # The whole address when the directory knows the domain (so a
+        # passwd-file user bound to one domain is found), else the local
+        # part: every mydestination domain reaches the same local users,
+        # as with Postfix's local(8).
+        isLocal = getattr(self.directory, "isLocalDomain", None)
+        if domain and isLocal is not None and isLocal(domain):
+            return f"{local}@{domain}"
+        return local
+
+    async def _lookupAccount(self, local: str, domain: str = ""):
         """
-        The account for a local part, through a short-lived cache (like
+        The account for a recipient, through a short-lived cache (like
         Postfix's proxymap/in-memory tables): a burst of mail for one user
         costs one directory lookup (a thread hop and a file read) per
         C{cacheTTL} seconds instead of one per RCPT.
         """
+        name = self._directoryName(local, domain)
         if not self.cacheTTL:
-            return await self.directory.lookupRecipient(local, self.delimiter)
-        key = local.lower()
+            return await self.directory.lookupRecipient(name, self.delimiter)
+        key = name.lower()
         now = self.clock.seconds()
         entry = self._cache.get(key)
         if entry is not None and entry[0] > now:
             return entry[1]
-        account = await self.directory.lookupRecipient(local, self.delimiter)
+        account = await self.directory.lookupRecipient(name, self.delimiter)
         if len(self._cache) >= MAX_CACHE:
             self._cache.pop(next(iter(self._cache)))
         self._cache[key] = (now + self.cacheTTL, account)
