@@ -735,6 +735,12 @@ class SMTPSection(ListenerSection):
         True,
         "an authenticated client may use only its own addresses as envelope sender",
     )
+    reject_unauthenticated_sender_login_mismatch: bool = option(
+        parseBoolean,
+        True,
+        "a client outside mynetworks that did not log in may not use a local user's address "
+        "as envelope sender",
+    )
     reject_from_login_mismatch: bool = option(
         parseBoolean,
         True,
