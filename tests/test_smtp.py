@@ -32,6 +32,9 @@ class SeedSessionTests(unittest.TestCase):
 
     def test_seedSession(self):
         h = Harness()
+        # The seed's server has edouard and utilisateur; admin is the user
+        # on the client machine.
+        del h.directory.accounts["admin"]
         proto, t = h.connect("192.168.1.4")
         self.assertEqual(replies(t), ["220 smtp.domaineel.rt ESMTP maillab"])
         self.assertEqual(
@@ -556,6 +559,27 @@ class TLSAndAuthTests(unittest.TestCase):
         got = send(proto, t, b"From: Edouard <edouard@domaineel.rt>\r\nSubject: x\r\n\r\nFrom: admin@domaineel.rt\r\n.\r\n")
         self.assertTrue(got[0].startswith("250 2.0.0"))
         self.assertIn(b"(Authenticated sender: edouard)", h.store.committed[0].body)
+
+    def test_unauthenticatedLocalSender(self):
+        h = Harness()
+        proto, t = h.connect("192.0.2.4")
+        send(proto, t, b"EHLO c\r\n")
+        self.assertEqual(
+            send(proto, t, b"MAIL FROM:<Edouard+x@domaineel.rt>\r\n"),
+            ["553 5.7.1 <Edouard+x@domaineel.rt>: Sender address rejected: not logged in"],
+        )
+        # No account owns it (the seed's admin@localhost was such a case).
+        self.assertEqual(send(proto, t, b"MAIL FROM:<ghost@localhost>\r\n"), ["250 2.1.0 Ok"])
+        send(proto, t, b"RSET\r\n")
+        self.assertEqual(send(proto, t, b"MAIL FROM:<edouard@example.org>\r\n"), ["250 2.1.0 Ok"])
+        # From mynetworks (the server's own mail command) it is allowed.
+        proto, t = h.connect("127.0.0.1")
+        send(proto, t, b"EHLO c\r\n")
+        self.assertEqual(send(proto, t, b"MAIL FROM:<edouard@domaineel.rt>\r\n"), ["250 2.1.0 Ok"])
+        h = Harness(rejectUnauthenticatedOwned=False)
+        proto, t = h.connect("192.0.2.4")
+        send(proto, t, b"EHLO c\r\n")
+        self.assertEqual(send(proto, t, b"MAIL FROM:<edouard@domaineel.rt>\r\n"), ["250 2.1.0 Ok"])
 
     def test_submissionRequiresTLSAndAuth(self):
         h = Harness(tlsRequired=True, requireAuth=True, listener="submission")

@@ -205,6 +205,7 @@ class Harness:
             aliases=aliases,
             directory=self.directory,
             allowInclude=kw.pop("allowInclude", False),
+            rejectUnauthenticatedOwned=kw.pop("rejectUnauthenticatedOwned", True),
         )
         self.delivery = LocalDelivery(self.store, self.policy, self.clock)
         self.portal = FakePortal(self.directory)

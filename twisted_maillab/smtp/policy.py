@@ -111,6 +111,7 @@ class Policy:
         outbound=None,
         clock=None,
         cacheTTL: float = 0.0,
+        rejectUnauthenticatedOwned: bool = False,
     ):
         self.hostname = hostname
         self.destinations = destinations
@@ -123,6 +124,7 @@ class Policy:
         self.runner = runner or _callInline
         self.outbound = outbound
         self.clock = clock
+        self.rejectUnauthenticatedOwned = rejectUnauthenticatedOwned
         self.cacheTTL = cacheTTL if clock is not None else 0.0
         self._cache: dict[str, tuple[float, object]] = {}
 
@@ -295,6 +297,37 @@ class Policy:
             )
 
     # -- who may send as whom ---------------------------------------------
+
+    def checkSender(self, session, envelope) -> defer.Deferred:
+        """
+        Postfix's C{reject_unauthenticated_sender_login_mismatch}: a client
+        that did not log in, and is not in C{mynetworks}, may not use an
+        address that belongs to a local account as envelope sender (no one
+        sends as C{edouard@...} without his password).  Addresses of no
+        account (C{admin@localhost} in the seed) pass.
+
+        @return: L{Deferred} firing with L{None}, or failing with
+            L{SMTPReply} 553 5.7.1.
+        """
+        sender = envelope.sender
+        if (
+            not self.rejectUnauthenticatedOwned
+            or session.account is not None
+            or sender.null
+            or not self.isLocal(sender)
+            or self.inMynetworks(session.host)
+        ):
+            return defer.succeed(None)
+        local = sender.bareLocal
+        if self.delimiter and self.delimiter in local:
+            local = local.split(self.delimiter, 1)[0]
+
+        async def check():
+            account = await self._lookupAccount(local, sender.domain)
+            if account is not None:
+                raise SMTPReply(553, "5.7.1", f"{sender}: Sender address rejected: not logged in")
+
+        return defer.ensureDeferred(check())
 
     def ownsAddress(self, account, address: str) -> bool:
         """

@@ -173,6 +173,7 @@ class _Backend:
             runner=lambda f, *a: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *a),
             clock=reactor,
             cacheTTL=smtp.recipient_cache_ttl,
+            rejectUnauthenticatedOwned=smtp.reject_unauthenticated_sender_login_mismatch,
         )
         self.delivery = LocalDelivery(
             self.store,
