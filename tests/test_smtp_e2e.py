@@ -419,6 +419,23 @@ class RelayTests(unittest.TestCase):
             self.assertEqual(local, (250, b"2.1.5 Ok"), host)
 
     @defer.inlineCallbacks
+    def test_forgedLocalSenderRefused(self):
+        server = Server(self, mynetworks="192.0.2.0/24")
+
+        def client():
+            with smtplib.SMTP("::1", server.smtp6Port) as s:
+                s.ehlo()
+                forged = s.mail("edouard@domaineel.rt")
+                s.rset()
+                stranger = s.mail("admin@localhost.localdomain")
+                return forged, stranger
+
+        forged, stranger = yield inThread(client)
+        self.assertEqual(forged, (553, b"5.7.1 <edouard@domaineel.rt>: Sender address rejected: not logged in"))
+        # admin is an account here: the same rule applies in every local domain.
+        self.assertEqual(stranger[0], 553)
+
+    @defer.inlineCallbacks
     def test_rejectUnauthDestination(self):
         server = Server(
             self,
