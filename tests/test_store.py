@@ -729,6 +729,27 @@ class FolderTests(unittest.TestCase):
         self.assertEqual(self.folder.uids(), [1, 2, 3, 4])
 
     @defer.inlineCallbacks
+    def test_prefetchAndDeferredOpen(self):
+        """
+        Internal dates are read in the pool for many messages at once, and
+        a message renamed by another program can be opened without listing
+        the directory on the reactor thread.
+        """
+        yield self.folder.append(b"Subject: dated\n\n", [], 1500000000.0)
+        self.assertIsNone(self.folder.message(4).mtime)
+        yield self.folder.prefetch(self.folder.uids())
+        self.assertEqual(self.folder.message(4).mtime, 1500000000.0)
+        self.assertTrue(all(self.folder.message(u).mtime for u in self.folder.uids()))
+        message = self.folder.message(2)
+        maildir = self.account.maildir
+        os.rename(maildir / "new" / message.filename, maildir / "cur" / (message.base + ":2,S"))
+        f = yield self.folder.openMessageDeferred(2)
+        with f:
+            self.assertIn(b"Subject: 1", f.read())
+        (maildir / "cur" / (message.base + ":2,S")).unlink()
+        yield self.assertFailure(self.folder.openMessageDeferred(2), MessageVanished)
+
+    @defer.inlineCallbacks
     def test_vanishedFileFoundAfterExternalRename(self):
         """
         Another program renamed the file (flags changed): open still works.

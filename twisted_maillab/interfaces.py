@@ -270,6 +270,12 @@ class IFolder(Interface):
     def openMessage(uid):
         """A binary file object (symlink-safe); read it in chunks."""
 
+    def openMessageDeferred(uid):
+        """openMessage in the thread pool: Deferred binary file object."""
+
+    def prefetch(uids):
+        """Deferred: stat internal dates/sizes of many messages in a thread."""
+
     def recentUids():
         """UIDs still in new/."""
 

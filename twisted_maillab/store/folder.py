@@ -295,6 +295,7 @@ class Folder:
             except FileNotFoundError:
                 if attempt == 0:
                     found = self._relocate(message)
+                    self._scheduleRefresh(forceNew=True, forceCur=True)
                     if found is not None:
                         where = found
                         continue
@@ -310,31 +311,25 @@ class Folder:
     def _relocate(self, message: Message):
         """
         The file was renamed by another process (flags changed, moved from
-        new/ to cur/): find it by its base name and schedule a refresh (the
-        index itself is only changed under the folder lock).  Synchronous;
-        rare.
+        new/ to cur/): find it by its base name.  The caller schedules a
+        refresh (the index itself is only changed under the folder lock).
+        Blocking; rare.
 
         @return: C{(subdir, filename)} or L{None}.
         """
-        self._scheduleRefresh(forceNew=True, forceCur=True)
         for subdir in ("cur", "new"):
             for name in os.listdir(self._fds[subdir]):
                 if name.partition(":")[0] == message.base:
                     return subdir, name
         return None
 
-    def openMessage(self, uid: int):
+    def _openFile(self, uid: int):
         """
-        Open the message for reading: a binary file object, positioned at 0,
-        opened with C{O_NOFOLLOW} relative to the folder's directory fd and
-        refused if it is not a regular file owned by the account.  Read it
-        in chunks; it is never loaded whole by the store.
-
-        @raise MessageVanished: expunged by another process.
-        @raise UnsafePath: a symlink, FIFO or foreign file took its place.
+        Blocking: C{(file, relocated)}.
         """
         message = self.message(uid)
         where = (message.subdir, message.filename)
+        relocated = False
         for attempt in range(2):
             try:
                 fd = _fs.openRegular(where[1], self._fds[where[0]], self.owner)
@@ -342,10 +337,84 @@ class Folder:
                 if attempt == 0:
                     found = self._relocate(message)
                     if found is not None:
-                        where = found
+                        where, relocated = found, True
                         continue
                 raise MessageVanished(f"UID {uid} was expunged from {self.name}") from None
-            return os.fdopen(fd, "rb")
+            return os.fdopen(fd, "rb"), relocated
+
+    def _openedFile(self, result):
+        f, relocated = result
+        if relocated:
+            self._scheduleRefresh(forceNew=True, forceCur=True)
+        return f
+
+    def openMessage(self, uid: int):
+        """
+        Open the message for reading: a binary file object, positioned at 0,
+        opened with C{O_NOFOLLOW} relative to the folder's directory fd and
+        refused if it is not a regular file owned by the account.  Read it
+        in chunks; it is never loaded whole by the store.  (If another
+        program renamed the file meanwhile, finding it lists the directory:
+        protocol code should prefer L{openMessageDeferred}.)
+
+        @raise MessageVanished: expunged by another process.
+        @raise UnsafePath: a symlink, FIFO or foreign file took its place.
+        """
+        try:
+            return self._openedFile(self._openFile(uid))
+        except MessageVanished:
+            self._scheduleRefresh(forceNew=True, forceCur=True)
+            raise
+
+    def openMessageDeferred(self, uid: int):
+        """
+        L{openMessage} in the store's thread pool: the rare fallback (the
+        file was renamed by another program and must be found by listing a
+        big directory) never runs on the reactor thread.
+
+        @return: Deferred firing with the binary file object.
+        """
+        try:
+            self.message(uid)
+        except MessageVanished as e:
+            return defer.fail(e)
+
+        def vanished(failure):
+            failure.trap(MessageVanished)
+            self._scheduleRefresh(forceNew=True, forceCur=True)
+            return failure
+
+        d = self.store.run(_mapErrors(self._openFile, self.name), uid)
+        return d.addCallbacks(self._openedFile, vanished)
+
+    def prefetch(self, uids):
+        """
+        Read the internal date (and the size, where the name has no
+        C{,S=}) of many messages in the thread pool, so that a FETCH of
+        INTERNALDATE/RFC822.SIZE over thousands of messages does not stat
+        them one by one on the reactor thread.  Vanished messages are
+        skipped (the refresh that follows reports them).
+
+        @return: Deferred firing when done.
+        """
+        wanted = [self.messages[uid] for uid in uids if uid in self.messages]
+        wanted = [m for m in wanted if m.mtime is None or m.size is None]
+        if not wanted:
+            return defer.succeed(None)
+
+        def work():
+            for message in wanted:
+                try:
+                    st = os.stat(message.filename, dir_fd=self._fds[message.subdir], follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if not _stat.S_ISREG(st.st_mode):
+                    continue
+                if message._size is None:
+                    message.size = st.st_size
+                message.mtime = st.st_mtime
+
+        return self.store.run(_mapErrors(work, self.name))
 
     # ------------------------------------------------------------------
     # Events
