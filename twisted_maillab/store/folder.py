@@ -1499,7 +1499,9 @@ class Folder:
         POP3's view of the folder at login (RFC 1939: the maildrop is fixed
         for the session): C{[(uid, size, uidl), ...]} in UID order.  Sizes
         are the stored octets; C{,W=} (CRLF) sizes are available as
-        C{message(uid).vsize} for a C{LIST} that counts CRLF.
+        C{message(uid).vsize} for a C{LIST} that counts CRLF.  Files whose
+        names lack C{,S=} (written by another MTA) are stat'ed here: call
+        C{prefetch(folder.uids())} first to do that in the thread pool.
         """
         return [(uid, self.size(uid), self.pop3Uidl(uid)) for uid in self.uids()]
 
