@@ -86,6 +86,10 @@ class Server:
             [submission]
             enabled = yes
             listen = tcp:0:interface=127.0.0.1
+
+            [submissions]
+            enabled = yes
+            listen = tcp:0:interface=127.0.0.1
             """
         )
         (base / "maillab.ini").write_text(ini)
@@ -100,7 +104,7 @@ class Server:
             (base / "state" / "users" / "domaineel.rt" / user).mkdir(parents=True)
         self.resources = Resources(self.config, reactor)
         self.service = MultiService()
-        for name in ("smtp", "submission"):
+        for name in ("smtp", "submission", "submissions"):
             child = builderFor(self.config, name)(self.config, self.resources)
             child.setName(name)
             child.setServiceParent(self.service)
@@ -108,7 +112,7 @@ class Server:
         self.service.startService()
         testCase.addCleanup(self.stop)
         self.ports = {}
-        for name in ("smtp", "submission"):
+        for name in ("smtp", "submission", "submissions"):
             group = self.service.getServiceNamed(name)
             self.ports[name] = [child.port.getHost().port for child in group]
 
@@ -130,6 +134,10 @@ class Server:
     @property
     def submissionPort(self) -> int:
         return self.ports["submission"][0]
+
+    @property
+    def submissionsPort(self) -> int:
+        return self.ports["submissions"][0]
 
     def maildir(self, user: str) -> Path:
         return self.base / "state" / "users" / "domaineel.rt" / user / "Maildir"
@@ -259,6 +267,29 @@ class SMTPLibTests(unittest.TestCase):
         self.assertIn(b"(Authenticated sender: edouard)", toUser)
         [toEdouard] = server.messages("edouard")
         self.assertIn(b"(Authenticated sender: utilisateur@domaineel.rt)", toEdouard)
+
+    @defer.inlineCallbacks
+    def test_implicitTLSSubmissions(self):
+        server = self.server
+
+        def client():
+            with smtplib.SMTP_SSL("127.0.0.1", server.submissionsPort, context=tlsContext()) as s:
+                s.ehlo("client.example")
+                features = dict(s.esmtp_features)
+                unauthenticated = s.mail("edouard@domaineel.rt")
+                s.rset()
+                s.login("edouard", "secret")
+                refused = s.sendmail("edouard@domaineel.rt", ["utilisateur@domaineel.rt"], b"Subject: 465\r\n\r\nhi\r\n")
+                return features, unauthenticated, refused
+
+        features, unauthenticated, refused = yield inThread(client)
+        self.assertNotIn("starttls", features)
+        self.assertEqual(features["auth"].strip(), "PLAIN LOGIN")
+        self.assertEqual(unauthenticated, (530, b"5.7.0 Authentication required"))
+        self.assertEqual(refused, {})
+        [stored] = server.messages("utilisateur")
+        self.assertIn(b"with ESMTPSA id", stored)
+        self.assertRegex(stored.decode(), r"\(using TLSv1\.[23] with cipher")
 
     @defer.inlineCallbacks
     def test_senderMismatchRefused(self):
