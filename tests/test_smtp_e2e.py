@@ -12,7 +12,6 @@ import smtplib
 import socket
 import ssl
 import stat
-import subprocess
 import sys
 import textwrap
 import tracemalloc
