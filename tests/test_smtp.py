@@ -140,6 +140,14 @@ class CommandTests(unittest.TestCase):
         )
         self.assertEqual(send(self.proto, self.t, b"MAIL FROM:<a@b.example> SIZE=10240000\r\n"), ["250 2.1.0 Ok"])
 
+    def test_noSizeLimit(self):
+        h = Harness(sizeLimit=0)
+        proto, t = h.connect()
+        self.assertIn("250-SIZE 0", send(proto, t, b"EHLO c\r\n"))
+        got = send(proto, t, b"MAIL FROM:<a@b.example> SIZE=99999999999\r\nRCPT TO:<edouard@domaineel.rt>\r\nDATA\r\n")
+        self.assertEqual(got[0], "250 2.1.0 Ok")
+        self.assertEqual(send(proto, t, b"x\r\n" * 1000 + b".\r\n")[0][:9], "250 2.0.0")
+
     def test_dsnAndBodyParameters(self):
         self.ehlo()
         send(

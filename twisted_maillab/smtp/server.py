@@ -452,6 +452,7 @@ class ESMTPServer(Protocol):
         """
         The EHLO keywords, in the seed's Postfix order.
         """
+        # RFC 1870 4: "SIZE 0" announces no fixed limit (message_size_limit = 0).
         ext = ["PIPELINING", f"SIZE {self.settings.sizeLimit}"]
         if self.settings.vrfy != "disabled":
             ext.append("VRFY")
@@ -718,7 +719,7 @@ class ESMTPServer(Protocol):
         if self.settings.requireAuth and self.session.account is None:
             raise SMTPReply(530, "5.7.0", "Authentication required")
         sender, params = parseMail(rest, self._extensionNames())
-        if params.size is not None and params.size > self.settings.sizeLimit:
+        if params.size is not None and self.settings.sizeLimit and params.size > self.settings.sizeLimit:
             # RFC 1870 6.2.
             raise SMTPReply(552, "5.3.4", "Message size exceeds fixed limit")
         account = self.session.account
@@ -896,7 +897,7 @@ class ESMTPServer(Protocol):
             self._checkSize()
 
     def _checkSize(self):
-        if self._received > self.settings.sizeLimit and (
+        if self.settings.sizeLimit and self._received > self.settings.sizeLimit and (
             self._failure is None or self._failure.code != 552
         ):
             # RFC 1870 6.3: refuse at the end of data; nothing more is kept.
