@@ -612,6 +612,20 @@ class TLSAndAuthTests(unittest.TestCase):
         self.assertIn("with ESMTPSA id", body)
 
 
+class LoopTests(unittest.TestCase):
+    def test_deliveredToLoop(self):
+        h = Harness()
+        proto, t = h.connect()
+        send(proto, t, b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<edouard@domaineel.rt>\r\nDATA\r\n")
+        got = send(proto, t, b"Delivered-To: Edouard@domaineel.rt\r\nSubject: x\r\n\r\nhi\r\n.\r\n")
+        self.assertEqual(got, ["554 5.4.6 <edouard@domaineel.rt>: mail forwarding loop"])
+        self.assertEqual(h.store.committed, [])
+        # Only the header counts.
+        send(proto, t, b"MAIL FROM:<a@b.example>\r\nRCPT TO:<edouard@domaineel.rt>\r\nDATA\r\n")
+        got = send(proto, t, b"Subject: x\r\n\r\nDelivered-To: edouard@domaineel.rt\r\n.\r\n")
+        self.assertEqual(got[0][:9], "250 2.0.0")
+
+
 class StoreErrorTests(unittest.TestCase):
     def test_commitFailureIsReported(self):
         from twisted_maillab.store.errors import QuotaExceeded

@@ -108,7 +108,7 @@ class LocalMessage:
         self.copies = copies
         self.checkFrom = checkFrom
         self._header = bytearray()
-        self._headerDone = not checkFrom
+        self._headerDone = False
         self._headerLimit = delivery.headerLimit
         self._finished = False
 
@@ -139,6 +139,13 @@ class LocalMessage:
         """
         The values of the C{From:} fields in the header read so far.
         """
+        return self.headerValues(b"from")
+
+    def headerValues(self, wanted: bytes) -> list[str]:
+        """
+        The unfolded values of the fields named C{wanted} (lower case) in
+        the header read so far (the first C{headerLimit} octets).
+        """
         values = []
         current = None
         for line in bytes(self._header).split(b"\n"):
@@ -147,7 +154,7 @@ class LocalMessage:
                 continue
             current = None
             name, colon, value = line.partition(b":")
-            if colon and name.strip().lower() == b"from":
+            if colon and name.strip().lower() == wanted:
                 current = [value]
                 values.append(current)
         return [b" ".join(v).decode("utf-8", "replace").strip() for v in values]
@@ -159,6 +166,15 @@ class LocalMessage:
         @return: L{Deferred} of the queue id, or failing with L{SMTPReply}.
         """
         self._finished = True
+        # Postfix local(8): a message that already carries our
+        # Delivered-To for a recipient is looping (RFC 5321 6.3).
+        seen = {value.strip().lower() for value in self.headerValues(b"delivered-to")}
+        for target, original in self.copies:
+            if target.deliveredTo.lower() in seen:
+                self.transaction.abort()
+                return defer.fail(
+                    SMTPReply(554, "5.4.6", f"<{target.deliveredTo}>: mail forwarding loop")
+                )
         account = self.session.account
         if self.checkFrom and account is not None:
             if not self.delivery.policy.fromHeaderOwned(account, self.fromHeaders()):
