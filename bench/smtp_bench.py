@@ -9,7 +9,7 @@ Both servers listen on loopback high ports with their own configuration
 in a temporary directory and deliver to a Maildir with fsync on (Postfix
 always fsyncs its queue file and the Maildir file; maillab's [store]
 fsync = yes).  Postfix is started with `postfix -c <dir> start` and
-delivers through virtual(8) to <dir>/mail/bench/Maildir/ (run as root:
+delivers through virtual(8) to <dir>/postfix-mail/bench/Maildir/ (run as root:
 Postfix's master must).  `smtp-source` (Debian's postfix package) sends
 the same number of messages of the same size over the same number of
 parallel sessions to each.  The two servers take turns for --rounds
