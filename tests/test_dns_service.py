@@ -244,6 +244,7 @@ class ReloadTests(_Base):
     def test_signalHandlerRemovedAtStop(self):
         previous = signal.getsignal(signal.SIGHUP)
         dns_ = self.startDNS()
+        self.assertEqual(signal.getsignal(signal.SIGHUP), dns_._sighup)
         self.assertNotEqual(signal.getsignal(signal.SIGHUP), previous)
         yield self.top.stopService()
         self.assertEqual(signal.getsignal(signal.SIGHUP), previous)

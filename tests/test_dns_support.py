@@ -318,7 +318,7 @@ class NSD:
                     f.write(text)
             conf += ["zone:", f"  name: {origin}", f"  zonefile: {origin}.zone"]
             if secondaryOf is not None:
-                conf += [f"  allow-notify: 127.0.0.1 NOKEY", f"  request-xfr: 127.0.0.1@{secondaryOf} NOKEY"]
+                conf += ["  allow-notify: 127.0.0.1 NOKEY", f"  request-xfr: 127.0.0.1@{secondaryOf} NOKEY"]
             else:
                 conf += ["  provide-xfr: 127.0.0.0/8 NOKEY"]
         conf.append(extra)

@@ -114,10 +114,9 @@ def lookup(zones: Zones, qname: Name, qtype: int) -> Answer:
                 name = newKey
                 continue
         node = zone.nodes.get(name)
-        synthesized = False
         if node is None:
+            # RFC 4592 3.3.1: synthesized answers keep the query name as owner.
             node = _wildcard(zone, name)
-            synthesized = node is not None
             if node is None:
                 # RFC 2308 2.1: NXDOMAIN with the SOA (RFC 6604: after a
                 # CNAME the rcode is that of the last name).

@@ -162,7 +162,7 @@ class DNSServer:
         ident, flags = struct.unpack_from("!HH", data)
         opcode = (flags >> 11) & 0xF
         try:
-            q = parseQuery(data)
+            q = wire.parseQuery(data)
         except FormatError:
             return [wire.headerOnly(ident, flags, wire.FORMERR)]
         if opcode == wire.OPCODE_NOTIFY:
@@ -268,10 +268,6 @@ def _ixfrSerial(data: bytes) -> int | None:
         return struct.unpack_from("!I", data, offset)[0]
     except (ValueError, IndexError, struct.error):
         return None
-
-
-def parseQuery(data: bytes):
-    return wire.parseQuery(data)
 
 
 def patch(template: bytes, data: bytes, nameEnd: int) -> bytes:

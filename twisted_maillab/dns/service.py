@@ -47,13 +47,6 @@ def loadZones(specs) -> list[Zone]:
     return zones
 
 
-def _prepare(specs, udpSize):
-    zones = Zones(loadZones(specs))
-    table = ResponseTable(zones, udpSize)
-    table.precompute()
-    return zones, table
-
-
 class _UDPAndTCP(service.Service):
     """
     One C{listen} value: TCP through the endpoint, UDP on the same address
@@ -160,15 +153,22 @@ class DNSService(service.MultiService):
 
     def startService(self):
         super().startService()
-        self._previousHandler = self.signals.signal(self.signals.SIGHUP, self._sighup)
+        try:
+            self._previousHandler = self.signals.signal(self.signals.SIGHUP, self._sighup)
+            self._installed = True
+        except ValueError:
+            # signal.signal works only in the main thread; an application
+            # embedding us elsewhere can still call reload().
+            log.warn("dns: not in the main thread, SIGHUP will not reload the zones")
         # BIND and NSD notify the secondaries when a zone is loaded.
         self.lastNotify = self.notify(list(self.server.zones))
 
     def stopService(self):
-        if self.signals.getsignal(self.signals.SIGHUP) == self._sighup:
+        if getattr(self, "_installed", False) and self.signals.getsignal(self.signals.SIGHUP) == self._sighup:
             previous = self._previousHandler
             self.signals.signal(self.signals.SIGHUP, previous if previous is not None else self.signals.SIG_DFL)
         self._previousHandler = None
+        self._installed = False
         stopped = defer.maybeDeferred(super().stopService)
         closing = [factory.closeAll() for factory in getattr(self, "factories", ())]
         return defer.gatherResults([stopped] + closing)
