@@ -430,6 +430,11 @@ class TCPProtocolTests(unittest.TestCase):
         records = [r for m in self.frames(transport.value()) for r in m["answerList"]]
         self.assertEqual([r[1] for r in records], [N.SOA])
 
+    def test_ixfrWithoutSOAIsFormerr(self):
+        protocol, transport = self.connect()
+        protocol.dataReceived(self.framed(buildQuery("domaineel.rt", N.IXFR)))
+        self.assertEqual(self.frames(transport.value())[0]["rcode"], wire.FORMERR)
+
     def test_notifyForOurZone(self):
         reply = decode(self.server.respond(buildQuery("domaineel.rt", N.SOA, opcode=4), "127.0.0.1", udp=True)[0])
         self.assertEqual((reply["opcode"], reply["rcode"]), (4, wire.NOERROR))

@@ -35,9 +35,16 @@ from tests.test_dns_support import (
 )
 from tests.test_dns_service import seedText
 
-# Differences where NSD is the one that is wrong, with the reason.  Empty:
-# every query of the list must answer exactly as NSD does.
-KNOWN_NSD_DEVIATIONS: dict = {}
+# Differences where NSD is the one that is wrong, with the reason; every
+# other query of the list must answer exactly as NSD does.
+KNOWN_NSD_DEVIATIONS: dict = {
+    ("domaineel.rt", "IXFR", ("ixfr=1",)): (
+        "RFC 1995 2: an IXFR over UDP whose answer does not fit gets the "
+        "server's SOA alone, so the client retries over TCP.  NSD 4.6.1 "
+        "sends the first records of an AXFR that fit, without TC, which a "
+        "client cannot tell from a complete answer.  We send the SOA."
+    ),
+}
 
 
 def startMaillab(testCase, zonePath: str, extra: str = ""):
@@ -93,7 +100,12 @@ class DifferentialTests(unittest.TestCase):
             for name, typeText, options in queries:
                 theirs = ask(nsd.port, name, typeText, options)
                 ours = ask(port, name, typeText, options)
-                if ours != theirs and (name, typeText, options) not in KNOWN_NSD_DEVIATIONS:
+                if (name, typeText, options) in KNOWN_NSD_DEVIATIONS:
+                    # Still a difference, and ours is the RFC's answer.
+                    if ours == theirs or [r[1] for r in ours["answer"]] != [N.SOA]:
+                        differences.append(f"{name} {typeText} {options}: documented deviation no longer holds: maillab={ours!r}")
+                    continue
+                if ours != theirs:
                     keys = sorted(set(ours) | set(theirs)) if isinstance(ours, dict) and isinstance(theirs, dict) else ["all"]
                     detail = "; ".join(
                         f"{k}: maillab={ours.get(k)!r} nsd={theirs.get(k)!r}" for k in keys if isinstance(ours, dict) and ours.get(k) != theirs.get(k)

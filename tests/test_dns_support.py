@@ -263,6 +263,7 @@ def queryFor(name: str, typeText: str, options) -> tuple[bytes, bool]:
     version = 0
     tcp = False
     rd = cd = False
+    serial = None
     for option in options:
         if option == "noedns":
             edns = None
@@ -278,7 +279,9 @@ def queryFor(name: str, typeText: str, options) -> tuple[bytes, bool]:
             rd = True
         elif option == "cd":
             cd = True
-    return buildQuery(name, qtype, edns=edns, do=do, version=version, rd=rd, cd=cd), tcp
+        elif option.startswith("ixfr="):
+            serial = int(option.split("=")[1])
+    return buildQuery(name, qtype, edns=edns, do=do, version=version, rd=rd, cd=cd, authoritySOA=serial), tcp
 
 
 class NSD:

@@ -229,7 +229,11 @@ class DNSServer:
         soa = zone.soa
         if q.qtype == N.IXFR:
             clientSerial = _ixfrSerial(data)
-            if udp or (clientSerial is not None and not _serialGreater(zone.serial, clientSerial)):
+            if clientSerial is None:
+                # RFC 1995 3: the query carries the client's SOA; NSD too
+                # answers FORMERR without it.
+                return [wire.headerOnly(q.id, q.flags, wire.FORMERR)]
+            if udp or not _serialGreater(zone.serial, clientSerial):
                 # RFC 1995 2 and 4: up to date, or over UDP: our SOA only,
                 # which makes the client fall back to TCP/AXFR.
                 result = Answer(wire.NOERROR, aa=True)
