@@ -4,6 +4,7 @@ and the plugin is found from an installed wheel.
 """
 
 import os
+import poplib
 import re
 import select
 import shutil
@@ -99,10 +100,11 @@ class TwistdTests(unittest.TestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertRegex(result.stdout, r"\n\s+maillab\s+Mail suite for one domain")
 
-    def runDev(self, ini, ports) -> str:
+    def runDev(self, ini, ports, whileRunning=lambda output: None) -> str:
         """
         Start twistd on the dev config, wait for every listener, check
-        each accepts a connection, stop it with SIGTERM.
+        each accepts a connection, call C{whileRunning(output so far)},
+        stop it with SIGTERM.
 
         @return: everything it printed.
         """
@@ -118,6 +120,7 @@ class TwistdTests(unittest.TestCase):
         for name, port in ports.items():
             with socket.create_connection(("127.0.0.1", port), timeout=5):
                 pass
+        whileRunning(output)
         process.send_signal(signal.SIGTERM)
         rest, _ = process.communicate(timeout=30)
         output += rest.decode()
@@ -135,7 +138,17 @@ class TwistdTests(unittest.TestCase):
         listener it bound, and stops cleanly on SIGTERM.
         """
         ini, ports = devConfigCopy(self)
-        output = self.runDev(ini, ports)
+
+        def logInAsEdouard(output):
+            # The printed demo password opens edouard's (new) mailbox.
+            password = re.search(r"demo account: edouard@domaineel\.rt password: (\S+)", output)
+            client = poplib.POP3("127.0.0.1", ports["pop3"], timeout=10)
+            client.user("edouard@domaineel.rt")
+            self.assertTrue(client.pass_(password.group(1)).startswith(b"+OK"))
+            self.assertEqual(client.stat(), (0, 0))
+            client.quit()
+
+        output = self.runDev(ini, ports, logInAsEdouard)
         var = ini.parent.parent / "var"
         self.assertTrue((var / "tls" / "cert.pem").is_file(), output)
         self.assertEqual(os.stat(var / "tls" / "key.pem").st_mode & 0o777, 0o600)

@@ -169,6 +169,17 @@ class DirectoryTests(unittest.TestCase):
         self.assertEqual(self.lookup("anne@alias.rt"), account)
         self.assertIsNone(self.lookup("anne@example.org"))
 
+    def test_defaultHomeIsCreated(self):
+        """
+        The default home of a virtual user is maillab's to create (mode
+        0700), so the store can make the Maildir in it at first login or
+        delivery; a home the passwd-file names is never created.
+        """
+        account = self.lookup("anne")
+        self.assertTrue(account.home.is_dir())
+        self.assertEqual(account.home.stat().st_mode & 0o777, 0o700)
+        self.assertFalse(self.lookup("bob").home.exists())
+
     def test_fieldsFromLine(self):
         account = self.lookup("bob")
         self.assertEqual((account.uid, account.gid), (2000, 2000))

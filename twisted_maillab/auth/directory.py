@@ -100,6 +100,11 @@ class AccountDirectory:
         home = found.home
         if home is None:
             home = self.usersDirectory / (domain or "_") / found.local
+            # A virtual user without a home field lives in maillab's own
+            # state directory: maillab creates it, as Dovecot creates a
+            # missing home for virtual users (the store never creates a
+            # home, which for system users is the administrator's job).
+            home.mkdir(mode=0o700, parents=True, exist_ok=True)
         maildir = self.mailLocation.expand(found.avatarId, found.local, domain, home)
         # Account.name is the local part (Account.address adds the domain);
         # the avatar ID of a domain-bound entry is local@domain.
