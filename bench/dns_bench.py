@@ -93,8 +93,10 @@ def startTwistd(directory: str, port: int):
     return process
 
 
-def dnsperf(port: int, datafile: str, seconds: int, clients: int, mode: str) -> float:
+def dnsperf(port: int, datafile: str, seconds: int, clients: int, mode: str, edns: bool = False) -> float:
     command = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", datafile, "-l", str(seconds), "-c", str(clients), "-m", mode, "-q", str(max(100, clients * 4))]
+    if edns:
+        command.append("-e")
     output = subprocess.run(command, capture_output=True, text=True).stdout
     match = re.search(r"Queries per second:\s+([\d.]+)", output)
     lost = re.search(r"Queries lost:\s+(\d+)", output)
@@ -128,6 +130,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--modes", default="udp,tcp")
+    parser.add_argument("--edns", action="store_true", help="queries carry an EDNS0 OPT record (dnsperf -e)")
     args = parser.parse_args(argv)
     for tool, package in (("dnsperf", "dnsperf"), ("nsd", "nsd")):
         if shutil.which(tool) is None and not os.path.exists(f"/usr/sbin/{tool}"):
@@ -150,11 +153,11 @@ def main(argv=None) -> int:
         ports["nsd"] = nsd.port
         checked = checkAnswers(ports["maillab"], ports["nsd"])
         print(f"answers: maillab == NSD for all {checked} queries of the mix (UDP with/without EDNS, TCP)")
-        print(f"dnsperf -l {args.seconds} -c {args.clients}, {len(MIX)}-query mix, zone {os.path.relpath(ZONE, ROOT)}, on {os.cpu_count()} CPUs")
+        print(f"dnsperf -l {args.seconds} -c {args.clients}{' -e' if args.edns else ''}, {len(MIX)}-query mix, zone {os.path.relpath(ZONE, ROOT)}, on {os.cpu_count()} CPUs")
         results = {}
         for mode in args.modes.split(","):
             for server in ("maillab", "twistd", "nsd"):
-                qps, lost = dnsperf(ports[server], datafile, args.seconds, args.clients, mode)
+                qps, lost = dnsperf(ports[server], datafile, args.seconds, args.clients, mode, args.edns)
                 results[(server, mode)] = qps
                 print(f"  {mode:3} {server:8} {qps:10.0f} qps  (lost {lost})", flush=True)
         for mode in args.modes.split(","):
