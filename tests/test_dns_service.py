@@ -191,6 +191,37 @@ class ReloadTests(_Base):
         self.assertEqual(answers[0].payload.dottedQuad(), "192.168.1.80")
 
     @defer.inlineCallbacks
+    def test_reloadDuringReloadRunsAgainAfter(self):
+        dns_ = self.startDNS()
+        pending = []
+
+        def held(f, *args):
+            # Run the "thread" work only when the test says so.
+            d = defer.Deferred()
+            pending.append((f, args, d))
+            return d
+
+        def release():
+            f, args, d = pending.pop(0)
+            d.callback(f(*args))
+
+        dns_.deferToThread = held
+        self.writeZone(seedText(5))
+        first = dns_.reload()
+        second = dns_.reload()
+        release()  # the first reload reads serial 5
+        # The second request was queued behind the first, not merged into
+        # it: it reads the file again, after this change.
+        self.writeZone(seedText(6))
+        release()  # first: build the table
+        self.assertEqual((yield first), ["domaineel.rt."])
+        release()  # second: read serial 6
+        release()  # second: build the table
+        self.assertEqual((yield second), ["domaineel.rt."])
+        self.assertEqual(pending, [])
+        self.assertEqual((yield self.serial()), 6)
+
+    @defer.inlineCallbacks
     def test_sameSerialKeepsOldData(self):
         dns_ = self.startDNS()
         self.writeZone(seedText(4, "www A 192.168.1.80\n"))

@@ -117,7 +117,6 @@ class DNSServer:
         self.udpSize = udpSize
         self.allowTransfer = tuple(allowTransfer)
         self.rateLimiter = rateLimiter
-        self.notifiesReceived: list = []
         self.install(zones)
 
     def install(self, zones: Zones, responses: ResponseTable | None = None) -> None:
@@ -201,7 +200,6 @@ class DNSServer:
         the question; we are the primary, so there is nothing to fetch.
         """
         zone = self.zones.byOrigin.get(N.key(q.name))
-        self.notifiesReceived.append((host, N.toText(q.name)))
         if zone is None or q.qclass != N.IN:
             result = Answer(wire.NOTAUTH, aa=False)
         else:

@@ -133,6 +133,7 @@ class DNSService(service.MultiService):
         self.listeners: list[_UDPAndTCP] = []
         self._previousHandler = None
         self._reloading = None
+        self._reloadWaiters: list = []
         self.notifyInterval = notifyInterval
         self.notifyRetries = notifyRetries
         self.lastNotify: defer.Deferred | None = None
@@ -190,8 +191,11 @@ class DNSService(service.MultiService):
         @return: a Deferred firing with the list of origins replaced.
         """
         if self._reloading is not None:
-            # One reload at a time; a SIGHUP during a reload runs another after.
-            return self._reloading.addCallback(lambda _: self.reload())
+            # One reload at a time: a SIGHUP during a reload asks for one
+            # more after it (the files may have changed again meanwhile).
+            waiter = defer.Deferred()
+            self._reloadWaiters.append(waiter)
+            return waiter
         log.info("dns: reloading {n} zone(s)", n=len(self.specs))
         d = self.deferToThread(loadZones, self.specs)
         d.addCallbacks(self._loaded, self._loadFailed)
@@ -199,6 +203,14 @@ class DNSService(service.MultiService):
 
         def done(result):
             self._reloading = None
+            waiters, self._reloadWaiters = self._reloadWaiters, []
+            if waiters:
+
+                def fire(again):
+                    for waiter in waiters:
+                        waiter.callback(again)
+
+                self.reload().addCallback(fire)
             return result
 
         d.addBoth(done)
