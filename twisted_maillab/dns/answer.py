@@ -182,7 +182,17 @@ def _positive(zone: Zone, apexNode, result: Answer, seen: set, qtype: int, name:
         result.authorityRequired = False
         for rdata in apexNS.rdatas:
             _addresses(zone, rdata.target, addSeen, additional)
-    result.additional = additional
+    result.additional = _aFirst(additional)
+
+
+def _aFirst(additional: list) -> list:
+    """
+    Every A RRset before every AAAA RRset, otherwise in order: when the
+    message is full, NSD has sent the IPv4 glue of all the hosts.
+    """
+    return [entry for entry in additional if entry[1].rtype == N.A] + [
+        entry for entry in additional if entry[1].rtype != N.A
+    ]
 
 
 def _findDNAME(zone: Zone, nameKey: Name):
@@ -223,7 +233,7 @@ def _referral(zone: Zone, cut: Name, result: Answer) -> Answer:
     seen: set = set()
     for rdata in ns.rdatas:
         _addresses(zone, rdata.target, seen, additional)
-    result.additional = additional
+    result.additional = _aFirst(additional)
     result.kind = b"ref" + N.toWire(cut)
     return result
 
