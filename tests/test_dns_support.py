@@ -55,7 +55,7 @@ def freePort() -> int:
     raise RuntimeError("no free port")
 
 
-def buildQuery(name: str, qtype: int, ident: int = 4242, edns=None, do=False, version=0, rd=False, opcode=0, qclass=1, authoritySOA=None, cd=False) -> bytes:
+def buildQuery(name: str, qtype: int, ident: int = 4242, edns=None, do=False, version=0, rd=False, opcode=0, qclass=1, authoritySOA=None, cd=False, options=b"") -> bytes:
     """
     A query message; C{edns} is the UDP size to advertise or L{None}.
     """
@@ -69,7 +69,7 @@ def buildQuery(name: str, qtype: int, ident: int = 4242, edns=None, do=False, ve
         rdata = b"\x00\x00" + struct.pack("!5I", authoritySOA, 0, 0, 0, 0)
         out += N.toWire(labels) + struct.pack("!HHIH", N.SOA, 1, 0, len(rdata)) + rdata
     if edns is not None:
-        out += wire.optRecord(edns, do) if version == 0 else b"\x00" + struct.pack("!HHIH", 41, edns, (version << 16) | (0x8000 if do else 0), 0)
+        out += b"\x00" + struct.pack("!HHIH", 41, edns, (version << 16) | (0x8000 if do else 0), len(options)) + options
     return out
 
 
@@ -264,6 +264,7 @@ def queryFor(name: str, typeText: str, options) -> tuple[bytes, bool]:
     tcp = False
     rd = cd = False
     serial = None
+    ednsOptions = b""
     for option in options:
         if option == "noedns":
             edns = None
@@ -281,7 +282,10 @@ def queryFor(name: str, typeText: str, options) -> tuple[bytes, bool]:
             cd = True
         elif option.startswith("ixfr="):
             serial = int(option.split("=")[1])
-    return buildQuery(name, qtype, edns=edns, do=do, version=version, rd=rd, cd=cd, authoritySOA=serial), tcp
+        elif option == "cookie":
+            # RFC 7873 4: a client cookie; NSD 4.6 ignores it, as we do.
+            ednsOptions += struct.pack("!HH", 10, 8) + b"\x01\x02\x03\x04\x05\x06\x07\x08"
+    return buildQuery(name, qtype, edns=edns, do=do, version=version, rd=rd, cd=cd, authoritySOA=serial, options=ednsOptions), tcp
 
 
 class NSD:
