@@ -68,9 +68,11 @@ def ask(port: int, name: str, typeText: str, options):
     message, tcp = queryFor(name, typeText, options)
     if typeText.upper() == "AXFR" and tcp:
         messages = [decode(m) for m in tcpQuery(port, message, transfer=True)]
+        # How the records are split into messages is each server's choice
+        # (RFC 5936 2.2); what they are is not.
         return {
-            "rcodes": [m["rcode"] for m in messages],
-            "flags": [frozenset(m["flags"]) for m in messages],
+            "rcodes": frozenset(m["rcode"] for m in messages),
+            "flags": frozenset(frozenset(m["flags"]) for m in messages),
             "records": frozenset(r for m in messages for r in m["answerList"]),
         }
     if tcp:
