@@ -77,6 +77,15 @@ class SyntaxTests(unittest.TestCase):
         self.assertEqual(errors, [])
         self.assertEqual(rrset(zone, "ns.example.org", N.A).ttl, 100)
 
+    def test_soaMinimumAsDefaultTTL(self):
+        # As named-checkzone: no $TTL and no TTL on the SOA -> MINIMUM is
+        # the default; an explicit TTL applies to its own record only.
+        zone, errors, warnings = parse("@ SOA ns hm 1 2 3 4 55\n NS ns\nns A 192.0.2.1\nb 70 A 192.0.2.2\nc A 192.0.2.3\n")
+        self.assertEqual(errors, [])
+        self.assertIn("SOA MINIMUM", warnings[0].reason)
+        ttls = [rrset(zone, f"{o}.example.org", N.A).ttl for o in ("ns", "b", "c")]
+        self.assertEqual(ttls, [55, 70, 55])
+
     def test_parenthesesAcrossLines(self):
         zone = self.ok("srv SRV ( 10\n  20 ; weight\n  443\n  target )\ntarget A 192.0.2.7\n")
         data = rrset(zone, "srv.example.org", N.SRV).rdatas[0].parts[0]

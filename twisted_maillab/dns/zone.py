@@ -759,7 +759,9 @@ class _Parser:
             elif self.lastTTL is not None:
                 ttl = self.lastTTL
             elif rtype == N.SOA:
-                ttl = struct.unpack("!5I", rdata.parts[2])[4]
+                # BIND: without $TTL the SOA's MINIMUM becomes the default
+                # for every record that gives no TTL.
+                ttl = self.defaultTTL = struct.unpack("!5I", rdata.parts[2])[4]
                 self.problems.append(Problem(path, entry.line, "no TTL specified; using SOA MINIMUM instead", "warning"))
             else:
                 raise ValueError("no TTL specified and no $TTL before this record")
