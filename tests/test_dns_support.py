@@ -294,7 +294,7 @@ class NSD:
     zones directory, pid file and no database, on 127.0.0.1:C{port}.
     """
 
-    def __init__(self, testCase, zones: dict, port: int | None = None, extra: str = "", secondaryOf: int | None = None, zoneOrigin="domaineel.rt"):
+    def __init__(self, testCase, zones: dict, port: int | None = None, extra: str = "", secondaryOf: int | None = None, files: dict | None = None):
         self.binary = requireTool(testCase, "nsd", "nsd")
         self.directory = tempfile.mkdtemp(prefix="maillab-nsd-")
         self.port = port or freePort()
@@ -319,6 +319,9 @@ class NSD:
             "remote-control:",
             "  control-enable: no",
         ]
+        for fileName, text in (files or {}).items():
+            with open(os.path.join(self.directory, fileName), "w") as f:
+                f.write(text)
         for origin, text in zones.items():
             if text is not None:
                 with open(os.path.join(self.directory, origin + ".zone"), "w") as f:
