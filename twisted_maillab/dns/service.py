@@ -81,7 +81,9 @@ class _UDPAndTCP(service.Service):
         self.tcpPort = ports[0]
         port = self.tcpPort.getHost().port
         try:
-            self.udpPort = self.reactor.listenUDP(port, self.udpProtocol, interface=self.host, maxPacketSize=65535)
+            # Queries are small (RFC 6891 sizes are for answers): a smaller
+            # receive buffer makes every recvfrom cheaper.
+            self.udpPort = self.reactor.listenUDP(port, self.udpProtocol, interface=self.host, maxPacketSize=4096)
         except Exception:
             self.tcpPort.stopListening()
             self.tcpPort = None
