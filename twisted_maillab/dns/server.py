@@ -16,7 +16,7 @@ from twisted.logger import Logger
 
 from twisted_maillab.dns import names as N
 from twisted_maillab.dns import wire
-from twisted_maillab.dns.answer import ResponseTable, Zones, shapeKey
+from twisted_maillab.dns.answer import ResponseTable, Zones, lookup, shapeKey
 from twisted_maillab.dns.names import RRset
 from twisted_maillab.dns.wire import Answer, Edns, FormatError
 
@@ -180,9 +180,12 @@ class DNSServer:
             key = N.toWire(N.key(q.name)) + struct.pack("!HH", q.qtype, q.qclass) + shapeKey(edns, limit)
             entry = responses.table.get(key) or responses.build(q.name, q.qtype, q.qclass, edns, limit)
             return [patch(entry[0], data, q.nameEnd - 1)]
-        from twisted_maillab.dns.answer import lookup
-
-        result = lookup(responses.zones, q.name, q.qtype) if q.qclass == N.IN else Answer(wire.REFUSED, aa=False)
+        # A compressed question name: answer without the stored table.
+        if q.qclass == N.IN:
+            result = lookup(responses.zones, q.name, q.qtype)
+        else:
+            result = Answer(wire.REFUSED, aa=False)
+            result.ede = wire.EDE_NOT_SUPPORTED
         return [wire.encode(q.name, q.qtype, q.qclass, result, edns, self.udpSize, limit, ident, flags)]
 
     def limitFor(self, edns: Edns | None) -> int:
