@@ -299,3 +299,34 @@ class SeedZoneTests(unittest.TestCase):
         zone = loadZone(os.path.join(FIXTURES, "full.zone"), parseOrigin("domaineel.rt"))
         self.assertEqual(zone.serial, 2026112901)
         self.assertEqual(zone.negativeSOA().ttl, 300)
+
+
+class CheckzoneCommandTests(unittest.TestCase):
+    """
+    maillab checkzone ORIGIN FILE, the named-checkzone of this package.
+    """
+
+    def run_(self, *argv):
+        import io
+
+        from twisted_maillab.dns.checkzone import main
+
+        out, err = io.StringIO(), io.StringIO()
+        code = main(list(argv), out, err)
+        return code, out.getvalue(), err.getvalue()
+
+    def test_goodZone(self):
+        code, out, err = self.run_("domaineel.rt", os.path.join(ROOT, "etc", "zones", "domaineel.rt.zone"))
+        self.assertEqual(code, 0)
+        self.assertEqual(out, "zone domaineel.rt: loaded serial 4\n")
+        self.assertIn("is a CNAME (illegal)", err)
+
+    def test_seedZone(self):
+        path = os.path.join(FIXTURES, "seed-broken.zone")
+        code, out, err = self.run_("domaineel.rt", path)
+        self.assertEqual(code, 1)
+        self.assertEqual(out, "")
+        self.assertIn(f"{path}:2: SOA has 6 fields", err)
+        self.assertIn(f"{path}:14: '#alias'", err)
+        self.assertIn(f"{path}:15: '#enregistrement'", err)
+        self.assertTrue(err.endswith("zone domaineel.rt: not loaded due to errors\n"))
