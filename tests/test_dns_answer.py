@@ -348,6 +348,11 @@ class TCPProtocolTests(unittest.TestCase):
         protocol.makeConnection(transport)
         return protocol, transport
 
+    def pump(self):
+        # Transfers go out a message per cooperator step, on the clock.
+        for _ in range(200):
+            self.clock.advance(0)
+
     def frames(self, data):
         out = []
         while data:
@@ -404,12 +409,56 @@ class TCPProtocolTests(unittest.TestCase):
     def test_axfrAllowed(self):
         protocol, transport = self.connect("127.0.0.1")
         protocol.dataReceived(self.framed(buildQuery("domaineel.rt", N.AXFR)))
+        self.pump()
         messages = self.frames(transport.value())
         records = [r for m in messages for r in m["answerList"]]
         self.assertEqual(records[0][1], N.SOA)
         self.assertEqual(records[-1][1], N.SOA)
         self.assertEqual(len(records), sum(len(r.rdatas) for r in self.server.zones.byOrigin[name("domaineel.rt")].rrsets()) + 1)
         self.assertTrue(all("aa" in m["flags"] for m in messages))
+
+    def test_largeTransferIsIncrementalAndPipelinedQueriesWait(self):
+        from twisted_maillab.dns.zone import parseZoneText
+
+        text = "$TTL 60\n@ SOA ns hm 7 1 1 1 1\n NS ns\nns A 192.0.2.1\n" + "".join(
+            f"host{i} TXT \"{'x' * 200}\"\n" for i in range(400)
+        )
+        zone, _ = parseZoneText(text, parseOrigin("big.test"))
+        self.server.install(Zones([zone]))
+        # One message per reactor turn (the default slices 10 ms of work),
+        # each turn run by hand.
+        turns = []
+
+        class Turn:
+            def __init__(self, f):
+                self.f = f
+                turns.append(self)
+
+            def cancel(self):
+                turns.remove(self)
+
+        self.factory.cooperator = task.Cooperator(terminationPredicateFactory=lambda: (lambda: True), scheduler=Turn)
+        protocol, transport = self.connect()
+        protocol.dataReceived(self.framed(buildQuery("big.test", N.AXFR, ident=1)) + self.framed(buildQuery("ns.big.test", N.A, ident=2)))
+        turns.pop(0).f()
+        # One step of the cooperator: the reactor is not held for the zone.
+        self.assertEqual(len(self.frames(transport.value())), 1)
+        while turns:
+            turns.pop(0).f()
+        messages = self.frames(transport.value())
+        self.assertGreater(len(messages), 4)
+        self.assertEqual([m["id"] for m in messages[:-1]], [1] * (len(messages) - 1))
+        self.assertEqual(sum(len(m["answerList"]) for m in messages[:-1]), 404)
+        # The query pipelined behind the transfer is answered after it.
+        self.assertEqual(messages[-1]["id"], 2)
+
+    def test_transferStopsWhenClientLeaves(self):
+        protocol, transport = self.connect()
+        protocol.dataReceived(self.framed(buildQuery("domaineel.rt", N.AXFR)))
+        self.assertIsNotNone(protocol.transfer)
+        protocol.connectionLost(None)
+        self.assertIsNone(protocol.transfer)
+        self.pump()
 
     def test_axfrRefusedOutsideAllowTransfer(self):
         protocol, transport = self.connect("192.0.2.1")
@@ -423,6 +472,7 @@ class TCPProtocolTests(unittest.TestCase):
     def test_ixfrIsAFullTransferOrUpToDate(self):
         protocol, transport = self.connect()
         protocol.dataReceived(self.framed(buildQuery("domaineel.rt", N.IXFR, authoritySOA=1)))
+        self.pump()
         records = [r for m in self.frames(transport.value()) for r in m["answerList"]]
         self.assertGreater(len(records), 10)
         transport.clear()

@@ -149,12 +149,12 @@ class DNSServer:
             address = address.ipv4_mapped
         return any(address in network for network in self.allowTransfer)
 
-    def respond(self, data: bytes, host: str, udp: bool) -> list[bytes] | None:
+    def respond(self, data: bytes, host: str, udp: bool):
         """
         Answer one message that the fast path did not.
 
-        @return: the response messages (several for a zone transfer), or
-            L{None} to send nothing.
+        @return: a list of response messages, a L{Transfer} (TCP only) to
+            send message by message, or L{None} to send nothing.
         """
         if len(data) < 12 or data[2] & 0x80:
             return None  # RFC 1035 4.1.1: never answer a response
@@ -211,7 +211,7 @@ class DNSServer:
         result.opcode = wire.OPCODE_NOTIFY
         return wire.encode(q.name, q.qtype, q.qclass, result, q.edns, self.udpSize, 65535, q.id, flags)
 
-    def transfer(self, data: bytes, q, host: str, udp: bool, limit: int) -> list[bytes]:
+    def transfer(self, data: bytes, q, host: str, udp: bool, limit: int):
         """
         AXFR (RFC 5936) and IXFR (RFC 1995), over TCP, to C{allow_transfer}.
         """
@@ -242,7 +242,7 @@ class DNSServer:
                 return [wire.encode(q.name, q.qtype, q.qclass, result, q.edns, self.udpSize, limit, q.id, q.flags)]
         log.info("{type} of {zone} serial {serial} to {host}", type=N.typeText(q.qtype), zone=N.toText(zone.origin), serial=zone.serial, host=host)
         # RFC 1995 4: without history an IXFR is answered as an AXFR.
-        return axfrMessages(zone, q.name, q.qtype, q.id, q.flags)
+        return Transfer(zone, q.name, q.qtype, q.id, q.flags)
 
 
 def _plainQuestion(q) -> bool:
@@ -290,40 +290,57 @@ def patch(template: bytes, data: bytes, nameEnd: int) -> bytes:
     )
 
 
-def axfrMessages(zone, qname, qtype: int, ident: int, flags: int) -> list[bytes]:
+class Transfer:
     """
-    The zone as a series of messages: SOA, every other record, SOA
-    (RFC 5936 2.2), each message filled to about L{AXFR_MESSAGE_SIZE}.
+    A zone transfer as a lazy series of messages: SOA, every other record,
+    SOA (RFC 5936 2.2), each message filled to about L{AXFR_MESSAGE_SIZE}.
+    Iterating encodes one message per step, so a large zone is sent a
+    message at a time without holding the reactor.
     """
-    records: list[tuple] = []
-    soa = zone.soa
-    records.append((soa.owner, soa))
-    for rrset in zone.rrsets():
-        if rrset.rtype == N.SOA and N.key(rrset.owner) == zone.originKey:
-            continue
-        for rdata in rrset.rdatas:
-            single = RRset(rrset.owner, rrset.rtype, rrset.ttl)
-            single.rdatas = [rdata]
-            records.append((rrset.owner, single))
-    records.append((soa.owner, soa))
-    messages = []
-    batch: list = []
-    size = 0
-    for owner, rrset in records:
-        estimate = len(N.toWire(owner)) + 10 + len(rrset.rdatas[0].wire())
-        if batch and size + estimate > AXFR_MESSAGE_SIZE:
-            messages.append(batch)
-            batch, size = [], 0
-        batch.append((owner, rrset))
-        size += estimate
-    if batch:
-        messages.append(batch)
-    out = []
-    for i, batch in enumerate(messages):
+
+    def __init__(self, zone, qname, qtype: int, ident: int, flags: int):
+        self.zone = zone
+        self.qname = qname
+        self.qtype = qtype
+        self.ident = ident
+        self.flags = flags
+
+    def _records(self):
+        soa = self.zone.soa
+        yield soa.owner, soa
+        for rrset in self.zone.rrsets():
+            if rrset.rtype == N.SOA and N.key(rrset.owner) == self.zone.originKey:
+                continue
+            for rdata in rrset.rdatas:
+                single = RRset(rrset.owner, rrset.rtype, rrset.ttl)
+                single.rdatas = [rdata]
+                yield rrset.owner, single
+        yield soa.owner, soa
+
+    def __iter__(self):
+        batch: list = []
+        size = 0
+        for owner, rrset in self._records():
+            estimate = len(N.toWire(owner)) + 10 + len(rrset.rdatas[0].wire())
+            if batch and size + estimate > AXFR_MESSAGE_SIZE:
+                yield self._encode(batch)
+                batch, size = [], 0
+            batch.append((owner, rrset))
+            size += estimate
+        if batch:
+            yield self._encode(batch)
+
+    def _encode(self, batch) -> bytes:
         result = Answer(wire.NOERROR, aa=True)
         result.answer = batch
-        out.append(wire.encode(qname, qtype, N.IN, result, None, 512, TCP_MAX_MESSAGE, ident, flags))
-    return out
+        return wire.encode(self.qname, self.qtype, N.IN, result, None, 512, TCP_MAX_MESSAGE, self.ident, self.flags)
+
+
+def axfrMessages(zone, qname, qtype: int, ident: int, flags: int) -> list[bytes]:
+    """
+    Every message of a transfer at once (see L{Transfer}).
+    """
+    return list(Transfer(zone, qname, qtype, ident, flags))
 
 
 def fastKey(data: bytes, udpSize: int, tcp: bool = False):
@@ -475,6 +492,7 @@ class DNSStreamProtocol(Protocol):
         self.factory = factory
         self.buffer = b""
         self.timeoutCall = None
+        self.transfer = None
 
     def connectionMade(self):
         factory = self.factory
@@ -506,6 +524,11 @@ class DNSStreamProtocol(Protocol):
         if not getattr(self, "counted", False):
             return
         self._resetTimeout()
+        if self.transfer is not None:
+            # RFC 7766 6.2.1.1: pipelined queries after a transfer are
+            # answered after it, in order.
+            self.buffer += data
+            return
         buffer = self.buffer + data if self.buffer else data
         server = self.factory.server
         table = server.state[1].table
@@ -534,6 +557,14 @@ class DNSStreamProtocol(Protocol):
                 log.failure("answering a TCP query from {host}", host=self.peerHost)
                 self.transport.loseConnection()
                 return
+            if isinstance(responses, Transfer):
+                # Send what came before, then the transfer a message per
+                # reactor turn; queries pipelined after it wait for it.
+                self.buffer = buffer[position:]
+                if out:
+                    self.transport.write(b"".join(out))
+                self._startTransfer(responses)
+                return
             for response in responses or ():
                 out.append(struct.pack("!H", len(response)))
                 out.append(response)
@@ -541,14 +572,35 @@ class DNSStreamProtocol(Protocol):
         if out:
             self.transport.write(b"".join(out))
 
+    def _startTransfer(self, transfer: Transfer) -> None:
+        def send():
+            for message in transfer:
+                if self.transport is None or self.transport.disconnecting:
+                    return
+                self.transport.write(struct.pack("!H", len(message)) + message)
+                self._resetTimeout()
+                yield None
+
+        self.transfer = self.factory.cooperator.cooperate(send())
+        self.transfer.whenDone().addBoth(self._transferDone)
+
+    def _transferDone(self, result):
+        self.transfer = None
+        if self.buffer and self.transport is not None and not self.transport.disconnecting:
+            self.dataReceived(b"")
+
     # Back-pressure (RFC 7766 6.2.2 lets a server stop reading): a client
     # that pipelines queries without reading the answers fills our send
     # buffer; the transport then pauses us and we stop reading from it.
     def pauseProducing(self):
         self.transport.pauseProducing()
+        if self.transfer is not None:
+            self.transfer.pause()
 
     def resumeProducing(self):
         self.transport.resumeProducing()
+        if self.transfer is not None:
+            self.transfer.resume()
 
     def stopProducing(self):
         pass
@@ -558,6 +610,12 @@ class DNSStreamProtocol(Protocol):
             self.factory.connections -= 1
             self.counted = False
         self.factory.protocols.discard(self)
+        if self.transfer is not None:
+            transfer, self.transfer = self.transfer, None
+            try:
+                transfer.stop()
+            except Exception:  # already finished
+                pass
         waiting, self.factory.closing = self.factory.closing, []
         if self.factory.protocols:
             self.factory.closing = waiting
@@ -578,8 +636,14 @@ class DNSStreamFactory(Factory):
 
     noisy = False
 
-    def __init__(self, server: DNSServer, clock, idleTimeout: float = 30.0, maxClients: int = 100):
+    def __init__(self, server: DNSServer, clock, idleTimeout: float = 30.0, maxClients: int = 100, cooperator=None):
         self.server = server
+        # Zone transfers are sent one message per step of this cooperator.
+        if cooperator is None:
+            from twisted.internet import task
+
+            cooperator = task.Cooperator(scheduler=lambda f: clock.callLater(0, f))
+        self.cooperator = cooperator
         self.clock = clock
         self.idleTimeout = idleTimeout
         self.maxClients = maxClients
