@@ -57,6 +57,7 @@ class RateLimiter:
         self.accounts: dict = {}
         self.dropped = 0
         self.slipped = 0
+        self._lastLog = float("-inf")
 
     def prefix(self, host: str) -> int:
         address = ipaddress.ip_address(host.split("%", 1)[0])
@@ -88,7 +89,10 @@ class RateLimiter:
         # Debt is bounded so a client that stops is forgiven after the window.
         account[0] = max(account[0], -self.rate * self.window)
         account[2] += 1
-        if account[2] == 1:
+        if account[2] == 1 and now - self._lastLog >= 1.0:
+            # At most one line a second: a spoofed flood from many prefixes
+            # must not turn into a flood of log lines.
+            self._lastLog = now
             log.info("rate limiting responses to {prefix} ({kind!r})", prefix=host, kind=kind[:40])
         if self.slip and account[2] % self.slip == 0:
             self.slipped += 1
