@@ -168,6 +168,13 @@ class SyntaxTests(unittest.TestCase):
         self.assertEqual(error.problems[0].line, 2)
         self.assertIn("not an IPv4 address", error.problems[0].reason)
 
+    def test_utf8BytesKept(self):
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write((HEAD + 't TXT "café" caf\\195\\169\n').encode("utf-8"))
+        zone = loadZone(path, ORIGIN)
+        self.assertEqual(rrset(zone, "t.example.org", N.TXT).rdatas[0].parts[0], b"\x05caf\xc3\xa9\x05caf\xc3\xa9")
+
     def test_duplicateRecordsMerged(self):
         zone = self.ok("a A 192.0.2.1\na A 192.0.2.1\nA.EXAMPLE.ORG. A 192.0.2.1\n")
         self.assertEqual(len(rrset(zone, "a.example.org", N.A).rdatas), 1)

@@ -206,12 +206,13 @@ def _tokenize(text: str, path: str, problems: list[Problem]):
 
 
 def _encodeText(text: str) -> bytes:
-    # Quoted tokens were decoded to one char per byte (latin-1); bare UTF-8
-    # text in the file was decoded with surrogateescape.
+    # Files are decoded one character per byte (latin-1), so this gives the
+    # file's bytes back; text given as str by a caller may hold any
+    # character, which is then written in UTF-8.
     try:
         return text.encode("latin-1")
     except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogateescape")
+        return text.encode("utf-8")
 
 
 def parseName(text: str, origin: Name | None) -> Name:
@@ -664,7 +665,8 @@ class _Parser:
             where = includedFrom or (str(path), 0)
             self.error(where[0], where[1], f"cannot read {path}: {e.strerror or e}")
             return
-        text = raw.decode("utf-8", "surrogateescape")
+        # One character per byte: data (TXT, escapes) comes out byte-exact.
+        text = raw.decode("latin-1")
         self.parseText(text, str(path), origin, depth)
 
     def parseText(self, text: str, path: str, origin: Name, depth: int = 0):
