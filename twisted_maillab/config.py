@@ -757,6 +757,28 @@ class SMTPSection(ListenerSection):
         10.0,
         "how long a recipient lookup (user exists or not) is reused; 0 disables the cache",
     )
+    outbound_queue: bool = option(
+        parseBoolean,
+        True,
+        "relay mail for other domains (permitted clients, alias targets) through a queue "
+        "and MX lookups; no: such recipients get 451",
+    )
+    queue_directory: Path | None = option(
+        parsePath, None, "the outbound spool (default: <state_directory>/queue)"
+    )
+    maximal_queue_lifetime: float = option(
+        parseDuration, 5 * 86400.0, "how long undeliverable mail is retried before it bounces"
+    )
+    minimal_backoff_time: float = option(
+        parseDuration, 300.0, "first retry delay; doubles per attempt"
+    )
+    maximal_backoff_time: float = option(parseDuration, 4000.0, "longest retry delay")
+    smtp_connect_timeout: float = option(
+        parseDuration, 30.0, "time allowed to connect to a remote MX"
+    )
+    relay_port: int = option(
+        parseInteger(1, 65535), 25, "TCP port of remote MX hosts"
+    )
 
     def check(self) -> None:
         super().check()
