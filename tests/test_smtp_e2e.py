@@ -17,7 +17,7 @@ import textwrap
 import tracemalloc
 from pathlib import Path
 
-from twisted.internet import defer, reactor, threads, utils
+from twisted.internet import defer, reactor, task, threads, utils
 from twisted.trial import unittest
 
 from twisted_maillab.config import loadString
@@ -33,6 +33,7 @@ ALIASES = textwrap.dedent(
     root: edouard
     equipe: edouard,
         utilisateur
+    ext: friend@remote.test
     """
 )
 
@@ -113,7 +114,7 @@ class Server:
         self.ports = {}
         for name in ("smtp", "submission", "submissions"):
             group = self.service.getServiceNamed(name)
-            self.ports[name] = [child.port.getHost().port for child in group]
+            self.ports[name] = [child.port.getHost().port for child in group if hasattr(child, "port")]
 
     @defer.inlineCallbacks
     def stop(self):
@@ -502,8 +503,8 @@ class RelayTests(unittest.TestCase):
         self.assertFalse(offered)
         self.assertEqual(code, (538, b"5.7.11 Encryption required for requested authentication mechanism"))
         self.assertEqual(afterTLS.strip(), "PLAIN LOGIN")
-        # permit_sasl_authenticated lets it through; no outbound queue yet.
-        self.assertEqual(relayed[0], 451)
+        # permit_sasl_authenticated lets it through (to the outbound queue).
+        self.assertEqual(relayed[0], 250)
 
 
 class SizeTests(unittest.TestCase):
@@ -565,6 +566,87 @@ class SizeTests(unittest.TestCase):
         # to auth); a server that buffered the message would peak above
         # 30 MiB.
         self.assertLess(peak, 24 * 1024 * 1024, f"peak {peak} bytes for a {size}-byte message")
+
+
+class OutboundTests(unittest.TestCase):
+    """
+    Relayed mail through the real builder's queue to a remote MX (maillab's
+    protocol with a recording sink) found through a fake resolver.
+    """
+
+    timeout = 60
+
+    def setUp(self):
+        from tests.test_smtp_outbound import FakeResolver, Sink
+        from twisted.internet import task as _task
+        from twisted_maillab.smtp.delivery import QueueIds
+        from twisted_maillab.smtp.server import Settings, SMTPServerFactory
+
+        self.sink = Sink()
+        self.sink.deferLater = False
+        clock = _task.Clock()
+        factory = SMTPServerFactory(
+            Settings(hostname="mx.remote.test", banner="mx.remote.test ESMTP", peernameLookup=False),
+            self.sink,
+            self.sink,
+            clock=clock,
+            queueIds=QueueIds(clock),
+        )
+        self.port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+        self.server = Server(self)
+        queue = self.server.resources.smtpBackend.outbound
+        queue.resolver = FakeResolver({"remote.test": [(10, "mx.remote.test")]}, {"mx.remote.test": ["127.0.0.1"]})
+        queue.port = self.port.getHost().port
+
+    @defer.inlineCallbacks
+    def waitFor(self, condition):
+        for _ in range(500):
+            if condition():
+                return
+            yield task.deferLater(reactor, 0.02, lambda: None)
+        self.fail("timed out")
+
+    @defer.inlineCallbacks
+    def test_relayFromMynetworksAndAlias(self):
+        server = self.server
+
+        def client():
+            with smtplib.SMTP("127.0.0.1", server.smtpPort) as s:
+                return s.sendmail(
+                    "someone@example.org",
+                    ["friend@remote.test", "ext@domaineel.rt", "edouard@domaineel.rt"],
+                    "Subject: relay\r\n\r\nbody \u00e9\r\n..dot\r\n".encode(),
+                )
+
+        self.assertEqual((yield inThread(client)), {})
+        yield self.waitFor(lambda: self.sink.received)
+        [(envelope, data)] = self.sink.received
+        # One copy for the remote address, even though the alias named it too.
+        self.assertEqual([r.mailbox.address for r in envelope.recipients], ["friend@remote.test"])
+        self.assertTrue(data.startswith(b"Received: from "))
+        # smtplib stuffs dots itself, so the content line is "..dot".
+        self.assertTrue(data.endswith("Subject: relay\n\nbody \u00e9\n..dot\n".encode()))
+        [local] = server.messages("edouard")
+        self.assertEqual(local.split(b"Received: ", 1)[1], data.split(b"Received: ", 1)[1])
+        queue = server.resources.smtpBackend.outbound
+        yield self.waitFor(lambda: not os.listdir(queue.directory))
+
+    @defer.inlineCallbacks
+    def test_bounceReachesLocalSender(self):
+        server = self.server
+
+        def client():
+            with smtplib.SMTP("127.0.0.1", server.smtpPort) as s:
+                return s.sendmail("edouard@domaineel.rt", ["bad@remote.test"], b"Subject: lost\r\n\r\nx\r\n")
+
+        self.assertEqual((yield inThread(client)), {})
+        yield self.waitFor(lambda: server.messages("edouard"))
+        [bounce] = server.messages("edouard")
+        self.assertIn(b"Return-Path: <>\n", bounce)
+        self.assertIn(b"Subject: Undelivered Mail Returned to Sender", bounce)
+        self.assertIn(b"Final-Recipient: rfc822; bad@remote.test", bounce)
+        self.assertIn(b"Subject: lost", bounce)
 
 
 def swaks() -> str:

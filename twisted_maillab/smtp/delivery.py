@@ -100,12 +100,13 @@ class LocalMessage:
     apply C{reject_from_login_mismatch} for authenticated senders.
     """
 
-    def __init__(self, delivery, session, envelope, transaction, copies, checkFrom):
+    def __init__(self, delivery, session, envelope, transaction, copies, checkFrom, spool=None):
         self.delivery = delivery
         self.session = session
         self.envelope = envelope
         self.transaction = transaction
         self.copies = copies
+        self.spool = spool
         self.checkFrom = checkFrom
         self._header = bytearray()
         self._headerDone = False
@@ -120,7 +121,18 @@ class LocalMessage:
         """
         if not self._headerDone:
             self._collectHeader(data)
-        return self.transaction.write(data)
+        if self.spool is None:
+            return self.transaction.write(data)
+        waits = [self.spool.write(data)]
+        if self.transaction is not None:
+            waits.append(self.transaction.write(data))
+        return defer.gatherResults(waits)
+
+    def _abortAll(self):
+        if self.transaction is not None:
+            self.transaction.abort()
+        if self.spool is not None:
+            self.spool.abort()
 
     def _collectHeader(self, data: bytes) -> None:
         start = len(self._header)
@@ -171,14 +183,14 @@ class LocalMessage:
         seen = {value.strip().lower() for value in self.headerValues(b"delivered-to")}
         for target, original in self.copies:
             if target.deliveredTo.lower() in seen:
-                self.transaction.abort()
+                self._abortAll()
                 return defer.fail(
                     SMTPReply(554, "5.4.6", f"<{target.deliveredTo}>: mail forwarding loop")
                 )
         account = self.session.account
         if self.checkFrom and account is not None:
             if not self.delivery.policy.fromHeaderOwned(account, self.fromHeaders()):
-                self.transaction.abort()
+                self._abortAll()
                 return defer.fail(
                     SMTPReply(
                         553,
@@ -186,9 +198,24 @@ class LocalMessage:
                         f"From: header rejected: not owned by user {self.session.authName}",
                     )
                 )
-        d = self.transaction.commit()
+        if self.transaction is None:
+            d = defer.succeed([])
+        else:
+            d = self.transaction.commit()
         d.addCallback(self._committed)
+        if self.spool is not None:
+            # Local copies first: if they fail the client retries the whole
+            # message, so the queued copy must not exist.
+            d.addErrback(lambda f: self.spool.abort().addBoth(lambda _: f))
+            d.addCallback(lambda queueId: self.spool.commit().addCallback(lambda _: queueId))
+            d.addErrback(self._spoolFailed)
         return d
+
+    def _spoolFailed(self, failure):
+        if failure.check(SMTPReply):
+            return failure
+        log.failure("{queueId}: queue file write failed", failure, queueId=self.envelope.queueId)
+        raise SMTPReply(451, "4.3.0", "Error: queue file write error")
 
     def _committed(self, results):
         queueId = self.envelope.queueId
@@ -233,7 +260,7 @@ class LocalMessage:
     def abort(self):
         if not self._finished:
             self._finished = True
-            return self.transaction.abort()
+            self._abortAll()
         return None
 
 
@@ -246,12 +273,13 @@ class LocalDelivery:
     @ivar clock: for the Received: date.
     """
 
-    def __init__(self, store, policy, clock, headerLimit: int = 102400, checkFrom: bool = True):
+    def __init__(self, store, policy, clock, headerLimit: int = 102400, checkFrom: bool = True, outbound=None):
         self.store = store
         self.policy = policy
         self.clock = clock
         self.headerLimit = headerLimit
         self.checkFrom = checkFrom
+        self.outbound = outbound
 
     def begin(self, session, envelope) -> LocalMessage:
         """
@@ -263,27 +291,80 @@ class LocalDelivery:
         from twisted_maillab.store.errors import StoreError
 
         copies = []
+        remote = []
         seen = set()
         for recipient in envelope.recipients:
             for target in recipient.targets:
+                if getattr(target, "remote", False):
+                    key = ("remote", target.deliveredTo.lower())
+                    if key not in seen:
+                        seen.add(key)
+                        remote.append((recipient, target.deliveredTo))
+                    continue
                 key = getattr(target.account, "maildir", None) or target.account.name
                 if key in seen:
                     continue
                 seen.add(key)
                 copies.append((target, recipient.mailbox.address))
         single = envelope.recipients[0].mailbox.address if len(envelope.recipients) == 1 else None
+        received = receivedHeader(session, envelope.queueId, single, self.clock.seconds())
+        spool = None
+        if remote:
+            if self.outbound is None:
+                raise SMTPReply(451, "4.3.0", "Error: no outbound queue")
+            spool = self.outbound.writer(envelope, remote)
+            spool.write(received)
+        transaction = None
         try:
-            transaction = self.store.beginDelivery()
-            for target, original in copies:
-                transaction.addRecipient(
-                    target.account, prependHeaders=self._prepend(envelope, target, original)
-                )
-            transaction.write(
-                receivedHeader(session, envelope.queueId, single, self.clock.seconds())
-            )
+            if copies:
+                transaction = self.store.beginDelivery()
+                for target, original in copies:
+                    transaction.addRecipient(
+                        target.account, prependHeaders=self._prepend(envelope, target, original)
+                    )
+                transaction.write(received)
         except StoreError as e:
+            if spool is not None:
+                spool.abort()
             raise SMTPReply(e.smtpCode, e.enhancedCode, str(e)) from None
-        return LocalMessage(self, session, envelope, transaction, copies, self.checkFrom)
+        return LocalMessage(self, session, envelope, transaction, copies, self.checkFrom, spool)
+
+    def deliverLocal(self, address: str, data: bytes, sender: str = "") -> defer.Deferred:
+        """
+        Deliver a message the server made itself (a bounce) to a local
+        address: aliases and the delimiter apply, LF line ends.
+
+        @return: L{Deferred} firing when every copy is committed.
+        """
+        from twisted_maillab.smtp.envelope import Mailbox
+
+        local, _, domain = address.rpartition("@")
+
+        async def deliver():
+            targets = await self.policy.resolveLocal(Mailbox(local, domain.lower()))
+            transaction = self.store.beginDelivery()
+            count = 0
+            for target in targets:
+                if target.remote:
+                    continue
+                count += 1
+                transaction.addRecipient(
+                    target.account,
+                    prependHeaders=(
+                        f"Return-Path: <{sender}>\nX-Original-To: {address}\n"
+                        f"Delivered-To: {target.deliveredTo}\n"
+                    ).encode("utf-8"),
+                )
+            if not count:
+                transaction.abort()
+                return
+            transaction.write(data)
+            results = await transaction.commit()
+            for result in results:
+                if not result.ok:
+                    raise result.error
+
+        return defer.ensureDeferred(deliver())
 
     def _prepend(self, envelope, target, original) -> bytes:
         # What Postfix's local(8) writes above the message (the seed).

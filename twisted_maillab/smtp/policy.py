@@ -44,6 +44,13 @@ class Target:
     account: object
     deliveredTo: str
 
+    @property
+    def remote(self) -> bool:
+        """
+        A recipient in another domain, for the outbound queue.
+        """
+        return self.account is None
+
 
 def expandDestinations(mydestination, myhostname: str, mydomain: str) -> frozenset:
     """
@@ -176,14 +183,16 @@ class Policy:
         except SMTPReply:
             return defer.fail()
         if not self.isLocal(mailbox):
-            return defer.fail(self._remote(mailbox))
+            if self.outbound is None:
+                return defer.fail(self._remote(mailbox))
+            return defer.succeed([Target(None, mailbox.address)])
         return defer.ensureDeferred(self.resolveLocal(mailbox))
 
     def _remote(self, mailbox: Mailbox) -> SMTPReply:
-        # The outbound queue is its own issue: until it exists a relayed
+        # Without an outbound queue ([smtp] outbound_queue = no) a relayed
         # recipient is a temporary failure, never a silent drop.
         return SMTPReply(
-            451, "4.3.0", f"{mailbox}: relaying to other domains is not available yet"
+            451, "4.3.0", f"{mailbox}: relaying to other domains is not available"
         )
 
     async def resolveLocal(self, mailbox: Mailbox) -> list[Target]:
@@ -268,7 +277,12 @@ class Policy:
                 local, targetDomain = value, self.hostname
             targetDomain = targetDomain.rstrip(".").lower()
             if targetDomain not in self.destinations:
-                raise self._remote(Mailbox(local, targetDomain))
+                if self.outbound is None:
+                    raise self._remote(Mailbox(local, targetDomain))
+                address = f"{local}@{targetDomain}"
+                if not any(t.deliveredTo == address for t in targets if t.remote):
+                    targets.append(Target(None, address))
+                return
             await self._expand(local, targetDomain if at else self.hostname, depth + 1, seen, targets, original)
         elif target.kind == "include" and self.allowInclude:
             try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 
+from twisted.application.service import Service
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.mail.smtp import IMessageDelivery
@@ -183,20 +184,90 @@ class _Backend:
             checkFrom=smtp.reject_from_login_mismatch,
         )
         self.queueIds = QueueIds(reactor)
+        self.outbound = None
+        if smtp.outbound_queue:
+            self.outbound = self._makeQueue(config, resources)
+            self.policy.outbound = self.outbound
+            self.delivery.outbound = self.outbound
         self.names = NameCache(reactor)
 
 
-def _backend(config, resources) -> _Backend:
+    def _makeQueue(self, config, resources):
+        from twisted.internet import ssl
+        from twisted.names import client
+
+        from twisted_maillab.smtp.outbound import OutboundQueue
+
+        smtp = config.smtp
+        reactor = resources.reactor
+        directory = smtp.queue_directory or (config.server.state_directory / "queue")
+        return OutboundQueue(
+            directory,
+            reactor=reactor,
+            clock=reactor,
+            resolver=_LazyResolver(lambda: client.Resolver(resolv="/etc/resolv.conf", reactor=reactor)),
+            hostname=self.hostname,
+            runner=lambda f, *a: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *a),
+            port=smtp.relay_port,
+            minBackoff=smtp.minimal_backoff_time,
+            maxBackoff=smtp.maximal_backoff_time,
+            lifetime=smtp.maximal_queue_lifetime,
+            connectTimeout=smtp.smtp_connect_timeout,
+            commandTimeout=smtp.smtpd_timeout,
+            # RFC 7435 opportunistic TLS: encrypt when offered, no
+            # certificate check (MX certificates are rarely verifiable).
+            tlsContext=ssl.CertificateOptions(),
+            localDelivery=lambda address, data: self.delivery.deliverLocal(address, data),
+            isLocal=lambda domain: domain in self.policy.destinations,
+        )
+
+
+class _LazyResolver:
+    """
+    The system resolver, built at the first lookup (it re-reads
+    resolv.conf on a timer from then on).
+    """
+
+    def __init__(self, make):
+        self._make = make
+        self._resolver = None
+
+    def __getattr__(self, name):
+        if self._resolver is None:
+            self._resolver = self._make()
+        return getattr(self._resolver, name)
+
+
+class QueueService(Service):
+    """
+    Runs the outbound queue: reschedules the spool at start, stops the
+    timers at shutdown.
+    """
+
+    def __init__(self, queue):
+        self.queue = queue
+
+    def startService(self):
+        super().startService()
+        self.queue.start()
+
+    def stopService(self):
+        super().stopService()
+        self.queue.stop()
+
+
+def _backend(config, resources) -> tuple[_Backend, bool]:
     backend = getattr(resources, "smtpBackend", None)
     if backend is None:
         backend = resources.smtpBackend = _Backend(config, resources)
-    return backend
+        return backend, True
+    return backend, False
 
 
 def _build(config, resources, name: str):
     smtp = config.smtp
     section = getattr(config, name)
-    backend = _backend(config, resources)
+    backend, first = _backend(config, resources)
     banner = smtp.smtpd_banner.replace("$myhostname", backend.hostname)
     tlsRequired = name == "submission" and section.smtpd_tls_security_level == "encrypt"
     if tlsRequired and resources.tlsContext is None:
@@ -231,7 +302,11 @@ def _build(config, resources, name: str):
         queueIds=backend.queueIds,
         resolveName=backend.names,
     )
-    return resources.listen(section, factory)
+    group = resources.listen(section, factory)
+    if first and backend.outbound is not None:
+        # One queue per process, started with the first SMTP listener.
+        QueueService(backend.outbound).setServiceParent(group)
+    return group
 
 
 def buildSMTP(config, resources):

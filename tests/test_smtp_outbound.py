@@ -1,0 +1,268 @@
+"""
+The outbound queue and relay client, against a real SMTP sink (maillab's
+own protocol) on 127.0.0.1 and a fake DNS resolver.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from twisted.internet import defer, reactor, task, threads
+from twisted.names import dns, error as dnserror
+from twisted.trial import unittest
+
+from twisted_maillab.smtp.delivery import QueueIds
+from twisted_maillab.smtp.envelope import Mailbox, MailParams, RcptParams, SMTPReply
+from twisted_maillab.smtp.outbound import OutboundQueue, stuff
+from twisted_maillab.smtp.server import Envelope, Recipient, Settings, SMTPServerFactory
+
+
+class SinkMessage:
+    def __init__(self, sink, envelope):
+        self.sink, self.envelope, self.data = sink, envelope, b""
+
+    def write(self, data):
+        self.data += data
+
+    def end(self):
+        self.sink.received.append((self.envelope, self.data))
+        return defer.succeed("REMOTE1")
+
+    def abort(self):
+        pass
+
+
+class Sink:
+    """
+    A remote MX: accepts everything except bad@ (550) and later@ (450).
+    """
+
+    def __init__(self):
+        self.received = []
+        self.sessions = []
+
+    def isLocal(self, mailbox):
+        return True
+
+    def ownsAddress(self, account, address):
+        return True
+
+    def checkRecipient(self, session, mailbox, envelope=None):
+        if mailbox.local == "bad":
+            return defer.fail(SMTPReply(550, "5.1.1", f"{mailbox}: User unknown"))
+        if mailbox.local == "later" and self.deferLater:
+            return defer.fail(SMTPReply(450, "4.2.1", f"{mailbox}: try later"))
+        return defer.succeed([mailbox.address])
+
+    deferLater = True
+
+    def begin(self, session, envelope):
+        self.sessions.append(session)
+        return SinkMessage(self, envelope)
+
+
+class FakeResolver:
+    def __init__(self, mx, addresses):
+        self.mx = mx
+        self.addresses = addresses
+
+    def lookupMailExchange(self, name):
+        if name not in self.mx:
+            return defer.fail(dnserror.DNSNameError(name))
+        records = [
+            dns.RRHeader(name, dns.MX, payload=dns.Record_MX(preference, host))
+            for preference, host in self.mx[name]
+        ]
+        return defer.succeed((records, [], []))
+
+    def lookupAddress(self, name):
+        records = [dns.RRHeader(name, dns.A, payload=dns.Record_A(a)) for a in self.addresses.get(name, [])]
+        if not records:
+            return defer.fail(dnserror.DNSNameError(name))
+        return defer.succeed((records, [], []))
+
+    def lookupIPV6Address(self, name):
+        return defer.fail(dnserror.DNSNameError(name))
+
+
+def runner(f, *args):
+    return threads.deferToThread(f, *args)
+
+
+class QueueTests(unittest.TestCase):
+    timeout = 60
+
+    def setUp(self):
+        self.sink = Sink()
+        clock = task.Clock()
+        factory = SMTPServerFactory(
+            Settings(hostname="mx.remote.test", banner="mx.remote.test ESMTP", peernameLookup=False),
+            self.sink,
+            self.sink,
+            clock=clock,
+            queueIds=QueueIds(clock),
+        )
+        self.port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+        self.clock = task.Clock()
+        self.clock.advance(1_700_000_000)
+        self.directory = Path(self.mktemp())
+        self.resolver = FakeResolver(
+            {
+                "remote.test": [(20, "mx2.remote.test"), (10, "mx1.remote.test")],
+                "nullmx.test": [(0, "")],
+                "nomx.test": [],
+            },
+            {
+                # mx1 is down (nothing listens on 127.0.0.2), mx2 answers.
+                "mx1.remote.test": ["127.0.0.2"],
+                "mx2.remote.test": ["127.0.0.1"],
+                "nomx.test": ["127.0.0.1"],
+            },
+        )
+        self.bounces = []
+        self.queue = OutboundQueue(
+            self.directory,
+            reactor=reactor,
+            clock=self.clock,
+            resolver=self.resolver,
+            hostname="smtp.domaineel.rt",
+            runner=runner,
+            port=self.port.getHost().port,
+            connectTimeout=5,
+            localDelivery=lambda address, data: defer.succeed(self.bounces.append((address, data))),
+            isLocal=lambda domain: domain == "domaineel.rt",
+        )
+        self.queue.start()
+        self.addCleanup(self.queue.stop)
+
+    @defer.inlineCallbacks
+    def enqueue(self, recipients, body=b"Subject: hi\n\nhello\n.dot\n", sender="edouard@domaineel.rt", **params):
+        envelope = Envelope(Mailbox(*sender.split("@")) if sender else Mailbox("", ""), MailParams(**params), "Q1")
+        pairs = [
+            (Recipient(Mailbox(*address.split("@")), RcptParams(notify=notify, orcpt=orcpt, orcptType="rfc822" if orcpt else None)), address)
+            for address, notify, orcpt in recipients
+        ]
+        writer = self.queue.writer(envelope, pairs)
+        yield writer.write(body[:5])
+        yield writer.write(body[5:])
+        yield writer.commit()
+        # The first attempt was scheduled at once on the (fake) clock; run
+        # it here so the test can wait for it.
+        self.assertEqual([c.getTime() for c in self.clock.getDelayedCalls()], [self.clock.seconds()])
+        self.queue.stop()
+        return "Q1"
+
+    def state(self, queueId="Q1"):
+        path = self.directory / f"{queueId}.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    @defer.inlineCallbacks
+    def test_mxFailoverDsnParametersAndBody(self):
+        body = b"Subject: hi\n\n.leading dot\nline\n..two\n\xc3\xa9t\xc3\xa9\n"
+        queueId = yield self.enqueue(
+            [("friend@remote.test", ("SUCCESS", "FAILURE"), "friend@remote.test")],
+            body=body,
+            ret="HDRS",
+            envid="env+1",
+        )
+        yield self.queue.attempt(queueId)
+        [(envelope, data)] = self.sink.received
+        # What the remote stored (LF, unstuffed) is exactly our spool file.
+        self.assertEqual(data, body)
+        self.assertEqual(envelope.sender.address, "edouard@domaineel.rt")
+        self.assertEqual(envelope.params.size, len(body))
+        self.assertEqual((envelope.params.ret, envelope.params.envid), ("HDRS", "env+1"))
+        [rcpt] = envelope.recipients
+        self.assertEqual(rcpt.params.notify, ("SUCCESS", "FAILURE"))
+        self.assertEqual(rcpt.params.orcpt, "friend@remote.test")
+        self.assertEqual(os.listdir(self.directory), [])
+        self.assertEqual(self.bounces, [])
+
+    @defer.inlineCallbacks
+    def test_permanentFailureBouncesToLocalSender(self):
+        queueId = yield self.enqueue([("bad@remote.test", (), "bad@remote.test"), ("ok@remote.test", (), None)])
+        yield self.queue.attempt(queueId)
+        self.assertEqual(len(self.sink.received), 1)
+        [(address, report)] = self.bounces
+        self.assertEqual(address, "edouard@domaineel.rt")
+        text = report.decode()
+        self.assertIn("Content-Type: multipart/report; report-type=delivery-status;", text)
+        self.assertIn("Final-Recipient: rfc822; bad@remote.test", text)
+        self.assertIn("Original-Recipient: rfc822; bad@remote.test", text)
+        self.assertIn("Action: failed\nStatus: 5.1.1", text)
+        self.assertIn("Diagnostic-Code: smtp; 550 5.1.1 <bad@remote.test>: User unknown", text)
+        self.assertIn("Content-Type: message/rfc822\n\nSubject: hi\n\nhello\n", text)
+        self.assertNotIn("ok@remote.test", text)
+        self.assertEqual(os.listdir(self.directory), [])
+
+    @defer.inlineCallbacks
+    def test_temporaryFailureRetriesWithBackoff(self):
+        queueId = yield self.enqueue([("later@remote.test", (), None)])
+        yield self.queue.attempt(queueId)
+        state = self.state()
+        self.assertEqual(state["recipients"][0]["status"], "pending")
+        self.assertIn("450 4.2.1", state["recipients"][0]["reply"])
+        [call] = self.clock.getDelayedCalls()
+        self.assertEqual(call.getTime() - self.clock.seconds(), 300)
+        self.queue.stop()
+        yield self.queue.attempt(queueId)
+        [call] = self.clock.getDelayedCalls()
+        self.assertEqual(call.getTime() - self.clock.seconds(), 600)
+        self.queue.stop()
+        self.sink.deferLater = False
+        yield self.queue.attempt(queueId)
+        self.assertEqual(len(self.sink.received), 1)
+        self.assertIsNone(self.state())
+
+    @defer.inlineCallbacks
+    def test_expiryBounces(self):
+        queueId = yield self.enqueue([("later@remote.test", ("FAILURE",), None)])
+        self.clock.advance(5 * 86400)
+        yield self.queue.attempt(queueId)
+        [(address, report)] = self.bounces
+        self.assertIn(b"Status: 5.4.7", report)
+        self.assertIn(b"message expired in queue", report)
+
+    @defer.inlineCallbacks
+    def test_nullMxAndNoDomain(self):
+        queueId = yield self.enqueue([("a@nullmx.test", (), None), ("b@nowhere.test", (), None)])
+        yield self.queue.attempt(queueId)
+        [(address, report)] = self.bounces
+        self.assertIn(b"Status: 5.1.10", report)
+        self.assertIn(b"Status: 5.1.2", report)
+
+    @defer.inlineCallbacks
+    def test_implicitMxAndNotifyNever(self):
+        queueId = yield self.enqueue([("c@nomx.test", (), None), ("bad@nomx.test", ("NEVER",), None)])
+        yield self.queue.attempt(queueId)
+        self.assertEqual(len(self.sink.received), 1)
+        self.assertEqual(self.bounces, [])
+
+    @defer.inlineCallbacks
+    def test_nullSenderNeverBounced(self):
+        queueId = yield self.enqueue([("bad@remote.test", (), None)], sender="")
+        yield self.queue.attempt(queueId)
+        self.assertEqual(self.bounces, [])
+        self.assertEqual(os.listdir(self.directory), [])
+
+    @defer.inlineCallbacks
+    def test_restartReschedules(self):
+        yield self.enqueue([("later@remote.test", (), None)])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.queue.start()
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+
+    def test_stuffing(self):
+        out, start = stuff(b".a\nb\n.", True)
+        self.assertEqual(out, b"..a\r\nb\r\n..")
+        self.assertFalse(start)
+        out, start = stuff(b"x\n", True)
+        self.assertTrue(start)
+        out, _ = stuff(b".y\n", start)
+        self.assertEqual(out, b"..y\r\n")
+        out, _ = stuff(b".y\n", False)
+        self.assertEqual(out, b".y\r\n")
+
