@@ -383,3 +383,21 @@ class ISMTPDelivery(Interface):
         @return: an L{ISMTPMessage}.
         @raise twisted_maillab.smtp.envelope.SMTPReply: refuse the message.
         """
+
+
+class IZoneSource(Interface):
+    """
+    Where the C{[dns]} service gets the zones it serves: BIND master files
+    by default (L{twisted_maillab.dns.service.FileZoneSource}); an
+    application embedding maillab may generate them instead.
+    """
+
+    def load():
+        """
+        Read every zone.  Blocking: called once before the service starts
+        and, on reload, in a thread.
+
+        @return: a list of L{twisted_maillab.dns.zone.Zone}.
+        @raise twisted_maillab.config.ConfigError: a zone cannot be served
+            (L{twisted_maillab.dns.zone.ZoneError} names file and lines).
+        """
