@@ -582,6 +582,7 @@ class OutboundTests(unittest.TestCase):
         from twisted_maillab.smtp.delivery import QueueIds
         from twisted_maillab.smtp.server import Settings, SMTPServerFactory
 
+        self.server = Server(self)
         self.sink = Sink()
         self.sink.deferLater = False
         clock = _task.Clock()
@@ -589,12 +590,13 @@ class OutboundTests(unittest.TestCase):
             Settings(hostname="mx.remote.test", banner="mx.remote.test ESMTP", peernameLookup=False),
             self.sink,
             self.sink,
+            # The remote MX offers STARTTLS: the queue's client uses it.
+            tlsContext=self.server.resources.tlsContext,
             clock=clock,
             queueIds=QueueIds(clock),
         )
         self.port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)
-        self.server = Server(self)
         queue = self.server.resources.smtpBackend.outbound
         queue.resolver = FakeResolver({"remote.test": [(10, "mx.remote.test")]}, {"mx.remote.test": ["127.0.0.1"]})
         queue.port = self.port.getHost().port
@@ -622,6 +624,7 @@ class OutboundTests(unittest.TestCase):
         self.assertEqual((yield inThread(client)), {})
         yield self.waitFor(lambda: self.sink.received)
         [(envelope, data)] = self.sink.received
+        self.assertTrue(self.sink.sessions[0].tls)
         # One copy for the remote address, even though the alias named it too.
         self.assertEqual([r.mailbox.address for r in envelope.recipients], ["friend@remote.test"])
         self.assertTrue(data.startswith(b"Received: from "))

@@ -255,6 +255,35 @@ class QueueTests(unittest.TestCase):
         self.queue.start()
         self.assertEqual(len(self.clock.getDelayedCalls()), 1)
 
+    @defer.inlineCallbacks
+    def test_unfinishedCommitRemovedAtStart(self):
+        self.queue.stop()
+        (self.directory / "X1.eml").write_bytes(b"partial")
+        (self.directory / "X2.json.tmp").write_bytes(b"{")
+        self.queue.start()
+        self.assertEqual(sorted(os.listdir(self.directory)), [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        yield None
+
+    @defer.inlineCallbacks
+    def test_brokenSpoolIsRetriedNotStranded(self):
+        queueId = yield self.enqueue([("friend@remote.test", (), None)])
+        # A session that breaks (here: the body file vanished) defers the
+        # recipient with the normal backoff.
+        (self.directory / f"{queueId}.eml").unlink()
+        yield self.queue._run(queueId)
+        self.assertEqual(len(self.flushLoggedErrors(FileNotFoundError)), 1)
+        [call] = self.clock.getDelayedCalls()
+        self.assertEqual(call.getTime() - self.clock.seconds(), 300)
+        self.assertIn("session failed", self.state()["recipients"][0]["reply"])
+        # A run that breaks as a whole (unreadable state) is retried later.
+        self.queue.stop()
+        (self.directory / f"{queueId}.json").write_text("{not json")
+        yield self.queue._run(queueId)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        [call] = self.clock.getDelayedCalls()
+        self.assertEqual(call.getTime() - self.clock.seconds(), self.queue.maxBackoff)
+
     def test_stuffing(self):
         out, start = stuff(b".a\nb\n.", True)
         self.assertEqual(out, b"..a\r\nb\r\n..")

@@ -358,10 +358,15 @@ class OutboundQueue:
         Schedule every message left in the spool (after a restart).
         """
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for entry in sorted(os.listdir(self.directory)):
+        entries = set(os.listdir(self.directory))
+        for entry in sorted(entries):
             if entry.endswith(".json"):
                 self.schedule(entry[: -len(".json")], 0)
-            elif entry.endswith(".tmp"):
+            elif entry.endswith(".tmp") or (
+                # A message whose commit never finished: the client got no
+                # 250 for it, so it will send it again.
+                entry.endswith(".eml") and entry[: -len(".eml")] + ".json" not in entries
+            ):
                 os.unlink(self.directory / entry)
 
     def stop(self) -> None:
@@ -408,7 +413,14 @@ class OutboundQueue:
             return None
         self._running.add(queueId)
         d = defer.ensureDeferred(self.attempt(queueId))
-        d.addErrback(lambda f: log.failure("{queueId}: queue run failed", f, queueId=queueId))
+
+        def failed(f):
+            # A bug or a broken spool file must not strand the message:
+            # log it and try again later.
+            log.failure("{queueId}: queue run failed", f, queueId=queueId)
+            self.schedule(queueId, self.maxBackoff)
+
+        d.addErrback(failed)
         d.addBoth(lambda _: self._running.discard(queueId))
         return d
 
@@ -535,6 +547,15 @@ class OutboundQueue:
                 except TemporaryFailure as e:
                     last = f"4.4.1 {host}[{address}]: {e}"
                     log.info("{queueId}: {reason}", queueId=message.queueId, reason=last)
+                    continue
+                except Exception:
+                    log.failure(
+                        "{queueId}: session with {host}[{address}] failed",
+                        queueId=message.queueId,
+                        host=host,
+                        address=address,
+                    )
+                    last = f"4.4.2 {host}[{address}]: session failed"
                     continue
         for r in recipients:
             if r.status == "pending":
