@@ -331,6 +331,37 @@ class SignalChainTests(unittest.TestCase):
         self.assertIs(signals.handlers[signal.SIGHUP], previous)
 
 
+class ZoneSourceTests(unittest.TestCase):
+    def test_otherSourcesReload(self):
+        """
+        An embedding application gives its own IZoneSource; reload reads it.
+        """
+        from zope.interface import implementer
+        from zope.interface.verify import verifyObject
+
+        from twisted_maillab.dns.service import FileZoneSource
+        from twisted_maillab.dns.zone import parseOrigin, parseZoneText
+        from twisted_maillab.interfaces import IZoneSource
+
+        verifyObject(IZoneSource, FileZoneSource([]))
+
+        @implementer(IZoneSource)
+        class Generated:
+            serial = 1
+
+            def load(self):
+                text = f"$TTL 60\n@ SOA ns hm {self.serial} 1 1 1 1\n NS ns\nns A 192.0.2.{self.serial}\n"
+                return [parseZoneText(text, parseOrigin("gen.test"))[0]]
+
+        source = Generated()
+        svc = DNSService(source, source.load(), _ThreadCalls(), signals=FakeSignals(), deferToThread=lambda f, *a: defer.maybeDeferred(f, *a))
+        source.serial = 2
+        replaced = self.successResultOf(svc.reload())
+        self.assertEqual(replaced, ["gen.test."])
+        answer = decode(svc.server.respond(buildQuery("ns.gen.test", N.A), "h", True)[0])
+        self.assertEqual([r[4] for r in answer["answerList"]], [bytes([192, 0, 2, 2])])
+
+
 class _Secondary(DatagramProtocol):
     """
     A fake secondary: records NOTIFYs and acknowledges them (RFC 1996 4.7).

@@ -13,8 +13,10 @@ from twisted.internet import defer, threads
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from twisted_maillab.dns import names as N
+from twisted_maillab.interfaces import IZoneSource
 from twisted_maillab.dns.answer import ResponseTable, Zones
 from twisted_maillab.dns.server import (
     DNSDatagramProtocol,
@@ -28,7 +30,22 @@ from twisted_maillab.dns.zone import Zone, ZoneError, loadZone, parseOrigin
 
 log = Logger()
 
-__all__ = ["makeDNSService", "DNSService", "loadZones"]
+__all__ = ["makeDNSService", "DNSService", "FileZoneSource", "loadZones"]
+
+
+@implementer(IZoneSource)
+class FileZoneSource:
+    """
+    Zones from BIND master files: the C{[dns] zones} key.
+
+    @ivar specs: C{(origin, path)} of each zone.
+    """
+
+    def __init__(self, specs):
+        self.specs = tuple(specs)
+
+    def load(self) -> list[Zone]:
+        return loadZones(self.specs)
 
 
 def loadZones(specs) -> list[Zone]:
@@ -116,7 +133,8 @@ class DNSService(service.MultiService):
     The authoritative server for the configured zones.
 
     @ivar server: the L{DNSServer} answering queries.
-    @ivar specs: C{(origin, path)} of each zone.
+    @ivar source: the L{IZoneSource} read again on reload (a
+        L{FileZoneSource} when C{specs} are given).
     @ivar notifyTargets: C{(host, port)} of the secondaries (C{also_notify}).
     @ivar signals: the module used to install the SIGHUP handler
         (L{signal}; tests pass a fake).
@@ -126,7 +144,7 @@ class DNSService(service.MultiService):
 
     def __init__(self, specs, zones: list[Zone], reactor, udpSize=1232, allowTransfer=(), notifyTargets=(), rateLimiter=None, signals=_signal, deferToThread=None, notifyInterval=2.0, notifyRetries=5):
         super().__init__()
-        self.specs = tuple(specs)
+        self.source = specs if IZoneSource.providedBy(specs) else FileZoneSource(specs)
         self.reactor = reactor
         self.udpSize = udpSize
         self.notifyTargets = tuple(notifyTargets)
@@ -198,8 +216,8 @@ class DNSService(service.MultiService):
             waiter = defer.Deferred()
             self._reloadWaiters.append(waiter)
             return waiter
-        log.info("dns: reloading {n} zone(s)", n=len(self.specs))
-        d = self.deferToThread(loadZones, self.specs)
+        log.info("dns: reloading the zones")
+        d = self.deferToThread(self.source.load)
         d.addCallbacks(self._loaded, self._loadFailed)
         self._reloading = d
 
@@ -294,7 +312,8 @@ def makeDNSService(config, resources) -> DNSService:
         message names its file and lines) or a C{listen} value is unusable.
     """
     section = config.dns
-    zones = loadZones(section.zones)
+    source = FileZoneSource(section.zones)
+    zones = source.load()
     reactor = resources.reactor
     limiter = None
     if section.rate_limit:
@@ -307,7 +326,7 @@ def makeDNSService(config, resources) -> DNSService:
             section.rate_limit_ipv6_prefix,
         )
     dnsService = DNSService(
-        section.zones,
+        source,
         zones,
         reactor,
         udpSize=section.max_udp_payload,
