@@ -202,6 +202,23 @@ class CommandTests(unittest.TestCase):
             ["458 4.3.0 Unable to queue messages for node example.org"],
         )
 
+    def test_etrnWithQueue(self):
+        h = Harness()
+
+        class Queue:
+            async def flushDomain(self, domain):
+                return 2
+
+        h.policy.outbound = Queue()
+        proto, t = h.connect("192.0.2.4")
+        send(proto, t, b"EHLO c\r\n")
+        self.assertEqual(
+            send(proto, t, b"ETRN example.org\r\n"), ["459 4.7.1 Node example.org not allowed: not authorized"]
+        )
+        proto, t = h.connect("127.0.0.1")
+        send(proto, t, b"EHLO c\r\n")
+        self.assertEqual(send(proto, t, b"ETRN example.org\r\n"), ["250 2.0.0 Queuing for node example.org started"])
+
     def test_errorLimit(self):
         got = send(self.proto, self.t, b"BAD\r\n" * 25)
         self.assertEqual(len(got), 21)

@@ -636,6 +636,17 @@ class OutboundTests(unittest.TestCase):
         yield self.waitFor(lambda: not os.listdir(queue.directory))
 
     @defer.inlineCallbacks
+    def test_etrn(self):
+        server = self.server
+
+        def client():
+            with smtplib.SMTP("127.0.0.1", server.smtpPort) as s:
+                s.ehlo()
+                return s.docmd("ETRN", "remote.test")
+
+        self.assertEqual((yield inThread(client)), (251, b"2.0.0 OK, no messages waiting for node remote.test"))
+
+    @defer.inlineCallbacks
     def test_bounceReachesLocalSender(self):
         server = self.server
 

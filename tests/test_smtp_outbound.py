@@ -284,6 +284,17 @@ class QueueTests(unittest.TestCase):
         [call] = self.clock.getDelayedCalls()
         self.assertEqual(call.getTime() - self.clock.seconds(), self.queue.maxBackoff)
 
+    @defer.inlineCallbacks
+    def test_flushDomain(self):
+        queueId = yield self.enqueue([("later@remote.test", (), None)])
+        yield self.queue.attempt(queueId)
+        self.queue.stop()
+        self.assertEqual((yield self.queue.flushDomain("other.test")), 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual((yield self.queue.flushDomain("Remote.Test.")), 1)
+        [call] = self.clock.getDelayedCalls()
+        self.assertEqual(call.getTime(), self.clock.seconds())
+
     def test_stuffing(self):
         out, start = stuff(b".a\nb\n.", True)
         self.assertEqual(out, b"..a\r\nb\r\n..")

@@ -401,6 +401,34 @@ class OutboundQueue:
         )
         return SpoolWriter(self, message)
 
+    def _waitingFor(self, domain: str) -> list[str]:
+        found = []
+        for entry in os.listdir(self.directory):
+            if not entry.endswith(".json"):
+                continue
+            queueId = entry[: -len(".json")]
+            try:
+                message = _readState(self.directory, queueId)
+            except (OSError, ValueError):
+                continue
+            if any(
+                r.status == "pending" and r.address.rpartition("@")[2].lower() == domain
+                for r in message.recipients
+            ):
+                found.append(queueId)
+        return found
+
+    async def flushDomain(self, domain: str) -> int:
+        """
+        ETRN (RFC 1985): try now every message waiting for C{domain}.
+
+        @return: how many messages were rescheduled.
+        """
+        found = await self.runner(self._waitingFor, domain.lower().rstrip("."))
+        for queueId in found:
+            self.schedule(queueId, 0)
+        return len(found)
+
     def schedule(self, queueId: str, delay: float) -> None:
         timer = self._timers.get(queueId)
         if timer is not None and timer.active():

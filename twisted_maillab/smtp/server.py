@@ -563,8 +563,28 @@ class ESMTPServer(Protocol):
             raise SMTPReply(500, "5.5.4", "Syntax: ETRN domain")
         if self.envelope is not None:
             raise SMTPReply(503, "5.5.1", "Error: MAIL transaction in progress")
-        # RFC 1985 4: nothing is queued for other hosts in this version.
-        self._reply(458, "4.3.0", f"Unable to queue messages for node {rest.decode('utf-8', 'replace')}")
+        node = rest.decode("utf-8", "replace")
+        policy = self.factory.policy
+        queue = getattr(policy, "outbound", None)
+        if queue is None:
+            # RFC 1985 4: nothing is queued for other hosts.
+            self._reply(458, "4.3.0", f"Unable to queue messages for node {node}")
+            return None
+        if node.startswith(("@", "#")):
+            raise SMTPReply(458, "4.3.0", f"Unable to queue messages for node {node}")
+        if not (policy.inMynetworks(self.session.host) or self.session.account is not None):
+            # Only clients that may relay can make us open connections.
+            raise SMTPReply(459, "4.7.1", f"Node {node} not allowed: not authorized")
+        d = defer.ensureDeferred(queue.flushDomain(node))
+
+        def started(count):
+            if count:
+                self._reply(250, "2.0.0", f"Queuing for node {node} started")
+            else:
+                self._reply(251, "2.0.0", f"OK, no messages waiting for node {node}")
+
+        d.addCallback(started)
+        return d
 
     def do_STARTTLS(self, rest):
         if rest:
