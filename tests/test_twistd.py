@@ -17,6 +17,7 @@ import time
 import zipfile
 from pathlib import Path
 
+from twisted.names import dns
 from twisted.trial import unittest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -139,7 +140,7 @@ class TwistdTests(unittest.TestCase):
         """
         ini, ports = devConfigCopy(self)
 
-        def logInAsEdouard(output):
+        def useTheLab(output):
             # The printed demo password opens edouard's (new) mailbox.
             password = re.search(r"demo account: edouard@domaineel\.rt password: (\S+)", output)
             client = poplib.POP3("127.0.0.1", ports["pop3"], timeout=10)
@@ -147,8 +148,21 @@ class TwistdTests(unittest.TestCase):
             self.assertTrue(client.pass_(password.group(1)).startswith(b"+OK"))
             self.assertEqual(client.stat(), (0, 0))
             client.quit()
+            # dig @127.0.0.1 -p <port> MX domaineel.rt answers as in the seed.
+            query = dns.Message(id=4321, recDes=False)
+            query.addQuery(b"domaineel.rt", dns.MX)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                udp.settimeout(10)
+                udp.sendto(query.toStr(), ("127.0.0.1", ports["dns"]))
+                answer = dns.Message()
+                answer.fromStr(udp.recv(4096))
+            self.assertEqual((answer.id, answer.auth, answer.rCode), (4321, 1, dns.OK))
+            self.assertEqual(
+                [(r.payload.preference, r.payload.name.name) for r in answer.answers],
+                [(10, b"smtp.domaineel.rt")],
+            )
 
-        output = self.runDev(ini, ports, logInAsEdouard)
+        output = self.runDev(ini, ports, useTheLab)
         var = ini.parent.parent / "var"
         self.assertTrue((var / "tls" / "cert.pem").is_file(), output)
         self.assertEqual(os.stat(var / "tls" / "key.pem").st_mode & 0o777, 0o600)

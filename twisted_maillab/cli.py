@@ -3,6 +3,7 @@ The C{maillab} console script: administration commands beside the daemon.
 
     maillab passwd [--file F] USER      add or change a passwd-file user
     maillab reload [--pidfile F]        ask the running daemon to reload (SIGHUP)
+    maillab checkzone ORIGIN FILE       check a zone file as [dns] would load it
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from importlib import import_module
 COMMANDS = {
     "passwd": "twisted_maillab.auth.passwdtool:main",
     "reload": "twisted_maillab.reload:main",
+    "checkzone": "twisted_maillab.dns.checkzone:main",
 }
 
 
