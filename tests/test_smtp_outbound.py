@@ -242,6 +242,19 @@ class QueueTests(unittest.TestCase):
         self.assertEqual(self.bounces, [])
 
     @defer.inlineCallbacks
+    def test_bounceToRemoteSenderIsQueued(self):
+        queueId = yield self.enqueue([("bad@remote.test", (), None)], sender="someone@elsewhere.test")
+        yield self.queue.attempt(queueId)
+        self.assertEqual(self.bounces, [])
+        [state] = [p for p in os.listdir(self.directory) if p.endswith(".json")]
+        bounce = json.loads((self.directory / state).read_text())
+        self.assertEqual(bounce["sender"], "")
+        self.assertEqual([r["address"] for r in bounce["recipients"]], ["someone@elsewhere.test"])
+        self.assertEqual(bounce["recipients"][0]["notify"], ["NEVER"])
+        report = (self.directory / state.replace(".json", ".eml")).read_bytes()
+        self.assertIn(b"Final-Recipient: rfc822; bad@remote.test", report)
+
+    @defer.inlineCallbacks
     def test_nullSenderNeverBounced(self):
         queueId = yield self.enqueue([("bad@remote.test", (), None)], sender="")
         yield self.queue.attempt(queueId)
