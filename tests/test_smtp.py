@@ -267,6 +267,12 @@ class RecipientPolicyTests(unittest.TestCase):
             got = send(proto, t, b"RCPT TO:<friend@example.org>\r\n")
             self.assertEqual(got, ["451 4.3.0 <friend@example.org>: relaying to other domains is not available"])
 
+    def test_mappedClientShownAsIPv4(self):
+        h, proto, t = self.session("::ffff:192.0.2.8")
+        self.assertEqual(proto.session.host, "192.0.2.8")
+        send(proto, t, b"RCPT TO:<edouard@domaineel.rt>\r\nDATA\r\nx\r\n.\r\n")
+        self.assertIn(b"(unknown [192.0.2.8])", h.store.committed[0].body)
+
     def test_mynetworksMatching(self):
         from twisted_maillab.config import parseNetwork
 

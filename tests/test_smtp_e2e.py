@@ -412,6 +412,27 @@ class SMTPLibTests(unittest.TestCase):
         self.assertEqual(stored[stored.index(b"Subject: =?utf-8") :], expected)
 
     @defer.inlineCallbacks
+    def test_smtputf8(self):
+        server = self.server
+        sender = "j\u00f6rg@b\u00fccher.example"
+
+        def client():
+            with smtplib.SMTP("127.0.0.1", server.smtpPort) as s:
+                return s.sendmail(
+                    sender,
+                    ["edouard@domaineel.rt"],
+                    f"From: {sender}\r\nSubject: \u00e9t\u00e9\r\n\r\nna\u00efve\r\n".encode(),
+                    mail_options=["SMTPUTF8", "BODY=8BITMIME"],
+                )
+
+        self.assertEqual((yield inThread(client)), {})
+        [stored] = server.messages("edouard")
+        text = stored.decode("utf-8")
+        self.assertTrue(text.startswith(f"Return-Path: <{sender}>\n"))
+        self.assertIn("with UTF8SMTP id", text)
+        self.assertTrue(text.endswith("Subject: \u00e9t\u00e9\n\nna\u00efve\n"))
+
+    @defer.inlineCallbacks
     def test_vrfyNoopHelp(self):
         server = self.server
 

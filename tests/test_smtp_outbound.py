@@ -246,13 +246,30 @@ class QueueTests(unittest.TestCase):
         queueId = yield self.enqueue([("bad@remote.test", (), None)], sender="someone@elsewhere.test")
         yield self.queue.attempt(queueId)
         self.assertEqual(self.bounces, [])
-        [state] = [p for p in os.listdir(self.directory) if p.endswith(".json")]
+        listing = os.listdir(self.directory)
+        self.assertEqual(len([p for p in listing if p.endswith(".json")]), 1, listing)
+        [state] = [p for p in listing if p.endswith(".json")]
         bounce = json.loads((self.directory / state).read_text())
         self.assertEqual(bounce["sender"], "")
         self.assertEqual([r["address"] for r in bounce["recipients"]], ["someone@elsewhere.test"])
         self.assertEqual(bounce["recipients"][0]["notify"], ["NEVER"])
         report = (self.directory / state.replace(".json", ".eml")).read_bytes()
         self.assertIn(b"Final-Recipient: rfc822; bad@remote.test", report)
+
+    @defer.inlineCallbacks
+    def test_commitAwaitedFromACoroutineIsDurable(self):
+        # enqueueBounce awaits write() then commit(): commit must not return
+        # before the state file is renamed into place (a coroutine resumed
+        # from inside the writer's callback chain once got the chain's
+        # intermediate result at once).
+        for _ in range(20):
+            yield defer.ensureDeferred(self.queue.enqueueBounce("a@elsewhere.test", b"x" * 100))
+            listing = os.listdir(self.directory)
+            self.assertEqual([p for p in listing if p.endswith(".tmp")], [])
+            self.assertEqual(
+                sorted(p[:-5] for p in listing if p.endswith(".json")),
+                sorted(p[:-4] for p in listing if p.endswith(".eml")),
+            )
 
     @defer.inlineCallbacks
     def test_nullSenderNeverBounced(self):

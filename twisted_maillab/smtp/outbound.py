@@ -193,7 +193,26 @@ class SpoolWriter:
 
         self._chain.addCallback(run)
         self._chain.addCallback(lambda _: self.queue.schedule(self.message.queueId, 0))
-        return self._chain
+        return self._step()
+
+    def _step(self) -> defer.Deferred:
+        # A fresh Deferred for the caller: awaiting the chain itself from
+        # code that runs inside one of its callbacks (a coroutine resumed
+        # by write()'s Deferred) would return its intermediate result at
+        # once (Deferred.send's fast path), before this step ran.
+        out = defer.Deferred()
+
+        def passed(value):
+            out.callback(value)
+            return value
+
+        def failed(f):
+            # Handed to the caller; the chain goes on for abort().
+            out.errback(f)
+            return None
+
+        self._chain.addCallbacks(passed, failed)
+        return out
 
     def _abortWork(self):
         if self._fd is not None:
@@ -210,7 +229,7 @@ class SpoolWriter:
         self._done = True
         self._chain.addBoth(lambda _: self.queue.runner(self._abortWork))
         self._chain.addErrback(lambda f: log.failure("queue abort failed", f))
-        return self._chain
+        return self._step()
 
 
 # ---------------------------------------------------------------------------

@@ -207,6 +207,10 @@ class ESMTPServer(Protocol):
     def connectionMade(self):
         peer = self.transport.getPeer()
         host = getattr(peer, "host", "unknown").split("%", 1)[0]
+        if host.lower().startswith("::ffff:") and "." in host:
+            # An IPv4 client on a dual-stack socket: named as IPv4, as
+            # Postfix does (mynetworks matches both forms anyway).
+            host = host[7:]
         port = getattr(peer, "port", 0)
         self.session = Session(host, port, self.settings.hostname, self.settings.listener)
         if ISSLTransport.providedBy(self.transport):
