@@ -649,6 +649,46 @@ class LoopTests(unittest.TestCase):
         self.assertEqual(got[0][:9], "250 2.0.0")
 
 
+class SuccessNoticeTests(unittest.TestCase):
+    def test_deliveredNoticeToLocalSender(self):
+        h = Harness()
+        proto, t = h.connect("127.0.0.1")
+        got = send(
+            proto,
+            t,
+            b"EHLO c\r\nMAIL FROM:<edouard@domaineel.rt> ENVID=abc\r\n"
+            b"RCPT TO:<utilisateur@domaineel.rt> NOTIFY=SUCCESS ORCPT=rfc822;Utilisateur@domaineel.rt\r\n"
+            b"RCPT TO:<admin@domaineel.rt>\r\nDATA\r\nSubject: x\r\n\r\nsecret body\r\n.\r\n",
+        )
+        self.assertEqual(got[-1][:9], "250 2.0.0")
+        message, notice = h.store.committed
+        self.assertEqual([a.name for a, _ in notice.recipients], ["edouard"])
+        text = notice.body.decode()
+        self.assertIn("Subject: Successful Mail Delivery Report", text)
+        self.assertIn("Original-Envelope-Id: abc", text)
+        self.assertIn(
+            "Final-Recipient: rfc822; utilisateur@domaineel.rt\n"
+            "Original-Recipient: rfc822; Utilisateur@domaineel.rt\nAction: delivered\nStatus: 2.0.0",
+            text,
+        )
+        self.assertNotIn("admin@domaineel.rt", text)
+        self.assertIn("Content-Type: text/rfc822-headers\n\nSubject: x\n", text)
+        self.assertNotIn("secret body", text)
+        self.assertIn(b"Return-Path: <>\n", notice.fileFor("edouard"))
+
+    def test_noNoticeWithoutSuccessOrForNullSender(self):
+        h = Harness()
+        proto, t = h.connect("127.0.0.1")
+        send(
+            proto,
+            t,
+            b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<utilisateur@domaineel.rt> NOTIFY=SUCCESS\r\n"
+            b"DATA\r\nx\r\n.\r\nMAIL FROM:<edouard@domaineel.rt>\r\n"
+            b"RCPT TO:<utilisateur@domaineel.rt> NOTIFY=FAILURE\r\nDATA\r\nx\r\n.\r\n",
+        )
+        self.assertEqual(len(h.store.committed), 2)
+
+
 class StoreErrorTests(unittest.TestCase):
     def test_commitFailureIsReported(self):
         from twisted_maillab.store.errors import QuotaExceeded

@@ -272,6 +272,28 @@ class QueueTests(unittest.TestCase):
             )
 
     @defer.inlineCallbacks
+    def test_relayedNoticeWhenRemoteHasNoDSN(self):
+        from twisted_maillab.smtp.server import ESMTPServer
+
+        class NoDSN(ESMTPServer):
+            def extensions(self):
+                return [e for e in super().extensions() if e != "DSN"]
+
+        factory = self.port.factory
+        factory.buildProtocol = lambda addr: NoDSN(factory)
+        queueId = yield self.enqueue([("friend@remote.test", ("SUCCESS",), None), ("other@remote.test", (), None)])
+        yield self.queue.attempt(queueId)
+        [(envelope, data)] = self.sink.received
+        # Without DSN on the remote, no NOTIFY/ORCPT is sent...
+        self.assertEqual(envelope.recipients[0].params.notify, ())
+        # ...and we report "relayed" ourselves (RFC 3461 5.2.2).
+        [(address, report)] = self.bounces
+        self.assertEqual(address, "edouard@domaineel.rt")
+        self.assertIn(b"Subject: Successful Mail Delivery Report", report)
+        self.assertIn(b"Final-Recipient: rfc822; friend@remote.test\nAction: relayed\nStatus: 2.0.0", report)
+        self.assertNotIn(b"other@remote.test", report)
+
+    @defer.inlineCallbacks
     def test_nullSenderNeverBounced(self):
         queueId = yield self.enqueue([("bad@remote.test", (), None)], sender="")
         yield self.queue.attempt(queueId)

@@ -241,6 +241,8 @@ class LocalMessage:
                     status="deferred" if temporary else "rejected",
                     reason=str(result.error),
                 )
+        if not failures:
+            self._successNotices(results)
         if failures:
             # One reply covers every recipient (RFC 5321 3.3): a temporary
             # failure anywhere makes the client retry the whole message (a
@@ -257,11 +259,42 @@ class LocalMessage:
             raise SMTPReply(error.smtpCode, error.enhancedCode, str(error))
         return queueId
 
+    def _successNotices(self, results) -> None:
+        """
+        RFC 3461 5.2.2: a recipient delivered here with NOTIFY=SUCCESS gets
+        a "delivered" notice, sent after the reply (it never delays the
+        250).  The notice returns the message's header.
+        """
+        sender = self.envelope.sender.address
+        if not sender:
+            return
+        wanted = {
+            r.mailbox.address: r for r in self.envelope.recipients if "SUCCESS" in r.params.notify
+        }
+        entries = []
+        for result, (target, original) in zip(results, self.copies):
+            recipient = wanted.pop(original, None)
+            if recipient is not None and result.ok:
+                entries.append((_Notice(original, recipient.params), "delivered"))
+        if entries:
+            d = defer.ensureDeferred(self.delivery.sendNotice(self.envelope, entries, bytes(self._header)))
+            d.addErrback(lambda f: log.failure("{queueId}: success notice failed", f, queueId=self.envelope.queueId))
+
     def abort(self):
         if not self._finished:
             self._finished = True
             self._abortAll()
         return None
+
+
+class _Notice:
+    # What deliveryReport reads from a recipient.
+    def __init__(self, address, params):
+        self.address = address
+        self.orcpt = params.orcpt
+        self.orcptType = params.orcptType
+        self.reply = "250 2.0.0 delivered to mailbox"
+        self.remote = ""
 
 
 class LocalDelivery:
@@ -328,6 +361,36 @@ class LocalDelivery:
                 spool.abort()
             raise SMTPReply(e.smtpCode, e.enhancedCode, str(e)) from None
         return LocalMessage(self, session, envelope, transaction, copies, self.checkFrom, spool)
+
+    async def sendNotice(self, envelope, entries, header: bytes) -> None:
+        """
+        Build an RFC 3464 notice for C{entries} and deliver it to the
+        envelope's sender (locally, or through the outbound queue).
+        """
+        from twisted_maillab.smtp.outbound import deliveryReport
+
+        sender = envelope.sender.address
+        report = deliveryReport(
+            self.policy.hostname,
+            self.clock.seconds(),
+            envelope.queueId,
+            sender,
+            envelope.params.envid,
+            self.clock.seconds(),
+            entries,
+            header,
+            False,
+        )
+        if self.outbound is not None:
+            await self.outbound.sendReport(envelope.queueId, sender, report)
+        elif self.policy.isLocal(envelope.sender):
+            await self.deliverLocal(sender, report)
+        else:
+            log.warn(
+                "{queueId}: no outbound queue for the notice to <{sender}>",
+                queueId=envelope.queueId,
+                sender=sender,
+            )
 
     def deliverLocal(self, address: str, data: bytes, sender: str = "") -> defer.Deferred:
         """

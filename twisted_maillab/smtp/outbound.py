@@ -66,6 +66,8 @@ class QueuedRecipient:
     status: str = "pending"
     reply: str = ""
     remote: str = ""
+    # RFC 3461 5.2.2: sent to a server without DSN while NOTIFY=SUCCESS.
+    relayedNotice: bool = False
 
 
 @dataclass
@@ -490,6 +492,11 @@ class OutboundQueue:
                 groups.setdefault(domain, []).append(recipient)
         for domain, recipients in groups.items():
             await self._deliverDomain(message, domain, recipients)
+        relayed = [r for r in message.recipients if r.relayedNotice]
+        if relayed:
+            for r in relayed:
+                r.relayedNotice = False
+            await self.notifySuccess(message, relayed)
         pending = [r for r in message.recipients if r.status == "pending"]
         expired = self.clock.seconds() - message.created >= self.lifetime
         if pending and expired:
@@ -700,6 +707,7 @@ class OutboundQueue:
             r.reply = lines[-1]
             if code == 250:
                 r.status = "sent"
+                r.relayedNotice = not dsn and "SUCCESS" in r.notify and bool(message.sender)
                 log.info(
                     "{queueId}: to=<{to}>, relay={relay}, status=sent ({reply})",
                     queueId=message.queueId,
@@ -748,14 +756,7 @@ class OutboundQueue:
             return
         original = await self.runner(self._readOriginal, message.queueId)
         report = self.bounceMessage(message, wanted, original)
-        domain = message.sender.rpartition("@")[2].lower()
-        try:
-            if self.isLocal(domain) and self.localDelivery is not None:
-                await self.localDelivery(message.sender, report)
-            else:
-                await self.enqueueBounce(message.sender, report)
-        except Exception:
-            log.failure("{queueId}: could not deliver the bounce", queueId=message.queueId)
+        await self.sendReport(message.queueId, message.sender, report)
 
     def _readOriginal(self, queueId: str) -> tuple[bytes, bool]:
         path = self.directory / f"{queueId}.eml"
@@ -769,53 +770,52 @@ class OutboundQueue:
         data, whole = original
         if message.ret == "HDRS":
             data, whole = data.split(b"\n\n", 1)[0] + b"\n", False
-        boundary = f"{message.queueId}.{int(self.clock.seconds())}/{self.hostname}"
-        now = format_datetime(datetime.fromtimestamp(self.clock.seconds(), timezone.utc))
-        arrival = format_datetime(datetime.fromtimestamp(message.created, timezone.utc))
-        human = "\n".join(f"<{r.address}>: {r.reply}" for r in failed)
-        status = []
-        for r in failed:
-            code = r.reply.split(" ", 2)
-            enhanced = next((c for c in code if c[:1] in "45" and c.count(".") == 2), "5.0.0")
-            block = [f"Final-Recipient: rfc822; {r.address}"]
-            if r.orcpt:
-                block.append(f"Original-Recipient: {r.orcptType or 'rfc822'}; {r.orcpt}")
-            block += ["Action: failed", f"Status: {'5' + enhanced[1:]}"]
-            if r.remote:
-                block.append(f"Remote-MTA: dns; {r.remote.split('[')[0]}")
-                block.append(f"Diagnostic-Code: smtp; {r.reply}")
+        return deliveryReport(
+            self.hostname,
+            self.clock.seconds(),
+            message.queueId,
+            message.sender,
+            message.envid,
+            message.created,
+            [(r, "failed") for r in failed],
+            data,
+            whole,
+        )
+
+    async def notifySuccess(self, message: QueuedMessage, recipients: list) -> None:
+        """
+        RFC 3461 5.2.2: NOTIFY=SUCCESS for a recipient handed to a server
+        that does not offer DSN gets a "relayed" notice from us.
+        """
+        data, whole = await self.runner(self._readOriginal, message.queueId)
+        if message.ret != "FULL" or not whole:
+            data, whole = data.split(b"\n\n", 1)[0] + b"\n", False
+        report = deliveryReport(
+            self.hostname,
+            self.clock.seconds(),
+            message.queueId,
+            message.sender,
+            message.envid,
+            message.created,
+            [(r, "relayed") for r in recipients],
+            data,
+            whole,
+        )
+        await self.sendReport(message.queueId, message.sender, report)
+
+    async def sendReport(self, queueId: str, sender: str, report: bytes) -> None:
+        """
+        Deliver a report to a sender: locally when its domain is ours,
+        else through the queue with the null sender.
+        """
+        domain = sender.rpartition("@")[2].lower()
+        try:
+            if self.isLocal(domain) and self.localDelivery is not None:
+                await self.localDelivery(sender, report)
             else:
-                block.append(f"Diagnostic-Code: X-maillab; {r.reply}")
-            status.append("\n".join(block))
-        envid = f"Original-Envelope-Id: {message.envid}\n" if message.envid else ""
-        text = (
-            f"From: MAILER-DAEMON@{self.hostname} (Mail Delivery System)\n"
-            f"To: <{message.sender}>\n"
-            f"Subject: Undelivered Mail Returned to Sender\n"
-            f"Date: {now}\n"
-            f"Message-ID: {make_msgid(domain=self.hostname)}\n"
-            f"Auto-Submitted: auto-replied\n"
-            f"MIME-Version: 1.0\n"
-            f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"\n'
-            f"\n"
-            f"--{boundary}\n"
-            f"Content-Type: text/plain; charset=utf-8\n"
-            f"\n"
-            f"This is the mail system at host {self.hostname}.\n\n"
-            f"Your message could not be delivered to one or more recipients:\n\n{human}\n"
-            f"\n--{boundary}\n"
-            f"Content-Type: message/delivery-status\n"
-            f"\n"
-            f"Reporting-MTA: dns; {self.hostname}\n"
-            f"X-Maillab-Queue-ID: {message.queueId}\n"
-            f"{envid}"
-            f"Arrival-Date: {arrival}\n"
-            f"\n" + "\n\n".join(status) + "\n"
-            f"\n--{boundary}\n"
-            f"Content-Type: {'message/rfc822' if whole else 'text/rfc822-headers'}\n"
-            f"\n"
-        ).encode("utf-8")
-        return text + data + f"\n--{boundary}--\n".encode()
+                await self.enqueueBounce(sender, report)
+        except Exception:
+            log.failure("{queueId}: could not deliver the report", queueId=queueId)
 
     async def enqueueBounce(self, recipient: str, report: bytes) -> None:
         from twisted_maillab.smtp.envelope import MailParams, Mailbox, RcptParams
@@ -837,6 +837,94 @@ class OutboundQueue:
 
     def _bounceId(self) -> str:
         return f"B{int(self.clock.seconds() * 1_000_000):X}{random.randrange(4096):03X}"
+
+
+_SUBJECTS = {
+    "failed": "Undelivered Mail Returned to Sender",
+    "delivered": "Successful Mail Delivery Report",
+    "relayed": "Successful Mail Delivery Report",
+}
+_TEXTS = {
+    "failed": "Your message could not be delivered to one or more recipients:",
+    "delivered": "Your message was delivered to the following recipients:",
+    "relayed": "Your message was relayed to the following recipients; their mail "
+    "system may not send a further notice:",
+}
+
+
+def deliveryReport(
+    hostname: str,
+    now: float,
+    queueId: str,
+    sender: str,
+    envid: str | None,
+    arrival: float,
+    entries: list,
+    original: bytes,
+    whole: bool,
+) -> bytes:
+    """
+    An RFC 3464 delivery status notification (multipart/report), LF line
+    ends, addressed to C{sender}.
+
+    @param entries: C{[(recipient, action)]}; a recipient has C{address},
+        C{orcpt}, C{orcptType}, C{reply} and C{remote}; the action is
+        C{failed}, C{delivered} or C{relayed} (all entries share one kind).
+    @param whole: C{original} is the whole message (message/rfc822), else
+        its header (text/rfc822-headers).
+    """
+    kind = entries[0][1]
+    boundary = f"{queueId}.{int(now)}/{hostname}"
+    date = format_datetime(datetime.fromtimestamp(now, timezone.utc))
+    arrived = format_datetime(datetime.fromtimestamp(arrival, timezone.utc))
+    human = "\n".join(f"<{r.address}>: {r.reply or 'ok'}" for r, _ in entries)
+    blocks = []
+    for r, action in entries:
+        block = [f"Final-Recipient: rfc822; {r.address}"]
+        if r.orcpt:
+            block.append(f"Original-Recipient: {r.orcptType or 'rfc822'}; {r.orcpt}")
+        if action == "failed":
+            words = r.reply.split(" ", 2)
+            enhanced = next((w for w in words if w[:1] in "45" and w.count(".") == 2), "5.0.0")
+            status = "5" + enhanced[1:]
+        else:
+            status = "2.0.0"
+        block += [f"Action: {action}", f"Status: {status}"]
+        if r.remote:
+            block.append(f"Remote-MTA: dns; {r.remote.split('[')[0]}")
+            block.append(f"Diagnostic-Code: smtp; {r.reply}")
+        elif r.reply:
+            block.append(f"Diagnostic-Code: X-maillab; {r.reply}")
+        blocks.append("\n".join(block))
+    envidLine = f"Original-Envelope-Id: {envid}\n" if envid else ""
+    text = (
+        f"From: MAILER-DAEMON@{hostname} (Mail Delivery System)\n"
+        f"To: <{sender}>\n"
+        f"Subject: {_SUBJECTS[kind]}\n"
+        f"Date: {date}\n"
+        f"Message-ID: {make_msgid(domain=hostname)}\n"
+        f"Auto-Submitted: auto-replied\n"
+        f"MIME-Version: 1.0\n"
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"\n'
+        f"\n"
+        f"--{boundary}\n"
+        f"Content-Type: text/plain; charset=utf-8\n"
+        f"\n"
+        f"This is the mail system at host {hostname}.\n\n"
+        f"{_TEXTS[kind]}\n\n{human}\n"
+        f"\n--{boundary}\n"
+        f"Content-Type: message/delivery-status\n"
+        f"\n"
+        f"Reporting-MTA: dns; {hostname}\n"
+        f"X-Maillab-Queue-ID: {queueId}\n"
+        f"{envidLine}"
+        f"Arrival-Date: {arrived}\n"
+        f"\n" + "\n\n".join(blocks) + "\n"
+        f"\n--{boundary}\n"
+        f"Content-Type: {'message/rfc822' if whole else 'text/rfc822-headers'}\n"
+        f"\n"
+    ).encode("utf-8")
+    return text + original + f"\n--{boundary}--\n".encode()
 
 
 def _xtext(value: str) -> str:
