@@ -173,7 +173,7 @@ class QueueTests(unittest.TestCase):
         # What the remote stored (LF, unstuffed) is exactly our spool file.
         self.assertEqual(data, body)
         self.assertEqual(envelope.sender.address, "edouard@domaineel.rt")
-        self.assertEqual(envelope.params.size, len(body))
+        self.assertEqual(envelope.params.size, len(body) + body.count(b"\n"))
         self.assertEqual((envelope.params.ret, envelope.params.envid), ("HDRS", "env+1"))
         [rcpt] = envelope.recipients
         self.assertEqual(rcpt.params.notify, ("SUCCESS", "FAILURE"))

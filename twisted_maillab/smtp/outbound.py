@@ -76,6 +76,7 @@ class QueuedMessage:
     sender: str
     created: float
     size: int = 0
+    lines: int = 0
     body: str | None = None
     smtputf8: bool = False
     ret: str | None = None
@@ -158,6 +159,7 @@ class SpoolWriter:
     def write(self, data: bytes) -> defer.Deferred:
         data = bytes(data)
         self.message.size += len(data)
+        self.message.lines += data.count(b"\n")
         result = defer.Deferred()
 
         def run(_):
@@ -284,6 +286,10 @@ class RelayClient(Protocol):
                     waiting.callback(reply)
                 else:
                     self._replies.append(reply)
+                    if len(self._replies) > REPLY_LINES_LIMIT:
+                        # Replies nobody asked for: not an SMTP server.
+                        self.transport.loseConnection()
+                        return
         if len(self._buffer) > REPLY_LINE_LIMIT:
             self.transport.loseConnection()
 
@@ -657,7 +663,8 @@ class OutboundQueue:
             return
         mail = f"MAIL FROM:<{message.sender}>"
         if "SIZE" in extensions:
-            mail += f" SIZE={message.size}"
+            # RFC 1870: the size on the wire, where every LF becomes CRLF.
+            mail += f" SIZE={message.size + message.lines}"
         if message.body == "8BITMIME" and "8BITMIME" in extensions:
             mail += " BODY=8BITMIME"
         if message.smtputf8:
