@@ -450,13 +450,27 @@ class LimitTests(unittest.TestCase):
     def test_backPressure(self):
         h, proto, t = self.start()
         h.store.slowWrites = True
-        proto.dataReceived((b"x" * 998 + b"\r\n") * 100)
+        block = (b"x" * 998 + b"\r\n") * 66
+        # Up to WRITES_IN_FLIGHT 64 KiB writes overlap with reading...
+        for _ in range(3):
+            proto.dataReceived(block)
+        self.assertEqual(len(h.store.pendingWrites), 3)
+        self.assertFalse(proto._writing)
+        self.assertEqual(t.producerState, "producing")
+        # ...then the client is paused until the store catches up.
+        proto.dataReceived(block)
+        self.assertEqual(len(h.store.pendingWrites), 4)
         self.assertTrue(proto._writing)
         self.assertEqual(t.producerState, "paused")
-        proto.dataReceived(b".\r\n")
+        proto.dataReceived(block + b".\r\n")
         self.assertEqual(replies(t), [])
-        d = h.store.pendingWrites.pop(0)
-        d.callback(None)
+        self.assertEqual(len(h.store.pendingWrites), 4)
+        # One write done: the buffered block is read and handed on (four
+        # in flight again); the store's commit waits for all of them.
+        h.store.pendingWrites.pop(0).callback(None)
+        self.assertEqual(len(h.store.pendingWrites), 4)
+        while h.store.pendingWrites:
+            h.store.pendingWrites.pop(0).callback(None)
         self.assertEqual(t.producerState, "producing")
         self.assertTrue(replies(t)[0].startswith("250 2.0.0"))
 

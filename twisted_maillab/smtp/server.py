@@ -68,8 +68,10 @@ TEXT_LINE_LIMIT = 1000
 INPUT_HIGH_WATER = 64 * 1024
 # Postfix's smtpd_hard_error_limit.
 ERROR_LIMIT = 20
-# Body bytes handed to the store per write.
+# Body bytes handed to the store per write, and how many such writes may
+# be pending before the client is paused (memory per session: their sum).
 WRITE_CHUNK = 64 * 1024
+WRITES_IN_FLIGHT = 4
 
 COMMAND, DATA, AUTH, CLOSED = "COMMAND", "DATA", "AUTH", "CLOSED"
 
@@ -185,6 +187,7 @@ class ESMTPServer(Protocol):
         self._mode = COMMAND
         self._busy = False
         self._writing = False
+        self._inFlight = 0
         self._paused = False
         self._timer = None
         self._counted = False
@@ -938,15 +941,21 @@ class ESMTPServer(Protocol):
         self._outSize = 0
         result = self._message.write(data)
         if isinstance(result, defer.Deferred) and not result.called:
-            # Back-pressure: read nothing more until the store caught up.
-            self._writing = True
-            self._flowControl()
+            # Back-pressure: up to WRITES_IN_FLIGHT chunks may be on their
+            # way to disk while we read on (network and disk overlap); then
+            # read nothing more until the store caught up.
+            self._inFlight += 1
+            if self._inFlight >= WRITES_IN_FLIGHT:
+                self._writing = True
+                self._flowControl()
 
             def written(value):
-                self._writing = False
-                if self._mode != CLOSED:
-                    self._flowControl()
-                    self._process()
+                self._inFlight -= 1
+                if self._writing and self._inFlight < WRITES_IN_FLIGHT:
+                    self._writing = False
+                    if self._mode != CLOSED:
+                        self._flowControl()
+                        self._process()
                 return None
 
             result.addErrback(lambda f: None)
