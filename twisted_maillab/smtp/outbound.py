@@ -378,7 +378,6 @@ class OutboundQueue:
         self.isLocal = isLocal or (lambda domain: False)
         self._timers: dict = {}
         self._running: set = set()
-        self.idle = defer.Deferred()
 
     def start(self) -> None:
         """
