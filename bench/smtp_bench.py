@@ -130,6 +130,7 @@ def startMaillab(base: Path, args):
         [store]
         mail_location = maildir:~/Maildir
         fsync = yes
+        threads = {args.store_threads}
 
         [smtp]
         enabled = yes
@@ -248,6 +249,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--sessions", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--store-threads", type=int, default=4, help="maillab [store] threads")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: Postfix's master needs it")
