@@ -676,7 +676,9 @@ class OutboundTests(unittest.TestCase):
                 return s.sendmail("edouard@domaineel.rt", ["bad@remote.test"], b"Subject: lost\r\n\r\nx\r\n")
 
         self.assertEqual((yield inThread(client)), {})
-        yield self.waitFor(lambda: server.messages("edouard"))
+        # The spool is emptied only after the bounce is committed.
+        queue = server.resources.smtpBackend.outbound
+        yield self.waitFor(lambda: not os.listdir(queue.directory))
         [bounce] = server.messages("edouard")
         self.assertIn(b"Return-Path: <>\n", bounce)
         self.assertIn(b"Subject: Undelivered Mail Returned to Sender", bounce)
