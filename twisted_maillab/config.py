@@ -779,6 +779,12 @@ class SMTPSection(ListenerSection):
     relay_port: int = option(
         parseInteger(1, 65535), 25, "TCP port of remote MX hosts"
     )
+    default_destination_concurrency_limit: int = option(
+        parseInteger(1), 20, "parallel deliveries to one destination domain"
+    )
+    default_process_limit: int = option(
+        parseInteger(1), 100, "parallel outbound delivery attempts in all"
+    )
 
     def check(self) -> None:
         super().check()
