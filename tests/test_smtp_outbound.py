@@ -347,6 +347,42 @@ class QueueTests(unittest.TestCase):
         [call] = self.clock.getDelayedCalls()
         self.assertEqual(call.getTime(), self.clock.seconds())
 
+    @defer.inlineCallbacks
+    def test_destinationConcurrencyLimit(self):
+        self.queue.destinationConcurrency = 2
+        active = []
+        peak = []
+        release = []
+
+        async def slow(message, domain, recipients):
+            active.append(1)
+            peak.append(len(active))
+            gate = defer.Deferred()
+            release.append(gate)
+            await gate
+            active.pop()
+            for r in recipients:
+                r.status = "sent"
+
+        self.queue._deliverDomain = slow
+        ids = []
+        for n in range(5):
+            envelope = Envelope(Mailbox("edouard", "domaineel.rt"), MailParams(), f"C{n}")
+            writer = self.queue.writer(envelope, [(Recipient(Mailbox("x", "remote.test"), RcptParams()), "x@remote.test")])
+            yield writer.write(b"x\n")
+            yield writer.commit()
+            ids.append(f"C{n}")
+        self.queue.stop()
+        runs = [self.queue._run(queueId) for queueId in ids]
+        yield task.deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(len(release), 2)
+        while release:
+            release.pop(0).callback(None)
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        yield defer.gatherResults(runs)
+        self.assertEqual(max(peak), 2)
+        self.assertEqual(os.listdir(self.directory), [])
+
     def test_stuffing(self):
         out, start = stuff(b".a\nb\n.", True)
         self.assertEqual(out, b"..a\r\nb\r\n..")

@@ -360,6 +360,8 @@ class OutboundQueue:
         tlsContext=None,
         localDelivery=None,
         isLocal=None,
+        destinationConcurrency: int = 20,
+        totalConcurrency: int = 100,
     ):
         self.directory = Path(directory)
         self.reactor = reactor
@@ -378,6 +380,12 @@ class OutboundQueue:
         self.isLocal = isLocal or (lambda domain: False)
         self._timers: dict = {}
         self._running: set = set()
+        # Postfix's default_destination_concurrency_limit and
+        # default_process_limit: a burst of mail for one domain must not
+        # open hundreds of connections to its MX.
+        self.destinationConcurrency = destinationConcurrency
+        self._destinations: dict[str, defer.DeferredSemaphore] = {}
+        self._total = defer.DeferredSemaphore(totalConcurrency)
 
     def start(self) -> None:
         """
@@ -466,7 +474,7 @@ class OutboundQueue:
         if queueId in self._running:
             return None
         self._running.add(queueId)
-        d = defer.ensureDeferred(self.attempt(queueId))
+        d = self._total.run(lambda: defer.ensureDeferred(self.attempt(queueId)))
 
         def failed(f):
             # A bug or a broken spool file must not strand the message:
@@ -496,7 +504,12 @@ class OutboundQueue:
                 domain = recipient.address.rpartition("@")[2].lower()
                 groups.setdefault(domain, []).append(recipient)
         for domain, recipients in groups.items():
-            await self._deliverDomain(message, domain, recipients)
+            limit = self._destinations.get(domain)
+            if limit is None:
+                limit = self._destinations[domain] = defer.DeferredSemaphore(self.destinationConcurrency)
+            await limit.run(lambda: defer.ensureDeferred(self._deliverDomain(message, domain, recipients)))
+            if not limit.waiting and limit.tokens == limit.limit:
+                self._destinations.pop(domain, None)
         relayed = [r for r in message.recipients if r.relayedNotice]
         if relayed:
             for r in relayed:

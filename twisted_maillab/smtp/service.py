@@ -219,6 +219,8 @@ class _Backend:
             tlsContext=ssl.CertificateOptions(),
             localDelivery=lambda address, data: self.delivery.deliverLocal(address, data),
             isLocal=lambda domain: domain in self.policy.destinations,
+            destinationConcurrency=smtp.default_destination_concurrency_limit,
+            totalConcurrency=smtp.default_process_limit,
         )
 
 
