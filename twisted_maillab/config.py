@@ -749,6 +749,18 @@ class SMTPSection(ListenerSection):
     allow_alias_include: bool = option(
         parseBoolean, False, "expand :include: files in alias_maps (else refused and logged)"
     )
+    allow_alias_commands: bool = option(
+        parseBoolean, False, "deliver to |command alias targets, run as default_privs (else refused)"
+    )
+    allow_alias_files: bool = option(
+        parseBoolean, False, "append to /file alias targets as default_privs, mbox format (else refused)"
+    )
+    default_privs: str = option(
+        parseNonEmpty, "nobody", "the user alias commands and file writes run as (when maillab is root)"
+    )
+    command_time_limit: float = option(
+        parseDuration, 1000.0, "time allowed to an alias command or file write"
+    )
     header_size_limit: int = option(
         parseSize, 102400, "header bytes inspected for the From: check"
     )
