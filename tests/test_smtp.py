@@ -324,6 +324,17 @@ class RecipientPolicyTests(unittest.TestCase):
         self.assertEqual([x.account.name for x in proto.envelope.recipients[-1].targets], ["admin"])
         self.assertEqual(len(self.flushLoggedErrors()), 0)
 
+    def test_commandAndFileTargetsWhenEnabled(self):
+        aliases = parseAliases('prog: "|/usr/bin/vacation x", /var/mail/x, edouard\n')
+        h, proto, t = self.session(aliases=aliases)
+        h.policy.allowCommands = True
+        h.policy.allowFiles = True
+        self.assertEqual(send(proto, t, b"RCPT TO:<prog@domaineel.rt>\r\n"), ["250 2.1.5 Ok"])
+        self.assertEqual(
+            [(x.kind, x.value) for x in proto.envelope.recipients[0].targets],
+            [("command", "/usr/bin/vacation x"), ("file", "/var/mail/x"), ("account", "")],
+        )
+
     def test_aliasLoop(self):
         aliases = parseAliases("a: b\nb: a\nedouard: edouard, admin\n")
         h, proto, t = self.session(aliases=aliases)

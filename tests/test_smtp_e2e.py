@@ -45,12 +45,13 @@ class Server:
     """
 
     def __init__(self, testCase, smtpExtra: str = "", mynetworks="127.0.0.0/8 [::ffff:127.0.0.0]/104 [::1]/128",
-                 restrictions="permit_mynetworks permit_sasl_authenticated defer_unauth_destination"):
+                 restrictions="permit_mynetworks permit_sasl_authenticated defer_unauth_destination",
+                 aliases: str = ""):
         base = Path(testCase.mktemp()).resolve()
         base.mkdir(parents=True)
         self.base = base
         (base / "passwd").write_text(PASSWD)
-        (base / "aliases").write_text(ALIASES)
+        (base / "aliases").write_text(ALIASES + aliases)
         ini = textwrap.dedent(
             f"""\
             [server]
@@ -684,6 +685,79 @@ class OutboundTests(unittest.TestCase):
         self.assertIn(b"Subject: Undelivered Mail Returned to Sender", bounce)
         self.assertIn(b"Final-Recipient: rfc822; bad@remote.test", bounce)
         self.assertIn(b"Subject: lost", bounce)
+
+
+class AliasProgramTests(unittest.TestCase):
+    """
+    |command and /file alias targets, enabled, run as default_privs.
+    """
+
+    timeout = 60
+
+    def setUp(self):
+        import pwd
+
+        self.out = Path(self.mktemp()).resolve()
+        self.out.mkdir(parents=True)
+        # default_privs (nobody) must be able to write here.
+        os.chmod(self.out, 0o777)
+        os.chmod(self.out.parent, 0o755)
+        self.nobody = pwd.getpwnam("nobody").pw_uid
+        self.server = Server(
+            self,
+            smtpExtra="allow_alias_commands = yes\nallow_alias_files = yes\ncommand_time_limit = 20\n",
+            aliases=(
+                f'prog: "|cat > {self.out}/prog.txt; echo $RECIPIENT $SENDER $(id -u) >> {self.out}/prog.txt"\n'
+                f"mbox: {self.out}/mbox, edouard\n"
+                f'later: "|exit 75"\n'
+                f'broken: "|echo oops >&2; exit 3"\n'
+            ),
+        )
+
+    def send(self, to, body=b"Subject: pipe\r\n\r\nFrom the start\r\nbody\r\n"):
+        server = self.server
+
+        def client():
+            with smtplib.SMTP("127.0.0.1", server.smtpPort) as s:
+                s.ehlo()
+                s.mail("someone@example.org")
+                s.rcpt(to)
+                try:
+                    return s.data(body)
+                except smtplib.SMTPDataError as e:
+                    return e.smtp_code, e.smtp_error
+
+        return inThread(client)
+
+    @defer.inlineCallbacks
+    def test_command(self):
+        code, text = yield self.send("prog@domaineel.rt")
+        self.assertEqual(code, 250, text)
+        data = (self.out / "prog.txt").read_bytes()
+        self.assertTrue(data.startswith(b"Return-Path: <someone@example.org>\nX-Original-To: prog@domaineel.rt\n"))
+        self.assertIn(b"\nSubject: pipe\n\nFrom the start\nbody\n", data)
+        # RECIPIENT, SENDER, and the uid it ran as (nobody when we are root).
+        expectedUid = self.nobody if os.geteuid() == 0 else os.geteuid()
+        self.assertTrue(data.endswith(f"prog@smtp.domaineel.rt someone@example.org {expectedUid}\n".encode()))
+
+    @defer.inlineCallbacks
+    def test_fileAndMailboxTogether(self):
+        code, text = yield self.send("mbox@domaineel.rt")
+        self.assertEqual(code, 250, text)
+        mbox = (self.out / "mbox").read_bytes()
+        self.assertTrue(mbox.startswith(b"From someone@example.org "))
+        self.assertIn(b"\n\n>From the start\nbody\n\n", mbox)
+        if os.geteuid() == 0:
+            self.assertEqual((self.out / "mbox").stat().st_uid, self.nobody)
+        self.assertEqual(len(self.server.messages("edouard")), 1)
+
+    @defer.inlineCallbacks
+    def test_exitStatus(self):
+        code, text = yield self.send("later@domaineel.rt")
+        self.assertEqual(code, 451)
+        code, text = yield self.send("broken@domaineel.rt")
+        self.assertEqual(code, 550)
+        self.assertIn(b"exit status 3 oops", text)
 
 
 def swaks() -> str:

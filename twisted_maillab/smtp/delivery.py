@@ -100,13 +100,14 @@ class LocalMessage:
     apply C{reject_from_login_mismatch} for authenticated senders.
     """
 
-    def __init__(self, delivery, session, envelope, transaction, copies, checkFrom, spool=None):
+    def __init__(self, delivery, session, envelope, transaction, copies, checkFrom, spool=None, processes=()):
         self.delivery = delivery
         self.session = session
         self.envelope = envelope
         self.transaction = transaction
         self.copies = copies
         self.spool = spool
+        self.processes = list(processes)
         self.checkFrom = checkFrom
         self._header = bytearray()
         self._headerDone = False
@@ -121,18 +122,24 @@ class LocalMessage:
         """
         if not self._headerDone:
             self._collectHeader(data)
-        if self.spool is None:
+        for _, _, process in self.processes:
+            process.write(data)
+        if self.spool is None and self.transaction is not None:
             return self.transaction.write(data)
-        waits = [self.spool.write(data)]
+        waits = []
+        if self.spool is not None:
+            waits.append(self.spool.write(data))
         if self.transaction is not None:
             waits.append(self.transaction.write(data))
-        return defer.gatherResults(waits)
+        return defer.gatherResults(waits) if waits else None
 
     def _abortAll(self):
         if self.transaction is not None:
             self.transaction.abort()
         if self.spool is not None:
             self.spool.abort()
+        for _, _, process in self.processes:
+            process.abort()
 
     def _collectHeader(self, data: bytes) -> None:
         start = len(self._header)
@@ -203,6 +210,11 @@ class LocalMessage:
         else:
             d = self.transaction.commit()
         d.addCallback(self._committed)
+        if self.processes:
+            d.addCallbacks(
+                lambda queueId: defer.ensureDeferred(self._finishProcesses(queueId)),
+                self._killProcesses,
+            )
         if self.spool is not None:
             # Local copies first: if they fail the client retries the whole
             # message, so the queued copy must not exist.
@@ -210,6 +222,37 @@ class LocalMessage:
             d.addCallback(lambda queueId: self.spool.commit().addCallback(lambda _: queueId))
             d.addErrback(self._spoolFailed)
         return d
+
+    def _killProcesses(self, failure):
+        for _, _, process in self.processes:
+            process.abort()
+        return failure
+
+    async def _finishProcesses(self, queueId):
+        """
+        Close each command's or file writer's input and wait for it; one
+        failure fails the message (temporary if any is temporary).
+        """
+        results = []
+        for target, original, process in self.processes:
+            ok, temporary, detail = await process.finish()
+            results.append((ok, temporary, detail))
+            log.info(
+                "{queueId}: to=<{to}>, orig_to=<{orig}>, status={status} ({what})",
+                queueId=self.envelope.queueId,
+                to=target.deliveredTo,
+                orig=original,
+                status="sent" if ok else ("deferred" if temporary else "rejected"),
+                what=detail or f"delivered to {target.kind} {target.value!r}",
+            )
+        failures = [r for r in results if not r[0]]
+        if failures:
+            temporary = [r for r in failures if r[1]]
+            ok, isTemporary, detail = (temporary or failures)[0]
+            if isTemporary:
+                raise SMTPReply(451, "4.3.0", f"Error: {detail}")
+            raise SMTPReply(550, "5.3.0", f"Error: {detail}")
+        return queueId
 
     def _spoolFailed(self, failure):
         if failure.check(SMTPReply):
@@ -306,13 +349,27 @@ class LocalDelivery:
     @ivar clock: for the Received: date.
     """
 
-    def __init__(self, store, policy, clock, headerLimit: int = 102400, checkFrom: bool = True, outbound=None):
+    def __init__(
+        self,
+        store,
+        policy,
+        clock,
+        headerLimit: int = 102400,
+        checkFrom: bool = True,
+        outbound=None,
+        reactor=None,
+        defaultPrivs: str = "nobody",
+        commandTimeLimit: float = 1000.0,
+    ):
         self.store = store
         self.policy = policy
         self.clock = clock
         self.headerLimit = headerLimit
         self.checkFrom = checkFrom
         self.outbound = outbound
+        self.reactor = reactor
+        self.defaultPrivs = defaultPrivs
+        self.commandTimeLimit = commandTimeLimit
 
     def begin(self, session, envelope) -> LocalMessage:
         """
@@ -325,9 +382,16 @@ class LocalDelivery:
 
         copies = []
         remote = []
+        processes = []
         seen = set()
         for recipient in envelope.recipients:
             for target in recipient.targets:
+                if getattr(target, "process", False):
+                    key = (target.kind, target.value)
+                    if key not in seen:
+                        seen.add(key)
+                        processes.append((target, recipient.mailbox.address))
+                    continue
                 if getattr(target, "remote", False):
                     key = ("remote", target.deliveredTo.lower())
                     if key not in seen:
@@ -347,6 +411,31 @@ class LocalDelivery:
                 raise SMTPReply(451, "4.3.0", "Error: no outbound queue")
             spool = self.outbound.writer(envelope, remote)
             spool.write(received)
+        started = []
+        try:
+            from twisted_maillab.smtp.pipes import spawnTarget
+
+            for target, original in processes:
+                process = spawnTarget(
+                    self.reactor,
+                    self.clock,
+                    target.kind,
+                    target.value,
+                    sender=envelope.sender.address,
+                    recipient=target.deliveredTo,
+                    original=original,
+                    user=self.defaultPrivs,
+                    timeLimit=self.commandTimeLimit,
+                )
+                process.write(self._prepend(envelope, target, original) + received)
+                started.append((target, original, process))
+        except (OSError, KeyError) as e:
+            for _, _, process in started:
+                process.abort()
+            if spool is not None:
+                spool.abort()
+            log.failure("{queueId}: cannot start an alias command or file writer", queueId=envelope.queueId)
+            raise SMTPReply(451, "4.3.0", f"Error: alias delivery unavailable ({e})") from None
         transaction = None
         try:
             if copies:
@@ -359,8 +448,10 @@ class LocalDelivery:
         except StoreError as e:
             if spool is not None:
                 spool.abort()
+            for _, _, process in started:
+                process.abort()
             raise SMTPReply(e.smtpCode, e.enhancedCode, str(e)) from None
-        return LocalMessage(self, session, envelope, transaction, copies, self.checkFrom, spool)
+        return LocalMessage(self, session, envelope, transaction, copies, self.checkFrom, spool, started)
 
     async def sendNotice(self, envelope, entries, header: bytes) -> None:
         """
@@ -408,7 +499,9 @@ class LocalDelivery:
             transaction = self.store.beginDelivery()
             count = 0
             for target in targets:
-                if target.remote:
+                if target.account is None:
+                    # Reports go to mailboxes only, never to commands,
+                    # files or other domains through an alias.
                     continue
                 count += 1
                 transaction.addRecipient(

@@ -43,13 +43,22 @@ class Target:
 
     account: object
     deliveredTo: str
+    kind: str = "account"
+    value: str = ""
 
     @property
     def remote(self) -> bool:
         """
         A recipient in another domain, for the outbound queue.
         """
-        return self.account is None
+        return self.kind == "remote"
+
+    @property
+    def process(self) -> bool:
+        """
+        An aliases(5) C{|command} or C{/file} target (when enabled).
+        """
+        return self.kind in ("command", "file")
 
 
 def expandDestinations(mydestination, myhostname: str, mydomain: str) -> frozenset:
@@ -114,6 +123,8 @@ class Policy:
         aliases: Aliases | None = None,
         directory,
         allowInclude: bool = False,
+        allowCommands: bool = False,
+        allowFiles: bool = False,
         runner=None,
         outbound=None,
         clock=None,
@@ -128,6 +139,8 @@ class Policy:
         self.aliases = aliases
         self.directory = directory
         self.allowInclude = allowInclude
+        self.allowCommands = allowCommands
+        self.allowFiles = allowFiles
         self.runner = runner or _callInline
         self.outbound = outbound
         self.clock = clock
@@ -185,7 +198,7 @@ class Policy:
         if not self.isLocal(mailbox):
             if self.outbound is None:
                 return defer.fail(self._remote(mailbox))
-            return defer.succeed([Target(None, mailbox.address)])
+            return defer.succeed([Target(None, mailbox.address, "remote")])
         return defer.ensureDeferred(self.resolveLocal(mailbox))
 
     def _remote(self, mailbox: Mailbox) -> SMTPReply:
@@ -281,7 +294,7 @@ class Policy:
                     raise self._remote(Mailbox(local, targetDomain))
                 address = f"{local}@{targetDomain}"
                 if not any(t.deliveredTo == address for t in targets if t.remote):
-                    targets.append(Target(None, address))
+                    targets.append(Target(None, address, "remote"))
                 return
             await self._expand(local, targetDomain if at else self.hostname, depth + 1, seen, targets, original)
         elif target.kind == "include" and self.allowInclude:
@@ -300,9 +313,15 @@ class Policy:
                     log.warn("alias {name}: nested :include: refused", name=name)
                     continue
                 await self._expandTarget(item, domain, depth + 1, seen, targets, original, name)
+        elif (target.kind == "command" and self.allowCommands) or (
+            target.kind == "file" and self.allowFiles
+        ):
+            # Run as default_privs by the delivery (twisted_maillab.smtp.pipes).
+            if not any(t.kind == target.kind and t.value == target.value for t in targets):
+                targets.append(Target(None, f"{name}@{self.hostname}", target.kind, target.value))
         else:
-            # aliases(5) command, file and (unless enabled) include targets:
-            # maillab never runs commands or writes arbitrary files as root.
+            # aliases(5) command, file and include targets that are not
+            # enabled: maillab never runs commands or writes files unasked.
             log.warn(
                 "alias {name}: {kind} target {value!r} refused (not enabled in maillab)",
                 name=name,

@@ -160,6 +160,13 @@ class _Backend:
                 aliases = loadAliases(smtp.alias_maps)
             except AliasError as e:
                 raise config.error("smtp", "alias_maps", str(e)) from None
+        if smtp.allow_alias_commands or smtp.allow_alias_files:
+            import pwd
+
+            try:
+                pwd.getpwnam(smtp.default_privs)
+            except KeyError:
+                raise config.error("smtp", "default_privs", f"no such user {smtp.default_privs!r}") from None
         self.hostname = smtp.myhostname or config.server.hostname
         reactor = resources.reactor
         self.policy = Policy(
@@ -171,6 +178,8 @@ class _Backend:
             aliases=aliases,
             directory=self.portal.directory,
             allowInclude=smtp.allow_alias_include,
+            allowCommands=smtp.allow_alias_commands,
+            allowFiles=smtp.allow_alias_files,
             runner=lambda f, *a: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *a),
             clock=reactor,
             cacheTTL=smtp.recipient_cache_ttl,
@@ -182,6 +191,9 @@ class _Backend:
             reactor,
             headerLimit=smtp.header_size_limit,
             checkFrom=smtp.reject_from_login_mismatch,
+            reactor=reactor,
+            defaultPrivs=smtp.default_privs,
+            commandTimeLimit=smtp.command_time_limit,
         )
         self.queueIds = QueueIds(reactor)
         self.outbound = None
