@@ -5,6 +5,7 @@ and the plugin is found from an installed wheel.
 
 import os
 import poplib
+import smtplib
 import re
 import select
 import shutil
@@ -143,11 +144,26 @@ class TwistdTests(unittest.TestCase):
         def useTheLab(output):
             # The printed demo password opens edouard's (new) mailbox.
             password = re.search(r"demo account: edouard@domaineel\.rt password: (\S+)", output)
+            # The seed's "mail edouard@smtp.domaineel.rt" from the same host.
+            with smtplib.SMTP("127.0.0.1", ports["smtp"], timeout=10) as smtp:
+                smtp.ehlo("antenn04.univ-lr.fr")
+                self.assertIn("pipelining", smtp.esmtp_features)
+                self.assertEqual(smtp.esmtp_features["size"], "10240000")
+                refused = smtp.sendmail(
+                    "admin@localhost",
+                    ["edouard@smtp.domaineel.rt"],
+                    b"Subject: t\r\nFrom: admin@localhost\r\n\r\nsdgfd\r\n",
+                )
+                self.assertEqual(refused, {})
             client = poplib.POP3("127.0.0.1", ports["pop3"], timeout=10)
             client.user("edouard@domaineel.rt")
             self.assertTrue(client.pass_(password.group(1)).startswith(b"+OK"))
-            self.assertEqual(client.stat(), (0, 0))
+            self.assertEqual(client.stat()[0], 1)
+            lines = client.retr(1)[1]
             client.quit()
+            self.assertIn(b"X-Original-To: edouard@smtp.domaineel.rt", lines)
+            self.assertIn(b"Delivered-To: edouard@smtp.domaineel.rt", lines)
+            self.assertEqual(lines[-1], b"sdgfd")
             # dig @127.0.0.1 -p <port> MX domaineel.rt answers as in the seed.
             query = dns.Message(id=4321, recDes=False)
             query.addQuery(b"domaineel.rt", dns.MX)
