@@ -15,51 +15,13 @@ from twisted_maillab.pop3.interfaces import IPOP3Maildrop
 from twisted_maillab.pop3.maildrop import maildropFactory
 from twisted_maillab.pop3.protocol import POP3Factory, SessionLocks
 
-__all__ = ["buildPOP3", "buildPOP3S", "sharedPortal", "sharedStore"]
-
-
-# --- adapter: shared portal and store -------------------------------------
-# Resources (service.py, the lead's file) has no portal or store attribute
-# yet.  Until it does, the first protocol that needs one builds it and
-# keeps it on the Resources object under the name the IServiceBuilder
-# docstring promises ("resources: TLS context, portal, store, reactor"), so
-# every protocol of one process shares a single portal (one throttle) and a
-# single store (one index per folder).  When Resources grows real
-# attributes these functions simply return them.
-
-
-def sharedPortal(resources):
-    """
-    The process's portal: C{resources.portal}, built with
-    L{twisted_maillab.auth.makePortal} on first use.
-    """
-    portal = getattr(resources, "portal", None)
-    if portal is None:
-        from twisted_maillab.auth import makePortal
-
-        portal = makePortal(resources.config, resources.reactor)
-        resources.portal = portal
-    return portal
-
-
-def sharedStore(resources):
-    """
-    The process's store: C{resources.store}, built with
-    L{twisted_maillab.store.makeStore} on first use.
-    """
-    store = getattr(resources, "store", None)
-    if store is None:
-        from twisted_maillab.store import makeStore
-
-        store = makeStore(resources.config, resources.reactor)
-        resources.store = store
-    return store
+__all__ = ["buildPOP3", "buildPOP3S"]
 
 
 class _Backend:
     def __init__(self, resources):
-        self.portal = sharedPortal(resources)
-        self.store = sharedStore(resources)
+        self.portal = resources.portal
+        self.store = resources.store
         self.locks = SessionLocks()
         self.portal.realm.registerAvatarFactory(IPOP3Maildrop, maildropFactory(self.store))
 

@@ -26,35 +26,6 @@ __all__ = ["buildSMTP", "buildSubmission", "buildSubmissions", "SMTPAvatar", "re
 log = Logger(namespace="twisted_maillab.smtp")
 
 
-# --- adapter: shared portal and store -------------------------------------
-# Resources (service.py, the lead's file) has no portal or store attribute
-# yet.  The first protocol that needs one builds it and keeps it on the
-# Resources object under the names the IServiceBuilder docstring promises
-# ("TLS context, portal, store, reactor"); pop3 uses the same names, so a
-# process has one portal (one throttle) and one store.  When Resources
-# grows real attributes these functions simply return them.
-
-
-def sharedPortal(resources):
-    portal = getattr(resources, "portal", None)
-    if portal is None:
-        from twisted_maillab.auth import makePortal
-
-        portal = makePortal(resources.config, resources.reactor)
-        resources.portal = portal
-    return portal
-
-
-def sharedStore(resources):
-    store = getattr(resources, "store", None)
-    if store is None:
-        from twisted_maillab.store import makeStore
-
-        store = makeStore(resources.config, resources.reactor)
-        resources.store = store
-    return store
-
-
 @implementer(IMessageDelivery)
 class SMTPAvatar:
     """
@@ -148,8 +119,8 @@ class _Backend:
 
     def __init__(self, config, resources):
         smtp = config.smtp
-        self.portal = sharedPortal(resources)
-        self.store = sharedStore(resources)
+        self.portal = resources.portal
+        self.store = resources.store
         try:
             self.portal.realm.registerAvatarFactory(IMessageDelivery, SMTPAvatar)
         except ValueError:
