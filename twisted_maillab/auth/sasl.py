@@ -18,12 +18,12 @@ the login fails like a wrong password (and is throttled and logged).
 
 from __future__ import annotations
 
-import ipaddress
 
 from twisted.cred.credentials import IUsernamePassword
 from twisted.internet.interfaces import ISSLTransport
 from twisted.mail.interfaces import IChallengeResponse
 from zope.interface import implementer
+from twisted_maillab.addresses import clientAddress
 
 __all__ = [
     "SASLError",
@@ -161,13 +161,8 @@ def isLoopback(host: str) -> bool:
     """
     127.0.0.0/8, ::1 and their IPv4-mapped forms.
     """
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    if address.version == 6 and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
+    address = clientAddress(host)
+    return address is not None and address.is_loopback
 
 
 def plaintextAllowed(peer, secure: bool | None = None) -> bool:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import ipaddress
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+from twisted_maillab.addresses import clientAddress, inNetworks
 
 __all__ = ["ThrottlePolicy", "Throttle", "addressKey"]
 
@@ -64,12 +65,9 @@ def addressKey(host: str | None, ipv6Prefix: int = 64) -> str:
     """
     if not host:
         return "unknown"
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
+    address = clientAddress(host)
+    if address is None:
         return host
-    if address.version == 6 and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
     if address.version == 6:
         return str(ipaddress.ip_network(f"{address}/{ipv6Prefix}", strict=False))
     return str(address)
@@ -101,15 +99,7 @@ class Throttle:
         return addressKey(host, self.policy.ipv6Prefix)
 
     def exempt(self, host: str | None) -> bool:
-        if not self._exempt or not host:
-            return False
-        try:
-            address = ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
-            return False
-        if address.version == 6 and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in network for network in self._exempt)
+        return bool(self._exempt) and inNetworks(host, self._exempt)
 
     def _entry(self, table: OrderedDict, key: str, create: bool) -> _Failures | None:
         now = self.clock.seconds()

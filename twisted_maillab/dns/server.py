@@ -6,7 +6,6 @@ RFC 1995), NOTIFY (RFC 1996) and response rate limiting.
 
 from __future__ import annotations
 
-import ipaddress
 import random
 import struct
 
@@ -19,6 +18,7 @@ from twisted_maillab.dns import wire
 from twisted_maillab.dns.answer import ResponseTable, Zones, lookup, shapeKey
 from twisted_maillab.dns.names import RRset
 from twisted_maillab.dns.wire import Answer, Edns, FormatError
+from twisted_maillab.addresses import clientAddress, inNetworks
 
 log = Logger()
 
@@ -60,10 +60,9 @@ class RateLimiter:
         self._lastLog = float("-inf")
 
     def prefix(self, host: str) -> int:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-        if address.version == 6 and address.ipv4_mapped is not None:
-            # A dual-stack socket ("::") sees IPv4 clients as ::ffff:a.b.c.d.
-            address = address.ipv4_mapped
+        address = clientAddress(host)
+        if address is None:
+            raise ValueError(f"{host!r} is not an IP address")
         if address.version == 4:
             return int(address) >> self.ipv4Shift
         return (1 << 128) | (int(address) >> self.ipv6Shift)
@@ -145,13 +144,7 @@ class DNSServer:
         Whether C{host} is in C{allow_transfer} (RFC 5936 6: access control
         is the operator's; the default is nobody).
         """
-        try:
-            address = ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
-            return False
-        if address.version == 6 and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in network for network in self.allowTransfer)
+        return inNetworks(host, self.allowTransfer)
 
     def respond(self, data: bytes, host: str, udp: bool):
         """

@@ -10,7 +10,6 @@ an answer or an L{SMTPReply} to send; it knows no files or accounts.
 from __future__ import annotations
 
 import email.utils
-import ipaddress
 from dataclasses import dataclass
 
 from twisted.internet import defer
@@ -18,6 +17,7 @@ from twisted.logger import Logger
 
 from twisted_maillab.smtp.aliases import Aliases, readInclude
 from twisted_maillab.smtp.envelope import Mailbox, SMTPReply
+from twisted_maillab.addresses import inNetworks
 
 __all__ = ["Target", "Policy", "expandDestinations", "hostInNetworks"]
 
@@ -75,26 +75,9 @@ def expandDestinations(mydestination, myhostname: str, mydomain: str) -> frozens
     return frozenset(result)
 
 
-def hostInNetworks(host: str, networks) -> bool:
-    """
-    Whether a client address is in C{mynetworks}.  An IPv4-mapped IPv6
-    client (C{::ffff:127.0.0.1} on a dual-stack socket) matches both the
-    seed's C{[::ffff:127.0.0.0]/104} and the plain IPv4 networks.
-    """
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    candidates = [address]
-    if address.version == 6 and address.ipv4_mapped is not None:
-        candidates.append(address.ipv4_mapped)
-    elif address.version == 4:
-        candidates.append(ipaddress.IPv6Address("::ffff:" + str(address)))
-    return any(
-        candidate.version == network.version and candidate in network
-        for candidate in candidates
-        for network in networks
-    )
+# The seed's mynetworks matching: an IPv4-mapped client (::ffff:127.0.0.1 on
+# a dual-stack socket) matches both [::ffff:127.0.0.0]/104 and 127.0.0.0/8.
+hostInNetworks = inNetworks
 
 
 class Policy:
