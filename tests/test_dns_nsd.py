@@ -21,13 +21,13 @@ from twisted.trial import unittest
 from twisted_maillab import config, service
 from twisted_maillab.dns import names as N
 
+from tests.support import freePort
 from tests.test_dns_support import (
     FIXTURES,
     NSD,
     buildQuery,
     comparable,
     decode,
-    freePort,
     queryFor,
     readQueryList,
     tcpQuery,

@@ -20,7 +20,8 @@ from twisted_maillab.config import ConfigError
 from twisted_maillab.dns import names as N
 from twisted_maillab.dns.service import DNSService
 
-from tests.test_dns_support import FIXTURES, ROOT, buildQuery, decode, freePort, requireTool
+from tests.support import freePort, requireTool
+from tests.test_dns_support import FIXTURES, ROOT, buildQuery, decode
 
 SEED = os.path.join(ROOT, "etc", "zones", "domaineel.rt.zone")
 
@@ -66,7 +67,7 @@ class _Base(unittest.TestCase):
 
     @defer.inlineCallbacks
     def dig(self, *args):
-        requireTool(self, "dig", "bind9-dnsutils")
+        requireTool("dig", "bind9-dnsutils")
         out, err, code = yield utils.getProcessOutputAndValue(
             shutil.which("dig"), ("@127.0.0.1", "-p", str(self.port), "+norec", "+time=2", "+tries=1") + args
         )

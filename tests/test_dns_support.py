@@ -19,40 +19,12 @@ import time
 from twisted_maillab.dns import names as N
 from twisted_maillab.dns import wire
 
+from tests.support import freePort, requireTool
+
 FIXTURES = os.path.join(os.path.dirname(__file__), "dns_fixtures")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TYPE_CODES = dict(N.TYPE_NAMES, MAILB=253, ANY=255, AXFR=252, IXFR=251)
-
-
-def requireTool(testCase, program: str, package: str) -> str:
-    """
-    The path of C{program}, or fail the test naming the apt package.
-    """
-    path = shutil.which(program) or (f"/usr/sbin/{program}" if os.path.exists(f"/usr/sbin/{program}") else None)
-    if path is None:
-        testCase.fail(f"{program} is not installed: apt-get install -y {package}")
-    return path
-
-
-def freePort() -> int:
-    """
-    A port free for both UDP and TCP on 127.0.0.1.
-    """
-    for _ in range(50):
-        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        t.bind(("127.0.0.1", 0))
-        port = t.getsockname()[1]
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            u.bind(("127.0.0.1", port))
-        except OSError:
-            t.close()
-            continue
-        t.close()
-        u.close()
-        return port
-    raise RuntimeError("no free port")
 
 
 def buildQuery(name: str, qtype: int, ident: int = 4242, edns=None, do=False, version=0, rd=False, opcode=0, qclass=1, authoritySOA=None, cd=False, options=b"") -> bytes:
@@ -295,7 +267,7 @@ class NSD:
     """
 
     def __init__(self, testCase, zones: dict, port: int | None = None, extra: str = "", secondaryOf: int | None = None, files: dict | None = None):
-        self.binary = requireTool(testCase, "nsd", "nsd")
+        self.binary = requireTool("nsd", "nsd")
         self.directory = tempfile.mkdtemp(prefix="maillab-nsd-")
         self.port = port or freePort()
         self.process = None

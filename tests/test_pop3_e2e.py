@@ -11,7 +11,6 @@ import hashlib
 import os
 import poplib
 import re
-import select
 import shutil
 import signal
 import socket
@@ -30,6 +29,8 @@ from twisted_maillab.auth.pool import runSynchronously
 from twisted_maillab.config import load
 from twisted_maillab.store import Store
 
+from tests.support import freePort, readUntil, requireTool, syncResult
+
 BIN = Path(sys.executable).parent
 TWISTD = str(BIN / "twistd")
 PASSWORD = "Tr0ub4dor&3 x"
@@ -38,53 +39,11 @@ MSG1 = b"From: anne@domaineel.rt\nTo: edouard@domaineel.rt\nSubject: one\n\n.lea
 MSG2 = b"From: anne@domaineel.rt\r\nSubject: two\r\n\r\nbody two\r\n"
 
 
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def requireTool(name: str, package: str) -> str:
-    """
-    The path of a client program; the test FAILS (never skips) without it.
-    """
-    path = shutil.which(name)
-    if path is None:
-        raise AssertionError(f"{name} is not installed: apt-get install -y {package}")
-    return path
-
-
 def sha512crypt(password: str) -> str:
     result = subprocess.run(
         ["openssl", "passwd", "-6", "-stdin"], input=password, capture_output=True, text=True, check=True
     )
     return result.stdout.strip()
-
-
-def readUntil(process, patterns, timeout=60.0) -> str:
-    output = ""
-    deadline = time.monotonic() + timeout
-    pending = list(patterns)
-    while pending and time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], 0.5)
-        if ready:
-            chunk = os.read(process.stdout.fileno(), 65536).decode("utf-8", "replace")
-            if not chunk:
-                break
-            output += chunk
-            pending = [p for p in pending if not re.search(p, output)]
-    if pending:
-        raise AssertionError(f"never saw {pending!r} in:\n{output}")
-    return output
-
-
-def _result(d):
-    results = []
-    d.addBoth(results.append)
-    value = results[0]
-    if hasattr(value, "raiseException"):
-        value.raiseException()
-    return value
 
 
 class Server:
@@ -143,10 +102,10 @@ class Server:
         )
         self.config = load(self.ini)
         portal = makePortal(self.config, Clock(), runner=runSynchronously)
-        self.account = _result(portal.directory.lookup("edouard"))
+        self.account = syncResult(portal.directory.lookup("edouard"))
         # The store never creates a home directory: the administrator does.
         for user in ("edouard", "anne"):
-            Path(_result(portal.directory.lookup(user)).home).mkdir(parents=True, exist_ok=True)
+            Path(syncResult(portal.directory.lookup(user)).home).mkdir(parents=True, exist_ok=True)
         self.maildir = Path(self.account.maildir)
         self.process = None
         self.output = ""
@@ -202,8 +161,8 @@ class Server:
                 txn = store.beginDelivery()
                 txn.addRecipient(self.account)
                 for start in range(0, len(message), 1 << 20):
-                    _result(txn.write(message[start : start + (1 << 20)]))
-                (result,) = _result(txn.commit())
+                    syncResult(txn.write(message[start : start + (1 << 20)]))
+                (result,) = syncResult(txn.commit())
                 assert result.ok, result.error
                 names.append(result.filename)
         finally:

@@ -25,18 +25,11 @@ from twisted_maillab.pop3.interfaces import IPOP3Maildrop
 from twisted_maillab.pop3.maildrop import StoreMaildrop, _crlfSize
 from twisted_maillab.store import MessageVanished, Store
 
+from tests.support import syncResult
+
 MSG1 = b"Subject: one\n\nbody one\n"
 MSG2 = b"Subject: two\r\n\r\nbody two\r\n"
 FOREIGN = b"Subject: foreign\n\nwritten by another MDA\nno newline at end"
-
-
-def _result(d):
-    results = []
-    d.addBoth(results.append)
-    value = results[0]
-    if hasattr(value, "raiseException"):
-        value.raiseException()
-    return value
 
 
 def _sync(f, *args, **kwargs):
@@ -66,7 +59,7 @@ class Fixture:
         self.clock = Clock()
         self.clock.advance(1_800_000_000)
         self.portal = makePortal(self.config, self.clock, runner=runSynchronously)
-        self.account = _result(self.portal.directory.lookup("edouard"))
+        self.account = syncResult(self.portal.directory.lookup("edouard"))
         # The store never creates a home directory: the administrator does.
         Path(self.account.home).mkdir(parents=True, exist_ok=True)
         self.store = Store(
@@ -79,8 +72,8 @@ class Fixture:
         for message in messages:
             txn = self.store.beginDelivery()
             txn.addRecipient(self.account)
-            _result(txn.write(message))
-            (result,) = _result(txn.commit())
+            syncResult(txn.write(message))
+            (result,) = syncResult(txn.commit())
             assert result.ok, result.error
 
     def files(self):
@@ -108,7 +101,7 @@ class StoreMaildropTests(unittest.TestCase):
         # a file another program put in new/, without ,S= or ,W=
         self.f.maildir.joinpath("new", "1900000000.M1P1.other").write_bytes(FOREIGN)
         self.drop = StoreMaildrop(self.f.store, self.f.account)
-        self.snapshot = _result(self.drop.open())
+        self.snapshot = syncResult(self.drop.open())
 
     def tearDown(self):
         self.drop.logout()
@@ -130,14 +123,14 @@ class StoreMaildropTests(unittest.TestCase):
         store = Store(self.f.clock, clock=self.f.clock, runner=_sync, rescanInterval=0, inotify=False)
         self.addCleanup(store.close)
         again = StoreMaildrop(store, self.f.account)
-        self.assertEqual([m.uidl for m in _result(again.open())], [m.uidl for m in self.snapshot])
+        self.assertEqual([m.uidl for m in syncResult(again.open())], [m.uidl for m in self.snapshot])
         again.logout()
 
     def test_readInChunks(self):
-        reader = _result(self.drop.openMessage(2))
+        reader = syncResult(self.drop.openMessage(2))
         chunks = []
         while True:
-            chunk = _result(reader.read(7))
+            chunk = syncResult(reader.read(7))
             if not chunk:
                 break
             self.assertLessEqual(len(chunk), 7)
@@ -151,14 +144,14 @@ class StoreMaildropTests(unittest.TestCase):
         self.assertIsInstance(_failure(self.drop.openMessage(0)), MessageVanished)
 
     def test_retrievedMovesToCurWithoutSeen(self):
-        _result(self.drop.retrieved(0))
+        syncResult(self.drop.retrieved(0))
         files = self.f.files()
         self.assertEqual(len(files["new"]), 2)
         self.assertEqual(len(files["cur"]), 1)
         self.assertTrue(files["cur"][0].endswith(":2,"), files)
 
     def test_commit(self):
-        _result(self.drop.commit(frozenset({0}), frozenset({0, 1})))
+        syncResult(self.drop.commit(frozenset({0}), frozenset({0, 1})))
         files = self.f.files()
         self.assertEqual(files["new"], ["1900000000.M1P1.other"])
         self.assertEqual(len(files["cur"]), 1)
@@ -233,7 +226,7 @@ class BuilderTests(unittest.TestCase):
 
     def test_realmServesMaildrop(self):
         pop3service._backend(self.resources)
-        result = _result(self.f.portal.realm.requestAvatar("edouard", None, IPOP3Maildrop))
+        result = syncResult(self.f.portal.realm.requestAvatar("edouard", None, IPOP3Maildrop))
         self.assertIsInstance(result[1], StoreMaildrop)
 
     def test_timeoutFromConfig(self):

@@ -6,7 +6,6 @@ systemd notification, JSON logs and C{maillab reload}.
 import io
 import json
 import os
-import signal
 import socket
 import ssl
 import subprocess

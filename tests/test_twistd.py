@@ -7,42 +7,23 @@ import os
 import poplib
 import smtplib
 import re
-import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import sysconfig
-import time
 import zipfile
 from pathlib import Path
 
 from twisted.names import dns
 from twisted.trial import unittest
 
+from tests.support import freePort, readUntil
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TWISTD = str(BIN / "twistd")
-
-
-def freePort() -> int:
-    """
-    A port free for both TCP and UDP on 127.0.0.1 (DNS listens on both).
-    """
-    while True:
-        tcp = socket.socket()
-        tcp.bind(("127.0.0.1", 0))
-        port = tcp.getsockname()[1]
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            udp.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            udp.close()
-            tcp.close()
-        return port
 
 
 def devConfigCopy(testCase) -> tuple[Path, dict]:
@@ -72,26 +53,6 @@ def devConfigCopy(testCase) -> tuple[Path, dict]:
         lines.append(line)
     ini.write_text("\n".join(lines) + "\n")
     return ini, {name: port for name, port in ports.items() if name in enabled}
-
-
-def readUntil(process, patterns, timeout=60.0) -> str:
-    """
-    Read the process's output until every regex in C{patterns} matched.
-    """
-    output = ""
-    deadline = time.monotonic() + timeout
-    pending = list(patterns)
-    while pending and time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], 0.5)
-        if ready:
-            chunk = os.read(process.stdout.fileno(), 65536).decode("utf-8", "replace")
-            if not chunk:
-                break
-            output += chunk
-            pending = [p for p in pending if not re.search(p, output)]
-    if pending:
-        raise AssertionError(f"never saw {pending!r} in:\n{output}")
-    return output
 
 
 class TwistdTests(unittest.TestCase):

@@ -1,0 +1,85 @@
+"""
+Helpers shared by the end-to-end tests: free ports, real tools that must
+be installed (a missing one fails the test, never skips it), reading a
+server subprocess's output, and synchronous Deferred results.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import shutil
+import socket
+import time
+
+
+def freePort() -> int:
+    """
+    A port free for both TCP and UDP on 127.0.0.1 (DNS listens on both).
+    """
+    for _ in range(50):
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tcp.bind(("127.0.0.1", 0))
+        port = tcp.getsockname()[1]
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            udp.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            udp.close()
+            tcp.close()
+        return port
+    raise RuntimeError("no port free for both TCP and UDP")
+
+
+def requireTool(program: str, package: str) -> str:
+    """
+    The path of C{program} (also looked for in /usr/sbin, which is not on
+    every PATH); the test FAILS naming the Debian package when it is missing.
+    """
+    path = shutil.which(program)
+    if path is None and os.path.exists(f"/usr/sbin/{program}"):
+        path = f"/usr/sbin/{program}"
+    if path is None:
+        raise AssertionError(f"{program} is not installed: apt-get install -y {package}")
+    return path
+
+
+def readUntil(process, patterns, timeout=60.0) -> str:
+    """
+    Read a subprocess's standard output until every regex in C{patterns}
+    has matched.
+
+    @return: everything read.
+    @raise AssertionError: the process ended or the time ran out first.
+    """
+    output = ""
+    deadline = time.monotonic() + timeout
+    pending = list(patterns)
+    while pending and time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 0.5)
+        if ready:
+            chunk = os.read(process.stdout.fileno(), 65536).decode("utf-8", "replace")
+            if not chunk:
+                break
+            output += chunk
+            pending = [p for p in pending if not re.search(p, output)]
+    if pending:
+        raise AssertionError(f"never saw {pending!r} in:\n{output}")
+    return output
+
+
+def syncResult(d):
+    """
+    The result of a Deferred that has already fired; a failure is raised.
+    """
+    results = []
+    d.addBoth(results.append)
+    if not results:
+        raise AssertionError("the Deferred did not fire synchronously")
+    value = results[0]
+    if hasattr(value, "raiseException"):
+        value.raiseException()
+    return value
