@@ -224,8 +224,12 @@ class ShippedConfigTests(unittest.TestCase):
             ("$myhostname", "domaineel.rt", "localhost.localdomain", "localhost"),
         )
         self.assertEqual(
-            [str(n) for n in parsed.smtp.mynetworks],
-            ["127.0.0.0/8", "::ffff:7f00:0/104", "::1/128"],
+            list(parsed.smtp.mynetworks),
+            [
+                ipaddress.ip_network("127.0.0.0/8"),
+                ipaddress.ip_network("::ffff:127.0.0.0/104"),
+                ipaddress.ip_network("::1/128"),
+            ],
         )
         self.assertEqual(
             parsed.smtp.smtpd_relay_restrictions,
