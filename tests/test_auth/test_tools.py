@@ -164,6 +164,8 @@ class DemoAccountTests(unittest.TestCase):
         self.assertEqual([a for a, p in pairs], ["edouard@domaineel.rt", "utilisateur@domaineel.rt"])
         passwords = [p for a, p in pairs]
         self.assertTrue(all(len(p) >= 16 for p in passwords))
+        # Safe to paste into a command line (swaks -ap, curl -u).
+        self.assertTrue(all(p.isalnum() and p.isascii() for p in passwords), passwords)
         self.assertNotEqual(passwords[0], passwords[1])
         clear = self.directory / "state" / "demo-passwords"
         self.assertEqual(stat.S_IMODE(os.stat(clear).st_mode), 0o600)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import string
 from pathlib import Path
 
 from twisted_maillab.auth.hashing import cryptBackend, makeHash
@@ -59,11 +60,24 @@ def _users(path: Path) -> set[str]:
     }
 
 
+# Letters and digits only: a password printed for a demo account is pasted
+# into command lines (swaks -ap, curl -u), where a leading "-" reads as an
+# option and "_" or "-" invite mistakes.  16 characters of 62 are 95 bits.
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def newPassword(length: int = 16) -> str:
+    """
+    A random password of C{length} letters and digits.
+    """
+    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
 def ensureDemoAccounts(config, backend=None) -> list[tuple[str, str]]:
     """
     Make sure every C{[auth] demo_users} name exists in the passwd-file.
 
-    A missing user gets a random password (16 URL-safe characters, 96
+    A missing user gets a random password (16 letters and digits, 95
     bits), stored hashed with C{[auth] password_scheme} in the
     passwd-file and in clear in C{<state_directory>/demo-passwords} (mode
     0600) so that later starts can print it again.  A user who already
@@ -92,7 +106,7 @@ def ensureDemoAccounts(config, backend=None) -> list[tuple[str, str]]:
         for user in auth.demo_users:
             created = False
             if user not in existing:
-                password = clear.get(user) or secrets.token_urlsafe(12)
+                password = clear.get(user) or newPassword()
                 hashed = makeHash(backend, password, auth.password_scheme)
                 created = updatePasswdFile(auth.passwd_file, user, hashed, onlyIfMissing=True)
             if created:
