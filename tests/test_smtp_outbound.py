@@ -272,6 +272,18 @@ class QueueTests(unittest.TestCase):
             )
 
     @defer.inlineCallbacks
+    def test_bouncesAtOneInstantGetDistinctIds(self):
+        """
+        Bounces created at the same instant (the clock does not move) each
+        get their own spool file: ids once took 12 random bits after the
+        microsecond and collided (EEXIST) now and then.
+        """
+        for _ in range(200):
+            yield defer.ensureDeferred(self.queue.enqueueBounce("a@elsewhere.test", b"x"))
+        states = [p for p in os.listdir(self.directory) if p.endswith(".json")]
+        self.assertEqual(len(states), 200)
+
+    @defer.inlineCallbacks
     def test_relayedNoticeWhenRemoteHasNoDSN(self):
         from twisted_maillab.smtp.server import ESMTPServer
 

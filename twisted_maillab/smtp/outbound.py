@@ -45,6 +45,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.names import dns, error as dnserror
 
+from twisted_maillab.smtp.delivery import QueueIds
 
 __all__ = ["OutboundQueue", "SpoolWriter", "QueuedRecipient", "RelayClient"]
 
@@ -366,6 +367,10 @@ class OutboundQueue:
         self.directory = Path(directory)
         self.reactor = reactor
         self.clock = clock
+        # Bounces get ids of their own, strictly increasing like queue ids:
+        # two bounces in one microsecond (or under a test's fixed clock)
+        # must never name the same spool file.
+        self._bounceIds = QueueIds(clock)
         self.resolver = resolver
         self.hostname = hostname
         self.runner = runner
@@ -855,7 +860,7 @@ class OutboundQueue:
         await writer.commit()
 
     def _bounceId(self) -> str:
-        return f"B{int(self.clock.seconds() * 1_000_000):X}{random.randrange(4096):03X}"
+        return "B" + self._bounceIds.next()
 
 
 _SUBJECTS = {
