@@ -25,9 +25,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from twisted_maillab.store import _fs, dovecot
-from twisted_maillab.store.folder import _bareLFs
+from twisted_maillab.store.folder import _bareLFs, openFolderDirs
 from twisted_maillab.store.errors import (
-    MailboxNotFound,
     StoreError,
     TransactionClosed,
     fromOSError,
@@ -176,30 +175,10 @@ class DeliveryTransaction:
     def _openRecipient(self, r: _Recipient) -> None:
         mailboxes = r.mailboxes
         rootFd = mailboxes._rootFd(create=True)
-        fds = {}
+        # INBOX is always created; another folder only when asked.
+        create = True if r.dirName is None else r.create
+        fds = openFolderDirs(rootFd, r.dirName, r.folder, mailboxes.owner, create)
         try:
-            if r.dirName is None:
-                fds["root"] = os.dup(rootFd)
-                create = True
-            else:
-                create = r.create
-                if create:
-                    fds["root"] = _fs.makeDir(r.dirName, rootFd, mailboxes.owner)
-                else:
-                    try:
-                        fds["root"] = _fs.openDir(r.dirName, rootFd)
-                    except FileNotFoundError:
-                        raise MailboxNotFound(f"{r.folder}: no such mailbox") from None
-            for sub in ("tmp", "new", "cur"):
-                if create:
-                    fds[sub] = _fs.makeDir(sub, fds["root"], mailboxes.owner)
-                else:
-                    fds[sub] = _fs.openDir(sub, fds["root"])
-            if r.dirName is not None and create:
-                try:
-                    os.close(_fs.createFile(dovecot.MAILDIRFOLDER, fds["root"], mailboxes.owner))
-                except FileExistsError:
-                    pass
             r.unique = self.store.names.next()
             r.fd = _fs.createFile(r.unique, fds["tmp"], mailboxes.owner)
         except BaseException:

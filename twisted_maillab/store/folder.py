@@ -150,6 +150,53 @@ def _twoLocks(first: defer.DeferredLock, second: defer.DeferredLock):
     return acquire()
 
 
+
+def openFolderDirs(rootFd: int, dirName: str | None, name: str, owner, create: bool) -> dict:
+    """
+    Thread: open a folder's directories with C{O_NOFOLLOW} all the way down
+    from the Maildir root, creating C{cur/ new/ tmp/} (and a Maildir++
+    folder's C{maildirfolder} file) if asked.  Used by open folders and by
+    delivery transactions alike.
+
+    @param rootFd: the Maildir root (INBOX).
+    @param dirName: the Maildir++ directory (C{.Sent}), L{None} for INBOX.
+    @param name: the folder name, for errors.
+    @return: C{{"root", "cur", "new", "tmp"}} to fds the caller closes.
+    @raise MailboxNotFound: the folder, or one of its directories, is
+        missing and C{create} is false.
+    """
+    fds = {}
+    try:
+        if dirName is None:
+            fds["root"] = os.dup(rootFd)
+        elif create:
+            fds["root"] = _fs.makeDir(dirName, rootFd, owner)
+        else:
+            try:
+                fds["root"] = _fs.openDir(dirName, rootFd)
+            except FileNotFoundError:
+                raise MailboxNotFound(f"{name}: no such mailbox") from None
+        for sub in ("cur", "new", "tmp"):
+            if create:
+                fds[sub] = _fs.makeDir(sub, fds["root"], owner)
+            else:
+                try:
+                    fds[sub] = _fs.openDir(sub, fds["root"])
+                except FileNotFoundError:
+                    raise MailboxNotFound(f"{name}: not a Maildir (no {sub}/)") from None
+        if dirName is not None and create:
+            # Maildir++: a folder carries an empty "maildirfolder" file
+            try:
+                os.close(_fs.createFile(dovecot.MAILDIRFOLDER, fds["root"], owner))
+            except FileExistsError:
+                pass
+    except BaseException:
+        for fd in fds.values():
+            os.close(fd)
+        raise
+    return fds
+
+
 class Folder:
     """
     An open Maildir folder.  Obtain it from L{Mailboxes.open} and give it
@@ -453,40 +500,10 @@ class Folder:
 
     def _openWork(self, create: bool) -> None:
         """
-        Thread: open the directory fds (C{O_NOFOLLOW} all the way down from
-        the Maildir root), creating C{cur/ new/ tmp/} if asked.
+        Thread: open the directory fds, creating C{cur/ new/ tmp/} if asked.
         """
         rootFd = self.mailboxes._rootFd(create=create)
-        fds = {}
-        try:
-            if self.dirName is None:
-                fds["root"] = os.dup(rootFd)
-            elif create:
-                fds["root"] = _fs.makeDir(self.dirName, rootFd, self.owner)
-            else:
-                try:
-                    fds["root"] = _fs.openDir(self.dirName, rootFd)
-                except FileNotFoundError:
-                    raise MailboxNotFound(f"{self.name}: no such mailbox") from None
-            for sub in ("cur", "new", "tmp"):
-                if create:
-                    fds[sub] = _fs.makeDir(sub, fds["root"], self.owner)
-                else:
-                    try:
-                        fds[sub] = _fs.openDir(sub, fds["root"])
-                    except FileNotFoundError:
-                        raise MailboxNotFound(f"{self.name}: not a Maildir (no {sub}/)") from None
-            if self.dirName is not None and create:
-                # Maildir++: a folder carries an empty "maildirfolder" file
-                try:
-                    os.close(_fs.createFile(dovecot.MAILDIRFOLDER, fds["root"], self.owner))
-                except FileExistsError:
-                    pass
-        except BaseException:
-            for fd in fds.values():
-                os.close(fd)
-            raise
-        self._fds = fds
+        self._fds = openFolderDirs(rootFd, self.dirName, self.name, self.owner, create)
 
     def _cleanTmp(self, now: float) -> int:
         """
