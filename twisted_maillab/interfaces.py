@@ -401,3 +401,9 @@ class IZoneSource(Interface):
         @raise twisted_maillab.config.ConfigError: a zone cannot be served
             (L{twisted_maillab.dns.zone.ZoneError} names file and lines).
         """
+
+
+# The POP3 seam is defined beside its MessageInfo record in the pop3
+# package; it is listed here with the others so that this module stays the
+# one place to look for every extension point.
+from twisted_maillab.pop3.interfaces import IMessageReader, IPOP3Maildrop  # noqa: E402,F401
