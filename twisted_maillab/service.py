@@ -239,5 +239,7 @@ def makeService(config: Config, reactor=None) -> service.MultiService:
         child.setName(section.name)
         child.setServiceParent(top)
     # Last, so READY=1 is sent only once every listener above has bound.
-    NotifyService(reactor).setServiceParent(top)
+    notifier = NotifyService(reactor)
+    notifier.setName("sd_notify")
+    notifier.setServiceParent(top)
     return top
