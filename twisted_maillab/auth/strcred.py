@@ -50,6 +50,19 @@ def _rules(options: dict[str, str]) -> UsernameRules:
 _COMMON = {"domains", "case", "delimiter"}
 
 
+
+def _unixSource(options: dict, rules, shadow: str) -> UnixSource:
+    """
+    The system-user source the unix and PAM factories share.
+    """
+    return UnixSource(
+        rules,
+        Path(options.get("passwd", "/etc/passwd")),
+        Path(shadow),
+        int(options.get("first_uid", 1000)),
+        int(options.get("last_uid", 59999)),
+    )
+
 @implementer(ICheckerFactory, IPlugin)
 class UnixCheckerFactory:
     authType = "maillab-unix"
@@ -63,14 +76,7 @@ class UnixCheckerFactory:
     def generateChecker(self, argstring: str = "") -> UnixChecker:
         options = _options(argstring, _COMMON | {"passwd", "shadow", "first_uid", "last_uid"})
         rules = _rules(options)
-        source = UnixSource(
-            rules,
-            Path(options.get("passwd", "/etc/passwd")),
-            Path(options.get("shadow", "/etc/shadow")),
-            int(options.get("first_uid", 1000)),
-            int(options.get("last_uid", 59999)),
-        )
-        return UnixChecker(rules, source)
+        return UnixChecker(rules, _unixSource(options, rules, options.get("shadow", "/etc/shadow")))
 
 
 @implementer(ICheckerFactory, IPlugin)
@@ -83,13 +89,7 @@ class PAMCheckerFactory:
     def generateChecker(self, argstring: str = "") -> PAMChecker:
         options = _options(argstring, _COMMON | {"service", "passwd", "first_uid", "last_uid"})
         rules = _rules(options)
-        source = UnixSource(
-            rules,
-            Path(options.get("passwd", "/etc/passwd")),
-            Path("/etc/shadow"),
-            int(options.get("first_uid", 1000)),
-            int(options.get("last_uid", 59999)),
-        )
+        source = _unixSource(options, rules, "/etc/shadow")
         return PAMChecker(rules, source, options.get("service", "maillab"), PAMChecker.loadPAM())
 
 
