@@ -51,6 +51,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_maillab.pop3.interfaces import IPOP3Maildrop
+from twisted_maillab.sendnow import writeNow
 
 __all__ = ["POP3Server", "POP3Factory", "SessionLocks", "MessageEncoder"]
 
@@ -428,7 +429,7 @@ class POP3Server(Protocol, TimeoutMixin):
                 self.log.failure("pop3: maildrop logout failed")
 
     def sendLine(self, line: bytes):
-        self.transport.write(line + CRLF)
+        writeNow(self.transport, line + CRLF)
 
     def _ok(self, text: bytes = b""):
         self.sendLine(b"+OK " + text if text else b"+OK")
@@ -575,7 +576,7 @@ class POP3Server(Protocol, TimeoutMixin):
         self._multiline(self.capabilities())
 
     def _multiline(self, lines):
-        self.transport.write(b"".join(line + CRLF for line in lines) + b"." + CRLF)
+        writeNow(self.transport, b"".join(line + CRLF for line in lines) + b"." + CRLF)
 
     def do_NOOP(self, argument):
         self._ok()

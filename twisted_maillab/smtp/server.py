@@ -41,6 +41,7 @@ from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.mail.smtp import IMessageDelivery
 
+from twisted_maillab.sendnow import writeNow
 from twisted_maillab.smtp.envelope import (
     Mailbox,
     MailParams,
@@ -310,7 +311,7 @@ class ESMTPServer(Protocol):
             sep = "-" if index < len(lines) - 1 else " "
             body = f"{enhanced} {line}" if enhanced else line
             out.append(f"{code}{sep}{body}\r\n")
-        self.transport.write("".join(out).encode("utf-8", "replace"))
+        writeNow(self.transport, "".join(out).encode("utf-8", "replace"))
 
     def _replyError(self, error: SMTPReply):
         self._reply(error.code, error.enhanced, error.text)
