@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from twisted_maillab.store import (
 )
 from twisted_maillab.store import dovecot, errors
 from twisted_maillab.store.folder import _bareLFs
+from twisted_maillab.store.store import DirectorySyncs
 
 NOBODY = 65534
 
@@ -294,26 +296,109 @@ class DeliveryTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_groupCommitSharesDirectoryFsync(self):
         """
-        Concurrent deliveries to one folder share directory fsyncs.
+        Concurrent deliveries to one folder share directory fsyncs: while
+        one runs, the deliveries that renamed meanwhile wait for the next.
         """
         account = makeAccount(self)
         store = makeTestStore(self)
         yield deliver(store, account)  # creates the Maildir
-        fsyncs = []
-        original = store.run
+        realFsync = os.fsync
+        directories = []
 
-        def counting(f, *args):
-            if f is os.fsync and args and stat.S_ISDIR(os.fstat(args[0]).st_mode):
-                fsyncs.append(args[0])
-            return original(f, *args)
+        def slowDirectoryFsync(fd):
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                directories.append(fd)
+                time.sleep(0.05)
+            return realFsync(fd)
 
-        store.run = counting
+        self.patch(os, "fsync", slowDirectoryFsync)
+        before = store.directorySyncs.fsyncs
         deliveries = [deliver(store, account, b"Subject: %d\n\n" % i) for i in range(20)]
         results = yield defer.gatherResults(deliveries)
         self.assertTrue(all(r.ok for r in results))
         self.assertEqual(len(files(account.maildir, "new")), 21)
-        self.assertGreaterEqual(len(fsyncs), 1)
-        self.assertLess(len(fsyncs), 20)
+        ran = store.directorySyncs.fsyncs - before
+        self.assertEqual(ran, len(directories))
+        self.assertGreaterEqual(ran, 2)
+        # four pool threads: at most one fsync per "generation" of waiters
+        self.assertLessEqual(ran, 10)
+
+
+class DirectorySyncsTests(unittest.TestCase):
+    """
+    The thread-side group commit, driven by real threads.
+    """
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.dir)
+        self.fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
+        self.addCleanup(os.close, self.fd)
+        self.syncs = DirectorySyncs()
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.calls = 0
+        realFsync = os.fsync
+
+        def blockingFirstFsync(fd):
+            self.calls += 1
+            if self.calls == 1:
+                self.started.set()
+                self.release.wait(10)
+                if self.failFirst:
+                    raise OSError(errno.EIO, "I/O error")
+            return realFsync(fd)
+
+        self.failFirst = False
+        self.patch(os, "fsync", blockingFirstFsync)
+
+    def _callers(self, count):
+        """
+        One caller whose fsync blocks, then C{count} more that arrive while
+        it runs; returns each caller's outcome (None or the error).
+        """
+        outcomes = {}
+
+        def call(name):
+            try:
+                self.syncs.sync(self.fd)
+                outcomes[name] = None
+            except OSError as e:
+                outcomes[name] = e
+
+        first = threading.Thread(target=call, args=("first",))
+        first.start()
+        self.assertTrue(self.started.wait(10))
+        later = [threading.Thread(target=call, args=(i,)) for i in range(count)]
+        for t in later:
+            t.start()
+        deadline = time.monotonic() + 10
+        while self.syncs._folders and list(self.syncs._folders.values())[0].users < count + 1:
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.001)
+        self.release.set()
+        for t in [first] + later:
+            t.join(10)
+        return outcomes
+
+    def test_callersDuringAnFsyncShareTheNextOne(self):
+        outcomes = self._callers(5)
+        self.assertEqual(outcomes, {"first": None, 0: None, 1: None, 2: None, 3: None, 4: None})
+        # the blocked one, then one for the five that renamed during it
+        self.assertEqual(self.syncs.fsyncs, 2)
+        self.assertEqual(self.calls, 2)
+        self.assertEqual(self.syncs._folders, {})
+
+    def test_errorReachesOnlyTheCallersItCovered(self):
+        """
+        A failed fsync fails the callers it covered; those that arrived
+        during it are covered by the next one, which succeeds.
+        """
+        self.failFirst = True
+        outcomes = self._callers(3)
+        self.assertEqual(outcomes["first"].errno, errno.EIO)
+        self.assertEqual([outcomes[i] for i in range(3)], [None, None, None])
+        self.assertEqual(self.syncs.fsyncs, 2)
 
 
 class ErrorTests(unittest.TestCase):

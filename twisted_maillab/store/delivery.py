@@ -177,7 +177,12 @@ class DeliveryTransaction:
         rootFd = mailboxes._rootFd(create=True)
         # INBOX is always created; another folder only when asked.
         create = True if r.dirName is None else r.create
-        fds = openFolderDirs(rootFd, r.dirName, r.folder, mailboxes.owner, create)
+        if r.dirName is None:
+            # INBOX: _rootFd made cur/ new/ tmp/; the transaction needs
+            # only tmp/ and new/ (two opens and closes fewer per message)
+            fds = openFolderDirs(rootFd, None, r.folder, mailboxes.owner, create, ("new", "tmp"), keepRoot=False)
+        else:
+            fds = openFolderDirs(rootFd, r.dirName, r.folder, mailboxes.owner, create, ("cur", "new", "tmp"), keepRoot=False)
         try:
             r.unique = self.store.names.next()
             r.fd = _fs.createFile(r.unique, fds["tmp"], mailboxes.owner)
@@ -231,7 +236,7 @@ class DeliveryTransaction:
     def _commitWork(self) -> None:
         """
         Thread: fsync, quota, rename into new/ for each recipient.  The
-        directory fsync happens afterwards in L{GroupSync}.
+        directory fsync happens afterwards in L{DirectorySyncs}.
         """
         for r in self._recipients:
             if r.error is not None:
@@ -253,6 +258,29 @@ class DeliveryTransaction:
             except (OSError, StoreError) as e:
                 self._fail(r, e)
 
+    def _finishWork(self, data: bytes, first: bool) -> list[OSError]:
+        """
+        Thread: write the last data, commit every recipient, fsync their
+        C{new/} directories (grouped with concurrent deliveries, see
+        L{DirectorySyncs}), close everything.
+
+        @return: the directory fsync errors.
+        """
+        errors = []
+        try:
+            self._writeWork(data, first)
+            self._commitWork()
+            if self.store.fsync:
+                for r in self._recipients:
+                    if r.error is None:
+                        try:
+                            self.store.directorySyncs.sync(r.fds["new"])
+                        except OSError as e:
+                            errors.append(e)
+        finally:
+            self._abortWork()
+        return errors
+
     def _abortWork(self) -> None:
         for r in self._recipients:
             self._discard(r)
@@ -262,22 +290,29 @@ class DeliveryTransaction:
 
     @defer.inlineCallbacks
     def _commit(self):
-        if self._buffer or not self._started:
-            self._flush()
+        # The rest of the body, fsync, rename, directory fsync and closing
+        # the fds are one pool job: each thread hop costs the reactor
+        # thread a Deferred round trip, and for a message under
+        # FLUSH_SIZE this is the only hop.
+        data = b"".join(self._buffer)
+        self._buffer = []
+        self._buffered = 0
+        first = not self._started
+        self._started = True
         try:
-            yield self._chain
-            yield self.store.run(self._commitWork)
-            syncs = []
-            for r in self._recipients:
-                if r.error is None and self.store.fsync:
-                    syncs.append(self.store.groupSync(r.fds["new"]))
-            results = yield defer.DeferredList(syncs, consumeErrors=True)
-            for ok, value in results:
-                if not ok:
-                    log.failure("directory fsync failed", value)
+            try:
+                yield self._chain
+            except BaseException:
+                yield self.store.run(self._abortWork)
+                raise
+            syncErrors = yield self.store.run(self._finishWork, data, first)
         finally:
-            yield self.store.run(self._abortWork)
             self._state = "done"
+        for error in syncErrors:
+            # The message is in new/ and its file is fsynced; only the
+            # rename's durability is in doubt.  Deferring it now would
+            # deliver it twice, so it is logged for the administrator.
+            log.error("directory fsync failed: {error}", error=error)
         out = []
         for r in self._recipients:
             out.append(RecipientResult(r.account, r.folder, r.filename, r.error))

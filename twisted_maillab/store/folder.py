@@ -151,7 +151,9 @@ def _twoLocks(first: defer.DeferredLock, second: defer.DeferredLock):
 
 
 
-def openFolderDirs(rootFd: int, dirName: str | None, name: str, owner, create: bool) -> dict:
+def openFolderDirs(
+    rootFd: int, dirName: str | None, name: str, owner, create: bool, subdirs=("cur", "new", "tmp"), keepRoot=True
+) -> dict:
     """
     Thread: open a folder's directories with C{O_NOFOLLOW} all the way down
     from the Maildir root, creating C{cur/ new/ tmp/} (and a Maildir++
@@ -161,14 +163,19 @@ def openFolderDirs(rootFd: int, dirName: str | None, name: str, owner, create: b
     @param rootFd: the Maildir root (INBOX).
     @param dirName: the Maildir++ directory (C{.Sent}), L{None} for INBOX.
     @param name: the folder name, for errors.
-    @return: C{{"root", "cur", "new", "tmp"}} to fds the caller closes.
+    @param subdirs: which of C{cur new tmp} to open (a delivery to INBOX
+        needs only C{new} and C{tmp}: opening the Maildir root made all
+        three).
+    @param keepRoot: whether to return the folder directory as C{"root"}.
+    @return: C{{"root", "cur", "new", "tmp"}} (as asked) to fds the caller
+        closes.
     @raise MailboxNotFound: the folder, or one of its directories, is
         missing and C{create} is false.
     """
     fds = {}
     try:
         if dirName is None:
-            fds["root"] = os.dup(rootFd)
+            fds["root"] = os.dup(rootFd) if keepRoot else rootFd
         elif create:
             fds["root"] = _fs.makeDir(dirName, rootFd, owner)
         else:
@@ -176,7 +183,7 @@ def openFolderDirs(rootFd: int, dirName: str | None, name: str, owner, create: b
                 fds["root"] = _fs.openDir(dirName, rootFd)
             except FileNotFoundError:
                 raise MailboxNotFound(f"{name}: no such mailbox") from None
-        for sub in ("cur", "new", "tmp"):
+        for sub in subdirs:
             if create:
                 fds[sub] = _fs.makeDir(sub, fds["root"], owner)
             else:
@@ -191,9 +198,14 @@ def openFolderDirs(rootFd: int, dirName: str | None, name: str, owner, create: b
             except FileExistsError:
                 pass
     except BaseException:
-        for fd in fds.values():
-            os.close(fd)
+        for key, fd in fds.items():
+            if fd != rootFd:
+                os.close(fd)
         raise
+    if not keepRoot:
+        folderFd = fds.pop("root")
+        if folderFd != rootFd:
+            os.close(folderFd)
     return fds
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from dataclasses import dataclass
 
 from twisted.internet import defer, task
@@ -62,47 +63,94 @@ class FolderInfo:
     exists: bool = True
 
 
-class GroupSync:
+class DirectorySyncs:
     """
-    Group commit of the directory fsync after C{rename} into C{new/}: every
-    delivery that renamed before an fsync started is covered by it, so N
-    concurrent deliveries to one folder cost about two fsyncs, not N.
+    Group commit of the directory fsync after C{rename} into C{new/}, done
+    by the pool threads themselves: a thread that renamed a message waits
+    for an fsync of C{new/} that started after its rename, and if none is
+    running it runs one for everybody waiting.  N concurrent deliveries to
+    one folder cost about two fsyncs, not N, and no reactor round trip
+    (the reactor-side version cost every message two extra thread hops).
     """
 
-    def __init__(self, run, dirFd: int):
-        self.run = run
-        self.fd = os.dup(dirFd)
-        self.waiting: list[defer.Deferred] = []
-        self.running = False
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._folders: dict[tuple[int, int], _DirectorySync] = {}
         self.fsyncs = 0
 
-    def sync(self) -> defer.Deferred:
-        d = defer.Deferred()
-        self.waiting.append(d)
-        if not self.running:
-            self._start()
-        return d
+    def sync(self, dirFd: int) -> None:
+        """
+        Thread: return once C{dirFd}'s directory is durably written as it
+        was when this was called.
 
-    def _start(self):
-        batch, self.waiting = self.waiting, []
-        self.running = True
-        self.fsyncs += 1
+        @raise OSError: the fsync that covered this call failed.
+        """
+        st = os.fstat(dirFd)
+        key = (st.st_dev, st.st_ino)
+        with self._lock:
+            folder = self._folders.get(key)
+            if folder is None:
+                folder = self._folders[key] = _DirectorySync(self._lock)
+            folder.users += 1
+        try:
+            ran, error = folder.sync(dirFd)
+        finally:
+            with self._lock:
+                folder.users -= 1
+                if not folder.users:
+                    del self._folders[key]
+        with self._lock:
+            self.fsyncs += ran
+        if error is not None:
+            raise error
 
-        def done(result):
-            self.running = False
-            for d in batch:
-                d.callback(None)
-            if self.waiting:
-                self._start()
 
-        def failed(f):
-            self.running = False
-            for d in batch:
-                d.errback(f)
-            if self.waiting:
-                self._start()
+class _DirectorySync:
+    def __init__(self, lock):
+        self.users = 0
+        self._changed = threading.Condition(lock)
+        self._requested = 0  # tickets handed out
+        self._completed = 0  # every ticket up to this one is covered
+        self._running = False
+        # failed batches: (first ticket, last ticket) -> error; dropped
+        # with this object once no thread uses the folder
+        self._errors: dict[tuple[int, int], OSError] = {}
 
-        self.run(os.fsync, self.fd).addCallbacks(done, failed)
+    def sync(self, fd: int) -> tuple[int, OSError | None]:
+        """
+        @return: how many fsyncs this thread ran, and the error of the one
+            that covered its ticket, if that failed.
+        """
+        ran = 0
+        with self._changed:
+            self._requested += 1
+            ticket = self._requested
+            while self._completed < ticket:
+                if self._running:
+                    self._changed.wait()
+                    continue
+                # Nobody is syncing: this fsync covers every rename made
+                # before it starts, ours and the waiting threads'.
+                self._running = True
+                first, last = self._completed + 1, self._requested
+                self._changed.release()
+                error = None
+                try:
+                    os.fsync(fd)
+                except OSError as e:
+                    error = e
+                finally:
+                    self._changed.acquire()
+                ran += 1
+                self._running = False
+                self._completed = last
+                if error is not None:
+                    self._errors[(first, last)] = error
+                self._changed.notify_all()
+            for (first, last), error in self._errors.items():
+                if first <= ticket <= last:
+                    return ran, error
+        return ran, None
 
 
 @implementer(interfaces.IMailStore)
@@ -154,7 +202,7 @@ class Store:
             runner = self._runInPool
         self.run = runner
         self._mailboxes: dict[str, Mailboxes] = {}
-        self._groupSyncs: dict[tuple[int, int], GroupSync] = {}
+        self.directorySyncs = DirectorySyncs()
         self._inotify = None
         self._useInotify = inotify
         self._watches: dict[str, tuple] = {}
@@ -190,25 +238,6 @@ class Store:
         Start a delivery transaction (see L{DeliveryTransaction}).
         """
         return DeliveryTransaction(self)
-
-    # -- group commit -----------------------------------------------------
-
-    def groupSync(self, dirFd: int) -> defer.Deferred:
-        st = os.fstat(dirFd)
-        key = (st.st_dev, st.st_ino)
-        syncer = self._groupSyncs.get(key)
-        if syncer is None:
-            syncer = self._groupSyncs[key] = GroupSync(self.run, dirFd)
-        d = syncer.sync()
-
-        def cleanup(result):
-            if not syncer.running and not syncer.waiting and self._groupSyncs.get(key) is syncer:
-                del self._groupSyncs[key]
-                os.close(syncer.fd)
-            return result
-
-        d.addBoth(cleanup)
-        return d
 
     # -- change notification ---------------------------------------------
 
