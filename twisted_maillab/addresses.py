@@ -10,9 +10,11 @@ as the addresses they stand for.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 
+@functools.lru_cache(maxsize=4096)
 def clientAddress(host: str | None):
     """
     The IP address of a peer's host string, IPv4-mapped addresses unmapped
@@ -32,18 +34,25 @@ def clientAddress(host: str | None):
     return address
 
 
+@functools.lru_cache(maxsize=4096)
+def _candidates(host: str | None) -> tuple:
+    # Parsing costs more than matching; clients reconnect from the same
+    # few addresses, so the parse is cached (addresses are immutable).
+    address = clientAddress(host)
+    if address is None:
+        return ()
+    if address.version == 4:
+        return (address, ipaddress.IPv6Address("::ffff:" + str(address)))
+    return (address,)
+
+
 def inNetworks(host: str | None, networks) -> bool:
     """
     Whether a client is in one of C{networks}.  An IPv4 client matches both
     IPv4 networks and IPv4-mapped IPv6 ones (Postfix's
     C{[::ffff:127.0.0.0]/104}), whichever form the socket reported.
     """
-    address = clientAddress(host)
-    if address is None:
-        return False
-    candidates = [address]
-    if address.version == 4:
-        candidates.append(ipaddress.IPv6Address("::ffff:" + str(address)))
+    candidates = _candidates(host)
     return any(
         candidate.version == network.version and candidate in network
         for candidate in candidates
