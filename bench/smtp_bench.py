@@ -16,7 +16,10 @@ parallel sessions to each.  The two servers take turns for --rounds
 rounds (default 3), so a change in the machine's load hits both alike.
 Reported per server: the median round's messages per second end to end
 (from the first connection until every message is in new/) and until
-smtp-source saw the last 250; then maillab / Postfix.
+smtp-source saw the last 250; then maillab / Postfix.  Each round also
+reports the whole machine's busy CPU time per message and its idle share
+(/proc/stat): equal CPU per message with one server leaving a core idle
+says the gap is parallelism, not efficiency.
 
 Every message is checked: the count in new/ equals the count sent, and
 every stored body (after the header block) is byte for byte the one
@@ -75,12 +78,26 @@ def countNew(maildir: Path) -> int:
         return 0
 
 
+def cpuTimes() -> tuple[float, float]:
+    """
+    The whole machine's busy and idle CPU seconds so far (/proc/stat): the
+    load generator and the kernel's work count for both servers alike, so
+    busy time per message compares their total cost.
+    """
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / tick, idle / tick
+
+
 def run(name, port, maildir, args, already: int = 0) -> dict:
     source = need("smtp-source", "postfix")
     command = [
         source, "-s", str(args.sessions), "-m", str(args.messages), "-l", str(args.size),
         "-f", "sender@example.org", "-t", f"{USER}@{DOMAIN}", f"127.0.0.1:{port}",
     ]
+    busy0, idle0 = cpuTimes()
     start = time.monotonic()
     result = subprocess.run(command, capture_output=True, text=True)
     accepted = time.monotonic()
@@ -91,6 +108,7 @@ def run(name, port, maildir, args, already: int = 0) -> dict:
     while countNew(maildir) < expected and time.monotonic() < deadline:
         time.sleep(0.005)
     done = time.monotonic()
+    busy1, idle1 = cpuTimes()
     stored = countNew(maildir)
     if stored != expected:
         raise SystemExit(f"{name}: {stored} of {expected} messages in {maildir}/new")
@@ -99,6 +117,8 @@ def run(name, port, maildir, args, already: int = 0) -> dict:
         "accepted": args.messages / (accepted - start),
         "endToEnd": args.messages / (done - start),
         "seconds": done - start,
+        "cpuPerMessage": (busy1 - busy0) / args.messages,
+        "idle": (idle1 - idle0) / ((busy1 - busy0) + (idle1 - idle0)),
     }
 
 
@@ -145,7 +165,7 @@ def startMaillab(base: Path, args):
     (base / "maillab.ini").write_text(ini)
     log = open(base / "maillab.log", "w")
     process = subprocess.Popen(
-        [str(VENV_BIN / "twistd"), "-n", "--pidfile=", "maillab", "--config", str(base / "maillab.ini")],
+        [str(VENV_BIN / "twistd"), "-n", "--pidfile=", *getattr(args, "twistd_args", "").split(), "maillab", "--config", str(base / "maillab.ini")],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
     )
     waitPort(port)
@@ -250,6 +270,10 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--store-threads", type=int, default=4, help="maillab [store] threads")
+    parser.add_argument(
+        "--twistd-args", default="",
+        help="extra twistd options for maillab, e.g. '--profile=out --profiler=cprofile --savestats'",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: Postfix's master needs it")
@@ -287,7 +311,8 @@ def main() -> int:
         each = ", ".join(f"{r['endToEnd']:.0f}" for r in rounds[name])
         print(
             f"  {name:8s} {median['endToEnd']:8.1f} msg/s end to end, median "
-            f"({median['accepted']:.1f} msg/s accepted; rounds: {each})"
+            f"({median['accepted']:.1f} msg/s accepted; rounds: {each}); "
+            f"machine CPU {median['cpuPerMessage'] * 1000:.2f} ms/msg, {median['idle']:.0%} idle"
         )
     ratio = medians["maillab"]["endToEnd"] / medians["postfix"]["endToEnd"]
     print(f"  ratio maillab/postfix (end to end, medians): {ratio:.2f}")
