@@ -324,6 +324,38 @@ class DeliveryTests(unittest.TestCase):
         self.assertLessEqual(ran, 10)
 
 
+class CreateFileModeTests(unittest.TestCase):
+    """
+    New files are exactly 0600 whatever the umask: the fchmod that fixes a
+    umask which took bits away is skipped only when it would change nothing.
+    """
+
+    def setUp(self):
+        from twisted_maillab.store import _fs
+
+        self.fs = _fs
+        self.dir = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.dir)
+        self.fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
+        self.addCleanup(os.close, self.fd)
+
+    def create(self, umask):
+        previous = os.umask(umask)
+        self.patch(self.fs, "_umaskCache", self.fs._UMASK_UNKNOWN)
+        try:
+            self.assertEqual(self.fs._umask(), umask)
+            os.close(self.fs.createFile("m", self.fd, self.fs.Owner()))
+        finally:
+            os.umask(previous)
+        return stat.S_IMODE(os.stat("m", dir_fd=self.fd).st_mode)
+
+    def test_umaskTakingOwnerBits(self):
+        self.assertEqual(self.create(0o277), 0o600)
+
+    def test_ordinaryUmask(self):
+        self.assertEqual(self.create(0o022), 0o600)
+
+
 class DirectorySyncsTests(unittest.TestCase):
     """
     The thread-side group commit, driven by real threads.
@@ -441,7 +473,7 @@ class ErrorTests(unittest.TestCase):
 
         def full(fd, data):
             calls.append(len(data))
-            if len(calls) > 1:
+            if b"body" in data:
                 raise OSError(errno.ENOSPC, "No space left on device")
             return original(fd, data)
 

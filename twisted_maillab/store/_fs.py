@@ -105,6 +105,30 @@ def makeDir(name: str, dirFd: int | None, owner: Owner, exist_ok: bool = True) -
     return fd
 
 
+_UMASK_UNKNOWN = object()
+_umaskCache = _UMASK_UNKNOWN
+
+
+def _umask() -> int | None:
+    """
+    The process umask, read without changing it (Linux 4.7+ shows it in
+    /proc/self/status), or L{None} if unknown.  Read once, at the first
+    file creation: by then twistd has applied --umask.
+    """
+    global _umaskCache
+    if _umaskCache is _UMASK_UNKNOWN:
+        _umaskCache = None
+        try:
+            with open("/proc/self/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"Umask:"):
+                        _umaskCache = int(line.split()[1], 8)
+                        break
+        except (OSError, ValueError):
+            pass
+    return _umaskCache
+
+
 def createFile(name: str, dirFd: int, owner: Owner, mode: int = FILE_MODE) -> int:
     """
     Create a new file exclusively (never through a symlink), mode 0600,
@@ -112,7 +136,10 @@ def createFile(name: str, dirFd: int, owner: Owner, mode: int = FILE_MODE) -> in
     """
     fd = os.open(name, CREATE_FLAGS, mode, dir_fd=dirFd)
     try:
-        os.fchmod(fd, mode)
+        umask = _umask()
+        if umask is None or umask & mode:
+            # the umask took bits away: set exactly the mode we promise
+            os.fchmod(fd, mode)
         owner.chown(fd)
     except BaseException:
         os.close(fd)

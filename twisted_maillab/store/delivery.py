@@ -191,9 +191,6 @@ class DeliveryTransaction:
                 os.close(fd)
             raise
         r.fds = fds
-        if r.prepend:
-            _fs.writeAll(r.fd, r.prepend)
-            r.written += len(r.prepend)
 
     def _fail(self, r: _Recipient, error: BaseException) -> None:
         if isinstance(error, StoreError):
@@ -228,8 +225,14 @@ class DeliveryTransaction:
             try:
                 if first:
                     self._openRecipient(r)
-                _fs.writeAll(r.fd, data)
-                r.written += len(data)
+                    # this recipient's header lines and the body in one
+                    # write (every system call here is a GIL hand-off
+                    # with the reactor thread)
+                    _fs.writeAll(r.fd, r.prepend + data if r.prepend else data)
+                    r.written += len(r.prepend) + len(data)
+                else:
+                    _fs.writeAll(r.fd, data)
+                    r.written += len(data)
             except (OSError, StoreError) as e:
                 self._fail(r, e)
 
@@ -247,14 +250,15 @@ class DeliveryTransaction:
                 os.close(r.fd)
                 r.fd = None
                 vsize = self._vsize + len(r.prepend) + _prependBareLFs(r.prepend)
-                r.mailboxes._quotaCheck(r.written, 1)
+                quota = r.mailboxes._quotaCheck(r.written, 1)
                 base = f"{r.unique},S={r.written},W={vsize}"
                 # the rename is the commit point: new/ only ever holds
                 # complete, fsynced messages
                 os.rename(r.unique, base, src_dir_fd=r.fds["tmp"], dst_dir_fd=r.fds["new"])
                 r.unique = None
                 r.filename = base
-                r.mailboxes._quotaUpdate(r.written, 1)
+                if quota:
+                    r.mailboxes._quotaUpdate(r.written, 1)
             except (OSError, StoreError) as e:
                 self._fail(r, e)
 
@@ -274,7 +278,7 @@ class DeliveryTransaction:
                 for r in self._recipients:
                     if r.error is None:
                         try:
-                            self.store.directorySyncs.sync(r.fds["new"])
+                            self.store.directorySyncs.sync(r.fds["new"], (r.mailboxes.path, r.dirName))
                         except OSError as e:
                             errors.append(e)
         finally:

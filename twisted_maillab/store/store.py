@@ -78,15 +78,18 @@ class DirectorySyncs:
         self._folders: dict[tuple[int, int], _DirectorySync] = {}
         self.fsyncs = 0
 
-    def sync(self, dirFd: int) -> None:
+    def sync(self, dirFd: int, key=None) -> None:
         """
         Thread: return once C{dirFd}'s directory is durably written as it
         was when this was called.
 
+        @param key: what identifies the directory among the callers (its
+            path); by default its device and inode (one more system call).
         @raise OSError: the fsync that covered this call failed.
         """
-        st = os.fstat(dirFd)
-        key = (st.st_dev, st.st_ino)
+        if key is None:
+            st = os.fstat(dirFd)
+            key = (st.st_dev, st.st_ino)
         with self._lock:
             folder = self._folders.get(key)
             if folder is None:
@@ -384,13 +387,18 @@ class Mailboxes:
                 os.close(fd)
         return self._root
 
-    def _quotaCheck(self, size: int, count: int) -> None:
+    def _quotaCheck(self, size: int, count: int) -> bool:
+        """
+        @return: whether a quota applies (so L{_quotaUpdate} has a
+            C{maildirsize} to append to).
+        @raise QuotaExceeded: or L{MessageTooBigForQuota}.
+        """
         limits = self.store.quota
         if not limits.enabled:
             # per-user limit in the user's own maildirsize (maildirmake -q)
             limits = _quota.readLimits(self._rootFd(), self.owner)
             if limits is None:
-                return
+                return False
         if limits.bytes and size > limits.bytes:
             raise MessageTooBigForQuota()
         used, messages = _quota.readUsage(self._rootFd(), self.owner, limits)
@@ -398,6 +406,7 @@ class Mailboxes:
             raise QuotaExceeded(f"mailbox is full ({used} of {limits.bytes} bytes used)")
         if limits.messages and messages + count > limits.messages:
             raise QuotaExceeded(f"mailbox is full ({messages} of {limits.messages} messages)")
+        return True
 
     def _quotaUpdate(self, size: int, count: int) -> None:
         # appends only when a maildirsize exists (global or per-user quota)
