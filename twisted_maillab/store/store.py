@@ -11,10 +11,8 @@ import threading
 from dataclasses import dataclass
 
 from twisted.internet import defer, task
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from twisted_maillab import interfaces
@@ -30,6 +28,7 @@ from twisted_maillab.store.errors import (
     fromOSError,
 )
 from twisted_maillab.store.folder import Folder
+from twisted_maillab.store.workers import WorkerPool
 
 log = Logger()
 
@@ -201,7 +200,7 @@ class Store:
         self.names = dovecot.NameGenerator(self.clock, self.hostname)
         self._pool = None
         if runner is None:
-            self._pool = ThreadPool(minthreads=0, maxthreads=threads, name="maillab-store")
+            self._pool = WorkerPool(reactor, threads, "maillab-store")
             runner = self._runInPool
         self.run = runner
         self._mailboxes: dict[str, Mailboxes] = {}
@@ -220,9 +219,7 @@ class Store:
         # service tree before it forks into the background
         if self._pool is None:
             return defer.fail(StoreError("the store is closed"))
-        if not self._pool.started:
-            self._pool.start()
-        return deferToThreadPool(self.reactor, self._pool, f, *args, **kwargs)
+        return self._pool.run(f, *args, **kwargs)
 
     # -- accounts -------------------------------------------------------
 
@@ -339,8 +336,7 @@ class Store:
             self._inotify = None
         if self._pool is not None:
             pool, self._pool = self._pool, None
-            if pool.started:
-                pool.stop()
+            pool.stop()
         return defer.succeed(None)
 
 
