@@ -294,6 +294,63 @@ class JSONLogTests(unittest.TestCase):
         self.assertEqual(event["log_namespace"], "maillab.test")
         self.assertEqual(event["log_level"]["name"], "info")
 
+    def _observe(self, **environ):
+        out = io.StringIO()
+        self.patch(os, "environ", environ)
+        return out, Logger(namespace="maillab.test", observer=logs.jsonLineObserver(out.write))
+
+    def test_valuesJSONCannotHoldAreStrings(self):
+        class Mailbox:
+            def __str__(self):
+                return "<edouard@domaineel.rt>"
+
+        out, log = self._observe()
+        log.info("from={sender} size={size}", sender=Mailbox(), size=4232)
+        event = json.loads(out.getvalue())
+        self.assertEqual(event["text"], "from=<edouard@domaineel.rt> size=4232")
+        self.assertEqual((event["sender"], event["size"]), ("<edouard@domaineel.rt>", 4232))
+        self.assertEqual(event["log_format"], "from={sender} size={size}")
+        self.assertNotIn("log_logger", event)
+
+    def test_twistedReadsItBack(self):
+        from twisted.logger import LogLevel, eventsFromJSONLogFile
+
+        out, log = self._observe()
+        log.warn("disk {percent}% full", percent=97)
+        (event,) = eventsFromJSONLogFile(io.StringIO(out.getvalue()), recordSeparator="")
+        self.assertIs(event["log_level"], LogLevel.warn)
+        self.assertEqual(event["percent"], 97)
+
+    def test_callSyntaxAndBrokenFormats(self):
+        """
+        What str.format_map cannot render goes through Twisted's
+        formatter: the {callable()} syntax, and a missing key is reported
+        instead of raising.
+        """
+        out, log = self._observe()
+        log.info("queue has {count()} messages", count=lambda: 3)
+        log.info("missing {nothere}")
+        first, second = (json.loads(line) for line in out.getvalue().splitlines())
+        self.assertEqual(first["text"], "queue has 3 messages")
+        self.assertIn("Unable to format event", second["text"])
+
+    def test_failureTextCarriesTraceback(self):
+        out, log = self._observe()
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            log.failure("delivery failed")
+        event = json.loads(out.getvalue())
+        self.assertIn("delivery failed", event["text"])
+        self.assertIn("ZeroDivisionError", event["text"])
+        self.assertEqual(event["log_level"]["name"], "critical")
+
+    def test_levelFromEnvironment(self):
+        out, log = self._observe(MAILLAB_LOG_LEVEL="warn")
+        log.info("quiet")
+        log.error("loud")
+        self.assertEqual([json.loads(l)["text"] for l in out.getvalue().splitlines()], ["loud"])
+
     def test_jsonFileHonoursEnvironment(self):
         path = os.path.abspath(self.mktemp())
         self.patch(os, "environ", {"MAILLAB_LOG": path})

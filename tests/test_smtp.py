@@ -110,6 +110,26 @@ class CommandTests(unittest.TestCase):
         self.assertTrue(got[2].startswith("214 2.0.0 "))
         self.assertEqual(got[3], "250 2.0.0 Ok")
 
+    def test_disconnectLineCountsCommands(self):
+        """
+        One log line per connection, at the end, naming the client and
+        counting its commands the way Postfix's disconnect line does; no
+        separate connect line.
+        """
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        proto, t = self.h.connect("192.0.2.7")
+        send(proto, t, b"EHLO client.example\r\nNOOP\r\nFOO\r\nNOOP\r\nQUIT\r\n")
+        proto.connectionLost(None)
+        lines = [formatEvent(e) for e in events if e.get("log_namespace", "").startswith("twisted_maillab.smtp")]
+        self.assertEqual(
+            [line for line in lines if "connect from" in line],
+            ["smtp: disconnect from unknown[192.0.2.7] ehlo=1 noop=2 unknown=1 quit=1 commands=5"],
+        )
+
     def test_unknownCommand(self):
         self.assertEqual(send(self.proto, self.t, b"FOO\r\n"), ["500 5.5.2 Error: command not recognized"])
 
