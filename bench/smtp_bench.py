@@ -5,6 +5,10 @@ SMTP delivery throughput: maillab against Postfix, same machine, same load.
     .venv/bin/python bench/smtp_bench.py [--messages 2000] [--size 4096]
                                          [--sessions 10] [--rounds 3]
 
+maillab runs as etc/systemd/maillab.service runs it (twistd -n with the
+JSON-lines logger; --logger twistd for twistd's own text log), its log
+going to a file as Postfix's goes to its maillog_file.
+
 Both servers listen on loopback high ports with their own configuration
 in a temporary directory and deliver to a Maildir with fsync on (Postfix
 always fsyncs its queue file and the Maildir file; maillab's [store]
@@ -130,6 +134,11 @@ def bodies(maildir: Path) -> set[bytes]:
     return out
 
 
+def loggerArgs(args) -> list[str]:
+    logger = getattr(args, "logger", "twisted_maillab.logs.jsonStdout")
+    return [] if logger == "twistd" else [f"--logger={logger}"]
+
+
 def startMaillab(base: Path, args):
     port = freePort()
     state = base / "state"
@@ -165,7 +174,10 @@ def startMaillab(base: Path, args):
     (base / "maillab.ini").write_text(ini)
     log = open(base / "maillab.log", "w")
     process = subprocess.Popen(
-        [str(VENV_BIN / "twistd"), "-n", "--pidfile=", *getattr(args, "twistd_args", "").split(), "maillab", "--config", str(base / "maillab.ini")],
+        [
+            str(VENV_BIN / "twistd"), "-n", "--pidfile=", *loggerArgs(args),
+            *getattr(args, "twistd_args", "").split(), "maillab", "--config", str(base / "maillab.ini"),
+        ],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
     )
     waitPort(port)
@@ -271,6 +283,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--store-threads", type=int, default=4, help="maillab [store] threads")
     parser.add_argument(
+        "--logger", default="twisted_maillab.logs.jsonStdout",
+        help="maillab's twistd --logger; the default is etc/systemd/maillab.service's, "
+        "'twistd' means twistd's own text log",
+    )
+    parser.add_argument(
         "--twistd-args", default="",
         help="extra twistd options for maillab, e.g. '--profile=out --profiler=cprofile --savestats'",
     )
@@ -301,7 +318,8 @@ def main() -> int:
             subprocess.run(["postfix", "-c", str(conf), "stop"], capture_output=True)
     print(
         f"smtp-source -s {args.sessions} -m {args.messages} -l {args.size}, {args.rounds} alternating rounds, "
-        f"fsync on, delivery to Maildir, {os.cpu_count()} CPUs"
+        f"fsync on, delivery to Maildir, {os.cpu_count()} CPUs; maillab's log: {args.logger} "
+        f"(to a file, as Postfix's maillog_file)"
     )
     medians = {}
     for name, results in rounds.items():

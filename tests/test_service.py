@@ -351,6 +351,23 @@ class JSONLogTests(unittest.TestCase):
         log.error("loud")
         self.assertEqual([json.loads(l)["text"] for l in out.getvalue().splitlines()], ["loud"])
 
+    def test_twistdTakesThemAsNewStyleObservers(self):
+        """
+        twistd wraps an observer that does not provide ILogObserver as a
+        legacy one, which adds message/system/format/isError to every line.
+        """
+        from twisted import logger
+        from twisted.application.app import AppLogger
+
+        self.patch(sys, "stdout", io.StringIO())
+        given = []
+        self.patch(logger.globalLogBeginner, "beginLoggingTo", given.extend)
+        self.patch(AppLogger, "_initialLog", lambda self: None)
+        AppLogger({"logger": logs.jsonStdout}).start(None)
+        (observer,) = given
+        self.assertTrue(logger.ILogObserver.providedBy(observer))
+        self.assertNotIsInstance(observer, logger.LegacyLogObserverWrapper)
+
     def test_jsonFileHonoursEnvironment(self):
         path = os.path.abspath(self.mktemp())
         self.patch(os, "environ", {"MAILLAB_LOG": path})

@@ -19,8 +19,9 @@ import json
 import os
 import sys
 
-from twisted.logger import LogLevel, eventAsText, formatEvent
+from twisted.logger import ILogObserver, LogLevel, eventAsText, formatEvent
 from twisted.python.logfile import LogFile
+from zope.interface import directlyProvides
 
 DEFAULT_JSON_LOG = "/var/log/maillab/maillab.json"
 
@@ -94,6 +95,9 @@ def jsonLineObserver(write, flush=None):
         if flush is not None:
             flush()
 
+    # twistd wraps anything else as a legacy observer: a slower path that
+    # also adds the legacy keys (message, system, format, isError)
+    directlyProvides(observe, ILogObserver)
     return observe
 
 
