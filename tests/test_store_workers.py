@@ -14,8 +14,12 @@ from twisted_maillab.store.workers import WorkerPool
 
 class WorkerPoolTests(unittest.TestCase):
     def setUp(self):
-        self.pool = WorkerPool(reactor, 3, "test-pool")
-        self.addCleanup(self.pool.stop)
+        self.pool = self.makePool(patience=0)
+
+    def makePool(self, patience):
+        pool = WorkerPool(reactor, 3, "test-pool", patience=patience)
+        self.addCleanup(pool.stop)
+        return pool
 
     @defer.inlineCallbacks
     def test_resultArrivesInTheReactorThread(self):
@@ -80,9 +84,41 @@ class WorkerPoolTests(unittest.TestCase):
         self.pool.stop()
         self.assertEqual(sorted(done), [0, 1, 2, 3, 4])
         yield defer.gatherResults(ds)
-        self.assertTrue(all(not t.is_alive() for t in self.pool._threads))
+        self.assertTrue(all(not w.thread.is_alive() for w in self.pool._workers))
         with self.assertRaises(RuntimeError):
             yield self.pool.run(done.append, 5)
+
+    @defer.inlineCallbacks
+    def test_quickJobsStayOnOneThread(self):
+        """
+        While the busy thread's job is young, new jobs wait for it instead
+        of waking more threads (each extra thread taking the GIL back
+        after its system calls costs the reactor thread).
+        """
+        pool = self.makePool(patience=60)
+        names = yield defer.gatherResults(
+            [pool.run(lambda: threading.current_thread().name) for _ in range(20)]
+        )
+        self.assertEqual(pool.threads, 1)
+        self.assertEqual(set(names), {"test-pool-0"})
+
+    @defer.inlineCallbacks
+    def test_slowJobGetsCompany(self):
+        """
+        A job waiting behind one that has run longer than the patience
+        gets a thread of its own (a slow disk's fsync must not serialise
+        every delivery).
+        """
+        pool = self.makePool(patience=0.01)
+        release = threading.Event()
+        self.addCleanup(release.set)
+        slow = pool.run(release.wait, 10)
+        quick = pool.run(lambda: threading.current_thread().name)
+        name = yield quick
+        self.assertFalse(slow.called)
+        self.assertEqual(name, "test-pool-1")
+        release.set()
+        self.assertTrue((yield slow))
 
 
 def deferLater(seconds):
