@@ -3,7 +3,7 @@
 SMTP delivery throughput: maillab against Postfix, same machine, same load.
 
     .venv/bin/python bench/smtp_bench.py [--messages 2000] [--size 4096]
-                                         [--sessions 10] [--rounds 3]
+                                         [--sessions 10] [--rounds 5]
 
 maillab runs as etc/systemd/maillab.service runs it (twistd -n with the
 JSON-lines logger; --logger twistd for twistd's own text log), its log
@@ -17,7 +17,7 @@ delivers through virtual(8) to <dir>/postfix-mail/bench/Maildir/ (run as root:
 Postfix's master must).  `smtp-source` (Debian's postfix package) sends
 the same number of messages of the same size over the same number of
 parallel sessions to each.  The two servers take turns for --rounds
-rounds (default 3), so a change in the machine's load hits both alike.
+rounds (default 5), so a change in the machine's load hits both alike.
 Reported per server: the median round's messages per second end to end
 (from the first connection until every message is in new/) and until
 smtp-source saw the last 250; then maillab / Postfix.  Each round also
@@ -280,7 +280,7 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--sessions", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--store-threads", type=int, default=4, help="maillab [store] threads")
     parser.add_argument(
         "--logger", default="twisted_maillab.logs.jsonStdout",
