@@ -533,6 +533,53 @@ class SymlinkTests(unittest.TestCase):
         self.assertEqual(os.listdir(self.outside), [])
 
     @defer.inlineCallbacks
+    def test_newReplacedBySymlinkAfterADelivery(self):
+        """
+        INBOX's tmp/ and new/ stay open between deliveries; a new/ that
+        was replaced meanwhile is noticed (the kept one is deleted), opened
+        afresh with every check, and refused as a symlink.  Nothing lands
+        outside, nothing stays in tmp/.
+        """
+        maildir = self.account.maildir
+        first = yield deliver(self.store, self.account)
+        self.assertTrue(first.ok)
+        shutil.rmtree(maildir / "new")
+        os.symlink(self.outside, maildir / "new")
+        result = yield deliver(self.store, self.account)
+        self.assertIsInstance(result.error, UnsafePath)
+        self.assertEqual(os.listdir(self.outside), [])
+        self.assertEqual(os.listdir(maildir / "tmp"), [])
+
+    @defer.inlineCallbacks
+    def test_newRecreatedAfterADelivery(self):
+        """
+        An administrator who recreates new/ gets the next message in it.
+        """
+        maildir = self.account.maildir
+        yield deliver(self.store, self.account)
+        shutil.rmtree(maildir / "new")
+        (maildir / "new").mkdir(mode=0o700)
+        if os.geteuid() == 0:
+            os.chown(maildir / "new", NOBODY, NOBODY)
+        result = yield deliver(self.store, self.account)
+        self.assertTrue(result.ok, result.error)
+        self.assertEqual(os.listdir(maildir / "new"), [result.filename])
+        # and the one after that goes through the kept directories
+        again = yield deliver(self.store, self.account)
+        self.assertEqual(sorted(os.listdir(maildir / "new")), sorted([result.filename, again.filename]))
+
+    @defer.inlineCallbacks
+    def test_tmpRecreatedAfterADelivery(self):
+        maildir = self.account.maildir
+        yield deliver(self.store, self.account)
+        shutil.rmtree(maildir / "tmp")
+        (maildir / "tmp").mkdir(mode=0o700)
+        if os.geteuid() == 0:
+            os.chown(maildir / "tmp", NOBODY, NOBODY)
+        result = yield deliver(self.store, self.account)
+        self.assertTrue(result.ok, result.error)
+
+    @defer.inlineCallbacks
     def test_maildirIsSymlink(self):
         account = makeAccount(self, name="mallory")
         os.symlink(self.outside, account.maildir)

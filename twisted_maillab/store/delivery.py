@@ -66,7 +66,8 @@ class _Recipient:
         self.create = create
         self.mailboxes = None
         self.dirName = None
-        self.fds = None  # {"root", "tmp", "new"}
+        self.fds = None  # {"tmp", "new"} (and "cur" for another folder)
+        self.shared = None  # INBOX's, lent by the Mailboxes
         self.fd = None
         self.unique = None
         self.error: StoreError | None = None
@@ -177,20 +178,36 @@ class DeliveryTransaction:
         rootFd = mailboxes._rootFd(create=True)
         # INBOX is always created; another folder only when asked.
         create = True if r.dirName is None else r.create
+        r.unique = self.store.names.next()
         if r.dirName is None:
-            # INBOX: _rootFd made cur/ new/ tmp/; the transaction needs
-            # only tmp/ and new/ (two opens and closes fewer per message)
-            fds = openFolderDirs(rootFd, None, r.folder, mailboxes.owner, create, ("new", "tmp"), keepRoot=False)
-        else:
-            fds = openFolderDirs(rootFd, r.dirName, r.folder, mailboxes.owner, create, ("cur", "new", "tmp"), keepRoot=False)
+            # INBOX: the Mailboxes keep its tmp/ and new/ open
+            r.shared = mailboxes._acquireInboxDirs()
+            r.fds = r.shared.fds
+            try:
+                r.fd = _fs.createFile(r.unique, r.fds["tmp"], mailboxes.owner)
+            except FileNotFoundError:
+                # tmp/ was deleted since it was opened: open afresh
+                self._refreshShared(r)
+                r.fd = _fs.createFile(r.unique, r.fds["tmp"], mailboxes.owner)
+            return
+        fds = openFolderDirs(rootFd, r.dirName, r.folder, mailboxes.owner, create, ("cur", "new", "tmp"), keepRoot=False)
         try:
-            r.unique = self.store.names.next()
             r.fd = _fs.createFile(r.unique, fds["tmp"], mailboxes.owner)
         except BaseException:
             for fd in fds.values():
                 os.close(fd)
             raise
         r.fds = fds
+
+    def _refreshShared(self, r: _Recipient) -> None:
+        # The stale pair stays ours until the fresh one is open: if opening
+        # fails (new/ is now a symlink), _discard still reaches our tmp/
+        # file through it.
+        stale = r.shared
+        r.mailboxes._staleInboxDirs(stale)
+        fresh = r.mailboxes._acquireInboxDirs()
+        r.shared, r.fds = fresh, fresh.fds
+        r.mailboxes._releaseInboxDirs(stale)
 
     def _fail(self, r: _Recipient, error: BaseException) -> None:
         if isinstance(error, StoreError):
@@ -213,7 +230,10 @@ class DeliveryTransaction:
             r.unique = None
 
     def _closeFds(self, r: _Recipient) -> None:
-        if r.fds:
+        if r.shared is not None:
+            shared, r.shared, r.fds = r.shared, None, None
+            r.mailboxes._releaseInboxDirs(shared)
+        elif r.fds:
             for fd in r.fds.values():
                 os.close(fd)
             r.fds = None
@@ -254,7 +274,15 @@ class DeliveryTransaction:
                 base = f"{r.unique},S={r.written},W={vsize}"
                 # the rename is the commit point: new/ only ever holds
                 # complete, fsynced messages
-                os.rename(r.unique, base, src_dir_fd=r.fds["tmp"], dst_dir_fd=r.fds["new"])
+                try:
+                    os.rename(r.unique, base, src_dir_fd=r.fds["tmp"], dst_dir_fd=r.fds["new"])
+                except FileNotFoundError:
+                    if r.shared is None:
+                        raise
+                    # new/ was deleted (or replaced) since it was opened:
+                    # open both afresh, with every check, and try again
+                    self._refreshShared(r)
+                    os.rename(r.unique, base, src_dir_fd=r.fds["tmp"], dst_dir_fd=r.fds["new"])
                 r.unique = None
                 r.filename = base
                 if quota:

@@ -27,7 +27,7 @@ from twisted_maillab.store.errors import (
     StoreError,
     fromOSError,
 )
-from twisted_maillab.store.folder import Folder
+from twisted_maillab.store.folder import Folder, openFolderDirs
 from twisted_maillab.store.workers import WorkerPool
 
 log = Logger()
@@ -340,6 +340,21 @@ class Store:
         return defer.succeed(None)
 
 
+class _SharedDirs:
+    """
+    Directory fds shared by concurrent deliveries (see
+    L{Mailboxes._acquireInboxDirs}).
+    """
+
+    __slots__ = ("fds", "users", "stale", "closed")
+
+    def __init__(self, fds: dict):
+        self.fds = fds
+        self.users = 0
+        self.stale = False
+        self.closed = False
+
+
 def _folderKey(name: str) -> str:
     return "INBOX" if name.upper() == "INBOX" else name
 
@@ -361,6 +376,8 @@ class Mailboxes:
         self.path = os.fspath(account.maildir)
         self.owner = _fs.Owner(account.uid, account.gid)
         self._root = None
+        self._inboxDirs: _SharedDirs | None = None
+        self._dirsLock = threading.Lock()
         self._open: dict[str, Folder] = {}
         self._opening: dict[str, defer.Deferred] = {}
 
@@ -382,6 +399,58 @@ class Mailboxes:
             else:
                 os.close(fd)
         return self._root
+
+    def _acquireInboxDirs(self) -> "_SharedDirs":
+        """
+        Thread: INBOX's C{tmp/} and C{new/}, kept open between deliveries
+        (opening and closing them was four of the dozen system calls of a
+        delivery, and every system call of a pool thread is a GIL hand-off
+        with the reactor thread).  Give them back with
+        L{_releaseInboxDirs}; never close them.
+        """
+        with self._dirsLock:
+            dirs = self._inboxDirs
+            if dirs is not None:
+                dirs.users += 1
+                return dirs
+        fds = openFolderDirs(self._rootFd(create=True), None, "INBOX", self.owner, True, ("new", "tmp"), keepRoot=False)
+        with self._dirsLock:
+            if self._inboxDirs is None:
+                self._inboxDirs = _SharedDirs(fds)
+            else:
+                # another thread opened them meanwhile
+                for fd in fds.values():
+                    os.close(fd)
+            dirs = self._inboxDirs
+            dirs.users += 1
+        return dirs
+
+    def _staleInboxDirs(self, dirs: "_SharedDirs") -> None:
+        """
+        Thread: a directory of C{dirs} was found deleted (an administrator
+        replaced the Maildir, or a user replaced C{new/} by a symlink): the
+        next delivery opens them afresh, with every check; these close
+        once their last user releases them.
+        """
+        with self._dirsLock:
+            dirs.stale = True
+            if self._inboxDirs is dirs:
+                self._inboxDirs = None
+
+    def _releaseInboxDirs(self, dirs: "_SharedDirs", stale: bool = False) -> None:
+        """
+        Thread: done with C{dirs} (C{stale}: see L{_staleInboxDirs}).
+        """
+        if stale:
+            self._staleInboxDirs(dirs)
+        with self._dirsLock:
+            dirs.users -= 1
+            close = dirs.stale and dirs.users == 0 and not dirs.closed
+            if close:
+                dirs.closed = True
+        if close:
+            for fd in dirs.fds.values():
+                os.close(fd)
 
     def _quotaCheck(self, size: int, count: int) -> bool:
         """
@@ -471,6 +540,12 @@ class Mailboxes:
         for folder in list(self._open.values()):
             folder._refs = 0
             folder._reallyClose()
+        dirs = self._inboxDirs
+        if dirs is not None:
+            # closed now if unused, else by the last delivery using them
+            with self._dirsLock:
+                dirs.users += 1
+            self._releaseInboxDirs(dirs, stale=True)
         if self._root is not None:
             os.close(self._root)
             self._root = None
