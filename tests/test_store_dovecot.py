@@ -254,3 +254,50 @@ class SharedMaildirTests(unittest.TestCase):
         self.assertEqual(inbox.flags(1), {"\\Flagged", "FromDovecot"})
         self.assertEqual(inbox.uidValidity, dove.status("INBOX")["uidvalidity"])
         self.assertEqual(inbox.uidNext, dove.status("INBOX")["uidnext"])
+
+
+class SameSecondOrderTests(unittest.TestCase):
+    """
+    Two files delivered in the same second, their microseconds of
+    different lengths (C{M95000} and C{M102000}): string order and time
+    order differ, and both servers must number them by time.
+    """
+
+    NAMES = ("1700000000.M102000P7Q2.other", "1700000000.M95000P7Q1.other")
+
+    def place(self, account):
+        new = account.maildir / "new"
+        new.mkdir(parents=True, exist_ok=True)
+        for sub in ("cur", "tmp"):
+            (account.maildir / sub).mkdir(exist_ok=True)
+        for index, name in enumerate(sorted(self.NAMES, key=lambda n: int(n.split("M")[1].split("P")[0]))):
+            (new / name).write_bytes(message(index + 1))
+        if os.geteuid() == 0 and account.uid is not None:
+            for path in [account.maildir, *account.maildir.rglob("*")]:
+                os.chown(path, account.uid, account.gid)
+
+    @defer.inlineCallbacks
+    def test_maillabNumbersFirst(self):
+        account = makeAccount(self)
+        self.place(account)
+        store = makeTestStore(self)
+        inbox = yield store.mailboxes(account).open()
+        self.assertEqual([inbox.message(uid).base for uid in inbox.uids()], list(reversed(self.NAMES)))
+        inbox.close()
+        yield store.close()
+        dove = Doveadm(self, account)
+        self.assertIn("Subject: message 1", dove.run("fetch", "text", "mailbox", "INBOX", "uid", "1"))
+        self.assertIn("Subject: message 2", dove.run("fetch", "text", "mailbox", "INBOX", "uid", "2"))
+
+    @defer.inlineCallbacks
+    def test_dovecotNumbersFirst(self):
+        account = makeAccount(self)
+        self.place(account)
+        dove = Doveadm(self, account)
+        body = dove.run("fetch", "text", "mailbox", "INBOX", "uid", "1")
+        self.assertIn("Subject: message 1", body)
+        store = makeTestStore(self)
+        inbox = yield store.mailboxes(account).open()
+        self.assertEqual([inbox.message(uid).base for uid in inbox.uids()], list(reversed(self.NAMES)))
+        inbox.close()
+

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import itertools
 import os
+import re
 import secrets
 import socket
 import time
@@ -137,6 +138,23 @@ class NameGenerator:
         seconds = int(now)
         micro = int((now - seconds) * 1_000_000)
         return f"{seconds}.M{micro}P{os.getpid()}Q{counter}.{self.host}"
+
+
+_SORT_NAME = re.compile(r"(\d*)(?:\.M(\d+))?")
+
+
+def filenameSortKey(base: str) -> tuple:
+    """
+    The order in which Dovecot gives UIDs to new Maildir files
+    (maildir_filename_sort_cmp): the leading seconds as a number, then the
+    C{M<usec>} microseconds as a number, then the rest of the name.  Plain
+    string order differs within one second: C{M95000} sorts after
+    C{M102000}, and the two servers would number the same messages
+    differently.
+    """
+    match = _SORT_NAME.match(base)
+    seconds, micro = match.group(1), match.group(2)
+    return (int(seconds) if seconds else -1, int(micro) if micro is not None else -1, base[match.end():])
 
 
 # ---------------------------------------------------------------------------

@@ -1080,8 +1080,9 @@ class Folder:
             nextUid = max(header.nextUid, state.lastUid + 1)
             newRecords = []
             # Maildir names start with the delivery time: sorting them
-            # gives UIDs in arrival order.
-            for base, isNew, info in sorted(unknown):
+            # as Dovecot does gives UIDs in arrival order, and the same
+            # UIDs Dovecot would give.
+            for base, isNew, info in sorted(unknown, key=lambda item: (dovecot.filenameSortKey(item[0]), item)):
                 if base in pending:
                     uid, ext = pending.pop(base)[:2]
                 else:
