@@ -319,9 +319,53 @@ class DeliveryTests(unittest.TestCase):
         self.assertEqual(len(files(account.maildir, "new")), 21)
         ran = store.directorySyncs.fsyncs - before
         self.assertEqual(ran, len(directories))
-        self.assertGreaterEqual(ran, 2)
-        # four pool threads: at most one fsync per "generation" of waiters
+        self.assertGreaterEqual(ran, 1)
+        # commits gathered in batches, each batch one fsync of new/
         self.assertLessEqual(ran, 10)
+        self.assertLess(store.commits.batches, 21)
+
+    @defer.inlineCallbacks
+    def test_batchedCommitsFailAlone(self):
+        """
+        In one batch, a transaction that fails (its recipient's quota is
+        full) fails alone; the others are delivered, each new/ is fsynced
+        once.
+        """
+        full = makeAccount(self, name="full")
+        fine = makeAccount(self, name="fine")
+        store = makeTestStore(self)
+        yield deliver(store, full)
+        (full.maildir / "maildirsize").write_text("100S\n")
+        if os.geteuid() == 0:
+            os.chown(full.maildir / "maildirsize", NOBODY, NOBODY)
+        realFsync = os.fsync
+        directories = []
+
+        def countingFsync(fd):
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                directories.append(os.fstat(fd).st_ino)
+            return realFsync(fd)
+
+        self.patch(os, "fsync", countingFsync)
+        batches = store.commits.batches
+        # Hold the pool's thread so that the four commits gather behind it
+        # in one batch (and no second thread joins meanwhile).
+        store._pool.patience = 60
+        release = threading.Event()
+        self.addCleanup(release.set)
+        blocked = store.run(release.wait, 10)
+        deliveries = [deliver(store, full, b"Subject: big\n\n" + b"x" * 500)] + [
+            deliver(store, fine, b"Subject: %d\n\n" % i) for i in range(3)
+        ]
+        release.set()
+        yield blocked
+        results = yield defer.gatherResults(deliveries)
+        self.assertIsInstance(results[0].error, QuotaExceeded)
+        self.assertTrue(all(r.ok for r in results[1:]))
+        self.assertEqual(store.commits.batches, batches + 1)
+        self.assertEqual(directories, [os.stat(fine.maildir / "new").st_ino])
+        self.assertEqual(len(files(fine.maildir, "new")), 3)
+        self.assertEqual(files(full.maildir, "tmp"), [])
 
 
 class CreateFileModeTests(unittest.TestCase):

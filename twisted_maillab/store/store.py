@@ -17,7 +17,7 @@ from zope.interface import implementer
 
 from twisted_maillab import interfaces
 from twisted_maillab.store import _fs, dovecot, quota as _quota
-from twisted_maillab.store.delivery import DeliveryTransaction
+from twisted_maillab.store.delivery import CommitBatcher, DeliveryTransaction
 from twisted_maillab.store.errors import (
     InvalidMailboxName,
     MailboxExists,
@@ -205,6 +205,7 @@ class Store:
         self.run = runner
         self._mailboxes: dict[str, Mailboxes] = {}
         self.directorySyncs = DirectorySyncs()
+        self.commits = CommitBatcher(self)
         self._inotify = None
         self._useInotify = inotify
         self._watches: dict[str, tuple] = {}
