@@ -421,6 +421,14 @@ class CommitBatcher:
             batch, self._pending = self._pending, []
             self._scheduled = False
         self.batches += 1
+        try:
+            return self._commitBatch(batch)
+        except BaseException:
+            # a bug, not a disk error: every commit of the batch hears of it
+            failure = Failure()
+            return [(d, failure) for transaction, data, first, d in batch]
+
+    def _commitBatch(self, batch: list) -> list:
         outcomes = []
         directories = {}
         for transaction, data, first, d in batch:
