@@ -253,6 +253,8 @@ class WheelTests(unittest.TestCase):
                 "print(any(p.rstrip('/') == %r for p in sys.path))\n" % str(REPO),
             ],
             capture_output=True, text=True, cwd=str(work), timeout=120,
+            # trial -j puts the checkout on PYTHONPATH for its workers
+            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
         )
         self.assertEqual(probe.returncode, 0, probe.stderr)
         package, plugin, description, repoOnPath = probe.stdout.splitlines()
