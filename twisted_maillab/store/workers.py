@@ -34,6 +34,7 @@ from collections import deque
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
+from twisted.python.threadable import isInIOThread
 
 __all__ = ["WorkerPool"]
 
@@ -141,11 +142,19 @@ class WorkerPool:
     def _act(self, actions: list) -> None:
         for action in actions:
             if action == "check":
-                self._checkCall = self.reactor.callLater(self.patience, self._check)
+                if isInIOThread():
+                    self._scheduleCheck()
+                else:
+                    # run() from another thread: timers belong to the reactor
+                    self.reactor.callFromThread(self._scheduleCheck)
             elif isinstance(action, tuple):
                 action[1].thread.start()
             else:
                 action.wake.set()
+
+    def _scheduleCheck(self) -> None:
+        if not self.stopped:
+            self._checkCall = self.reactor.callLater(self.patience, self._check)
 
     def _check(self) -> None:
         self._checkCall = None
