@@ -437,7 +437,7 @@ class DirectorySyncsTests(unittest.TestCase):
 
         def call(name):
             try:
-                self.syncs.sync(self.fd)
+                self.syncs.sync(self.fd, self.dir)
                 outcomes[name] = None
             except OSError as e:
                 outcomes[name] = e

@@ -177,9 +177,6 @@ class DeliveryTransaction:
 
     def _openRecipient(self, r: _Recipient) -> None:
         mailboxes = r.mailboxes
-        rootFd = mailboxes._rootFd(create=True)
-        # INBOX is always created; another folder only when asked.
-        create = True if r.dirName is None else r.create
         r.unique = self.store.names.next()
         if r.dirName is None:
             # INBOX: the Mailboxes keep its tmp/ and new/ open
@@ -192,7 +189,10 @@ class DeliveryTransaction:
                 self._refreshShared(r)
                 r.fd = _fs.createFile(r.unique, r.fds["tmp"], mailboxes.owner)
             return
-        fds = openFolderDirs(rootFd, r.dirName, r.folder, mailboxes.owner, create, ("cur", "new", "tmp"), keepRoot=False)
+        # INBOX is always created (opening the root does it); another
+        # folder only when asked.
+        rootFd = mailboxes._rootFd(create=True)
+        fds = openFolderDirs(rootFd, r.dirName, r.folder, mailboxes.owner, r.create, keepRoot=False)
         try:
             r.fd = _fs.createFile(r.unique, fds["tmp"], mailboxes.owner)
         except BaseException:
@@ -429,7 +429,7 @@ class CommitBatcher:
             return [(d, failure) for transaction, data, first, d in batch]
 
     def _commitBatch(self, batch: list) -> list:
-        outcomes = []
+        outcomes = []  # per transaction: its Failure, or the new/ it committed into
         directories = {}
         for transaction, data, first, d in batch:
             try:
@@ -437,8 +437,9 @@ class CommitBatcher:
             except BaseException:
                 outcomes.append(Failure())
             else:
-                outcomes.append(None)
-                directories.update(transaction._newDirectories())
+                committed = transaction._newDirectories()
+                outcomes.append(committed)
+                directories.update(committed)
         errors = {}
         if self.store.fsync:
             for key, fd in directories.items():
@@ -449,16 +450,15 @@ class CommitBatcher:
                     errors[key] = e
         results = []
         for (transaction, data, first, d), outcome in zip(batch, outcomes):
-            keys = transaction._newDirectories() if outcome is None else {}
             try:
                 transaction._abortWork()
             except BaseException:
-                if outcome is None:
+                if not isinstance(outcome, Failure):
                     outcome = Failure()
-            if outcome is None:
-                results.append((d, [errors[key] for key in keys if key in errors]))
-            else:
+            if isinstance(outcome, Failure):
                 results.append((d, outcome))
+            else:
+                results.append((d, [errors[key] for key in outcome if key in errors]))
         return results
 
     def _deliver(self, results: list) -> None:

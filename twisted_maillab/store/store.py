@@ -74,21 +74,19 @@ class DirectorySyncs:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._folders: dict[tuple[int, int], _DirectorySync] = {}
+        self._folders: dict[object, _DirectorySync] = {}
         self.fsyncs = 0
 
-    def sync(self, dirFd: int, key=None) -> None:
+    def sync(self, dirFd: int, key) -> None:
         """
         Thread: return once C{dirFd}'s directory is durably written as it
         was when this was called.
 
         @param key: what identifies the directory among the callers (its
-            path); by default its device and inode (one more system call).
+            path: an fstat for device and inode would be one more system
+            call).
         @raise OSError: the fsync that covered this call failed.
         """
-        if key is None:
-            st = os.fstat(dirFd)
-            key = (st.st_dev, st.st_ino)
         with self._lock:
             folder = self._folders.get(key)
             if folder is None:
@@ -347,13 +345,16 @@ class _SharedDirs:
     L{Mailboxes._acquireInboxDirs}).
     """
 
-    __slots__ = ("fds", "users", "stale", "closed")
+    __slots__ = ("fds", "users", "stale")
 
     def __init__(self, fds: dict):
         self.fds = fds
         self.users = 0
         self.stale = False
-        self.closed = False
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
 
 
 def _folderKey(name: str) -> str:
@@ -428,30 +429,28 @@ class Mailboxes:
 
     def _staleInboxDirs(self, dirs: "_SharedDirs") -> None:
         """
-        Thread: a directory of C{dirs} was found deleted (an administrator
-        replaced the Maildir, or a user replaced C{new/} by a symlink): the
-        next delivery opens them afresh, with every check; these close
-        once their last user releases them.
+        A directory of C{dirs} was found deleted (an administrator replaced
+        the Maildir, or a user replaced C{new/} by a symlink), or the store
+        closes: the next delivery opens them afresh, with every check, and
+        these close now if unused, else when their last user releases them.
         """
         with self._dirsLock:
             dirs.stale = True
             if self._inboxDirs is dirs:
                 self._inboxDirs = None
+            close = dirs.users == 0
+        if close:
+            dirs.close()
 
-    def _releaseInboxDirs(self, dirs: "_SharedDirs", stale: bool = False) -> None:
+    def _releaseInboxDirs(self, dirs: "_SharedDirs") -> None:
         """
-        Thread: done with C{dirs} (C{stale}: see L{_staleInboxDirs}).
+        Thread: done with C{dirs}.
         """
-        if stale:
-            self._staleInboxDirs(dirs)
         with self._dirsLock:
             dirs.users -= 1
-            close = dirs.stale and dirs.users == 0 and not dirs.closed
-            if close:
-                dirs.closed = True
+            close = dirs.stale and dirs.users == 0
         if close:
-            for fd in dirs.fds.values():
-                os.close(fd)
+            dirs.close()
 
     def _quotaCheck(self, size: int, count: int) -> bool:
         """
@@ -541,12 +540,8 @@ class Mailboxes:
         for folder in list(self._open.values()):
             folder._refs = 0
             folder._reallyClose()
-        dirs = self._inboxDirs
-        if dirs is not None:
-            # closed now if unused, else by the last delivery using them
-            with self._dirsLock:
-                dirs.users += 1
-            self._releaseInboxDirs(dirs, stale=True)
+        if self._inboxDirs is not None:
+            self._staleInboxDirs(self._inboxDirs)
         if self._root is not None:
             os.close(self._root)
             self._root = None

@@ -178,11 +178,8 @@ class WorkerPool:
                     return None
                 worker.wake.clear()
                 self._idle.append(worker)
+            # run() and stop() take it off the idle stack before waking it
             worker.wake.wait()
-            with self._lock:
-                # woken by run() (already off the stack) or by stop()
-                if worker in self._idle:
-                    self._idle.remove(worker)
 
     def _work(self, worker: _Worker) -> None:
         callFromThread = self.reactor.callFromThread
