@@ -12,7 +12,7 @@ from twisted_maillab.dns import names as N
 from twisted_maillab.dns import wire
 from twisted_maillab.dns.names import Name, NameRef, Rdata, RRset
 from twisted_maillab.dns.wire import Answer, Edns
-from twisted_maillab.dns.zone import Zone
+from twisted_maillab.dns.zone import Zone, highestCut
 
 # RFC 1034 4.3.2 step 3.a: CNAME chains are followed; bound them so a loop
 # in the data cannot spin (BIND and NSD stop at a small number too).
@@ -85,7 +85,7 @@ def lookup(zones: Zones, qname: Name, qtype: int) -> Answer:
     name = qkey
     chain = 0
     while True:
-        cut = _findCut(zone, name)
+        cut = highestCut(zone, name)
         if cut is not None and not (cut == name and qtype == N.DS and chain == 0):
             if chain:
                 # A CNAME into a delegated child: the child answers the rest.
@@ -205,17 +205,6 @@ def _findDNAME(zone: Zone, nameKey: Name):
         candidate = nameKey[i:]
         if candidate in zone.dnames:
             return candidate, zone.nodes[candidate].rrsets[N.DNAME]
-    return None
-
-
-def _findCut(zone: Zone, nameKey: Name) -> Name | None:
-    if not zone.cuts:
-        return None
-    depth = len(zone.originKey)
-    for i in range(len(nameKey) - depth - 1, -1, -1):
-        candidate = nameKey[i:]
-        if candidate in zone.cuts:
-            return candidate
     return None
 
 

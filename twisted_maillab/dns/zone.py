@@ -19,7 +19,7 @@ from twisted_maillab.config import ConfigError
 from twisted_maillab.dns import names as N
 from twisted_maillab.dns.names import Name, NameRef, Rdata, RRset
 
-__all__ = ["ZoneError", "Problem", "Zone", "loadZone", "parseZoneText", "parseOrigin"]
+__all__ = ["ZoneError", "Problem", "Zone", "loadZone", "parseZoneText", "parseOrigin", "highestCut"]
 
 # Bounds: a zone file is data from an administrator, but a typo must not
 # exhaust memory or recurse forever.
@@ -865,7 +865,7 @@ def checkZone(zone: Zone, problems: list[Problem]) -> None:
                 hasAddress = targetNode is not None and (N.A in targetNode.rrsets or N.AAAA in targetNode.rrsets)
                 if hasAddress:
                     continue
-                below = _cutAbove(zone, targetKey)
+                below = highestCut(zone, targetKey)
                 if rtype == N.NS and below is not None:
                     problems.append(Problem(rrset.path, rrset.line, f"{what} has no REQUIRED GLUE address records (A or AAAA)"))
                 elif rtype == N.NS:
@@ -874,10 +874,13 @@ def checkZone(zone: Zone, problems: list[Problem]) -> None:
                     problems.append(Problem(rrset.path, rrset.line, f"{what} has no address records (A or AAAA)", "warning"))
 
 
-def _cutAbove(zone: Zone, nameKey: Name) -> Name | None:
+def highestCut(zone: Zone, nameKey: Name) -> Name | None:
     """
-    The highest delegation point at or above C{nameKey}, if any.
+    The highest delegation point at or above C{nameKey}, if any (the
+    answer logic and the load-time glue check both need it).
     """
+    if not zone.cuts:
+        return None
     depth = len(zone.originKey)
     for i in range(len(nameKey) - depth - 1, -1, -1):
         candidate = nameKey[i:]
