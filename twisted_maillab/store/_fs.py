@@ -96,12 +96,7 @@ def makeDir(name: str, dirFd: int | None, owner: Owner, exist_ok: bool = True) -
         created = False  # another process made it meanwhile
     fd = openDir(name, dirFd)
     if created:
-        try:
-            os.fchmod(fd, DIR_MODE)
-            owner.chown(fd)
-        except BaseException:
-            os.close(fd)
-            raise
+        _claim(fd, DIR_MODE, owner)
     return fd
 
 
@@ -129,12 +124,11 @@ def _umask() -> int | None:
     return _umaskCache
 
 
-def createFile(name: str, dirFd: int, owner: Owner, mode: int = FILE_MODE) -> int:
+def _claim(fd: int, mode: int, owner: Owner) -> None:
     """
-    Create a new file exclusively (never through a symlink), mode 0600,
-    owned by C{owner}.  Returns a write-only fd.
+    Give a file or directory we just created exactly C{mode} and
+    C{owner}; close C{fd} if that fails.
     """
-    fd = os.open(name, CREATE_FLAGS, mode, dir_fd=dirFd)
     try:
         umask = _umask()
         if umask is None or umask & mode:
@@ -144,6 +138,15 @@ def createFile(name: str, dirFd: int, owner: Owner, mode: int = FILE_MODE) -> in
     except BaseException:
         os.close(fd)
         raise
+
+
+def createFile(name: str, dirFd: int, owner: Owner, mode: int = FILE_MODE) -> int:
+    """
+    Create a new file exclusively (never through a symlink), mode 0600,
+    owned by C{owner}.  Returns a write-only fd.
+    """
+    fd = os.open(name, CREATE_FLAGS, mode, dir_fd=dirFd)
+    _claim(fd, mode, owner)
     return fd
 
 
