@@ -794,6 +794,9 @@ class OutboundQueue:
         data, whole = original
         if message.ret == "HDRS":
             data, whole = data.split(b"\n\n", 1)[0] + b"\n", False
+        return self._report(message, [(r, "failed") for r in failed], data, whole)
+
+    def _report(self, message: QueuedMessage, outcomes: list, data: bytes, whole: bool) -> bytes:
         return deliveryReport(
             self.hostname,
             self.clock.seconds(),
@@ -801,7 +804,7 @@ class OutboundQueue:
             message.sender,
             message.envid,
             message.created,
-            [(r, "failed") for r in failed],
+            outcomes,
             data,
             whole,
         )
@@ -814,17 +817,7 @@ class OutboundQueue:
         data, whole = await self.runner(self._readOriginal, message.queueId)
         if message.ret != "FULL" or not whole:
             data, whole = data.split(b"\n\n", 1)[0] + b"\n", False
-        report = deliveryReport(
-            self.hostname,
-            self.clock.seconds(),
-            message.queueId,
-            message.sender,
-            message.envid,
-            message.created,
-            [(r, "relayed") for r in recipients],
-            data,
-            whole,
-        )
+        report = self._report(message, [(r, "relayed") for r in recipients], data, whole)
         await self.sendReport(message.queueId, message.sender, report)
 
     async def sendReport(self, queueId: str, sender: str, report: bytes) -> None:
