@@ -93,6 +93,14 @@ class NameCache:
         return None
 
 
+def _reactorPoolRunner(reactor):
+    """
+    C{runner(f, *args) -> Deferred} in the reactor's thread pool, for the
+    blocking look-ups of the policy and the outbound queue.
+    """
+    return lambda f, *args: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
+
+
 def resolveName(reactor, host: str) -> defer.Deferred:
     """
     The client's name, forward-confirmed as Postfix does: the PTR name is
@@ -109,7 +117,7 @@ def resolveName(reactor, host: str) -> defer.Deferred:
         plain = host[7:] if host.startswith("::ffff:") else host
         return name if (host in addresses or plain in addresses) else None
 
-    return threads.deferToThreadPool(reactor, reactor.getThreadPool(), lookup)
+    return _reactorPoolRunner(reactor)(lookup)
 
 
 class _Backend:
@@ -151,7 +159,7 @@ class _Backend:
             allowInclude=smtp.allow_alias_include,
             allowCommands=smtp.allow_alias_commands,
             allowFiles=smtp.allow_alias_files,
-            runner=lambda f, *a: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *a),
+            runner=_reactorPoolRunner(reactor),
             clock=reactor,
             cacheTTL=smtp.recipient_cache_ttl,
             rejectUnauthenticatedOwned=smtp.reject_unauthenticated_sender_login_mismatch,
@@ -190,7 +198,7 @@ class _Backend:
             clock=reactor,
             resolver=_LazyResolver(lambda: client.Resolver(resolv="/etc/resolv.conf", reactor=reactor)),
             hostname=self.hostname,
-            runner=lambda f, *a: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *a),
+            runner=_reactorPoolRunner(reactor),
             port=smtp.relay_port,
             minBackoff=smtp.minimal_backoff_time,
             maxBackoff=smtp.maximal_backoff_time,
