@@ -263,14 +263,15 @@ class SameSecondOrderTests(unittest.TestCase):
     order differ, and both servers must number them by time.
     """
 
-    NAMES = ("1700000000.M102000P7Q2.other", "1700000000.M95000P7Q1.other")
+    # in time order, the reverse of their string order
+    NAMES = ("1700000000.M95000P7Q1.other", "1700000000.M102000P7Q2.other")
 
     def place(self, account):
         new = account.maildir / "new"
         new.mkdir(parents=True, exist_ok=True)
         for sub in ("cur", "tmp"):
             (account.maildir / sub).mkdir(exist_ok=True)
-        for index, name in enumerate(sorted(self.NAMES, key=lambda n: int(n.split("M")[1].split("P")[0]))):
+        for index, name in enumerate(self.NAMES):
             (new / name).write_bytes(message(index + 1))
         if os.geteuid() == 0 and account.uid is not None:
             for path in [account.maildir, *account.maildir.rglob("*")]:
@@ -282,7 +283,7 @@ class SameSecondOrderTests(unittest.TestCase):
         self.place(account)
         store = makeTestStore(self)
         inbox = yield store.mailboxes(account).open()
-        self.assertEqual([inbox.message(uid).base for uid in inbox.uids()], list(reversed(self.NAMES)))
+        self.assertEqual([inbox.message(uid).base for uid in inbox.uids()], list(self.NAMES))
         inbox.close()
         yield store.close()
         dove = Doveadm(self, account)
@@ -298,6 +299,6 @@ class SameSecondOrderTests(unittest.TestCase):
         self.assertIn("Subject: message 1", body)
         store = makeTestStore(self)
         inbox = yield store.mailboxes(account).open()
-        self.assertEqual([inbox.message(uid).base for uid in inbox.uids()], list(reversed(self.NAMES)))
+        self.assertEqual([inbox.message(uid).base for uid in inbox.uids()], list(self.NAMES))
         inbox.close()
 
