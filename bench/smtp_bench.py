@@ -135,8 +135,7 @@ def bodies(maildir: Path) -> set[bytes]:
 
 
 def loggerArgs(args) -> list[str]:
-    logger = getattr(args, "logger", "twisted_maillab.logs.jsonStdout")
-    return [] if logger == "twistd" else [f"--logger={logger}"]
+    return [] if args.logger == "twistd" else [f"--logger={args.logger}"]
 
 
 def startMaillab(base: Path, args):
@@ -176,7 +175,7 @@ def startMaillab(base: Path, args):
     process = subprocess.Popen(
         [
             str(VENV_BIN / "twistd"), "-n", "--pidfile=", *loggerArgs(args),
-            *getattr(args, "twistd_args", "").split(), "maillab", "--config", str(base / "maillab.ini"),
+            *args.twistd_args.split(), "maillab", "--config", str(base / "maillab.ini"),
         ],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
     )
