@@ -7,10 +7,14 @@ and a POP3 session see the same UIDs and are told about changes at once.
 
 Threading: every operation that touches the disk runs in the store's thread
 pool, one at a time per folder (a L{DeferredLock}); the thread part only
-reads the index and returns a L{_Sync} describing the changes, which is
-applied on the reactor thread, after which listeners are called.  So the
-index is only ever mutated on the reactor thread and readers there never see
-half an update.
+reads the index and returns a L{_Sync} describing the changes (stat results
+included), which is applied on the reactor thread, after which listeners
+are called.  So the index is only ever mutated on the reactor thread and
+readers there never see half an update.  The thread part never touches the
+clock's timers either: Twisted's reactor is not thread-safe.  Methods that
+must run on the reactor thread call L{_reactorOnly}, which raises
+L{ServerBug} in a store pool thread, so a breach fails loudly in the tests
+instead of corrupting a timer queue in production.
 
 Scale: opening a folder reads C{dovecot-uidlist} once and lists C{new/} and
 C{cur/} without a C{stat} per file (sizes come from C{,S=}/C{,W=} in the
@@ -32,6 +36,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from twisted_maillab.store import _fs, dovecot
+from twisted_maillab.store.workers import inWorker
 from twisted_maillab.store.errors import (
     MailboxNotFound,
     MessageVanished,
@@ -117,6 +122,7 @@ class _Sync:
     updated: list = field(default_factory=list)  # (uid, info, isNew)
     removed: list = field(default_factory=list)  # uid
     pending: dict | None = None  # replaces Folder._pending when not None
+    stats: list = field(default_factory=list)  # (Message, size, mtime) read by a stat
     pendingAdd: dict = field(default_factory=dict)
     header: dovecot.UidlistHeader | None = None
     uidlistState: dovecot.UidlistState | None = None
@@ -241,10 +247,20 @@ class Folder:
         self._fds: dict[str, int] = {}
         self._refs = 0
         self._closed = False
+        self._defunct = False  # deleted or renamed away (see _detach)
         self._lingerCall = None
         self._watch = None
         self._refreshCall = None
         self._forceNew = self._forceCur = False
+
+    def _reactorOnly(self) -> None:
+        """
+        Raise L{ServerBug} when called from a store pool thread: the caller
+        mutates the index or uses the clock, which only the reactor thread
+        may do.
+        """
+        if inWorker():
+            raise ServerBug(f"folder {self.name}: reactor-only code ran in a store thread")
 
     # ------------------------------------------------------------------
     # Reading the index (reactor thread, no I/O)
@@ -347,25 +363,47 @@ class Folder:
         return message.mtime
 
     def _statMessage(self, message: Message) -> None:
+        self._reactorOnly()
+        try:
+            st, relocated = self._findAndStat(message)
+        except MessageVanished:
+            self._scheduleRefresh(forceNew=True, forceCur=True)
+            raise
+        if relocated:
+            self._scheduleRefresh(forceNew=True, forceCur=True)
+        self._setStat(message, st.st_size, st.st_mtime)
+
+    def _setStat(self, message: Message, size: int, mtime: float) -> None:
+        self._reactorOnly()
+        if message._size is None:
+            message.size = size
+        message.mtime = mtime
+
+    def _findAndStat(self, message: Message):
+        """
+        Any thread: C{(stat result, relocated)} of the message's file,
+        found by its base name if another program renamed it; touches
+        nothing shared.
+
+        @raise MessageVanished: no file has its base name any more.
+        @raise UnsafePath: not a regular file of the account's.
+        """
         where = (message.subdir, message.filename)
+        relocated = False
         for attempt in range(2):
             try:
                 st = os.stat(where[1], dir_fd=self._fds[where[0]], follow_symlinks=False)
             except FileNotFoundError:
                 if attempt == 0:
                     found = self._relocate(message)
-                    self._scheduleRefresh(forceNew=True, forceCur=True)
                     if found is not None:
-                        where = found
+                        where, relocated = found, True
                         continue
                 raise MessageVanished(f"UID {message.uid} vanished from {self.name}") from None
             if not _stat.S_ISREG(st.st_mode):
                 raise UnsafePath(f"{where[1]} is not a regular file")
             self.owner.check(st, where[1])
-            if message._size is None:
-                message.size = st.st_size
-            message.mtime = st.st_mtime
-            return
+            return st, relocated
 
     def _relocate(self, message: Message):
         """
@@ -462,6 +500,7 @@ class Folder:
             return defer.succeed(None)
 
         def work():
+            found = []
             for message in wanted:
                 try:
                     st = os.stat(message.filename, dir_fd=self._fds[message.subdir], follow_symlinks=False)
@@ -469,11 +508,14 @@ class Folder:
                     continue
                 if not _stat.S_ISREG(st.st_mode):
                     continue
-                if message._size is None:
-                    message.size = st.st_size
-                message.mtime = st.st_mtime
+                found.append((message, st.st_size, st.st_mtime))
+            return found
 
-        return self.store.run(_mapErrors(work, self.name))
+        def apply(found):
+            for message, size, mtime in found:
+                self._setStat(message, size, mtime)
+
+        return self.store.run(_mapErrors(work, self.name)).addCallback(apply)
 
     # ------------------------------------------------------------------
     # Events
@@ -493,6 +535,7 @@ class Folder:
             self._listeners.remove(listener)
 
     def _publish(self, method: str, origin, *args) -> None:
+        self._reactorOnly()
         for listener in list(self._listeners):
             if listener is origin:
                 continue
@@ -574,11 +617,35 @@ class Folder:
         if self._refs > 0 or self._closed:
             return
         linger = self.store.linger
-        if linger and not self.store._closing:
+        if linger and not self.store._closing and not self._defunct:
             if self._lingerCall is None or not self._lingerCall.active():
                 self._lingerCall = self.store.clock.callLater(linger, self._reallyClose)
             return
         self._reallyClose()
+
+    def _detach(self) -> None:
+        """
+        The folder was deleted or renamed (IMAP DELETE/RENAME, maybe by
+        another session): sessions holding it are told to reselect, further
+        operations fail with L{MailboxNotFound}, and the next
+        L{Mailboxes.open} of the name gets a fresh folder.  The directory
+        fds stay open until the last holder calls L{close}: closing them
+        under a session that is still reading would hand its fd numbers to
+        unrelated files.
+        """
+        self._reactorOnly()
+        if self._defunct or self._closed:
+            return
+        self._defunct = True
+        self.mailboxes._forget(self)
+        if self._watch is not None:
+            self._watch()
+            self._watch = None
+        if self._refreshCall is not None and self._refreshCall.active():
+            self._refreshCall.cancel()
+        self._publish("folderReset", None)
+        if self._refs <= 0:
+            self._reallyClose()
 
     def _reuse(self) -> None:
         self._refs += 1
@@ -598,7 +665,7 @@ class Folder:
                 self._watch = None
             if self._refreshCall is not None and self._refreshCall.active():
                 self._refreshCall.cancel()
-            self._lock.run(lambda: self._closeFds())
+            self._lock.run(lambda: self._closeFds()).addBoth(lambda _: self.mailboxes._release())
 
     # ------------------------------------------------------------------
     # Refresh
@@ -617,7 +684,8 @@ class Folder:
         """
         Coalesce bursts of inotify events into one refresh.
         """
-        if self._closed:
+        self._reactorOnly()
+        if self._closed or self._defunct:
             return
         self._forceNew |= forceNew
         self._forceCur |= forceCur
@@ -658,6 +726,8 @@ class Folder:
         """
         if self._closed:
             return defer.fail(ServerBug(f"folder {self.name} is closed"))
+        if self._defunct:
+            return defer.fail(MailboxNotFound(f"{self.name} was deleted or renamed"))
 
         @defer.inlineCallbacks
         def run():
@@ -668,6 +738,9 @@ class Folder:
         return self._lock.run(run)
 
     def _apply(self, sync: _Sync, origin, publish: bool = True) -> None:
+        self._reactorOnly()
+        for message, size, mtime in sync.stats:
+            self._setStat(message, size, mtime)
         if sync.reset:
             self.messages.clear()
             self.byBase.clear()
@@ -1205,6 +1278,27 @@ class Folder:
                     raise
         return letters, keywords
 
+    def _resync(self, sync: _Sync, missing) -> dict:
+        """
+        Thread: an operation found the files of C{missing} UIDs gone (another
+        program renamed them to change flags, moved them from new/ to cur/,
+        or expunged them).  Relist both directories, fold what changed into
+        C{sync}, and say where each message still present is now.
+
+        @return: C{{uid: (info, isNew)}} of the messages still present.
+        """
+        fresh = self._syncWork(True, True, None)
+        _merge(sync, fresh)
+        gone = set(fresh.removed)
+        current = {uid: (info, isNew) for uid, info, isNew in fresh.updated}
+        where = {}
+        for uid in missing:
+            message = self.messages.get(uid)
+            if uid in gone or message is None:
+                continue
+            where[uid] = current.get(uid, (message.info, message.isNew))
+        return where
+
     def _flagsWork(self, uids, flags, mode) -> _Sync:
         sync = _Sync()
         letters, keywords = self._withKeywords(flags)
@@ -1243,15 +1337,8 @@ class Folder:
             result[uid] = message
         if missing:
             # renamed or expunged by someone else: resync, then retry once
-            fresh = self._syncWork(True, True, None)
-            _merge(sync, fresh)
-            gone = set(fresh.removed)
-            current = {uid: (info, isNew) for uid, info, isNew in fresh.updated}
-            for uid in missing:
-                if uid in gone:
-                    continue
+            for uid, (info0, isNew0) in self._resync(sync, missing).items():
                 message = self.messages[uid]
-                info0, isNew0 = current.get(uid, (message.info, message.isNew))
                 subdir = "new" if isNew0 else "cur"
                 have = set(dovecot.infoLetters(info0))
                 new = wanted if mode == "replace" else (have | wanted if mode == "add" else have - wanted)
@@ -1288,33 +1375,32 @@ class Folder:
             message = self.messages.get(uid)
             if message is None:
                 continue
+            size = message.size
             try:
-                if message.size is None:
-                    st = os.stat(message.filename, dir_fd=self._fds[message.subdir], follow_symlinks=False)
-                    message.size = st.st_size
+                if size is None:
+                    # a local: the index belongs to the reactor thread
+                    size = os.stat(message.filename, dir_fd=self._fds[message.subdir], follow_symlinks=False).st_size
                 os.unlink(message.filename, dir_fd=self._fds[message.subdir])
             except FileNotFoundError:
                 missing.append(uid)
                 continue
             sync.removed.append(uid)
-            removedBytes += message.size or 0
+            removedBytes += size
             removedCount += 1
         if missing:
-            fresh = self._syncWork(True, True, None)
-            _merge(sync, fresh)
-            where = {uid: (info, isNew) for uid, info, isNew in fresh.updated}
-            for uid in missing:
-                if uid in fresh.removed or uid not in where:
-                    continue
-                info, isNew = where[uid]
+            for uid, (info, isNew) in self._resync(sync, missing).items():
                 message = self.messages[uid]
                 name = message.base if info is None else f"{message.base}:{info}"
+                subdirFd = self._fds["new" if isNew else "cur"]
                 try:
-                    os.unlink(name, dir_fd=self._fds["new" if isNew else "cur"])
+                    size = message.size
+                    if size is None:
+                        size = os.stat(name, dir_fd=subdirFd, follow_symlinks=False).st_size
+                    os.unlink(name, dir_fd=subdirFd)
                 except FileNotFoundError:
                     continue
                 sync.removed.append(uid)
-                removedBytes += message.size or 0
+                removedBytes += size
                 removedCount += 1
         if removedCount:
             self.mailboxes._quotaUpdate(-removedBytes, -removedCount)
@@ -1427,55 +1513,77 @@ class Folder:
                 letterMap[name.lower()] = table.letterOf(name)
         else:
             keywords = None
-        if not move:
-            total = 0
-            for uid in uids:
-                message = self.messages.get(uid)
-                if message is not None:
-                    if message.size is None:
-                        self._statMessage(message)
-                    total += message.size
-            self.mailboxes._quotaCheck(total, len(uids))
-        extra = {}
-        order = []
-        copiedBytes = 0
+        sizes = {}
         for uid in uids:
             message = self.messages.get(uid)
             if message is None:
                 continue
+            sizes[uid] = message.size
+            if sizes[uid] is None and not move:
+                # a local, not the index: it belongs to the reactor thread
+                try:
+                    sizes[uid] = self._findAndStat(message)[0].st_size
+                except MessageVanished:
+                    pass  # the copy below skips it
+        if not move:
+            self.mailboxes._quotaCheck(sum(size or 0 for size in sizes.values()), len(uids))
+        extra = {}
+        order = []
+        copiedBytes = 0
+
+        def copyOne(uid, message, info0, isNew0):
             letters = ""
-            for letter in message.letters:
+            for letter in dovecot.infoLetters(info0):
                 if letter in dovecot.KEYWORD_LETTERS:
                     mapped = letterMap.get(self.keywords.nameOf(letter).lower())
                     if mapped:
                         letters += mapped
                 else:
                     letters += letter
-            info = dovecot.buildInfo(message.info, letters)
+            info = dovecot.buildInfo(info0, letters)
             unique = target.store.names.next()
-            size, vsize = message.size, message.vsize
+            size, vsize = sizes.get(uid), message.vsize
             base = unique + (f",S={size}" if size is not None else "") + (f",W={vsize}" if vsize is not None else "")
             name = f"{base}:{info}"
-            srcFd = self._fds[message.subdir]
-            try:
-                if move:
-                    try:
-                        os.rename(message.filename, name, src_dir_fd=srcFd, dst_dir_fd=target._fds["cur"])
-                    except OSError as e:
-                        if e.errno != errno.EXDEV:
-                            raise
-                        self._copyFile(message, target, unique)
-                        os.rename(unique, name, src_dir_fd=target._fds["tmp"], dst_dir_fd=target._fds["cur"])
-                        os.unlink(message.filename, dir_fd=srcFd)
-                    srcSync.removed.append(uid)
-                else:
-                    self._copyFile(message, target, unique)
+            subdir = "new" if isNew0 else "cur"
+            filename = message.base if info0 is None else f"{message.base}:{info0}"
+            srcFd = self._fds[subdir]
+            if move:
+                try:
+                    os.rename(filename, name, src_dir_fd=srcFd, dst_dir_fd=target._fds["cur"])
+                except OSError as e:
+                    if e.errno != errno.EXDEV:
+                        raise
+                    self._copyFile(subdir, filename, target, unique)
                     os.rename(unique, name, src_dir_fd=target._fds["tmp"], dst_dir_fd=target._fds["cur"])
-                    copiedBytes += message.size or 0
-            except FileNotFoundError:
-                continue  # expunged meanwhile: RFC 3501 allows skipping it
+                    os.unlink(filename, dir_fd=srcFd)
+                srcSync.removed.append(uid)
+            else:
+                self._copyFile(subdir, filename, target, unique)
+                os.rename(unique, name, src_dir_fd=target._fds["tmp"], dst_dir_fd=target._fds["cur"])
             extra[base] = (False, info)
             order.append((uid, base))
+            return 0 if move else size or 0  # a move leaves the quota's total as it was
+
+        missing = []
+        for uid in uids:
+            message = self.messages.get(uid)
+            if message is None:
+                continue
+            try:
+                copiedBytes += copyOne(uid, message, message.info, message.isNew)
+            except FileNotFoundError:
+                missing.append(uid)
+        if missing:
+            # renamed by another program (a flag change, new/ to cur/):
+            # find the files again; those expunged meanwhile are skipped,
+            # as RFC 3501 6.4.7 allows
+            for uid, (info0, isNew0) in self._resync(srcSync, missing).items():
+                try:
+                    copiedBytes += copyOne(uid, self.messages[uid], info0, isNew0)
+                except FileNotFoundError:
+                    continue
+            order.sort()
         if self.store.fsync and extra:
             os.fsync(target._fds["cur"])
         if copiedBytes:
@@ -1487,25 +1595,25 @@ class Folder:
         pairs = [(uid, uidOf[base]) for uid, base in order if base in uidOf]
         return srcSync, dstSync, pairs
 
-    def _copyFile(self, message: Message, target: "Folder", unique: str) -> None:
+    def _copyFile(self, subdir: str, filename: str, target: "Folder", unique: str) -> None:
         """
-        Thread: C{target/tmp/unique} as a hard link to the message or, when
-        that is impossible (another file system, or the server must not link
-        to files it does not own), as a byte copy.
+        Thread: C{target/tmp/unique} as a hard link to C{subdir/filename} or,
+        when that is impossible (another file system, or the server must not
+        link to files it does not own), as a byte copy.
         """
-        srcFd = self._fds[message.subdir]
+        srcFd = self._fds[subdir]
         try:
-            os.link(message.filename, unique, src_dir_fd=srcFd, dst_dir_fd=target._fds["tmp"], follow_symlinks=False)
+            os.link(filename, unique, src_dir_fd=srcFd, dst_dir_fd=target._fds["tmp"], follow_symlinks=False)
             st = os.stat(unique, dir_fd=target._fds["tmp"], follow_symlinks=False)
             if _stat.S_ISREG(st.st_mode):
-                self.owner.check(st, message.filename)
+                self.owner.check(st, filename)
                 return
             os.unlink(unique, dir_fd=target._fds["tmp"])
-            raise UnsafePath(f"{message.filename} is not a regular file")
+            raise UnsafePath(f"{filename} is not a regular file")
         except OSError as e:
             if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
                 raise
-        inFd = _fs.openRegular(message.filename, srcFd, self.owner)
+        inFd = _fs.openRegular(filename, srcFd, self.owner)
         outFd = _fs.createFile(unique, target._fds["tmp"], target.owner)
         try:
             st = os.fstat(inFd)
