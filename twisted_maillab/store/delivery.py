@@ -27,7 +27,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_maillab.store import _fs, dovecot
-from twisted_maillab.store.folder import _bareLFs, openFolderDirs
+from twisted_maillab.store.foldersync import openFolderDirs
+from twisted_maillab.store.message import _bareLFs
 from twisted_maillab.store.errors import (
     StoreError,
     TransactionClosed,
