@@ -9,10 +9,8 @@ fsync, never retries (lazy C{map}), bounces on 4xx, and its MX calculator
 has no AAAA, no RFC 7505 null MX and returns one host only; the client has
 no DSN/SIZE parameters and mis-stuffs dots.  So:
 
-  - Spool: C{<queue_directory>/<id>.eml} (the message as stored locally:
-    LF line ends, our Received: first) and C{<id>.json} (envelope and
-    per-recipient state).  Both are fsynced, the JSON is written by rename
-    and the directory fsynced before the client gets its 250.
+  - Spool (L{twisted_maillab.smtp.spool}): C{<id>.eml} and C{<id>.json}
+    per message, durable before the client gets its 250.
   - Per recipient state: pending, sent, or failed; 2xx marks sent, 5xx
     failed, 4xx and connection trouble leave it pending for a retry with
     exponential backoff (C{minimal_backoff_time} doubling up to
@@ -20,314 +18,49 @@ no DSN/SIZE parameters and mis-stuffs dots.  So:
   - Routing: MX records by preference (RFC 5321 5.1), the implicit MX
     (A/AAAA of the domain) when there is none, RFC 7505 null MX refused at
     once, every address (A and AAAA) of every MX tried in order.
-  - Client: EHLO (HELO fallback), opportunistic STARTTLS (RFC 3207,
+  - Client (L{twisted_maillab.smtp.relayclient}): EHLO (HELO fallback), opportunistic STARTTLS (RFC 3207,
     RFC 7435: no certificate check), MAIL with SIZE/BODY/RET/ENVID and RCPT
     with NOTIFY/ORCPT when offered (RFC 1870, 6152, 3461), the body
     streamed from disk with CRLF and dot-stuffing.
-  - Failures produce an RFC 3464 delivery status notification to the
+  - Failures produce an RFC 3464 delivery status notification
+    (L{twisted_maillab.smtp.dsn}) to the
     sender (none for the null sender, none when NOTIFY excludes FAILURE);
     a local sender gets it through local delivery.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
-from dataclasses import asdict, dataclass, field
-from email.utils import format_datetime, make_msgid
-from datetime import datetime, timezone
 from pathlib import Path
 
 from twisted.internet import defer, error as ierror
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.names import dns, error as dnserror
 
 from twisted_maillab.smtp.delivery import QueueIds
+from twisted_maillab.smtp.dsn import deliveryReport
+from twisted_maillab.smtp.relayclient import PermanentFailure, RelayClient, TemporaryFailure, stuff, xtext
+from twisted_maillab.smtp.spool import (
+    QueuedMessage,
+    QueuedRecipient,
+    SpoolWriter,
+    readState,
+    removeMessage,
+    writeState,
+)
 
-__all__ = ["OutboundQueue", "SpoolWriter", "QueuedRecipient", "RelayClient"]
+# deliveryReport, stuff and the spool classes are imported from here by
+# other modules and tests.
+__all__ = ["OutboundQueue", "SpoolWriter", "QueuedRecipient", "RelayClient", "deliveryReport", "stuff"]
 
 log = Logger(namespace="twisted_maillab.smtp")
 
 READ_CHUNK = 64 * 1024
 # Postfix's bounce_size_limit: larger originals are returned as headers only.
 BOUNCE_SIZE_LIMIT = 50000
-REPLY_LINE_LIMIT = 4096
-REPLY_LINES_LIMIT = 100
-
-
-@dataclass
-class QueuedRecipient:
-    address: str
-    notify: list = field(default_factory=list)
-    orcpt: str | None = None
-    orcptType: str | None = None
-    status: str = "pending"
-    reply: str = ""
-    remote: str = ""
-    # RFC 3461 5.2.2: sent to a server without DSN while NOTIFY=SUCCESS.
-    relayedNotice: bool = False
-
-
-@dataclass
-class QueuedMessage:
-    queueId: str
-    sender: str
-    created: float
-    size: int = 0
-    lines: int = 0
-    body: str | None = None
-    smtputf8: bool = False
-    ret: str | None = None
-    envid: str | None = None
-    attempts: int = 0
-    recipients: list = field(default_factory=list)
-
-    @classmethod
-    def fromJSON(cls, data: dict) -> "QueuedMessage":
-        recipients = [QueuedRecipient(**r) for r in data.pop("recipients", [])]
-        return cls(recipients=recipients, **data)
-
-
-class TemporaryFailure(Exception):
-    pass
-
-
-class PermanentFailure(Exception):
-    pass
-
-
-# ---------------------------------------------------------------------------
-# Spool files (thread side).
-
-
-def _writeAll(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def _fsyncDir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _writeState(directory: Path, message: QueuedMessage) -> None:
-    data = json.dumps(asdict(message), sort_keys=True).encode()
-    tmp = directory / f"{message.queueId}.json.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        _writeAll(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, directory / f"{message.queueId}.json")
-    _fsyncDir(directory)
-
-
-def _readState(directory: Path, queueId: str) -> QueuedMessage:
-    with open(directory / f"{queueId}.json", "rb") as f:
-        return QueuedMessage.fromJSON(json.loads(f.read(4 * 1024 * 1024)))
-
-
-class SpoolWriter:
-    """
-    Streams one message into the queue; used by the local delivery next
-    to the store transaction.  Writes run in order in the thread pool.
-    """
-
-    def __init__(self, queue: "OutboundQueue", message: QueuedMessage):
-        self.queue = queue
-        self.message = message
-        self.path = queue.directory / f"{message.queueId}.eml"
-        self._chain = queue.runner(self._open)
-        self._fd = None
-        self._failed = None
-        self._done = False
-
-    def _open(self):
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-
-    def _append(self, data):
-        _writeAll(self._fd, data)
-
-    def write(self, data: bytes) -> defer.Deferred:
-        data = bytes(data)
-        self.message.size += len(data)
-        self.message.lines += data.count(b"\n")
-        result = defer.Deferred()
-
-        def run(_):
-            return self.queue.runner(self._append, data)
-
-        def done(value):
-            result.callback(None)
-            return value
-
-        def failed(f):
-            self._failed = f
-            result.callback(None)
-            return None
-
-        self._chain.addCallback(run)
-        self._chain.addCallbacks(done, failed)
-        return result
-
-    def _commitWork(self):
-        os.fsync(self._fd)
-        os.close(self._fd)
-        self._fd = None
-        _writeState(self.queue.directory, self.message)
-
-    def commit(self) -> defer.Deferred:
-        """
-        Make the message durable and schedule its first attempt.
-        """
-        self._done = True
-
-        def run(_):
-            if self._failed is not None:
-                return self._failed
-            return self.queue.runner(self._commitWork)
-
-        self._chain.addCallback(run)
-        self._chain.addCallback(lambda _: self.queue.schedule(self.message.queueId, 0))
-        return self._step()
-
-    def _step(self) -> defer.Deferred:
-        # A fresh Deferred for the caller: awaiting the chain itself from
-        # code that runs inside one of its callbacks (a coroutine resumed
-        # by write()'s Deferred) would return its intermediate result at
-        # once (Deferred.send's fast path), before this step ran.
-        out = defer.Deferred()
-
-        def passed(value):
-            out.callback(value)
-            return value
-
-        def failed(f):
-            # Handed to the caller; the chain goes on for abort().
-            out.errback(f)
-            return None
-
-        self._chain.addCallbacks(passed, failed)
-        return out
-
-    def _abortWork(self):
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-
-    def abort(self) -> defer.Deferred:
-        if self._done:
-            return defer.succeed(None)
-        self._done = True
-        self._chain.addBoth(lambda _: self.queue.runner(self._abortWork))
-        self._chain.addErrback(lambda f: log.failure("queue abort failed", f))
-        return self._step()
-
-
-# ---------------------------------------------------------------------------
-# The client.
-
-
-class RelayClient(Protocol):
-    """
-    One SMTP client session, driven by L{OutboundQueue._session}.
-    """
-
-    def __init__(self):
-        self._buffer = b""
-        self._lines = []
-        self._waiting = None
-        self._replies = []
-        self._lost = None
-        self._paused = None
-
-    def connectionMade(self):
-        self.transport.registerProducer(self, True)
-
-    def pauseProducing(self):
-        if self._paused is None:
-            self._paused = defer.Deferred()
-
-    def resumeProducing(self):
-        paused, self._paused = self._paused, None
-        if paused is not None:
-            paused.callback(None)
-
-    def stopProducing(self):
-        pass
-
-    def dataReceived(self, data):
-        self._buffer += data
-        while b"\n" in self._buffer:
-            line, self._buffer = self._buffer.split(b"\n", 1)
-            line = line.rstrip(b"\r")
-            self._lines.append(line.decode("utf-8", "replace"))
-            if len(self._lines) > REPLY_LINES_LIMIT:
-                self.transport.loseConnection()
-                return
-            if line[3:4] != b"-":
-                code = int(line[:3]) if line[:3].isdigit() else 0
-                reply = (code, self._lines)
-                self._lines = []
-                if self._waiting is not None:
-                    waiting, self._waiting = self._waiting, None
-                    waiting.callback(reply)
-                else:
-                    self._replies.append(reply)
-                    if len(self._replies) > REPLY_LINES_LIMIT:
-                        # Replies nobody asked for: not an SMTP server.
-                        self.transport.loseConnection()
-                        return
-        if len(self._buffer) > REPLY_LINE_LIMIT:
-            self.transport.loseConnection()
-
-    def connectionLost(self, reason):
-        self._lost = reason
-        waiting, self._waiting = self._waiting, None
-        if waiting is not None:
-            waiting.errback(TemporaryFailure("connection lost"))
-        self.resumeProducing()
-
-    def reply(self) -> defer.Deferred:
-        if self._replies:
-            return defer.succeed(self._replies.pop(0))
-        if self._lost is not None:
-            return defer.fail(TemporaryFailure("connection lost"))
-        self._waiting = defer.Deferred()
-        return self._waiting
-
-    def command(self, line: str) -> defer.Deferred:
-        self.transport.write(line.encode("utf-8") + b"\r\n")
-        return self.reply()
-
-    async def writeData(self, data: bytes):
-        self.transport.write(data)
-        if self._paused is not None:
-            await self._paused
-
-
-def stuff(chunk: bytes, atLineStart: bool) -> tuple[bytes, bool]:
-    """
-    Stored LF text -> wire text: CRLF line ends and RFC 5321 4.5.2 dot
-    stuffing, across chunk boundaries.
-    """
-    if atLineStart and chunk.startswith(b"."):
-        chunk = b"." + chunk
-    chunk = chunk.replace(b"\n.", b"\n..").replace(b"\n", b"\r\n")
-    return chunk, chunk.endswith(b"\n")
 
 
 # ---------------------------------------------------------------------------
@@ -447,7 +180,7 @@ class OutboundQueue:
                 continue
             queueId = entry[: -len(".json")]
             try:
-                message = _readState(self.directory, queueId)
+                message = readState(self.directory, queueId)
             except (OSError, ValueError):
                 continue
             if any(
@@ -499,7 +232,7 @@ class OutboundQueue:
         (bounce the failures, delete the files) or schedule the next try.
         """
         try:
-            message = await self.runner(_readState, self.directory, queueId)
+            message = await self.runner(readState, self.directory, queueId)
         except FileNotFoundError:
             return
         message.attempts += 1
@@ -528,7 +261,7 @@ class OutboundQueue:
                 recipient.reply = f"4.4.7 message expired in queue ({recipient.reply})"
             pending = []
         if pending:
-            await self.runner(_writeState, self.directory, message)
+            await self.runner(writeState, self.directory, message)
             delay = min(self.maxBackoff, self.minBackoff * 2 ** (message.attempts - 1))
             log.info(
                 "{queueId}: {n} recipient(s) deferred, next attempt in {delay:.0f}s",
@@ -541,16 +274,8 @@ class OutboundQueue:
         failed = [r for r in message.recipients if r.status == "failed"]
         if failed:
             await self._bounce(message, failed)
-        await self.runner(self._remove, queueId)
+        await self.runner(removeMessage, self.directory, queueId)
         log.info("{queueId}: removed", queueId=queueId)
-
-    def _remove(self, queueId: str) -> None:
-        for suffix in (".json", ".eml"):
-            try:
-                os.unlink(self.directory / f"{queueId}{suffix}")
-            except FileNotFoundError:
-                pass
-        _fsyncDir(self.directory)
 
     async def mxHosts(self, domain: str) -> list[str]:
         """
@@ -690,7 +415,7 @@ class OutboundQueue:
         if dsn and message.ret:
             mail += f" RET={message.ret}"
         if dsn and message.envid:
-            mail += f" ENVID={_xtext(message.envid)}"
+            mail += f" ENVID={xtext(message.envid)}"
         code, lines = await client.command(mail)
         if code >= 500:
             for r in recipients:
@@ -705,7 +430,7 @@ class OutboundQueue:
             if dsn and r.notify:
                 rcpt += " NOTIFY=" + ",".join(r.notify)
             if dsn and r.orcpt:
-                rcpt += f" ORCPT={r.orcptType or 'rfc822'};{_xtext(r.orcpt)}"
+                rcpt += f" ORCPT={r.orcptType or 'rfc822'};{xtext(r.orcpt)}"
             code, lines = await client.command(rcpt)
             r.remote = remote
             if code in (250, 251):
@@ -854,105 +579,6 @@ class OutboundQueue:
 
     def _bounceId(self) -> str:
         return "B" + self._bounceIds.next()
-
-
-_SUBJECTS = {
-    "failed": "Undelivered Mail Returned to Sender",
-    "delivered": "Successful Mail Delivery Report",
-    "relayed": "Successful Mail Delivery Report",
-}
-_TEXTS = {
-    "failed": "Your message could not be delivered to one or more recipients:",
-    "delivered": "Your message was delivered to the following recipients:",
-    "relayed": "Your message was relayed to the following recipients; their mail "
-    "system may not send a further notice:",
-}
-
-
-def deliveryReport(
-    hostname: str,
-    now: float,
-    queueId: str,
-    sender: str,
-    envid: str | None,
-    arrival: float,
-    entries: list,
-    original: bytes,
-    whole: bool,
-) -> bytes:
-    """
-    An RFC 3464 delivery status notification (multipart/report), LF line
-    ends, addressed to C{sender}.
-
-    @param entries: C{[(recipient, action)]}; a recipient has C{address},
-        C{orcpt}, C{orcptType}, C{reply} and C{remote}; the action is
-        C{failed}, C{delivered} or C{relayed} (all entries share one kind).
-    @param whole: C{original} is the whole message (message/rfc822), else
-        its header (text/rfc822-headers).
-    """
-    kind = entries[0][1]
-    boundary = f"{queueId}.{int(now)}/{hostname}"
-    date = format_datetime(datetime.fromtimestamp(now, timezone.utc))
-    arrived = format_datetime(datetime.fromtimestamp(arrival, timezone.utc))
-    human = "\n".join(f"<{r.address}>: {r.reply or 'ok'}" for r, _ in entries)
-    blocks = []
-    for r, action in entries:
-        block = [f"Final-Recipient: rfc822; {r.address}"]
-        if r.orcpt:
-            block.append(f"Original-Recipient: {r.orcptType or 'rfc822'}; {r.orcpt}")
-        if action == "failed":
-            words = r.reply.split(" ", 2)
-            enhanced = next((w for w in words if w[:1] in "45" and w.count(".") == 2), "5.0.0")
-            status = "5" + enhanced[1:]
-        else:
-            status = "2.0.0"
-        block += [f"Action: {action}", f"Status: {status}"]
-        if r.remote:
-            block.append(f"Remote-MTA: dns; {r.remote.split('[')[0]}")
-            block.append(f"Diagnostic-Code: smtp; {r.reply}")
-        elif r.reply:
-            block.append(f"Diagnostic-Code: X-maillab; {r.reply}")
-        blocks.append("\n".join(block))
-    envidLine = f"Original-Envelope-Id: {envid}\n" if envid else ""
-    text = (
-        f"From: MAILER-DAEMON@{hostname} (Mail Delivery System)\n"
-        f"To: <{sender}>\n"
-        f"Subject: {_SUBJECTS[kind]}\n"
-        f"Date: {date}\n"
-        f"Message-ID: {make_msgid(domain=hostname)}\n"
-        f"Auto-Submitted: auto-replied\n"
-        f"MIME-Version: 1.0\n"
-        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"\n'
-        f"\n"
-        f"--{boundary}\n"
-        f"Content-Type: text/plain; charset=utf-8\n"
-        f"\n"
-        f"This is the mail system at host {hostname}.\n\n"
-        f"{_TEXTS[kind]}\n\n{human}\n"
-        f"\n--{boundary}\n"
-        f"Content-Type: message/delivery-status\n"
-        f"\n"
-        f"Reporting-MTA: dns; {hostname}\n"
-        f"X-Maillab-Queue-ID: {queueId}\n"
-        f"{envidLine}"
-        f"Arrival-Date: {arrived}\n"
-        f"\n" + "\n\n".join(blocks) + "\n"
-        f"\n--{boundary}\n"
-        f"Content-Type: {'message/rfc822' if whole else 'text/rfc822-headers'}\n"
-        f"\n"
-    ).encode("utf-8")
-    return text + original + f"\n--{boundary}--\n".encode()
-
-
-def _xtext(value: str) -> str:
-    # RFC 3461 4: "+", "=" and characters outside 33..126 as +HH.
-    out = []
-    for byte in value.encode("utf-8"):
-        if byte < 33 or byte > 126 or byte in (ord("+"), ord("=")):
-            out.append(f"+{byte:02X}")
-        else:
-            out.append(chr(byte))
-    return "".join(out)
 
 
 def _ipv6(payload) -> str:
