@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from pathlib import Path
 
 from twisted.internet import defer, error as ierror
@@ -42,7 +43,14 @@ from twisted.names import dns, error as dnserror
 
 from twisted_maillab.smtp.delivery import QueueIds
 from twisted_maillab.smtp.dsn import deliveryReport
-from twisted_maillab.smtp.relayclient import PermanentFailure, RelayClient, TemporaryFailure, stuff, xtext
+from twisted_maillab.smtp.envelope import SMTPReply
+from twisted_maillab.smtp.relayclient import (
+    Conversation,
+    PermanentFailure,
+    RelayClient,
+    TemporaryFailure,
+    TLSHandshakeFailure,
+)
 from twisted_maillab.smtp.spool import (
     QueuedMessage,
     QueuedRecipient,
@@ -51,14 +59,14 @@ from twisted_maillab.smtp.spool import (
     removeMessage,
     writeState,
 )
+from twisted_maillab.store.errors import MailboxNotFound, StoreError
 
-# deliveryReport, stuff and the spool classes are imported from here by
-# other modules and tests.
-__all__ = ["OutboundQueue", "SpoolWriter", "QueuedRecipient", "RelayClient", "deliveryReport", "stuff"]
+# deliveryReport and the spool classes are imported from here by other
+# modules.
+__all__ = ["OutboundQueue", "SpoolWriter", "QueuedRecipient", "RelayClient", "deliveryReport"]
 
 log = Logger(namespace="twisted_maillab.smtp")
 
-READ_CHUNK = 64 * 1024
 # Postfix's bounce_size_limit: larger originals are returned as headers only.
 BOUNCE_SIZE_LIMIT = 50000
 
@@ -73,7 +81,14 @@ class OutboundQueue:
     @ivar resolver: an L{twisted.internet.interfaces.IResolver} (MX, A, AAAA).
     @ivar port: the port of remote MTAs (25; tests use another).
     @ivar localDelivery: C{f(recipientAddress, messageBytes) -> Deferred},
-        for bounces to local senders.
+        for queued reports to local senders (and the postmaster); it fails
+        with an L{SMTPReply} or a L{StoreError}.
+    @ivar postmaster: where double bounces go (Postfix's
+        C{2bounce_notice_recipient}).
+
+    The queue owns the spool's scheduling: L{schedule} (one timer per
+    message), L{_run} (concurrency, errors) and L{attempt} (one pass over a
+    message, then L{writeState} or L{removeMessage}).
     """
 
     def __init__(
@@ -96,6 +111,7 @@ class OutboundQueue:
         isLocal=None,
         destinationConcurrency: int = 20,
         totalConcurrency: int = 100,
+        postmaster: str | None = None,
     ):
         self.directory = Path(directory)
         self.reactor = reactor
@@ -116,6 +132,8 @@ class OutboundQueue:
         self.tlsContext = tlsContext
         self.localDelivery = localDelivery
         self.isLocal = isLocal or (lambda domain: False)
+        # Postfix's $mydomain: the host name without its first label.
+        self.postmaster = postmaster or f"postmaster@{hostname.partition('.')[2] or hostname}"
         self._timers: dict = {}
         self._running: set = set()
         # Postfix's default_destination_concurrency_limit and
@@ -228,14 +246,26 @@ class OutboundQueue:
 
     async def attempt(self, queueId: str) -> None:
         """
-        Try every pending recipient of one message once; then finish it
-        (bounce the failures, delete the files) or schedule the next try.
+        Try every pending recipient of one message once; report the
+        recipients that failed in this attempt; then delete the message
+        when no recipient is left pending, else schedule the next try.
         """
         try:
             message = await self.runner(readState, self.directory, queueId)
         except FileNotFoundError:
             return
+        now = self.clock.seconds()
         message.attempts += 1
+        if not message.activated:
+            message.activated = now
+        # Postfix's qmgr line, as the message enters the active queue.
+        log.info(
+            "{queueId}: from=<{sender}>, size={size}, nrcpt={nrcpt} (queue active)",
+            queueId=queueId,
+            sender=message.sender,
+            size=message.size,
+            nrcpt=len(message.recipients),
+        )
         groups: dict[str, list] = {}
         for recipient in message.recipients:
             if recipient.status == "pending":
@@ -254,13 +284,35 @@ class OutboundQueue:
                 r.relayedNotice = False
             await self.notifySuccess(message, relayed)
         pending = [r for r in message.recipients if r.status == "pending"]
-        expired = self.clock.seconds() - message.created >= self.lifetime
-        if pending and expired:
+        if pending and self.clock.seconds() - message.created >= self.lifetime:
+            log.info(
+                "{queueId}: from=<{sender}>, status=expired, returned to sender",
+                queueId=queueId,
+                sender=message.sender,
+            )
+            now = self.clock.seconds()
             for recipient in pending:
                 recipient.status = "failed"
                 recipient.reply = f"4.4.7 message expired in queue ({recipient.reply})"
+                recipient.command = ""
+                self._logRecipient(message, recipient, now, None, now, relay="none")
             pending = []
-        if pending:
+        # A recipient that failed is reported now, even while others stay
+        # queued for days (Postfix does the same); "reported" keeps it from
+        # being reported again at a later attempt.
+        failed = [r for r in message.recipients if r.status == "failed" and not r.reported]
+        if failed:
+            try:
+                await self._bounce(message, failed)
+            except Exception:
+                # The report could not be queued (a full disk): keep the
+                # message, and the failures unreported, for the next try.
+                log.failure("{queueId}: could not queue the report; will retry", queueId=queueId)
+            else:
+                for r in failed:
+                    r.reported = True
+        unreported = any(r.status == "failed" and not r.reported for r in message.recipients)
+        if pending or unreported:
             await self.runner(writeState, self.directory, message)
             delay = min(self.maxBackoff, self.minBackoff * 2 ** (message.attempts - 1))
             log.info(
@@ -271,11 +323,36 @@ class OutboundQueue:
             )
             self.schedule(queueId, delay)
             return
-        failed = [r for r in message.recipients if r.status == "failed"]
-        if failed:
-            await self._bounce(message, failed)
         await self.runner(removeMessage, self.directory, queueId)
         log.info("{queueId}: removed", queueId=queueId)
+
+    def _logRecipient(self, message, r, start: float, mailAt, end: float, relay: str | None = None) -> None:
+        """
+        Postfix's smtp(8)/local(8) line for one recipient's outcome in this
+        attempt: C{to=<r>, relay=host[addr]:port, delay, delays=a/b/c/d,
+        dsn, status=sent|deferred|bounced (reason)}.  a: before the queue
+        took the message up; b: in the queue (deferrals included); c:
+        connection setup (DNS, connect, greeting, EHLO, TLS); d: the
+        transaction.
+        """
+        status = {"sent": "sent", "failed": "bounced"}.get(r.status, "deferred")
+        a = max(0.0, message.activated - message.created)
+        b = max(0.0, start - message.created - a)
+        c = max(0.0, (mailAt if mailAt is not None else end) - start)
+        d = max(0.0, end - mailAt) if mailAt is not None else 0.0
+        if relay is None:
+            relay = f"{r.remote}:{self.port}" if r.remote else "none"
+        log.info(
+            "{queueId}: to=<{to}>, relay={relay}, delay={delay}, delays={delays}, dsn={dsn}, status={status} ({reason})",
+            queueId=message.queueId,
+            to=r.address,
+            relay=relay,
+            delay=_seconds(end - message.created),
+            delays="/".join(_seconds(x) for x in (a, b, c, d)),
+            dsn=_dsnCode(status, r.reply),
+            status=status,
+            reason=_reason(r),
+        )
 
     async def mxHosts(self, domain: str) -> list[str]:
         """
@@ -330,182 +407,157 @@ class OutboundQueue:
         return found
 
     async def _deliverDomain(self, message, domain, recipients) -> None:
+        start = self.clock.seconds()
+        if self.isLocal(domain) and self.localDelivery is not None:
+            # Reports to our own senders and the postmaster.
+            await self._deliverLocal(message, recipients, start)
+            return
+        timing = _Timing()
         try:
             hosts = await self.mxHosts(domain)
         except PermanentFailure as e:
             for r in recipients:
-                r.status, r.reply = "failed", str(e)
-            return
+                r.status, r.reply, r.remote, r.command = "failed", str(e), "", ""
         except TemporaryFailure as e:
             for r in recipients:
-                r.reply = str(e)
-            return
-        last = "4.4.1 no MX host answered"
+                r.reply, r.remote, r.command = str(e), "", ""
+        else:
+            await self._tryHosts(message, hosts, recipients, timing)
+        end = self.clock.seconds()
+        for r in recipients:
+            self._logRecipient(message, r, start, timing.mailAt, end)
+
+    async def _tryHosts(self, message, hosts, recipients, timing) -> None:
+        """
+        Every address of every MX in turn, until one session settles the
+        recipients (RFC 5321 5.1); a failed TLS handshake is retried once
+        in plaintext on the same address (RFC 7435, Postfix's
+        C{smtp_tls_security_level = may}).
+        """
+        last = ("4.4.1 no MX host answered", "", "")
         for host in hosts:
             for family, address in await self.addresses(host):
-                try:
-                    await self._session(message, host, family, address, recipients)
-                    return
-                except TemporaryFailure as e:
-                    last = f"4.4.1 {host}[{address}]: {e}"
-                    log.info("{queueId}: {reason}", queueId=message.queueId, reason=last)
-                    continue
-                except Exception:
-                    log.failure(
-                        "{queueId}: session with {host}[{address}] failed",
-                        queueId=message.queueId,
-                        host=host,
-                        address=address,
-                    )
-                    last = f"4.4.2 {host}[{address}]: session failed"
-                    continue
+                remote = f"{host}[{address}]"
+                useTLS = True
+                while True:
+                    pending = [r for r in recipients if r.status == "pending"]
+                    try:
+                        await self._session(message, host, family, address, pending, timing, useTLS)
+                        return
+                    except TLSHandshakeFailure as e:
+                        last = (f"4.7.5 {remote}: TLS handshake failed: {e}", remote, "")
+                        if not useTLS:
+                            break
+                        log.info(
+                            "{queueId}: TLS handshake failed with {remote}: {reason}; retrying in plaintext",
+                            queueId=message.queueId,
+                            remote=remote,
+                            reason=str(e),
+                        )
+                        useTLS = False
+                    except TemporaryFailure as e:
+                        if e.command:
+                            last = (str(e), remote, e.command)
+                        elif _ENHANCED.match(str(e)):
+                            last = (str(e), "", "")
+                        else:
+                            last = (f"4.4.2 {remote}: {e}", remote, "")
+                        break
+                    except Exception:
+                        log.failure(
+                            "{queueId}: session with {remote} failed",
+                            queueId=message.queueId,
+                            remote=remote,
+                        )
+                        last = (f"4.4.2 {remote}: session failed", remote, "")
+                        break
         for r in recipients:
             if r.status == "pending":
-                r.reply = last
+                r.reply, r.remote, r.command = last
 
-    async def _session(self, message, host, family, address, recipients) -> None:
+    async def _session(self, message, host, family, address, recipients, timing, useTLS=True) -> None:
         endpointClass = TCP6ClientEndpoint if family == "6" else TCP4ClientEndpoint
         endpoint = endpointClass(self.reactor, address, self.port, timeout=self.connectTimeout)
         try:
             client = await endpoint.connect(Factory.forProtocol(RelayClient))
         except (ierror.ConnectError, OSError, defer.CancelledError) as e:
-            raise TemporaryFailure(f"connect failed: {e}") from None
+            raise TemporaryFailure(f"4.4.1 connect to {host}[{address}]:{self.port}: {e}") from None
         timer = self.clock.callLater(self.commandTimeout * 4, client.transport.abortConnection)
+        conversation = Conversation(
+            client,
+            message,
+            host=host,
+            address=address,
+            port=self.port,
+            hostname=self.hostname,
+            tlsContext=self.tlsContext if useTLS else None,
+            bodyPath=self.directory / f"{message.queueId}.eml",
+            runner=self.runner,
+            clock=self.clock,
+        )
         try:
-            await self._converse(client, message, host, address, recipients)
+            await conversation.run(recipients)
         finally:
+            if conversation.mailAt is not None:
+                timing.mailAt = conversation.mailAt
             if timer.active():
                 timer.cancel()
             client.transport.loseConnection()
 
-    async def _converse(self, client, message, host, address, recipients) -> None:
-        remote = f"{host}[{address}]"
-        greeting = await client.reply()
-        if greeting[0] != 220:
-            raise TemporaryFailure(f"greeting: {greeting[1][-1]}")
-        code, lines = await client.command(f"EHLO {self.hostname}")
-        esmtp = code == 250
-        if not esmtp:
-            code, lines = await client.command(f"HELO {self.hostname}")
-            if code != 250:
-                raise TemporaryFailure(f"HELO: {lines[-1]}")
-        extensions = {line[4:].split(" ", 1)[0].upper(): line[4:] for line in lines[1:]} if esmtp else {}
-        if "STARTTLS" in extensions and self.tlsContext is not None:
-            code, lines = await client.command("STARTTLS")
-            if code == 220:
-                client.transport.startTLS(self.tlsContext)
-                code, lines = await client.command(f"EHLO {self.hostname}")
-                if code != 250:
-                    raise TemporaryFailure(f"EHLO after STARTTLS: {lines[-1]}")
-                extensions = {line[4:].split(" ", 1)[0].upper(): line[4:] for line in lines[1:]}
-        if message.smtputf8 and "SMTPUTF8" not in extensions:
-            for r in recipients:
-                r.status, r.reply, r.remote = "failed", "5.6.7 remote server does not support SMTPUTF8", remote
-            await client.command("QUIT")
-            return
-        mail = f"MAIL FROM:<{message.sender}>"
-        if "SIZE" in extensions:
-            # RFC 1870: the size on the wire, where every LF becomes CRLF.
-            mail += f" SIZE={message.size + message.lines}"
-        if message.body == "8BITMIME" and "8BITMIME" in extensions:
-            mail += " BODY=8BITMIME"
-        if message.smtputf8:
-            mail += " SMTPUTF8"
-        dsn = "DSN" in extensions
-        if dsn and message.ret:
-            mail += f" RET={message.ret}"
-        if dsn and message.envid:
-            mail += f" ENVID={xtext(message.envid)}"
-        code, lines = await client.command(mail)
-        if code >= 500:
-            for r in recipients:
-                r.status, r.reply, r.remote = "failed", lines[-1], remote
-            await client.command("QUIT")
-            return
-        if code != 250:
-            raise TemporaryFailure(f"MAIL: {lines[-1]}")
-        accepted = []
+    async def _deliverLocal(self, message, recipients, start) -> None:
+        data = await self.runner(self._readAll, message.queueId)
         for r in recipients:
-            rcpt = f"RCPT TO:<{r.address}>"
-            if dsn and r.notify:
-                rcpt += " NOTIFY=" + ",".join(r.notify)
-            if dsn and r.orcpt:
-                rcpt += f" ORCPT={r.orcptType or 'rfc822'};{xtext(r.orcpt)}"
-            code, lines = await client.command(rcpt)
-            r.remote = remote
-            if code in (250, 251):
-                accepted.append(r)
-            elif code >= 500:
-                r.status, r.reply = "failed", lines[-1]
-            else:
-                r.reply = lines[-1]
-        if not accepted:
-            await client.command("QUIT")
-            return
-        code, lines = await client.command("DATA")
-        if code != 354:
-            for r in accepted:
-                if code >= 500:
+            r.remote, r.command = "", ""
+            try:
+                await self.localDelivery(r.address, data)
+            except MailboxNotFound as e:
+                # The directory knows the user: a home or Maildir that does
+                # not exist yet is the administrator's to fix, so retry
+                # (Postfix's local(8) defers a missing home too).
+                r.reply = f"4.2.0 {e}"
+            except StoreError as e:
+                r.reply = e.smtpReply()
+                if not e.temporary:
                     r.status = "failed"
-                r.reply = lines[-1]
-            await client.command("QUIT")
-            return
-        await self._sendBody(client, message)
-        code, lines = await client.reply()
-        for r in accepted:
-            r.reply = lines[-1]
-            if code == 250:
-                r.status = "sent"
-                r.relayedNotice = not dsn and "SUCCESS" in r.notify and bool(message.sender)
-                log.info(
-                    "{queueId}: to=<{to}>, relay={relay}, status=sent ({reply})",
-                    queueId=message.queueId,
-                    to=r.address,
-                    relay=remote,
-                    reply=lines[-1],
-                )
-            elif code >= 500:
-                r.status = "failed"
-        try:
-            await client.command("QUIT")
-        except TemporaryFailure:
-            pass
+            except SMTPReply as e:
+                r.reply = str(e)
+                if not e.temporary:
+                    r.status = "failed"
+            except Exception as e:
+                log.failure("{queueId}: local delivery to {to} failed", queueId=message.queueId, to=r.address)
+                r.reply = f"4.3.0 local delivery failed: {e.__class__.__name__}"
+            else:
+                r.status, r.reply = "sent", "delivered to maildir"
+            self._logRecipient(message, r, start, start, self.clock.seconds(), relay="local")
 
-    async def _sendBody(self, client, message) -> None:
-        path = self.directory / f"{message.queueId}.eml"
-        fd = await self.runner(os.open, path, os.O_RDONLY | os.O_NOFOLLOW)
-        try:
-            atLineStart = True
-            ended = True
-            while True:
-                chunk = await self.runner(os.read, fd, READ_CHUNK)
-                if not chunk:
-                    break
-                data, atLineStart = stuff(chunk, atLineStart)
-                ended = data.endswith(b"\r\n")
-                await client.writeData(data)
-            await client.writeData((b"" if ended else b"\r\n") + b".\r\n")
-        finally:
-            await self.runner(os.close, fd)
+    def _readAll(self, queueId: str) -> bytes:
+        with open(self.directory / f"{queueId}.eml", "rb") as f:
+            return f.read()
 
     # -- bounces (RFC 3464) ------------------------------------------------
 
     async def _bounce(self, message: QueuedMessage, failed: list) -> None:
-        for r in failed:
-            log.warn(
-                "{queueId}: to=<{to}>, relay={relay}, status=bounced ({reply})",
-                queueId=message.queueId,
-                to=r.address,
-                relay=r.remote or "none",
-                reply=r.reply,
-            )
+        """
+        Report recipients that failed: to the sender; for a null sender
+        (a report itself, RFC 5321 4.5.5: never answered) to the postmaster
+        as a double bounce; an undeliverable double bounce is dropped.
+
+        @raise Exception: the report could not be queued.
+        """
+        if message.kind == "2bounce":
+            log.warn("{queueId}: undeliverable postmaster notification discarded", queueId=message.queueId)
+            return
+        if not message.sender:
+            original = await self.runner(self._readOriginal, message.queueId)
+            report = self.bounceMessage(message, failed, original, to=self.postmaster)
+            await self._queueReport(message.queueId, self.postmaster, report, "2bounce")
+            return
         wanted = [r for r in failed if not r.notify or "FAILURE" in r.notify]
-        if not message.sender or not wanted:
-            # RFC 5321 4.5.5: never a bounce for the null sender.
+        if not wanted:
             return
         original = await self.runner(self._readOriginal, message.queueId)
         report = self.bounceMessage(message, wanted, original)
-        await self.sendReport(message.queueId, message.sender, report)
+        await self._queueReport(message.queueId, message.sender, report, "bounce")
 
     def _readOriginal(self, queueId: str) -> tuple[bytes, bool]:
         path = self.directory / f"{queueId}.eml"
@@ -515,18 +567,18 @@ class OutboundQueue:
             return data.split(b"\n\n", 1)[0] + b"\n", False
         return data, True
 
-    def bounceMessage(self, message: QueuedMessage, failed: list, original) -> bytes:
+    def bounceMessage(self, message: QueuedMessage, failed: list, original, to: str | None = None) -> bytes:
         data, whole = original
         if message.ret == "HDRS":
             data, whole = data.split(b"\n\n", 1)[0] + b"\n", False
-        return self._report(message, [(r, "failed") for r in failed], data, whole)
+        return self._report(message, [(r, "failed") for r in failed], data, whole, to)
 
-    def _report(self, message: QueuedMessage, outcomes: list, data: bytes, whole: bool) -> bytes:
+    def _report(self, message: QueuedMessage, outcomes: list, data: bytes, whole: bool, to=None) -> bytes:
         return deliveryReport(
             self.hostname,
             self.clock.seconds(),
             message.queueId,
-            message.sender,
+            to or message.sender,
             message.envid,
             message.created,
             outcomes,
@@ -547,38 +599,83 @@ class OutboundQueue:
 
     async def sendReport(self, queueId: str, sender: str, report: bytes) -> None:
         """
-        Deliver a report to a sender: locally when its domain is ours,
-        else through the queue with the null sender.
+        Queue a delivery status notice for a sender (with the null sender,
+        in this spool, retried like any mail); failures are logged.
         """
-        domain = sender.rpartition("@")[2].lower()
         try:
-            if self.isLocal(domain) and self.localDelivery is not None:
-                await self.localDelivery(sender, report)
-            else:
-                await self.enqueueBounce(sender, report)
+            await self._queueReport(queueId, sender, report, "notice")
         except Exception:
-            log.failure("{queueId}: could not deliver the report", queueId=queueId)
+            log.failure("{queueId}: could not queue the report", queueId=queueId)
 
-    async def enqueueBounce(self, recipient: str, report: bytes) -> None:
-        from twisted_maillab.smtp.envelope import MailParams, Mailbox, RcptParams
+    async def _queueReport(self, queueId: str, to: str, report: bytes, what: str) -> None:
+        reportId = await self.enqueueBounce(to, report, kind="2bounce" if what == "2bounce" else "bounce")
+        # Postfix's bounce(8) line, under the original message's id.
+        log.info("{queueId}: {notice}: {reportId}", queueId=queueId, notice=_NOTICES[what], reportId=reportId)
 
-        class _Env:
-            pass
+    async def enqueueBounce(self, recipient: str, report: bytes, kind: str = "bounce") -> str:
+        """
+        Spool a report to C{recipient} with the null sender.
 
-        env = _Env()
-        env.queueId = f"{self._bounceId()}"
-        env.sender = Mailbox("", "")
-        env.params = MailParams()
-
-        class _R:
-            params = RcptParams(notify=("NEVER",))
-
-        writer = self.writer(env, [(_R(), recipient)])
+        @return: its queue id.
+        """
+        message = QueuedMessage(
+            queueId=self._bounceId(),
+            sender="",
+            created=self.clock.seconds(),
+            body=None if report.isascii() else "8BITMIME",
+            kind=kind,
+            # NEVER: a report is never answered by another (RFC 3461 5.2).
+            recipients=[QueuedRecipient(address=recipient, notify=["NEVER"])],
+        )
+        writer = SpoolWriter(self, message)
         await writer.write(report)
         await writer.commit()
+        return message.queueId
 
     def _bounceId(self) -> str:
         return "B" + self._bounceIds.next()
+
+
+_NOTICES = {
+    "bounce": "sender non-delivery notification",
+    "2bounce": "postmaster non-delivery notification",
+    "notice": "sender delivery status notification",
+}
+
+_ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?:\s|$)")
+_REPLY = re.compile(r"[245]\d\d[ -]")
+
+
+class _Timing:
+    # When the session for a domain sent MAIL (Postfix's delays c/d).
+    mailAt = None
+
+
+def _seconds(value: float) -> str:
+    """
+    A delay as Postfix logs it: two significant digits below 10 seconds,
+    whole seconds above, no trailing zeros (C{0.25}, C{1.2}, C{40}, C{0}).
+    """
+    if value >= 10:
+        return f"{value:.0f}"
+    text = f"{value:.1f}" if value >= 1 else f"{value:.2f}"
+    return text.rstrip("0").rstrip(".") or "0"
+
+
+def _dsnCode(status: str, reply: str) -> str:
+    found = _ENHANCED.search(reply)
+    first = {"sent": "2", "bounced": "5"}.get(status, "4")
+    if found is None:
+        return f"{first}.0.0"
+    # An expired deferral (4.4.7) is reported as a failure (5.4.7).
+    return f"{first}.{found.group(2)}.{found.group(3)}"
+
+
+def _reason(r) -> str:
+    if r.remote and r.command and _REPLY.match(r.reply):
+        return f"host {r.remote} said: {r.reply} (in reply to {r.command} command)"
+    found = _ENHANCED.match(r.reply)
+    return r.reply[found.end():] if found else r.reply
 
 
 def _ipv6(payload) -> str:

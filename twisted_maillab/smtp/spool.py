@@ -41,9 +41,16 @@ class QueuedRecipient:
     notify: list = field(default_factory=list)
     orcpt: str | None = None
     orcptType: str | None = None
+    # pending, sent or failed.
     status: str = "pending"
+    # The last reply (or reason) and who gave it: C{host[address]}, and the
+    # command it answered (C{RCPT TO}), empty when no server answered.
     reply: str = ""
     remote: str = ""
+    command: str = ""
+    # A failed recipient's report was queued (or none was wanted): it is
+    # reported once, at the end of the attempt in which it failed.
+    reported: bool = False
     # RFC 3461 5.2.2: sent to a server without DSN while NOTIFY=SUCCESS.
     relayedNotice: bool = False
     # Keys of the state file this version does not know, written back as
@@ -73,6 +80,12 @@ class QueuedMessage:
     ret: str | None = None
     envid: str | None = None
     attempts: int = 0
+    # When the queue first took the message up (Postfix's delays "a" ends).
+    activated: float = 0.0
+    # "" for mail, "bounce" for a report we made (null sender), "2bounce"
+    # for a report about an undeliverable null-sender message, sent to the
+    # postmaster; an undeliverable 2bounce is dropped.
+    kind: str = ""
     recipients: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
