@@ -672,7 +672,9 @@ def _dsnCode(status: str, reply: str) -> str:
 
 
 def _reason(r) -> str:
-    if r.remote and r.command and _REPLY.match(r.reply):
+    # Postfix quotes a remote's refusal with who said it and to what; a
+    # success is the reply alone.
+    if r.status != "sent" and r.remote and r.command and _REPLY.match(r.reply):
         return f"host {r.remote} said: {r.reply} (in reply to {r.command} command)"
     found = _ENHANCED.match(r.reply)
     return r.reply[found.end():] if found else r.reply

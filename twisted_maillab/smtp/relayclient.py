@@ -118,6 +118,16 @@ class RelayClient(Protocol):
         if len(self._buffer) > REPLY_LINE_LIMIT:
             self.transport.loseConnection()
 
+    def discardPlaintext(self) -> None:
+        """
+        Forget what the server sent after its reply to STARTTLS: RFC 3207
+        6, anything received before the handshake may have been injected
+        by an attacker on the path.
+        """
+        self._buffer = b""
+        self._lines = []
+        self._replies = []
+
     def handshakeCompleted(self):
         self.tlsEstablished = True
 
@@ -276,6 +286,7 @@ class Conversation:
         if code != 220:
             # RFC 3207 4: the session goes on in plaintext.
             return extensions
+        client.discardPlaintext()
         client.transport.startTLS(self.tlsContext)
         try:
             code, lines = await client.command(f"EHLO {self.hostname}")
