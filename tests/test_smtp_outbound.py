@@ -512,6 +512,11 @@ class QueueTests(unittest.TestCase):
         self.assertIn("no Maildir yet", recipient["reply"])
         self.assertIn(f"{queueId}: sender non-delivery notification: {bounceId}", logged)
         self.assertFalse([line for line in logged if "could not" in line], logged)
+        self.assertIn(
+            f"{bounceId}: to=<edouard@domaineel.rt>, relay=local, delay=0, delays=0/0/0/0, dsn=4.2.0, "
+            "status=deferred (/home/edouard/Maildir: no Maildir yet)",
+            logged,
+        )
         [call] = self.clock.getDelayedCalls()
         self.assertEqual(call.getTime() - self.clock.seconds(), self.queue.minBackoff)
         homes.append("/home/edouard")
