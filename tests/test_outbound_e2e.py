@@ -12,40 +12,21 @@ import smtplib
 from twisted.internet import defer, reactor, task, threads
 from twisted.trial import unittest
 
-from tests.test_smtp_e2e import Server
-from tests.test_smtp_outbound import FakeResolver, Sink
-from twisted_maillab.smtp.delivery import QueueIds
-from twisted_maillab.smtp.server import Settings, SMTPServerFactory
+from tests import test_smtp_e2e
+from tests.test_smtp_outbound import FakeResolver, remoteMX
 
 
 class BounceSpoolTests(unittest.TestCase):
     timeout = 60
+    waitFor = test_smtp_e2e.OutboundTests.waitFor
 
     def start(self, smtpExtra=""):
-        self.server = Server(self, smtpExtra=smtpExtra)
-        self.sink = Sink()
+        self.server = test_smtp_e2e.Server(self, smtpExtra=smtpExtra)
+        self.sink, self.port = remoteMX(self)
         self.sink.deferLater = False
-        clock = task.Clock()
-        factory = SMTPServerFactory(
-            Settings(hostname="mx.remote.test", banner="mx.remote.test ESMTP", peernameLookup=False),
-            self.sink,
-            self.sink,
-            clock=clock,
-            queueIds=QueueIds(clock),
-        )
-        self.port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-        self.addCleanup(self.port.stopListening)
         self.queue = self.server.resources.smtpBackend.outbound
         self.queue.resolver = FakeResolver({"remote.test": [(10, "mx.remote.test")]}, {"mx.remote.test": ["127.0.0.1"]})
         self.queue.port = self.port.getHost().port
-
-    @defer.inlineCallbacks
-    def waitFor(self, condition):
-        for _ in range(500):
-            if condition():
-                return
-            yield task.deferLater(reactor, 0.02, lambda: None)
-        self.fail("timed out")
 
     def spool(self):
         return sorted(os.listdir(self.queue.directory))
@@ -96,6 +77,6 @@ class BounceSpoolTests(unittest.TestCase):
         [smtp] double_bounce_recipient: a bare name is in [server] domain;
         the default is the postmaster there.
         """
-        self.assertEqual(Server(self).resources.smtpBackend.outbound.postmaster, "postmaster@domaineel.rt")
-        server = Server(self, smtpExtra="double_bounce_recipient = admin\n")
+        self.assertEqual(test_smtp_e2e.Server(self).resources.smtpBackend.outbound.postmaster, "postmaster@domaineel.rt")
+        server = test_smtp_e2e.Server(self, smtpExtra="double_bounce_recipient = admin\n")
         self.assertEqual(server.resources.smtpBackend.outbound.postmaster, "admin@domaineel.rt")

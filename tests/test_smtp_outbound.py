@@ -88,6 +88,27 @@ class FakeResolver:
         return defer.fail(dnserror.DNSNameError(name))
 
 
+def remoteMX(testCase, sink=None):
+    """
+    A remote MX on 127.0.0.1 (maillab's protocol over a L{Sink}), closed
+    at the end of the test.
+
+    @return: C{(sink, port)}.
+    """
+    sink = sink or Sink()
+    clock = task.Clock()
+    factory = SMTPServerFactory(
+        Settings(hostname="mx.remote.test", banner="mx.remote.test ESMTP", peernameLookup=False),
+        sink,
+        sink,
+        clock=clock,
+        queueIds=QueueIds(clock),
+    )
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    testCase.addCleanup(port.stopListening)
+    return sink, port
+
+
 def runner(f, *args):
     return threads.deferToThread(f, *args)
 
@@ -96,17 +117,7 @@ class QueueTests(unittest.TestCase):
     timeout = 60
 
     def setUp(self):
-        self.sink = Sink()
-        clock = task.Clock()
-        factory = SMTPServerFactory(
-            Settings(hostname="mx.remote.test", banner="mx.remote.test ESMTP", peernameLookup=False),
-            self.sink,
-            self.sink,
-            clock=clock,
-            queueIds=QueueIds(clock),
-        )
-        self.port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-        self.addCleanup(self.port.stopListening)
+        self.sink, self.port = remoteMX(self)
         self.clock = task.Clock()
         self.clock.advance(1_700_000_000)
         self.directory = Path(self.mktemp())
@@ -386,6 +397,39 @@ class QueueTests(unittest.TestCase):
         self.assertEqual((yield self.queue.flushDomain("other.test")), 0)
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual((yield self.queue.flushDomain("Remote.Test.")), 1)
+        [call] = self.clock.getDelayedCalls()
+        self.assertEqual(call.getTime(), self.clock.seconds())
+
+    @defer.inlineCallbacks
+    def test_flushDuringAnAttemptRunsAgainAfterIt(self):
+        """
+        A message scheduled now (ETRN, a flush) while its attempt runs is
+        tried again right after that attempt, not dropped.
+        """
+        queueId = yield self.enqueue([("later@remote.test", (), None)])
+        gate = defer.Deferred()
+        deliver = self.queue._deliverDomain
+
+        async def slow(message, domain, recipients):
+            await gate
+            await deliver(message, domain, recipients)
+
+        self.queue._deliverDomain = slow
+        # The flush's timer fires while the attempt runs...
+        run = self.queue._run(queueId)
+        self.queue.schedule(queueId, 0)
+        self.clock.advance(0)
+        gate.callback(None)
+        yield run
+        [call] = self.clock.getDelayedCalls()
+        self.assertEqual(call.getTime(), self.clock.seconds())
+        # ...or is still waiting when the attempt sets its backoff.
+        self.queue.stop()
+        gate = defer.Deferred()
+        run = self.queue._run(queueId)
+        self.queue.schedule(queueId, 0)
+        gate.callback(None)
+        yield run
         [call] = self.clock.getDelayedCalls()
         self.assertEqual(call.getTime(), self.clock.seconds())
 

@@ -136,6 +136,7 @@ class OutboundQueue:
         self.postmaster = postmaster or f"postmaster@{hostname.partition('.')[2] or hostname}"
         self._timers: dict = {}
         self._running: set = set()
+        self._again: set = set()
         # Postfix's default_destination_concurrency_limit and
         # default_process_limit: a burst of mail for one domain must not
         # open hundreds of connections to its MX.
@@ -220,14 +221,27 @@ class OutboundQueue:
         return len(found)
 
     def schedule(self, queueId: str, delay: float) -> None:
+        """
+        Try C{queueId} in C{delay} seconds, or sooner if it is already due
+        sooner: a flush (ETRN) asked for while an attempt runs is not
+        postponed by the backoff that attempt sets at its end.
+        """
+        when = self.clock.seconds() + delay
         timer = self._timers.get(queueId)
         if timer is not None and timer.active():
+            if timer.getTime() <= when:
+                return
             timer.cancel()
         self._timers[queueId] = self.clock.callLater(delay, self._run, queueId)
 
     def _run(self, queueId: str):
         self._timers.pop(queueId, None)
         if queueId in self._running:
+            # A flush (ETRN) while an attempt runs: that attempt may have
+            # read the state before the flush was asked for, so run again
+            # once it is over instead of dropping the request (the attempt
+            # cancelled no timer of its own yet, and will set its backoff).
+            self._again.add(queueId)
             return None
         self._running.add(queueId)
         d = self._total.run(lambda: defer.ensureDeferred(self.attempt(queueId)))
@@ -238,8 +252,14 @@ class OutboundQueue:
             log.failure("{queueId}: queue run failed", f, queueId=queueId)
             self.schedule(queueId, self.maxBackoff)
 
+        def finished(_):
+            self._running.discard(queueId)
+            if queueId in self._again:
+                self._again.discard(queueId)
+                self.schedule(queueId, 0)
+
         d.addErrback(failed)
-        d.addBoth(lambda _: self._running.discard(queueId))
+        d.addBoth(finished)
         return d
 
     # -- one attempt -------------------------------------------------------
