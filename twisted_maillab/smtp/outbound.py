@@ -18,14 +18,20 @@ no DSN/SIZE parameters and mis-stuffs dots.  So:
   - Routing: MX records by preference (RFC 5321 5.1), the implicit MX
     (A/AAAA of the domain) when there is none, RFC 7505 null MX refused at
     once, every address (A and AAAA) of every MX tried in order.
-  - Client (L{twisted_maillab.smtp.relayclient}): EHLO (HELO fallback), opportunistic STARTTLS (RFC 3207,
-    RFC 7435: no certificate check), MAIL with SIZE/BODY/RET/ENVID and RCPT
-    with NOTIFY/ORCPT when offered (RFC 1870, 6152, 3461), the body
-    streamed from disk with CRLF and dot-stuffing.
+  - Client (L{twisted_maillab.smtp.relayclient}): EHLO (HELO fallback),
+    opportunistic STARTTLS (RFC 3207, RFC 7435: no certificate check; a
+    failed handshake is retried once in plaintext, as Postfix's
+    C{smtp_tls_security_level = may}), MAIL with SIZE/BODY/RET/ENVID and
+    RCPT with NOTIFY/ORCPT when offered (RFC 1870, 6152, 3461), the body
+    streamed from disk with every line end as CRLF and dot-stuffing.
   - Failures produce an RFC 3464 delivery status notification
-    (L{twisted_maillab.smtp.dsn}) to the
-    sender (none for the null sender, none when NOTIFY excludes FAILURE);
-    a local sender gets it through local delivery.
+    (L{twisted_maillab.smtp.dsn}) at the end of the attempt in which the
+    recipient failed (none when NOTIFY excludes FAILURE).  A report is
+    queued mail with the null sender, delivered locally when it is for
+    one of our domains, retried like any mail.  A null-sender message
+    that fails is reported to the postmaster (a double bounce), never to
+    the null sender (RFC 5321 4.5.5); a failed double bounce is dropped.
+  - Log lines are Postfix's (qmgr, smtp, bounce), so its log tools work.
 """
 
 from __future__ import annotations
