@@ -222,7 +222,7 @@ class Conversation:
             return
         mail = f"MAIL FROM:<{message.sender}>"
         if "SIZE" in extensions:
-            # RFC 1870: the size on the wire, where every LF becomes CRLF.
+            # RFC 1870: the size on the wire, with every line end CRLF.
             mail += f" SIZE={message.size + message.lines}"
         if message.body == "8BITMIME" and "8BITMIME" in extensions:
             mail += " BODY=8BITMIME"

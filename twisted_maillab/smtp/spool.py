@@ -180,7 +180,10 @@ class SpoolWriter:
     def write(self, data: bytes) -> defer.Deferred:
         data = bytes(data)
         self.message.size += len(data)
-        self.message.lines += data.count(b"\n")
+        # "lines" is what the wire adds to the size (RFC 1870 SIZE): a CR
+        # for every LF and an LF for every bare CR.  A CRLF (or one split
+        # across writes) counts one byte too many, which an estimate may.
+        self.message.lines += data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
         result = defer.Deferred()
 
         def run(_):
