@@ -367,8 +367,11 @@ class WireText:
         if not chunk:
             return b""
         self._afterCR = chunk.endswith(b"\r")
+        if b"\r" in chunk and chunk.count(b"\r") == chunk.count(b"\r\n"):
+            # CRLF text without a bare CR: as LF text.
+            chunk = chunk.replace(b"\r\n", b"\n")
         if b"\r" not in chunk:
-            # The common case (the spool has LF line ends), without a regex.
+            # The common case (the spool has LF line ends), at C speed.
             out = chunk.replace(b"\n.", b"\n..").replace(b"\n", b"\r\n")
             if self.atLineStart and out.startswith(b"."):
                 out = b"." + out
