@@ -593,3 +593,21 @@ class QueueTests(unittest.TestCase):
         self.assertIn("sender non-delivery notification", notices[0])
         self.assertIn("postmaster non-delivery notification", notices[1])
         self.assertIn("undeliverable postmaster notification discarded", notices[2])
+
+    @defer.inlineCallbacks
+    def test_unknownStateKeysAreKept(self):
+        """
+        Keys of <id>.json this version does not know (a newer field) are
+        written back as they were when the queue rewrites the file.
+        """
+        queueId = yield self.enqueue([("later@remote.test", (), None)])
+        path = self.directory / f"{queueId}.json"
+        data = json.loads(path.read_text())
+        data["held"] = True
+        data["recipients"][0]["note"] = "x"
+        path.write_text(json.dumps(data))
+        yield self.queue.attempt(queueId)
+        state = self.state()
+        self.assertEqual(state["attempts"], 1)
+        self.assertIs(state["held"], True)
+        self.assertEqual(state["recipients"][0]["note"], "x")

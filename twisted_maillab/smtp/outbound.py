@@ -3,7 +3,7 @@ The outbound queue and MX relay client: mail for other domains from
 clients the relay restrictions permit (mynetworks, SASL) and alias targets
 in other domains.
 
-Why not Twisted's C{relaymanager}/C{relay}/C{ESMTPClient} (survey 2.2, 2.3):
+Why not Twisted's C{relaymanager}/C{relay}/C{ESMTPClient}:
 the queue is Python 2 code that raises on Python 3, keeps pickles without
 fsync, never retries (lazy C{map}), bounces on 4xx, and its MX calculator
 has no AAAA, no RFC 7505 null MX and returns one host only; the client has
