@@ -15,7 +15,8 @@ from twisted.trial import unittest
 
 from twisted_maillab.smtp.delivery import QueueIds
 from twisted_maillab.smtp.envelope import Mailbox, MailParams, RcptParams, SMTPReply
-from twisted_maillab.smtp.outbound import OutboundQueue, stuff
+from twisted_maillab.smtp.outbound import OutboundQueue
+from twisted_maillab.smtp.relayclient import WireText
 from twisted_maillab.smtp.server import Envelope, Recipient, Settings, SMTPServerFactory
 
 
@@ -87,6 +88,27 @@ class FakeResolver:
         return defer.fail(dnserror.DNSNameError(name))
 
 
+def remoteMX(testCase, sink=None):
+    """
+    A remote MX on 127.0.0.1 (maillab's protocol over a L{Sink}), closed
+    at the end of the test.
+
+    @return: C{(sink, port)}.
+    """
+    sink = sink or Sink()
+    clock = task.Clock()
+    factory = SMTPServerFactory(
+        Settings(hostname="mx.remote.test", banner="mx.remote.test ESMTP", peernameLookup=False),
+        sink,
+        sink,
+        clock=clock,
+        queueIds=QueueIds(clock),
+    )
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    testCase.addCleanup(port.stopListening)
+    return sink, port
+
+
 def runner(f, *args):
     return threads.deferToThread(f, *args)
 
@@ -95,17 +117,7 @@ class QueueTests(unittest.TestCase):
     timeout = 60
 
     def setUp(self):
-        self.sink = Sink()
-        clock = task.Clock()
-        factory = SMTPServerFactory(
-            Settings(hostname="mx.remote.test", banner="mx.remote.test ESMTP", peernameLookup=False),
-            self.sink,
-            self.sink,
-            clock=clock,
-            queueIds=QueueIds(clock),
-        )
-        self.port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-        self.addCleanup(self.port.stopListening)
+        self.sink, self.port = remoteMX(self)
         self.clock = task.Clock()
         self.clock.advance(1_700_000_000)
         self.directory = Path(self.mktemp())
@@ -155,6 +167,22 @@ class QueueTests(unittest.TestCase):
         self.queue.stop()
         return "Q1"
 
+    @defer.inlineCallbacks
+    def drain(self, advance=0):
+        """
+        Move the clock by C{advance} and run every message the queue
+        scheduled until then (the reports it queued), until none is due.
+        """
+        self.clock.rightNow += advance
+        while True:
+            now = self.clock.seconds()
+            due = [queueId for queueId, timer in self.queue._timers.items() if timer.active() and timer.getTime() <= now]
+            if not due:
+                return
+            for queueId in due:
+                self.queue._timers.pop(queueId).cancel()
+                yield self.queue._run(queueId)
+
     def state(self, queueId="Q1"):
         path = self.directory / f"{queueId}.json"
         return json.loads(path.read_text()) if path.exists() else None
@@ -185,6 +213,7 @@ class QueueTests(unittest.TestCase):
     def test_permanentFailureBouncesToLocalSender(self):
         queueId = yield self.enqueue([("bad@remote.test", (), "bad@remote.test"), ("ok@remote.test", (), None)])
         yield self.queue.attempt(queueId)
+        yield self.drain()
         self.assertEqual(len(self.sink.received), 1)
         [(address, report)] = self.bounces
         self.assertEqual(address, "edouard@domaineel.rt")
@@ -222,6 +251,7 @@ class QueueTests(unittest.TestCase):
         queueId = yield self.enqueue([("later@remote.test", ("FAILURE",), None)])
         self.clock.advance(5 * 86400)
         yield self.queue.attempt(queueId)
+        yield self.drain()
         [(address, report)] = self.bounces
         self.assertIn(b"Status: 5.4.7", report)
         self.assertIn(b"message expired in queue", report)
@@ -230,6 +260,7 @@ class QueueTests(unittest.TestCase):
     def test_nullMxAndNoDomain(self):
         queueId = yield self.enqueue([("a@nullmx.test", (), None), ("b@nowhere.test", (), None)])
         yield self.queue.attempt(queueId)
+        yield self.drain()
         [(address, report)] = self.bounces
         self.assertIn(b"Status: 5.1.10", report)
         self.assertIn(b"Status: 5.1.2", report)
@@ -238,6 +269,7 @@ class QueueTests(unittest.TestCase):
     def test_implicitMxAndNotifyNever(self):
         queueId = yield self.enqueue([("c@nomx.test", (), None), ("bad@nomx.test", ("NEVER",), None)])
         yield self.queue.attempt(queueId)
+        yield self.drain()
         self.assertEqual(len(self.sink.received), 1)
         self.assertEqual(self.bounces, [])
 
@@ -295,6 +327,7 @@ class QueueTests(unittest.TestCase):
         factory.buildProtocol = lambda addr: NoDSN(factory)
         queueId = yield self.enqueue([("friend@remote.test", ("SUCCESS",), None), ("other@remote.test", (), None)])
         yield self.queue.attempt(queueId)
+        yield self.drain()
         [(envelope, data)] = self.sink.received
         # Without DSN on the remote, no NOTIFY/ORCPT is sent...
         self.assertEqual(envelope.recipients[0].params.notify, ())
@@ -306,10 +339,18 @@ class QueueTests(unittest.TestCase):
         self.assertNotIn(b"other@remote.test", report)
 
     @defer.inlineCallbacks
-    def test_nullSenderNeverBounced(self):
+    def test_nullSenderNeverBouncedPostmasterNotified(self):
+        """
+        A null-sender message (a bounce) that fails is never reported to
+        the null sender: the postmaster gets a double bounce, as Postfix.
+        """
         queueId = yield self.enqueue([("bad@remote.test", (), None)], sender="")
         yield self.queue.attempt(queueId)
-        self.assertEqual(self.bounces, [])
+        yield self.drain()
+        [(address, report)] = self.bounces
+        self.assertEqual(address, "postmaster@domaineel.rt")
+        self.assertIn(b"To: <postmaster@domaineel.rt>", report)
+        self.assertIn(b"Final-Recipient: rfc822; bad@remote.test", report)
         self.assertEqual(os.listdir(self.directory), [])
 
     @defer.inlineCallbacks
@@ -360,6 +401,39 @@ class QueueTests(unittest.TestCase):
         self.assertEqual(call.getTime(), self.clock.seconds())
 
     @defer.inlineCallbacks
+    def test_flushDuringAnAttemptRunsAgainAfterIt(self):
+        """
+        A message scheduled now (ETRN, a flush) while its attempt runs is
+        tried again right after that attempt, not dropped.
+        """
+        queueId = yield self.enqueue([("later@remote.test", (), None)])
+        gate = defer.Deferred()
+        deliver = self.queue._deliverDomain
+
+        async def slow(message, domain, recipients):
+            await gate
+            await deliver(message, domain, recipients)
+
+        self.queue._deliverDomain = slow
+        # The flush's timer fires while the attempt runs...
+        run = self.queue._run(queueId)
+        self.queue.schedule(queueId, 0)
+        self.clock.advance(0)
+        gate.callback(None)
+        yield run
+        [call] = self.clock.getDelayedCalls()
+        self.assertEqual(call.getTime(), self.clock.seconds())
+        # ...or is still waiting when the attempt sets its backoff.
+        self.queue.stop()
+        gate = defer.Deferred()
+        run = self.queue._run(queueId)
+        self.queue.schedule(queueId, 0)
+        gate.callback(None)
+        yield run
+        [call] = self.clock.getDelayedCalls()
+        self.assertEqual(call.getTime(), self.clock.seconds())
+
+    @defer.inlineCallbacks
     def test_destinationConcurrencyLimit(self):
         self.queue.destinationConcurrency = 2
         active = []
@@ -395,14 +469,145 @@ class QueueTests(unittest.TestCase):
         self.assertEqual(max(peak), 2)
         self.assertEqual(os.listdir(self.directory), [])
 
-    def test_stuffing(self):
-        out, start = stuff(b".a\nb\n.", True)
-        self.assertEqual(out, b"..a\r\nb\r\n..")
-        self.assertFalse(start)
-        out, start = stuff(b"x\n", True)
-        self.assertTrue(start)
-        out, _ = stuff(b".y\n", start)
-        self.assertEqual(out, b"..y\r\n")
-        out, _ = stuff(b".y\n", False)
-        self.assertEqual(out, b".y\r\n")
+    def test_wireText(self):
+        text = WireText()
+        self.assertEqual(text.feed(b".a\nb\n."), b"..a\r\nb\r\n..")
+        self.assertFalse(text.atLineStart)
+        self.assertEqual(text.end(), b"\r\n.\r\n")
+        text = WireText()
+        self.assertEqual(text.feed(b"x\n"), b"x\r\n")
+        self.assertEqual(text.feed(b".y\n"), b"..y\r\n")
+        self.assertEqual(text.end(), b".\r\n")
+        text = WireText()
+        self.assertEqual(text.feed(b"x"), b"x")
+        self.assertEqual(text.feed(b".y\n"), b".y\r\n")
 
+    def logged(self):
+        """
+        The text of every event logged from now on.
+        """
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        lines = []
+
+        def observer(event):
+            lines.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        return lines
+
+    @defer.inlineCallbacks
+    def test_failedRecipientBouncedAtOnceOthersStayQueued(self):
+        """
+        A 5xx recipient is reported at the end of the attempt in which it
+        failed while another recipient of the message stays deferred, and
+        never reported again.
+        """
+        queueId = yield self.enqueue([("bad@remote.test", (), None), ("later@remote.test", (), None)])
+        yield self.queue.attempt(queueId)
+        yield self.drain()
+        [(address, report)] = self.bounces
+        self.assertEqual(address, "edouard@domaineel.rt")
+        self.assertIn(b"Final-Recipient: rfc822; bad@remote.test", report)
+        self.assertNotIn(b"later@remote.test", report)
+        bad, later = self.state()["recipients"]
+        self.assertEqual((bad["status"], bad["reported"]), ("failed", True))
+        self.assertEqual(later["status"], "pending")
+        # Later attempts (still deferred, then delivered) report nothing more.
+        for deliver in (False, True):
+            self.sink.deferLater = not deliver
+            self.queue.stop()
+            yield self.queue.attempt(queueId)
+            yield self.drain()
+            self.assertEqual(len(self.bounces), 1)
+        self.assertEqual(len(self.sink.received), 1)
+        self.assertIsNone(self.state())
+
+    @defer.inlineCallbacks
+    def test_undeliverableBounceIsQueuedAndRetried(self):
+        """
+        A report whose local delivery fails (the sender's home does not
+        exist yet) stays in the spool with the null sender and is retried
+        with the normal backoff, never dropped.
+        """
+        from twisted_maillab.store.errors import MailboxNotFound
+
+        logged = self.logged()
+        homes = []
+
+        def deliver(address, data):
+            if not homes:
+                return defer.fail(MailboxNotFound("/home/edouard/Maildir: no Maildir yet"))
+            self.bounces.append((address, data))
+            return defer.succeed(None)
+
+        self.queue.localDelivery = deliver
+        queueId = yield self.enqueue([("bad@remote.test", (), None)])
+        yield self.queue.attempt(queueId)
+        yield self.drain()
+        self.assertIsNone(self.state(queueId))
+        [name] = [p for p in os.listdir(self.directory) if p.endswith(".json")]
+        bounceId = name[: -len(".json")]
+        state = self.state(bounceId)
+        self.assertEqual((state["sender"], state["kind"]), ("", "bounce"))
+        [recipient] = state["recipients"]
+        self.assertEqual((recipient["address"], recipient["status"]), ("edouard@domaineel.rt", "pending"))
+        self.assertIn("no Maildir yet", recipient["reply"])
+        self.assertIn(f"{queueId}: sender non-delivery notification: {bounceId}", logged)
+        self.assertFalse([line for line in logged if "could not" in line], logged)
+        self.assertIn(
+            f"{bounceId}: to=<edouard@domaineel.rt>, relay=local, delay=0, delays=0/0/0/0, dsn=4.2.0, "
+            "status=deferred (/home/edouard/Maildir: no Maildir yet)",
+            logged,
+        )
+        [call] = self.clock.getDelayedCalls()
+        self.assertEqual(call.getTime() - self.clock.seconds(), self.queue.minBackoff)
+        homes.append("/home/edouard")
+        yield self.drain(self.queue.minBackoff)
+        [(address, report)] = self.bounces
+        self.assertEqual(address, "edouard@domaineel.rt")
+        self.assertIn(b"Final-Recipient: rfc822; bad@remote.test", report)
+        self.assertEqual(os.listdir(self.directory), [])
+
+    @defer.inlineCallbacks
+    def test_failedBounceGoesToPostmasterAndDoubleBounceIsDropped(self):
+        """
+        A bounce that fails permanently goes to the postmaster (never to
+        the null sender); a double bounce that fails is logged and dropped.
+        """
+        logged = self.logged()
+        self.queue.postmaster = "postmaster@elsewhere.test"
+        queueId = yield self.enqueue([("bad@remote.test", (), None)], sender="bad@remote.test")
+        yield self.queue.attempt(queueId)
+        yield self.drain()
+        # The bounce to bad@remote.test was refused (550), so was the double
+        # bounce to the postmaster (no such domain), and nothing is left.
+        self.assertEqual(os.listdir(self.directory), [])
+        self.assertEqual(self.bounces, [])
+        self.assertEqual(self.sink.received, [])
+        bounced = [line.split(": to=")[1].split(",")[0] for line in logged if "status=bounced" in line]
+        self.assertEqual(bounced, ["<bad@remote.test>", "<bad@remote.test>", "<postmaster@elsewhere.test>"])
+        notices = [line for line in logged if "notification" in line]
+        self.assertEqual(len(notices), 3, notices)
+        self.assertIn("sender non-delivery notification", notices[0])
+        self.assertIn("postmaster non-delivery notification", notices[1])
+        self.assertIn("undeliverable postmaster notification discarded", notices[2])
+
+    @defer.inlineCallbacks
+    def test_unknownStateKeysAreKept(self):
+        """
+        Keys of <id>.json this version does not know (a newer field) are
+        written back as they were when the queue rewrites the file.
+        """
+        queueId = yield self.enqueue([("later@remote.test", (), None)])
+        path = self.directory / f"{queueId}.json"
+        data = json.loads(path.read_text())
+        data["held"] = True
+        data["recipients"][0]["note"] = "x"
+        path.write_text(json.dumps(data))
+        yield self.queue.attempt(queueId)
+        state = self.state()
+        self.assertEqual(state["attempts"], 1)
+        self.assertIs(state["held"], True)
+        self.assertEqual(state["recipients"][0]["note"], "x")

@@ -797,6 +797,12 @@ class SMTPSection(ListenerSection):
     default_process_limit: int = option(
         parseInteger(1), 100, "parallel outbound delivery attempts in all"
     )
+    double_bounce_recipient: str = option(
+        parseString,
+        "",
+        "where a report that cannot be delivered is reported (Postfix's 2bounce_notice_recipient); "
+        "default postmaster@<[server] domain>",
+    )
 
     def check(self) -> None:
         super().check()

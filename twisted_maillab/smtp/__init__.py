@@ -12,8 +12,10 @@ domains through an outbound queue.
   - L{twisted_maillab.smtp.aliases}: C{/etc/aliases} files.
   - L{twisted_maillab.smtp.delivery}: store transactions, headers, queue ids,
     success notices.
-  - L{twisted_maillab.smtp.outbound}: the outbound queue, MX relay client and
-    RFC 3464 reports.
+  - L{twisted_maillab.smtp.outbound}: the outbound queue (scheduling, MX
+    routing, bounces); L{twisted_maillab.smtp.spool}: its files;
+    L{twisted_maillab.smtp.relayclient}: the SMTP client;
+    L{twisted_maillab.smtp.dsn}: RFC 3464 reports.
   - L{twisted_maillab.smtp.pipes}: alias C{|command} and C{/file} targets.
   - L{twisted_maillab.smtp.twistedseam}: Twisted's C{IMessageDelivery} and
     C{IMessage} behind this server.

@@ -3,16 +3,14 @@ The outbound queue and MX relay client: mail for other domains from
 clients the relay restrictions permit (mynetworks, SASL) and alias targets
 in other domains.
 
-Why not Twisted's C{relaymanager}/C{relay}/C{ESMTPClient} (survey 2.2, 2.3):
+Why not Twisted's C{relaymanager}/C{relay}/C{ESMTPClient}:
 the queue is Python 2 code that raises on Python 3, keeps pickles without
 fsync, never retries (lazy C{map}), bounces on 4xx, and its MX calculator
 has no AAAA, no RFC 7505 null MX and returns one host only; the client has
 no DSN/SIZE parameters and mis-stuffs dots.  So:
 
-  - Spool: C{<queue_directory>/<id>.eml} (the message as stored locally:
-    LF line ends, our Received: first) and C{<id>.json} (envelope and
-    per-recipient state).  Both are fsynced, the JSON is written by rename
-    and the directory fsynced before the client gets its 250.
+  - Spool (L{twisted_maillab.smtp.spool}): C{<id>.eml} and C{<id>.json}
+    per message, durable before the client gets its 250.
   - Per recipient state: pending, sent, or failed; 2xx marks sent, 5xx
     failed, 4xx and connection trouble leave it pending for a retry with
     exponential backoff (C{minimal_backoff_time} doubling up to
@@ -20,314 +18,63 @@ no DSN/SIZE parameters and mis-stuffs dots.  So:
   - Routing: MX records by preference (RFC 5321 5.1), the implicit MX
     (A/AAAA of the domain) when there is none, RFC 7505 null MX refused at
     once, every address (A and AAAA) of every MX tried in order.
-  - Client: EHLO (HELO fallback), opportunistic STARTTLS (RFC 3207,
-    RFC 7435: no certificate check), MAIL with SIZE/BODY/RET/ENVID and RCPT
-    with NOTIFY/ORCPT when offered (RFC 1870, 6152, 3461), the body
-    streamed from disk with CRLF and dot-stuffing.
-  - Failures produce an RFC 3464 delivery status notification to the
-    sender (none for the null sender, none when NOTIFY excludes FAILURE);
-    a local sender gets it through local delivery.
+  - Client (L{twisted_maillab.smtp.relayclient}): EHLO (HELO fallback),
+    opportunistic STARTTLS (RFC 3207, RFC 7435: no certificate check; a
+    failed handshake is retried once in plaintext, as Postfix's
+    C{smtp_tls_security_level = may}), MAIL with SIZE/BODY/RET/ENVID and
+    RCPT with NOTIFY/ORCPT when offered (RFC 1870, 6152, 3461), the body
+    streamed from disk with every line end as CRLF and dot-stuffing.
+  - Failures produce an RFC 3464 delivery status notification
+    (L{twisted_maillab.smtp.dsn}) at the end of the attempt in which the
+    recipient failed (none when NOTIFY excludes FAILURE).  A report is
+    queued mail with the null sender, delivered locally when it is for
+    one of our domains, retried like any mail.  A null-sender message
+    that fails is reported to the postmaster (a double bounce), never to
+    the null sender (RFC 5321 4.5.5); a failed double bounce is dropped.
+  - Log lines are Postfix's (qmgr, smtp, bounce), so its log tools work.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
-from dataclasses import asdict, dataclass, field
-from email.utils import format_datetime, make_msgid
-from datetime import datetime, timezone
+import re
 from pathlib import Path
 
 from twisted.internet import defer, error as ierror
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.names import dns, error as dnserror
 
 from twisted_maillab.smtp.delivery import QueueIds
+from twisted_maillab.smtp.dsn import deliveryReport
+from twisted_maillab.smtp.envelope import SMTPReply
+from twisted_maillab.smtp.relayclient import (
+    Conversation,
+    PermanentFailure,
+    RelayClient,
+    TemporaryFailure,
+    TLSHandshakeFailure,
+)
+from twisted_maillab.smtp.spool import (
+    QueuedMessage,
+    QueuedRecipient,
+    SpoolWriter,
+    readState,
+    removeMessage,
+    writeState,
+)
+from twisted_maillab.store.errors import MailboxNotFound, StoreError
 
-__all__ = ["OutboundQueue", "SpoolWriter", "QueuedRecipient", "RelayClient"]
+# deliveryReport and the spool classes are imported from here by other
+# modules.
+__all__ = ["OutboundQueue", "SpoolWriter", "QueuedRecipient", "RelayClient", "deliveryReport"]
 
 log = Logger(namespace="twisted_maillab.smtp")
 
-READ_CHUNK = 64 * 1024
 # Postfix's bounce_size_limit: larger originals are returned as headers only.
 BOUNCE_SIZE_LIMIT = 50000
-REPLY_LINE_LIMIT = 4096
-REPLY_LINES_LIMIT = 100
-
-
-@dataclass
-class QueuedRecipient:
-    address: str
-    notify: list = field(default_factory=list)
-    orcpt: str | None = None
-    orcptType: str | None = None
-    status: str = "pending"
-    reply: str = ""
-    remote: str = ""
-    # RFC 3461 5.2.2: sent to a server without DSN while NOTIFY=SUCCESS.
-    relayedNotice: bool = False
-
-
-@dataclass
-class QueuedMessage:
-    queueId: str
-    sender: str
-    created: float
-    size: int = 0
-    lines: int = 0
-    body: str | None = None
-    smtputf8: bool = False
-    ret: str | None = None
-    envid: str | None = None
-    attempts: int = 0
-    recipients: list = field(default_factory=list)
-
-    @classmethod
-    def fromJSON(cls, data: dict) -> "QueuedMessage":
-        recipients = [QueuedRecipient(**r) for r in data.pop("recipients", [])]
-        return cls(recipients=recipients, **data)
-
-
-class TemporaryFailure(Exception):
-    pass
-
-
-class PermanentFailure(Exception):
-    pass
-
-
-# ---------------------------------------------------------------------------
-# Spool files (thread side).
-
-
-def _writeAll(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def _fsyncDir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _writeState(directory: Path, message: QueuedMessage) -> None:
-    data = json.dumps(asdict(message), sort_keys=True).encode()
-    tmp = directory / f"{message.queueId}.json.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        _writeAll(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, directory / f"{message.queueId}.json")
-    _fsyncDir(directory)
-
-
-def _readState(directory: Path, queueId: str) -> QueuedMessage:
-    with open(directory / f"{queueId}.json", "rb") as f:
-        return QueuedMessage.fromJSON(json.loads(f.read(4 * 1024 * 1024)))
-
-
-class SpoolWriter:
-    """
-    Streams one message into the queue; used by the local delivery next
-    to the store transaction.  Writes run in order in the thread pool.
-    """
-
-    def __init__(self, queue: "OutboundQueue", message: QueuedMessage):
-        self.queue = queue
-        self.message = message
-        self.path = queue.directory / f"{message.queueId}.eml"
-        self._chain = queue.runner(self._open)
-        self._fd = None
-        self._failed = None
-        self._done = False
-
-    def _open(self):
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-
-    def _append(self, data):
-        _writeAll(self._fd, data)
-
-    def write(self, data: bytes) -> defer.Deferred:
-        data = bytes(data)
-        self.message.size += len(data)
-        self.message.lines += data.count(b"\n")
-        result = defer.Deferred()
-
-        def run(_):
-            return self.queue.runner(self._append, data)
-
-        def done(value):
-            result.callback(None)
-            return value
-
-        def failed(f):
-            self._failed = f
-            result.callback(None)
-            return None
-
-        self._chain.addCallback(run)
-        self._chain.addCallbacks(done, failed)
-        return result
-
-    def _commitWork(self):
-        os.fsync(self._fd)
-        os.close(self._fd)
-        self._fd = None
-        _writeState(self.queue.directory, self.message)
-
-    def commit(self) -> defer.Deferred:
-        """
-        Make the message durable and schedule its first attempt.
-        """
-        self._done = True
-
-        def run(_):
-            if self._failed is not None:
-                return self._failed
-            return self.queue.runner(self._commitWork)
-
-        self._chain.addCallback(run)
-        self._chain.addCallback(lambda _: self.queue.schedule(self.message.queueId, 0))
-        return self._step()
-
-    def _step(self) -> defer.Deferred:
-        # A fresh Deferred for the caller: awaiting the chain itself from
-        # code that runs inside one of its callbacks (a coroutine resumed
-        # by write()'s Deferred) would return its intermediate result at
-        # once (Deferred.send's fast path), before this step ran.
-        out = defer.Deferred()
-
-        def passed(value):
-            out.callback(value)
-            return value
-
-        def failed(f):
-            # Handed to the caller; the chain goes on for abort().
-            out.errback(f)
-            return None
-
-        self._chain.addCallbacks(passed, failed)
-        return out
-
-    def _abortWork(self):
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-
-    def abort(self) -> defer.Deferred:
-        if self._done:
-            return defer.succeed(None)
-        self._done = True
-        self._chain.addBoth(lambda _: self.queue.runner(self._abortWork))
-        self._chain.addErrback(lambda f: log.failure("queue abort failed", f))
-        return self._step()
-
-
-# ---------------------------------------------------------------------------
-# The client.
-
-
-class RelayClient(Protocol):
-    """
-    One SMTP client session, driven by L{OutboundQueue._session}.
-    """
-
-    def __init__(self):
-        self._buffer = b""
-        self._lines = []
-        self._waiting = None
-        self._replies = []
-        self._lost = None
-        self._paused = None
-
-    def connectionMade(self):
-        self.transport.registerProducer(self, True)
-
-    def pauseProducing(self):
-        if self._paused is None:
-            self._paused = defer.Deferred()
-
-    def resumeProducing(self):
-        paused, self._paused = self._paused, None
-        if paused is not None:
-            paused.callback(None)
-
-    def stopProducing(self):
-        pass
-
-    def dataReceived(self, data):
-        self._buffer += data
-        while b"\n" in self._buffer:
-            line, self._buffer = self._buffer.split(b"\n", 1)
-            line = line.rstrip(b"\r")
-            self._lines.append(line.decode("utf-8", "replace"))
-            if len(self._lines) > REPLY_LINES_LIMIT:
-                self.transport.loseConnection()
-                return
-            if line[3:4] != b"-":
-                code = int(line[:3]) if line[:3].isdigit() else 0
-                reply = (code, self._lines)
-                self._lines = []
-                if self._waiting is not None:
-                    waiting, self._waiting = self._waiting, None
-                    waiting.callback(reply)
-                else:
-                    self._replies.append(reply)
-                    if len(self._replies) > REPLY_LINES_LIMIT:
-                        # Replies nobody asked for: not an SMTP server.
-                        self.transport.loseConnection()
-                        return
-        if len(self._buffer) > REPLY_LINE_LIMIT:
-            self.transport.loseConnection()
-
-    def connectionLost(self, reason):
-        self._lost = reason
-        waiting, self._waiting = self._waiting, None
-        if waiting is not None:
-            waiting.errback(TemporaryFailure("connection lost"))
-        self.resumeProducing()
-
-    def reply(self) -> defer.Deferred:
-        if self._replies:
-            return defer.succeed(self._replies.pop(0))
-        if self._lost is not None:
-            return defer.fail(TemporaryFailure("connection lost"))
-        self._waiting = defer.Deferred()
-        return self._waiting
-
-    def command(self, line: str) -> defer.Deferred:
-        self.transport.write(line.encode("utf-8") + b"\r\n")
-        return self.reply()
-
-    async def writeData(self, data: bytes):
-        self.transport.write(data)
-        if self._paused is not None:
-            await self._paused
-
-
-def stuff(chunk: bytes, atLineStart: bool) -> tuple[bytes, bool]:
-    """
-    Stored LF text -> wire text: CRLF line ends and RFC 5321 4.5.2 dot
-    stuffing, across chunk boundaries.
-    """
-    if atLineStart and chunk.startswith(b"."):
-        chunk = b"." + chunk
-    chunk = chunk.replace(b"\n.", b"\n..").replace(b"\n", b"\r\n")
-    return chunk, chunk.endswith(b"\n")
 
 
 # ---------------------------------------------------------------------------
@@ -340,7 +87,14 @@ class OutboundQueue:
     @ivar resolver: an L{twisted.internet.interfaces.IResolver} (MX, A, AAAA).
     @ivar port: the port of remote MTAs (25; tests use another).
     @ivar localDelivery: C{f(recipientAddress, messageBytes) -> Deferred},
-        for bounces to local senders.
+        for queued reports to local senders (and the postmaster); it fails
+        with an L{SMTPReply} or a L{StoreError}.
+    @ivar postmaster: where double bounces go (Postfix's
+        C{2bounce_notice_recipient}).
+
+    The queue owns the spool's scheduling: L{schedule} (one timer per
+    message), L{_run} (concurrency, errors) and L{attempt} (one pass over a
+    message, then L{writeState} or L{removeMessage}).
     """
 
     def __init__(
@@ -363,6 +117,7 @@ class OutboundQueue:
         isLocal=None,
         destinationConcurrency: int = 20,
         totalConcurrency: int = 100,
+        postmaster: str | None = None,
     ):
         self.directory = Path(directory)
         self.reactor = reactor
@@ -383,8 +138,11 @@ class OutboundQueue:
         self.tlsContext = tlsContext
         self.localDelivery = localDelivery
         self.isLocal = isLocal or (lambda domain: False)
+        # Postfix's $mydomain: the host name without its first label.
+        self.postmaster = postmaster or f"postmaster@{hostname.partition('.')[2] or hostname}"
         self._timers: dict = {}
         self._running: set = set()
+        self._again: set = set()
         # Postfix's default_destination_concurrency_limit and
         # default_process_limit: a burst of mail for one domain must not
         # open hundreds of connections to its MX.
@@ -447,7 +205,7 @@ class OutboundQueue:
                 continue
             queueId = entry[: -len(".json")]
             try:
-                message = _readState(self.directory, queueId)
+                message = readState(self.directory, queueId)
             except (OSError, ValueError):
                 continue
             if any(
@@ -469,14 +227,27 @@ class OutboundQueue:
         return len(found)
 
     def schedule(self, queueId: str, delay: float) -> None:
+        """
+        Try C{queueId} in C{delay} seconds, or sooner if it is already due
+        sooner: a flush (ETRN) asked for while an attempt runs is not
+        postponed by the backoff that attempt sets at its end.
+        """
+        when = self.clock.seconds() + delay
         timer = self._timers.get(queueId)
         if timer is not None and timer.active():
+            if timer.getTime() <= when:
+                return
             timer.cancel()
         self._timers[queueId] = self.clock.callLater(delay, self._run, queueId)
 
     def _run(self, queueId: str):
         self._timers.pop(queueId, None)
         if queueId in self._running:
+            # A flush (ETRN) while an attempt runs: that attempt may have
+            # read the state before the flush was asked for, so run again
+            # once it is over instead of dropping the request (the attempt
+            # cancelled no timer of its own yet, and will set its backoff).
+            self._again.add(queueId)
             return None
         self._running.add(queueId)
         d = self._total.run(lambda: defer.ensureDeferred(self.attempt(queueId)))
@@ -487,22 +258,40 @@ class OutboundQueue:
             log.failure("{queueId}: queue run failed", f, queueId=queueId)
             self.schedule(queueId, self.maxBackoff)
 
+        def finished(_):
+            self._running.discard(queueId)
+            if queueId in self._again:
+                self._again.discard(queueId)
+                self.schedule(queueId, 0)
+
         d.addErrback(failed)
-        d.addBoth(lambda _: self._running.discard(queueId))
+        d.addBoth(finished)
         return d
 
     # -- one attempt -------------------------------------------------------
 
     async def attempt(self, queueId: str) -> None:
         """
-        Try every pending recipient of one message once; then finish it
-        (bounce the failures, delete the files) or schedule the next try.
+        Try every pending recipient of one message once; report the
+        recipients that failed in this attempt; then delete the message
+        when no recipient is left pending, else schedule the next try.
         """
         try:
-            message = await self.runner(_readState, self.directory, queueId)
+            message = await self.runner(readState, self.directory, queueId)
         except FileNotFoundError:
             return
+        now = self.clock.seconds()
         message.attempts += 1
+        if not message.activated:
+            message.activated = now
+        # Postfix's qmgr line, as the message enters the active queue.
+        log.info(
+            "{queueId}: from=<{sender}>, size={size}, nrcpt={nrcpt} (queue active)",
+            queueId=queueId,
+            sender=message.sender,
+            size=message.size,
+            nrcpt=len(message.recipients),
+        )
         groups: dict[str, list] = {}
         for recipient in message.recipients:
             if recipient.status == "pending":
@@ -521,14 +310,36 @@ class OutboundQueue:
                 r.relayedNotice = False
             await self.notifySuccess(message, relayed)
         pending = [r for r in message.recipients if r.status == "pending"]
-        expired = self.clock.seconds() - message.created >= self.lifetime
-        if pending and expired:
+        if pending and self.clock.seconds() - message.created >= self.lifetime:
+            log.info(
+                "{queueId}: from=<{sender}>, status=expired, returned to sender",
+                queueId=queueId,
+                sender=message.sender,
+            )
+            now = self.clock.seconds()
             for recipient in pending:
                 recipient.status = "failed"
                 recipient.reply = f"4.4.7 message expired in queue ({recipient.reply})"
+                recipient.command = ""
+                self._logRecipient(message, recipient, now, None, now, relay="none")
             pending = []
-        if pending:
-            await self.runner(_writeState, self.directory, message)
+        # A recipient that failed is reported now, even while others stay
+        # queued for days (Postfix does the same); "reported" keeps it from
+        # being reported again at a later attempt.
+        failed = [r for r in message.recipients if r.status == "failed" and not r.reported]
+        if failed:
+            try:
+                await self._bounce(message, failed)
+            except Exception:
+                # The report could not be queued (a full disk): keep the
+                # message, and the failures unreported, for the next try.
+                log.failure("{queueId}: could not queue the report; will retry", queueId=queueId)
+            else:
+                for r in failed:
+                    r.reported = True
+        unreported = any(r.status == "failed" and not r.reported for r in message.recipients)
+        if pending or unreported:
+            await self.runner(writeState, self.directory, message)
             delay = min(self.maxBackoff, self.minBackoff * 2 ** (message.attempts - 1))
             log.info(
                 "{queueId}: {n} recipient(s) deferred, next attempt in {delay:.0f}s",
@@ -538,19 +349,36 @@ class OutboundQueue:
             )
             self.schedule(queueId, delay)
             return
-        failed = [r for r in message.recipients if r.status == "failed"]
-        if failed:
-            await self._bounce(message, failed)
-        await self.runner(self._remove, queueId)
+        await self.runner(removeMessage, self.directory, queueId)
         log.info("{queueId}: removed", queueId=queueId)
 
-    def _remove(self, queueId: str) -> None:
-        for suffix in (".json", ".eml"):
-            try:
-                os.unlink(self.directory / f"{queueId}{suffix}")
-            except FileNotFoundError:
-                pass
-        _fsyncDir(self.directory)
+    def _logRecipient(self, message, r, start: float, mailAt, end: float, relay: str | None = None) -> None:
+        """
+        Postfix's smtp(8)/local(8) line for one recipient's outcome in this
+        attempt: C{to=<r>, relay=host[addr]:port, delay, delays=a/b/c/d,
+        dsn, status=sent|deferred|bounced (reason)}.  a: before the queue
+        took the message up; b: in the queue (deferrals included); c:
+        connection setup (DNS, connect, greeting, EHLO, TLS); d: the
+        transaction.
+        """
+        status = {"sent": "sent", "failed": "bounced"}.get(r.status, "deferred")
+        a = max(0.0, message.activated - message.created)
+        b = max(0.0, start - message.created - a)
+        c = max(0.0, (mailAt if mailAt is not None else end) - start)
+        d = max(0.0, end - mailAt) if mailAt is not None else 0.0
+        if relay is None:
+            relay = f"{r.remote}:{self.port}" if r.remote else "none"
+        log.info(
+            "{queueId}: to=<{to}>, relay={relay}, delay={delay}, delays={delays}, dsn={dsn}, status={status} ({reason})",
+            queueId=message.queueId,
+            to=r.address,
+            relay=relay,
+            delay=_seconds(end - message.created),
+            delays="/".join(_seconds(x) for x in (a, b, c, d)),
+            dsn=_dsnCode(status, r.reply),
+            status=status,
+            reason=_reason(r),
+        )
 
     async def mxHosts(self, domain: str) -> list[str]:
         """
@@ -605,182 +433,157 @@ class OutboundQueue:
         return found
 
     async def _deliverDomain(self, message, domain, recipients) -> None:
+        start = self.clock.seconds()
+        if self.isLocal(domain) and self.localDelivery is not None:
+            # Reports to our own senders and the postmaster.
+            await self._deliverLocal(message, recipients, start)
+            return
+        timing = _Timing()
         try:
             hosts = await self.mxHosts(domain)
         except PermanentFailure as e:
             for r in recipients:
-                r.status, r.reply = "failed", str(e)
-            return
+                r.status, r.reply, r.remote, r.command = "failed", str(e), "", ""
         except TemporaryFailure as e:
             for r in recipients:
-                r.reply = str(e)
-            return
-        last = "4.4.1 no MX host answered"
+                r.reply, r.remote, r.command = str(e), "", ""
+        else:
+            await self._tryHosts(message, hosts, recipients, timing)
+        end = self.clock.seconds()
+        for r in recipients:
+            self._logRecipient(message, r, start, timing.mailAt, end)
+
+    async def _tryHosts(self, message, hosts, recipients, timing) -> None:
+        """
+        Every address of every MX in turn, until one session settles the
+        recipients (RFC 5321 5.1); a failed TLS handshake is retried once
+        in plaintext on the same address (RFC 7435, Postfix's
+        C{smtp_tls_security_level = may}).
+        """
+        last = ("4.4.1 no MX host answered", "", "")
         for host in hosts:
             for family, address in await self.addresses(host):
-                try:
-                    await self._session(message, host, family, address, recipients)
-                    return
-                except TemporaryFailure as e:
-                    last = f"4.4.1 {host}[{address}]: {e}"
-                    log.info("{queueId}: {reason}", queueId=message.queueId, reason=last)
-                    continue
-                except Exception:
-                    log.failure(
-                        "{queueId}: session with {host}[{address}] failed",
-                        queueId=message.queueId,
-                        host=host,
-                        address=address,
-                    )
-                    last = f"4.4.2 {host}[{address}]: session failed"
-                    continue
+                remote = f"{host}[{address}]"
+                useTLS = True
+                while True:
+                    pending = [r for r in recipients if r.status == "pending"]
+                    try:
+                        await self._session(message, host, family, address, pending, timing, useTLS)
+                        return
+                    except TLSHandshakeFailure as e:
+                        last = (f"4.7.5 {remote}: TLS handshake failed: {e}", remote, "")
+                        if not useTLS:
+                            break
+                        log.info(
+                            "{queueId}: TLS handshake failed with {remote}: {reason}; retrying in plaintext",
+                            queueId=message.queueId,
+                            remote=remote,
+                            reason=str(e),
+                        )
+                        useTLS = False
+                    except TemporaryFailure as e:
+                        if e.command:
+                            last = (str(e), remote, e.command)
+                        elif _ENHANCED.match(str(e)):
+                            last = (str(e), "", "")
+                        else:
+                            last = (f"4.4.2 {remote}: {e}", remote, "")
+                        break
+                    except Exception:
+                        log.failure(
+                            "{queueId}: session with {remote} failed",
+                            queueId=message.queueId,
+                            remote=remote,
+                        )
+                        last = (f"4.4.2 {remote}: session failed", remote, "")
+                        break
         for r in recipients:
             if r.status == "pending":
-                r.reply = last
+                r.reply, r.remote, r.command = last
 
-    async def _session(self, message, host, family, address, recipients) -> None:
+    async def _session(self, message, host, family, address, recipients, timing, useTLS=True) -> None:
         endpointClass = TCP6ClientEndpoint if family == "6" else TCP4ClientEndpoint
         endpoint = endpointClass(self.reactor, address, self.port, timeout=self.connectTimeout)
         try:
             client = await endpoint.connect(Factory.forProtocol(RelayClient))
         except (ierror.ConnectError, OSError, defer.CancelledError) as e:
-            raise TemporaryFailure(f"connect failed: {e}") from None
+            raise TemporaryFailure(f"4.4.1 connect to {host}[{address}]:{self.port}: {e}") from None
         timer = self.clock.callLater(self.commandTimeout * 4, client.transport.abortConnection)
+        conversation = Conversation(
+            client,
+            message,
+            host=host,
+            address=address,
+            port=self.port,
+            hostname=self.hostname,
+            tlsContext=self.tlsContext if useTLS else None,
+            bodyPath=self.directory / f"{message.queueId}.eml",
+            runner=self.runner,
+            clock=self.clock,
+        )
         try:
-            await self._converse(client, message, host, address, recipients)
+            await conversation.run(recipients)
         finally:
+            if conversation.mailAt is not None:
+                timing.mailAt = conversation.mailAt
             if timer.active():
                 timer.cancel()
             client.transport.loseConnection()
 
-    async def _converse(self, client, message, host, address, recipients) -> None:
-        remote = f"{host}[{address}]"
-        greeting = await client.reply()
-        if greeting[0] != 220:
-            raise TemporaryFailure(f"greeting: {greeting[1][-1]}")
-        code, lines = await client.command(f"EHLO {self.hostname}")
-        esmtp = code == 250
-        if not esmtp:
-            code, lines = await client.command(f"HELO {self.hostname}")
-            if code != 250:
-                raise TemporaryFailure(f"HELO: {lines[-1]}")
-        extensions = {line[4:].split(" ", 1)[0].upper(): line[4:] for line in lines[1:]} if esmtp else {}
-        if "STARTTLS" in extensions and self.tlsContext is not None:
-            code, lines = await client.command("STARTTLS")
-            if code == 220:
-                client.transport.startTLS(self.tlsContext)
-                code, lines = await client.command(f"EHLO {self.hostname}")
-                if code != 250:
-                    raise TemporaryFailure(f"EHLO after STARTTLS: {lines[-1]}")
-                extensions = {line[4:].split(" ", 1)[0].upper(): line[4:] for line in lines[1:]}
-        if message.smtputf8 and "SMTPUTF8" not in extensions:
-            for r in recipients:
-                r.status, r.reply, r.remote = "failed", "5.6.7 remote server does not support SMTPUTF8", remote
-            await client.command("QUIT")
-            return
-        mail = f"MAIL FROM:<{message.sender}>"
-        if "SIZE" in extensions:
-            # RFC 1870: the size on the wire, where every LF becomes CRLF.
-            mail += f" SIZE={message.size + message.lines}"
-        if message.body == "8BITMIME" and "8BITMIME" in extensions:
-            mail += " BODY=8BITMIME"
-        if message.smtputf8:
-            mail += " SMTPUTF8"
-        dsn = "DSN" in extensions
-        if dsn and message.ret:
-            mail += f" RET={message.ret}"
-        if dsn and message.envid:
-            mail += f" ENVID={_xtext(message.envid)}"
-        code, lines = await client.command(mail)
-        if code >= 500:
-            for r in recipients:
-                r.status, r.reply, r.remote = "failed", lines[-1], remote
-            await client.command("QUIT")
-            return
-        if code != 250:
-            raise TemporaryFailure(f"MAIL: {lines[-1]}")
-        accepted = []
+    async def _deliverLocal(self, message, recipients, start) -> None:
+        data = await self.runner(self._readAll, message.queueId)
         for r in recipients:
-            rcpt = f"RCPT TO:<{r.address}>"
-            if dsn and r.notify:
-                rcpt += " NOTIFY=" + ",".join(r.notify)
-            if dsn and r.orcpt:
-                rcpt += f" ORCPT={r.orcptType or 'rfc822'};{_xtext(r.orcpt)}"
-            code, lines = await client.command(rcpt)
-            r.remote = remote
-            if code in (250, 251):
-                accepted.append(r)
-            elif code >= 500:
-                r.status, r.reply = "failed", lines[-1]
-            else:
-                r.reply = lines[-1]
-        if not accepted:
-            await client.command("QUIT")
-            return
-        code, lines = await client.command("DATA")
-        if code != 354:
-            for r in accepted:
-                if code >= 500:
+            r.remote, r.command = "", ""
+            try:
+                await self.localDelivery(r.address, data)
+            except MailboxNotFound as e:
+                # The directory knows the user: a home or Maildir that does
+                # not exist yet is the administrator's to fix, so retry
+                # (Postfix's local(8) defers a missing home too).
+                r.reply = f"4.2.0 {e}"
+            except StoreError as e:
+                r.reply = e.smtpReply()
+                if not e.temporary:
                     r.status = "failed"
-                r.reply = lines[-1]
-            await client.command("QUIT")
-            return
-        await self._sendBody(client, message)
-        code, lines = await client.reply()
-        for r in accepted:
-            r.reply = lines[-1]
-            if code == 250:
-                r.status = "sent"
-                r.relayedNotice = not dsn and "SUCCESS" in r.notify and bool(message.sender)
-                log.info(
-                    "{queueId}: to=<{to}>, relay={relay}, status=sent ({reply})",
-                    queueId=message.queueId,
-                    to=r.address,
-                    relay=remote,
-                    reply=lines[-1],
-                )
-            elif code >= 500:
-                r.status = "failed"
-        try:
-            await client.command("QUIT")
-        except TemporaryFailure:
-            pass
+            except SMTPReply as e:
+                r.reply = str(e)
+                if not e.temporary:
+                    r.status = "failed"
+            except Exception as e:
+                log.failure("{queueId}: local delivery to {to} failed", queueId=message.queueId, to=r.address)
+                r.reply = f"4.3.0 local delivery failed: {e.__class__.__name__}"
+            else:
+                r.status, r.reply = "sent", "delivered to maildir"
+            self._logRecipient(message, r, start, start, self.clock.seconds(), relay="local")
 
-    async def _sendBody(self, client, message) -> None:
-        path = self.directory / f"{message.queueId}.eml"
-        fd = await self.runner(os.open, path, os.O_RDONLY | os.O_NOFOLLOW)
-        try:
-            atLineStart = True
-            ended = True
-            while True:
-                chunk = await self.runner(os.read, fd, READ_CHUNK)
-                if not chunk:
-                    break
-                data, atLineStart = stuff(chunk, atLineStart)
-                ended = data.endswith(b"\r\n")
-                await client.writeData(data)
-            await client.writeData((b"" if ended else b"\r\n") + b".\r\n")
-        finally:
-            await self.runner(os.close, fd)
+    def _readAll(self, queueId: str) -> bytes:
+        with open(self.directory / f"{queueId}.eml", "rb") as f:
+            return f.read()
 
     # -- bounces (RFC 3464) ------------------------------------------------
 
     async def _bounce(self, message: QueuedMessage, failed: list) -> None:
-        for r in failed:
-            log.warn(
-                "{queueId}: to=<{to}>, relay={relay}, status=bounced ({reply})",
-                queueId=message.queueId,
-                to=r.address,
-                relay=r.remote or "none",
-                reply=r.reply,
-            )
+        """
+        Report recipients that failed: to the sender; for a null sender
+        (a report itself, RFC 5321 4.5.5: never answered) to the postmaster
+        as a double bounce; an undeliverable double bounce is dropped.
+
+        @raise Exception: the report could not be queued.
+        """
+        if message.kind == "2bounce":
+            log.warn("{queueId}: undeliverable postmaster notification discarded", queueId=message.queueId)
+            return
+        if not message.sender:
+            original = await self.runner(self._readOriginal, message.queueId)
+            report = self.bounceMessage(message, failed, original, to=self.postmaster)
+            await self._queueReport(message.queueId, self.postmaster, report, "2bounce")
+            return
         wanted = [r for r in failed if not r.notify or "FAILURE" in r.notify]
-        if not message.sender or not wanted:
-            # RFC 5321 4.5.5: never a bounce for the null sender.
+        if not wanted:
             return
         original = await self.runner(self._readOriginal, message.queueId)
         report = self.bounceMessage(message, wanted, original)
-        await self.sendReport(message.queueId, message.sender, report)
+        await self._queueReport(message.queueId, message.sender, report, "bounce")
 
     def _readOriginal(self, queueId: str) -> tuple[bytes, bool]:
         path = self.directory / f"{queueId}.eml"
@@ -790,18 +593,18 @@ class OutboundQueue:
             return data.split(b"\n\n", 1)[0] + b"\n", False
         return data, True
 
-    def bounceMessage(self, message: QueuedMessage, failed: list, original) -> bytes:
+    def bounceMessage(self, message: QueuedMessage, failed: list, original, to: str | None = None) -> bytes:
         data, whole = original
         if message.ret == "HDRS":
             data, whole = data.split(b"\n\n", 1)[0] + b"\n", False
-        return self._report(message, [(r, "failed") for r in failed], data, whole)
+        return self._report(message, [(r, "failed") for r in failed], data, whole, to)
 
-    def _report(self, message: QueuedMessage, outcomes: list, data: bytes, whole: bool) -> bytes:
+    def _report(self, message: QueuedMessage, outcomes: list, data: bytes, whole: bool, to=None) -> bytes:
         return deliveryReport(
             self.hostname,
             self.clock.seconds(),
             message.queueId,
-            message.sender,
+            to or message.sender,
             message.envid,
             message.created,
             outcomes,
@@ -822,137 +625,85 @@ class OutboundQueue:
 
     async def sendReport(self, queueId: str, sender: str, report: bytes) -> None:
         """
-        Deliver a report to a sender: locally when its domain is ours,
-        else through the queue with the null sender.
+        Queue a delivery status notice for a sender (with the null sender,
+        in this spool, retried like any mail); failures are logged.
         """
-        domain = sender.rpartition("@")[2].lower()
         try:
-            if self.isLocal(domain) and self.localDelivery is not None:
-                await self.localDelivery(sender, report)
-            else:
-                await self.enqueueBounce(sender, report)
+            await self._queueReport(queueId, sender, report, "notice")
         except Exception:
-            log.failure("{queueId}: could not deliver the report", queueId=queueId)
+            log.failure("{queueId}: could not queue the report", queueId=queueId)
 
-    async def enqueueBounce(self, recipient: str, report: bytes) -> None:
-        from twisted_maillab.smtp.envelope import MailParams, Mailbox, RcptParams
+    async def _queueReport(self, queueId: str, to: str, report: bytes, what: str) -> None:
+        reportId = await self.enqueueBounce(to, report, kind="2bounce" if what == "2bounce" else "bounce")
+        # Postfix's bounce(8) line, under the original message's id.
+        log.info("{queueId}: {notice}: {reportId}", queueId=queueId, notice=_NOTICES[what], reportId=reportId)
 
-        class _Env:
-            pass
+    async def enqueueBounce(self, recipient: str, report: bytes, kind: str = "bounce") -> str:
+        """
+        Spool a report to C{recipient} with the null sender.
 
-        env = _Env()
-        env.queueId = f"{self._bounceId()}"
-        env.sender = Mailbox("", "")
-        env.params = MailParams()
-
-        class _R:
-            params = RcptParams(notify=("NEVER",))
-
-        writer = self.writer(env, [(_R(), recipient)])
+        @return: its queue id.
+        """
+        message = QueuedMessage(
+            queueId=self._bounceId(),
+            sender="",
+            created=self.clock.seconds(),
+            body=None if report.isascii() else "8BITMIME",
+            kind=kind,
+            # NEVER: a report is never answered by another (RFC 3461 5.2).
+            recipients=[QueuedRecipient(address=recipient, notify=["NEVER"])],
+        )
+        writer = SpoolWriter(self, message)
         await writer.write(report)
         await writer.commit()
+        return message.queueId
 
     def _bounceId(self) -> str:
         return "B" + self._bounceIds.next()
 
 
-_SUBJECTS = {
-    "failed": "Undelivered Mail Returned to Sender",
-    "delivered": "Successful Mail Delivery Report",
-    "relayed": "Successful Mail Delivery Report",
-}
-_TEXTS = {
-    "failed": "Your message could not be delivered to one or more recipients:",
-    "delivered": "Your message was delivered to the following recipients:",
-    "relayed": "Your message was relayed to the following recipients; their mail "
-    "system may not send a further notice:",
+_NOTICES = {
+    "bounce": "sender non-delivery notification",
+    "2bounce": "postmaster non-delivery notification",
+    "notice": "sender delivery status notification",
 }
 
+_ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?:\s|$)")
+_REPLY = re.compile(r"[245]\d\d[ -]")
 
-def deliveryReport(
-    hostname: str,
-    now: float,
-    queueId: str,
-    sender: str,
-    envid: str | None,
-    arrival: float,
-    entries: list,
-    original: bytes,
-    whole: bool,
-) -> bytes:
+
+class _Timing:
+    # When the session for a domain sent MAIL (Postfix's delays c/d).
+    mailAt = None
+
+
+def _seconds(value: float) -> str:
     """
-    An RFC 3464 delivery status notification (multipart/report), LF line
-    ends, addressed to C{sender}.
-
-    @param entries: C{[(recipient, action)]}; a recipient has C{address},
-        C{orcpt}, C{orcptType}, C{reply} and C{remote}; the action is
-        C{failed}, C{delivered} or C{relayed} (all entries share one kind).
-    @param whole: C{original} is the whole message (message/rfc822), else
-        its header (text/rfc822-headers).
+    A delay as Postfix logs it: two significant digits below 10 seconds,
+    whole seconds above, no trailing zeros (C{0.25}, C{1.2}, C{40}, C{0}).
     """
-    kind = entries[0][1]
-    boundary = f"{queueId}.{int(now)}/{hostname}"
-    date = format_datetime(datetime.fromtimestamp(now, timezone.utc))
-    arrived = format_datetime(datetime.fromtimestamp(arrival, timezone.utc))
-    human = "\n".join(f"<{r.address}>: {r.reply or 'ok'}" for r, _ in entries)
-    blocks = []
-    for r, action in entries:
-        block = [f"Final-Recipient: rfc822; {r.address}"]
-        if r.orcpt:
-            block.append(f"Original-Recipient: {r.orcptType or 'rfc822'}; {r.orcpt}")
-        if action == "failed":
-            words = r.reply.split(" ", 2)
-            enhanced = next((w for w in words if w[:1] in "45" and w.count(".") == 2), "5.0.0")
-            status = "5" + enhanced[1:]
-        else:
-            status = "2.0.0"
-        block += [f"Action: {action}", f"Status: {status}"]
-        if r.remote:
-            block.append(f"Remote-MTA: dns; {r.remote.split('[')[0]}")
-            block.append(f"Diagnostic-Code: smtp; {r.reply}")
-        elif r.reply:
-            block.append(f"Diagnostic-Code: X-maillab; {r.reply}")
-        blocks.append("\n".join(block))
-    envidLine = f"Original-Envelope-Id: {envid}\n" if envid else ""
-    text = (
-        f"From: MAILER-DAEMON@{hostname} (Mail Delivery System)\n"
-        f"To: <{sender}>\n"
-        f"Subject: {_SUBJECTS[kind]}\n"
-        f"Date: {date}\n"
-        f"Message-ID: {make_msgid(domain=hostname)}\n"
-        f"Auto-Submitted: auto-replied\n"
-        f"MIME-Version: 1.0\n"
-        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"\n'
-        f"\n"
-        f"--{boundary}\n"
-        f"Content-Type: text/plain; charset=utf-8\n"
-        f"\n"
-        f"This is the mail system at host {hostname}.\n\n"
-        f"{_TEXTS[kind]}\n\n{human}\n"
-        f"\n--{boundary}\n"
-        f"Content-Type: message/delivery-status\n"
-        f"\n"
-        f"Reporting-MTA: dns; {hostname}\n"
-        f"X-Maillab-Queue-ID: {queueId}\n"
-        f"{envidLine}"
-        f"Arrival-Date: {arrived}\n"
-        f"\n" + "\n\n".join(blocks) + "\n"
-        f"\n--{boundary}\n"
-        f"Content-Type: {'message/rfc822' if whole else 'text/rfc822-headers'}\n"
-        f"\n"
-    ).encode("utf-8")
-    return text + original + f"\n--{boundary}--\n".encode()
+    if value >= 10:
+        return f"{value:.0f}"
+    text = f"{value:.1f}" if value >= 1 else f"{value:.2f}"
+    return text.rstrip("0").rstrip(".") or "0"
 
 
-def _xtext(value: str) -> str:
-    # RFC 3461 4: "+", "=" and characters outside 33..126 as +HH.
-    out = []
-    for byte in value.encode("utf-8"):
-        if byte < 33 or byte > 126 or byte in (ord("+"), ord("=")):
-            out.append(f"+{byte:02X}")
-        else:
-            out.append(chr(byte))
-    return "".join(out)
+def _dsnCode(status: str, reply: str) -> str:
+    found = _ENHANCED.search(reply)
+    first = {"sent": "2", "bounced": "5"}.get(status, "4")
+    if found is None:
+        return f"{first}.0.0"
+    # An expired deferral (4.4.7) is reported as a failure (5.4.7).
+    return f"{first}.{found.group(2)}.{found.group(3)}"
+
+
+def _reason(r) -> str:
+    # Postfix quotes a remote's refusal with who said it and to what; a
+    # success is the reply alone.
+    if r.status != "sent" and r.remote and r.command and _REPLY.match(r.reply):
+        return f"host {r.remote} said: {r.reply} (in reply to {r.command} command)"
+    found = _ENHANCED.match(r.reply)
+    return r.reply[found.end():] if found else r.reply
 
 
 def _ipv6(payload) -> str:

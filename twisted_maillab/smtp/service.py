@@ -212,7 +212,13 @@ class _Backend:
             isLocal=lambda domain: domain in self.policy.destinations,
             destinationConcurrency=smtp.default_destination_concurrency_limit,
             totalConcurrency=smtp.default_process_limit,
+            postmaster=_qualify(smtp.double_bounce_recipient or "postmaster", config.server.domain),
         )
+
+
+def _qualify(address: str, domain: str) -> str:
+    # Postfix's $myorigin rule: a bare local part is in our domain.
+    return address if "@" in address else f"{address}@{domain}"
 
 
 class _LazyResolver:
