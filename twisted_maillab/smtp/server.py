@@ -495,11 +495,30 @@ class ESMTPServer(Protocol):
         )
 
     def _mechanisms(self) -> list[str]:
+        """
+        The mechanisms EHLO advertises: exactly those AUTH would accept
+        now.  A client that believed an advertisement refused later (530
+        before STARTTLS on an encrypt listener) has already sent its
+        password in clear.
+        """
         if not self._authOffered() or self.session.account is not None:
             return []
-        if self.settings.tlsAuthOnly and not self._plaintextAllowed():
+        if self._authRefusal() is not None:
             return []
         return ["PLAIN", "LOGIN"]
+
+    def _authRefusal(self) -> SMTPReply | None:
+        """
+        Why AUTH PLAIN/LOGIN may not be used on this connection yet, or
+        L{None}: the one rule both EHLO and AUTH apply.
+        """
+        if self.settings.tlsRequired and not self.session.tls:
+            # smtpd_tls_security_level = encrypt (RFC 3207 4).
+            return SMTPReply(530, "5.7.0", "Must issue a STARTTLS command first")
+        if self.settings.tlsAuthOnly and not self._plaintextAllowed():
+            # RFC 4954 4: 538 when the mechanism needs an encrypted channel.
+            return SMTPReply(538, "5.7.11", "Encryption required for requested authentication mechanism")
+        return None
 
     def _plaintextAllowed(self) -> bool:
         from twisted_maillab.auth.sasl import plaintextAllowed
@@ -645,8 +664,9 @@ class ESMTPServer(Protocol):
             raise SMTPReply(503, "5.5.1", "Error: MAIL transaction in progress")
         if not rest:
             raise SMTPReply(501, "5.5.4", "Syntax: AUTH mechanism")
-        if self.settings.tlsAuthOnly and not self._plaintextAllowed():
-            raise SMTPReply(538, "5.7.11", "Encryption required for requested authentication mechanism")
+        refusal = self._authRefusal()
+        if refusal is not None:
+            raise refusal
         parts = rest.split(b" ")
         if len(parts) > 2:
             raise SMTPReply(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]")
