@@ -144,3 +144,71 @@ class AuthAdvertisementClientTests(unittest.TestCase):
         self.assertTrue(refused)
         self.assertEqual(after.strip(), "PLAIN LOGIN")
         self.assertEqual(login, (235, b"2.7.0 Authentication successful"))
+
+
+class LoginMismatchTests(unittest.TestCase):
+    """
+    reject_sender_login_mismatch and reject_from_login_mismatch: a user's
+    own name at a foreign domain is not their address.
+    """
+
+    def authenticated(self, **kw):
+        h = Harness(**kw)
+        proto, t = h.connect("127.0.0.1")
+        self.assertEqual(send(proto, t, b"EHLO c\r\n" + AUTH_PLAIN)[-1], "235 2.7.0 Authentication successful")
+        return h, proto, t
+
+    def test_ownNameAtForeignDomainAsSender(self):
+        h, proto, t = self.authenticated()
+        self.assertEqual(
+            send(proto, t, b"MAIL FROM:<edouard@example.org>\r\n"),
+            ["553 5.7.1 <edouard@example.org>: Sender address rejected: not owned by user edouard"],
+        )
+        self.assertEqual(
+            send(proto, t, b"MAIL FROM:<edouard+tag@example.org>\r\n")[0][:9], "553 5.7.1"
+        )
+        self.assertEqual(send(proto, t, b"MAIL FROM:<edouard@domaineel.rt>\r\n"), ["250 2.1.0 Ok"])
+        # Off: the envelope is not checked.
+        h, proto, t = self.authenticated(rejectSenderMismatch=False)
+        self.assertEqual(send(proto, t, b"MAIL FROM:<edouard@example.org>\r\n"), ["250 2.1.0 Ok"])
+
+    def test_ownNameAtForeignDomainInFrom(self):
+        h, proto, t = self.authenticated()
+        for header in (
+            b"From: Edouard <edouard@example.org>\r\n",
+            b"From: edouard@domaineel.rt, edouard@example.org\r\n",
+            b"From: =?utf-8?q?=C3=89douard?=\r\n <edouard@example.org>\r\n",
+        ):
+            send(proto, t, b"MAIL FROM:<edouard@domaineel.rt>\r\nRCPT TO:<utilisateur@domaineel.rt>\r\nDATA\r\n")
+            got = send(proto, t, header + b"Subject: x\r\n\r\nhi\r\n.\r\n")
+            self.assertEqual(got, ["553 5.7.1 From: header rejected: not owned by user edouard"], header)
+        self.assertEqual(h.store.committed, [])
+        self.assertEqual(len(h.store.aborted), 3)
+        send(proto, t, b"MAIL FROM:<edouard@domaineel.rt>\r\nRCPT TO:<utilisateur@domaineel.rt>\r\nDATA\r\n")
+        got = send(proto, t, b"From: Edouard <edouard@domaineel.rt>\r\n\r\nhi\r\n.\r\n")
+        self.assertEqual(got[0][:9], "250 2.0.0")
+
+
+class LoginMismatchClientTests(unittest.TestCase):
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_smtplibOwnNameAtForeignDomain(self):
+        server = Server(self)
+
+        def client():
+            with smtplib.SMTP_SSL("127.0.0.1", server.submissionsPort, context=tlsContext()) as s:
+                s.login("edouard", "secret")
+                mail = s.mail("edouard@example.org")
+                s.rset()
+                s.mail("edouard@domaineel.rt")
+                s.rcpt("utilisateur@domaineel.rt")
+                data = s.data(b"From: <edouard@example.org>\r\nSubject: x\r\n\r\nhi\r\n")
+                return mail, data
+
+        mail, data = yield inThread(client)
+        self.assertEqual(mail, (553, b"5.7.1 <edouard@example.org>: Sender address rejected: not owned by user edouard"))
+        self.assertEqual(data, (553, b"5.7.1 From: header rejected: not owned by user edouard"))
+        self.assertEqual(server.messages("utilisateur"), [])
+        # Nothing queued either (a glob of a missing directory is empty).
+        self.assertEqual(list((server.base / "state" / "queue").glob("*.eml")), [])
