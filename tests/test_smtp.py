@@ -530,12 +530,14 @@ class ByteExactTests(unittest.TestCase):
         expected = (
             self.BODY.replace(b"\r\n.", b"\r\n")
             .replace(b"\r\n", b"\n")
+            .replace(b"\r", b"\n")
         )
-        # The CRLF conversion only touches CRLF pairs; bare LF/CR stay.
+        # Every other byte is kept; a bare LF or CR is stored as a line end
+        # (smtpd_forbid_bare_newline = normal, tests/test_smtp_smuggling.py).
         self.assertEqual(whole, expected)
         self.assertIn("\u2603 \xff".encode("utf-8"), whole)
         self.assertIn(b"\xfe\x80raw", whole)
-        self.assertIn(b"bare\nLF and bare\rCR\n", whole)
+        self.assertIn(b"bare\nLF and bare\nCR\n", whole)
 
     def test_byteByByteSameAsWhole(self):
         data = self.SESSION + self.BODY + b".\r\n"

@@ -5,9 +5,9 @@ the headers Postfix's smtpd and local(8) add, and queue ids.
 Line endings: messages are stored with LF line ends, as Postfix's
 local(8) and Dovecot's LDA write Maildir files (Dovecot computes the
 C{,W=} wire size from them).  The SMTP server turns each CRLF that ends a
-line on the wire into LF after removing dot-stuffing; every other byte
-(8-bit text, UTF-8, a lone CR or LF inside a line) is stored exactly as
-received.
+line on the wire into LF after removing dot-stuffing, and a bare CR or LF
+into LF too (C{smtpd_forbid_bare_newline = normal}); every other byte
+(8-bit text, UTF-8) is stored exactly as received.
 """
 
 from __future__ import annotations

@@ -76,6 +76,10 @@ WRITES_IN_FLIGHT = 4
 
 COMMAND, DATA, AUTH, CLOSED = "COMMAND", "DATA", "AUTH", "CLOSED"
 
+# Postfix 3.9's reply under smtpd_forbid_bare_newline = reject, after
+# which the connection is closed.
+BARE_NEWLINE = SMTPReply(521, "5.5.2", "Error: bare <CR> or <LF> received")
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -100,6 +104,7 @@ class Settings:
     vrfy: str = "ambiguous"
     rejectSenderMismatch: bool = True
     peernameLookup: bool = True
+    bareNewline: str = "normal"
 
 
 class Session:
@@ -923,39 +928,76 @@ class ESMTPServer(Protocol):
             start = stop + 2
         tail = buf[start:]
         if len(tail) >= TEXT_LINE_LIMIT:
-            self._fail(SMTPReply(500, "5.5.2", "Error: message line longer than 1000 octets"))
-            # Keep only a possible CR of a CRLF split across reads.
-            self._received += len(tail)
-            tail = tail[-1:] if tail.endswith(b"\r") else b""
+            # A bare LF or CR ends a line as stored (normal): pass on the
+            # text up to the last one (not a final CR, which may start a
+            # CRLF split across reads), so a client sending bare LFs is
+            # not held to 1000 octets per CRLF.  The rest continues the
+            # same SMTP line (no dot-line can start it: midLine).
+            cut = max(tail.rfind(b"\n"), tail.rfind(b"\r", 0, len(tail) - 1)) + 1
+            if cut and len(tail) - cut < TEXT_LINE_LIMIT and self.settings.bareNewline == "normal":
+                self._received += cut
+                self._text(tail[:cut], 0, cut)
+                tail = tail[cut:]
+            else:
+                self._bareCheck(tail[:-1] if tail.endswith(b"\r") else tail)
+                self._fail(SMTPReply(500, "5.5.2", "Error: message line longer than 1000 octets"))
+                # Keep only a possible CR of a CRLF split across reads.
+                self._received += len(tail)
+                tail = tail[-1:] if tail.endswith(b"\r") else b""
+                self._checkSize()
             midLine = True
-            self._checkSize()
         self._partial = tail
         self._midLine = midLine
         self._flushOut()
 
     def _lines(self, lines: list[bytes], midLine: bool):
-        size = sum(map(len, lines)) + 2 * len(lines)
-        self._received += size
+        self._received += sum(map(len, lines)) + 2 * len(lines)
+        longest = max(map(len, lines))
+        lines.append(b"")
+        self._text(b"\n".join(lines), len(lines) - 1, longest)
+
+    def _text(self, chunk: bytes, lineEnds: int, longest: int):
+        """
+        Message text in stored form: C{lineEnds} of the LFs of C{chunk}
+        were CRLF on the wire; any other LF and every CR were bare.
+
+        smtpd_forbid_bare_newline (as Postfix 3.9): a bare LF or CR is
+        never stored as such, since the next hop could read it as a line
+        end and find a second message in this one (SMTP smuggling).
+        C{normal} stores it as a line end, C{reject} refuses the message.
+        """
+        bare = self._bareCheck(chunk, lineEnds)
         if self._failure is None:
-            # RFC 5321 4.5.3.1.6: at most 998 octets before CRLF.  A line
-            # continuing an over-long one (midLine) is already failed.
-            if max(map(len, lines)) > TEXT_LINE_LIMIT - 2:
+            if bare:
+                chunk = chunk.replace(b"\r", b"\n")
+                if longest > TEXT_LINE_LIMIT - 2:
+                    longest = max(map(len, chunk.split(b"\n")))
+            # RFC 5321 4.5.3.1.6: at most 998 octets before CRLF.
+            if longest > TEXT_LINE_LIMIT - 2:
                 self._fail(SMTPReply(500, "5.5.2", "Error: message line longer than 1000 octets"))
                 return
-            self._checkSize()
-            if self._failure is None:
-                lines.append(b"")
-                chunk = b"\n".join(lines)
-                self._out.append(chunk)
-                self._outSize += len(chunk)
-                if self._outSize >= WRITE_CHUNK:
-                    self._flushOut()
-        else:
-            self._checkSize()
+        self._checkSize()
+        if self._failure is None:
+            self._out.append(chunk)
+            self._outSize += len(chunk)
+            if self._outSize >= WRITE_CHUNK:
+                self._flushOut()
+
+    def _bareCheck(self, chunk: bytes, lineEnds: int = 0) -> bool:
+        """
+        Whether C{chunk} holds a bare CR or LF; under C{reject} that fails
+        the message (and takes precedence over any other failure: the
+        connection is closed after the reply).
+        """
+        bare = b"\r" in chunk or chunk.count(b"\n") != lineEnds
+        if bare and self.settings.bareNewline == "reject" and self._failure is not BARE_NEWLINE:
+            self._failure = None
+            self._fail(BARE_NEWLINE)
+        return bare
 
     def _checkSize(self):
         if self.settings.sizeLimit and self._received > self.settings.sizeLimit and (
-            self._failure is None or self._failure.code != 552
+            self._failure is None or self._failure.code not in (552, BARE_NEWLINE.code)
         ):
             # RFC 1870 6.3: refuse at the end of data; nothing more is kept.
             self._failure = None
@@ -1008,6 +1050,8 @@ class ESMTPServer(Protocol):
             )
             self._replyError(error)
             self._resetTransaction()
+            if error is BARE_NEWLINE:
+                self._close()
             return
         message, self._message = self._message, None
         log.info(

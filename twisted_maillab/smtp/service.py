@@ -288,6 +288,7 @@ def listenerSettings(config, name: str, hostname: str) -> Settings:
         vrfy=smtp.vrfy_command,
         rejectSenderMismatch=smtp.reject_sender_login_mismatch,
         peernameLookup=smtp.smtpd_peername_lookup,
+        bareNewline=smtp.smtpd_forbid_bare_newline,
     )
 
 
