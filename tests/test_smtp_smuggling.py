@@ -36,8 +36,12 @@ STORED_REST = b"MAIL FROM:<smuggled@b.example>\nRCPT TO:<utilisateur@domaineel.r
 BARE = "521 5.5.2 Error: bare <CR> or <LF> received"
 
 
+HEADER = b"From: a@b.example\r\nDate: Wed, 2 Dec 2026 18:00:00 +0000\r\nMessage-ID: <1@b.example>\r\nSubject: s\r\n"
+STORED_HEADER = HEADER.replace(b"\r\n", b"\n")
+
+
 def message(falseEnd: bytes) -> bytes:
-    return b"Subject: s\r\n\r\none" + falseEnd + SMUGGLED + b"last\r\n.\r\n"
+    return HEADER + b"\r\none" + falseEnd + SMUGGLED + b"last\r\n.\r\n"
 
 
 def textOf(stored: bytes) -> bytes:
@@ -69,7 +73,7 @@ class NormalTests(unittest.TestCase):
         for falseEnd, stored in VARIANTS.items():
             data = SESSION + message(falseEnd)
             whole = self.deliver([data])
-            self.assertEqual(whole, b"Subject: s\n\n" + stored + STORED_REST, falseEnd)
+            self.assertEqual(whole, STORED_HEADER + b"\n" + stored + STORED_REST, falseEnd)
             self.assertNotIn(b"\r", whole)
             # Read one octet at a time: every CRLF is split across reads.
             self.assertEqual(self.deliver([data[i : i + 1] for i in range(len(data))]), whole, falseEnd)
@@ -180,7 +184,7 @@ class SocketTests(unittest.TestCase):
             self.assertEqual(len([line for line in got if line.startswith("250 2.0.0 Ok: queued as")]), 1, got)
             self.assertEqual(got[-1], "221 2.0.0 Bye")
             queueId = scheduled[-1]
-            expected = b"Subject: s\n\n" + stored + STORED_REST
+            expected = STORED_HEADER + b"\n" + stored + STORED_REST
             spooled = (queue.directory / f"{queueId}.eml").read_bytes()
             self.assertEqual(textOf(spooled), expected, falseEnd)
             [local] = [m for m in server.messages("edouard") if f" id {queueId};".encode() in m]

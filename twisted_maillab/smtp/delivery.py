@@ -12,9 +12,7 @@ into LF too (C{smtpd_forbid_bare_newline = normal}); every other byte
 
 from __future__ import annotations
 
-import email.utils
 import re
-from datetime import datetime, timezone
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -22,6 +20,7 @@ from zope.interface import implementer
 
 from twisted_maillab.interfaces import ISMTPMessage
 from twisted_maillab.smtp.envelope import SMTPReply
+from twisted_maillab.smtp.headers import MissingHeaders, rfc5322Date
 
 __all__ = ["QueueIds", "LocalDelivery", "LocalMessage", "receivedHeader", "headerValue"]
 
@@ -83,7 +82,7 @@ def receivedHeader(session, queueId: str, recipient: str | None, when: float) ->
     if session.account is not None:
         lines.append(f"\t(Authenticated sender: {headerValue(session.authName or '')})")
     lines.append(f"\tby {session.hostname} (maillab) with {session.withProtocol()} id {queueId}")
-    date = email.utils.format_datetime(datetime.fromtimestamp(when, timezone.utc).astimezone())
+    date = rfc5322Date(when)
     if recipient:
         lines.append(f"\tfor <{recipient}>; {date}")
     else:
@@ -100,7 +99,9 @@ class LocalMessage:
     apply C{reject_from_login_mismatch} for authenticated senders.
     """
 
-    def __init__(self, delivery, session, envelope, transaction, copies, checkFrom, spool=None, processes=()):
+    def __init__(
+        self, delivery, session, envelope, transaction, copies, checkFrom, spool=None, processes=(), missingHeaders=None
+    ):
         self.delivery = delivery
         self.session = session
         self.envelope = envelope
@@ -109,6 +110,7 @@ class LocalMessage:
         self.spool = spool
         self.processes = list(processes)
         self.checkFrom = checkFrom
+        self.missingHeaders = missingHeaders
         self._header = bytearray()
         self._headerDone = False
         self._headerLimit = delivery.headerLimit
@@ -122,6 +124,13 @@ class LocalMessage:
         """
         if not self._headerDone:
             self._collectHeader(data)
+        if self.missingHeaders is not None:
+            data = self.missingHeaders.feed(data)
+            if not data:
+                return None
+        return self._pass(data)
+
+    def _pass(self, data: bytes):
         for _, _, process in self.processes:
             process.write(data)
         if self.spool is None and self.transaction is not None:
@@ -205,6 +214,14 @@ class LocalMessage:
                         f"From: header rejected: not owned by user {self.session.authName}",
                     )
                 )
+        if self.missingHeaders is not None:
+            rest = self.missingHeaders.finish()
+            if rest:
+                # Ordered before the commit by each writer; a write error
+                # is reported by the commit.
+                written = self._pass(rest)
+                if isinstance(written, defer.Deferred):
+                    written.addErrback(lambda f: None)
         if self.transaction is None:
             d = defer.succeed([])
         else:
@@ -360,6 +377,7 @@ class LocalDelivery:
         reactor=None,
         defaultPrivs: str = "nobody",
         commandTimeLimit: float = 1000.0,
+        addMissingHeaders: bool = True,
     ):
         self.store = store
         self.policy = policy
@@ -370,6 +388,7 @@ class LocalDelivery:
         self.reactor = reactor
         self.defaultPrivs = defaultPrivs
         self.commandTimeLimit = commandTimeLimit
+        self.addMissingHeaders = addMissingHeaders
 
     def begin(self, session, envelope) -> LocalMessage:
         """
@@ -404,7 +423,13 @@ class LocalDelivery:
                 seen.add(key)
                 copies.append((target, recipient.mailbox.address))
         single = envelope.recipients[0].mailbox.address if len(envelope.recipients) == 1 else None
-        received = receivedHeader(session, envelope.queueId, single, self.clock.seconds())
+        now = self.clock.seconds()
+        received = receivedHeader(session, envelope.queueId, single, now)
+        missingHeaders = None
+        if self.addMissingHeaders and self.isSubmission(session):
+            missingHeaders = MissingHeaders(
+                self.headerLimit, envelope.queueId, self.policy.hostname, envelope.sender.address, now
+            )
         spool = None
         if remote:
             if self.outbound is None:
@@ -451,7 +476,22 @@ class LocalDelivery:
             for _, _, process in started:
                 process.abort()
             raise SMTPReply(e.smtpCode, e.enhancedCode, str(e)) from None
-        return LocalMessage(self, session, envelope, transaction, copies, self.checkFrom, spool, started)
+        return LocalMessage(
+            self, session, envelope, transaction, copies, self.checkFrom, spool, started, missingHeaders
+        )
+
+    def isSubmission(self, session) -> bool:
+        """
+        Whether the client submits mail of its own (Postfix adds missing
+        headers for C{local_header_rewrite_clients}: logged-in clients
+        and C{mynetworks}; here also the submission listeners), as opposed
+        to mail arriving at the MX from outside, which is never changed.
+        """
+        return (
+            session.account is not None
+            or session.listener in ("submission", "submissions")
+            or self.policy.inMynetworks(session.host)
+        )
 
     async def sendNotice(self, envelope, entries, header: bytes) -> None:
         """

@@ -180,6 +180,7 @@ class _Backend:
             reactor=reactor,
             defaultPrivs=smtp.default_privs,
             commandTimeLimit=smtp.command_time_limit,
+            addMissingHeaders=smtp.submission_add_missing_headers,
         )
         self.queueIds = QueueIds(reactor)
         self.outbound = None
