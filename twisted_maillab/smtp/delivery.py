@@ -45,6 +45,19 @@ class QueueIds:
         return f"{value:X}"
 
 
+def formatDelay(seconds: float) -> str:
+    """
+    A delay as Postfix logs it: two significant digits below 10 seconds
+    (C{0.12}, C{1.5}), whole seconds above.
+    """
+    seconds = max(seconds, 0.0)
+    if seconds >= 10:
+        return f"{seconds:.0f}"
+    if seconds >= 1:
+        return f"{seconds:.1f}"
+    return f"{seconds:.2f}"
+
+
 _UNSAFE_HEADER_TEXT = re.compile(r"[\x00-\x1f\x7f()\\]")
 
 
@@ -254,14 +267,12 @@ class LocalMessage:
         for target, original, process in self.processes:
             ok, temporary, detail = await process.finish()
             results.append((ok, temporary, detail))
-            log.info(
-                "{queueId}: to=<{to}>, orig_to=<{orig}>, status={status} ({what})",
-                queueId=self.envelope.queueId,
-                to=target.deliveredTo,
-                orig=original,
-                status="sent" if ok else ("deferred" if temporary else "rejected"),
-                what=detail or f"delivered to {target.kind} {target.value!r}",
-            )
+            if ok:
+                self._logDelivery(target, original, "sent", "2.0.0", f"delivered to {target.kind}: {target.value}")
+            elif temporary:
+                self._logDelivery(target, original, "deferred", "4.3.0", detail)
+            else:
+                self._logDelivery(target, original, "rejected", "5.3.0", detail)
         failures = [r for r in results if not r[0]]
         if failures:
             temporary = [r for r in failures if r[1]]
@@ -270,6 +281,28 @@ class LocalMessage:
                 raise SMTPReply(451, "4.3.0", f"Error: {detail}")
             raise SMTPReply(550, "5.3.0", f"Error: {detail}")
         return queueId
+
+    def _logDelivery(self, target, original: str, status: str, dsn: str, what: str) -> None:
+        """
+        The line Postfix's local(8) writes for one recipient::
+
+            QUEUEID: to=<edouard@domaineel.rt>, orig_to=<root@domaineel.rt>,
+            relay=local, delay=0.12, dsn=2.0.0, status=sent (delivered to maildir)
+
+        C{delay} counts from MAIL FROM (Postfix: from the queue file's
+        creation, which its smtpd does at MAIL).
+        """
+        arrival = self.envelope.arrival or self.delivery.clock.seconds()
+        (log.info if status == "sent" else log.warn)(
+            "{queueId}: to=<{to}>, orig_to=<{orig}>, relay=local, delay={delay}, dsn={dsn}, status={status} ({what})",
+            queueId=self.envelope.queueId,
+            to=target.deliveredTo,
+            orig=original,
+            delay=formatDelay(self.delivery.clock.seconds() - arrival),
+            dsn=dsn,
+            status=status,
+            what=what,
+        )
 
     def _spoolFailed(self, failure):
         if failure.check(SMTPReply):
@@ -282,25 +315,16 @@ class LocalMessage:
         failures = [r for r in results if not r.ok]
         for result, (target, original) in zip(results, self.copies):
             if result.ok:
-                log.info(
-                    "{queueId}: to=<{to}>, orig_to=<{orig}>, status=sent (delivered to maildir {name})",
-                    queueId=queueId,
-                    to=target.deliveredTo,
-                    orig=original,
-                    name=result.filename,
-                )
+                self._logDelivery(target, original, "sent", "2.0.0", "delivered to maildir")
             else:
                 from twisted_maillab.store.errors import MailboxNotFound
 
-                temporary = result.error.temporary or isinstance(result.error, MailboxNotFound)
-                log.warn(
-                    "{queueId}: to=<{to}>, orig_to=<{orig}>, status={status} ({reason})",
-                    queueId=queueId,
-                    to=target.deliveredTo,
-                    orig=original,
-                    status="deferred" if temporary else "rejected",
-                    reason=str(result.error),
-                )
+                error = result.error
+                if isinstance(error, MailboxNotFound):
+                    self._logDelivery(target, original, "deferred", "4.2.0", str(error))
+                else:
+                    status = "deferred" if error.temporary else "rejected"
+                    self._logDelivery(target, original, status, error.enhancedCode, str(error))
         if not failures:
             self._successNotices(results)
         if failures:

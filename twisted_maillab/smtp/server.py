@@ -36,10 +36,11 @@ from dataclasses import dataclass, field
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
-from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.interfaces import IHandshakeListener, ISSLTransport
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.mail.smtp import IMessageDelivery
+from zope.interface import implementer
 
 from twisted_maillab.sendnow import writeNow
 from twisted_maillab.smtp.envelope import (
@@ -69,6 +70,8 @@ TEXT_LINE_LIMIT = 1000
 INPUT_HIGH_WATER = 64 * 1024
 # Postfix's smtpd_hard_error_limit.
 ERROR_LIMIT = 20
+# The longest the greeting waits for the client's name (then "unknown").
+NAME_LOOKUP_TIMEOUT = 10.0
 # Body bytes handed to the store per write, and how many such writes may
 # be pending before the client is paused (memory per session: their sum).
 WRITE_CHUNK = 64 * 1024
@@ -177,8 +180,10 @@ class Envelope:
     params: MailParams
     queueId: str
     recipients: list = field(default_factory=list)
+    arrival: float = 0.0
 
 
+@implementer(IHandshakeListener)
 class ESMTPServer(Protocol):
     """
     One SMTP connection.  See the module docstring for why this is not a
@@ -241,16 +246,48 @@ class ESMTPServer(Protocol):
         # as much as parsing a whole command (a third of its time went to
         # logging in the SMTP bench).  The disconnect line says who it was
         # and what they did, as Postfix's does.
-        if self.settings.peernameLookup and self.factory.resolveName is not None:
-            d = self.factory.resolveName(host)
-            d.addCallback(self._gotName)
-            d.addErrback(lambda f: None)
-        self._reply(220, None, self.settings.banner)
         self._setTimeout(self.settings.commandTimeout)
+        if self.settings.peernameLookup and self.factory.resolveName is not None:
+            # As Postfix's smtpd: the client's name is settled before the
+            # greeting, so every log line and Received: of the session
+            # name it the same way.  Input is held until then.
+            self._busy = True
+            lookup = self.factory.resolveName(host)
+            timer = self.clock.callLater(NAME_LOOKUP_TIMEOUT, lookup.cancel)
+            lookup.addErrback(lambda f: None)
+            lookup.addCallback(self._greet, timer)
+        else:
+            self._greet(None)
 
-    def _gotName(self, name):
-        if name and self.session is not None:
-            self.session.reverseName = name
+    def _greet(self, name, timer=None):
+        if timer is not None and timer.active():
+            timer.cancel()
+        if self._mode == CLOSED:
+            return
+        self.session.reverseName = name or None
+        self._reply(220, None, self.settings.banner)
+        if self._busy:
+            self._busy = False
+            self._process()
+
+    def handshakeCompleted(self):
+        """
+        L{twisted.internet.interfaces.IHandshakeListener}: the TLS handshake
+        (STARTTLS or implicit) is done; log it as Postfix's smtpd does.
+        """
+        if self._mode == CLOSED or self.session is None:
+            return
+        self._markTLS()
+        version, cipher, bits = self.session.tlsInfo()
+        log.info(
+            "{listener}: Anonymous TLS connection established from {client}: "
+            "{version} with cipher {cipher} ({bits}/{bits} bits)",
+            listener=self.settings.listener,
+            client=self.session.describe(),
+            version=version,
+            cipher=cipher,
+            bits=bits,
+        )
 
     def _markTLS(self):
         self.session.tls = True
@@ -793,18 +830,22 @@ class ESMTPServer(Protocol):
             raise SMTPReply(
                 553, "5.7.1", f"{sender}: Sender address rejected: not owned by user {self.session.authName}"
             )
-        envelope = Envelope(sender, params, self.factory.queueIds.next())
+        envelope = Envelope(sender, params, self.factory.queueIds.next(), arrival=self.clock.seconds())
 
         def accepted(_=None):
             self.envelope = envelope
             self.session.utf8 = params.smtputf8
+            # Postfix's smtpd line for a new transaction; the sender and
+            # size follow at the end of DATA ("from=<...>, size=N, nrcpt=N").
             log.info(
-                "{queueId}: client={client}{auth}, from={sender}, size={size}",
+                "{queueId}: client={client}{auth}",
                 queueId=envelope.queueId,
                 client=self.session.describe(),
-                auth=f", sasl_username={self.session.authName}" if account is not None else "",
-                sender=sender,
-                size=params.size,
+                auth=(
+                    f", sasl_method={self.session.authMechanism}, sasl_username={self.session.authName}"
+                    if account is not None
+                    else ""
+                ),
             )
             self._reply(250, "2.1.0", "Ok")
 
