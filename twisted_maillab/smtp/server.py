@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass, field
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
@@ -43,15 +42,9 @@ from twisted.mail.smtp import IMessageDelivery
 from zope.interface import implementer
 
 from twisted_maillab.sendnow import writeNow
-from twisted_maillab.smtp.envelope import (
-    Mailbox,
-    MailParams,
-    Recipient,
-    SMTPReply,
-    parseMail,
-    parseMailbox,
-    parseRcpt,
-)
+from twisted_maillab.smtp.data import BARE_NEWLINE, MessageText
+from twisted_maillab.smtp.envelope import Recipient, SMTPReply, parseMail, parseMailbox, parseRcpt
+from twisted_maillab.smtp.session import Envelope, Session, Settings
 
 __all__ = ["Settings", "Session", "Envelope", "ESMTPServer", "SMTPServerFactory"]
 
@@ -64,123 +57,17 @@ COMMAND_LINE_LIMIT = 512
 # command or response line may be 12288 octets.
 MAIL_RCPT_LINE_LIMIT = 512 + 500 + 100
 AUTH_LINE_LIMIT = 12288
-# RFC 5321 4.5.3.1.6: 1000 octets for a text line including CRLF.
-TEXT_LINE_LIMIT = 1000
 # Unprocessed pipelined input kept before the transport is paused.
 INPUT_HIGH_WATER = 64 * 1024
 # Postfix's smtpd_hard_error_limit.
 ERROR_LIMIT = 20
 # The longest the greeting waits for the client's name (then "unknown").
 NAME_LOOKUP_TIMEOUT = 10.0
-# Body bytes handed to the store per write, and how many such writes may
-# be pending before the client is paused (memory per session: their sum).
-WRITE_CHUNK = 64 * 1024
+# How many writes of message text (WRITE_CHUNK octets each) may be
+# pending before the client is paused (memory per session: their sum).
 WRITES_IN_FLIGHT = 4
 
 COMMAND, DATA, AUTH, CLOSED = "COMMAND", "DATA", "AUTH", "CLOSED"
-
-# Postfix 3.9's reply under smtpd_forbid_bare_newline = reject, after
-# which the connection is closed.
-BARE_NEWLINE = SMTPReply(521, "5.5.2", "Error: bare <CR> or <LF> received")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """
-    What one listener was configured with (from [smtp] and, for the
-    submission listeners, their own section).
-    """
-
-    hostname: str
-    banner: str
-    listener: str = "smtp"
-    sizeLimit: int = 10240000
-    commandTimeout: float = 300.0
-    dataTimeout: float = 300.0
-    maxRecipients: int = 1000
-    maxConnectionsPerClient: int = 50
-    authEnable: bool = True
-    tlsAuthOnly: bool = True
-    plaintextOnLoopback: bool = True
-    tlsRequired: bool = False
-    requireAuth: bool = False
-    vrfy: str = "ambiguous"
-    rejectSenderMismatch: bool = True
-    peernameLookup: bool = True
-    bareNewline: str = "normal"
-
-
-class Session:
-    """
-    What the server knows about one connection (passed to the policy and
-    the delivery).
-
-    @ivar host: the client's IP address (text).
-    @ivar helo: the HELO/EHLO argument or L{None}.
-    @ivar esmtp: EHLO (not HELO) was used.
-    @ivar account: the authenticated L{Account} or L{None}.
-    @ivar authName: the login name used.
-    @ivar reverseName: the client's verified name, or L{None}.
-    @ivar utf8: the current transaction uses SMTPUTF8.
-    """
-
-    def __init__(self, host: str, port: int, hostname: str, listener: str):
-        self.host = host
-        self.port = port
-        self.hostname = hostname
-        self.listener = listener
-        self.helo: str | None = None
-        self.esmtp = False
-        self.tls = False
-        self.tlsHandle = None
-        self.account = None
-        self.authName: str | None = None
-        self.authMechanism: str | None = None
-        self.reverseName: str | None = None
-        self.utf8 = False
-
-    def tlsInfo(self):
-        """
-        C{(version, cipher, bits)} of the TLS connection, or L{None}.
-        """
-        if not self.tls:
-            return None
-        handle = self.tlsHandle
-        try:
-            return (
-                handle.get_protocol_version_name(),
-                handle.get_cipher_name(),
-                handle.get_cipher_bits(),
-            )
-        except Exception:
-            return ("TLS", "unknown", 0)
-
-    def withProtocol(self) -> str:
-        """
-        The RFC 3848 / RFC 6531 3.7.3 "with" keyword for Received:.
-        """
-        base = ("UTF8SMTP" if self.utf8 else "ESMTP") if self.esmtp else "SMTP"
-        if self.tls:
-            base += "S"
-        if self.account is not None:
-            base += "A"
-        return base
-
-    def describe(self) -> str:
-        return f"{self.reverseName or 'unknown'}[{self.host}]"
-
-
-@dataclass
-class Envelope:
-    """
-    One mail transaction.
-    """
-
-    sender: Mailbox
-    params: MailParams
-    queueId: str
-    recipients: list = field(default_factory=list)
-    arrival: float = 0.0
 
 
 @implementer(IHandshakeListener)
@@ -209,13 +96,7 @@ class ESMTPServer(Protocol):
         self._message = None
         self._logout = None
         self._authCredentials = None
-        # DATA state.
-        self._partial = b""
-        self._midLine = False
-        self._received = 0
-        self._failure: SMTPReply | None = None
-        self._out: list[bytes] = []
-        self._outSize = 0
+        self._text: MessageText | None = None  # in DATA
 
     # -- connection -------------------------------------------------------
 
@@ -919,139 +800,23 @@ class ESMTPServer(Protocol):
             return
         self._message = message
         self._mode = DATA
-        self._partial = b""
-        self._midLine = False
-        self._received = 0
-        self._failure = None
-        self._out = []
-        self._outSize = 0
+        self._text = MessageText(self.settings.sizeLimit, self.settings.bareNewline, self._write, self._abortMessage)
         self._setTimeout(self.settings.dataTimeout)
         self._reply(354, None, "End data with <CR><LF>.<CR><LF>")
 
     # -- DATA ----------------------------------------------------------------
 
-    def _fail(self, error: SMTPReply):
-        if self._failure is None:
-            self._failure = error
-            self._out = []
-            self._outSize = 0
-            self._abortMessage()
-
     def _dataChunk(self, data: bytes):
-        """
-        Consume message text: split at CRLF only (a bare LF or CR is data,
-        so no "\\n.\\n" can end the message: SMTP smuggling), remove dot
-        stuffing (RFC 5321 4.5.2), check the limits, pass LF-terminated
-        lines on in chunks; nothing beyond one partial line is buffered.
-        """
-        buf = self._partial + data if self._partial else data
-        start = 0
-        midLine = self._midLine
-        while True:
-            last = buf.rfind(b"\r\n", start)
-            if last < 0:
-                break
-            if not midLine and buf.startswith(b".", start):
-                # A line starting with a dot: the end marker or stuffing.
-                end = buf.find(b"\r\n", start)
-                if end == start + 1:
-                    self._flushOut()
-                    self._endOfData(buf[end + 2 :])
-                    return
-                self._lines([buf[start + 1 : end]], False)
-                start = end + 2
-                continue
-            # Every complete line up to the next dot-line goes in one block.
-            dot = buf.find(b"\r\n.", start, last)
-            stop = last if dot < 0 else dot
-            self._lines(buf[start:stop].split(b"\r\n"), midLine)
-            midLine = False
-            start = stop + 2
-        tail = buf[start:]
-        if len(tail) >= TEXT_LINE_LIMIT:
-            # A bare LF or CR ends a line as stored (normal): pass on the
-            # text up to the last one (not a final CR, which may start a
-            # CRLF split across reads), so a client sending bare LFs is
-            # not held to 1000 octets per CRLF.  The rest continues the
-            # same SMTP line (no dot-line can start it: midLine).
-            cut = max(tail.rfind(b"\n"), tail.rfind(b"\r", 0, len(tail) - 1)) + 1
-            if cut and len(tail) - cut < TEXT_LINE_LIMIT and self.settings.bareNewline == "normal":
-                self._received += cut
-                self._text(tail[:cut], 0, cut)
-                tail = tail[cut:]
-            else:
-                self._bareCheck(tail[:-1] if tail.endswith(b"\r") else tail)
-                self._fail(SMTPReply(500, "5.5.2", "Error: message line longer than 1000 octets"))
-                # Keep only a possible CR of a CRLF split across reads.
-                self._received += len(tail)
-                tail = tail[-1:] if tail.endswith(b"\r") else b""
-                self._checkSize()
-            midLine = True
-        self._partial = tail
-        self._midLine = midLine
-        self._flushOut()
+        remaining = self._text.feed(data)
+        if remaining is not None:
+            self._endOfData(remaining)
 
-    def _lines(self, lines: list[bytes], midLine: bool):
-        self._received += sum(map(len, lines)) + 2 * len(lines)
-        longest = max(map(len, lines))
-        lines.append(b"")
-        self._text(b"\n".join(lines), len(lines) - 1, longest)
-
-    def _text(self, chunk: bytes, lineEnds: int, longest: int):
+    def _write(self, data: bytes):
         """
-        Message text in stored form: C{lineEnds} of the LFs of C{chunk}
-        were CRLF on the wire; any other LF and every CR were bare.
-
-        smtpd_forbid_bare_newline (as Postfix 3.9): a bare LF or CR is
-        never stored as such, since the next hop could read it as a line
-        end and find a second message in this one (SMTP smuggling).
-        C{normal} stores it as a line end, C{reject} refuses the message.
+        Hand message text (stored form, from L{MessageText}) to the store.
         """
-        bare = self._bareCheck(chunk, lineEnds)
-        if self._failure is None:
-            if bare:
-                chunk = chunk.replace(b"\r", b"\n")
-                if longest > TEXT_LINE_LIMIT - 2:
-                    longest = max(map(len, chunk.split(b"\n")))
-            # RFC 5321 4.5.3.1.6: at most 998 octets before CRLF.
-            if longest > TEXT_LINE_LIMIT - 2:
-                self._fail(SMTPReply(500, "5.5.2", "Error: message line longer than 1000 octets"))
-                return
-        self._checkSize()
-        if self._failure is None:
-            self._out.append(chunk)
-            self._outSize += len(chunk)
-            if self._outSize >= WRITE_CHUNK:
-                self._flushOut()
-
-    def _bareCheck(self, chunk: bytes, lineEnds: int = 0) -> bool:
-        """
-        Whether C{chunk} holds a bare CR or LF; under C{reject} that fails
-        the message (and takes precedence over any other failure: the
-        connection is closed after the reply).
-        """
-        bare = b"\r" in chunk or chunk.count(b"\n") != lineEnds
-        if bare and self.settings.bareNewline == "reject" and self._failure is not BARE_NEWLINE:
-            self._failure = None
-            self._fail(BARE_NEWLINE)
-        return bare
-
-    def _checkSize(self):
-        if self.settings.sizeLimit and self._received > self.settings.sizeLimit and (
-            self._failure is None or self._failure.code not in (552, BARE_NEWLINE.code)
-        ):
-            # RFC 1870 6.3: refuse at the end of data; nothing more is kept.
-            self._failure = None
-            self._fail(SMTPReply(552, "5.3.4", "Error: message file too big"))
-
-    def _flushOut(self):
-        if not self._out or self._failure is not None or self._message is None:
-            self._out = []
-            self._outSize = 0
+        if self._message is None:
             return
-        data = b"".join(self._out)
-        self._out = []
-        self._outSize = 0
         result = self._message.write(data)
         if isinstance(result, defer.Deferred) and not result.called:
             # Back-pressure: up to WRITES_IN_FLIGHT chunks may be on their
@@ -1076,13 +841,12 @@ class ESMTPServer(Protocol):
 
     def _endOfData(self, remaining: bytes):
         self._mode = COMMAND
-        self._partial = b""
+        text, self._text = self._text, None
         self._input[:0] = remaining
         self._setTimeout(self.settings.commandTimeout)
         envelope = self.envelope
-        if self._failure is not None:
-            error = self._failure
-            self._failure = None
+        if text.failure is not None:
+            error = text.failure
             log.info(
                 "{queueId}: reject: DATA from {client}: {reply}",
                 queueId=envelope.queueId,
@@ -1099,7 +863,7 @@ class ESMTPServer(Protocol):
             "{queueId}: from=<{sender}>, size={size}, nrcpt={n}",
             queueId=envelope.queueId,
             sender=envelope.sender.address,
-            size=self._received,
+            size=text.received,
             n=len(envelope.recipients),
         )
         d = defer.maybeDeferred(message.end)
