@@ -308,16 +308,26 @@ class SMTPLibTests(unittest.TestCase):
                 s.login("edouard", "secret")
                 other = s.mail("admin@domaineel.rt")
                 s.rset()
+                # His own name at a foreign domain is not his address.
+                foreign = s.mail("edouard@example.org")
+                s.rset()
                 s.mail("edouard@domaineel.rt")
                 s.rcpt("utilisateur@domaineel.rt")
                 header = s.data(b"From: Admin <admin@domaineel.rt>\r\n\r\nforged\r\n")
-                return other, header
+                s.mail("edouard@domaineel.rt")
+                s.rcpt("utilisateur@domaineel.rt")
+                foreignHeader = s.data(b"From: <edouard@example.org>\r\n\r\nforged\r\n")
+                return other, foreign, header, foreignHeader
 
-        other, header = yield inThread(client)
+        other, foreign, header, foreignHeader = yield inThread(client)
         self.assertEqual(other[0], 553)
         self.assertIn(b"5.7.1 <admin@domaineel.rt>: Sender address rejected: not owned by user edouard", other[1])
+        self.assertEqual(foreign, (553, b"5.7.1 <edouard@example.org>: Sender address rejected: not owned by user edouard"))
         self.assertEqual(header, (553, b"5.7.1 From: header rejected: not owned by user edouard"))
+        self.assertEqual(foreignHeader, header)
         self.assertEqual(server.messages("utilisateur"), [])
+        # Nothing queued either (a glob of a missing directory is empty).
+        self.assertEqual(list((server.base / "state" / "queue").glob("*.eml")), [])
 
     @defer.inlineCallbacks
     def test_aliasesAndDelimiter(self):

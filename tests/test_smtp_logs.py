@@ -222,6 +222,23 @@ class ClientTests(unittest.TestCase):
         )
         self.assertNotIn("None", text)
 
+    @defer.inlineCallbacks
+    def test_implicitTLSLine(self):
+        server = Server(self)
+        lines = captureLines(self)
+
+        def client():
+            with smtplib.SMTP_SSL("127.0.0.1", server.submissionsPort, context=tlsContext()) as s:
+                return s.noop()
+
+        self.assertEqual((yield inThread(client)), (250, b"2.0.0 Ok"))
+        [line] = [line for line in lines if "TLS connection established" in line]
+        self.assertRegex(
+            line,
+            r"^submissions: Anonymous TLS connection established from [\w.-]+\[127\.0\.0\.1\]: "
+            r"TLSv1\.[23] with cipher \S+ \((\d+)/\1 bits\)$",
+        )
+
 
 def _sleep(seconds):
     from twisted.internet import reactor, task

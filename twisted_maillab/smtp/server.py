@@ -21,7 +21,8 @@ Fixing each of those means replacing C{dataReceived}, the line splitter,
 the DATA state and every command handler, so this module is one
 C{Protocol} with a command queue: input is buffered while a command's
 L{Deferred} is outstanding and processed in order when it fires, so
-replies always come in command order (RFC 2920 3.1).  Twisted's seams are
+replies always come in command order (RFC 2920 3.1); the message text is
+decoded by L{twisted_maillab.smtp.data.MessageText}.  Twisted's seams are
 kept: the cred portal (SASL credentials from L{twisted_maillab.auth.sasl},
 avatars asked for L{IMessageDelivery}), and delivery through
 L{twisted_maillab.interfaces.ISMTPDelivery}, the streaming counterpart of
