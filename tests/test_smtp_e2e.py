@@ -753,8 +753,17 @@ class AliasProgramTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_command(self):
+        from tests.test_smtp_logs import captureLines
+
+        lines = captureLines(self)
         code, text = yield self.send("prog@domaineel.rt")
         self.assertEqual(code, 250, text)
+        [line] = [line for line in lines if ": to=<" in line]
+        self.assertRegex(
+            line,
+            r"^\w+: to=<prog@smtp\.domaineel\.rt>, orig_to=<prog@domaineel\.rt>, relay=local, delay=[\d.]+, "
+            r"dsn=2\.0\.0, status=sent \(delivered to command: .+\)$",
+        )
         data = (self.out / "prog.txt").read_bytes()
         self.assertTrue(data.startswith(b"Return-Path: <someone@example.org>\nX-Original-To: prog@domaineel.rt\n"))
         # The missing From: was added from the envelope (mynetworks client).

@@ -105,11 +105,31 @@ class LineTests(unittest.TestCase):
         proto, t = h.connect("192.0.2.4")
         send(proto, t, b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<edouard+x@domaineel.rt>\r\nDATA\r\n")
         send(proto, t, b"hi\r\n.\r\n")
-        [line] = [line for line in lines if " to=<" in line]
+        [line] = [line for line in lines if ": to=<" in line]
         self.assertRegex(
             line,
             r"^[0-9A-F]+: to=<edouard\+x@domaineel\.rt>, orig_to=<edouard\+x@domaineel\.rt>, relay=local, "
             r"delay=0\.00, dsn=4\.2\.2, status=deferred \(.*quota.*\)$",
+        )
+
+    def test_rejectedMessageLines(self):
+        lines = captureLines(self)
+        h = Harness(sizeLimit=100)
+        proto, t = h.connect("127.0.0.1")
+        send(proto, t, b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<edouard@domaineel.rt>\r\nDATA\r\n")
+        first = proto.envelope.queueId
+        send(proto, t, b"x" * 98 + b"\r\n" + b"y\r\n.\r\n")
+        send(proto, t, AUTH_PLAIN + b"MAIL FROM:<edouard@domaineel.rt>\r\nRCPT TO:<admin@domaineel.rt>\r\nDATA\r\n")
+        second = proto.envelope.queueId
+        send(proto, t, b"From: admin@domaineel.rt\r\n\r\n.\r\n")
+        self.assertEqual(
+            [line for line in lines if "reject:" in line],
+            [
+                f"{first}: reject: END-OF-MESSAGE from unknown[127.0.0.1]: 552 5.3.4 Error: message file too big; "
+                "from=<a@b.example> to=<edouard@domaineel.rt> proto=ESMTP helo=<c>",
+                f"{second}: reject: END-OF-MESSAGE from unknown[127.0.0.1]: 553 5.7.1 From: header rejected: "
+                "not owned by user edouard; from=<edouard@domaineel.rt> to=<admin@domaineel.rt> proto=ESMTPA helo=<c>",
+            ],
         )
 
     def test_formatDelay(self):

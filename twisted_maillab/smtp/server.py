@@ -848,12 +848,7 @@ class ESMTPServer(Protocol):
         envelope = self.envelope
         if text.failure is not None:
             error = text.failure
-            log.info(
-                "{queueId}: reject: DATA from {client}: {reply}",
-                queueId=envelope.queueId,
-                client=self.session.describe(),
-                reply=str(error),
-            )
+            self._logRejectedMessage(envelope, error)
             self._replyError(error)
             self._resetTransaction()
             if error is BARE_NEWLINE:
@@ -878,18 +873,28 @@ class ESMTPServer(Protocol):
             else:
                 log.failure("{queueId}: delivery failed", failure, queueId=envelope.queueId)
                 error = SMTPReply(451, "4.3.0", "Error: queue file write error")
-            log.warn(
-                "{queueId}: reject: end of DATA from {client}: {reply}",
-                queueId=envelope.queueId,
-                client=self.session.describe(),
-                reply=str(error),
-            )
+            self._logRejectedMessage(envelope, error)
             if self._mode != CLOSED:
                 self._replyError(error)
 
         d.addCallbacks(done, failed)
         d.addBoth(lambda _: self._resetTransaction())
         self._wait(d)
+
+    def _logRejectedMessage(self, envelope, error: SMTPReply) -> None:
+        # Postfix's smtpd line for a message refused after the final dot
+        # (it names the first recipient).
+        log.warn(
+            "{queueId}: reject: END-OF-MESSAGE from {client}: {reply}; from={sender} to={to} "
+            "proto={proto} helo=<{helo}>",
+            queueId=envelope.queueId,
+            client=self.session.describe(),
+            reply=str(error),
+            sender=envelope.sender,
+            to=envelope.recipients[0].mailbox,
+            proto=self.session.withProtocol(),
+            helo=self.session.helo,
+        )
 
     def _abortMessage(self):
         message, self._message = self._message, None
