@@ -8,6 +8,7 @@ service with smtplib (Maildir sizes, the outbound spool).
 from __future__ import annotations
 
 import base64
+import json
 import re
 import smtplib
 
@@ -223,6 +224,10 @@ class ClientTests(unittest.TestCase):
         )
         spooled = (queue.directory / f"{queueId}.eml").read_bytes()
         self.assertEqual(spooled.split(b"\nSubject: ", 1)[1], stored.split(b"\nSubject: ", 1)[1])
+        # The queue's size (its SIZE= to the next hop, RFC 1870) and line
+        # count include the added fields.
+        state = json.loads((queue.directory / f"{queueId}.json").read_bytes())
+        self.assertEqual((state["size"], state["lines"]), (len(spooled), spooled.count(b"\n")))
 
     @defer.inlineCallbacks
     def test_mxFromOutsideUntouched(self):
