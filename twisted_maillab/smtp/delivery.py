@@ -47,8 +47,8 @@ class QueueIds:
 
 def formatDelay(seconds: float) -> str:
     """
-    A delay as Postfix logs it: two significant digits below 10 seconds
-    (C{0.12}, C{1.5}), whole seconds above.
+    A delay as Postfix logs it: hundredths below one second (C{0.12}),
+    tenths below ten (C{1.5}), whole seconds above (C{42}).
     """
     seconds = max(seconds, 0.0)
     if seconds >= 10:
@@ -109,7 +109,8 @@ class LocalMessage:
     The body of one message on its way into the store.
 
     It also reads the header section (at most C{headerLimit} octets) to
-    apply C{reject_from_login_mismatch} for authenticated senders.
+    apply C{reject_from_login_mismatch} for authenticated senders, and
+    completes the header of submitted mail (L{MissingHeaders}).
     """
 
     def __init__(
