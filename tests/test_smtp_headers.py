@@ -7,7 +7,6 @@ service with smtplib (Maildir sizes, the outbound spool).
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import smtplib
@@ -15,14 +14,13 @@ import smtplib
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from tests.smtp_fixtures.fakes import Harness, ImplicitTLSTransport
+from tests.smtp_fixtures.fakes import AUTH_PLAIN, Harness, ImplicitTLSTransport
 from tests.test_smtp import send
 from tests.test_smtp_e2e import Server, inThread, tlsContext
 from twisted_maillab.config import loadString
 from twisted_maillab.smtp.headers import MissingHeaders, rfc5322Date
 
 WHEN = 1_700_000_000.0
-AUTH_PLAIN = b"AUTH PLAIN " + base64.b64encode(b"\0edouard\0secret") + b"\r\n"
 ADDED = (
     b"Date: " + rfc5322Date(WHEN).encode() + b"\n"
     b"Message-ID: <QID.20231114221320@smtp.example>\n"

@@ -6,7 +6,6 @@ TLS, the local delivery lines, and one name for the client per session.
 
 from __future__ import annotations
 
-import base64
 import re
 import smtplib
 
@@ -14,13 +13,12 @@ from twisted.internet import defer
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
-from tests.smtp_fixtures.fakes import Harness
+from tests.smtp_fixtures.fakes import AUTH_PLAIN, Harness
 from tests.test_smtp import replies, send
 from tests.test_smtp_e2e import Server, inThread, tlsContext
 from twisted_maillab.smtp.delivery import formatDelay
 from twisted_maillab.smtp.server import NAME_LOOKUP_TIMEOUT
 
-AUTH_PLAIN = b"AUTH PLAIN " + base64.b64encode(b"\0edouard\0secret") + b"\r\n"
 
 
 def captureLines(testCase) -> list[str]:

@@ -7,20 +7,18 @@ tests on StringTransport, then a real client (smtplib) on loopback.
 
 from __future__ import annotations
 
-import base64
 import itertools
 import smtplib
 
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from tests.smtp_fixtures.fakes import Harness, ImplicitTLSTransport, TLSStringTransport
+from tests.smtp_fixtures.fakes import AUTH_PLAIN, Harness, ImplicitTLSTransport, TLSStringTransport
 from tests.test_smtp import send
 from tests.test_smtp_e2e import Server, inThread, tlsContext
 from twisted_maillab.config import loadString
 from twisted_maillab.smtp.service import listenerSettings
 
-AUTH_PLAIN = b"AUTH PLAIN " + base64.b64encode(b"\0edouard\0secret") + b"\r\n"
 
 
 def yesNo(value: bool) -> str:
