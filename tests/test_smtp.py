@@ -410,7 +410,7 @@ class LimitTests(unittest.TestCase):
         self.assertEqual(got, [])
         # Nothing kept: the transaction was aborted, nothing is buffered.
         self.assertEqual(h.store.aborted, h.store.transactions)
-        self.assertEqual(proto._out, [])
+        self.assertEqual(proto._text._out, [])
         got = send(proto, t, (b"y" * 98 + b"\r\n") * 1000 + b".\r\nNOOP\r\n")
         self.assertEqual(got, ["552 5.3.4 Error: message file too big", "250 2.0.0 Ok"])
         self.assertEqual(h.store.committed, [])
@@ -428,7 +428,7 @@ class LimitTests(unittest.TestCase):
         h, proto, t = self.start()
         for _ in range(100):
             proto.dataReceived(b"z" * 65536)
-        self.assertLess(len(proto._partial), 2)
+        self.assertLess(len(proto._text._partial), 2)
         self.assertEqual(send(proto, t, b"\r\n.\r\n"), ["500 5.5.2 Error: message line longer than 1000 octets"])
 
     def test_998OctetLineAccepted(self):
@@ -530,12 +530,14 @@ class ByteExactTests(unittest.TestCase):
         expected = (
             self.BODY.replace(b"\r\n.", b"\r\n")
             .replace(b"\r\n", b"\n")
+            .replace(b"\r", b"\n")
         )
-        # The CRLF conversion only touches CRLF pairs; bare LF/CR stay.
+        # Every other byte is kept; a bare LF or CR is stored as a line end
+        # (smtpd_forbid_bare_newline = normal, tests/test_smtp_smuggling.py).
         self.assertEqual(whole, expected)
         self.assertIn("\u2603 \xff".encode("utf-8"), whole)
         self.assertIn(b"\xfe\x80raw", whole)
-        self.assertIn(b"bare\nLF and bare\rCR\n", whole)
+        self.assertIn(b"bare\nLF and bare\nCR\n", whole)
 
     def test_byteByByteSameAsWhole(self):
         data = self.SESSION + self.BODY + b".\r\n"

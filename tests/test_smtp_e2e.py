@@ -232,7 +232,13 @@ class SMTPLibTests(unittest.TestCase):
         self.assertRegex(lines[3], r"^Received: from antenn04\.univ-lr\.fr \((localhost|unknown) \[127\.0\.0\.1\]\)$")
         self.assertEqual(lines[4], f"\tby smtp.domaineel.rt (maillab) with ESMTP id {queueId}")
         self.assertTrue(lines[5].startswith("\tfor <edouard@smtp.domaineel.rt>; "))
-        self.assertTrue(text.endswith("From: admin@localhost\n\nsdgfd\n"))
+        # From 127.0.0.1 (mynetworks): Date: and Message-ID: were missing
+        # and are added at the end of the header (From: was there).
+        self.assertRegex(
+            text,
+            r"\nFrom: admin@localhost\nDate: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4}\n"
+            rf"Message-ID: <{queueId}\.\d{{14}}@smtp\.domaineel\.rt>\n\nsdgfd\n$",
+        )
 
     @defer.inlineCallbacks
     def test_startTLSAuthPlainAndLoginOnSubmission(self):
@@ -302,16 +308,26 @@ class SMTPLibTests(unittest.TestCase):
                 s.login("edouard", "secret")
                 other = s.mail("admin@domaineel.rt")
                 s.rset()
+                # His own name at a foreign domain is not his address.
+                foreign = s.mail("edouard@example.org")
+                s.rset()
                 s.mail("edouard@domaineel.rt")
                 s.rcpt("utilisateur@domaineel.rt")
                 header = s.data(b"From: Admin <admin@domaineel.rt>\r\n\r\nforged\r\n")
-                return other, header
+                s.mail("edouard@domaineel.rt")
+                s.rcpt("utilisateur@domaineel.rt")
+                foreignHeader = s.data(b"From: <edouard@example.org>\r\n\r\nforged\r\n")
+                return other, foreign, header, foreignHeader
 
-        other, header = yield inThread(client)
+        other, foreign, header, foreignHeader = yield inThread(client)
         self.assertEqual(other[0], 553)
         self.assertIn(b"5.7.1 <admin@domaineel.rt>: Sender address rejected: not owned by user edouard", other[1])
+        self.assertEqual(foreign, (553, b"5.7.1 <edouard@example.org>: Sender address rejected: not owned by user edouard"))
         self.assertEqual(header, (553, b"5.7.1 From: header rejected: not owned by user edouard"))
+        self.assertEqual(foreignHeader, header)
         self.assertEqual(server.messages("utilisateur"), [])
+        # Nothing queued either (a glob of a missing directory is empty).
+        self.assertEqual(list((server.base / "state" / "queue").glob("*.eml")), [])
 
     @defer.inlineCallbacks
     def test_aliasesAndDelimiter(self):
@@ -397,7 +413,9 @@ class SMTPLibTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_eightBitBodyByteForByte(self):
         server = self.server
+        # A complete header, so that nothing is added (mynetworks client).
         body = (
+            "From: a@example.org\r\nDate: Wed, 2 Dec 2026 18:00:00 +0000\r\nMessage-ID: <8bit@example.org>\r\n"
             "Subject: =?utf-8?q?=C3=A9t=C3=A9?=\r\nContent-Type: text/plain; charset=utf-8\r\n"
             "Content-Transfer-Encoding: 8bit\r\n\r\n\u00e9t\u00e9 \u2603 \U0001F600\r\n"
         ).encode() + bytes(range(0x80, 0x100)) + b"\r\n..stuffed\r\n\ttab\r\n"
@@ -410,7 +428,7 @@ class SMTPLibTests(unittest.TestCase):
         [stored] = server.messages("edouard")
         expected = body.replace(b"\r\n..", b"\r\n.").replace(b"\r\n", b"\n")
         self.assertTrue(stored.endswith(expected))
-        self.assertEqual(stored[stored.index(b"Subject: =?utf-8") :], expected)
+        self.assertEqual(stored[stored.index(b"From: a@example.org") :], expected)
 
     @defer.inlineCallbacks
     def test_smtputf8(self):
@@ -431,7 +449,7 @@ class SMTPLibTests(unittest.TestCase):
         text = stored.decode("utf-8")
         self.assertTrue(text.startswith(f"Return-Path: <{sender}>\n"))
         self.assertIn("with UTF8SMTP id", text)
-        self.assertTrue(text.endswith("Subject: \u00e9t\u00e9\n\nna\u00efve\n"))
+        self.assertRegex(text, "\nSubject: \u00e9t\u00e9\nDate: [^\n]+\nMessage-ID: <[^\n]+>\n\nna\u00efve\n$")
 
     @defer.inlineCallbacks
     def test_vrfyNoopHelp(self):
@@ -580,7 +598,10 @@ class SizeTests(unittest.TestCase):
         [path] = list((server.maildir("edouard") / "new").iterdir())
         line = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ0123\n"
         # Every byte stored, each CRLF as LF.
-        self.assertTrue(path.read_bytes().endswith(b"\nSubject: big\n\n" + line * (size // 78)))
+        header, _, text = path.read_bytes().partition(b"\n\n")
+        self.assertEqual(text, line * (size // 78))
+        # The header was held back and completed; the body streamed.
+        self.assertRegex(header, rb"\nSubject: big\nDate: [^\n]+\nMessage-ID: <[^\n]+>\nFrom: a@example.org$")
         # Streamed in 64 KiB pieces: the server's Python allocations stay
         # below the message size.  The bound is not tighter because the
         # passwd-file source reads its file with f.read(16 MiB + 1), which
@@ -651,7 +672,8 @@ class OutboundTests(unittest.TestCase):
         self.assertEqual([r.mailbox.address for r in envelope.recipients], ["friend@remote.test"])
         self.assertTrue(data.startswith(b"Received: from "))
         # smtplib stuffs dots itself, so the content line is "..dot".
-        self.assertTrue(data.endswith("Subject: relay\n\nbody \u00e9\n..dot\n".encode()))
+        self.assertTrue(data.endswith("\nFrom: someone@example.org\n\nbody \u00e9\n..dot\n".encode()))
+        self.assertIn(b"\nSubject: relay\nDate: ", data)
         [local] = server.messages("edouard")
         self.assertEqual(local.split(b"Received: ", 1)[1], data.split(b"Received: ", 1)[1])
         queue = server.resources.smtpBackend.outbound
@@ -731,11 +753,22 @@ class AliasProgramTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_command(self):
+        from tests.test_smtp_logs import captureLines
+
+        lines = captureLines(self)
         code, text = yield self.send("prog@domaineel.rt")
         self.assertEqual(code, 250, text)
+        [line] = [line for line in lines if ": to=<" in line]
+        self.assertRegex(
+            line,
+            r"^\w+: to=<prog@smtp\.domaineel\.rt>, orig_to=<prog@domaineel\.rt>, relay=local, delay=[\d.]+, "
+            r"dsn=2\.0\.0, status=sent \(delivered to command: .+\)$",
+        )
         data = (self.out / "prog.txt").read_bytes()
         self.assertTrue(data.startswith(b"Return-Path: <someone@example.org>\nX-Original-To: prog@domaineel.rt\n"))
-        self.assertIn(b"\nSubject: pipe\n\nFrom the start\nbody\n", data)
+        # The missing From: was added from the envelope (mynetworks client).
+        self.assertIn(b"\nSubject: pipe\nDate: ", data)
+        self.assertIn(b"\nFrom: someone@example.org\n\nFrom the start\nbody\n", data)
         # RECIPIENT, SENDER, and the uid it ran as (nobody when we are root).
         expectedUid = self.nobody if os.geteuid() == 0 else os.geteuid()
         self.assertTrue(data.endswith(f"prog@smtp.domaineel.rt someone@example.org {expectedUid}\n".encode()))

@@ -761,8 +761,20 @@ class SMTPSection(ListenerSection):
     command_time_limit: float = option(
         parseDuration, 1000.0, "time allowed to an alias command or file write"
     )
+    smtpd_forbid_bare_newline: str = option(
+        parseChoice("normal", "reject"),
+        "normal",
+        "a bare LF or CR in message text is stored as a line end (normal) or refuses the "
+        "message with 521 and closes the connection (reject)",
+    )
+    submission_add_missing_headers: bool = option(
+        parseBoolean,
+        True,
+        "add Date:, Message-ID: and From: (the envelope sender) when missing to mail from "
+        "logged-in clients, mynetworks and the submission listeners (never to other MX mail)",
+    )
     header_size_limit: int = option(
-        parseSize, 102400, "header bytes inspected for the From: check"
+        parseSize, 102400, "header bytes inspected for the From: check and the added headers"
     )
     recipient_cache_ttl: float = option(
         parseDuration,

@@ -22,6 +22,10 @@ from twisted_maillab.smtp.server import Settings, SMTPServerFactory
 from twisted_maillab.smtp.service import SMTPAvatar
 
 
+# AUTH PLAIN for edouard/secret, the login FakePortal accepts (RFC 4616).
+AUTH_PLAIN = b"AUTH PLAIN AGVkb3VhcmQAc2VjcmV0\r\n"
+
+
 def account(name: str) -> Account:
     home = Path("/nonexistent") / name
     return Account(name=name, domain="domaineel.rt", home=home, uid=None, gid=None, maildir=home / "Maildir")

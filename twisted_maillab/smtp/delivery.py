@@ -5,16 +5,14 @@ the headers Postfix's smtpd and local(8) add, and queue ids.
 Line endings: messages are stored with LF line ends, as Postfix's
 local(8) and Dovecot's LDA write Maildir files (Dovecot computes the
 C{,W=} wire size from them).  The SMTP server turns each CRLF that ends a
-line on the wire into LF after removing dot-stuffing; every other byte
-(8-bit text, UTF-8, a lone CR or LF inside a line) is stored exactly as
-received.
+line on the wire into LF after removing dot-stuffing, and a bare CR or LF
+into LF too (C{smtpd_forbid_bare_newline = normal}); every other byte
+(8-bit text, UTF-8) is stored exactly as received.
 """
 
 from __future__ import annotations
 
-import email.utils
 import re
-from datetime import datetime, timezone
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -22,6 +20,7 @@ from zope.interface import implementer
 
 from twisted_maillab.interfaces import ISMTPMessage
 from twisted_maillab.smtp.envelope import SMTPReply
+from twisted_maillab.smtp.headers import MissingHeaders, rfc5322Date
 
 __all__ = ["QueueIds", "LocalDelivery", "LocalMessage", "receivedHeader", "headerValue"]
 
@@ -44,6 +43,19 @@ class QueueIds:
         value = max(int(self.clock.seconds() * 1_000_000), self._last + 1)
         self._last = value
         return f"{value:X}"
+
+
+def formatDelay(seconds: float) -> str:
+    """
+    A delay as Postfix logs it: hundredths below one second (C{0.12}),
+    tenths below ten (C{1.5}), whole seconds above (C{42}).
+    """
+    seconds = max(seconds, 0.0)
+    if seconds >= 10:
+        return f"{seconds:.0f}"
+    if seconds >= 1:
+        return f"{seconds:.1f}"
+    return f"{seconds:.2f}"
 
 
 _UNSAFE_HEADER_TEXT = re.compile(r"[\x00-\x1f\x7f()\\]")
@@ -83,7 +95,7 @@ def receivedHeader(session, queueId: str, recipient: str | None, when: float) ->
     if session.account is not None:
         lines.append(f"\t(Authenticated sender: {headerValue(session.authName or '')})")
     lines.append(f"\tby {session.hostname} (maillab) with {session.withProtocol()} id {queueId}")
-    date = email.utils.format_datetime(datetime.fromtimestamp(when, timezone.utc).astimezone())
+    date = rfc5322Date(when)
     if recipient:
         lines.append(f"\tfor <{recipient}>; {date}")
     else:
@@ -97,10 +109,13 @@ class LocalMessage:
     The body of one message on its way into the store.
 
     It also reads the header section (at most C{headerLimit} octets) to
-    apply C{reject_from_login_mismatch} for authenticated senders.
+    apply C{reject_from_login_mismatch} for authenticated senders, and
+    completes the header of submitted mail (L{MissingHeaders}).
     """
 
-    def __init__(self, delivery, session, envelope, transaction, copies, checkFrom, spool=None, processes=()):
+    def __init__(
+        self, delivery, session, envelope, transaction, copies, checkFrom, spool=None, processes=(), missingHeaders=None
+    ):
         self.delivery = delivery
         self.session = session
         self.envelope = envelope
@@ -109,6 +124,7 @@ class LocalMessage:
         self.spool = spool
         self.processes = list(processes)
         self.checkFrom = checkFrom
+        self.missingHeaders = missingHeaders
         self._header = bytearray()
         self._headerDone = False
         self._headerLimit = delivery.headerLimit
@@ -122,6 +138,13 @@ class LocalMessage:
         """
         if not self._headerDone:
             self._collectHeader(data)
+        if self.missingHeaders is not None:
+            data = self.missingHeaders.feed(data)
+            if not data:
+                return None
+        return self._pass(data)
+
+    def _pass(self, data: bytes):
         for _, _, process in self.processes:
             process.write(data)
         if self.spool is None and self.transaction is not None:
@@ -205,6 +228,14 @@ class LocalMessage:
                         f"From: header rejected: not owned by user {self.session.authName}",
                     )
                 )
+        if self.missingHeaders is not None:
+            rest = self.missingHeaders.finish()
+            if rest:
+                # Ordered before the commit by each writer; a write error
+                # is reported by the commit.
+                written = self._pass(rest)
+                if isinstance(written, defer.Deferred):
+                    written.addErrback(lambda f: None)
         if self.transaction is None:
             d = defer.succeed([])
         else:
@@ -237,14 +268,12 @@ class LocalMessage:
         for target, original, process in self.processes:
             ok, temporary, detail = await process.finish()
             results.append((ok, temporary, detail))
-            log.info(
-                "{queueId}: to=<{to}>, orig_to=<{orig}>, status={status} ({what})",
-                queueId=self.envelope.queueId,
-                to=target.deliveredTo,
-                orig=original,
-                status="sent" if ok else ("deferred" if temporary else "rejected"),
-                what=detail or f"delivered to {target.kind} {target.value!r}",
-            )
+            if ok:
+                self._logDelivery(target, original, "sent", "2.0.0", f"delivered to {target.kind}: {target.value}")
+            elif temporary:
+                self._logDelivery(target, original, "deferred", "4.3.0", detail)
+            else:
+                self._logDelivery(target, original, "rejected", "5.3.0", detail)
         failures = [r for r in results if not r[0]]
         if failures:
             temporary = [r for r in failures if r[1]]
@@ -253,6 +282,28 @@ class LocalMessage:
                 raise SMTPReply(451, "4.3.0", f"Error: {detail}")
             raise SMTPReply(550, "5.3.0", f"Error: {detail}")
         return queueId
+
+    def _logDelivery(self, target, original: str, status: str, dsn: str, what: str) -> None:
+        """
+        The line Postfix's local(8) writes for one recipient::
+
+            QUEUEID: to=<edouard@domaineel.rt>, orig_to=<root@domaineel.rt>,
+            relay=local, delay=0.12, dsn=2.0.0, status=sent (delivered to maildir)
+
+        C{delay} counts from MAIL FROM (Postfix: from the queue file's
+        creation, which its smtpd does at MAIL).
+        """
+        arrival = self.envelope.arrival or self.delivery.clock.seconds()
+        (log.info if status == "sent" else log.warn)(
+            "{queueId}: to=<{to}>, orig_to=<{orig}>, relay=local, delay={delay}, dsn={dsn}, status={status} ({what})",
+            queueId=self.envelope.queueId,
+            to=target.deliveredTo,
+            orig=original,
+            delay=formatDelay(self.delivery.clock.seconds() - arrival),
+            dsn=dsn,
+            status=status,
+            what=what,
+        )
 
     def _spoolFailed(self, failure):
         if failure.check(SMTPReply):
@@ -265,25 +316,16 @@ class LocalMessage:
         failures = [r for r in results if not r.ok]
         for result, (target, original) in zip(results, self.copies):
             if result.ok:
-                log.info(
-                    "{queueId}: to=<{to}>, orig_to=<{orig}>, status=sent (delivered to maildir {name})",
-                    queueId=queueId,
-                    to=target.deliveredTo,
-                    orig=original,
-                    name=result.filename,
-                )
+                self._logDelivery(target, original, "sent", "2.0.0", "delivered to maildir")
             else:
                 from twisted_maillab.store.errors import MailboxNotFound
 
-                temporary = result.error.temporary or isinstance(result.error, MailboxNotFound)
-                log.warn(
-                    "{queueId}: to=<{to}>, orig_to=<{orig}>, status={status} ({reason})",
-                    queueId=queueId,
-                    to=target.deliveredTo,
-                    orig=original,
-                    status="deferred" if temporary else "rejected",
-                    reason=str(result.error),
-                )
+                error = result.error
+                if isinstance(error, MailboxNotFound):
+                    self._logDelivery(target, original, "deferred", "4.2.0", str(error))
+                else:
+                    status = "deferred" if error.temporary else "rejected"
+                    self._logDelivery(target, original, status, error.enhancedCode, str(error))
         if not failures:
             self._successNotices(results)
         if failures:
@@ -360,6 +402,7 @@ class LocalDelivery:
         reactor=None,
         defaultPrivs: str = "nobody",
         commandTimeLimit: float = 1000.0,
+        addMissingHeaders: bool = True,
     ):
         self.store = store
         self.policy = policy
@@ -370,6 +413,7 @@ class LocalDelivery:
         self.reactor = reactor
         self.defaultPrivs = defaultPrivs
         self.commandTimeLimit = commandTimeLimit
+        self.addMissingHeaders = addMissingHeaders
 
     def begin(self, session, envelope) -> LocalMessage:
         """
@@ -404,7 +448,13 @@ class LocalDelivery:
                 seen.add(key)
                 copies.append((target, recipient.mailbox.address))
         single = envelope.recipients[0].mailbox.address if len(envelope.recipients) == 1 else None
-        received = receivedHeader(session, envelope.queueId, single, self.clock.seconds())
+        now = self.clock.seconds()
+        received = receivedHeader(session, envelope.queueId, single, now)
+        missingHeaders = None
+        if self.addMissingHeaders and self.isSubmission(session):
+            missingHeaders = MissingHeaders(
+                self.headerLimit, envelope.queueId, self.policy.hostname, envelope.sender.address, now
+            )
         spool = None
         if remote:
             if self.outbound is None:
@@ -451,7 +501,22 @@ class LocalDelivery:
             for _, _, process in started:
                 process.abort()
             raise SMTPReply(e.smtpCode, e.enhancedCode, str(e)) from None
-        return LocalMessage(self, session, envelope, transaction, copies, self.checkFrom, spool, started)
+        return LocalMessage(
+            self, session, envelope, transaction, copies, self.checkFrom, spool, started, missingHeaders
+        )
+
+    def isSubmission(self, session) -> bool:
+        """
+        Whether the client submits mail of its own (Postfix adds missing
+        headers for C{local_header_rewrite_clients}: logged-in clients
+        and C{mynetworks}; here also the submission listeners), as opposed
+        to mail arriving at the MX from outside, which is never changed.
+        """
+        return (
+            session.account is not None
+            or session.listener in ("submission", "submissions")
+            or self.policy.inMynetworks(session.host)
+        )
 
     async def sendNotice(self, envelope, entries, header: bytes) -> None:
         """

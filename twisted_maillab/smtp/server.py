@@ -21,7 +21,8 @@ Fixing each of those means replacing C{dataReceived}, the line splitter,
 the DATA state and every command handler, so this module is one
 C{Protocol} with a command queue: input is buffered while a command's
 L{Deferred} is outstanding and processed in order when it fires, so
-replies always come in command order (RFC 2920 3.1).  Twisted's seams are
+replies always come in command order (RFC 2920 3.1); the message text is
+decoded by L{twisted_maillab.smtp.data.MessageText}.  Twisted's seams are
 kept: the cred portal (SASL credentials from L{twisted_maillab.auth.sasl},
 avatars asked for L{IMessageDelivery}), and delivery through
 L{twisted_maillab.interfaces.ISMTPDelivery}, the streaming counterpart of
@@ -32,25 +33,19 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass, field
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
-from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.interfaces import IHandshakeListener, ISSLTransport
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.mail.smtp import IMessageDelivery
+from zope.interface import implementer
 
 from twisted_maillab.sendnow import writeNow
-from twisted_maillab.smtp.envelope import (
-    Mailbox,
-    MailParams,
-    Recipient,
-    SMTPReply,
-    parseMail,
-    parseMailbox,
-    parseRcpt,
-)
+from twisted_maillab.smtp.data import BARE_NEWLINE, MessageText
+from twisted_maillab.smtp.envelope import Recipient, SMTPReply, parseMail, parseMailbox, parseRcpt
+from twisted_maillab.smtp.session import Envelope, Session, Settings
 
 __all__ = ["Settings", "Session", "Envelope", "ESMTPServer", "SMTPServerFactory"]
 
@@ -63,117 +58,20 @@ COMMAND_LINE_LIMIT = 512
 # command or response line may be 12288 octets.
 MAIL_RCPT_LINE_LIMIT = 512 + 500 + 100
 AUTH_LINE_LIMIT = 12288
-# RFC 5321 4.5.3.1.6: 1000 octets for a text line including CRLF.
-TEXT_LINE_LIMIT = 1000
 # Unprocessed pipelined input kept before the transport is paused.
 INPUT_HIGH_WATER = 64 * 1024
 # Postfix's smtpd_hard_error_limit.
 ERROR_LIMIT = 20
-# Body bytes handed to the store per write, and how many such writes may
-# be pending before the client is paused (memory per session: their sum).
-WRITE_CHUNK = 64 * 1024
+# The longest the greeting waits for the client's name (then "unknown").
+NAME_LOOKUP_TIMEOUT = 10.0
+# How many writes of message text (WRITE_CHUNK octets each) may be
+# pending before the client is paused (memory per session: their sum).
 WRITES_IN_FLIGHT = 4
 
 COMMAND, DATA, AUTH, CLOSED = "COMMAND", "DATA", "AUTH", "CLOSED"
 
 
-@dataclass(frozen=True)
-class Settings:
-    """
-    What one listener was configured with (from [smtp] and, for the
-    submission listeners, their own section).
-    """
-
-    hostname: str
-    banner: str
-    listener: str = "smtp"
-    sizeLimit: int = 10240000
-    commandTimeout: float = 300.0
-    dataTimeout: float = 300.0
-    maxRecipients: int = 1000
-    maxConnectionsPerClient: int = 50
-    authEnable: bool = True
-    tlsAuthOnly: bool = True
-    plaintextOnLoopback: bool = True
-    tlsRequired: bool = False
-    requireAuth: bool = False
-    vrfy: str = "ambiguous"
-    rejectSenderMismatch: bool = True
-    peernameLookup: bool = True
-
-
-class Session:
-    """
-    What the server knows about one connection (passed to the policy and
-    the delivery).
-
-    @ivar host: the client's IP address (text).
-    @ivar helo: the HELO/EHLO argument or L{None}.
-    @ivar esmtp: EHLO (not HELO) was used.
-    @ivar account: the authenticated L{Account} or L{None}.
-    @ivar authName: the login name used.
-    @ivar reverseName: the client's verified name, or L{None}.
-    @ivar utf8: the current transaction uses SMTPUTF8.
-    """
-
-    def __init__(self, host: str, port: int, hostname: str, listener: str):
-        self.host = host
-        self.port = port
-        self.hostname = hostname
-        self.listener = listener
-        self.helo: str | None = None
-        self.esmtp = False
-        self.tls = False
-        self.tlsHandle = None
-        self.account = None
-        self.authName: str | None = None
-        self.authMechanism: str | None = None
-        self.reverseName: str | None = None
-        self.utf8 = False
-
-    def tlsInfo(self):
-        """
-        C{(version, cipher, bits)} of the TLS connection, or L{None}.
-        """
-        if not self.tls:
-            return None
-        handle = self.tlsHandle
-        try:
-            return (
-                handle.get_protocol_version_name(),
-                handle.get_cipher_name(),
-                handle.get_cipher_bits(),
-            )
-        except Exception:
-            return ("TLS", "unknown", 0)
-
-    def withProtocol(self) -> str:
-        """
-        The RFC 3848 / RFC 6531 3.7.3 "with" keyword for Received:.
-        """
-        base = ("UTF8SMTP" if self.utf8 else "ESMTP") if self.esmtp else "SMTP"
-        if self.tls:
-            base += "S"
-        if self.account is not None:
-            base += "A"
-        return base
-
-    def describe(self) -> str:
-        return f"{self.reverseName or 'unknown'}[{self.host}]"
-
-
-@dataclass
-class Envelope:
-    """
-    One mail transaction.
-    """
-
-    sender: Mailbox
-    params: MailParams
-    queueId: str
-    recipients: list = field(default_factory=list)
-
-
+@implementer(IHandshakeListener)
 class ESMTPServer(Protocol):
     """
     One SMTP connection.  See the module docstring for why this is not a
@@ -199,13 +97,7 @@ class ESMTPServer(Protocol):
         self._message = None
         self._logout = None
         self._authCredentials = None
-        # DATA state.
-        self._partial = b""
-        self._midLine = False
-        self._received = 0
-        self._failure: SMTPReply | None = None
-        self._out: list[bytes] = []
-        self._outSize = 0
+        self._text: MessageText | None = None  # in DATA
 
     # -- connection -------------------------------------------------------
 
@@ -236,16 +128,48 @@ class ESMTPServer(Protocol):
         # as much as parsing a whole command (a third of its time went to
         # logging in the SMTP bench).  The disconnect line says who it was
         # and what they did, as Postfix's does.
-        if self.settings.peernameLookup and self.factory.resolveName is not None:
-            d = self.factory.resolveName(host)
-            d.addCallback(self._gotName)
-            d.addErrback(lambda f: None)
-        self._reply(220, None, self.settings.banner)
         self._setTimeout(self.settings.commandTimeout)
+        if self.settings.peernameLookup and self.factory.resolveName is not None:
+            # As Postfix's smtpd: the client's name is settled before the
+            # greeting, so every log line and Received: of the session
+            # name it the same way.  Input is held until then.
+            self._busy = True
+            lookup = self.factory.resolveName(host)
+            timer = self.clock.callLater(NAME_LOOKUP_TIMEOUT, lookup.cancel)
+            lookup.addErrback(lambda f: None)
+            lookup.addCallback(self._greet, timer)
+        else:
+            self._greet(None)
 
-    def _gotName(self, name):
-        if name and self.session is not None:
-            self.session.reverseName = name
+    def _greet(self, name, timer=None):
+        if timer is not None and timer.active():
+            timer.cancel()
+        if self._mode == CLOSED:
+            return
+        self.session.reverseName = name or None
+        self._reply(220, None, self.settings.banner)
+        if self._busy:
+            self._busy = False
+            self._process()
+
+    def handshakeCompleted(self):
+        """
+        L{twisted.internet.interfaces.IHandshakeListener}: the TLS handshake
+        (STARTTLS or implicit) is done; log it as Postfix's smtpd does.
+        """
+        if self._mode == CLOSED or self.session is None:
+            return
+        self._markTLS()
+        version, cipher, bits = self.session.tlsInfo()
+        log.info(
+            "{listener}: Anonymous TLS connection established from {client}: "
+            "{version} with cipher {cipher} ({bits}/{bits} bits)",
+            listener=self.settings.listener,
+            client=self.session.describe(),
+            version=version,
+            cipher=cipher,
+            bits=bits,
+        )
 
     def _markTLS(self):
         self.session.tls = True
@@ -495,11 +419,30 @@ class ESMTPServer(Protocol):
         )
 
     def _mechanisms(self) -> list[str]:
+        """
+        The mechanisms EHLO advertises: exactly those AUTH would accept
+        now.  A client that believed an advertisement refused later (530
+        before STARTTLS on an encrypt listener) has already sent its
+        password in clear.
+        """
         if not self._authOffered() or self.session.account is not None:
             return []
-        if self.settings.tlsAuthOnly and not self._plaintextAllowed():
+        if self._authRefusal() is not None:
             return []
         return ["PLAIN", "LOGIN"]
+
+    def _authRefusal(self) -> SMTPReply | None:
+        """
+        Why AUTH PLAIN/LOGIN may not be used on this connection yet, or
+        L{None}: the one rule both EHLO and AUTH apply.
+        """
+        if self.settings.tlsRequired and not self.session.tls:
+            # smtpd_tls_security_level = encrypt (RFC 3207 4).
+            return SMTPReply(530, "5.7.0", "Must issue a STARTTLS command first")
+        if self.settings.tlsAuthOnly and not self._plaintextAllowed():
+            # RFC 4954 4: 538 when the mechanism needs an encrypted channel.
+            return SMTPReply(538, "5.7.11", "Encryption required for requested authentication mechanism")
+        return None
 
     def _plaintextAllowed(self) -> bool:
         from twisted_maillab.auth.sasl import plaintextAllowed
@@ -645,8 +588,9 @@ class ESMTPServer(Protocol):
             raise SMTPReply(503, "5.5.1", "Error: MAIL transaction in progress")
         if not rest:
             raise SMTPReply(501, "5.5.4", "Syntax: AUTH mechanism")
-        if self.settings.tlsAuthOnly and not self._plaintextAllowed():
-            raise SMTPReply(538, "5.7.11", "Encryption required for requested authentication mechanism")
+        refusal = self._authRefusal()
+        if refusal is not None:
+            raise refusal
         parts = rest.split(b" ")
         if len(parts) > 2:
             raise SMTPReply(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]")
@@ -768,18 +712,22 @@ class ESMTPServer(Protocol):
             raise SMTPReply(
                 553, "5.7.1", f"{sender}: Sender address rejected: not owned by user {self.session.authName}"
             )
-        envelope = Envelope(sender, params, self.factory.queueIds.next())
+        envelope = Envelope(sender, params, self.factory.queueIds.next(), arrival=self.clock.seconds())
 
         def accepted(_=None):
             self.envelope = envelope
             self.session.utf8 = params.smtputf8
+            # Postfix's smtpd line for a new transaction; the sender and
+            # size follow at the end of DATA ("from=<...>, size=N, nrcpt=N").
             log.info(
-                "{queueId}: client={client}{auth}, from={sender}, size={size}",
+                "{queueId}: client={client}{auth}",
                 queueId=envelope.queueId,
                 client=self.session.describe(),
-                auth=f", sasl_username={self.session.authName}" if account is not None else "",
-                sender=sender,
-                size=params.size,
+                auth=(
+                    f", sasl_method={self.session.authMechanism}, sasl_username={self.session.authName}"
+                    if account is not None
+                    else ""
+                ),
             )
             self._reply(250, "2.1.0", "Ok")
 
@@ -853,102 +801,23 @@ class ESMTPServer(Protocol):
             return
         self._message = message
         self._mode = DATA
-        self._partial = b""
-        self._midLine = False
-        self._received = 0
-        self._failure = None
-        self._out = []
-        self._outSize = 0
+        self._text = MessageText(self.settings.sizeLimit, self.settings.bareNewline, self._write, self._abortMessage)
         self._setTimeout(self.settings.dataTimeout)
         self._reply(354, None, "End data with <CR><LF>.<CR><LF>")
 
     # -- DATA ----------------------------------------------------------------
 
-    def _fail(self, error: SMTPReply):
-        if self._failure is None:
-            self._failure = error
-            self._out = []
-            self._outSize = 0
-            self._abortMessage()
-
     def _dataChunk(self, data: bytes):
+        remaining = self._text.feed(data)
+        if remaining is not None:
+            self._endOfData(remaining)
+
+    def _write(self, data: bytes):
         """
-        Consume message text: split at CRLF only (a bare LF or CR is data,
-        so no "\\n.\\n" can end the message: SMTP smuggling), remove dot
-        stuffing (RFC 5321 4.5.2), check the limits, pass LF-terminated
-        lines on in chunks; nothing beyond one partial line is buffered.
+        Hand message text (stored form, from L{MessageText}) to the store.
         """
-        buf = self._partial + data if self._partial else data
-        start = 0
-        midLine = self._midLine
-        while True:
-            last = buf.rfind(b"\r\n", start)
-            if last < 0:
-                break
-            if not midLine and buf.startswith(b".", start):
-                # A line starting with a dot: the end marker or stuffing.
-                end = buf.find(b"\r\n", start)
-                if end == start + 1:
-                    self._flushOut()
-                    self._endOfData(buf[end + 2 :])
-                    return
-                self._lines([buf[start + 1 : end]], False)
-                start = end + 2
-                continue
-            # Every complete line up to the next dot-line goes in one block.
-            dot = buf.find(b"\r\n.", start, last)
-            stop = last if dot < 0 else dot
-            self._lines(buf[start:stop].split(b"\r\n"), midLine)
-            midLine = False
-            start = stop + 2
-        tail = buf[start:]
-        if len(tail) >= TEXT_LINE_LIMIT:
-            self._fail(SMTPReply(500, "5.5.2", "Error: message line longer than 1000 octets"))
-            # Keep only a possible CR of a CRLF split across reads.
-            self._received += len(tail)
-            tail = tail[-1:] if tail.endswith(b"\r") else b""
-            midLine = True
-            self._checkSize()
-        self._partial = tail
-        self._midLine = midLine
-        self._flushOut()
-
-    def _lines(self, lines: list[bytes], midLine: bool):
-        size = sum(map(len, lines)) + 2 * len(lines)
-        self._received += size
-        if self._failure is None:
-            # RFC 5321 4.5.3.1.6: at most 998 octets before CRLF.  A line
-            # continuing an over-long one (midLine) is already failed.
-            if max(map(len, lines)) > TEXT_LINE_LIMIT - 2:
-                self._fail(SMTPReply(500, "5.5.2", "Error: message line longer than 1000 octets"))
-                return
-            self._checkSize()
-            if self._failure is None:
-                lines.append(b"")
-                chunk = b"\n".join(lines)
-                self._out.append(chunk)
-                self._outSize += len(chunk)
-                if self._outSize >= WRITE_CHUNK:
-                    self._flushOut()
-        else:
-            self._checkSize()
-
-    def _checkSize(self):
-        if self.settings.sizeLimit and self._received > self.settings.sizeLimit and (
-            self._failure is None or self._failure.code != 552
-        ):
-            # RFC 1870 6.3: refuse at the end of data; nothing more is kept.
-            self._failure = None
-            self._fail(SMTPReply(552, "5.3.4", "Error: message file too big"))
-
-    def _flushOut(self):
-        if not self._out or self._failure is not None or self._message is None:
-            self._out = []
-            self._outSize = 0
+        if self._message is None:
             return
-        data = b"".join(self._out)
-        self._out = []
-        self._outSize = 0
         result = self._message.write(data)
         if isinstance(result, defer.Deferred) and not result.called:
             # Back-pressure: up to WRITES_IN_FLIGHT chunks may be on their
@@ -973,28 +842,24 @@ class ESMTPServer(Protocol):
 
     def _endOfData(self, remaining: bytes):
         self._mode = COMMAND
-        self._partial = b""
+        text, self._text = self._text, None
         self._input[:0] = remaining
         self._setTimeout(self.settings.commandTimeout)
         envelope = self.envelope
-        if self._failure is not None:
-            error = self._failure
-            self._failure = None
-            log.info(
-                "{queueId}: reject: DATA from {client}: {reply}",
-                queueId=envelope.queueId,
-                client=self.session.describe(),
-                reply=str(error),
-            )
+        if text.failure is not None:
+            error = text.failure
+            self._logRejectedMessage(envelope, error)
             self._replyError(error)
             self._resetTransaction()
+            if error is BARE_NEWLINE:
+                self._close()
             return
         message, self._message = self._message, None
         log.info(
             "{queueId}: from=<{sender}>, size={size}, nrcpt={n}",
             queueId=envelope.queueId,
             sender=envelope.sender.address,
-            size=self._received,
+            size=text.received,
             n=len(envelope.recipients),
         )
         d = defer.maybeDeferred(message.end)
@@ -1008,18 +873,28 @@ class ESMTPServer(Protocol):
             else:
                 log.failure("{queueId}: delivery failed", failure, queueId=envelope.queueId)
                 error = SMTPReply(451, "4.3.0", "Error: queue file write error")
-            log.warn(
-                "{queueId}: reject: end of DATA from {client}: {reply}",
-                queueId=envelope.queueId,
-                client=self.session.describe(),
-                reply=str(error),
-            )
+            self._logRejectedMessage(envelope, error)
             if self._mode != CLOSED:
                 self._replyError(error)
 
         d.addCallbacks(done, failed)
         d.addBoth(lambda _: self._resetTransaction())
         self._wait(d)
+
+    def _logRejectedMessage(self, envelope, error: SMTPReply) -> None:
+        # Postfix's smtpd line for a message refused after the final dot
+        # (it names the first recipient).
+        log.warn(
+            "{queueId}: reject: END-OF-MESSAGE from {client}: {reply}; from={sender} to={to} "
+            "proto={proto} helo=<{helo}>",
+            queueId=envelope.queueId,
+            client=self.session.describe(),
+            reply=str(error),
+            sender=envelope.sender,
+            to=envelope.recipients[0].mailbox,
+            proto=self.session.withProtocol(),
+            helo=self.session.helo,
+        )
 
     def _abortMessage(self):
         message, self._message = self._message, None

@@ -21,7 +21,14 @@ from twisted_maillab.smtp.delivery import LocalDelivery, QueueIds
 from twisted_maillab.smtp.policy import Policy, expandDestinations
 from twisted_maillab.smtp.server import Settings, SMTPServerFactory
 
-__all__ = ["buildSMTP", "buildSubmission", "buildSubmissions", "SMTPAvatar", "resolveName"]
+__all__ = [
+    "buildSMTP",
+    "buildSubmission",
+    "buildSubmissions",
+    "SMTPAvatar",
+    "resolveName",
+    "listenerSettings",
+]
 
 log = Logger(namespace="twisted_maillab.smtp")
 
@@ -173,6 +180,7 @@ class _Backend:
             reactor=reactor,
             defaultPrivs=smtp.default_privs,
             commandTimeLimit=smtp.command_time_limit,
+            addMissingHeaders=smtp.submission_add_missing_headers,
         )
         self.queueIds = QueueIds(reactor)
         self.outbound = None
@@ -263,17 +271,16 @@ def _backend(config, resources) -> tuple[_Backend, bool]:
     return backend, False
 
 
-def _build(config, resources, name: str):
+def listenerSettings(config, name: str, hostname: str) -> Settings:
+    """
+    The L{Settings} of listener C{name} (C{"smtp"}, C{"submission"} or
+    C{"submissions"}): the C{[smtp]} keys plus the listener's own section.
+    """
     smtp = config.smtp
     section = getattr(config, name)
-    backend, first = _backend(config, resources)
-    banner = smtp.smtpd_banner.replace("$myhostname", backend.hostname)
-    tlsRequired = name == "submission" and section.smtpd_tls_security_level == "encrypt"
-    if tlsRequired and resources.tlsContext is None:
-        raise config.error(name, "smtpd_tls_security_level", "encrypt needs [tls] certificate and private_key")
-    settings = Settings(
-        hostname=backend.hostname,
-        banner=banner,
+    return Settings(
+        hostname=hostname,
+        banner=smtp.smtpd_banner.replace("$myhostname", hostname),
         listener=name,
         sizeLimit=smtp.message_size_limit,
         commandTimeout=smtp.smtpd_timeout,
@@ -283,12 +290,21 @@ def _build(config, resources, name: str):
         authEnable=True if name != "smtp" else smtp.smtpd_sasl_auth_enable,
         tlsAuthOnly=smtp.smtpd_tls_auth_only,
         plaintextOnLoopback=smtp.plaintext_on_loopback,
-        tlsRequired=tlsRequired,
+        tlsRequired=name == "submission" and section.smtpd_tls_security_level == "encrypt",
         requireAuth=name != "smtp" and section.require_authentication,
         vrfy=smtp.vrfy_command,
         rejectSenderMismatch=smtp.reject_sender_login_mismatch,
         peernameLookup=smtp.smtpd_peername_lookup,
+        bareNewline=smtp.smtpd_forbid_bare_newline,
     )
+
+
+def _build(config, resources, name: str):
+    backend, first = _backend(config, resources)
+    section = getattr(config, name)
+    settings = listenerSettings(config, name, backend.hostname)
+    if settings.tlsRequired and resources.tlsContext is None:
+        raise config.error(name, "smtpd_tls_security_level", "encrypt needs [tls] certificate and private_key")
     reactor = resources.reactor
     factory = SMTPServerFactory(
         settings,
