@@ -23,6 +23,7 @@ from typing import Any, Callable, ClassVar, Mapping
 
 __all__ = [
     "ConfigError",
+    "ConfigErrors",
     "Config",
     "load",
     "loadString",
@@ -66,6 +67,34 @@ class ConfigError(Exception):
         if self.line is not None:
             text += f" (line {self.line})"
         return text
+
+    @property
+    def errors(self) -> list[ConfigError]:
+        """
+        Every problem this stands for, each rendered as one line.
+        """
+        return [self]
+
+
+class ConfigErrors(ConfigError):
+    """
+    Several problems found in one file: the reader checks every key before
+    it gives up, so an administrator fixes them all in one go.  Its fields
+    are the first problem's; C{str()} is one line per problem.
+    """
+
+    def __init__(self, errors: list[ConfigError]):
+        errors = [each for error in errors for each in error.errors]
+        first = errors[0]
+        super().__init__(first.path, first.section, first.key, first.reason, first.line)
+        self._errors = list(errors)
+
+    @property
+    def errors(self) -> list[ConfigError]:
+        return list(self._errors)
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self._errors)
 
 
 class _Context:
@@ -224,7 +253,9 @@ def parseEndpoint(raw: str, context: _Context | None = None) -> str:
 
     It is checked by building the endpoint with C{serverFromString} (which
     binds nothing) so syntax errors and unreadable C{ssl:} certificates are
-    found before any listener starts.  C{systemd:} descriptions are only
+    found before any listener starts; so are a port out of range and an
+    interface that is neither an IP address nor a name that resolves
+    (L{twisted_maillab.listeners.resolve}).  C{systemd:} descriptions are only
     checked for their syntax: the inherited sockets are looked up when the
     service is built, which is still before anything listens.
     """
@@ -245,10 +276,16 @@ def parseEndpoint(raw: str, context: _Context | None = None) -> str:
                 f'"{raw}" is not a valid endpoint: systemd endpoints need name= or index='
             )
         return value
+    from twisted_maillab.listeners import resolve
+
     try:
-        serverFromString(None, value)
+        endpoint = serverFromString(None, value)
     except Exception as e:  # Twisted raises ValueError, KeyError, OSError...
         raise ValueError(f'"{raw}" is not a valid endpoint: {e}') from None
+    try:
+        resolve(endpoint)
+    except ValueError as e:
+        raise ValueError(f'"{raw}" cannot be used: {e}') from None
     return value
 
 
@@ -929,26 +966,45 @@ class Config:
             if isinstance(section, ListenerSection) and section.enabled
         ]
 
-    def error(self, section: str, key: str | None, reason: str) -> ConfigError:
+    def error(
+        self, section: str, key: str | None, reason: str, value: str | None = None
+    ) -> ConfigError:
         """
-        A L{ConfigError} about a key of this config, with its line if known.
+        A L{ConfigError} about a key of this config, with its line if known:
+        the line holding C{value} when the key continues over several lines.
         """
-        return ConfigError(
-            self.path, section, key, reason, self._lines.get((section, key))
-        )
+        return ConfigError(self.path, section, key, reason, self._line(section, key, value))
+
+    def _line(self, section: str, key: str | None, value: str | None = None) -> int | None:
+        first = self._lines.get((section, key))
+        if first is None or value is None:
+            return first
+        text = self._text
+        # The key's line and its indented continuation lines.
+        for number in range(first, len(text) + 1):
+            line = text[number - 1]
+            if number > first and (not line[:1].isspace() or not line.strip()):
+                break
+            if value in line:
+                return number
+        return first
 
 
-def _keyLines(text: str) -> dict[tuple[str, str | None], int]:
+def _keyLines(text: str, path: Path) -> tuple[dict[tuple[str, str | None], int], list[ConfigError]]:
     """
     Map C{(section, key)} (and C{(section, None)}) to 1-based line numbers,
-    because configparser keeps no positions.
+    because configparser keeps no positions; and report sections and keys
+    given twice (configparser, non-strict, would keep the last one quietly).
     """
     lines: dict[tuple[str, str | None], int] = {}
+    errors = []
     section = None
     for number, line in enumerate(text.splitlines(), 1):
         header = re.match(r"\s*\[([^\]]*)\]", line)
         if header:
             section = header.group(1).strip()
+            if (section, None) in lines:
+                errors.append(ConfigError(path, section, None, "section appears twice", number))
             lines.setdefault((section, None), number)
             continue
         if section is None or not line.strip() or line[0].isspace():
@@ -957,18 +1013,34 @@ def _keyLines(text: str) -> dict[tuple[str, str | None], int]:
             continue
         key = re.match(r"([^=:]+?)\s*[=:]", line)
         if key:
-            lines.setdefault((section, key.group(1).strip().lower()), number)
-    return lines
+            name = key.group(1).strip().lower()
+            if (section, name) in lines:
+                errors.append(
+                    ConfigError(
+                        path,
+                        section,
+                        name,
+                        "key appears twice in the section (list several values in one key)",
+                        number,
+                    )
+                )
+            lines.setdefault((section, name), number)
+    return lines, errors
 
 
 def loadString(text: str, path: str | Path = "<string>") -> Config:
     """
     Parse ini text; C{path} names it in errors and anchors relative paths.
 
-    @raise ConfigError: on the first problem found.
+    Every key is checked before anything is refused: each unknown section
+    or key, each bad value, each section's first cross-key problem and
+    each pair of listeners that would bind the same address is one error.
+
+    @raise ConfigError: one problem (L{ConfigErrors} when there are
+        several; its C{errors} lists them, C{str()} is one line each).
     """
     path = Path(path)
-    lines = _keyLines(text)
+    lines, errors = _keyLines(text, path)
     parser = configparser.ConfigParser(
         interpolation=None,
         # "#" and ";" start comments only at the beginning of a line, so
@@ -977,74 +1049,135 @@ def loadString(text: str, path: str | Path = "<string>") -> Config:
         inline_comment_prefixes=None,
         empty_lines_in_values=False,
         default_section="\0no default section",
+        # Duplicates are reported by _keyLines, with the others.
+        strict=False,
     )
     try:
         parser.read_string(text, source=str(path))
     except configparser.MissingSectionHeaderError as e:
         raise ConfigError(path, None, None, "a key appears before any [section] header", e.lineno)
-    except configparser.DuplicateSectionError as e:
-        raise ConfigError(path, e.section, None, "section appears twice", e.lineno)
-    except configparser.DuplicateOptionError as e:
-        raise ConfigError(
-            path,
-            e.section,
-            e.option,
-            "key appears twice in the section (list several values in one key)",
-            e.lineno,
-        )
     except configparser.ParsingError as e:
-        lineno = e.errors[0][0]
-        bad = text.splitlines()[lineno - 1].strip()
-        raise ConfigError(path, None, None, f"cannot parse line {bad!r}", lineno)
+        # configparser reads on past a bad line and lists them all.
+        for lineno, _ in e.errors:
+            bad = text.splitlines()[lineno - 1].strip()
+            errors.append(ConfigError(path, None, None, f"cannot parse line {bad!r}", lineno))
 
     context = _Context(path.parent.resolve() if path.parent else Path.cwd())
     sections: dict[str, Section] = {}
     for name in parser.sections():
         if name not in SECTIONS:
-            raise ConfigError(
-                path,
-                name,
-                None,
-                "unknown section (known: " + ", ".join(SECTIONS) + ")",
-                lines.get((name, None)),
+            errors.append(
+                ConfigError(
+                    path,
+                    name,
+                    None,
+                    "unknown section (known: " + ", ".join(SECTIONS) + ")",
+                    lines.get((name, None)),
+                )
             )
     for name, cls in SECTIONS.items():
         raw = dict(parser.items(name)) if parser.has_section(name) else {}
-        sections[name] = _buildSection(cls, raw, path, lines, context)
+        section = _buildSection(cls, raw, path, lines, context, errors)
+        if section is not None:
+            sections[name] = section
     config = Config(path=path, sections=sections)
     object.__setattr__(config, "_lines", lines)
+    object.__setattr__(config, "_text", text.splitlines())
+    if len(sections) == len(SECTIONS):
+        errors.extend(_listenerCollisions(config))
+    errors.sort(key=lambda e: e.line or 0)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ConfigErrors(errors)
     return config
 
 
-def _buildSection(cls, raw, path, lines, context) -> Section:
+def _listenerCollisions(config: Config, dualStack: bool | None = None) -> list[ConfigError]:
+    """
+    One error for each listener that would bind an address and port another
+    enabled listener of this config already takes, in any section (C{[dns]}
+    binds UDP beside TCP on the same address, so it collides the same way).
+    """
+    from twisted.internet.endpoints import serverFromString
+
+    from twisted_maillab import listeners
+
+    if dualStack is None:
+        dualStack = listeners.dualStack()
+    seen: list[tuple[str, str, listeners.Address]] = []
+    errors = []
+    for section in config.listeners():
+        for description in section.listen:
+            try:
+                address = listeners.resolve(serverFromString(None, description))
+            except Exception:  # already reported by parseEndpoint
+                continue
+            if address is None:
+                continue
+            for otherSection, otherDescription, other in seen:
+                why = listeners.overlap(other, address, dualStack)
+                if why is None:
+                    continue
+                otherLine = config._line(otherSection, "listen", otherDescription)
+                errors.append(
+                    config.error(
+                        section.name,
+                        "listen",
+                        f'"{description}" would bind {address}, already taken by [{otherSection}] '
+                        f'listen "{otherDescription}" (line {otherLine}): {why}',
+                        description,
+                    )
+                )
+                break
+            seen.append((section.name, description, address))
+    return errors
+
+
+def _buildSection(cls, raw, path, lines, context, errors) -> Section | None:
+    """
+    The section built from its raw values, or L{None} after appending to
+    C{errors} one L{ConfigError} per unknown key and bad value (the
+    cross-key L{Section.check} only runs on values that all parsed).
+    """
     name = cls.name
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    failed = len(errors)
     for key in raw:
         if key not in fields:
-            raise ConfigError(
-                path,
-                name,
-                key,
-                "unknown key (known: " + ", ".join(sorted(fields)) + ")",
-                lines.get((name, key)),
+            errors.append(
+                ConfigError(
+                    path,
+                    name,
+                    key,
+                    "unknown key (known: " + ", ".join(sorted(fields)) + ")",
+                    lines.get((name, key)),
+                )
             )
     values = {}
     for key, spec in fields.items():
         if key not in raw:
             if spec.default is dataclasses.MISSING:
-                raise ConfigError(path, name, key, "required key is missing", lines.get((name, None)))
+                errors.append(
+                    ConfigError(path, name, key, "required key is missing", lines.get((name, None)))
+                )
             continue
         try:
             values[key] = spec.metadata["parse"](raw[key], context)
         except ValueError as e:
-            raise ConfigError(path, name, key, str(e), lines.get((name, key))) from None
+            errors.append(ConfigError(path, name, key, str(e), lines.get((name, key))))
+    if len(errors) > failed:
+        return None
     section = cls(**values)
     try:
         section.check()
     except SectionError as e:
-        raise ConfigError(
-            path, name, e.key, e.reason, lines.get((name, e.key), lines.get((name, None)))
-        ) from None
+        errors.append(
+            ConfigError(
+                path, name, e.key, e.reason, lines.get((name, e.key), lines.get((name, None)))
+            )
+        )
+        return None
     return section
 
 

@@ -30,8 +30,7 @@ class Options(usage.Options):
         try:
             self["parsed"] = load(self["config"])
         except ConfigError as e:
-            sys.stderr.write(f"maillab: {e}\n")
-            raise SystemExit(1)
+            _exit(e)
 
 
 def makeService(options):
@@ -43,5 +42,13 @@ def makeService(options):
         # Errors only found while building (a zone that does not load, a
         # missing inherited socket) are still config errors: nothing is
         # bound yet, so exit cleanly with the message.
-        sys.stderr.write(f"maillab: {e}\n")
-        raise SystemExit(1)
+        _exit(e)
+
+
+def _exit(error: ConfigError):
+    """
+    Every problem on its own line on stderr, then exit status 1.
+    """
+    for each in error.errors:
+        sys.stderr.write(f"maillab: {each}\n")
+    raise SystemExit(1)
