@@ -150,7 +150,13 @@ class ComposeTests(unittest.TestCase):
         port = busy.getsockname()[1]
         parsed = parse(self, f"[pop3]\nenabled = yes\nlisten = tcp:{port}:interface=127.0.0.1\n")
         top = service.makeService(parsed)
-        self.assertRaises(CannotListenError, top.privilegedStartService)
+        e = self.assertRaises(ConfigError, top.privilegedStartService)
+        self.assertEqual(
+            str(e),
+            f'{parsed.path} [pop3] listen: "tcp:{port}:interface=127.0.0.1" cannot listen on '
+            f"127.0.0.1:{port}: address already in use (another process, or another "
+            "listener, has it) (line 5)",
+        )
 
     def test_implicitTLSNeedsACertificate(self):
         parsed = parse(self, "[imaps]\nenabled = yes\nlisten = tcp:993\n", "etc/x.ini")

@@ -1075,16 +1075,21 @@ def loadString(text: str, path: str | Path = "<string>") -> Config:
                     lines.get((name, None)),
                 )
             )
+    # (section, listen values) of every enabled listener, even in a section
+    # refused for another key: a bad key elsewhere hides no collision.
+    listening: list[tuple[str, tuple]] = []
     for name, cls in SECTIONS.items():
         raw = dict(parser.items(name)) if parser.has_section(name) else {}
-        section = _buildSection(cls, raw, path, lines, context, errors)
+        values: dict[str, Any] = {}
+        section = _buildSection(cls, raw, path, lines, context, errors, values)
         if section is not None:
             sections[name] = section
+        if values.get("enabled") and values.get("listen"):
+            listening.append((name, values["listen"]))
     config = Config(path=path, sections=sections)
     object.__setattr__(config, "_lines", lines)
     object.__setattr__(config, "_text", text.splitlines())
-    if len(sections) == len(SECTIONS):
-        errors.extend(_listenerCollisions(config))
+    errors.extend(_listenerCollisions(config, listening))
     errors.sort(key=lambda e: e.line or 0)
     if len(errors) == 1:
         raise errors[0]
@@ -1093,7 +1098,9 @@ def loadString(text: str, path: str | Path = "<string>") -> Config:
     return config
 
 
-def _listenerCollisions(config: Config, dualStack: bool | None = None) -> list[ConfigError]:
+def _listenerCollisions(
+    config: Config, listening: list[tuple[str, tuple]], dualStack: bool | None = None
+) -> list[ConfigError]:
     """
     One error for each listener that would bind an address and port another
     enabled listener of this config already takes, in any section (C{[dns]}
@@ -1107,8 +1114,8 @@ def _listenerCollisions(config: Config, dualStack: bool | None = None) -> list[C
         dualStack = listeners.dualStack()
     seen: list[tuple[str, str, listeners.Address]] = []
     errors = []
-    for section in config.listeners():
-        for description in section.listen:
+    for name, listen in listening:
+        for description in listen:
             try:
                 address = listeners.resolve(serverFromString(None, description))
             except Exception:  # already reported by parseEndpoint
@@ -1122,7 +1129,7 @@ def _listenerCollisions(config: Config, dualStack: bool | None = None) -> list[C
                 otherLine = config._line(otherSection, "listen", otherDescription)
                 errors.append(
                     config.error(
-                        section.name,
+                        name,
                         "listen",
                         f'"{description}" would bind {address}, already taken by [{otherSection}] '
                         f'listen "{otherDescription}" (line {otherLine}): {why}',
@@ -1130,15 +1137,16 @@ def _listenerCollisions(config: Config, dualStack: bool | None = None) -> list[C
                     )
                 )
                 break
-            seen.append((section.name, description, address))
+            seen.append((name, description, address))
     return errors
 
 
-def _buildSection(cls, raw, path, lines, context, errors) -> Section | None:
+def _buildSection(cls, raw, path, lines, context, errors, values) -> Section | None:
     """
     The section built from its raw values, or L{None} after appending to
     C{errors} one L{ConfigError} per unknown key and bad value (the
     cross-key L{Section.check} only runs on values that all parsed).
+    C{values} receives the values that parsed.
     """
     name = cls.name
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -1154,7 +1162,6 @@ def _buildSection(cls, raw, path, lines, context, errors) -> Section | None:
                     lines.get((name, key)),
                 )
             )
-    values = {}
     for key, spec in fields.items():
         if key not in raw:
             if spec.default is dataclasses.MISSING:

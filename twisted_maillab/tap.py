@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 
+from twisted.application.service import MultiService
 from twisted.python import usage
 
 from twisted_maillab.config import ConfigError, load
@@ -33,11 +34,29 @@ class Options(usage.Options):
             _exit(e)
 
 
+class _Bound(MultiService):
+    """
+    The suite, its listeners already bound by L{makeService}: twistd's
+    C{privilegedStartService} has nothing left to do.
+    """
+
+    def privilegedStartService(self):
+        pass
+
+
 def makeService(options):
-    from twisted_maillab.service import makeService as compose
+    from twisted_maillab.service import bindListeners, makeService as compose
 
     try:
-        return compose(options["parsed"])
+        top = compose(options["parsed"])
+        # Bound here, while twistd still runs as the user who started it
+        # and before it daemonizes, writes its pid file or takes stdout
+        # for its log: a port in use or refused is one line on stderr and
+        # exit status 1, as any configuration error, not a traceback.
+        bindListeners(top, options["parsed"])
+        bound = _Bound()
+        top.setServiceParent(bound)
+        return bound
     except ConfigError as e:
         # Errors only found while building (a zone that does not load, a
         # missing inherited socket) are still config errors: nothing is

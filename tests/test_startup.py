@@ -1,0 +1,163 @@
+"""
+End-to-end: what an administrator sees when C{twistd maillab} cannot
+start.  Every failure is one line naming the file, section, key and
+endpoint, with exit status 1, and never a traceback; checked through real
+C{twistd} subprocesses.
+"""
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+from twisted.trial import unittest
+
+from tests.support import freePort
+from tests.test_twistd import REPO, TWISTD
+
+NOBODY = 65534
+
+
+def runTwistd(testCase, text: str, user: int | None = None, pidfile: str = ""):
+    """
+    Write C{text} as an ini file and start C{twistd -n maillab} on it
+    (as C{user} when given, through util-linux's setpriv).
+
+    @return: the ini path and the finished process.
+    """
+    directory = Path(testCase.mktemp()).resolve()
+    directory.mkdir(parents=True)
+    ini = directory / "maillab.ini"
+    ini.write_text(text.replace("STATE", str(directory / "state")))
+    command = [TWISTD, "-n", f"--pidfile={pidfile}", "maillab", "--config", str(ini)]
+    if user is not None:
+        # trial's mktemp makes a 0700 directory above ours.
+        directory.parent.chmod(0o755)
+        directory.chmod(0o755)
+        (directory / "state").mkdir(mode=0o700)
+        os.chown(directory / "state", user, user)
+        command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"] + command
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=directory)
+    return ini, result
+
+
+class BindFailureTests(unittest.TestCase):
+    def assertOneLine(self, result, line):
+        self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+        self.assertEqual(result.stderr, f"maillab: {line}\n")
+        self.assertNotIn("Traceback", result.stdout)
+        self.assertNotIn("listening on", result.stdout)
+
+    def busy(self, kind=socket.SOCK_STREAM) -> int:
+        sock = socket.socket(socket.AF_INET, kind)
+        sock.bind(("127.0.0.1", 0))
+        if kind == socket.SOCK_STREAM:
+            sock.listen()
+        self.addCleanup(sock.close)
+        return sock.getsockname()[1]
+
+    def test_portInUse(self):
+        """
+        A port another process holds: nothing is started, no pid file is
+        left behind.
+        """
+        port = self.busy()
+        pidfile = os.path.abspath(self.mktemp())
+        ini, result = runTwistd(
+            self,
+            "[server]\nstate_directory = STATE\n"
+            f"[pop3]\nenabled = yes\nlisten = tcp:0:interface=127.0.0.1\n"
+            f"    tcp:{port}:interface=127.0.0.1\n",
+            pidfile=pidfile,
+        )
+        self.assertOneLine(
+            result,
+            f'{ini} [pop3] listen: "tcp:{port}:interface=127.0.0.1" cannot listen on '
+            f"127.0.0.1:{port}: address already in use (another process, or another "
+            "listener, has it) (line 6)",
+        )
+        self.assertFalse(os.path.exists(pidfile))
+
+    def test_dnsUDPPortInUse(self):
+        """
+        [dns] binds UDP beside TCP: a UDP port in use is reported the same way.
+        """
+        port = self.busy(socket.SOCK_DGRAM)
+        zone = REPO / "etc" / "zones" / "domaineel.rt.zone"
+        ini, result = runTwistd(
+            self,
+            "[server]\nstate_directory = STATE\n"
+            f"[dns]\nenabled = yes\nzones = domaineel.rt:{zone}\n"
+            f"listen = tcp:{port}:interface=127.0.0.1\n",
+        )
+        self.assertOneLine(
+            result,
+            f'{ini} [dns] listen: "tcp:{port}:interface=127.0.0.1" cannot listen on '
+            f"127.0.0.1:{port}: address already in use (another process, or another "
+            "listener, has it) (line 6)",
+        )
+
+    def test_privilegedPortWithoutPermission(self):
+        """
+        Port 110 as an unprivileged user (as when the unit's User= is set
+        without CAP_NET_BIND_SERVICE).
+        """
+        ini, result = runTwistd(
+            self,
+            "[server]\nstate_directory = STATE\n"
+            "[pop3]\nenabled = yes\nlisten = tcp:110:interface=127.0.0.1\n",
+            user=NOBODY,
+        )
+        self.assertOneLine(
+            result,
+            f'{ini} [pop3] listen: "tcp:110:interface=127.0.0.1" cannot listen on '
+            "127.0.0.1:110: permission denied (ports below 1024 need root or "
+            "CAP_NET_BIND_SERVICE) (line 5)",
+        )
+
+    def test_portOutOfRange(self):
+        ini, result = runTwistd(
+            self,
+            "[server]\nstate_directory = STATE\n"
+            "[smtp]\nenabled = yes\nlisten = tcp:70000:interface=127.0.0.1\n",
+        )
+        self.assertOneLine(
+            result,
+            f'{ini} [smtp] listen: "tcp:70000:interface=127.0.0.1" cannot be used: '
+            "port 70000 is out of range (0-65535) (line 5)",
+        )
+        self.assertFalse((ini.parent / "state").exists())
+
+    def test_interfaceThatDoesNotResolve(self):
+        ini, result = runTwistd(
+            self,
+            "[server]\nstate_directory = STATE\n"
+            f"[smtp]\nenabled = yes\nlisten = tcp:{freePort()}:interface=mx.invalid\n",
+        )
+        self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+        self.assertRegex(
+            result.stderr,
+            rf'\Amaillab: {ini} \[smtp\] listen: "tcp:\d+:interface=mx.invalid" cannot be '
+            r"used: interface 'mx.invalid' is not an IP address and does not resolve "
+            r"\([^\n]+\) \(line 5\)\n\Z",
+        )
+
+    def test_everyErrorOnItsOwnLine(self):
+        port = freePort()
+        ini, result = runTwistd(
+            self,
+            "[server]\nstate_directory = STATE\n"
+            f"[smtp]\nenabled = yes\nlisten = tcp:{port}:interface=127.0.0.1\n"
+            "message_size_limit = 10X\n"
+            f"[pop3]\nenabled = yes\nlisten = tcp:{port}\n",
+        )
+        self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+        self.assertEqual(
+            result.stderr.splitlines(),
+            [
+                f'maillab: {ini} [smtp] message_size_limit: "10X" is not a size (line 6)',
+                f'maillab: {ini} [pop3] listen: "tcp:{port}" would bind 0.0.0.0:{port}, already '
+                f'taken by [smtp] listen "tcp:{port}:interface=127.0.0.1" (line 5): the '
+                "wildcard address takes every address of its port (line 9)",
+            ],
+        )
