@@ -298,7 +298,7 @@ class JSONLogTests(unittest.TestCase):
         event = json.loads(lines[0])
         self.assertEqual(event["text"], "smtp listening on 127.0.0.1:25")
         self.assertEqual(event["log_namespace"], "maillab.test")
-        self.assertEqual(event["log_level"]["name"], "info")
+        self.assertEqual(event["log_level"], "info")
 
     def _observe(self, **environ):
         out = io.StringIO()
@@ -324,7 +324,8 @@ class JSONLogTests(unittest.TestCase):
         out, log = self._observe()
         log.warn("disk {percent}% full", percent=97)
         (event,) = eventsFromJSONLogFile(io.StringIO(out.getvalue()), recordSeparator="")
-        self.assertIs(event["log_level"], LogLevel.warn)
+        # A plain string, which LogLevel names back.
+        self.assertIs(LogLevel.levelWithName(event["log_level"]), LogLevel.warn)
         self.assertEqual(event["percent"], 97)
 
     def test_callSyntaxAndBrokenFormats(self):
@@ -349,7 +350,7 @@ class JSONLogTests(unittest.TestCase):
         event = json.loads(out.getvalue())
         self.assertIn("delivery failed", event["text"])
         self.assertIn("ZeroDivisionError", event["text"])
-        self.assertEqual(event["log_level"]["name"], "critical")
+        self.assertEqual(event["log_level"], "critical")
 
     def test_levelFromEnvironment(self):
         out, log = self._observe(MAILLAB_LOG_LEVEL="warn")
@@ -373,6 +374,36 @@ class JSONLogTests(unittest.TestCase):
         (observer,) = given
         self.assertTrue(logger.ILogObserver.providedBy(observer))
         self.assertNotIsInstance(observer, logger.LegacyLogObserverWrapper)
+
+    def test_jsonFileCreatesItsDirectory(self):
+        """
+        The default /var/log/maillab does not exist on a fresh machine: the
+        directory is created, mode 0750 whatever the umask.
+        """
+        path = os.path.abspath(os.path.join(self.mktemp(), "log", "maillab", "maillab.json"))
+        self.patch(os, "environ", {"MAILLAB_LOG": path})
+        old = os.umask(0o002)
+        try:
+            observer = logs.jsonFile()
+        finally:
+            os.umask(old)
+        Logger(observer=observer).info("started")
+        self.assertEqual(os.stat(os.path.dirname(path)).st_mode & 0o777, 0o750)
+        with open(path) as f:
+            self.assertEqual(json.loads(f.readline())["log_level"], "info")
+
+    def test_jsonFileThatCannotBeWrittenIsOneLine(self):
+        blocker = os.path.abspath(self.mktemp())
+        Path(blocker).write_text("a file where the directory should be\n")
+        path = os.path.join(blocker, "maillab.json")
+        self.patch(os, "environ", {"MAILLAB_LOG": path})
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        e = self.assertRaises(SystemExit, logs.jsonFile)
+        self.assertEqual(e.code, 1)
+        self.assertEqual(
+            err.getvalue(), f"maillab: cannot write the JSON log {path}: {blocker} is not a directory\n"
+        )
 
     def test_jsonFileHonoursEnvironment(self):
         path = os.path.abspath(self.mktemp())

@@ -161,3 +161,54 @@ class BindFailureTests(unittest.TestCase):
                 "wildcard address takes every address of its port (line 9)",
             ],
         )
+
+
+class DemoPasswordTests(unittest.TestCase):
+    def test_terminalSeesThemJSONLogDoesNot(self):
+        """
+        C{make run} in a terminal: the person sees each demo account's
+        password on the terminal, while the JSON log (the journal's copy
+        under systemd) carries no password in any field.
+        """
+        import json
+        import pty
+        import re
+        import select
+        import signal
+        import time
+
+        from tests.test_twistd import devConfigCopy
+
+        ini, ports = devConfigCopy(self)
+        master, slave = pty.openpty()
+        self.addCleanup(os.close, master)
+        process = subprocess.Popen(
+            [TWISTD, "-n", "--pidfile=", "--logger=twisted_maillab.logs.jsonStdout",
+             "maillab", "--config", str(ini)],
+            stdout=slave,
+            stderr=subprocess.PIPE,
+            cwd=ini.parent.parent,
+        )
+        os.close(slave)
+        self.addCleanup(lambda: process.poll() is None and process.kill())
+        output = b""
+        deadline = time.monotonic() + 60
+        while b'"text": "maillab ready"' not in output and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.5)[0]:
+                output += os.read(master, 65536)
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+        text = output.decode().replace("\r\n", "\n")
+        passwords = dict(
+            line.split(" ", 1)
+            for line in (ini.parent.parent / "var" / "demo-passwords").read_text().splitlines()
+        )
+        shown = dict(re.findall(r"^demo account: (\w+)@domaineel\.rt password: (\S+)$", text, re.M))
+        self.assertEqual(shown, passwords, text)
+        events = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        self.assertIn("maillab ready", [event["text"] for event in events])
+        (announce,) = [e for e in events if e["text"].startswith("demo accounts ")]
+        self.assertEqual(announce["accounts"], "edouard@domaineel.rt utilisateur@domaineel.rt")
+        for event in events:
+            for password in passwords.values():
+                self.assertNotIn(password, json.dumps(event))

@@ -10,6 +10,7 @@ under twistd, before privileges are shed).
 from __future__ import annotations
 
 import errno
+import sys
 from functools import cached_property
 from importlib import import_module
 
@@ -268,22 +269,36 @@ def _prepareState(config: Config) -> None:
         ) from None
 
 
-def _announceDemoAccounts(config: Config) -> None:
+def _announceDemoAccounts(config: Config, terminal=None) -> None:
     """
-    Development configs name demo users: create them on first start and
-    print their passwords at every start (the seed's edouard and
-    utilisateur), so `make run` is usable at once.
+    Development configs name demo users: create them on first start, and
+    show their passwords at every start to the person who started maillab
+    (C{make run}) without making them a log field that a JSON log, the
+    journal or a log shipper would keep.  The log says where they are: the
+    mode-0600 C{<state_directory>/demo-passwords}; a terminal on standard
+    output also gets one C{demo account: ADDRESS password: PASSWORD} line
+    each.
+
+    @param terminal: the standard output to show them on when it is a
+        terminal (default: the process's own, not twistd's log redirection).
     """
     if not config.auth.demo_users:
         return
-    from twisted_maillab.auth.demo import ensureDemoAccounts
+    from twisted_maillab.auth.demo import demoPasswordsPath, ensureDemoAccounts
 
-    for address, password in ensureDemoAccounts(config):
-        log.info(
-            "demo account: {address} password: {password}",
-            address=address,
-            password=password,
-        )
+    accounts = ensureDemoAccounts(config)
+    if not accounts:
+        return
+    log.info(
+        "demo accounts {accounts}: passwords in {path}",
+        accounts=" ".join(address for address, _ in accounts),
+        path=str(demoPasswordsPath(config)),
+    )
+    terminal = sys.__stdout__ if terminal is None else terminal
+    if terminal is not None and terminal.isatty():
+        for address, password in accounts:
+            terminal.write(f"demo account: {address} password: {password}\n")
+        terminal.flush()
 
 
 def makeService(config: Config, reactor=None) -> service.MultiService:
