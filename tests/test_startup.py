@@ -212,3 +212,48 @@ class DemoPasswordTests(unittest.TestCase):
         for event in events:
             for password in passwords.values():
                 self.assertNotIn(password, json.dumps(event))
+
+
+class ReloadTests(unittest.TestCase):
+    def test_reloadsTheDaemonMakeRunStarted(self):
+        """
+        The daemon started by the Makefile's C{run} recipe writes its pid
+        file in the state directory, where C{maillab reload --config}
+        finds it (from any directory); the daemon then reloads its zones.
+        """
+        import shlex
+        import signal
+
+        from tests.support import readUntil
+        from tests.test_twistd import devConfigCopy
+
+        (recipe,) = [
+            line.strip()
+            for line in (REPO / "Makefile").read_text().split("\nrun:")[1].split("\n\n")[0].splitlines()
+            if "twistd" in line
+        ]
+        command = shlex.split(recipe.replace("$(BIN)", str(Path(TWISTD).parent)))
+        ini, ports = devConfigCopy(self)
+        root = ini.parent.parent
+        (root / "var").mkdir()
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=root
+        )
+        self.addCleanup(lambda: process.poll() is None and process.kill())
+        readUntil(process, [r"maillab ready"])
+        pid = (root / "var" / "maillab.pid").read_text().strip()
+        self.assertEqual(pid, str(process.pid))
+        elsewhere = Path(self.mktemp()).resolve()
+        elsewhere.mkdir()
+        result = subprocess.run(
+            [str(Path(TWISTD).parent / "maillab"), "reload", "--config", str(ini)],
+            capture_output=True, text=True, cwd=elsewhere, timeout=60,
+        )
+        self.assertEqual(
+            (result.returncode, result.stdout, result.stderr),
+            (0, f"maillab reload: sent SIGHUP to {pid} ({root / 'var' / 'maillab.pid'})\n", ""),
+        )
+        readUntil(process, [r"dns: reloading the zones"])
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+        self.assertFalse((root / "var" / "maillab.pid").exists())
