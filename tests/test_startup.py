@@ -257,3 +257,109 @@ class ReloadTests(unittest.TestCase):
         process.send_signal(signal.SIGTERM)
         process.wait(30)
         self.assertFalse((root / "var" / "maillab.pid").exists())
+
+
+class ProductionConfigTests(unittest.TestCase):
+    def test_shippedProductionConfigStartsAndServes(self):
+        """
+        etc/maillab.ini, changed only in its ports, its listening addresses
+        (0.0.0.0 -> 127.0.0.1, :: -> ::1: the tests use loopback only) and
+        its state directory, with the same listener shapes: it starts,
+        every enabled listener logs the address it bound, SMTP answers EHLO
+        over IPv6, DNS answers dig over IPv4, POP3 and the implicit-TLS
+        listeners answer.
+        """
+        import re
+        import shutil
+        import signal
+        import smtplib
+        import ssl
+
+        from tests.support import readUntil, requireTool
+        from tests.test_fail2ban import loopbackV6Port
+
+        from twisted_maillab.config import load
+
+        # As shipped, on its real addresses: no two listeners collide
+        # (this machine's net.ipv6.bindv6only is read, Debian's 0 here).
+        load(REPO / "etc" / "maillab.ini")
+        root = Path(self.mktemp()).resolve()
+        shutil.copytree(REPO / "etc", root / "etc")
+        ini = root / "etc" / "maillab.ini"
+        original = ini.read_text()
+        bound = {}  # section -> [(family, port)]
+        section = None
+        lines = []
+        for line in original.splitlines():
+            header = re.match(r"\[(\w+)\]", line)
+            if header:
+                section = header.group(1)
+            endpoint = re.fullmatch(r"(listen = |    )(tcp6?):(\d+):interface=(0\.0\.0\.0|\\:\\:)", line)
+            if endpoint:
+                lead, kind, _, interface = endpoint.groups()
+                v6 = interface == "\\:\\:"
+                port = loopbackV6Port() if v6 else freePort()
+                bound.setdefault(section, []).append(("::1" if v6 else "127.0.0.1", port))
+                address = "\\:\\:1" if v6 else "127.0.0.1"
+                line = f"{lead}{kind}:{port}:interface={address}"
+            elif line.startswith("state_directory = "):
+                line = f"state_directory = {root / 'state'}"
+            lines.append(line)
+        ini.write_text("\n".join(lines) + "\n")
+        changed = [
+            (a, b) for a, b in zip(original.splitlines(), lines) if a != b
+        ]
+        # Nothing else changed: one line per endpoint, and the state directory.
+        self.assertEqual(len(changed), sum(map(len, bound.values())) + 1)
+        enabled = {"dns", "smtp", "submission", "submissions", "pop3", "pop3s"}
+        self.assertTrue(enabled <= set(bound), bound)
+        # The shipped shapes: IPv6 (dual-stack) for the SMTP listeners.
+        self.assertEqual([family for family, _ in bound["smtp"]], ["::1"])
+
+        process = subprocess.Popen(
+            [TWISTD, "-n", "--pidfile=", "maillab", "--config", str(ini)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=root,
+        )
+        self.addCleanup(lambda: process.poll() is None and process.kill())
+
+        def where(host, port):
+            return re.escape(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+
+        expected = [
+            rf"{name} listening on {where(host, port)}\b"
+            for name in enabled
+            for host, port in bound[name]
+        ]
+        output = readUntil(process, expected + [r"maillab ready"])
+
+        (smtpHost, smtpPort), = bound["smtp"]
+        with smtplib.SMTP(smtpHost, smtpPort, timeout=30) as smtp:
+            code, banner = smtp.ehlo("antenn04.univ-lr.fr")
+            self.assertEqual(code, 250)
+            self.assertTrue(banner.startswith(b"smtp.domaineel.rt"), banner)
+            self.assertIn("starttls", smtp.esmtp_features)
+        (dnsHost, dnsPort), = bound["dns"]
+        dig = requireTool("dig", "bind9-dnsutils")
+        answer = subprocess.run(
+            [dig, f"@{dnsHost}", "-p", str(dnsPort), "+short", "+norec", "MX", "domaineel.rt"],
+            capture_output=True, text=True, timeout=30,
+        )
+        self.assertEqual(answer.stdout, "10 smtp.domaineel.rt.\n", answer.stderr)
+        (popHost, popPort), = bound["pop3"]
+        with socket.create_connection((popHost, popPort), timeout=30) as pop:
+            self.assertTrue(pop.recv(512).startswith(b"+OK"))
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        for name, greeting in (("submissions", b"220 "), ("pop3s", b"+OK")):
+            (host, port), = bound[name]
+            with socket.create_connection((host, port), timeout=30) as raw:
+                with context.wrap_socket(raw) as tls:
+                    self.assertTrue(tls.recv(512).startswith(greeting), name)
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=30)
+        output += rest.decode()
+        self.assertIn(process.returncode, (0, -signal.SIGTERM), output)
+        self.assertNotIn("Traceback", output)
