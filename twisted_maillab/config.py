@@ -10,11 +10,13 @@ line, so C{twistd} can exit before binding anything.
 
 Relative paths are resolved against the directory of the ini file, so a
 config works the same whatever directory the daemon is started from.
+
+The value parsers live in L{twisted_maillab.configvalues} and the reader
+in L{twisted_maillab.configfile}; both are re-exported here.
 """
 
 from __future__ import annotations
 
-import configparser
 import dataclasses
 import re
 from dataclasses import dataclass, field
@@ -97,214 +99,21 @@ class ConfigErrors(ConfigError):
         return "\n".join(str(e) for e in self._errors)
 
 
-class _Context:
-    """
-    What a value parser may need besides the raw text.
-
-    @ivar base: the directory relative paths are resolved against.
-    """
-
-    def __init__(self, base: Path):
-        self.base = base
-
-
-# ---------------------------------------------------------------------------
-# Value parsers.  Each takes the raw string (and the context) and returns the
-# typed value or raises ValueError whose message is the complete reason.
-
-_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-_SIZE_RE = re.compile(r"^(\d+)\s*([KMGT]?)(?:I?B)?$", re.IGNORECASE)
-
-
-def parseSize(raw: str, context: _Context | None = None) -> int:
-    """
-    Parse a byte count: C{10240000}, C{512K}, C{10M}, C{2G} (binary units,
-    as Postfix and Dovecot read them).
-    """
-    match = _SIZE_RE.match(raw.strip())
-    if match is None:
-        raise ValueError(f'"{raw}" is not a size')
-    return int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
-
-
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION_PART_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)", re.IGNORECASE)
-
-
-def parseDuration(raw: str, context: _Context | None = None) -> float:
-    """
-    Parse a duration in seconds: C{300}, C{30s}, C{5m}, C{2h}, C{5d}, C{1w},
-    or a sum such as C{1h30m}.
-    """
-    text = raw.strip().replace(" ", "")
-    if not text:
-        raise ValueError(f'"{raw}" is not a duration')
-    total = 0.0
-    position = 0
-    while position < len(text):
-        match = _DURATION_PART_RE.match(text, position)
-        if match is None or match.end() == position:
-            raise ValueError(f'"{raw}" is not a duration')
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
-        position = match.end()
-    return total
-
-
-_TRUE = {"yes", "true", "on", "1"}
-_FALSE = {"no", "false", "off", "0"}
-
-
-def parseBoolean(raw: str, context: _Context | None = None) -> bool:
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ValueError(f'"{raw}" is not a boolean (use yes or no)')
-
-
-def parseString(raw: str, context: _Context | None = None) -> str:
-    return raw.strip()
-
-
-def parseNonEmpty(raw: str, context: _Context | None = None) -> str:
-    value = raw.strip()
-    if not value:
-        raise ValueError("must not be empty")
-    return value
-
-
-def parseInteger(
-    minimum: int | None = None, maximum: int | None = None
-) -> Callable[[str, _Context], int]:
-    def parse(raw: str, context: _Context | None = None) -> int:
-        try:
-            value = int(raw.strip())
-        except ValueError:
-            raise ValueError(f'"{raw}" is not an integer') from None
-        if minimum is not None and value < minimum:
-            raise ValueError(f"{value} is below the minimum {minimum}")
-        if maximum is not None and value > maximum:
-            raise ValueError(f"{value} is above the maximum {maximum}")
-        return value
-
-    return parse
-
-
-def parseChoice(*choices: str) -> Callable[[str, _Context], str]:
-    def parse(raw: str, context: _Context | None = None) -> str:
-        value = raw.strip()
-        if value not in choices:
-            raise ValueError(f'"{raw}" is not one of {", ".join(choices)}')
-        return value
-
-    return parse
-
-
-def parsePath(raw: str, context: _Context) -> Path:
-    """
-    A filesystem path; C{~} is expanded and a relative path is taken
-    relative to the directory of the ini file.
-    """
-    value = raw.strip()
-    if not value:
-        raise ValueError("must not be empty")
-    path = Path(value).expanduser()
-    if not path.is_absolute():
-        path = context.base / path
-    return Path(_normalise(path))
-
-
-def _normalise(path: Path) -> str:
-    # os.path.normpath without resolving symlinks: "etc/../var" -> "var".
-    import os.path
-
-    return os.path.normpath(str(path))
-
-
-def parseExistingFile(raw: str, context: _Context) -> Path:
-    path = parsePath(raw, context)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file")
-    return path
-
-
-_LIST_SPLIT_RE = re.compile(r"[\s,]+")
-
-
-def parseList(item: Callable[[str, _Context], Any]) -> Callable[[str, _Context], tuple]:
-    """
-    A list of values separated by commas, spaces or continuation lines (as
-    Postfix writes C{mydestination}); each element is parsed by C{item}.
-    """
-
-    def parse(raw: str, context: _Context) -> tuple:
-        return tuple(
-            item(element, context) for element in _LIST_SPLIT_RE.split(raw) if element
-        )
-
-    return parse
-
-
-def parseEndpoint(raw: str, context: _Context | None = None) -> str:
-    """
-    A Twisted server endpoint string (C{tcp:25:interface=0.0.0.0},
-    C{ssl:993:privateKey=...}, C{systemd:domain=INET:name=imap}).
-
-    It is checked by building the endpoint with C{serverFromString} (which
-    binds nothing) so syntax errors and unreadable C{ssl:} certificates are
-    found before any listener starts; so are a port out of range and an
-    interface that is neither an IP address nor a name that resolves
-    (L{twisted_maillab.listeners.resolve}).  C{systemd:} descriptions are only
-    checked for their syntax: the inherited sockets are looked up when the
-    service is built, which is still before anything listens.
-    """
-    from twisted.internet.endpoints import serverFromString
-
-    value = raw.strip()
-    if value.startswith("systemd:"):
-        params = dict(
-            part.split("=", 1) for part in value.split(":")[1:] if "=" in part
-        )
-        if params.get("domain") not in ("INET", "INET6", "UNIX"):
-            raise ValueError(
-                f'"{raw}" is not a valid endpoint: systemd endpoints need '
-                "domain=INET, INET6 or UNIX"
-            )
-        if "name" not in params and "index" not in params:
-            raise ValueError(
-                f'"{raw}" is not a valid endpoint: systemd endpoints need name= or index='
-            )
-        return value
-    from twisted_maillab.listeners import resolve
-
-    try:
-        endpoint = serverFromString(None, value)
-    except Exception as e:  # Twisted raises ValueError, KeyError, OSError...
-        raise ValueError(f'"{raw}" is not a valid endpoint: {e}') from None
-    try:
-        resolve(endpoint)
-    except ValueError as e:
-        raise ValueError(f'"{raw}" cannot be used: {e}') from None
-    return value
-
-
-def parseNetwork(raw: str, context: _Context | None = None):
-    """
-    An IPv4 or IPv6 network as Postfix writes it in C{mynetworks}:
-    C{127.0.0.0/8}, C{[::1]/128}, C{[::ffff:127.0.0.0]/104}.
-    """
-    import ipaddress
-
-    text = raw.strip()
-    bracketed = re.fullmatch(r"\[([^\]]+)\](/\d+)?", text)
-    if bracketed:
-        text = bracketed.group(1) + (bracketed.group(2) or "")
-    try:
-        return ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        raise ValueError(f'"{raw}" is not an IP network') from None
-
+from twisted_maillab.configvalues import (  # noqa: E402  (re-exported)
+    _Context,
+    parseBoolean,
+    parseChoice,
+    parseDuration,
+    parseEndpoint,
+    parseExistingFile,
+    parseInteger,
+    parseList,
+    parseNetwork,
+    parseNonEmpty,
+    parsePath,
+    parseSize,
+    parseString,
+)
 
 # ---------------------------------------------------------------------------
 # Declaring sections.
@@ -990,220 +799,6 @@ class Config:
         return first
 
 
-def _keyLines(text: str, path: Path) -> tuple[dict[tuple[str, str | None], int], list[ConfigError]]:
-    """
-    Map C{(section, key)} (and C{(section, None)}) to 1-based line numbers,
-    because configparser keeps no positions; and report sections and keys
-    given twice (configparser, non-strict, would keep the last one quietly).
-    """
-    lines: dict[tuple[str, str | None], int] = {}
-    errors = []
-    section = None
-    for number, line in enumerate(text.splitlines(), 1):
-        header = re.match(r"\s*\[([^\]]*)\]", line)
-        if header:
-            section = header.group(1).strip()
-            if (section, None) in lines:
-                errors.append(ConfigError(path, section, None, "section appears twice", number))
-            lines.setdefault((section, None), number)
-            continue
-        if section is None or not line.strip() or line[0].isspace():
-            continue
-        if line.lstrip()[0] in "#;":
-            continue
-        key = re.match(r"([^=:]+?)\s*[=:]", line)
-        if key:
-            name = key.group(1).strip().lower()
-            if (section, name) in lines:
-                errors.append(
-                    ConfigError(
-                        path,
-                        section,
-                        name,
-                        "key appears twice in the section (list several values in one key)",
-                        number,
-                    )
-                )
-            lines.setdefault((section, name), number)
-    return lines, errors
-
-
-def loadString(text: str, path: str | Path = "<string>") -> Config:
-    """
-    Parse ini text; C{path} names it in errors and anchors relative paths.
-
-    Every key is checked before anything is refused: each unknown section
-    or key, each bad value, each section's first cross-key problem and
-    each pair of listeners that would bind the same address is one error.
-
-    @raise ConfigError: one problem (L{ConfigErrors} when there are
-        several; its C{errors} lists them, C{str()} is one line each).
-    """
-    path = Path(path)
-    lines, errors = _keyLines(text, path)
-    parser = configparser.ConfigParser(
-        interpolation=None,
-        # "#" and ";" start comments only at the beginning of a line, so
-        # values may contain them (endpoint strings, Postfix syntax).
-        comment_prefixes=("#", ";"),
-        inline_comment_prefixes=None,
-        empty_lines_in_values=False,
-        default_section="\0no default section",
-        # Duplicates are reported by _keyLines, with the others.
-        strict=False,
-    )
-    try:
-        parser.read_string(text, source=str(path))
-    except configparser.MissingSectionHeaderError as e:
-        raise ConfigError(path, None, None, "a key appears before any [section] header", e.lineno)
-    except configparser.ParsingError as e:
-        # configparser reads on past a bad line and lists them all.
-        for lineno, _ in e.errors:
-            bad = text.splitlines()[lineno - 1].strip()
-            errors.append(ConfigError(path, None, None, f"cannot parse line {bad!r}", lineno))
-
-    context = _Context(path.parent.resolve() if path.parent else Path.cwd())
-    sections: dict[str, Section] = {}
-    for name in parser.sections():
-        if name not in SECTIONS:
-            errors.append(
-                ConfigError(
-                    path,
-                    name,
-                    None,
-                    "unknown section (known: " + ", ".join(SECTIONS) + ")",
-                    lines.get((name, None)),
-                )
-            )
-    # (section, listen values) of every enabled listener, even in a section
-    # refused for another key: a bad key elsewhere hides no collision.
-    listening: list[tuple[str, tuple]] = []
-    for name, cls in SECTIONS.items():
-        raw = dict(parser.items(name)) if parser.has_section(name) else {}
-        values: dict[str, Any] = {}
-        section = _buildSection(cls, raw, path, lines, context, errors, values)
-        if section is not None:
-            sections[name] = section
-        if values.get("enabled") and values.get("listen"):
-            listening.append((name, values["listen"]))
-    config = Config(path=path, sections=sections)
-    object.__setattr__(config, "_lines", lines)
-    object.__setattr__(config, "_text", text.splitlines())
-    errors.extend(_listenerCollisions(config, listening))
-    errors.sort(key=lambda e: e.line or 0)
-    if len(errors) == 1:
-        raise errors[0]
-    if errors:
-        raise ConfigErrors(errors)
-    return config
-
-
-def _listenerCollisions(
-    config: Config, listening: list[tuple[str, tuple]], dualStack: bool | None = None
-) -> list[ConfigError]:
-    """
-    One error for each listener that would bind an address and port another
-    enabled listener of this config already takes, in any section (C{[dns]}
-    binds UDP beside TCP on the same address, so it collides the same way).
-    """
-    from twisted.internet.endpoints import serverFromString
-
-    from twisted_maillab import listeners
-
-    if dualStack is None:
-        dualStack = listeners.dualStack()
-    seen: list[tuple[str, str, listeners.Address]] = []
-    errors = []
-    for name, listen in listening:
-        for description in listen:
-            try:
-                address = listeners.resolve(serverFromString(None, description))
-            except Exception:  # already reported by parseEndpoint
-                continue
-            if address is None:
-                continue
-            for otherSection, otherDescription, other in seen:
-                why = listeners.overlap(other, address, dualStack)
-                if why is None:
-                    continue
-                otherLine = config._line(otherSection, "listen", otherDescription)
-                errors.append(
-                    config.error(
-                        name,
-                        "listen",
-                        f'"{description}" would bind {address}, already taken by [{otherSection}] '
-                        f'listen "{otherDescription}" (line {otherLine}): {why}',
-                        description,
-                    )
-                )
-                break
-            seen.append((name, description, address))
-    return errors
-
-
-def _buildSection(cls, raw, path, lines, context, errors, values) -> Section | None:
-    """
-    The section built from its raw values, or L{None} after appending to
-    C{errors} one L{ConfigError} per unknown key and bad value (the
-    cross-key L{Section.check} only runs on values that all parsed).
-    C{values} receives the values that parsed.
-    """
-    name = cls.name
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    failed = len(errors)
-    for key in raw:
-        if key not in fields:
-            errors.append(
-                ConfigError(
-                    path,
-                    name,
-                    key,
-                    "unknown key (known: " + ", ".join(sorted(fields)) + ")",
-                    lines.get((name, key)),
-                )
-            )
-    for key, spec in fields.items():
-        if key not in raw:
-            if spec.default is dataclasses.MISSING:
-                errors.append(
-                    ConfigError(path, name, key, "required key is missing", lines.get((name, None)))
-                )
-            continue
-        try:
-            values[key] = spec.metadata["parse"](raw[key], context)
-        except ValueError as e:
-            errors.append(ConfigError(path, name, key, str(e), lines.get((name, key))))
-    if len(errors) > failed:
-        return None
-    section = cls(**values)
-    try:
-        section.check()
-    except SectionError as e:
-        errors.append(
-            ConfigError(
-                path, name, e.key, e.reason, lines.get((name, e.key), lines.get((name, None)))
-            )
-        )
-        return None
-    return section
-
-
-def load(path: str | Path) -> Config:
-    """
-    Read and parse an ini file.
-
-    @raise ConfigError: the file is missing or unreadable, or any value is bad.
-    """
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise ConfigError(path, None, None, "no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(path, None, None, f"cannot be read: {e}") from None
-    return loadString(text, path)
-
-
 def reference() -> str:
     """
     Every section and key with its default and description, as text; the
@@ -1218,3 +813,7 @@ def reference() -> str:
             default = "(required)" if spec.default is dataclasses.MISSING else spec.default
             out.append(f"  {spec.name} = {default!r}  {spec.metadata.get('doc', '')}")
     return "\n".join(out)
+
+
+# The reader needs the classes above; imported last, re-exported here.
+from twisted_maillab.configfile import load, loadString  # noqa: E402
