@@ -21,6 +21,13 @@ def errorOf(testCase, text, path="etc/maillab.ini"):
     return str(testCase.assertRaises(ConfigError, loadString, text, path))
 
 
+def errorLinesOf(testCase, text, path="etc/maillab.ini"):
+    """
+    Each problem reported for C{text}, rendered.
+    """
+    return [str(one) for one in testCase.assertRaises(ConfigError, loadString, text, path).errors]
+
+
 class ValueParserTests(unittest.TestCase):
     def test_sizes(self):
         self.assertEqual(config.parseSize("10240000"), 10240000)
@@ -387,9 +394,8 @@ class ListenerAddressTests(unittest.TestCase):
             "    tcp:2525:interface=127.0.0.1\n"
             "[pop3s]\nenabled = no\nlisten = tcp:2525\n"
         )
-        e = self.assertRaises(ConfigError, loadString, text, "etc/maillab.ini")
         self.assertEqual(
-            [str(one) for one in e.errors],
+            errorLinesOf(self, text),
             [
                 'etc/maillab.ini [smtp] listen: "tcp6:2525:interface=\\:\\:" would bind [::]:2525, '
                 'already taken by [smtp] listen "tcp:2525:interface=0.0.0.0" (line 7): '
