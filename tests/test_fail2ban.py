@@ -28,6 +28,25 @@ def loopbackV6Port() -> int:
         return s.getsockname()[1]
 
 
+def fail2banRegex(testCase, log: Path) -> tuple[list[str], str]:
+    """
+    The addresses C{fail2ban-regex} finds in C{log} with the shipped
+    filter, in order, and its summary line.
+    """
+    tool = requireTool("fail2ban-regex", "fail2ban")
+    ips = subprocess.run(
+        [tool, "-o", "ip", str(log), str(FILTER)],
+        capture_output=True, text=True, timeout=120,
+    )
+    testCase.assertEqual(ips.returncode, 0, ips.stderr)
+    summary = subprocess.run(
+        [tool, "--print-no-missed", str(log), str(FILTER)],
+        capture_output=True, text=True, timeout=120,
+    )
+    (lines,) = re.findall(r"^Lines: .*$", summary.stdout, re.M)
+    return ips.stdout.split(), lines
+
+
 class Fail2banTests(unittest.TestCase):
     def runLab(self, *twistdOptions) -> tuple[str, Path]:
         """
@@ -88,24 +107,6 @@ class Fail2banTests(unittest.TestCase):
                 self.fail("timed out")
             time.sleep(0.1)
 
-    def fail2banRegex(self, log: Path) -> tuple[list[str], str]:
-        """
-        The addresses C{fail2ban-regex} finds in C{log} with the shipped
-        filter, in order, and its summary line.
-        """
-        tool = requireTool("fail2ban-regex", "fail2ban")
-        ips = subprocess.run(
-            [tool, "-o", "ip", str(log), str(FILTER)],
-            capture_output=True, text=True, timeout=120,
-        )
-        self.assertEqual(ips.returncode, 0, ips.stderr)
-        summary = subprocess.run(
-            [tool, "--print-no-missed", str(log), str(FILTER)],
-            capture_output=True, text=True, timeout=120,
-        )
-        (lines,) = re.findall(r"^Lines: .*$", summary.stdout, re.M)
-        return ips.stdout.split(), lines
-
     EXPECTED = ["::1", "::1", "::1", "127.0.0.1", "127.0.0.1"]
 
     def test_journalAndJSONFile(self):
@@ -124,14 +125,14 @@ class Fail2banTests(unittest.TestCase):
         plain = root / "maillab.json"
         plain.write_text("".join(line + "\n" for line in jsonLines))
         for log in (journal, plain):
-            ips, summary = self.fail2banRegex(log)
+            ips, summary = fail2banRegex(self, log)
             self.assertEqual(ips, self.EXPECTED, log.read_text())
             self.assertRegex(summary, rf"^Lines: {len(jsonLines)} lines, 0 ignored, 5 matched, ")
 
     def test_twistdTextLogFile(self):
         log = Path(self.mktemp()).resolve()
         self.runLab(f"--logfile={log}")
-        ips, summary = self.fail2banRegex(log)
+        ips, summary = fail2banRegex(self, log)
         self.assertEqual(ips, self.EXPECTED, log.read_text())
         self.assertRegex(summary, r"^Lines: \d+ lines, 0 ignored, 5 matched, ")
 
@@ -161,3 +162,28 @@ class JailTests(unittest.TestCase):
         self.assertIn("\"log_namespace\": \"twisted_maillab\\\\.auth\"", dump.stdout)
         self.assertIn("['start', 'maillab']", dump.stdout)
         self.assertNotIn("'maillab-logfile'", dump.stdout)
+
+    def test_dualStackClientBannedAsIPv4(self):
+        """
+        etc/maillab.ini listens on [::] for both families: an IPv4 client's
+        failure is logged from ::ffff:a.b.c.d, which fail2ban bans as the
+        IPv4 address its firewall action can block.
+        """
+        import io
+
+        from twisted.logger import Logger
+
+        from twisted_maillab import logs
+
+        out = io.StringIO()
+        log = Logger(namespace="twisted_maillab.auth", observer=logs.jsonLineObserver(out.write))
+        log.warn(
+            "auth: result={result} proto={protocol} rip={host} user={user} delay={delay:.1f} "
+            "reason={reason}",
+            result="failed", protocol="smtp", host="::ffff:203.0.113.9", user='"edouard"',
+            delay=0.0, reason='"bad password"',
+        )
+        path = Path(self.mktemp())
+        path.write_text(f"mail.example twistd[4242]: {out.getvalue()}")
+        ips, _ = fail2banRegex(self, path)
+        self.assertEqual(ips, ["203.0.113.9"])
