@@ -424,6 +424,11 @@ class ListenerAddressTests(unittest.TestCase):
         self.assertFalse(clash(("0.0.0.0", 25), ("::1", 25)))
         self.assertFalse(clash(("0.0.0.0", 25), ("0.0.0.0", 26)))
         self.assertFalse(clash(("127.0.0.1", 0), ("127.0.0.1", 0)))
+        # Only a 0.0.0.0 beside [::] is redundant; a specific address is not.
+        self.assertEqual(
+            overlap(Address("127.0.0.1", 25), Address("::", 25)),
+            "[::] also takes IPv4 (net.ipv6.bindv6only = 0)",
+        )
 
     def test_bindv6onlyIsRead(self):
         from twisted_maillab.listeners import dualStack

@@ -126,7 +126,8 @@ def overlap(a: Address, b: Address, dualStack: bool = True) -> str | None:
             return "the wildcard address takes every address of its port"
         return None
     if dualStack:
-        wildcard = x if x.version == 6 else y
+        wildcard, v4 = (x, y) if x.version == 6 else (y, x)
         if wildcard.is_unspecified:
-            return "[::] also takes IPv4 (net.ipv6.bindv6only = 0); list only the tcp6 one"
+            why = "[::] also takes IPv4 (net.ipv6.bindv6only = 0)"
+            return f"{why}; list only the tcp6 one" if v4.is_unspecified else why
     return None
