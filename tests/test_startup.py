@@ -363,3 +363,51 @@ class ProductionConfigTests(unittest.TestCase):
         output += rest.decode()
         self.assertIn(process.returncode, (0, -signal.SIGTERM), output)
         self.assertNotIn("Traceback", output)
+
+
+class JSONFileLoggerTests(unittest.TestCase):
+    def runWithJSONFile(self, path: Path):
+        port = freePort()
+        ini = Path(self.mktemp()).resolve()
+        ini.write_text(
+            f"[server]\nstate_directory = {ini}.state\n"
+            f"[pop3]\nenabled = yes\nlisten = tcp:{port}:interface=127.0.0.1\n"
+        )
+        process = subprocess.Popen(
+            [TWISTD, "-n", "--pidfile=", "--logger=twisted_maillab.logs.jsonFile",
+             "maillab", "--config", str(ini)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "MAILLAB_LOG": str(path)},
+        )
+        self.addCleanup(lambda: process.poll() is None and process.kill())
+        return process, port
+
+    def test_missingLogDirectoryIsCreated(self):
+        import json
+        import signal
+        import time
+
+        path = Path(self.mktemp()).resolve() / "log" / "maillab" / "maillab.json"
+        process, port = self.runWithJSONFile(path)
+        deadline = time.monotonic() + 60
+        while not (path.exists() and "maillab ready" in path.read_text()):
+            if process.poll() is not None:
+                self.fail(process.stderr.read())
+            self.assertLess(time.monotonic(), deadline, "maillab never logged ready")
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+        self.assertEqual(path.parent.stat().st_mode & 0o777, 0o750)
+        events = [json.loads(line) for line in path.read_text().splitlines()]
+        ready = [e for e in events if e["text"] == "maillab ready"]
+        self.assertEqual(ready[0]["log_level"], "info")
+
+    def test_unwritableLogIsOneLine(self):
+        blocker = Path(self.mktemp()).resolve()
+        blocker.write_text("not a directory\n")
+        process, _ = self.runWithJSONFile(blocker / "maillab.json")
+        out, err = process.communicate(timeout=60)
+        self.assertEqual(process.returncode, 1, out + err)
+        self.assertEqual(
+            err, f"maillab: cannot write the JSON log {blocker}/maillab.json: {blocker} is not a directory\n"
+        )
