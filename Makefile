@@ -1,5 +1,6 @@
 # make run   - the suite on its embedded defaults (etc/maillab.dev.ini)
 # make test  - the whole test suite (trial); fails on any failure or skip
+# make check - the unit tests only, in parallel: the edit-test loop
 # make bench - benchmarks against the real peers (Postfix, Dovecot, NSD)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -9,7 +10,14 @@ BIN := $(VENV)/bin
 # twistd only in compat mode (setuptools' strict finder hides it).
 INSTALL := $(BIN)/pip install --quiet -e '.[test]' --config-settings editable_mode=compat
 
-.PHONY: run test bench clean
+# Unit tests on StringTransport, task.Clock and temporary Maildirs: none of
+# them starts twistd, a real client or a peer server.
+CHECK_TESTS := tests.test_addresses tests.test_config tests.test_service \
+	tests.test_sendnow tests.test_smtp tests.test_smtp_commit tests.test_smtp_outbound \
+	tests.test_pop3 tests.test_store tests.test_store_contract tests.test_store_workers tests.test_store_view \
+	tests.test_dns_zone tests.test_dns_answer tests.test_dns_support tests.test_auth.test_portal
+
+.PHONY: run test check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +39,11 @@ test: $(VENV)/.installed
 	@if grep -Eq '^(PASSED|FAILED) .*skips=' _trial_temp.log; then \
 	    echo "make test: tests were skipped; install what they need (see .ci/run)" >&2; exit 1; fi
 
+check: $(VENV)/.installed
+	$(BIN)/trial -j2 --temp-directory=_trial_check $(CHECK_TESTS)
+
 bench: $(VENV)/.installed
 	@for b in bench/*_bench.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) _trial_temp _trial_temp.log build dist *.egg-info twisted/plugins/dropin.cache
+	rm -rf $(VENV) _trial_temp _trial_check _trial_temp.log build dist *.egg-info twisted/plugins/dropin.cache

@@ -22,7 +22,8 @@ from twisted_maillab.auth.pool import runSynchronously
 from twisted_maillab.config import ConfigError, loadString
 from twisted_maillab.pop3 import service as pop3service
 from twisted_maillab.pop3.interfaces import IPOP3Maildrop
-from twisted_maillab.pop3.maildrop import StoreMaildrop, _crlfSize
+from twisted_maillab.pop3.maildrop import StoreMaildrop
+from twisted_maillab.store.reading import crlfSize
 from twisted_maillab.store import MessageVanished, Store
 
 from tests.support import syncResult
@@ -91,7 +92,7 @@ class CrlfSizeTests(unittest.TestCase):
             (b"", 0),
             (b"a\r", 3 + 1),  # lone CR kept, then CRLF for the unterminated line
         ]:
-            self.assertEqual(_crlfSize(io.BytesIO(data)), size, data)
+            self.assertEqual(crlfSize(io.BytesIO(data)), size, data)
 
 
 class StoreMaildropTests(unittest.TestCase):

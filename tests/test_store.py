@@ -39,7 +39,7 @@ from twisted_maillab.store import (
     makeStore,
 )
 from twisted_maillab.store import dovecot, errors
-from twisted_maillab.store.folder import _bareLFs
+from twisted_maillab.store.message import _bareLFs
 from twisted_maillab.store.store import DirectorySyncs
 
 NOBODY = 65534

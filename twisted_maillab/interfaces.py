@@ -313,6 +313,25 @@ class IFolder(Interface):
         """Give back the reference from C{IMailboxes.open}."""
 
 
+class IMessageReader(Interface):
+    """
+    An open message, read in chunks so that a large message never sits in
+    memory whole (L{twisted_maillab.store.reading.ThreadedReader}).
+    """
+
+    def read(size):
+        """
+        @param size: the most bytes to return.
+        @return: L{Deferred} firing with up to C{size} bytes, C{b""} at the
+            end of the message.
+        """
+
+    def close():
+        """
+        Release the file.  Safe to call more than once.
+        """
+
+
 class IFolderListener(Interface):
     """
     What a folder tells its subscribers (all optional).  C{origin=} on a

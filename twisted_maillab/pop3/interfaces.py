@@ -22,6 +22,10 @@ from dataclasses import dataclass
 
 from zope.interface import Attribute, Interface
 
+# Declared with the store's seams (IMAP reads messages the same way);
+# still importable from here.
+from twisted_maillab.interfaces import IMessageReader
+
 __all__ = ["IPOP3Maildrop", "IMessageReader", "MessageInfo"]
 
 
@@ -38,25 +42,6 @@ class MessageInfo:
 
     uidl: bytes
     size: int
-
-
-class IMessageReader(Interface):
-    """
-    An open message, read in chunks so that a large message never sits in
-    memory whole.
-    """
-
-    def read(size):
-        """
-        @param size: the most bytes to return.
-        @return: L{Deferred} firing with up to C{size} bytes, C{b""} at the
-            end of the message.
-        """
-
-    def close():
-        """
-        Release the file.  Safe to call more than once.
-        """
 
 
 class IPOP3Maildrop(Interface):

@@ -30,96 +30,14 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from twisted_maillab.pop3.interfaces import IMessageReader, IPOP3Maildrop, MessageInfo
+from twisted_maillab.pop3.interfaces import IPOP3Maildrop, MessageInfo
 from twisted_maillab.store.errors import MessageVanished, StoreError
+from twisted_maillab.store.reading import ThreadedReader, virtualSizes
+from twisted_maillab.store.view import FolderView
 
 __all__ = ["StoreMaildrop", "ThreadedReader", "maildropFactory"]
 
 log = Logger()
-
-# Counting CRLF sizes of files without ,W=: chunk read in the thread, and
-# how many files are open at once while counting.
-_COUNT_CHUNK = 256 * 1024
-_COUNT_BATCH = 64
-
-
-def _crlfSize(f) -> int:
-    """
-    Thread: the size of an open binary file with every bare LF counted as
-    CRLF (Dovecot's virtual size).
-    """
-    size = 0
-    previous = b""
-    while True:
-        chunk = f.read(_COUNT_CHUNK)
-        if not chunk:
-            break
-        bare = chunk.count(b"\n") - chunk.count(b"\r\n")
-        if chunk.startswith(b"\n") and previous.endswith(b"\r"):
-            bare -= 1
-        size += len(chunk) + bare
-        previous = chunk[-1:]
-    if previous and previous != b"\n":
-        # RETR terminates an unterminated last line with CRLF.
-        size += 2
-    return size
-
-
-def _countAll(files) -> list[int]:
-    try:
-        return [_crlfSize(f) for f in files]
-    finally:
-        for f in files:
-            f.close()
-
-
-@implementer(IMessageReader)
-class ThreadedReader:
-    """
-    An open message file read through the store's thread pool.
-
-    @param f: a binary file object (from L{Folder.openMessage}).
-    @param run: C{run(f, *args) -> Deferred} (the store's pool).
-    """
-
-    def __init__(self, f, run):
-        self._file = f
-        self._run = run
-        self._pending = None
-        self._closeWhenDone = False
-        self._eof = False
-
-    def read(self, size):
-        if self._file is None:
-            return defer.fail(ValueError("read from a closed message"))
-        if self._eof:
-            # A regular file's buffered read returns less than asked only
-            # at its end: no thread round trip just to learn that.
-            return defer.succeed(b"")
-        d = self._pending = self._run(self._file.read, size)
-
-        def done(result):
-            self._pending = None
-            if isinstance(result, bytes) and len(result) < size:
-                self._eof = True
-            if self._closeWhenDone:
-                self._close()
-            return result
-
-        return d.addBoth(done)
-
-    def close(self):
-        # Never close the file under a read running in a thread.
-        if self._pending is not None:
-            self._closeWhenDone = True
-            return
-        self._close()
-
-    def _close(self):
-        f, self._file = self._file, None
-        if f is not None:
-            f.close()
-
 
 @implementer(IPOP3Maildrop)
 class StoreMaildrop:
@@ -138,6 +56,7 @@ class StoreMaildrop:
         # login) share the lock.
         self.lockKey = ("maildir", os.path.normpath(os.fspath(account.maildir)))
         self.folder = None
+        self.view = None
         self.uids: list[int] = []
         self._closed = False
 
@@ -152,26 +71,11 @@ class StoreMaildrop:
         # Pick up what changed on disk since the folder was last looked at
         # (another program, a delivery inotify has not reported yet).
         yield folder.refresh()
-        uids = list(folder.uids())
-        sizes: dict[int, int] = {}
-        missing = []
-        for uid in uids:
-            message = folder.message(uid)
-            if message.vsize is not None:
-                sizes[uid] = message.vsize
-            else:
-                missing.append(uid)
-        for start in range(0, len(missing), _COUNT_BATCH):
-            batch = []
-            files = []
-            for uid in missing[start : start + _COUNT_BATCH]:
-                try:
-                    files.append(folder.openMessage(uid))
-                except MessageVanished:
-                    continue
-                batch.append(uid)
-            counted = yield self.store.run(_countAll, files)
-            sizes.update(zip(batch, counted))
+        # RFC 1939 4: the maildrop is fixed for the session, so the view's
+        # changes are never taken; it is the numbering POP3 works on.
+        self.view = FolderView(folder)
+        uids = self.view.uids
+        sizes = yield virtualSizes(folder, uids)
         snapshot = []
         self.uids = []
         for uid in uids:
@@ -216,8 +120,11 @@ class StoreMaildrop:
         if self._closed:
             return
         self._closed = True
+        view, self.view = self.view, None
         folder, self.folder = self.folder, None
-        if folder is not None:
+        if view is not None:
+            view.close()  # gives the folder back
+        elif folder is not None:
             folder.close()
 
 

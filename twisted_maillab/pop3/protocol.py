@@ -50,8 +50,10 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_maillab.auth.pool import AuthenticationUnavailable
 from twisted_maillab.pop3.interfaces import IPOP3Maildrop
 from twisted_maillab.sendnow import writeNow
+from twisted_maillab.store.errors import MessageVanished
 
 __all__ = ["POP3Server", "POP3Factory", "SessionLocks", "MessageEncoder"]
 
@@ -720,7 +722,7 @@ class POP3Server(Protocol, TimeoutMixin):
             return
         # AuthenticationUnavailable (the check queue is full) and any other
         # error: the server's problem, retry later (RFC 3206 4 SYS/TEMP).
-        if type(failure.value).__name__ != "AuthenticationUnavailable":
+        if not failure.check(AuthenticationUnavailable):
             self.log.failure("pop3: login error", failure)
         self._err(b"[SYS/TEMP] Authentication temporarily unavailable, try again later.")
 
@@ -891,8 +893,7 @@ class POP3Server(Protocol, TimeoutMixin):
         def cannotOpen(failure):
             if self._closed:
                 return
-            name = type(failure.value).__name__
-            if name == "MessageVanished":
+            if failure.check(MessageVanished):
                 self._err(b"Message %d was removed by another program." % (index + 1))
                 return
             self.log.failure("pop3: opening message {n} failed", failure, n=index + 1)

@@ -27,7 +27,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_maillab.store import _fs, dovecot
-from twisted_maillab.store.folder import _bareLFs, openFolderDirs
+from twisted_maillab.store.foldersync import openFolderDirs
+from twisted_maillab.store.message import _bareLFs
 from twisted_maillab.store.errors import (
     StoreError,
     TransactionClosed,
@@ -94,6 +95,7 @@ class DeliveryTransaction:
         self._started = False
         self._state = "open"
         self._chain = defer.succeed(None)
+        self._released = False
 
     @property
     def size(self) -> int:
@@ -119,6 +121,8 @@ class DeliveryTransaction:
             raise StoreError("recipients must be added before the body is written")
         recipient = _Recipient(account, folder, prependHeaders, create)
         recipient.mailboxes = self.store.mailboxes(account)
+        # held until the transaction ends, so the store keeps its fds open
+        recipient.mailboxes._hold()
         if folder.upper() != "INBOX":
             recipient.dirName = dovecot.folderDirName(folder, recipient.mailboxes.separator)
         self._recipients.append(recipient)
@@ -332,24 +336,34 @@ class DeliveryTransaction:
         self._started = True
         try:
             try:
-                yield self._chain
-            except BaseException:
-                yield self.store.run(self._abortWork)
-                raise
-            syncErrors = yield self.store.commits.submit(self, data, first)
+                try:
+                    yield self._chain
+                except BaseException:
+                    yield self.store.run(self._abortWork)
+                    raise
+                syncErrors = yield self.store.commits.submit(self, data, first)
+            finally:
+                self._state = "done"
+            for error in syncErrors:
+                # The message is in new/ and its file is fsynced; only the
+                # rename's durability is in doubt.  Deferring it now would
+                # deliver it twice, so it is logged for the administrator.
+                log.error("directory fsync failed: {error}", error=error)
+            out = []
+            for r in self._recipients:
+                out.append(RecipientResult(r.account, r.folder, r.filename, r.error))
+                if r.error is None:
+                    self.store._delivered(r.mailboxes, r.folder, r.filename)
+            return out
         finally:
-            self._state = "done"
-        for error in syncErrors:
-            # The message is in new/ and its file is fsynced; only the
-            # rename's durability is in doubt.  Deferring it now would
-            # deliver it twice, so it is logged for the administrator.
-            log.error("directory fsync failed: {error}", error=error)
-        out = []
+            self._releaseMailboxes()
+
+    def _releaseMailboxes(self) -> None:
+        if self._released:
+            return
+        self._released = True
         for r in self._recipients:
-            out.append(RecipientResult(r.account, r.folder, r.filename, r.error))
-            if r.error is None:
-                self.store._delivered(r.mailboxes, r.folder, r.filename)
-        return out
+            r.mailboxes._release()
 
     def commit(self):
         """
@@ -377,6 +391,7 @@ class DeliveryTransaction:
         d = self._chain
         d.addBoth(lambda _: self.store.run(self._abortWork))
         d.addErrback(lambda f: log.failure("abort failed", f))
+        d.addBoth(lambda _: self._releaseMailboxes())
         return d
 
 

@@ -5,7 +5,7 @@ C{dovecot-uidlist.lock} dotlock, C{dovecot-uidvalidity}, the
 C{subscriptions} file and Maildir++ folder names (modified UTF-7).
 
 These are pure functions and small classes that work on bytes and directory
-fds; L{twisted_maillab.store.folder} calls them from the store's thread pool.
+fds; the folder modules (L{twisted_maillab.store.foldersync}) call them from the store's thread pool.
 The formats follow Dovecot 2.3 (src/lib-storage/index/maildir/,
 src/lib/file-dotlock.c, src/lib-storage/mailbox-uidvalidity.c,
 src/lib-storage/list/subscription-file.c) so Dovecot and maillab can work

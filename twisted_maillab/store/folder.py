@@ -7,10 +7,25 @@ and a POP3 session see the same UIDs and are told about changes at once.
 
 Threading: every operation that touches the disk runs in the store's thread
 pool, one at a time per folder (a L{DeferredLock}); the thread part only
-reads the index and returns a L{_Sync} describing the changes, which is
-applied on the reactor thread, after which listeners are called.  So the
-index is only ever mutated on the reactor thread and readers there never see
-half an update.
+reads the index and returns a L{SyncResult} describing the changes (stat
+results included), which is applied on the reactor thread, after which
+listeners are called.  So the index is only ever mutated on the reactor
+thread and readers there never see half an update.  The thread part never
+touches the clock's timers either: Twisted's reactor is not thread-safe.
+Methods that must run on the reactor thread call L{Folder._reactorOnly},
+which raises L{ServerBug} in a store pool thread, so a breach fails loudly
+in the tests instead of corrupting a timer queue in production.
+
+The code is in three modules, one per side of that line:
+
+  - this one: the reactor side (the index, events, lifetime, refresh and
+    L{Folder._apply}, and the public operations, which take the lock);
+  - L{twisted_maillab.store.foldersync}: the thread side of keeping the
+    index in step with the disk (uidlist, keywords, directory listings,
+    opening message files);
+  - L{twisted_maillab.store.folderops}: the thread side of the operations
+    (flags, expunge, append, copy, move), sharing one rename-with-resync
+    path for files another program renamed.
 
 Scale: opening a folder reads C{dovecot-uidlist} once and lists C{new/} and
 C{cur/} without a C{stat} per file (sizes come from C{,S=}/C{,W=} in the
@@ -22,109 +37,27 @@ expect.
 
 from __future__ import annotations
 
-import errno
 import os
-import sys
-import stat as _stat
-from dataclasses import dataclass, field
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from twisted_maillab.store import _fs, dovecot
+from twisted_maillab.store import dovecot
 from twisted_maillab.store.errors import (
     MailboxNotFound,
     MessageVanished,
     ServerBug,
     StoreError,
-    UnsafePath,
     fromOSError,
 )
+from twisted_maillab.store.folderops import FolderOperations
+from twisted_maillab.store.foldersync import FolderSync, openFolderDirs
+from twisted_maillab.store.message import Message, _Sync
+from twisted_maillab.store.workers import inWorker
+
+__all__ = ["Folder", "Message", "openFolderDirs"]
 
 log = Logger()
-
-TMP_MAX_AGE = 36 * 3600  # Maildir spec: tmp/ files untouched for 36 hours are garbage
-_COPY_CHUNK = 256 * 1024
-
-
-class Message:
-    """
-    One message of the index (read-only for callers).
-
-    @ivar uid: the IMAP UID (from C{dovecot-uidlist}).
-    @ivar base: the base file name (without C{:2,...}).
-    @ivar info: the info part after C{:} (C{"2,RS"}) or L{None}.
-    @ivar isNew: L{True} while the file is in C{new/} (\\Recent).
-    @ivar size: octets on disk (from C{,S=} or a C{stat}), or L{None} until known.
-    @ivar vsize: octets with CRLF line ends (C{,W=}), or L{None}.
-    @ivar mtime: the internal date (file mtime), or L{None} until known.
-    @ivar ext: uidlist extension fields of the record, kept verbatim.
-    """
-
-    # 7 slots and shared (interned) info strings: about 250 bytes per
-    # message with the two index dicts, for 100,000-message folders.
-    __slots__ = ("uid", "base", "info", "isNew", "_size", "mtime", "ext")
-
-    def __init__(self, uid, base, info, isNew, ext=""):
-        self.uid = uid
-        self.base = base
-        self.info = info
-        self.isNew = isNew
-        self._size = None
-        self.mtime = None
-        self.ext = ext
-
-    @property
-    def size(self):
-        if self._size is None:
-            # parsed on demand: opening a folder must not pay for it
-            size, _ = dovecot.sizeFromName(self.base)
-            if size is not None:
-                self._size = size
-        return self._size
-
-    @size.setter
-    def size(self, value):
-        self._size = value
-
-    @property
-    def vsize(self):
-        return dovecot.sizeFromName(self.base)[1]
-
-    @property
-    def filename(self) -> str:
-        return self.base if self.info is None else f"{self.base}:{self.info}"
-
-    @property
-    def subdir(self) -> str:
-        return "new" if self.isNew else "cur"
-
-    @property
-    def letters(self) -> str:
-        return dovecot.infoLetters(self.info)
-
-    def __repr__(self):
-        return f"<Message uid={self.uid} {self.subdir}/{self.filename}>"
-
-
-@dataclass
-class _Sync:
-    """
-    Changes computed in a thread, applied on the reactor thread.
-    """
-
-    added: list = field(default_factory=list)  # Message
-    updated: list = field(default_factory=list)  # (uid, info, isNew)
-    removed: list = field(default_factory=list)  # uid
-    pending: dict | None = None  # replaces Folder._pending when not None
-    pendingAdd: dict = field(default_factory=dict)
-    header: dovecot.UidlistHeader | None = None
-    uidlistState: dovecot.UidlistState | None = None
-    keywords: dovecot.Keywords | None = None
-    keywordsStamp: tuple | None = None
-    stamps: tuple | None = None
-    reset: bool = False
-    result: object = None
 
 
 def _twoLocks(first: defer.DeferredLock, second: defer.DeferredLock):
@@ -150,66 +83,7 @@ def _twoLocks(first: defer.DeferredLock, second: defer.DeferredLock):
     return acquire()
 
 
-
-def openFolderDirs(
-    rootFd: int, dirName: str | None, name: str, owner, create: bool, subdirs=("cur", "new", "tmp"), keepRoot=True
-) -> dict:
-    """
-    Thread: open a folder's directories with C{O_NOFOLLOW} all the way down
-    from the Maildir root, creating C{cur/ new/ tmp/} (and a Maildir++
-    folder's C{maildirfolder} file) if asked.  Used by open folders and by
-    delivery transactions alike.
-
-    @param rootFd: the Maildir root (INBOX).
-    @param dirName: the Maildir++ directory (C{.Sent}), L{None} for INBOX.
-    @param name: the folder name, for errors.
-    @param subdirs: which of C{cur new tmp} to open (a delivery to INBOX
-        needs only C{new} and C{tmp}: opening the Maildir root made all
-        three).
-    @param keepRoot: whether to return the folder directory as C{"root"}.
-    @return: C{{"root", "cur", "new", "tmp"}} (as asked) to fds the caller
-        closes.
-    @raise MailboxNotFound: the folder, or one of its directories, is
-        missing and C{create} is false.
-    """
-    fds = {}
-    try:
-        if dirName is None:
-            fds["root"] = os.dup(rootFd) if keepRoot else rootFd
-        elif create:
-            fds["root"] = _fs.makeDir(dirName, rootFd, owner)
-        else:
-            try:
-                fds["root"] = _fs.openDir(dirName, rootFd)
-            except FileNotFoundError:
-                raise MailboxNotFound(f"{name}: no such mailbox") from None
-        for sub in subdirs:
-            if create:
-                fds[sub] = _fs.makeDir(sub, fds["root"], owner)
-            else:
-                try:
-                    fds[sub] = _fs.openDir(sub, fds["root"])
-                except FileNotFoundError:
-                    raise MailboxNotFound(f"{name}: not a Maildir (no {sub}/)") from None
-        if dirName is not None and create:
-            # Maildir++: a folder carries an empty "maildirfolder" file
-            try:
-                os.close(_fs.createFile(dovecot.MAILDIRFOLDER, fds["root"], owner))
-            except FileExistsError:
-                pass
-    except BaseException:
-        for key, fd in fds.items():
-            if fd != rootFd:
-                os.close(fd)
-        raise
-    if not keepRoot:
-        folderFd = fds.pop("root")
-        if folderFd != rootFd:
-            os.close(folderFd)
-    return fds
-
-
-class Folder:
+class Folder(FolderSync, FolderOperations):
     """
     An open Maildir folder.  Obtain it from L{Mailboxes.open} and give it
     back with L{close}.
@@ -241,13 +115,24 @@ class Folder:
         self._fds: dict[str, int] = {}
         self._refs = 0
         self._closed = False
+        self._defunct = False  # deleted or renamed away (see _detach)
         self._lingerCall = None
         self._watch = None
         self._refreshCall = None
         self._forceNew = self._forceCur = False
 
+    def _reactorOnly(self) -> None:
+        """
+        Raise L{ServerBug} when called from a store pool thread: the caller
+        mutates the index or uses the clock, which only the reactor thread
+        may do.
+        """
+        if inWorker():
+            raise ServerBug(f"folder {self.name}: reactor-only code ran in a store thread")
+
     # ------------------------------------------------------------------
-    # Reading the index (reactor thread, no I/O)
+    # Reading the index (reactor thread, no I/O beyond a rare stat)
+
 
     @property
     def uidValidity(self) -> int:
@@ -347,59 +232,21 @@ class Folder:
         return message.mtime
 
     def _statMessage(self, message: Message) -> None:
-        where = (message.subdir, message.filename)
-        for attempt in range(2):
-            try:
-                st = os.stat(where[1], dir_fd=self._fds[where[0]], follow_symlinks=False)
-            except FileNotFoundError:
-                if attempt == 0:
-                    found = self._relocate(message)
-                    self._scheduleRefresh(forceNew=True, forceCur=True)
-                    if found is not None:
-                        where = found
-                        continue
-                raise MessageVanished(f"UID {message.uid} vanished from {self.name}") from None
-            if not _stat.S_ISREG(st.st_mode):
-                raise UnsafePath(f"{where[1]} is not a regular file")
-            self.owner.check(st, where[1])
-            if message._size is None:
-                message.size = st.st_size
-            message.mtime = st.st_mtime
-            return
+        self._reactorOnly()
+        try:
+            st, relocated = self._findAndStat(message)
+        except MessageVanished:
+            self._scheduleRefresh(forceNew=True, forceCur=True)
+            raise
+        if relocated:
+            self._scheduleRefresh(forceNew=True, forceCur=True)
+        self._setStat(message, st.st_size, st.st_mtime)
 
-    def _relocate(self, message: Message):
-        """
-        The file was renamed by another process (flags changed, moved from
-        new/ to cur/): find it by its base name.  The caller schedules a
-        refresh (the index itself is only changed under the folder lock).
-        Blocking; rare.
-
-        @return: C{(subdir, filename)} or L{None}.
-        """
-        for subdir in ("cur", "new"):
-            for name in os.listdir(self._fds[subdir]):
-                if name.partition(":")[0] == message.base:
-                    return subdir, name
-        return None
-
-    def _openFile(self, uid: int):
-        """
-        Blocking: C{(file, relocated)}.
-        """
-        message = self.message(uid)
-        where = (message.subdir, message.filename)
-        relocated = False
-        for attempt in range(2):
-            try:
-                fd = _fs.openRegular(where[1], self._fds[where[0]], self.owner)
-            except FileNotFoundError:
-                if attempt == 0:
-                    found = self._relocate(message)
-                    if found is not None:
-                        where, relocated = found, True
-                        continue
-                raise MessageVanished(f"UID {uid} was expunged from {self.name}") from None
-            return os.fdopen(fd, "rb"), relocated
+    def _setStat(self, message: Message, size: int, mtime: float) -> None:
+        self._reactorOnly()
+        if message._size is None:
+            message.size = size
+        message.mtime = mtime
 
     def _openedFile(self, result):
         f, relocated = result
@@ -461,22 +308,28 @@ class Folder:
         if not wanted:
             return defer.succeed(None)
 
-        def work():
-            for message in wanted:
-                try:
-                    st = os.stat(message.filename, dir_fd=self._fds[message.subdir], follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if not _stat.S_ISREG(st.st_mode):
-                    continue
-                if message._size is None:
-                    message.size = st.st_size
-                message.mtime = st.st_mtime
+        def apply(found):
+            for message, size, mtime in found:
+                self._setStat(message, size, mtime)
 
-        return self.store.run(_mapErrors(work, self.name))
+        return self.store.run(_mapErrors(self._statMany, self.name), wanted).addCallback(apply)
+
+
+    def snapshot(self):
+        """
+        POP3's view of the folder at login (RFC 1939: the maildrop is fixed
+        for the session): C{[(uid, size, uidl), ...]} in UID order.  Sizes
+        are the stored octets; C{,W=} (CRLF) sizes are available as
+        C{message(uid).vsize} for a C{LIST} that counts CRLF.  Files whose
+        names lack C{,S=} (written by another MTA) are stat'ed here: call
+        C{prefetch(folder.uids())} first to do that in the thread pool.
+        """
+        return [(uid, self.size(uid), self.pop3Uidl(uid)) for uid in self.uids()]
+
 
     # ------------------------------------------------------------------
     # Events
+
 
     def subscribe(self, listener) -> None:
         """
@@ -493,6 +346,7 @@ class Folder:
             self._listeners.remove(listener)
 
     def _publish(self, method: str, origin, *args) -> None:
+        self._reactorOnly()
         for listener in list(self._listeners):
             if listener is origin:
                 continue
@@ -507,37 +361,9 @@ class Folder:
     # ------------------------------------------------------------------
     # Opening and closing
 
+
     def _dirFd(self) -> int:
         return self._fds["root"]
-
-    def _openWork(self, create: bool) -> None:
-        """
-        Thread: open the directory fds, creating C{cur/ new/ tmp/} if asked.
-        """
-        rootFd = self.mailboxes._rootFd(create=create)
-        self._fds = openFolderDirs(rootFd, self.dirName, self.name, self.owner, create)
-
-    def _cleanTmp(self, now: float) -> int:
-        """
-        Thread: remove C{tmp/} files older than 36 hours (Maildir spec);
-        they are what a crash between write and rename leaves.
-        """
-        removed = 0
-        tmpFd = self._fds["tmp"]
-        for entry in os.scandir(tmpFd):
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if _stat.S_ISDIR(st.st_mode):
-                continue
-            if st.st_mtime < now - TMP_MAX_AGE and st.st_atime < now - TMP_MAX_AGE:
-                try:
-                    os.unlink(entry.name, dir_fd=tmpFd)
-                    removed += 1
-                except FileNotFoundError:
-                    pass
-        return removed
 
     @defer.inlineCallbacks
     def _open(self, create: bool):
@@ -574,11 +400,35 @@ class Folder:
         if self._refs > 0 or self._closed:
             return
         linger = self.store.linger
-        if linger and not self.store._closing:
+        if linger and not self.store._closing and not self._defunct:
             if self._lingerCall is None or not self._lingerCall.active():
                 self._lingerCall = self.store.clock.callLater(linger, self._reallyClose)
             return
         self._reallyClose()
+
+    def _detach(self) -> None:
+        """
+        The folder was deleted or renamed (IMAP DELETE/RENAME, maybe by
+        another session): sessions holding it are told to reselect, further
+        operations fail with L{MailboxNotFound}, and the next
+        L{Mailboxes.open} of the name gets a fresh folder.  The directory
+        fds stay open until the last holder calls L{close}: closing them
+        under a session that is still reading would hand its fd numbers to
+        unrelated files.
+        """
+        self._reactorOnly()
+        if self._defunct or self._closed:
+            return
+        self._defunct = True
+        self.mailboxes._forget(self)
+        if self._watch is not None:
+            self._watch()
+            self._watch = None
+        if self._refreshCall is not None and self._refreshCall.active():
+            self._refreshCall.cancel()
+        self._publish("folderReset", None)
+        if self._refs <= 0:
+            self._reallyClose()
 
     def _reuse(self) -> None:
         self._refs += 1
@@ -598,10 +448,11 @@ class Folder:
                 self._watch = None
             if self._refreshCall is not None and self._refreshCall.active():
                 self._refreshCall.cancel()
-            self._lock.run(lambda: self._closeFds())
+            self._lock.run(lambda: self._closeFds()).addBoth(lambda _: self.mailboxes._release())
 
     # ------------------------------------------------------------------
-    # Refresh
+    # Refresh, and applying what the thread side found
+
 
     def refresh(self, full: bool = False):
         """
@@ -617,7 +468,8 @@ class Folder:
         """
         Coalesce bursts of inotify events into one refresh.
         """
-        if self._closed:
+        self._reactorOnly()
+        if self._closed or self._defunct:
             return
         self._forceNew |= forceNew
         self._forceCur |= forceCur
@@ -658,6 +510,8 @@ class Folder:
         """
         if self._closed:
             return defer.fail(ServerBug(f"folder {self.name} is closed"))
+        if self._defunct:
+            return defer.fail(MailboxNotFound(f"{self.name} was deleted or renamed"))
 
         @defer.inlineCallbacks
         def run():
@@ -668,6 +522,9 @@ class Folder:
         return self._lock.run(run)
 
     def _apply(self, sync: _Sync, origin, publish: bool = True) -> None:
+        self._reactorOnly()
+        for message, size, mtime in sync.stats:
+            self._setStat(message, size, mtime)
         if sync.reset:
             self.messages.clear()
             self.byBase.clear()
@@ -750,368 +607,8 @@ class Folder:
             self._publish("messagesAdded", origin, sorted(added))
 
     # ------------------------------------------------------------------
-    # Thread side: the uidlist
+    # Operations: the thread side is in FolderOperations
 
-    def _lockUidlist(self) -> dovecot.DotLock:
-        return dovecot.DotLock(
-            self._dirFd(),
-            dovecot.UIDLIST,
-            self.owner,
-            staleTimeout=self.store.lockStaleTimeout,
-            hostname=self.store.hostname,
-        )
-
-    def _readUidlist(self, state: dovecot.UidlistState):
-        """
-        Read what changed in the uidlist since C{state}.
-
-        @return: C{(records, newState, reset)}: the records read (all of
-            them when C{reset}), or C{(None, None, False)} if unchanged.
-            A missing or corrupt file gives C{([], emptyState, True)}.
-        """
-        dirFd = self._dirFd()
-        try:
-            fd = _fs.openRegular(dovecot.UIDLIST, dirFd, self.owner)
-        except FileNotFoundError:
-            if state.ino == 0:
-                return None, None, False
-            return [], dovecot.UidlistState(), True
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            if st.st_ino == state.ino and st.st_size == state.size and st.st_mtime_ns == state.mtimeNs:
-                return None, None, False
-            new = dovecot.UidlistState(ino=st.st_ino, size=st.st_size, mtimeNs=st.st_mtime_ns)
-            incremental = st.st_ino == state.ino and st.st_size >= state.offset and state.offset > 0
-            try:
-                if incremental:
-                    f.seek(state.offset)
-                    data = f.read(st.st_size - state.offset)
-                    # only whole lines: a writer may be mid-line
-                    end = data.rfind(b"\n") + 1
-                    data = data[:end]
-                    new.header = dovecot.UidlistHeader(**vars(state.header))
-                    records = dovecot.parseRecords(data, state.header.version, state.lastUid)
-                    new.offset = state.offset + end
-                    new.lines = state.lines + data.count(b"\n")
-                else:
-                    data = f.read(st.st_size)
-                    end = data.rfind(b"\n") + 1
-                    data = data[:end]
-                    headerEnd = data.find(b"\n")
-                    if headerEnd < 0:
-                        raise dovecot.UidlistFormatError("no header line")
-                    new.header = dovecot.parseHeader(data[:headerEnd])
-                    records = dovecot.parseRecords(data[headerEnd + 1 :], new.header.version)
-                    new.offset = end
-                    new.lines = data.count(b"\n") - 1
-            except (dovecot.UidlistFormatError, ValueError) as e:
-                log.warn("{name}: broken dovecot-uidlist ({error}); it will be rebuilt", name=self.name, error=e)
-                return [], dovecot.UidlistState(), True
-        if records:
-            new.lastUid = records[-1][0]
-            if new.header.nextUid <= new.lastUid:
-                new.header.nextUid = new.lastUid + 1
-        else:
-            new.lastUid = state.lastUid if incremental else 0
-        return records, new, not incremental
-
-    def _writeUidlist(self, state, header, newRecords, allRecords, recreate: bool):
-        """
-        Thread, uidlist lock held: append C{newRecords}, or rewrite the file
-        with C{allRecords} (sorted C{(uid, ext, base)}).  Returns the new state.
-        """
-        dirFd = self._dirFd()
-        fsync = self.store.fsync
-        if not recreate:
-            fd = os.open(dovecot.UIDLIST, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirFd)
-            try:
-                st = os.fstat(fd)
-                if st.st_ino == state.ino and st.st_size == state.offset:
-                    data = b"".join(dovecot.formatRecord(*r) for r in newRecords)
-                    _fs.writeAll(fd, data)
-                    if fsync:
-                        os.fdatasync(fd)
-                    st = os.fstat(fd)
-                    return dovecot.UidlistState(
-                        ino=st.st_ino,
-                        size=st.st_size,
-                        mtimeNs=st.st_mtime_ns,
-                        offset=st.st_size,
-                        lastUid=max(state.lastUid, newRecords[-1][0] if newRecords else 0),
-                        lines=state.lines + len(newRecords),
-                        header=header,
-                    )
-            finally:
-                os.close(fd)
-        # Rewrite: dovecot-uidlist.tmp then rename, under the dotlock, as
-        # maildir_uidlist_recreate() does.
-        body = [header.format()]
-        body.extend(dovecot.formatRecord(*r) for r in allRecords)
-        data = b"".join(body)
-        tmp = dovecot.UIDLIST + ".tmp"
-        try:
-            os.unlink(tmp, dir_fd=dirFd)
-        except FileNotFoundError:
-            pass
-        fd = _fs.createFile(tmp, dirFd, self.owner)
-        try:
-            _fs.writeAll(fd, data)
-            if fsync:
-                os.fdatasync(fd)
-            st = os.fstat(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, dovecot.UIDLIST, src_dir_fd=dirFd, dst_dir_fd=dirFd)
-        return dovecot.UidlistState(
-            ino=st.st_ino,
-            size=st.st_size,
-            mtimeNs=st.st_mtime_ns,
-            offset=st.st_size,
-            lastUid=allRecords[-1][0] if allRecords else 0,
-            lines=len(allRecords),
-            header=header,
-        )
-
-    def _readKeywords(self) -> dovecot.Keywords:
-        return dovecot.Keywords.parse(_fs.readSmallFile(dovecot.KEYWORDS, self._dirFd(), self.owner))
-
-    # ------------------------------------------------------------------
-    # Thread side: synchronisation
-
-    def _listDir(self, subdir: str) -> dict[str, str | None]:
-        out = {}
-        intern = _intern
-        for name in os.listdir(self._fds[subdir]):
-            if name[0] == ".":
-                continue  # Maildir spec: dot files are not messages
-            base, sep, info = name.partition(":")
-            out[base] = intern(info) if sep else None
-        return out
-
-    def _syncWork(self, forceNew: bool, forceCur: bool, extra: dict | None, initial: bool = False) -> _Sync:
-        """
-        Thread: compare the index with the disk.
-
-        @param extra: files this process just placed, C{{base: (isNew,
-            info)}}, added without relisting.
-        """
-        sync = _Sync()
-        newFd, curFd = self._fds["new"], self._fds["cur"]
-        stampNew = os.fstat(newFd).st_mtime_ns
-        stampCur = os.fstat(curFd).st_mtime_ns
-        listNew = forceNew or stampNew != self._stamps[0]
-        listCur = forceCur or stampCur != self._stamps[1]
-
-        # 1. the uidlist, read without the lock (Dovecot does the same)
-        records, ustate, reset = self._readUidlist(self._ustate)
-        firstLoad = None
-        header = self.header
-        pending = dict(self._pending)
-        byBase = self.byBase
-        messages = self.messages
-        if records is not None:
-            if reset:
-                sync.uidlistState = ustate if ustate.ino else dovecot.UidlistState()
-                if ustate.ino and self.header.uidValidity and ustate.header.uidValidity != self.header.uidValidity:
-                    # UIDVALIDITY changed under us: every UID is void
-                    sync.reset = True
-                    byBase, messages = {}, {}
-                    listNew = listCur = True
-                pending = {}
-            else:
-                sync.uidlistState = ustate
-            if ustate.ino:
-                header = dovecot.UidlistHeader(**vars(ustate.header))
-                if header.uidValidity == self.header.uidValidity:
-                    # the file's N lags behind appended records (Dovecot
-                    # rewrites it only on recreate): UIDNEXT never goes back
-                    header.nextUid = max(header.nextUid, self.header.nextUid, ustate.lastUid + 1)
-                sync.header = header
-            if not byBase:
-                firstLoad = records  # matched directly against the listing below
-            else:
-                for record in records:
-                    uid, ext, base = record
-                    known = byBase.get(base)
-                    if known is None:
-                        pending[base] = record
-                    elif known != uid:
-                        log.warn(
-                            "{name}: {base} changed UID {old} -> {new} in dovecot-uidlist",
-                            name=self.name, base=base, old=known, new=uid,
-                        )
-                        sync.removed.append(known)
-                        pending[base] = record
-        sync.pending = pending
-
-        # 2. the directories: {subdir: {base: info}}
-        listings: dict[str, dict] = {}
-        if listNew:
-            listings["new"] = self._listDir("new")
-        if listCur:
-            listings["cur"] = self._listDir("cur")
-        if len(listings) == 1:
-            # a message missing from the listed directory may have moved to
-            # the other one in the same clock tick: list it too
-            (only,) = listings
-            seen = listings[only]
-            if any(m.subdir == only and m.base not in seen for m in messages.values()):
-                other = "cur" if only == "new" else "new"
-                listings[other] = self._listDir(other)
-        sync.stamps = (
-            stampNew if "new" in listings else self._stamps[0],
-            stampCur if "cur" in listings else self._stamps[1],
-        )
-        listed = set(listings)
-        if extra:
-            for base, (isNew, info) in extra.items():
-                listings.setdefault("new" if isNew else "cur", {})[base] = info
-                listings.get("cur" if isNew else "new", {}).pop(base, None)
-        newFiles = listings.get("new", {})
-        curFiles = listings.get("cur", {})
-
-        # 3. compare (nothing to do for directories that were not listed)
-        if listed:
-            if listed == {"new"} and messages is self.messages:
-                # only new/ changed (a delivery): check just its messages
-                candidates = ((uid, messages[uid]) for uid in list(self._newUids) if uid in messages)
-            else:
-                candidates = messages.items()
-            for uid, message in candidates:
-                if message.subdir in listed and message.base not in newFiles and message.base not in curFiles:
-                    sync.removed.append(uid)
-        unknown = []
-        removedSet = set(sync.removed)
-        updated = sync.updated
-        added = sync.added
-        if firstLoad is not None and len(listings) == 2:
-            # opening a folder: one pass over the uidlist records, popping
-            # their files from the listing (no intermediate dict of 100,000
-            # pending records); what is left over are new files
-            for base in newFiles.keys() & curFiles.keys():
-                del newFiles[base]  # in both during a rename: cur/ wins
-            missing = _MISSING
-            for uid, ext, base in firstLoad:
-                info = curFiles.pop(base, missing)
-                if info is not missing:
-                    added.append(Message(uid, base, info, False, ext))
-                    continue
-                info = newFiles.pop(base, missing)
-                if info is not missing:
-                    added.append(Message(uid, base, info, True, ext))
-                else:
-                    pending[base] = (uid, ext, base)  # expunged, or not yet visible
-            firstLoad = None
-        elif firstLoad is not None:
-            for record in firstLoad:
-                pending[record[2]] = record
-        for isNew, found in ((False, curFiles), (True, newFiles)):
-            for base, info in found.items():
-                if isNew and base in curFiles:
-                    continue  # in both during a rename: cur/ wins
-                uid = byBase.get(base)
-                if uid is not None and uid not in removedSet:
-                    message = messages[uid]
-                    if message.isNew is not isNew or message.info != info:
-                        updated.append((uid, info, isNew))
-                    continue
-                record = pending.pop(base, None)
-                if record is not None:
-                    added.append(Message(record[0], base, info, isNew, record[1]))
-                else:
-                    unknown.append((base, isNew, info))
-
-        # 4. new files need UIDs: lock, reread, assign, write
-        needHeader = (
-            header.uidValidity == 0
-            or (initial and sync.uidlistState is None and self._ustate.ino == 0)
-            or (sync.uidlistState is not None and sync.uidlistState.ino == 0)
-        )
-        if unknown or needHeader:
-            self._assignUids(sync, unknown, pending, messages)
-        if sync.keywords is None:
-            # dovecot-keywords is replaced (rename) on change: its mtime and
-            # inode tell us whether to reread it
-            try:
-                st = os.stat(dovecot.KEYWORDS, dir_fd=self._dirFd(), follow_symlinks=False)
-                stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-            except FileNotFoundError:
-                stamp = None
-            if stamp != self._keywordsStamp or initial:
-                sync.keywords = self._readKeywords()
-                sync.keywordsStamp = stamp
-        return sync
-
-    def _assignUids(self, sync: _Sync, unknown, pending, messages) -> None:
-        # records another process appended after our directory listing:
-        # their files may be newer than the listing, so a rewrite keeps them
-        fresh = []
-        with self._lockUidlist():
-            state = sync.uidlistState or self._ustate
-            records, ustate, reset = self._readUidlist(state)
-            if records is not None:
-                if reset:
-                    pending.clear()
-                    state = ustate if ustate.ino else dovecot.UidlistState()
-                else:
-                    state = ustate
-                sync.uidlistState = state
-                for record in records:
-                    if record[2] not in self.byBase:
-                        pending[record[2]] = record
-                        fresh.append(record)
-            if state.ino:
-                header = state.header
-            elif self.header.uidValidity:
-                # the uidlist vanished while we had the folder open: write
-                # back what we know rather than starting a new UIDVALIDITY
-                header = self.header
-            else:
-                header = dovecot.UidlistHeader()
-            recreate = state.ino == 0 or header.version != 3 or not header.guid
-            header = dovecot.UidlistHeader(**vars(header))
-            if header.uidValidity == 0:
-                header.uidValidity = dovecot.nextUidValidity(
-                    self.mailboxes._rootFd(), self.owner, self.store.clock.seconds() or None
-                )
-            if not header.guid:
-                header.guid = dovecot.newGuid()
-            header.version = 3
-            nextUid = max(header.nextUid, state.lastUid + 1)
-            newRecords = []
-            # Maildir names start with the delivery time: sorting them
-            # as Dovecot does gives UIDs in arrival order, and the same
-            # UIDs Dovecot would give.
-            for base, isNew, info in sorted(unknown, key=lambda item: (dovecot.filenameSortKey(item[0]), item)):
-                if base in pending:
-                    uid, ext = pending.pop(base)[:2]
-                else:
-                    uid, ext = nextUid, ""
-                    nextUid += 1
-                    newRecords.append((uid, ext, base))
-                sync.added.append(Message(uid, base, info, isNew, ext))
-            header.nextUid = max(header.nextUid, nextUid)
-            live = len(messages) + len(sync.added) - len(sync.removed)
-            if not recreate and state.lines > 2 * live + 1000:
-                recreate = True  # mostly expunged lines: compact, as Dovecot does
-            if recreate:
-                removed = set(sync.removed)
-                allRecords = [
-                    (m.uid, m.ext, m.base) for m in messages.values() if m.uid not in removed
-                ]
-                allRecords.extend((m.uid, m.ext, m.base) for m in sync.added)
-                allRecords.extend(record for record in fresh if record[2] in pending)
-                allRecords.sort()
-                header.nextUid = max(header.nextUid, (allRecords[-1][0] + 1) if allRecords else 1)
-                sync.uidlistState = self._writeUidlist(state, header, newRecords, allRecords, True)
-            elif newRecords:
-                sync.uidlistState = self._writeUidlist(state, header, newRecords, None, False)
-                sync.uidlistState.header = dovecot.UidlistHeader(**vars(state.header))
-                # the file header keeps its (lagging) N; ours is the truth
-            sync.header = header
-
-    # ------------------------------------------------------------------
-    # Recent
 
     def claimRecent(self, origin=None):
         """
@@ -1123,27 +620,6 @@ class Folder:
         """
         return self._locked(self._claimWork, origin=origin)
 
-    def _claimWork(self) -> _Sync:
-        sync = _Sync()
-        claimed = []
-        newFd, curFd = self._fds["new"], self._fds["cur"]
-        for uid in self.uids():
-            message = self.messages[uid]
-            if not message.isNew:
-                continue
-            info = dovecot.buildInfo(message.info, message.letters)
-            target = f"{message.base}:{info}"
-            try:
-                os.rename(message.filename, target, src_dir_fd=newFd, dst_dir_fd=curFd)
-            except FileNotFoundError:
-                continue  # someone else claimed or expunged it; the refresh will say
-            sync.updated.append((uid, info, False))
-            claimed.append(uid)
-        sync.result = claimed
-        return sync
-
-    # ------------------------------------------------------------------
-    # Flags
 
     def setFlags(self, uids, flags, mode: str = "replace", origin=None):
         """
@@ -1161,113 +637,6 @@ class Folder:
         d = self._locked(self._flagsWork, list(uids), list(flags), mode, origin=origin)
         return d.addCallback(lambda done: {uid: self.flags(uid) for uid in done if uid in self.messages})
 
-    def _letters(self, flags, keywords: dovecot.Keywords, allocate: bool) -> tuple[str, bool]:
-        letters = []
-        changed = False
-        for flag in flags:
-            if flag.startswith("\\"):
-                letter = dovecot.FLAG_LETTERS.get(flag.lower())
-                if letter:
-                    letters.append(letter)
-                continue  # \Recent and unknown system flags are not stored
-            letter = keywords.letterOf(flag)
-            if letter is None and allocate:
-                letter = keywords.allocate(flag)
-                changed = changed or letter is not None
-            if letter is not None:
-                letters.append(letter)
-        return "".join(sorted(set(letters))), changed
-
-    def _withKeywords(self, flags):
-        """
-        Thread: the letters for C{flags}, allocating new keywords under the
-        uidlist lock and writing C{dovecot-keywords} as Dovecot does.
-        """
-        keywords = dovecot.Keywords(self.keywords.names)
-        letters, _ = self._letters(flags, keywords, allocate=False)
-        wanted = [f for f in flags if not f.startswith("\\")]
-        if all(keywords.letterOf(f) is not None for f in wanted):
-            return letters, None
-        with self._lockUidlist():
-            keywords = self._readKeywords()
-            letters, changed = self._letters(flags, keywords, allocate=True)
-            if changed:
-                lock = dovecot.DotLock(self._dirFd(), dovecot.KEYWORDS, self.owner, hostname=self.store.hostname)
-                try:
-                    os.unlink(lock.lockName, dir_fd=self._dirFd())
-                except FileNotFoundError:
-                    pass
-                lock.acquire()
-                try:
-                    lock.replaceWith(keywords.format())
-                except BaseException:
-                    lock.release()
-                    raise
-        return letters, keywords
-
-    def _flagsWork(self, uids, flags, mode) -> _Sync:
-        sync = _Sync()
-        letters, keywords = self._withKeywords(flags)
-        if keywords is not None:
-            sync.keywords = keywords
-        wanted = set(letters)
-        result = {}
-        missing = []
-        for uid in uids:
-            message = self.messages.get(uid)
-            if message is None:
-                continue
-            current = set(message.letters)
-            if mode == "replace":
-                # keep letters we do not manage (unknown keywords stay)
-                new = wanted | {c for c in current if c not in dovecot.SYSTEM_FLAGS and c not in dovecot.KEYWORD_LETTERS}
-            elif mode == "add":
-                new = current | wanted
-            else:
-                new = current - wanted
-            info = dovecot.buildInfo(message.info, "".join(new))
-            if info == message.info and not message.isNew:
-                result[uid] = message
-                continue
-            try:
-                os.rename(
-                    message.filename,
-                    f"{message.base}:{info}",
-                    src_dir_fd=self._fds[message.subdir],
-                    dst_dir_fd=self._fds["cur"],
-                )
-            except FileNotFoundError:
-                missing.append(uid)
-                continue
-            sync.updated.append((uid, info, False))
-            result[uid] = message
-        if missing:
-            # renamed or expunged by someone else: resync, then retry once
-            fresh = self._syncWork(True, True, None)
-            _merge(sync, fresh)
-            gone = set(fresh.removed)
-            current = {uid: (info, isNew) for uid, info, isNew in fresh.updated}
-            for uid in missing:
-                if uid in gone:
-                    continue
-                message = self.messages[uid]
-                info0, isNew0 = current.get(uid, (message.info, message.isNew))
-                subdir = "new" if isNew0 else "cur"
-                have = set(dovecot.infoLetters(info0))
-                new = wanted if mode == "replace" else (have | wanted if mode == "add" else have - wanted)
-                info = dovecot.buildInfo(info0, "".join(new))
-                name0 = message.base if info0 is None else f"{message.base}:{info0}"
-                try:
-                    os.rename(name0, f"{message.base}:{info}", src_dir_fd=self._fds[subdir], dst_dir_fd=self._fds["cur"])
-                except FileNotFoundError:
-                    continue
-                sync.updated.append((uid, info, False))
-                result[uid] = message
-        sync.result = result
-        return sync
-
-    # ------------------------------------------------------------------
-    # Expunge
 
     def expunge(self, uids=None, origin=None):
         """
@@ -1278,51 +647,6 @@ class Folder:
         """
         return self._locked(self._expungeWork, None if uids is None else list(uids), origin=origin)
 
-    def _expungeWork(self, uids) -> _Sync:
-        sync = _Sync()
-        if uids is None:
-            uids = [uid for uid, m in self.messages.items() if "T" in m.letters]
-        removedBytes = removedCount = 0
-        missing = []
-        for uid in sorted(uids):
-            message = self.messages.get(uid)
-            if message is None:
-                continue
-            try:
-                if message.size is None:
-                    st = os.stat(message.filename, dir_fd=self._fds[message.subdir], follow_symlinks=False)
-                    message.size = st.st_size
-                os.unlink(message.filename, dir_fd=self._fds[message.subdir])
-            except FileNotFoundError:
-                missing.append(uid)
-                continue
-            sync.removed.append(uid)
-            removedBytes += message.size or 0
-            removedCount += 1
-        if missing:
-            fresh = self._syncWork(True, True, None)
-            _merge(sync, fresh)
-            where = {uid: (info, isNew) for uid, info, isNew in fresh.updated}
-            for uid in missing:
-                if uid in fresh.removed or uid not in where:
-                    continue
-                info, isNew = where[uid]
-                message = self.messages[uid]
-                name = message.base if info is None else f"{message.base}:{info}"
-                try:
-                    os.unlink(name, dir_fd=self._fds["new" if isNew else "cur"])
-                except FileNotFoundError:
-                    continue
-                sync.removed.append(uid)
-                removedBytes += message.size or 0
-                removedCount += 1
-        if removedCount:
-            self.mailboxes._quotaUpdate(-removedBytes, -removedCount)
-        sync.result = sorted(set(sync.removed))
-        return sync
-
-    # ------------------------------------------------------------------
-    # Append, copy, move
 
     def append(self, source, flags=(), internalDate: float | None = None, origin=None):
         """
@@ -1335,52 +659,6 @@ class Folder:
         @raise QuotaExceeded: over the Maildir++ quota.
         """
         return self._locked(self._appendWork, source, list(flags), internalDate, origin=origin)
-
-    def _appendWork(self, source, flags, internalDate) -> _Sync:
-        letters, keywords = self._withKeywords(flags)
-        unique = self.store.names.next()
-        tmpFd = self._fds["tmp"]
-        fd = _fs.createFile(unique, tmpFd, self.owner)
-        size = vsize = 0
-        previous = b""
-        try:
-            try:
-                if isinstance(source, (bytes, bytearray, memoryview)):
-                    chunks = [bytes(source)]
-                else:
-                    chunks = iter(lambda: source.read(_COPY_CHUNK), b"")
-                for chunk in chunks:
-                    _fs.writeAll(fd, chunk)
-                    size += len(chunk)
-                    vsize += len(chunk) + _bareLFs(previous, chunk)
-                    previous = chunk[-1:]
-                self.mailboxes._quotaCheck(size, 1)
-                if self.store.fsync:
-                    os.fsync(fd)
-                when = self.store.clock.seconds() if internalDate is None else internalDate
-                if when:
-                    os.utime(fd, (when, when))
-            finally:
-                os.close(fd)
-            base = f"{unique},S={size},W={vsize}"
-            isNew = not letters
-            info = None if isNew else dovecot.buildInfo(None, letters)
-            name = base if info is None else f"{base}:{info}"
-            os.rename(unique, name, src_dir_fd=tmpFd, dst_dir_fd=self._fds["new" if isNew else "cur"])
-        except BaseException:
-            try:
-                os.unlink(unique, dir_fd=tmpFd)
-            except OSError:
-                pass
-            raise
-        if self.store.fsync:
-            os.fsync(self._fds["new" if isNew else "cur"])
-        self.mailboxes._quotaUpdate(size, 1)
-        sync = self._syncWork(False, False, {base: (isNew, info)})
-        if keywords is not None:
-            sync.keywords = keywords
-        sync.result = next(m.uid for m in sync.added if m.base == base)
-        return sync
 
     def copyTo(self, uids, target: "Folder", origin=None, move: bool = False):
         """
@@ -1409,141 +687,6 @@ class Folder:
 
         return run()
 
-    def _copyWork(self, uids, target: "Folder", move: bool):
-        srcSync = _Sync()
-        names = []
-        for uid in uids:
-            message = self.messages.get(uid)
-            if message is None:
-                continue
-            for letter in message.letters:
-                if letter in dovecot.KEYWORD_LETTERS:
-                    names.append(self.keywords.nameOf(letter))
-        letterMap = {}
-        if names:
-            _, keywords = target._withKeywords(names)
-            table = keywords or target.keywords
-            for name in set(names):
-                letterMap[name.lower()] = table.letterOf(name)
-        else:
-            keywords = None
-        if not move:
-            total = 0
-            for uid in uids:
-                message = self.messages.get(uid)
-                if message is not None:
-                    if message.size is None:
-                        self._statMessage(message)
-                    total += message.size
-            self.mailboxes._quotaCheck(total, len(uids))
-        extra = {}
-        order = []
-        copiedBytes = 0
-        for uid in uids:
-            message = self.messages.get(uid)
-            if message is None:
-                continue
-            letters = ""
-            for letter in message.letters:
-                if letter in dovecot.KEYWORD_LETTERS:
-                    mapped = letterMap.get(self.keywords.nameOf(letter).lower())
-                    if mapped:
-                        letters += mapped
-                else:
-                    letters += letter
-            info = dovecot.buildInfo(message.info, letters)
-            unique = target.store.names.next()
-            size, vsize = message.size, message.vsize
-            base = unique + (f",S={size}" if size is not None else "") + (f",W={vsize}" if vsize is not None else "")
-            name = f"{base}:{info}"
-            srcFd = self._fds[message.subdir]
-            try:
-                if move:
-                    try:
-                        os.rename(message.filename, name, src_dir_fd=srcFd, dst_dir_fd=target._fds["cur"])
-                    except OSError as e:
-                        if e.errno != errno.EXDEV:
-                            raise
-                        self._copyFile(message, target, unique)
-                        os.rename(unique, name, src_dir_fd=target._fds["tmp"], dst_dir_fd=target._fds["cur"])
-                        os.unlink(message.filename, dir_fd=srcFd)
-                    srcSync.removed.append(uid)
-                else:
-                    self._copyFile(message, target, unique)
-                    os.rename(unique, name, src_dir_fd=target._fds["tmp"], dst_dir_fd=target._fds["cur"])
-                    copiedBytes += message.size or 0
-            except FileNotFoundError:
-                continue  # expunged meanwhile: RFC 3501 allows skipping it
-            extra[base] = (False, info)
-            order.append((uid, base))
-        if self.store.fsync and extra:
-            os.fsync(target._fds["cur"])
-        if copiedBytes:
-            self.mailboxes._quotaUpdate(copiedBytes, len(order))
-        dstSync = target._syncWork(False, False, extra)
-        if keywords is not None:
-            dstSync.keywords = keywords
-        uidOf = {m.base: m.uid for m in dstSync.added}
-        pairs = [(uid, uidOf[base]) for uid, base in order if base in uidOf]
-        return srcSync, dstSync, pairs
-
-    def _copyFile(self, message: Message, target: "Folder", unique: str) -> None:
-        """
-        Thread: C{target/tmp/unique} as a hard link to the message or, when
-        that is impossible (another file system, or the server must not link
-        to files it does not own), as a byte copy.
-        """
-        srcFd = self._fds[message.subdir]
-        try:
-            os.link(message.filename, unique, src_dir_fd=srcFd, dst_dir_fd=target._fds["tmp"], follow_symlinks=False)
-            st = os.stat(unique, dir_fd=target._fds["tmp"], follow_symlinks=False)
-            if _stat.S_ISREG(st.st_mode):
-                self.owner.check(st, message.filename)
-                return
-            os.unlink(unique, dir_fd=target._fds["tmp"])
-            raise UnsafePath(f"{message.filename} is not a regular file")
-        except OSError as e:
-            if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
-                raise
-        inFd = _fs.openRegular(message.filename, srcFd, self.owner)
-        outFd = _fs.createFile(unique, target._fds["tmp"], target.owner)
-        try:
-            st = os.fstat(inFd)
-            while True:
-                chunk = os.read(inFd, _COPY_CHUNK)
-                if not chunk:
-                    break
-                _fs.writeAll(outFd, chunk)
-            os.utime(outFd, ns=(st.st_atime_ns, st.st_mtime_ns))
-            if self.store.fsync:
-                os.fsync(outFd)
-        finally:
-            os.close(inFd)
-            os.close(outFd)
-
-    # ------------------------------------------------------------------
-    # POP3
-
-    def snapshot(self):
-        """
-        POP3's view of the folder at login (RFC 1939: the maildrop is fixed
-        for the session): C{[(uid, size, uidl), ...]} in UID order.  Sizes
-        are the stored octets; C{,W=} (CRLF) sizes are available as
-        C{message(uid).vsize} for a C{LIST} that counts CRLF.  Files whose
-        names lack C{,S=} (written by another MTA) are stat'ed here: call
-        C{prefetch(folder.uids())} first to do that in the thread pool.
-        """
-        return [(uid, self.size(uid), self.pop3Uidl(uid)) for uid in self.uids()]
-
-
-def _intern(info: str) -> str:
-    # the few distinct info strings ("2,S", "2,RS"...) are shared by all
-    # messages instead of one string object each
-    return sys.intern(info) if len(info) < 12 else info
-
-
-_MISSING = object()
-
 
 def _mapErrors(work, name: str):
     """
@@ -1560,34 +703,3 @@ def _mapErrors(work, name: str):
             raise fromOSError(e, name) from e
 
     return wrapped
-
-
-def _merge(sync: _Sync, fresh: _Sync) -> None:
-    """
-    Fold a resync done in the middle of an operation into its result: the
-    resync's view comes first, the operation's own changes after it win.
-    """
-    sync.added = fresh.added + sync.added
-    sync.updated = fresh.updated + sync.updated
-    sync.removed = fresh.removed + sync.removed
-    if fresh.pending is not None:
-        sync.pending = fresh.pending
-    for name in ("header", "uidlistState", "stamps"):
-        value = getattr(fresh, name)
-        if value is not None:
-            setattr(sync, name, value)
-    if fresh.keywords is not None and sync.keywords is None:
-        sync.keywords = fresh.keywords
-        sync.keywordsStamp = fresh.keywordsStamp
-    sync.reset = sync.reset or fresh.reset
-
-
-def _bareLFs(previous: bytes, chunk: bytes) -> int:
-    """
-    How many LF in C{chunk} are not preceded by CR (each becomes CRLF on the
-    wire: Dovecot's "virtual size" C{,W=}).
-    """
-    count = chunk.count(b"\n") - chunk.count(b"\r\n")
-    if chunk.startswith(b"\n") and previous == b"\r":
-        count -= 1
-    return count

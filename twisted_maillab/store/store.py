@@ -224,12 +224,18 @@ class Store:
 
     def mailboxes(self, account) -> "Mailboxes":
         """
-        The folders of one account (one object per Maildir, shared).
+        The folders of one account (one object per Maildir, shared while
+        it is in use).  An account's object lives while a folder of it is
+        open, a delivery to it runs or a folder operation is under way,
+        and the store's C{linger} seconds more; then its directory fds are
+        closed and it is forgotten, so a server that has delivered to
+        every account of a big site does not hold a descriptor for each.
+        Ask for it again rather than keep it.
         """
         key = os.path.normpath(os.fspath(account.maildir))
         mailboxes = self._mailboxes.get(key)
         if mailboxes is None:
-            mailboxes = self._mailboxes[key] = Mailboxes(self, account)
+            mailboxes = self._mailboxes[key] = Mailboxes(self, account, key)
         return mailboxes
 
     def beginDelivery(self) -> DeliveryTransaction:
@@ -372,9 +378,13 @@ class Mailboxes:
 
     separator = "/"
 
-    def __init__(self, store: Store, account):
+    def __init__(self, store: Store, account, key: str | None = None):
         self.store = store
         self.account = account
+        self._key = key
+        self._users = 0  # reactor side: open folders, deliveries, operations
+        self._retireCall = None
+        self._retired = False
         self.path = os.fspath(account.maildir)
         self.owner = _fs.Owner(account.uid, account.gid)
         self._root = None
@@ -486,7 +496,54 @@ class Mailboxes:
             except OSError as e:
                 raise fromOSError(e, getattr(f, "__name__", "")) from e
 
-        return self.store.run(wrapped)
+        self._hold()
+        return self.store.run(wrapped).addBoth(self._releasing)
+
+    # -- lifetime (reactor thread) ----------------------------------------
+
+    def _hold(self) -> None:
+        """
+        Someone uses the directory fds (an open folder, a delivery, an
+        operation in the thread pool): keep them open until L{_release}.
+        """
+        self._users += 1
+        if self._retireCall is not None and self._retireCall.active():
+            self._retireCall.cancel()
+        self._retireCall = None
+        if self._retired and self._key is not None:
+            # used again after it was forgotten (a caller that kept it)
+            self._retired = False
+            self.store._mailboxes.setdefault(self._key, self)
+
+    def _release(self) -> None:
+        self._users -= 1
+        if self._users > 0 or self.store._closing:
+            return
+        linger = self.store.linger
+        if linger:
+            self._retireCall = self.store.clock.callLater(linger, self._retire)
+        else:
+            self._retire()
+
+    def _releasing(self, result):
+        self._release()
+        return result
+
+    def _retire(self) -> None:
+        self._retireCall = None
+        if self._users > 0:
+            return
+        if self._key is not None and self.store._mailboxes.get(self._key) is self:
+            del self.store._mailboxes[self._key]
+        self._retired = True
+        self._closeFds()
+
+    def _closeFds(self) -> None:
+        if self._inboxDirs is not None:
+            self._staleInboxDirs(self._inboxDirs)
+        if self._root is not None:
+            os.close(self._root)
+            self._root = None
 
     # -- folders -----------------------------------------------------------
 
@@ -515,10 +572,12 @@ class Mailboxes:
             return defer.fail(e)
         waiters = self._opening[key] = []
         folder = Folder(self.store, self, key, dirName)
+        self._hold()  # until the folder is really closed (Folder._reallyClose)
 
         def opened(result):
             del self._opening[key]
             if isinstance(result, Failure):
+                self._release()
                 if isinstance(result.value, OSError):
                     result = Failure(fromOSError(result.value, f"open {name}"))
                 for waiter in waiters:
@@ -540,11 +599,9 @@ class Mailboxes:
         for folder in list(self._open.values()):
             folder._refs = 0
             folder._reallyClose()
-        if self._inboxDirs is not None:
-            self._staleInboxDirs(self._inboxDirs)
-        if self._root is not None:
-            os.close(self._root)
-            self._root = None
+        if self._retireCall is not None and self._retireCall.active():
+            self._retireCall.cancel()
+        self._closeFds()
 
     def _listWork(self):
         rootFd = self._rootFd()
@@ -643,14 +700,15 @@ class Mailboxes:
         key = _folderKey(name)
         if key == "INBOX":
             return defer.fail(StoreError("INBOX cannot be deleted"))
-        folder = self._open.get(key)
-        if folder is not None:
-            folder._publish("folderReset", None)
-            folder._refs = 0
-            folder._reallyClose()
-        d = self._thread(self._deleteWork, name)
-        d.addCallback(lambda _: self._setSubscribed(name, False))
-        return d
+
+        def deleted(_):
+            # only now: a failed DELETE leaves the sessions' folder alone
+            folder = self._open.get(key)
+            if folder is not None:
+                folder._detach()
+            return self._setSubscribed(name, False)
+
+        return self._thread(self._deleteWork, name).addCallback(deleted)
 
     def _renameWork(self, old: str, new: str) -> None:
         rootFd = self._rootFd()
@@ -725,14 +783,14 @@ class Mailboxes:
             dovecot.folderDirName(new, self.separator)
         except InvalidMailboxName as e:
             return defer.fail(e)
-        for key in list(self._open):
-            if key == old or key.startswith(old + self.separator):
-                folder = self._open[key]
-                folder._publish("folderReset", None)
-                folder._refs = 0
-                folder._reallyClose()
 
         def resubscribe(_):
+            # only now that the rename happened: sessions that have the
+            # folder (or a child) selected are told to reselect
+            for key in list(self._open):
+                if key == old or key.startswith(old + self.separator):
+                    self._open[key]._detach()
+
             def work():
                 names = self._subscriptionsWork()
                 changed = [

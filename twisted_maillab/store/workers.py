@@ -36,7 +36,19 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from twisted.python.threadable import isInIOThread
 
-__all__ = ["WorkerPool"]
+__all__ = ["WorkerPool", "inWorker"]
+
+# Set in each pool thread: reactor-only code asserts it is not running there
+# (Twisted's reactor, and so every timer and Deferred callback chain, is not
+# thread-safe; see twisted.internet.interfaces.IReactorThreads).
+_threadState = threading.local()
+
+
+def inWorker() -> bool:
+    """
+    Whether the calling thread is a L{WorkerPool} thread.
+    """
+    return getattr(_threadState, "worker", False)
 
 
 class _Worker:
@@ -182,6 +194,7 @@ class WorkerPool:
             worker.wake.wait()
 
     def _work(self, worker: _Worker) -> None:
+        _threadState.worker = True
         callFromThread = self.reactor.callFromThread
         while True:
             job = self._next(worker)
