@@ -27,6 +27,8 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 	$(INSTALL)
 	touch $@
 
+# The pid file goes in the dev config's state directory (var/), where
+# `maillab reload --config etc/maillab.dev.ini` looks for it.
 run: $(VENV)/.installed
 	mkdir -p var
 	$(BIN)/twistd -n --pidfile=var/maillab.pid maillab --config etc/maillab.dev.ini

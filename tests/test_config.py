@@ -21,6 +21,13 @@ def errorOf(testCase, text, path="etc/maillab.ini"):
     return str(testCase.assertRaises(ConfigError, loadString, text, path))
 
 
+def errorLinesOf(testCase, text, path="etc/maillab.ini"):
+    """
+    Each problem reported for C{text}, rendered.
+    """
+    return [str(one) for one in testCase.assertRaises(ConfigError, loadString, text, path).errors]
+
+
 class ValueParserTests(unittest.TestCase):
     def test_sizes(self):
         self.assertEqual(config.parseSize("10240000"), 10240000)
@@ -176,7 +183,7 @@ class LoadTests(unittest.TestCase):
         parsed = loadString(
             "[server]\nhostname = smtp.example\nstate_directory = ../var\n"
             "[smtp]\nenabled = yes\nlisten = tcp:25:interface=0.0.0.0\n"
-            "    tcp6:25:interface=\\:\\:\n"
+            "    tcp6:25:interface=\\:\\:1\n"
             "mydestination = $myhostname, domaineel.rt., localhost\n"
             "mynetworks = 127.0.0.0/8 [::ffff:127.0.0.0]/104 [::1]/128\n"
             "message_size_limit = 10M\nrecipient_delimiter = +\n",
@@ -186,7 +193,7 @@ class LoadTests(unittest.TestCase):
         # Relative paths are anchored at the ini file's directory.
         self.assertEqual(parsed.server.state_directory, Path("/srv/maillab/var"))
         self.assertEqual(
-            parsed.smtp.listen, ("tcp:25:interface=0.0.0.0", "tcp6:25:interface=\\:\\:")
+            parsed.smtp.listen, ("tcp:25:interface=0.0.0.0", "tcp6:25:interface=\\:\\:1")
         )
         self.assertEqual(parsed.smtp.mydestination, ("$myhostname", "domaineel.rt", "localhost"))
         self.assertEqual(len(parsed.smtp.mynetworks), 3)
@@ -276,3 +283,159 @@ class ShippedConfigTests(unittest.TestCase):
                 if spec.init and f"``{spec.name}``" not in block:
                     missing.append(f"[{name}] {spec.name}")
         self.assertEqual(missing, [])
+
+
+class EveryErrorTests(unittest.TestCase):
+    """
+    The reader checks every key before refusing a file, and reports each
+    problem as its own line.
+    """
+
+    def test_everyProblemIsReported(self):
+        text = (
+            "[server]\nhostname =\n"
+            "[smtp]\nmessage_size_limit = 10X\nsmtpd_timeout = soon\nlisten = tcp:25\n"
+            "listen = tcp:26\n"
+            "[pop3]\nenabled = perhaps\nfrobnicate = 1\n"
+            "[imapd]\n"
+            "this line has no equals sign\n"
+        )
+        e = self.assertRaises(ConfigError, loadString, text, "etc/maillab.ini")
+        self.assertEqual(
+            [str(one) for one in e.errors],
+            [
+                "etc/maillab.ini [server] hostname: must not be empty (line 2)",
+                'etc/maillab.ini [smtp] message_size_limit: "10X" is not a size (line 4)',
+                'etc/maillab.ini [smtp] smtpd_timeout: "soon" is not a duration (line 5)',
+                "etc/maillab.ini [smtp] listen: key appears twice in the section "
+                "(list several values in one key) (line 7)",
+                'etc/maillab.ini [pop3] enabled: "perhaps" is not a boolean (use yes or no) (line 9)',
+                str(e.errors[5]),
+                str(e.errors[6]),
+                "etc/maillab.ini: cannot parse line 'this line has no equals sign' (line 12)",
+            ],
+        )
+        self.assertTrue(str(e.errors[5]).startswith("etc/maillab.ini [pop3] frobnicate: unknown key"))
+        self.assertTrue(str(e.errors[6]).startswith("etc/maillab.ini [imapd]: unknown section"))
+        self.assertEqual(str(e), "\n".join(str(one) for one in e.errors))
+        self.assertIsInstance(e, config.ConfigErrors)
+        # The first problem's fields, for callers that look at one.
+        self.assertEqual((e.section, e.key, e.line), ("server", "hostname", 2))
+
+    def test_oneProblemIsAPlainConfigError(self):
+        e = self.assertRaises(ConfigError, loadString, "[smtp]\nmessage_size_limit = 1X\n")
+        self.assertNotIsInstance(e, config.ConfigErrors)
+        self.assertEqual(e.errors, [e])
+
+
+class ListenerAddressTests(unittest.TestCase):
+    """
+    Endpoints are checked when the config is read: the port range, the
+    interface, and two listeners that would bind one address and port.
+    """
+
+    def test_portOutOfRange(self):
+        self.assertEqual(
+            errorOf(self, "[pop3]\nenabled = yes\nlisten = tcp:99999:interface=127.0.0.1\n"),
+            'etc/maillab.ini [pop3] listen: "tcp:99999:interface=127.0.0.1" cannot be used: '
+            "port 99999 is out of range (0-65535) (line 3)",
+        )
+
+    def test_interfaceThatDoesNotResolve(self):
+        message = errorOf(
+            self, "[smtp]\nenabled = yes\nlisten = tcp:25:interface=no-such-host.invalid\n"
+        )
+        self.assertTrue(
+            message.startswith(
+                'etc/maillab.ini [smtp] listen: "tcp:25:interface=no-such-host.invalid" cannot '
+                "be used: interface 'no-such-host.invalid' is not an IP address and does not "
+                "resolve ("
+            ),
+            message,
+        )
+        self.assertTrue(message.endswith(") (line 3)"), message)
+
+    def test_interfaceNameThatResolves(self):
+        parsed = loadString("[smtp]\nenabled = yes\nlisten = tcp:25:interface=localhost\n")
+        self.assertEqual(parsed.smtp.listen, ("tcp:25:interface=localhost",))
+
+    def test_dualStackWildcardTakesIPv4(self):
+        """
+        The shape the production file used to have: [::] and 0.0.0.0 on one
+        port cannot both be bound while net.ipv6.bindv6only = 0; with 1
+        (each socket one family) they can.
+        """
+        from twisted_maillab import listeners
+
+        text = (
+            "[smtp]\nenabled = yes\nlisten = tcp:25:interface=0.0.0.0\n"
+            "    tcp6:25:interface=\\:\\:\n"
+        )
+        self.patch(listeners, "dualStack", lambda path=None: True)
+        self.assertEqual(
+            errorOf(self, text),
+            'etc/maillab.ini [smtp] listen: "tcp6:25:interface=\\:\\:" would bind [::]:25, '
+            'already taken by [smtp] listen "tcp:25:interface=0.0.0.0" (line 3): '
+            "[::] also takes IPv4 (net.ipv6.bindv6only = 0); list only the tcp6 one (line 4)",
+        )
+        self.patch(listeners, "dualStack", lambda path=None: False)
+        self.assertEqual(len(loadString(text).smtp.listen), 2)
+
+    def test_collisionsNameBothListeners(self):
+        from twisted_maillab import listeners
+
+        self.patch(listeners, "dualStack", lambda path=None: True)
+        text = (
+            "[dns]\nenabled = yes\nzones = d.test:" + str(REPO / "etc/zones/domaineel.rt.zone") + "\n"
+            "listen = tcp:2053:interface=127.0.0.1\n"
+            "[smtp]\nenabled = yes\nlisten = tcp:2525:interface=0.0.0.0\n"
+            "    tcp6:2525:interface=\\:\\:\n"
+            "[pop3]\nenabled = yes\nlisten = tcp:2053\n"
+            "    tcp:2525:interface=127.0.0.1\n"
+            "[pop3s]\nenabled = no\nlisten = tcp:2525\n"
+        )
+        self.assertEqual(
+            errorLinesOf(self, text),
+            [
+                'etc/maillab.ini [smtp] listen: "tcp6:2525:interface=\\:\\:" would bind [::]:2525, '
+                'already taken by [smtp] listen "tcp:2525:interface=0.0.0.0" (line 7): '
+                "[::] also takes IPv4 (net.ipv6.bindv6only = 0); list only the tcp6 one (line 8)",
+                'etc/maillab.ini [pop3] listen: "tcp:2053" would bind 0.0.0.0:2053, already taken '
+                'by [dns] listen "tcp:2053:interface=127.0.0.1" (line 4): the wildcard address '
+                "takes every address of its port (line 11)",
+                'etc/maillab.ini [pop3] listen: "tcp:2525:interface=127.0.0.1" would bind '
+                '127.0.0.1:2525, already taken by [smtp] listen "tcp:2525:interface=0.0.0.0" '
+                "(line 7): the wildcard address takes every address of its port (line 12)",
+            ],
+        )
+
+    def test_overlap(self):
+        from twisted_maillab.listeners import Address, overlap
+
+        def clash(a, b, dualStack=True):
+            return overlap(Address(*a), Address(*b), dualStack) is not None
+
+        self.assertTrue(clash(("0.0.0.0", 25), ("::", 25)))
+        self.assertFalse(clash(("0.0.0.0", 25), ("::", 25), dualStack=False))
+        self.assertTrue(clash(("127.0.0.1", 25), ("::", 25)))
+        self.assertTrue(clash(("::1", 25), ("::", 25), dualStack=False))
+        self.assertTrue(clash(("127.0.0.1", 53), ("::ffff:127.0.0.1", 53), dualStack=False))
+        self.assertFalse(clash(("127.0.0.1", 25), ("::1", 25)))
+        self.assertFalse(clash(("0.0.0.0", 25), ("::1", 25)))
+        self.assertFalse(clash(("0.0.0.0", 25), ("0.0.0.0", 26)))
+        self.assertFalse(clash(("127.0.0.1", 0), ("127.0.0.1", 0)))
+        # Only a 0.0.0.0 beside [::] is redundant; a specific address is not.
+        self.assertEqual(
+            overlap(Address("127.0.0.1", 25), Address("::", 25)),
+            "[::] also takes IPv4 (net.ipv6.bindv6only = 0)",
+        )
+
+    def test_bindv6onlyIsRead(self):
+        from twisted_maillab.listeners import dualStack
+
+        sysctl = self.mktemp()
+        Path(sysctl).write_text("1\n")
+        self.assertFalse(dualStack(sysctl))
+        Path(sysctl).write_text("0\n")
+        self.assertTrue(dualStack(sysctl))
+        self.assertTrue(dualStack(sysctl + ".missing"))

@@ -15,7 +15,6 @@ from pathlib import Path
 from twisted.application import service as tservice
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger, globalLogPublisher
@@ -150,7 +149,13 @@ class ComposeTests(unittest.TestCase):
         port = busy.getsockname()[1]
         parsed = parse(self, f"[pop3]\nenabled = yes\nlisten = tcp:{port}:interface=127.0.0.1\n")
         top = service.makeService(parsed)
-        self.assertRaises(CannotListenError, top.privilegedStartService)
+        e = self.assertRaises(ConfigError, top.privilegedStartService)
+        self.assertEqual(
+            str(e),
+            f'{parsed.path} [pop3] listen: "tcp:{port}:interface=127.0.0.1" cannot listen on '
+            f"127.0.0.1:{port}: address already in use (another process, or another "
+            "listener, has it) (line 5)",
+        )
 
     def test_implicitTLSNeedsACertificate(self):
         parsed = parse(self, "[imaps]\nenabled = yes\nlisten = tcp:993\n", "etc/x.ini")
@@ -292,7 +297,7 @@ class JSONLogTests(unittest.TestCase):
         event = json.loads(lines[0])
         self.assertEqual(event["text"], "smtp listening on 127.0.0.1:25")
         self.assertEqual(event["log_namespace"], "maillab.test")
-        self.assertEqual(event["log_level"]["name"], "info")
+        self.assertEqual(event["log_level"], "info")
 
     def _observe(self, **environ):
         out = io.StringIO()
@@ -318,7 +323,8 @@ class JSONLogTests(unittest.TestCase):
         out, log = self._observe()
         log.warn("disk {percent}% full", percent=97)
         (event,) = eventsFromJSONLogFile(io.StringIO(out.getvalue()), recordSeparator="")
-        self.assertIs(event["log_level"], LogLevel.warn)
+        # A plain string, which LogLevel names back.
+        self.assertIs(LogLevel.levelWithName(event["log_level"]), LogLevel.warn)
         self.assertEqual(event["percent"], 97)
 
     def test_callSyntaxAndBrokenFormats(self):
@@ -343,7 +349,7 @@ class JSONLogTests(unittest.TestCase):
         event = json.loads(out.getvalue())
         self.assertIn("delivery failed", event["text"])
         self.assertIn("ZeroDivisionError", event["text"])
-        self.assertEqual(event["log_level"]["name"], "critical")
+        self.assertEqual(event["log_level"], "critical")
 
     def test_levelFromEnvironment(self):
         out, log = self._observe(MAILLAB_LOG_LEVEL="warn")
@@ -368,6 +374,36 @@ class JSONLogTests(unittest.TestCase):
         self.assertTrue(logger.ILogObserver.providedBy(observer))
         self.assertNotIsInstance(observer, logger.LegacyLogObserverWrapper)
 
+    def test_jsonFileCreatesItsDirectory(self):
+        """
+        The default /var/log/maillab does not exist on a fresh machine: the
+        directory is created, mode 0750 whatever the umask.
+        """
+        path = os.path.abspath(os.path.join(self.mktemp(), "log", "maillab", "maillab.json"))
+        self.patch(os, "environ", {"MAILLAB_LOG": path})
+        old = os.umask(0o002)
+        try:
+            observer = logs.jsonFile()
+        finally:
+            os.umask(old)
+        Logger(observer=observer).info("started")
+        self.assertEqual(os.stat(os.path.dirname(path)).st_mode & 0o777, 0o750)
+        with open(path) as f:
+            self.assertEqual(json.loads(f.readline())["log_level"], "info")
+
+    def test_jsonFileThatCannotBeWrittenIsOneLine(self):
+        blocker = os.path.abspath(self.mktemp())
+        Path(blocker).write_text("a file where the directory should be\n")
+        path = os.path.join(blocker, "maillab.json")
+        self.patch(os, "environ", {"MAILLAB_LOG": path})
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        e = self.assertRaises(SystemExit, logs.jsonFile)
+        self.assertEqual(e.code, 1)
+        self.assertEqual(
+            err.getvalue(), f"maillab: cannot write the JSON log {path}: {blocker} is not a directory\n"
+        )
+
     def test_jsonFileHonoursEnvironment(self):
         path = os.path.abspath(self.mktemp())
         self.patch(os, "environ", {"MAILLAB_LOG": path})
@@ -378,31 +414,51 @@ class JSONLogTests(unittest.TestCase):
 
 
 class ReloadCommandTests(unittest.TestCase):
-    def test_sendsSIGHUP(self):
-        child = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "import signal, sys\n"
-                "signal.signal(signal.SIGHUP, lambda *a: (print('reloaded', flush=True), sys.exit(0)))\n"
-                "print('ready', flush=True)\nsignal.pause()\n",
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+    def test_staleProcessIsNotSignalled(self):
+        """
+        A pid file left by a crash may name an unrelated process by now.
+        """
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        self.addCleanup(child.wait)
         self.addCleanup(child.kill)
-        self.assertEqual(child.stdout.readline(), "ready\n")
         pidfile = self.mktemp()
         Path(pidfile).write_text(f"{child.pid}\n")
-        self.assertEqual(cli.main(["reload", "--pidfile", pidfile]), 0)
-        self.assertEqual(child.stdout.readline(), "reloaded\n")
-        self.assertEqual(child.wait(10), 0)
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        self.assertEqual(cli.main(["reload", "--pidfile", pidfile]), 1)
+        self.assertEqual(
+            err.getvalue(),
+            f"maillab reload: no running daemon found: {pidfile}: process {child.pid} is not "
+            "a running maillab daemon (stale pid file?)\n",
+        )
+        self.assertIsNone(child.poll())
+
+    def test_pidfilesLookedFor(self):
+        """
+        Without --pidfile: the config's state directory, then the systemd
+        unit's, then twistd's default in the current directory.
+        """
+        ini = Path(self.mktemp()).resolve()
+        ini.write_text("[server]\nstate_directory = /srv/state\n")
+        self.assertEqual(
+            reload.candidates(str(ini)),
+            (
+                [Path("/srv/state/maillab.pid"), Path("/run/maillab/maillab.pid"), Path("twistd.pid")],
+                None,
+            ),
+        )
+        paths, problem = reload.candidates("/nonexistent/maillab.ini")
+        self.assertEqual(paths, [Path("/run/maillab/maillab.pid"), Path("twistd.pid")])
+        self.assertEqual(problem, "/nonexistent/maillab.ini: no such file")
 
     def test_missingPidfile(self):
         err = io.StringIO()
         self.patch(sys, "stderr", err)
         self.assertEqual(reload.main(["--pidfile", "/nonexistent/maillab.pid"]), 1)
-        self.assertIn("cannot read pid from /nonexistent/maillab.pid", err.getvalue())
+        self.assertEqual(
+            err.getvalue(),
+            "maillab reload: no running daemon found: /nonexistent/maillab.pid: no such file\n",
+        )
 
     def test_unknownCommand(self):
         err = io.StringIO()

@@ -102,9 +102,16 @@ class TwistdTests(unittest.TestCase):
         """
         ini, ports = devConfigCopy(self)
 
+        var = ini.parent.parent / "var"
+
+        def demoPasswords():
+            # Kept in clear, for the developer, in a 0600 file of the state
+            # directory; the log names the file.
+            return dict(line.split(" ", 1) for line in (var / "demo-passwords").read_text().splitlines())
+
         def useTheLab(output):
-            # The printed demo password opens edouard's (new) mailbox.
-            password = re.search(r"demo account: edouard@domaineel\.rt password: (\S+)", output)
+            # The demo password opens edouard's (new) mailbox.
+            password = demoPasswords()["edouard"]
             # The seed's "mail edouard@smtp.domaineel.rt" from the same host.
             with smtplib.SMTP("127.0.0.1", ports["smtp"], timeout=10) as smtp:
                 smtp.ehlo("antenn04.univ-lr.fr")
@@ -118,7 +125,7 @@ class TwistdTests(unittest.TestCase):
                 self.assertEqual(refused, {})
             client = poplib.POP3("127.0.0.1", ports["pop3"], timeout=10)
             client.user("edouard@domaineel.rt")
-            self.assertTrue(client.pass_(password.group(1)).startswith(b"+OK"))
+            self.assertTrue(client.pass_(password).startswith(b"+OK"))
             self.assertEqual(client.stat()[0], 1)
             lines = client.retr(1)[1]
             client.quit()
@@ -140,24 +147,26 @@ class TwistdTests(unittest.TestCase):
             )
 
         output = self.runDev(ini, ports, useTheLab)
-        var = ini.parent.parent / "var"
         self.assertTrue((var / "tls" / "cert.pem").is_file(), output)
         self.assertEqual(os.stat(var / "tls" / "key.pem").st_mode & 0o777, 0o600)
         self.assertEqual(os.stat(var).st_mode & 0o777, 0o700)
-        passwords = dict(
-            re.findall(r"demo account: (\S+@domaineel\.rt) password: (\S+)$", output, re.M)
-        )
-        self.assertEqual(
-            sorted(passwords), ["edouard@domaineel.rt", "utilisateur@domaineel.rt"], output
+        self.assertEqual(os.stat(var / "demo-passwords").st_mode & 0o777, 0o600)
+        passwords = demoPasswords()
+        self.assertEqual(sorted(passwords), ["edouard", "utilisateur"])
+        self.assertIn(
+            "demo accounts edouard@domaineel.rt utilisateur@domaineel.rt: passwords in "
+            f"{var / 'demo-passwords'}",
+            output,
         )
         self.assertEqual(len(set(passwords.values())), 2)
         for password in passwords.values():
             self.assertGreaterEqual(len(password), 12)
-        # A second start keeps the accounts and prints the same passwords.
+            # Not a terminal: the passwords are in no output, hence no log.
+            self.assertNotIn(password, output)
+        # A second start keeps the accounts and their passwords.
         again = self.runDev(ini, ports)
-        self.assertEqual(
-            dict(re.findall(r"demo account: (\S+) password: (\S+)$", again, re.M)), passwords
-        )
+        self.assertIn("demo accounts edouard@domaineel.rt utilisateur@domaineel.rt", again)
+        self.assertEqual(demoPasswords(), passwords)
 
     def test_badConfigExitsBeforeBinding(self):
         port = freePort()

@@ -4,6 +4,7 @@ The C{maillab} console script: administration commands beside the daemon.
     maillab passwd [--file F] USER      add or change a passwd-file user
     maillab reload [--pidfile F]        ask the running daemon to reload (SIGHUP)
     maillab checkzone ORIGIN FILE       check a zone file as [dns] would load it
+    maillab check-config [FILE]         every error of a config, one line each
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ COMMANDS = {
     "passwd": "twisted_maillab.auth.passwdtool:main",
     "reload": "twisted_maillab.reload:main",
     "checkzone": "twisted_maillab.dns.checkzone:main",
+    "check-config": "twisted_maillab.checkconfig:main",
 }
 
 

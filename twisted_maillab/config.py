@@ -10,11 +10,13 @@ line, so C{twistd} can exit before binding anything.
 
 Relative paths are resolved against the directory of the ini file, so a
 config works the same whatever directory the daemon is started from.
+
+The value parsers live in L{twisted_maillab.configvalues} and the reader
+in L{twisted_maillab.configfile}; both are re-exported here.
 """
 
 from __future__ import annotations
 
-import configparser
 import dataclasses
 import re
 from dataclasses import dataclass, field
@@ -23,6 +25,7 @@ from typing import Any, Callable, ClassVar, Mapping
 
 __all__ = [
     "ConfigError",
+    "ConfigErrors",
     "Config",
     "load",
     "loadString",
@@ -67,207 +70,50 @@ class ConfigError(Exception):
             text += f" (line {self.line})"
         return text
 
+    @property
+    def errors(self) -> list[ConfigError]:
+        """
+        Every problem this stands for, each rendered as one line.
+        """
+        return [self]
 
-class _Context:
+
+class ConfigErrors(ConfigError):
     """
-    What a value parser may need besides the raw text.
-
-    @ivar base: the directory relative paths are resolved against.
-    """
-
-    def __init__(self, base: Path):
-        self.base = base
-
-
-# ---------------------------------------------------------------------------
-# Value parsers.  Each takes the raw string (and the context) and returns the
-# typed value or raises ValueError whose message is the complete reason.
-
-_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-_SIZE_RE = re.compile(r"^(\d+)\s*([KMGT]?)(?:I?B)?$", re.IGNORECASE)
-
-
-def parseSize(raw: str, context: _Context | None = None) -> int:
-    """
-    Parse a byte count: C{10240000}, C{512K}, C{10M}, C{2G} (binary units,
-    as Postfix and Dovecot read them).
-    """
-    match = _SIZE_RE.match(raw.strip())
-    if match is None:
-        raise ValueError(f'"{raw}" is not a size')
-    return int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
-
-
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION_PART_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)", re.IGNORECASE)
-
-
-def parseDuration(raw: str, context: _Context | None = None) -> float:
-    """
-    Parse a duration in seconds: C{300}, C{30s}, C{5m}, C{2h}, C{5d}, C{1w},
-    or a sum such as C{1h30m}.
-    """
-    text = raw.strip().replace(" ", "")
-    if not text:
-        raise ValueError(f'"{raw}" is not a duration')
-    total = 0.0
-    position = 0
-    while position < len(text):
-        match = _DURATION_PART_RE.match(text, position)
-        if match is None or match.end() == position:
-            raise ValueError(f'"{raw}" is not a duration')
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
-        position = match.end()
-    return total
-
-
-_TRUE = {"yes", "true", "on", "1"}
-_FALSE = {"no", "false", "off", "0"}
-
-
-def parseBoolean(raw: str, context: _Context | None = None) -> bool:
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ValueError(f'"{raw}" is not a boolean (use yes or no)')
-
-
-def parseString(raw: str, context: _Context | None = None) -> str:
-    return raw.strip()
-
-
-def parseNonEmpty(raw: str, context: _Context | None = None) -> str:
-    value = raw.strip()
-    if not value:
-        raise ValueError("must not be empty")
-    return value
-
-
-def parseInteger(
-    minimum: int | None = None, maximum: int | None = None
-) -> Callable[[str, _Context], int]:
-    def parse(raw: str, context: _Context | None = None) -> int:
-        try:
-            value = int(raw.strip())
-        except ValueError:
-            raise ValueError(f'"{raw}" is not an integer') from None
-        if minimum is not None and value < minimum:
-            raise ValueError(f"{value} is below the minimum {minimum}")
-        if maximum is not None and value > maximum:
-            raise ValueError(f"{value} is above the maximum {maximum}")
-        return value
-
-    return parse
-
-
-def parseChoice(*choices: str) -> Callable[[str, _Context], str]:
-    def parse(raw: str, context: _Context | None = None) -> str:
-        value = raw.strip()
-        if value not in choices:
-            raise ValueError(f'"{raw}" is not one of {", ".join(choices)}')
-        return value
-
-    return parse
-
-
-def parsePath(raw: str, context: _Context) -> Path:
-    """
-    A filesystem path; C{~} is expanded and a relative path is taken
-    relative to the directory of the ini file.
-    """
-    value = raw.strip()
-    if not value:
-        raise ValueError("must not be empty")
-    path = Path(value).expanduser()
-    if not path.is_absolute():
-        path = context.base / path
-    return Path(_normalise(path))
-
-
-def _normalise(path: Path) -> str:
-    # os.path.normpath without resolving symlinks: "etc/../var" -> "var".
-    import os.path
-
-    return os.path.normpath(str(path))
-
-
-def parseExistingFile(raw: str, context: _Context) -> Path:
-    path = parsePath(raw, context)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file")
-    return path
-
-
-_LIST_SPLIT_RE = re.compile(r"[\s,]+")
-
-
-def parseList(item: Callable[[str, _Context], Any]) -> Callable[[str, _Context], tuple]:
-    """
-    A list of values separated by commas, spaces or continuation lines (as
-    Postfix writes C{mydestination}); each element is parsed by C{item}.
+    Several problems found in one file: the reader checks every key before
+    it gives up, so an administrator fixes them all in one go.  Its fields
+    are the first problem's; C{str()} is one line per problem.
     """
 
-    def parse(raw: str, context: _Context) -> tuple:
-        return tuple(
-            item(element, context) for element in _LIST_SPLIT_RE.split(raw) if element
-        )
+    def __init__(self, errors: list[ConfigError]):
+        errors = [each for error in errors for each in error.errors]
+        first = errors[0]
+        super().__init__(first.path, first.section, first.key, first.reason, first.line)
+        self._errors = list(errors)
 
-    return parse
+    @property
+    def errors(self) -> list[ConfigError]:
+        return list(self._errors)
 
-
-def parseEndpoint(raw: str, context: _Context | None = None) -> str:
-    """
-    A Twisted server endpoint string (C{tcp:25:interface=0.0.0.0},
-    C{ssl:993:privateKey=...}, C{systemd:domain=INET:name=imap}).
-
-    It is checked by building the endpoint with C{serverFromString} (which
-    binds nothing) so syntax errors and unreadable C{ssl:} certificates are
-    found before any listener starts.  C{systemd:} descriptions are only
-    checked for their syntax: the inherited sockets are looked up when the
-    service is built, which is still before anything listens.
-    """
-    from twisted.internet.endpoints import serverFromString
-
-    value = raw.strip()
-    if value.startswith("systemd:"):
-        params = dict(
-            part.split("=", 1) for part in value.split(":")[1:] if "=" in part
-        )
-        if params.get("domain") not in ("INET", "INET6", "UNIX"):
-            raise ValueError(
-                f'"{raw}" is not a valid endpoint: systemd endpoints need '
-                "domain=INET, INET6 or UNIX"
-            )
-        if "name" not in params and "index" not in params:
-            raise ValueError(
-                f'"{raw}" is not a valid endpoint: systemd endpoints need name= or index='
-            )
-        return value
-    try:
-        serverFromString(None, value)
-    except Exception as e:  # Twisted raises ValueError, KeyError, OSError...
-        raise ValueError(f'"{raw}" is not a valid endpoint: {e}') from None
-    return value
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self._errors)
 
 
-def parseNetwork(raw: str, context: _Context | None = None):
-    """
-    An IPv4 or IPv6 network as Postfix writes it in C{mynetworks}:
-    C{127.0.0.0/8}, C{[::1]/128}, C{[::ffff:127.0.0.0]/104}.
-    """
-    import ipaddress
-
-    text = raw.strip()
-    bracketed = re.fullmatch(r"\[([^\]]+)\](/\d+)?", text)
-    if bracketed:
-        text = bracketed.group(1) + (bracketed.group(2) or "")
-    try:
-        return ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        raise ValueError(f'"{raw}" is not an IP network') from None
-
+from twisted_maillab.configvalues import (  # noqa: E402  (re-exported)
+    _Context,
+    parseBoolean,
+    parseChoice,
+    parseDuration,
+    parseEndpoint,
+    parseExistingFile,
+    parseInteger,
+    parseList,
+    parseNetwork,
+    parseNonEmpty,
+    parsePath,
+    parseSize,
+    parseString,
+)
 
 # ---------------------------------------------------------------------------
 # Declaring sections.
@@ -947,139 +793,28 @@ class Config:
             if isinstance(section, ListenerSection) and section.enabled
         ]
 
-    def error(self, section: str, key: str | None, reason: str) -> ConfigError:
+    def error(
+        self, section: str, key: str | None, reason: str, value: str | None = None
+    ) -> ConfigError:
         """
-        A L{ConfigError} about a key of this config, with its line if known.
+        A L{ConfigError} about a key of this config, with its line if known:
+        the line holding C{value} when the key continues over several lines.
         """
-        return ConfigError(
-            self.path, section, key, reason, self._lines.get((section, key))
-        )
+        return ConfigError(self.path, section, key, reason, self._line(section, key, value))
 
-
-def _keyLines(text: str) -> dict[tuple[str, str | None], int]:
-    """
-    Map C{(section, key)} (and C{(section, None)}) to 1-based line numbers,
-    because configparser keeps no positions.
-    """
-    lines: dict[tuple[str, str | None], int] = {}
-    section = None
-    for number, line in enumerate(text.splitlines(), 1):
-        header = re.match(r"\s*\[([^\]]*)\]", line)
-        if header:
-            section = header.group(1).strip()
-            lines.setdefault((section, None), number)
-            continue
-        if section is None or not line.strip() or line[0].isspace():
-            continue
-        if line.lstrip()[0] in "#;":
-            continue
-        key = re.match(r"([^=:]+?)\s*[=:]", line)
-        if key:
-            lines.setdefault((section, key.group(1).strip().lower()), number)
-    return lines
-
-
-def loadString(text: str, path: str | Path = "<string>") -> Config:
-    """
-    Parse ini text; C{path} names it in errors and anchors relative paths.
-
-    @raise ConfigError: on the first problem found.
-    """
-    path = Path(path)
-    lines = _keyLines(text)
-    parser = configparser.ConfigParser(
-        interpolation=None,
-        # "#" and ";" start comments only at the beginning of a line, so
-        # values may contain them (endpoint strings, Postfix syntax).
-        comment_prefixes=("#", ";"),
-        inline_comment_prefixes=None,
-        empty_lines_in_values=False,
-        default_section="\0no default section",
-    )
-    try:
-        parser.read_string(text, source=str(path))
-    except configparser.MissingSectionHeaderError as e:
-        raise ConfigError(path, None, None, "a key appears before any [section] header", e.lineno)
-    except configparser.DuplicateSectionError as e:
-        raise ConfigError(path, e.section, None, "section appears twice", e.lineno)
-    except configparser.DuplicateOptionError as e:
-        raise ConfigError(
-            path,
-            e.section,
-            e.option,
-            "key appears twice in the section (list several values in one key)",
-            e.lineno,
-        )
-    except configparser.ParsingError as e:
-        lineno = e.errors[0][0]
-        bad = text.splitlines()[lineno - 1].strip()
-        raise ConfigError(path, None, None, f"cannot parse line {bad!r}", lineno)
-
-    context = _Context(path.parent.resolve() if path.parent else Path.cwd())
-    sections: dict[str, Section] = {}
-    for name in parser.sections():
-        if name not in SECTIONS:
-            raise ConfigError(
-                path,
-                name,
-                None,
-                "unknown section (known: " + ", ".join(SECTIONS) + ")",
-                lines.get((name, None)),
-            )
-    for name, cls in SECTIONS.items():
-        raw = dict(parser.items(name)) if parser.has_section(name) else {}
-        sections[name] = _buildSection(cls, raw, path, lines, context)
-    config = Config(path=path, sections=sections)
-    object.__setattr__(config, "_lines", lines)
-    return config
-
-
-def _buildSection(cls, raw, path, lines, context) -> Section:
-    name = cls.name
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    for key in raw:
-        if key not in fields:
-            raise ConfigError(
-                path,
-                name,
-                key,
-                "unknown key (known: " + ", ".join(sorted(fields)) + ")",
-                lines.get((name, key)),
-            )
-    values = {}
-    for key, spec in fields.items():
-        if key not in raw:
-            if spec.default is dataclasses.MISSING:
-                raise ConfigError(path, name, key, "required key is missing", lines.get((name, None)))
-            continue
-        try:
-            values[key] = spec.metadata["parse"](raw[key], context)
-        except ValueError as e:
-            raise ConfigError(path, name, key, str(e), lines.get((name, key))) from None
-    section = cls(**values)
-    try:
-        section.check()
-    except SectionError as e:
-        raise ConfigError(
-            path, name, e.key, e.reason, lines.get((name, e.key), lines.get((name, None)))
-        ) from None
-    return section
-
-
-def load(path: str | Path) -> Config:
-    """
-    Read and parse an ini file.
-
-    @raise ConfigError: the file is missing or unreadable, or any value is bad.
-    """
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise ConfigError(path, None, None, "no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(path, None, None, f"cannot be read: {e}") from None
-    return loadString(text, path)
+    def _line(self, section: str, key: str | None, value: str | None = None) -> int | None:
+        first = self._lines.get((section, key))
+        if first is None or value is None:
+            return first
+        text = self._text
+        # The key's line and its indented continuation lines.
+        for number in range(first, len(text) + 1):
+            line = text[number - 1]
+            if number > first and (not line[:1].isspace() or not line.strip()):
+                break
+            if value in line:
+                return number
+        return first
 
 
 def reference() -> str:
@@ -1096,3 +831,7 @@ def reference() -> str:
             default = "(required)" if spec.default is dataclasses.MISSING else spec.default
             out.append(f"  {spec.name} = {default!r}  {spec.metadata.get('doc', '')}")
     return "\n".join(out)
+
+
+# The reader needs the classes above; imported last, re-exported here.
+from twisted_maillab.configfile import load, loadString  # noqa: E402

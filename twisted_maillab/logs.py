@@ -25,10 +25,6 @@ from zope.interface import directlyProvides
 
 DEFAULT_JSON_LOG = "/var/log/maillab/maillab.json"
 
-# Twisted's JSON shape for a LogLevel (twisted.logger._json), so
-# eventsFromJSONLogFile still reads our lines back.
-_LEVEL_UUID = "02e59486-f24d-46ad-8224-3acdf2a5732a"
-_LEVELS = {level: {"name": level.name, "__class_uuid__": _LEVEL_UUID} for level in LogLevel.iterconstants()}
 _PLAIN = (str, int, float, bool, type(None))
 # Objects Twisted would write as {"unpersistable": true}: left out.
 _SKIPPED = frozenset({"log_logger", "log_source", "log_trace", "log_failure", "log_io", "log_legacy"})
@@ -63,7 +59,7 @@ def jsonLineObserver(write, flush=None):
     microseconds per event, on the reactor thread, four times per SMTP
     message (measured with bench/smtp_bench.py's workload: logging was a
     quarter of the reactor thread's time).  This writes the same keys
-    (C{log_format}, C{log_level} in Twisted's shape, C{log_namespace},
+    (C{log_format}, C{log_level} as its plain name, C{log_namespace},
     C{log_time}, the event's own fields, with values JSON cannot hold
     written as their C{str}) plus the rendered C{text}, and drops what
     Twisted writes as unpersistable.  Events below C{$MAILLAB_LOG_LEVEL}
@@ -81,7 +77,9 @@ def jsonLineObserver(write, flush=None):
             if key in _SKIPPED:
                 continue
             if key == "log_level":
-                record[key] = _LEVELS[value]
+                # The plain name ("info"), which jq, journald and fail2ban
+                # match, not Twisted's serialized NamedConstant.
+                record[key] = value.name
             elif isinstance(value, _PLAIN):
                 record[key] = value
             else:
@@ -112,8 +110,22 @@ def jsonStdout():
 def jsonFile():
     """
     JSON lines in C{$MAILLAB_LOG} (default L{DEFAULT_JSON_LOG}), rotated at
-    10 MB with 10 old files kept.
+    10 MB with 10 old files kept.  A missing directory is created, mode
+    0750 (twistd starts logging before it switches user, so it belongs to
+    the user that started it).  A file that cannot be opened ends the start
+    with one line on stderr and exit status 1: twistd calls this before the
+    daemon exists, and would otherwise print a traceback.
     """
     path = os.environ.get("MAILLAB_LOG", DEFAULT_JSON_LOG)
-    logFile = LogFile.fromFullPath(path, rotateLength=10_000_000, maxRotatedFiles=10)
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        if not os.path.isdir(directory):
+            os.makedirs(directory, mode=0o750, exist_ok=True)
+            os.chmod(directory, 0o750)  # the umask may have taken bits off
+        logFile = LogFile.fromFullPath(path, rotateLength=10_000_000, maxRotatedFiles=10)
+    except OSError as e:
+        # makedirs says "File exists" when a file has the directory's name
+        reason = f"{directory} is not a directory" if isinstance(e, FileExistsError) else e.strerror
+        sys.stderr.write(f"maillab: cannot write the JSON log {path}: {reason or e}\n")
+        raise SystemExit(1)
     return jsonLineObserver(logFile.write, logFile.flush)

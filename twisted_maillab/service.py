@@ -9,15 +9,18 @@ under twistd, before privileges are shed).
 
 from __future__ import annotations
 
+import errno
+import sys
 from functools import cached_property
 from importlib import import_module
 
 from twisted.application import service
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
-from twisted_maillab import tls
-from twisted_maillab.config import IMPLICIT_TLS, Config, ListenerSection
+from twisted_maillab import listeners, tls
+from twisted_maillab.config import IMPLICIT_TLS, Config, ConfigError, ListenerSection
 from twisted_maillab.systemd import NotifyService
 
 log = Logger()
@@ -36,13 +39,17 @@ BUILDERS["submissions"] = "twisted_maillab.smtp.service:buildSubmissions"
 class ListenerService(service.Service):
     """
     Listen on one endpoint with one factory, log the address it bound, and
-    make a failure to bind fail the start (twistd then exits non-zero).
+    make a failure to bind fail the start with a L{ConfigError} naming the
+    section, key and endpoint.
+
+    @ivar error: turns a reason into that L{ConfigError}.
     """
 
-    def __init__(self, label: str, endpoint, factory):
+    def __init__(self, label: str, endpoint, factory, error=None):
         self.label = label
         self.endpoint = endpoint
         self.factory = factory
+        self.error = error
         self.port = None
         self._listening = None
 
@@ -60,7 +67,10 @@ class ListenerService(service.Service):
         self._listening = self.endpoint.listen(self.factory)
         self._listening.addCallbacks(self._bound, failures.append)
         if failures:
-            failures[0].raiseException()
+            self._listening = None
+            if self.error is None:
+                failures[0].raiseException()
+            raise self.error(cannotListen(failures[0].value)) from None
 
     def _bound(self, port):
         self.port = port
@@ -79,6 +89,64 @@ class ListenerService(service.Service):
         listening.addCallback(lambda port: port.stopListening())
         listening.addErrback(lambda f: None)
         return listening
+
+
+def cannotListen(error: Exception) -> str:
+    """
+    Why a listener could not bind, for an administrator: the errno's
+    meaning and what usually causes it.
+    """
+    if isinstance(error, CannotListenError):
+        where = listeners.Address(error.interface or "0.0.0.0", error.port)
+        cause = error.socketError
+    else:
+        where, cause = None, error
+    number = getattr(cause, "errno", None)
+    if number == errno.EADDRINUSE:
+        reason = "address already in use (another process, or another listener, has it)"
+    elif number == errno.EACCES:
+        reason = "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+    elif number == errno.EADDRNOTAVAIL:
+        reason = "no network interface of this host has that address"
+    else:
+        reason = getattr(cause, "strerror", None) or str(cause)
+    return f"cannot listen on {where}: {reason}" if where else f"cannot listen: {reason}"
+
+
+def bindListeners(top: service.MultiService, config: Config) -> None:
+    """
+    Bind every listener of a tree built by L{makeService} now, instead of
+    in C{privilegedStartService}: C{twistd maillab} calls this before it
+    writes its pid file, daemonizes or starts logging, so a port that
+    cannot be bound ends the start like any other configuration error.
+
+    @raise ConfigError: naming the section, C{listen}, the endpoint and why.
+    """
+    for child in top:
+        try:
+            child.privilegedStartService()
+        except ConfigError:
+            raise
+        except Exception as e:
+            # A section's own listeners ([dns] binds UDP beside TCP).
+            raise _sectionBindError(config, child.name, e) from None
+
+
+def _sectionBindError(config: Config, name: str, error: Exception) -> ConfigError:
+    description = None
+    if isinstance(error, CannotListenError):
+        for candidate in getattr(config.sections.get(name), "listen", ()):
+            try:
+                address = listeners.resolve(serverFromString(None, candidate))
+            except Exception:
+                continue
+            if address is not None and address.port == error.port:
+                description = candidate
+                break
+    reason = cannotListen(error)
+    if description is not None:
+        reason = f'"{description}" {reason}'
+    return config.error(name, "listen", reason, description)
 
 
 def _describe(address) -> str:
@@ -167,7 +235,12 @@ class Resources:
                     )
                 wrapped = tls.implicitTLSFactory(self.tlsContext, factory)
             ListenerService(
-                section.name, self.endpoint(section, description), wrapped
+                section.name,
+                self.endpoint(section, description),
+                wrapped,
+                lambda reason, description=description: self.config.error(
+                    section.name, "listen", f'"{description}" {reason}', description
+                ),
             ).setServiceParent(group)
         return group
 
@@ -196,22 +269,36 @@ def _prepareState(config: Config) -> None:
         ) from None
 
 
-def _announceDemoAccounts(config: Config) -> None:
+def _announceDemoAccounts(config: Config, terminal=None) -> None:
     """
-    Development configs name demo users: create them on first start and
-    print their passwords at every start (the seed's edouard and
-    utilisateur), so `make run` is usable at once.
+    Development configs name demo users: create them on first start, and
+    show their passwords at every start to the person who started maillab
+    (C{make run}) without making them a log field that a JSON log, the
+    journal or a log shipper would keep.  The log says where they are: the
+    mode-0600 C{<state_directory>/demo-passwords}; a terminal on standard
+    output also gets one C{demo account: ADDRESS password: PASSWORD} line
+    each.
+
+    @param terminal: the standard output to show them on when it is a
+        terminal (default: the process's own, not twistd's log redirection).
     """
     if not config.auth.demo_users:
         return
-    from twisted_maillab.auth.demo import ensureDemoAccounts
+    from twisted_maillab.auth.demo import demoPasswordsPath, ensureDemoAccounts
 
-    for address, password in ensureDemoAccounts(config):
-        log.info(
-            "demo account: {address} password: {password}",
-            address=address,
-            password=password,
-        )
+    accounts = ensureDemoAccounts(config)
+    if not accounts:
+        return
+    log.info(
+        "demo accounts {accounts}: passwords in {path}",
+        accounts=" ".join(address for address, _ in accounts),
+        path=str(demoPasswordsPath(config)),
+    )
+    terminal = sys.__stdout__ if terminal is None else terminal
+    if terminal is not None and terminal.isatty():
+        for address, password in accounts:
+            terminal.write(f"demo account: {address} password: {password}\n")
+        terminal.flush()
 
 
 def makeService(config: Config, reactor=None) -> service.MultiService:
