@@ -115,7 +115,9 @@ def makeDirectory(config, reactor, runner=None) -> AccountDirectory:
     return _build(config, runner, reactor)[3]
 
 
-def makePortal(config, reactor, runner=None, pamModule=None, backend=None) -> MailPortal:
+def makePortal(
+    config, reactor, runner=None, pamModule=None, backend=None, prepareAccount=None
+) -> MailPortal:
     """
     Build the portal SMTP AUTH, POP3 and IMAP share.
 
@@ -128,6 +130,9 @@ def makePortal(config, reactor, runner=None, pamModule=None, backend=None) -> Ma
         Tests pass L{twisted_maillab.auth.pool.runSynchronously}.
     @param pamModule: a stand-in for python-pam's C{pam} module (tests).
     @param backend: a L{twisted_maillab.auth.hashing.CryptBackend}.
+    @param prepareAccount: C{prepareAccount(account) -> Deferred}, run at
+        each successful login before the avatar is built (the store's
+        C{firstLogin}: see L{MailRealm}).
     @return: a L{MailPortal}: call C{forConnection(peer, protocol)} per
         connection (see L{twisted_maillab.interfaces.IMailPortal}); its
         C{realm} takes the protocols' avatar factories and its
@@ -141,7 +146,7 @@ def makePortal(config, reactor, runner=None, pamModule=None, backend=None) -> Ma
         pool = runner = CheckPool(reactor, auth.check_threads, auth.check_queue)
     rules, backend, checkers, directory = _build(config, runner, reactor, pamModule, backend)
     chain = CheckerChain(rules, checkers, backend, runner=runner)
-    realm = MailRealm(directory)
+    realm = MailRealm(directory, prepareAccount)
     throttle = Throttle(
         ThrottlePolicy(
             window=auth.throttle_window,
