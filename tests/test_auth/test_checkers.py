@@ -268,19 +268,18 @@ class ChainTests(unittest.TestCase):
 
     def test_unknownUserCostsAHash(self):
         """
-        An unknown user is verified against a dummy hash (no enumeration
-        by timing).
+        An unknown user is verified against the first checker's dummy hash,
+        in the passwd-file's scheme (ARGON2ID unless configured); one that
+        only the second checker knows costs that checker's real hash.
         """
         calls = []
-        real = self.chain.backend
-
-        def counting(password, setting):
-            calls.append(setting[:3])
-            return real.crypt(password, setting)
-
-        self.chain.backend = hashing.CryptBackend("counting", counting, real.gensalt)
+        for checker in (self.file, self.unix):
+            checker.verifyDummy = lambda password, name=checker.name: calls.append(name)
         self.check(UsernamePassword("zed", "x"))
-        self.assertEqual(calls[-1], "$6$")
+        self.assertEqual(calls, ["passwd-file"])
+        self.check(UsernamePassword("bob", "x"))
+        self.assertEqual(calls, ["passwd-file"])
+        self.assertTrue(self.file.dummy().startswith("{ARGON2ID}$argon2id$"))
 
     def test_authzid(self):
         """

@@ -16,6 +16,8 @@ Entry points:
 
 from __future__ import annotations
 
+from twisted.logger import Logger
+
 from twisted_maillab.auth.checkers import (
     CheckerChain,
     LoginRefused,
@@ -32,6 +34,8 @@ from twisted_maillab.auth.portal import ConnectionPortal, MailPortal
 from twisted_maillab.auth.realm import MailRealm
 from twisted_maillab.auth.sources import PasswdFileSource, UnixSource
 from twisted_maillab.auth.throttle import Throttle, ThrottlePolicy
+
+_log = Logger()
 
 __all__ = [
     "makePortal",
@@ -91,10 +95,14 @@ def _build(config, runner, clock, pamModule=None, backend=None):
                     pamModule = PAMChecker.loadPAM()
                 except ImportError as e:
                     raise config.error("auth", "checkers", str(e)) from None
-            checkers.append(PAMChecker(rules, unix, auth.pam_service, pamModule, runner=runner))
+            checkers.append(
+                PAMChecker(rules, unix, auth.pam_service, pamModule, runner=runner, backend=backend)
+            )
         elif name == "passwd-file":
             source = PasswdFileSource(rules, auth.passwd_file)
-            checkers.append(PasswdFileChecker(rules, source, backend, runner=runner))
+            checkers.append(
+                PasswdFileChecker(rules, source, backend, runner=runner, scheme=auth.password_scheme)
+            )
     sources = []
     for checker in checkers:
         if checker.source not in sources:
@@ -172,4 +180,15 @@ def makePortal(
     )
     portal.pool = pool
     portal.chain = chain
+    if pool is not None:
+        # The dummy hashes (see CheckerChain.makeDummies) are made in the
+        # pool once the reactor runs: not while twistd builds the service
+        # tree, before it forks.
+        reactor.callWhenRunning(_makeDummies, pool, chain)
     return portal
+
+
+def _makeDummies(pool: CheckPool, chain: CheckerChain) -> None:
+    pool(chain.makeDummies).addErrback(
+        lambda f: _log.failure("cannot make the dummy password hashes", f)
+    )
