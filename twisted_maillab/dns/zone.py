@@ -25,6 +25,7 @@ __all__ = ["ZoneError", "Problem", "Zone", "loadZone", "parseZoneText", "parseOr
 # exhaust memory or recurse forever.
 MAX_INCLUDE_DEPTH = 8
 MAX_TTL = 2**31 - 1  # RFC 2181 8
+MAX_UINT32 = 2**32 - 1  # a TTL or SOA timer field on the wire
 
 
 @dataclass(frozen=True)
@@ -287,7 +288,9 @@ def parseOrigin(text: str) -> Name:
 
 def parseTTL(text: str) -> int:
     """
-    A TTL: seconds, or BIND units (C{1h30m}, C{2w}).
+    A TTL or SOA timer: seconds, or BIND units (C{1h30m}, C{2w}), at most
+    2^32-1 (a record TTL above 2^31-1 is the caller's warning: see
+    L{_Parser.recordTTL}).
 
     @raise ValueError: with the reason.
     """
@@ -296,8 +299,8 @@ def parseTTL(text: str) -> int:
     total = sum(
         int(number) * _TTL_UNITS[unit.lower()] for number, unit in _TTL_PART_RE.findall(text)
     )
-    if total > MAX_TTL:
-        raise ValueError(f"TTL {text} is above 2^31-1 (RFC 2181 8)")
+    if total > MAX_UINT32:
+        raise ValueError(f"{text} does not fit in 32 bits (TTLs and SOA timers are 32-bit fields)")
     return total
 
 
@@ -657,6 +660,20 @@ class _Parser:
     def error(self, path, line, reason):
         self.problems.append(Problem(path, line, reason))
 
+    def recordTTL(self, text: str, path: str, line: int) -> int:
+        """
+        A record's TTL or C{$TTL}.  RFC 2181 8: a value with the top bit
+        set is treated as 0; BIND (C{> MAXTTL, setting TTL to 0}) and NSD
+        load the zone, so it is a warning.
+        """
+        ttl = parseTTL(text)
+        if ttl > MAX_TTL:
+            self.problems.append(
+                Problem(path, line, f"TTL {text} is above 2^31-1, using 0 (RFC 2181 8)", "warning")
+            )
+            return 0
+        return ttl
+
     def parseFile(self, path: Path, origin: Name, depth: int, includedFrom=None):
         try:
             with open(path, "rb") as f:
@@ -685,7 +702,7 @@ class _Parser:
                     elif directive == "$TTL":
                         if len(args) != 1:
                             raise ValueError("$TTL takes one TTL")
-                        self.defaultTTL = parseTTL(args[0].text)
+                        self.defaultTTL = self.recordTTL(args[0].text, path, entry.line)
                     elif directive == "$INCLUDE":
                         if not 1 <= len(args) <= 2:
                             raise ValueError("$INCLUDE takes a file name and an optional origin")
@@ -727,7 +744,7 @@ class _Parser:
         while tokens and not tokens[0].quoted:
             text = tokens[0].text
             if ttl is None and _TTL_RE.match(text):
-                ttl = parseTTL(text)
+                ttl = self.recordTTL(text, path, entry.line)
             elif rclass is None and _parseClass(text) is not None and _parseType(text) is None:
                 rclass = _parseClass(text)
             else:
@@ -857,21 +874,31 @@ def checkZone(zone: Zone, problems: list[Problem]) -> None:
                 if not N.isSubdomain(targetKey, apexKey):
                     continue
                 what = f"{N.toText(node.name).rstrip('.')}/{N.typeText(rtype)} '{N.toText(target).rstrip('.')}'"
+                # Severities as named-checkzone 9.18 gives them: only the
+                # apex NS set can stop the load (the zone's own servers must
+                # be reachable); a delegation's NS, MX and SRV targets are
+                # warnings (check-mx-cname, check-srv-cname, and the glue
+                # checks, which named-checkzone logs and loads).
+                # tests/test_dns_checks.py compares every case with
+                # named-checkzone and nsd-checkzone.
+                apexNS = rtype == N.NS and nodeKey == apexKey
+                below = highestCut(zone, targetKey)
                 targetNode = zone.nodes.get(targetKey)
-                if targetNode is not None and N.CNAME in targetNode.rrsets:
-                    # BIND: check-mx-cname / check-srv-cname warn.
-                    problems.append(Problem(rrset.path, rrset.line, f"{what} is a CNAME (illegal)", "warning"))
+                if below is None and targetNode is not None and N.CNAME in targetNode.rrsets:
+                    severity = "error" if apexNS else "warning"
+                    problems.append(Problem(rrset.path, rrset.line, f"{what} is a CNAME (illegal)", severity))
                     continue
                 hasAddress = targetNode is not None and (N.A in targetNode.rrsets or N.AAAA in targetNode.rrsets)
                 if hasAddress:
                     continue
-                below = highestCut(zone, targetKey)
                 if rtype == N.NS and below is not None:
-                    problems.append(Problem(rrset.path, rrset.line, f"{what} has no REQUIRED GLUE address records (A or AAAA)"))
-                elif rtype == N.NS:
-                    problems.append(Problem(rrset.path, rrset.line, f"{what} has no address records (A or AAAA)"))
+                    # Below a cut the data is glue, not the zone's: BIND
+                    # does not count it as authoritative data for the apex
+                    # either, so even an apex NS only warns.
+                    problems.append(Problem(rrset.path, rrset.line, f"{what} has no REQUIRED GLUE address records (A or AAAA)", "warning"))
                 elif below is None:
-                    problems.append(Problem(rrset.path, rrset.line, f"{what} has no address records (A or AAAA)", "warning"))
+                    severity = "error" if apexNS else "warning"
+                    problems.append(Problem(rrset.path, rrset.line, f"{what} has no address records (A or AAAA)", severity))
 
 
 def highestCut(zone: Zone, nameKey: Name) -> Name | None:
