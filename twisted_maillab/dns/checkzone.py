@@ -3,7 +3,7 @@ C{maillab checkzone ORIGIN FILE}: check a zone file as the server would
 load it, like BIND's C{named-checkzone}: every error and warning with its
 file and line, then C{zone ORIGIN: loaded serial N} and exit 0, or exit 1.
 What is an error and what only a warning is what C{named-checkzone}
-decides (see L{twisted_maillab.dns.zone.checkZone}).
+decides (see L{twisted_maillab.dns.integrity}).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """
 Read BIND master files (RFC 1035 5, RFC 3597, BIND 9 extensions) into a
-L{Zone}, and make the checks C{named-checkzone} makes.
+L{Zone}, and make the checks C{named-checkzone} makes (the zone-wide ones
+are in L{twisted_maillab.dns.integrity}).
 
 Every problem names the file, the line and the reason.  Parsing goes on
 after an error so one run reports every broken line; any error makes
@@ -826,81 +827,6 @@ def _fromGeneric(rtype, rdata):
         raise ValueError(f"generic data is not a valid {N.typeText(rtype)}") from None
 
 
-# ---------------------------------------------------------------------------
-# named-checkzone's checks.
-
-
-def checkZone(zone: Zone, problems: list[Problem]) -> None:
-    """
-    Add the findings of BIND's zone integrity checks to C{problems}.
-    """
-    apexKey = zone.originKey
-    apex = zone.nodes.get(apexKey)
-    path = zone.path
-    if apex is None or N.SOA not in apex.rrsets:
-        problems.append(Problem(path, 0, f"zone {N.toText(zone.origin)} has no SOA record at its apex"))
-    elif len(apex.rrsets[N.SOA].rdatas) > 1:
-        problems.append(Problem(path, apex.rrsets[N.SOA].line, "multiple SOA records at the apex (exactly one is allowed)"))
-    if apex is None or N.NS not in apex.rrsets:
-        problems.append(Problem(path, 0, f"zone {N.toText(zone.origin)} has no NS records at its apex"))
-    for nodeKey, node in zone.nodes.items():
-        if nodeKey != apexKey and N.SOA in node.rrsets:
-            rr = node.rrsets[N.SOA]
-            problems.append(Problem(rr.path, rr.line, f"SOA record not at top of zone ({N.toText(node.name)})"))
-        if N.NS in node.rrsets and nodeKey != apexKey:
-            zone.cuts.add(nodeKey)
-        if N.DNAME in node.rrsets:
-            zone.dnames.add(nodeKey)
-            if len(node.rrsets[N.DNAME].rdatas) > 1:
-                rr = node.rrsets[N.DNAME]
-                problems.append(Problem(rr.path, rr.line, f"{N.toText(node.name)}: more than one DNAME record (RFC 6672 2.4)"))
-        cname = node.rrsets.get(N.CNAME)
-        if cname is not None:
-            if len(node.rrsets) > 1:
-                others = ", ".join(N.typeText(t) for t in node.rrsets if t != N.CNAME)
-                problems.append(Problem(cname.path, cname.line, f"{N.toText(node.name)}: CNAME and other data ({others}) (RFC 1034 3.6.2)"))
-            if len(cname.rdatas) > 1:
-                problems.append(Problem(cname.path, cname.line, f"{N.toText(node.name)}: more than one CNAME record"))
-    for nodeKey, node in zone.nodes.items():
-        for rtype in (N.NS, N.MX, N.SRV):
-            rrset = node.rrsets.get(rtype)
-            if rrset is None:
-                continue
-            for rdata in rrset.rdatas:
-                target = rdata.target
-                targetKey = N.key(target)
-                if rtype == N.SRV and target == ():
-                    continue  # RFC 2782: "." means no service
-                if not N.isSubdomain(targetKey, apexKey):
-                    continue
-                what = f"{N.toText(node.name).rstrip('.')}/{N.typeText(rtype)} '{N.toText(target).rstrip('.')}'"
-                # Severities as named-checkzone 9.18 gives them: only the
-                # apex NS set can stop the load (the zone's own servers must
-                # be reachable); a delegation's NS, MX and SRV targets are
-                # warnings (check-mx-cname, check-srv-cname, and the glue
-                # checks, which named-checkzone logs and loads).
-                # tests/test_dns_checks.py compares every case with
-                # named-checkzone and nsd-checkzone.
-                apexNS = rtype == N.NS and nodeKey == apexKey
-                below = highestCut(zone, targetKey)
-                targetNode = zone.nodes.get(targetKey)
-                if below is None and targetNode is not None and N.CNAME in targetNode.rrsets:
-                    severity = "error" if apexNS else "warning"
-                    problems.append(Problem(rrset.path, rrset.line, f"{what} is a CNAME (illegal)", severity))
-                    continue
-                hasAddress = targetNode is not None and (N.A in targetNode.rrsets or N.AAAA in targetNode.rrsets)
-                if hasAddress:
-                    continue
-                if rtype == N.NS and below is not None:
-                    # Below a cut the data is glue, not the zone's: BIND
-                    # does not count it as authoritative data for the apex
-                    # either, so even an apex NS only warns.
-                    problems.append(Problem(rrset.path, rrset.line, f"{what} has no REQUIRED GLUE address records (A or AAAA)", "warning"))
-                elif below is None:
-                    severity = "error" if apexNS else "warning"
-                    problems.append(Problem(rrset.path, rrset.line, f"{what} has no address records (A or AAAA)", severity))
-
-
 def highestCut(zone: Zone, nameKey: Name) -> Name | None:
     """
     The highest delegation point at or above C{nameKey}, if any (the
@@ -921,6 +847,8 @@ def parseZoneText(text: str, origin: Name, path: str = "<zone>", defaultTTL: int
     Parse and check zone text; return the zone and every problem (errors
     and warnings).  The caller decides what errors mean.
     """
+    from twisted_maillab.dns.integrity import checkZone  # it imports this module
+
     zone = Zone(origin, path)
     problems: list[Problem] = []
     parser = _Parser(zone, problems, defaultTTL)
@@ -937,6 +865,8 @@ def loadZone(path: str | Path, origin: Name) -> Zone:
 
     @raise ZoneError: naming each broken line.
     """
+    from twisted_maillab.dns.integrity import checkZone  # it imports this module
+
     zone = Zone(origin, str(path))
     problems: list[Problem] = []
     parser = _Parser(zone, problems, None)
