@@ -20,6 +20,7 @@ from pathlib import Path
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer, reactor
+from twisted.logger import Logger
 from twisted.trial import unittest
 from zope.interface import Interface
 
@@ -31,6 +32,7 @@ from tests.auth_fixtures import TODAY, makeConfig, mkpasswd
 from tests.test_pop3_e2e import Server
 
 ROUNDS = 10
+_log = Logger()
 LOW, HIGH = 0.5, 2.0
 
 
@@ -39,7 +41,17 @@ class IThing(Interface):
 
 
 def ratio(first: list[float], second: list[float]) -> float:
-    return statistics.median(first) / statistics.median(second)
+    """
+    The ratio of the medians, logged (trial's test.log) with them.
+    """
+    value = statistics.median(first) / statistics.median(second)
+    _log.info(
+        "failure medians: {first:.1f} ms and {second:.1f} ms, ratio {ratio:.2f}",
+        first=statistics.median(first) * 1000,
+        second=statistics.median(second) * 1000,
+        ratio=value,
+    )
+    return value
 
 
 def unixFiles(directory: Path, method: str) -> tuple[Path, Path]:
