@@ -29,9 +29,11 @@ from twisted_maillab.auth.names import UsernameRules
 from twisted_maillab.auth.pool import runSynchronously
 from twisted_maillab.auth.sources import UnixSource
 from tests.auth_fixtures import TODAY, makeConfig, mkpasswd
+from tests.test_auth.test_checkers import FakePAM, pwdfileService
 from tests.test_pop3_e2e import Server
 
 ROUNDS = 10
+PAM_ROUNDS = 12
 _log = Logger()
 LOW, HIGH = 0.5, 2.0
 
@@ -160,10 +162,55 @@ class DummySchemeTests(unittest.TestCase):
             self.assertTrue(self.refusedUnknown(checker).startswith(prefix), (method, self.calls))
 
     def test_pamUsesTheShadowMethod(self):
+        pam = FakePAM({})
         checker = checkers.PAMChecker(
-            self.rules, self.unixSource("yescrypt"), pamModule=object(), backend=self.backend
+            self.rules, self.unixSource("yescrypt"), pamModule=pam, backend=self.backend
         )
         self.assertTrue(self.refusedUnknown(checker).startswith("$y$"), self.calls)
+        self.assertEqual([call[0] for call in pam.calls], [checkers.PAMChecker.UNKNOWN_NAME])
+
+
+class PAMTimingTests(unittest.TestCase):
+    """
+    The PAM path with the real libpam: pam_pwdfile, like pam_unix, holds
+    every failure for about 2 s (libpam's failure delay).  A name PAM is
+    never asked about must take that long too.
+    """
+
+    @defer.inlineCallbacks
+    def test_unknownNameCostsPAMsFailureDelay(self):
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir()
+        service = pwdfileService(self, directory, {"anne": "anne-pass"})
+        (directory / "passwd").write_text("anne:x:1500:1500::/home/anne:/bin/sh\n")
+        portal = makePortal(
+            makeConfig(
+                directory,
+                f"checkers = pam\npam_service = {service}\nunix_passwd = passwd\n"
+                "unix_shadow = shadow\nthrottle_exempt = 127.0.0.0/8\n"
+                "user_free_failures = 1000\ncheck_threads = 12\nthrottle_parallel_checks = 12\n",
+            ),
+            reactor,
+        )
+        # All at once, so the test waits one failure delay, not twelve.
+        names = ["anne", "ghost"] * (PAM_ROUNDS // 2)
+        started = time.perf_counter()
+        times = {"anne": [], "ghost": []}
+
+        def failed(failure, name):
+            failure.trap(UnauthorizedLogin)
+            times[name].append(time.perf_counter() - started)
+
+        yield defer.gatherResults(
+            [
+                portal.loginFrom(UsernamePassword(name.encode(), b"wrong"), "127.0.0.1", "pop3", None, IThing)
+                .addCallbacks(lambda _: self.fail("logged in"), failed, errbackArgs=(name,))
+                for name in names
+            ]
+        )
+        bad, unknown = times["anne"], times["ghost"]
+        self.assertGreater(statistics.median(bad), 0.5)
+        self.assertTrue(LOW <= ratio(bad, unknown) <= HIGH, (bad, unknown))
 
 
 class POP3TimingTests(unittest.TestCase):

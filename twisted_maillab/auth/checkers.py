@@ -332,12 +332,21 @@ class PAMChecker(_Checker):
 
     @param pamModule: the C{pam} module (injectable for tests); imported
         on first use when L{None}.
-    @param backend: the L{CryptBackend} of the dummy hash: a name outside
-        the passwd file never reaches PAM, and costs instead the hash
-        pam_unix would verify (L{shadowDummy}).
+    @param backend: the L{CryptBackend} of the dummy hash (L{shadowDummy}).
+
+    A name outside the passwd file or the uid range never reaches PAM under
+    its own name.  Its failure must still cost what PAM spends on a wrong
+    password, and that includes PAM's failure delay (pam_unix asks libpam
+    for about 2 s unless C{nodelay}), so L{verifyDummy} verifies the dummy
+    hash and then runs the PAM stack for L{UNKNOWN_NAME}, a name no account
+    can have; its result is ignored.
     """
 
     name = "pam"
+
+    #: The name PAM checks for a failure that reached no account; passwd(5)
+    #: fields are separated by ":", so no system user is called this.
+    UNKNOWN_NAME = "maillab:no-such-user"
 
     def __init__(
         self,
@@ -367,19 +376,29 @@ class PAMChecker(_Checker):
     def makeDummy(self) -> str:
         return shadowDummy(self.source, self.backend)
 
-    def verify(self, key, password):
-        record = self.source.record(key)
-        if record is None:
-            return Verdict(UNKNOWN, "unknown user", hashed=False)
-        found = self.source.find(key)
+    def verifyDummy(self, password: str) -> None:
+        super().verifyDummy(password)
+        self._authenticate(self.UNKNOWN_NAME, password)
+
+    def _authenticate(self, name: str, password: str):
+        """
+        Blocking: run the PAM stack; return the authenticator (its C{code}
+        and C{reason} say why it failed) and whether it succeeded.
+        """
         if self._pam is None:
             self._pam = self.loadPAM()
         authenticator = self._pam.PamAuthenticator()
         # resetcreds=False: a mail login establishes no credentials (Dovecot
         # calls pam_setcred only with session=yes).
-        ok = authenticator.authenticate(
-            record.name, password, service=self.service, resetcreds=False
-        )
+        ok = authenticator.authenticate(name, password, service=self.service, resetcreds=False)
+        return authenticator, ok
+
+    def verify(self, key, password):
+        record = self.source.record(key)
+        if record is None:
+            return Verdict(UNKNOWN, "unknown user", hashed=False)
+        found = self.source.find(key)
+        authenticator, ok = self._authenticate(record.name, password)
         if ok:
             return Verdict(OK, "", found)
         code = getattr(authenticator, "code", None)
