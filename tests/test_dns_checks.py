@@ -13,7 +13,7 @@ import io
 import os
 import subprocess
 
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from twisted_maillab.dns.checkzone import main as checkzone
@@ -156,7 +156,7 @@ class WarningOutputTests(unittest.TestCase):
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         (zone,) = loadZones([("domaineel.rt", path("seed-defects-fixed"))])
         self.assertEqual(zone.serial, 4)
-        logged = [formatEvent(e) for e in events if e.get("log_level").name == "warn"]
+        logged = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn]
         self.assertIn(
             f"{path('seed-defects-fixed')}:13: warning: sous.domaineel.rt/NS 'serveurdeux.domaineel.rt' "
             "has no address records (A or AAAA)",
