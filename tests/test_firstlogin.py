@@ -16,6 +16,7 @@ from twisted_maillab.auth.realm import MailRealm
 from twisted_maillab.store import dovecot
 
 from tests.test_pop3_e2e import Server, login
+from tests.test_store_dovecot import Doveadm
 from tests.test_store import makeAccount, makeTestStore
 
 FOLDERS = [".Archive", ".Drafts", ".Junk", ".Sent", ".Trash"]
@@ -119,3 +120,18 @@ class POP3FirstLoginTests(unittest.TestCase):
             subscriptions,
             dovecot.V2_HEADER + b"Drafts\nSent\nTrash\nJunk\nArchive\n",
         )
+
+    def test_dovecotSeesThem(self):
+        """
+        Dovecot, on the same Maildir after the POP3 login, lists the five
+        folders and has them subscribed.
+        """
+        # uid 8 is Debian's "mail" user: Dovecot refuses to run mail as root
+        server = Server(self, uid=8)
+        client = server.pop3()
+        login(client)
+        client.quit()
+        dove = Doveadm(self, server.account)
+        special = {"Drafts", "Sent", "Trash", "Junk", "Archive"}
+        self.assertEqual(dove.mailboxes(), special | {"INBOX"})
+        self.assertEqual(dove.mailboxes(subscribed=True), special)
