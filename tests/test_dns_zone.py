@@ -258,14 +258,26 @@ class CheckTests(unittest.TestCase):
         self.assertIn("out-of-zone", warnings[0].reason)
         self.assertNotIn(name("25.2.0.192.in-addr.arpa"), zone.nodes)
 
-    def test_delegationNeedsGlue(self):
-        _, errors, _ = parse(HEAD + "sub NS ns.sub\n")
-        self.assertIn("REQUIRED GLUE", errors[0].reason)
-        _, errors, _ = parse(HEAD + "sub NS ns.sub\nns.sub A 192.0.2.53\n")
+    def test_delegationWithoutGlueWarns(self):
+        """
+        named-checkzone logs a delegation's missing glue and loads the
+        zone (tests/test_dns_checks.py compares with it).
+        """
+        _, errors, warnings = parse(HEAD + "sub NS ns.sub\n")
         self.assertEqual(errors, [])
+        self.assertIn("REQUIRED GLUE", warnings[0].reason)
+        _, errors, warnings = parse(HEAD + "sub NS ns.sub\nns.sub A 192.0.2.53\n")
+        self.assertEqual((errors, warnings), ([], []))
 
     def test_inZoneNSNeedsAddress(self):
-        _, errors, _ = parse(HEAD + "sub NS host\n")
+        """
+        An in-zone server without an address: a warning for a delegation,
+        an error for the apex (the zone's own servers).
+        """
+        _, errors, warnings = parse(HEAD + "sub NS host\n")
+        self.assertEqual(errors, [])
+        self.assertIn("has no address records", warnings[0].reason)
+        _, errors, _ = parse(HEAD + "@ NS host\n")
         self.assertIn("has no address records", errors[0].reason)
 
     def test_outOfZoneNSFine(self):

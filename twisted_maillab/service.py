@@ -195,7 +195,8 @@ class Resources:
         """
         from twisted_maillab.auth import makePortal
 
-        return makePortal(self.config, self.reactor)
+        # Logins create the account's special-use folders (store.firstLogin).
+        return makePortal(self.config, self.reactor, prepareAccount=self.store.firstLogin)
 
     @cached_property
     def store(self):

@@ -268,19 +268,18 @@ class ChainTests(unittest.TestCase):
 
     def test_unknownUserCostsAHash(self):
         """
-        An unknown user is verified against a dummy hash (no enumeration
-        by timing).
+        An unknown user is verified against the first checker's dummy hash,
+        in the passwd-file's scheme (ARGON2ID unless configured); one that
+        only the second checker knows costs that checker's real hash.
         """
         calls = []
-        real = self.chain.backend
-
-        def counting(password, setting):
-            calls.append(setting[:3])
-            return real.crypt(password, setting)
-
-        self.chain.backend = hashing.CryptBackend("counting", counting, real.gensalt)
+        for checker in (self.file, self.unix):
+            checker.verifyDummy = lambda password, name=checker.name: calls.append(name)
         self.check(UsernamePassword("zed", "x"))
-        self.assertEqual(calls[-1], "$6$")
+        self.assertEqual(calls, ["passwd-file"])
+        self.check(UsernamePassword("bob", "x"))
+        self.assertEqual(calls, ["passwd-file"])
+        self.assertTrue(self.file.dummy().startswith("{ARGON2ID}$argon2id$"))
 
     def test_authzid(self):
         """
@@ -373,8 +372,14 @@ class PAMCheckerFakeTests(unittest.TestCase):
         self.assertEqual(self.check("ghost", "x").value.reason, "unknown user (pam)")
 
     def test_outOfRangeNeverReachesPAM(self):
+        """
+        PAM never sees root's name; the failure runs PAM for a name no
+        account has, so it costs PAM's time (and failure delay) too.
+        """
         self.assertEqual(self.check("root", "root").value.reason, "unknown user")
-        self.assertEqual(self.pam.calls, [])
+        self.assertEqual(
+            self.pam.calls, [(checkers.PAMChecker.UNKNOWN_NAME, "root", "maillab-test", False)]
+        )
 
     def test_missingModuleNamesExtra(self):
         import builtins
@@ -391,6 +396,33 @@ class PAMCheckerFakeTests(unittest.TestCase):
         self.assertIn("twisted-maillab[pam]", str(e))
 
 
+def pwdfileService(testCase, directory: Path, passwords: dict) -> str:
+    """
+    A real PAM service for a test: a file in /etc/pam.d (removed at
+    cleanup) using pam_pwdfile (Debian package libpam-pwdfile) on a
+    password file of yescrypt hashes in C{directory}.
+
+    @return: the service name.
+    """
+    candidates = ["/lib/x86_64-linux-gnu/security/pam_pwdfile.so",
+                  "/usr/lib/x86_64-linux-gnu/security/pam_pwdfile.so",
+                  "/lib/security/pam_pwdfile.so"]
+    if not any(os.path.exists(c) for c in candidates):
+        raise AssertionError("pam_pwdfile.so is missing: apt-get install libpam-pwdfile")
+    if not os.access("/etc/pam.d", os.W_OK):
+        raise AssertionError("this test writes a PAM service file: run it as root")
+    pwdfile = directory / "pwdfile"
+    pwdfile.write_text("".join(f"{name}:{mkpasswd('yescrypt', pw)}\n" for name, pw in passwords.items()))
+    service = "maillab-test-" + uuid.uuid4().hex[:8]
+    servicePath = Path("/etc/pam.d") / service
+    servicePath.write_text(
+        f"auth required pam_pwdfile.so pwdfile={pwdfile}\n"
+        "account required pam_permit.so\n"
+    )
+    testCase.addCleanup(servicePath.unlink)
+    return service
+
+
 class PAMCheckerRealTests(unittest.TestCase):
     """
     The PAM checker through the real libpam and python-pam: a service file
@@ -399,24 +431,9 @@ class PAMCheckerRealTests(unittest.TestCase):
     """
 
     def setUp(self):
-        module = "/lib/x86_64-linux-gnu/security/pam_pwdfile.so"
-        candidates = [module, "/usr/lib/x86_64-linux-gnu/security/pam_pwdfile.so",
-                      "/lib/security/pam_pwdfile.so"]
-        if not any(os.path.exists(c) for c in candidates):
-            raise AssertionError("pam_pwdfile.so is missing: apt-get install libpam-pwdfile")
-        if not os.access("/etc/pam.d", os.W_OK):
-            raise AssertionError("this test writes a PAM service file: run it as root")
         directory = Path(self.mktemp()).absolute()
         directory.mkdir()
-        pwdfile = directory / "pwdfile"
-        pwdfile.write_text(f"anne:{mkpasswd('yescrypt', 'real-pam')}\n")
-        self.service = "maillab-test-" + uuid.uuid4().hex[:8]
-        servicePath = Path("/etc/pam.d") / self.service
-        servicePath.write_text(
-            f"auth required pam_pwdfile.so pwdfile={pwdfile}\n"
-            "account required pam_permit.so\n"
-        )
-        self.addCleanup(servicePath.unlink)
+        self.service = pwdfileService(self, directory, {"anne": "real-pam"})
         passwd = directory / "passwd"
         passwd.write_text("anne:x:1500:1500::/home/anne:/bin/sh\nroot:x:0:0::/root:/bin/sh\n")
         self.checker = checkers.PAMChecker(

@@ -16,6 +16,8 @@ Entry points:
 
 from __future__ import annotations
 
+from twisted.logger import Logger
+
 from twisted_maillab.auth.checkers import (
     CheckerChain,
     LoginRefused,
@@ -32,6 +34,8 @@ from twisted_maillab.auth.portal import ConnectionPortal, MailPortal
 from twisted_maillab.auth.realm import MailRealm
 from twisted_maillab.auth.sources import PasswdFileSource, UnixSource
 from twisted_maillab.auth.throttle import Throttle, ThrottlePolicy
+
+_log = Logger()
 
 __all__ = [
     "makePortal",
@@ -91,10 +95,14 @@ def _build(config, runner, clock, pamModule=None, backend=None):
                     pamModule = PAMChecker.loadPAM()
                 except ImportError as e:
                     raise config.error("auth", "checkers", str(e)) from None
-            checkers.append(PAMChecker(rules, unix, auth.pam_service, pamModule, runner=runner))
+            checkers.append(
+                PAMChecker(rules, unix, auth.pam_service, pamModule, runner=runner, backend=backend)
+            )
         elif name == "passwd-file":
             source = PasswdFileSource(rules, auth.passwd_file)
-            checkers.append(PasswdFileChecker(rules, source, backend, runner=runner))
+            checkers.append(
+                PasswdFileChecker(rules, source, backend, runner=runner, scheme=auth.password_scheme)
+            )
     sources = []
     for checker in checkers:
         if checker.source not in sources:
@@ -115,7 +123,9 @@ def makeDirectory(config, reactor, runner=None) -> AccountDirectory:
     return _build(config, runner, reactor)[3]
 
 
-def makePortal(config, reactor, runner=None, pamModule=None, backend=None) -> MailPortal:
+def makePortal(
+    config, reactor, runner=None, pamModule=None, backend=None, prepareAccount=None
+) -> MailPortal:
     """
     Build the portal SMTP AUTH, POP3 and IMAP share.
 
@@ -128,6 +138,9 @@ def makePortal(config, reactor, runner=None, pamModule=None, backend=None) -> Ma
         Tests pass L{twisted_maillab.auth.pool.runSynchronously}.
     @param pamModule: a stand-in for python-pam's C{pam} module (tests).
     @param backend: a L{twisted_maillab.auth.hashing.CryptBackend}.
+    @param prepareAccount: C{prepareAccount(account) -> Deferred}, run at
+        each successful login before the avatar is built (the store's
+        C{firstLogin}: see L{MailRealm}).
     @return: a L{MailPortal}: call C{forConnection(peer, protocol)} per
         connection (see L{twisted_maillab.interfaces.IMailPortal}); its
         C{realm} takes the protocols' avatar factories and its
@@ -141,7 +154,7 @@ def makePortal(config, reactor, runner=None, pamModule=None, backend=None) -> Ma
         pool = runner = CheckPool(reactor, auth.check_threads, auth.check_queue)
     rules, backend, checkers, directory = _build(config, runner, reactor, pamModule, backend)
     chain = CheckerChain(rules, checkers, backend, runner=runner)
-    realm = MailRealm(directory)
+    realm = MailRealm(directory, prepareAccount)
     throttle = Throttle(
         ThrottlePolicy(
             window=auth.throttle_window,
@@ -167,4 +180,15 @@ def makePortal(config, reactor, runner=None, pamModule=None, backend=None) -> Ma
     )
     portal.pool = pool
     portal.chain = chain
+    if pool is not None:
+        # The dummy hashes (see CheckerChain.makeDummies) are made in the
+        # pool once the reactor runs: not while twistd builds the service
+        # tree, before it forks.
+        reactor.callWhenRunning(_makeDummies, pool, chain)
     return portal
+
+
+def _makeDummies(pool: CheckPool, chain: CheckerChain) -> None:
+    pool(chain.makeDummies).addErrback(
+        lambda f: _log.failure("cannot make the dummy password hashes", f)
+    )

@@ -13,14 +13,15 @@ checker's C{runner} (C{deferToThread} unless one is given).
 
 from __future__ import annotations
 
+import threading
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet import defer
 from zope.interface import implementer
 
 from twisted_maillab.auth.hashing import (
@@ -28,6 +29,8 @@ from twisted_maillab.auth.hashing import (
     UnknownScheme,
     cryptBackend,
     dummyHash,
+    dummyLike,
+    hashCost,
     verifyCrypt,
     verifyScheme,
 )
@@ -73,11 +76,15 @@ class Verdict:
         C{bad} (wrong password) or C{refused} (right or wrong, the account
         may not log in: locked, expired, unsupported scheme).
     @ivar found: the account data when the user is known.
+    @ivar hashed: whether a password hash was computed to reach this
+        outcome; when not (unknown name, locked account), the caller
+        verifies a dummy hash so the failure costs the same time.
     """
 
     outcome: str
     reason: str = ""
     found: Found | None = None
+    hashed: bool = True
 
 
 def decodeCredential(value) -> str | None:
@@ -101,7 +108,16 @@ def _threadRunner(f, *args):
 
 class _Checker:
     """
-    Shared C{requestAvatarId} over a blocking L{verify}.
+    Shared C{requestAvatarId} over a blocking L{verify}, and the dummy
+    hash that makes every failure cost one hash.
+
+    A failed login must take the same time whatever the reason, or the
+    reply time tells an attacker which names exist (110 ms for an argon2
+    check against 2 ms for a name lookup).  So every failure that reached
+    no real hash verifies a dummy hash of the scheme this checker's users
+    have (L{makeDummy}).  The dummy is built once, in the check pool (the
+    portal builds it when the reactor starts; otherwise the first check
+    that needs it does).
     """
 
     credentialInterfaces = (IUsernamePassword,)
@@ -110,19 +126,67 @@ class _Checker:
     def __init__(self, rules: UsernameRules, runner: Callable | None = None):
         self.rules = rules
         self.runner = runner or _threadRunner
+        self._dummy: str | None = None
+        self._dummyLock = threading.Lock()
 
     def verify(self, key: tuple[str, str | None], password: str) -> Verdict:
         raise NotImplementedError
+
+    def makeDummy(self) -> str:
+        """
+        Blocking: a C{{SCHEME}hash} whose verification costs what this
+        checker's check of a real account costs.
+        """
+        return dummyHash(self.backend)
+
+    def dummy(self) -> str:
+        """
+        Blocking: the dummy hash, built on first use (threads asking
+        meanwhile wait for that one).
+        """
+        with self._dummyLock:
+            if self._dummy is None:
+                self._dummy = self.makeDummy()
+            return self._dummy
+
+    def verifyDummy(self, password: str) -> None:
+        """
+        Blocking: spend the time of one real check, for a failure.
+        """
+        try:
+            verifyScheme(self.backend, password, self.dummy())
+        except UnknownScheme:
+            pass
+
+    def check(self, key, password: str) -> Verdict:
+        """
+        Blocking: L{verify}, plus the dummy hash for a failure that
+        computed no hash.
+        """
+        verdict = self.verify(key, password)
+        if verdict.outcome != OK and not verdict.hashed:
+            self.verifyDummy(password)
+            verdict = replace(verdict, hashed=True)
+        return verdict
+
+    def _refuseInvalid(self, password: str | None, reason: str):
+        # An invalid name cannot exist, but its failure still costs a hash:
+        # every failure takes the same time.
+        def refuse():
+            self.verifyDummy(password or "")
+            raise LoginRefused(reason)
+
+        return self.runner(refuse)
 
     def requestAvatarId(self, credentials):
         username = decodeCredential(credentials.username)
         password = decodeCredential(credentials.password)
         key = self.rules.loginKey(username) if username is not None else None
         if key is None or password is None:
-            return defer.fail(LoginRefused("invalid user name"))
+            return self._refuseInvalid(password, "invalid user name")
 
         def check():
-            verdict = self.verify(key, password)
+            verdict = self.check(key, password)
             if verdict.outcome != OK:
                 raise LoginRefused(verdict.reason or verdict.outcome)
             return verdict.found.avatarId
@@ -132,6 +196,42 @@ class _Checker:
 
 def _today(clock: Callable[[], float]) -> int:
     return int(clock() // 86400)
+
+
+def shadowDummy(source: UnixSource, backend: CryptBackend) -> str:
+    """
+    Blocking: the dummy hash for system users: the method and cost most
+    common among the hashes of the users in the uid range (yescrypt
+    C{$y$j9T}, sha512-crypt...), made by libcrypt from one of them, so an
+    unknown name costs what a wrong password costs, whichever the system
+    writes.  Without a readable hash: libcrypt's yescrypt, Debian's
+    default (C{ENCRYPT_METHOD YESCRYPT} in login.defs).
+    """
+    try:
+        shadow = source.shadow.get()
+        records = list(source.passwd.get().values())
+    except OSError:
+        shadow, records = {}, []
+    costs: Counter = Counter()
+    examples: dict[str, str] = {}
+    for record in records:
+        if not source.firstUid <= record.uid <= source.lastUid:
+            continue
+        stored = record.password
+        if stored == "x":
+            entry = shadow.get(record.name)
+            stored = entry.password if entry is not None else ""
+        # A locked hash (!$6$...) still shows the method the system uses.
+        stored = stored.lstrip("!")
+        if stored.startswith("$"):
+            cost = hashCost(stored)
+            costs[cost] += 1
+            examples.setdefault(cost, stored)
+    for cost, _ in costs.most_common():
+        dummy = dummyLike(backend, examples[cost])
+        if dummy is not None:
+            return "{CRYPT}" + dummy
+    return dummyHash(backend, "CRYPT")
 
 
 def shadowVerdict(record, today: int) -> str | None:
@@ -191,21 +291,24 @@ class UnixChecker(_Checker):
         self.backend = backend or cryptBackend()
         self.clock = clock
 
+    def makeDummy(self) -> str:
+        return shadowDummy(self.source, self.backend)
+
     def verify(self, key, password):
         found = self.source.find(key)
         if found is None:
-            return Verdict(UNKNOWN, "unknown user")
+            return Verdict(UNKNOWN, "unknown user", hashed=False)
         stored = found.password
         shadow = None
         if stored == "x":
             shadow = self.source.shadow.get().get(self._systemName(key))
             if shadow is None:
-                return Verdict(REFUSED, "no shadow entry", found)
+                return Verdict(REFUSED, "no shadow entry", found, hashed=False)
             stored = shadow.password
         if not stored:
-            return Verdict(REFUSED, "empty password", found)
+            return Verdict(REFUSED, "empty password", found, hashed=False)
         if stored[0] in "!*":
-            return Verdict(REFUSED, "locked account", found)
+            return Verdict(REFUSED, "locked account", found, hashed=False)
         if not verifyCrypt(self.backend, password, stored):
             return Verdict(BAD, "bad password", found)
         if shadow is not None:
@@ -229,9 +332,21 @@ class PAMChecker(_Checker):
 
     @param pamModule: the C{pam} module (injectable for tests); imported
         on first use when L{None}.
+    @param backend: the L{CryptBackend} of the dummy hash (L{shadowDummy}).
+
+    A name outside the passwd file or the uid range never reaches PAM under
+    its own name.  Its failure must still cost what PAM spends on a wrong
+    password, and that includes PAM's failure delay (pam_unix asks libpam
+    for about 2 s unless C{nodelay}), so L{verifyDummy} verifies the dummy
+    hash and then runs the PAM stack for L{UNKNOWN_NAME}, a name no account
+    can have; its result is ignored.
     """
 
     name = "pam"
+
+    #: The name PAM checks for a failure that reached no account; passwd(5)
+    #: fields are separated by ":", so no system user is called this.
+    UNKNOWN_NAME = "maillab:no-such-user"
 
     def __init__(
         self,
@@ -240,11 +355,13 @@ class PAMChecker(_Checker):
         service: str = "maillab",
         pamModule=None,
         runner: Callable | None = None,
+        backend: CryptBackend | None = None,
     ):
         super().__init__(rules, runner)
         self.source = source
         self.service = service
         self._pam = pamModule
+        self.backend = backend or cryptBackend()
 
     @staticmethod
     def loadPAM():
@@ -256,19 +373,32 @@ class PAMChecker(_Checker):
             ) from None
         return pam
 
-    def verify(self, key, password):
-        record = self.source.record(key)
-        if record is None:
-            return Verdict(UNKNOWN, "unknown user")
-        found = self.source.find(key)
+    def makeDummy(self) -> str:
+        return shadowDummy(self.source, self.backend)
+
+    def verifyDummy(self, password: str) -> None:
+        super().verifyDummy(password)
+        self._authenticate(self.UNKNOWN_NAME, password)
+
+    def _authenticate(self, name: str, password: str):
+        """
+        Blocking: run the PAM stack; return the authenticator (its C{code}
+        and C{reason} say why it failed) and whether it succeeded.
+        """
         if self._pam is None:
             self._pam = self.loadPAM()
         authenticator = self._pam.PamAuthenticator()
         # resetcreds=False: a mail login establishes no credentials (Dovecot
         # calls pam_setcred only with session=yes).
-        ok = authenticator.authenticate(
-            record.name, password, service=self.service, resetcreds=False
-        )
+        ok = authenticator.authenticate(name, password, service=self.service, resetcreds=False)
+        return authenticator, ok
+
+    def verify(self, key, password):
+        record = self.source.record(key)
+        if record is None:
+            return Verdict(UNKNOWN, "unknown user", hashed=False)
+        found = self.source.find(key)
+        authenticator, ok = self._authenticate(record.name, password)
         if ok:
             return Verdict(OK, "", found)
         code = getattr(authenticator, "code", None)
@@ -294,6 +424,9 @@ class PasswdFileChecker(_Checker):
     libcrypt method, yescrypt included), C{{ARGON2ID}}/C{{ARGON2I}}
     (argon2-cffi) and C{{PLAIN}} (warned about when the file is read); a
     password without a scheme is a crypt(3) string.
+
+    @param scheme: C{[auth] password_scheme}, the scheme C{maillab passwd}
+        writes the file's hashes in: the dummy hash's scheme.
     """
 
     name = "passwd-file"
@@ -304,21 +437,26 @@ class PasswdFileChecker(_Checker):
         source: PasswdFileSource,
         backend: CryptBackend | None = None,
         runner: Callable | None = None,
+        scheme: str = "ARGON2ID",
     ):
         super().__init__(rules, runner)
         self.source = source
         self.backend = backend or cryptBackend()
+        self.scheme = scheme
+
+    def makeDummy(self) -> str:
+        return dummyHash(self.backend, self.scheme)
 
     def verify(self, key, password):
         found = self.source.find(key)
         if found is None:
-            return Verdict(UNKNOWN, "unknown user")
+            return Verdict(UNKNOWN, "unknown user", hashed=False)
         if not found.password or found.password[0] in "!*":
-            return Verdict(REFUSED, "locked account", found)
+            return Verdict(REFUSED, "locked account", found, hashed=False)
         try:
             ok = verifyScheme(self.backend, password, found.password)
         except UnknownScheme as e:
-            return Verdict(REFUSED, str(e), found)
+            return Verdict(REFUSED, str(e), found, hashed=False)
         return Verdict(OK if ok else BAD, "" if ok else "bad password", found)
 
 
@@ -326,9 +464,10 @@ class PasswdFileChecker(_Checker):
 class CheckerChain(_Checker):
     """
     The configured checkers tried in order (C{[auth] checkers}); the first
-    that accepts the password wins.  A user known to no checker is checked
-    against a dummy hash so that "unknown user" costs the same time as
-    "bad password" (no user enumeration by timing).
+    that accepts the password wins.  A user known to no checker costs the
+    first checker's dummy hash, a locked account the dummy of the checker
+    that knows it, so that every failure costs the same time as "bad
+    password" (no user enumeration by timing).
 
     Also enforces RFC 4616 authorization identities: credentials with a
     non-empty C{authzid} that names another account are refused (this
@@ -347,7 +486,21 @@ class CheckerChain(_Checker):
         super().__init__(rules, runner)
         self.checkers = list(checkers)
         self.backend = backend or cryptBackend()
-        self._dummy: str | None = None
+
+    def makeDummies(self) -> None:
+        """
+        Blocking: build every checker's dummy hash now (in the check pool,
+        once the reactor runs), so that even the first failed login costs
+        one hash and not two.
+        """
+        for checker in self.checkers:
+            checker.dummy()
+
+    def verifyDummy(self, password: str) -> None:
+        if self.checkers:
+            self.checkers[0].verifyDummy(password)
+        else:
+            super().verifyDummy(password)
 
     def verify(self, key, password):
         known = None
@@ -356,12 +509,12 @@ class CheckerChain(_Checker):
             if verdict.outcome == OK:
                 return verdict
             if verdict.outcome != UNKNOWN and known is None:
-                known = verdict
+                known, knownBy = verdict, checker
         if known is not None:
-            return known
-        if self._dummy is None:
-            self._dummy = dummyHash(self.backend)
-        verifyCrypt(self.backend, password, self._dummy[len("{SHA512-CRYPT}"):])
+            if not known.hashed:
+                knownBy.verifyDummy(password)
+            return replace(known, hashed=True)
+        self.verifyDummy(password)
         return Verdict(UNKNOWN, "unknown user")
 
     def find(self, key) -> Found | None:
@@ -379,13 +532,13 @@ class CheckerChain(_Checker):
         password = decodeCredential(credentials.password)
         key = self.rules.loginKey(username) if username is not None else None
         if key is None or password is None:
-            return defer.fail(LoginRefused("invalid user name"))
+            return self._refuseInvalid(password, "invalid user name")
         authzid = getattr(credentials, "authzid", None) or None
         if authzid is not None:
             authzid = decodeCredential(authzid)
             authzKey = self.rules.loginKey(authzid) if authzid else None
             if authzKey is None:
-                return defer.fail(LoginRefused("invalid authorization identity"))
+                return self._refuseInvalid(password, "invalid authorization identity")
 
         def check():
             verdict = self.verify(key, password)

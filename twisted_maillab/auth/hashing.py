@@ -43,6 +43,9 @@ __all__ = [
     "SCHEMES",
     "WRITE_SCHEMES",
     "UnknownScheme",
+    "dummyHash",
+    "dummyLike",
+    "hashCost",
 ]
 
 # libxcrypt's "struct crypt_data" is 32768 bytes (crypt.h: CRYPT_DATA_INTERNAL_SIZE
@@ -317,9 +320,43 @@ def makeHash(backend: CryptBackend, password: str, scheme: str = "ARGON2ID") -> 
     raise UnknownScheme(f"cannot write password scheme {{{scheme}}}")
 
 
-def dummyHash(backend: CryptBackend) -> str:
+def dummyHash(backend: CryptBackend, scheme: str = "SHA512-CRYPT") -> str:
     """
-    A sha512-crypt hash of a random password, verified against when a user
-    is unknown so that "no such user" takes as long as "wrong password".
+    A hash of a random password in C{scheme} (with its C{{SCHEME}}
+    prefix), verified against when a login cannot reach a real hash (an
+    unknown name, a locked account) so that it takes as long as a wrong
+    password.  Falls back to sha512-crypt when this build cannot write
+    C{scheme} (no argon2-cffi, a crypt module without yescrypt salts).
     """
-    return makeHash(backend, secrets.token_urlsafe(16), "SHA512-CRYPT")
+    password = secrets.token_urlsafe(16)
+    try:
+        return makeHash(backend, password, scheme)
+    except (UnknownScheme, ValueError):
+        return makeHash(backend, password, "SHA512-CRYPT")
+
+
+def hashCost(stored: str) -> str:
+    """
+    The method and cost part of a crypt(3) string, without salt or hash:
+    C{$y$j9T} (yescrypt's parameters), C{$6$rounds=10000}, C{$6$}, C{$2b$12}.
+    Two hashes with the same cost take the same time to verify.
+    """
+    parts = stored.split("$")
+    if len(parts) < 3 or parts[0]:
+        return stored[:2]  # traditional DES or unknown: no parameters
+    method, field = parts[1], parts[2]
+    if method in ("y", "gy", "7", "2a", "2b", "2y") or field.startswith("rounds="):
+        return f"${method}${field}"
+    return f"${method}$"
+
+
+def dummyLike(backend: CryptBackend, stored: str) -> str | None:
+    """
+    A crypt(3) hash of a random password with the method and cost of
+    C{stored} (a real account's hash, whose setting libcrypt reuses), or
+    L{None} when libcrypt cannot compute it.
+    """
+    result = backend.crypt(secrets.token_urlsafe(16), stored)
+    if not result or result.startswith("*"):
+        return None
+    return result

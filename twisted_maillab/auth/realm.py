@@ -11,12 +11,15 @@ from twisted.cred.checkers import ANONYMOUS
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm
 from twisted.internet import defer
+from twisted.logger import Logger
 from zope.interface import implementer
 from zope.interface.interface import InterfaceClass
 
 from twisted_maillab.interfaces import IMailRealm
 
 __all__ = ["MailRealm"]
+
+log = Logger()
 
 
 def _noLogout() -> None:
@@ -36,10 +39,16 @@ class MailRealm:
     third element of the login result).
 
     @ivar directory: the L{IAccountDirectory} avatar IDs are resolved with.
+    @ivar prepareAccount: L{None}, or C{prepareAccount(account) -> Deferred}
+        run after each successful login before the avatar is built: the
+        store's C{firstLogin}, which creates the Maildir and its
+        special-use folders.  Its failure is logged and does not refuse the
+        login (the session then reports the store's own error, if any).
     """
 
-    def __init__(self, directory):
+    def __init__(self, directory, prepareAccount: Callable | None = None):
         self.directory = directory
+        self.prepareAccount = prepareAccount
         self._factories: dict = {}
         self._anonymous: dict = {}
 
@@ -87,13 +96,22 @@ class MailRealm:
             avatarId = avatarId.decode("utf-8")
         d = self.directory.lookup(avatarId)
 
-        def build(account):
+        def prepare(account):
             if account is None:
                 # The account vanished between the check and now.
                 raise UnauthorizedLogin(f"no account for {avatarId!r}")
-            return factory(account)
+            if self.prepareAccount is None:
+                return account
+            prepared = defer.maybeDeferred(self.prepareAccount, account)
 
-        d.addCallback(build)
+            def failed(failure):
+                log.failure("cannot prepare the Maildir of {avatarId}", failure, avatarId=avatarId)
+
+            prepared.addErrback(failed)
+            return prepared.addCallback(lambda _: account)
+
+        d.addCallback(prepare)
+        d.addCallback(factory)
         d.addCallback(self._result, interface)
         return d
 

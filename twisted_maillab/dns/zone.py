@@ -1,6 +1,7 @@
 """
 Read BIND master files (RFC 1035 5, RFC 3597, BIND 9 extensions) into a
-L{Zone}, and make the checks C{named-checkzone} makes.
+L{Zone}, and make the checks C{named-checkzone} makes (the zone-wide ones
+are in L{twisted_maillab.dns.integrity}).
 
 Every problem names the file, the line and the reason.  Parsing goes on
 after an error so one run reports every broken line; any error makes
@@ -25,6 +26,7 @@ __all__ = ["ZoneError", "Problem", "Zone", "loadZone", "parseZoneText", "parseOr
 # exhaust memory or recurse forever.
 MAX_INCLUDE_DEPTH = 8
 MAX_TTL = 2**31 - 1  # RFC 2181 8
+MAX_UINT32 = 2**32 - 1  # a TTL or SOA timer field on the wire
 
 
 @dataclass(frozen=True)
@@ -287,7 +289,9 @@ def parseOrigin(text: str) -> Name:
 
 def parseTTL(text: str) -> int:
     """
-    A TTL: seconds, or BIND units (C{1h30m}, C{2w}).
+    A TTL or SOA timer: seconds, or BIND units (C{1h30m}, C{2w}), at most
+    2^32-1 (a record TTL above 2^31-1 is the caller's warning: see
+    L{_Parser.recordTTL}).
 
     @raise ValueError: with the reason.
     """
@@ -296,8 +300,8 @@ def parseTTL(text: str) -> int:
     total = sum(
         int(number) * _TTL_UNITS[unit.lower()] for number, unit in _TTL_PART_RE.findall(text)
     )
-    if total > MAX_TTL:
-        raise ValueError(f"TTL {text} is above 2^31-1 (RFC 2181 8)")
+    if total > MAX_UINT32:
+        raise ValueError(f"{text} does not fit in 32 bits (TTLs and SOA timers are 32-bit fields)")
     return total
 
 
@@ -657,6 +661,20 @@ class _Parser:
     def error(self, path, line, reason):
         self.problems.append(Problem(path, line, reason))
 
+    def recordTTL(self, text: str, path: str, line: int) -> int:
+        """
+        A record's TTL or C{$TTL}.  RFC 2181 8: a value with the top bit
+        set is treated as 0; BIND (C{> MAXTTL, setting TTL to 0}) and NSD
+        load the zone, so it is a warning.
+        """
+        ttl = parseTTL(text)
+        if ttl > MAX_TTL:
+            self.problems.append(
+                Problem(path, line, f"TTL {text} is above 2^31-1, using 0 (RFC 2181 8)", "warning")
+            )
+            return 0
+        return ttl
+
     def parseFile(self, path: Path, origin: Name, depth: int, includedFrom=None):
         try:
             with open(path, "rb") as f:
@@ -685,7 +703,7 @@ class _Parser:
                     elif directive == "$TTL":
                         if len(args) != 1:
                             raise ValueError("$TTL takes one TTL")
-                        self.defaultTTL = parseTTL(args[0].text)
+                        self.defaultTTL = self.recordTTL(args[0].text, path, entry.line)
                     elif directive == "$INCLUDE":
                         if not 1 <= len(args) <= 2:
                             raise ValueError("$INCLUDE takes a file name and an optional origin")
@@ -727,7 +745,7 @@ class _Parser:
         while tokens and not tokens[0].quoted:
             text = tokens[0].text
             if ttl is None and _TTL_RE.match(text):
-                ttl = parseTTL(text)
+                ttl = self.recordTTL(text, path, entry.line)
             elif rclass is None and _parseClass(text) is not None and _parseType(text) is None:
                 rclass = _parseClass(text)
             else:
@@ -809,71 +827,6 @@ def _fromGeneric(rtype, rdata):
         raise ValueError(f"generic data is not a valid {N.typeText(rtype)}") from None
 
 
-# ---------------------------------------------------------------------------
-# named-checkzone's checks.
-
-
-def checkZone(zone: Zone, problems: list[Problem]) -> None:
-    """
-    Add the findings of BIND's zone integrity checks to C{problems}.
-    """
-    apexKey = zone.originKey
-    apex = zone.nodes.get(apexKey)
-    path = zone.path
-    if apex is None or N.SOA not in apex.rrsets:
-        problems.append(Problem(path, 0, f"zone {N.toText(zone.origin)} has no SOA record at its apex"))
-    elif len(apex.rrsets[N.SOA].rdatas) > 1:
-        problems.append(Problem(path, apex.rrsets[N.SOA].line, "multiple SOA records at the apex (exactly one is allowed)"))
-    if apex is None or N.NS not in apex.rrsets:
-        problems.append(Problem(path, 0, f"zone {N.toText(zone.origin)} has no NS records at its apex"))
-    for nodeKey, node in zone.nodes.items():
-        if nodeKey != apexKey and N.SOA in node.rrsets:
-            rr = node.rrsets[N.SOA]
-            problems.append(Problem(rr.path, rr.line, f"SOA record not at top of zone ({N.toText(node.name)})"))
-        if N.NS in node.rrsets and nodeKey != apexKey:
-            zone.cuts.add(nodeKey)
-        if N.DNAME in node.rrsets:
-            zone.dnames.add(nodeKey)
-            if len(node.rrsets[N.DNAME].rdatas) > 1:
-                rr = node.rrsets[N.DNAME]
-                problems.append(Problem(rr.path, rr.line, f"{N.toText(node.name)}: more than one DNAME record (RFC 6672 2.4)"))
-        cname = node.rrsets.get(N.CNAME)
-        if cname is not None:
-            if len(node.rrsets) > 1:
-                others = ", ".join(N.typeText(t) for t in node.rrsets if t != N.CNAME)
-                problems.append(Problem(cname.path, cname.line, f"{N.toText(node.name)}: CNAME and other data ({others}) (RFC 1034 3.6.2)"))
-            if len(cname.rdatas) > 1:
-                problems.append(Problem(cname.path, cname.line, f"{N.toText(node.name)}: more than one CNAME record"))
-    for nodeKey, node in zone.nodes.items():
-        for rtype in (N.NS, N.MX, N.SRV):
-            rrset = node.rrsets.get(rtype)
-            if rrset is None:
-                continue
-            for rdata in rrset.rdatas:
-                target = rdata.target
-                targetKey = N.key(target)
-                if rtype == N.SRV and target == ():
-                    continue  # RFC 2782: "." means no service
-                if not N.isSubdomain(targetKey, apexKey):
-                    continue
-                what = f"{N.toText(node.name).rstrip('.')}/{N.typeText(rtype)} '{N.toText(target).rstrip('.')}'"
-                targetNode = zone.nodes.get(targetKey)
-                if targetNode is not None and N.CNAME in targetNode.rrsets:
-                    # BIND: check-mx-cname / check-srv-cname warn.
-                    problems.append(Problem(rrset.path, rrset.line, f"{what} is a CNAME (illegal)", "warning"))
-                    continue
-                hasAddress = targetNode is not None and (N.A in targetNode.rrsets or N.AAAA in targetNode.rrsets)
-                if hasAddress:
-                    continue
-                below = highestCut(zone, targetKey)
-                if rtype == N.NS and below is not None:
-                    problems.append(Problem(rrset.path, rrset.line, f"{what} has no REQUIRED GLUE address records (A or AAAA)"))
-                elif rtype == N.NS:
-                    problems.append(Problem(rrset.path, rrset.line, f"{what} has no address records (A or AAAA)"))
-                elif below is None:
-                    problems.append(Problem(rrset.path, rrset.line, f"{what} has no address records (A or AAAA)", "warning"))
-
-
 def highestCut(zone: Zone, nameKey: Name) -> Name | None:
     """
     The highest delegation point at or above C{nameKey}, if any (the
@@ -894,6 +847,8 @@ def parseZoneText(text: str, origin: Name, path: str = "<zone>", defaultTTL: int
     Parse and check zone text; return the zone and every problem (errors
     and warnings).  The caller decides what errors mean.
     """
+    from twisted_maillab.dns.integrity import checkZone  # it imports this module
+
     zone = Zone(origin, path)
     problems: list[Problem] = []
     parser = _Parser(zone, problems, defaultTTL)
@@ -910,6 +865,8 @@ def loadZone(path: str | Path, origin: Name) -> Zone:
 
     @raise ZoneError: naming each broken line.
     """
+    from twisted_maillab.dns.integrity import checkZone  # it imports this module
+
     zone = Zone(origin, str(path))
     problems: list[Problem] = []
     parser = _Parser(zone, problems, None)

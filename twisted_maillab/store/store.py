@@ -27,6 +27,7 @@ from twisted_maillab.store.errors import (
     StoreError,
     fromOSError,
 )
+from twisted_maillab.store.firstlogin import FirstLogin
 from twisted_maillab.store.folder import Folder, openFolderDirs
 from twisted_maillab.store.workers import WorkerPool
 
@@ -195,6 +196,9 @@ class Store:
         self.hostname = hostname or socket.gethostname()
         self.specialFolders = tuple(specialFolders)
         self.autocreate = autocreate
+        #: C{firstLogin(account) -> Deferred}: what the realm calls at each
+        #: successful login (see L{FirstLogin}).
+        self.firstLogin = FirstLogin(self)
         self.names = dovecot.NameGenerator(self.clock, self.hostname)
         self._pool = None
         if runner is None:
