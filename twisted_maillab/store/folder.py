@@ -421,14 +421,18 @@ class Folder(FolderSync, FolderOperations):
             return
         self._defunct = True
         self.mailboxes._forget(self)
+        self._stopWatching()
+        self._publish("folderReset", None)
+        if self._refs <= 0:
+            self._reallyClose()
+
+    def _stopWatching(self) -> None:
+        # no more inotify events or refreshes for a folder going away
         if self._watch is not None:
             self._watch()
             self._watch = None
         if self._refreshCall is not None and self._refreshCall.active():
             self._refreshCall.cancel()
-        self._publish("folderReset", None)
-        if self._refs <= 0:
-            self._reallyClose()
 
     def _reuse(self) -> None:
         self._refs += 1
@@ -443,11 +447,7 @@ class Folder(FolderSync, FolderOperations):
                 self._lingerCall.cancel()
             self._lingerCall = None
             self.mailboxes._forget(self)
-            if self._watch is not None:
-                self._watch()
-                self._watch = None
-            if self._refreshCall is not None and self._refreshCall.active():
-                self._refreshCall.cancel()
+            self._stopWatching()
             self._lock.run(lambda: self._closeFds()).addBoth(lambda _: self.mailboxes._release())
 
     # ------------------------------------------------------------------

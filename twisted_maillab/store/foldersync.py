@@ -133,22 +133,33 @@ class FolderSync:
         @raise MessageVanished: no file has its base name any more.
         @raise UnsafePath: not a regular file of the account's.
         """
+        def statRegular(subdir, filename):
+            st = os.stat(filename, dir_fd=self._fds[subdir], follow_symlinks=False)
+            if not _stat.S_ISREG(st.st_mode):
+                raise UnsafePath(f"{filename} is not a regular file")
+            self.owner.check(st, filename)
+            return st
+
+        return self._relocating(message, statRegular, f"UID {message.uid} vanished from {self.name}")
+
+    def _relocating(self, message: Message, action, vanished: str):
+        """
+        Any thread: C{(action(subdir, filename), relocated)}, where a
+        C{FileNotFoundError} from C{action} makes it look for the file by its
+        base name (another program renamed it) and try once more.
+
+        @raise MessageVanished: with C{vanished}, no file has the base name.
+        """
         where = (message.subdir, message.filename)
-        relocated = False
         for attempt in range(2):
             try:
-                st = os.stat(where[1], dir_fd=self._fds[where[0]], follow_symlinks=False)
+                return action(*where), attempt > 0
             except FileNotFoundError:
-                if attempt == 0:
-                    found = self._relocate(message)
-                    if found is not None:
-                        where, relocated = found, True
-                        continue
-                raise MessageVanished(f"UID {message.uid} vanished from {self.name}") from None
-            if not _stat.S_ISREG(st.st_mode):
-                raise UnsafePath(f"{where[1]} is not a regular file")
-            self.owner.check(st, where[1])
-            return st, relocated
+                found = self._relocate(message) if attempt == 0 else None
+                if found is None:
+                    raise MessageVanished(vanished) from None
+                where = found
+        raise AssertionError("unreachable")
 
     def _relocate(self, message: Message):
         """
@@ -170,19 +181,11 @@ class FolderSync:
         Blocking: C{(file, relocated)}.
         """
         message = self.message(uid)
-        where = (message.subdir, message.filename)
-        relocated = False
-        for attempt in range(2):
-            try:
-                fd = _fs.openRegular(where[1], self._fds[where[0]], self.owner)
-            except FileNotFoundError:
-                if attempt == 0:
-                    found = self._relocate(message)
-                    if found is not None:
-                        where, relocated = found, True
-                        continue
-                raise MessageVanished(f"UID {uid} was expunged from {self.name}") from None
-            return os.fdopen(fd, "rb"), relocated
+
+        def openRegular(subdir, filename):
+            return os.fdopen(_fs.openRegular(filename, self._fds[subdir], self.owner), "rb")
+
+        return self._relocating(message, openRegular, f"UID {uid} was expunged from {self.name}")
 
     def _statMany(self, messages) -> list:
         """
