@@ -353,6 +353,9 @@ class ServerSection(Section):
     state_directory: Path = option(
         parsePath, Path("/var/lib/maillab"), "where maillab keeps its own state"
     )
+    local_submission_socket: Path | None = option(
+        parsePath, None, "UNIX socket for maillab sendmail (default: <state_directory>/submit.sock)"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -439,6 +442,9 @@ class AuthSection(Section):
     )
     demo_users: tuple = option(
         parseList(_parseUserName), (), "create these passwd-file users with random passwords"
+    )
+    minimum_password_length: int = option(
+        parseInteger(1, 1024), 8, "shortest password maillab passwd and users add accept"
     )
     check_threads: int = option(
         parseInteger(1, 64), 4, "threads running password checks (hashing, PAM)"
