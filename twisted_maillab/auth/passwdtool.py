@@ -24,7 +24,7 @@ from pathlib import Path
 from twisted_maillab.auth.hashing import WRITE_SCHEMES, cryptBackend, makeHash
 from twisted_maillab.auth.passwdfile import updatePasswdFile
 
-__all__ = ["main", "addPasswordArguments", "passwdTarget", "setPassword"]
+__all__ = ["main", "addPasswordArguments", "passwdTarget", "setPassword", "userExists"]
 
 DEFAULT_MINIMUM_LENGTH = 8
 
@@ -116,7 +116,7 @@ def setPassword(args, path: Path, scheme: str | None, minimum: int, prog: str,
         # A typo in --file must not leave a new directory tree behind.
         print(f"{prog}: {path.parent}: no such directory", file=stderr)
         return 1
-    existed = _exists(path, args.user)
+    existed = userExists(path, args.user)
     if onlyNew and existed:
         print(f"{prog}: {args.user} already exists in {path}", file=stderr)
         return 1
@@ -173,7 +173,7 @@ def main(argv: list[str], stdin=None, stdout=None, stderr=None) -> int:
     return setPassword(args, *target, "maillab passwd", stdin, stdout, stderr)
 
 
-def _exists(path: Path, user: str) -> bool:
+def userExists(path: Path, user: str) -> bool:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -46,6 +46,7 @@ from twisted.logger import Logger
 from twisted.names import dns, error as dnserror
 
 from twisted_maillab.smtp.delivery import QueueIds
+from twisted_maillab.smtp.queueadmin import QueueAdministration
 
 __all__ = ["OutboundQueue", "SpoolWriter", "QueuedRecipient", "RelayClient"]
 
@@ -84,6 +85,8 @@ class QueuedMessage:
     envid: str | None = None
     attempts: int = 0
     recipients: list = field(default_factory=list)
+    # maillab queue hold: kept in the spool, skipped by the scheduler.
+    held: bool = False
 
     @classmethod
     def fromJSON(cls, data: dict) -> "QueuedMessage":
@@ -334,7 +337,7 @@ def stuff(chunk: bytes, atLineStart: bool) -> tuple[bytes, bool]:
 # The queue.
 
 
-class OutboundQueue:
+class OutboundQueue(QueueAdministration):
     """
     @ivar directory: the spool directory.
     @ivar resolver: an L{twisted.internet.interfaces.IResolver} (MX, A, AAAA).
@@ -489,6 +492,7 @@ class OutboundQueue:
 
         d.addErrback(failed)
         d.addBoth(lambda _: self._running.discard(queueId))
+        d.addBoth(lambda _: self._wakeAdmin(queueId))
         return d
 
     # -- one attempt -------------------------------------------------------
@@ -501,6 +505,8 @@ class OutboundQueue:
         try:
             message = await self.runner(_readState, self.directory, queueId)
         except FileNotFoundError:
+            return
+        if message.held:
             return
         message.attempts += 1
         groups: dict[str, list] = {}
