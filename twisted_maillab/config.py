@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -356,6 +357,17 @@ class ServerSection(Section):
     local_submission_socket: Path | None = option(
         parsePath, None, "UNIX socket for maillab sendmail (default: <state_directory>/submit.sock)"
     )
+
+    def check(self) -> None:
+        path = self.local_submission_socket
+        if path is not None and len(os.fsencode(path)) > UNIX_PATH_MAX:
+            raise SectionError(
+                "local_submission_socket", f"{path} is longer than a UNIX socket path may be"
+            )
+
+
+# sockaddr_un holds 108 bytes with the terminating NUL (unix(7)).
+UNIX_PATH_MAX = 107
 
 
 @dataclass(frozen=True, kw_only=True)

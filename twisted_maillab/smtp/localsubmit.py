@@ -23,12 +23,16 @@ from pathlib import Path
 
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import UNIXServerEndpoint
+from twisted.logger import Logger
 
 from twisted_maillab.account import Account
+from twisted_maillab.config import UNIX_PATH_MAX
 from twisted_maillab.smtp.queuecontrol import SOCKET_NAME, ControlService, peerCredentials
 from twisted_maillab.smtp.server import ESMTPServer, SMTPServerFactory, Settings
 
 __all__ = ["LocalSubmissionServer", "buildLocalServices", "submissionSocket", "controlSocket"]
+
+log = Logger(namespace="twisted_maillab.smtp")
 
 
 def submissionSocket(config) -> Path:
@@ -92,6 +96,19 @@ class LocalSubmissionFactory(SMTPServerFactory):
         return protocol
 
 
+def _usable(path: Path, what: str) -> bool:
+    # A state directory deep enough to make its sockets' paths too long
+    # for sockaddr_un costs the console its channel, not the mail service
+    # (an explicit local_submission_socket is checked with the config).
+    if len(os.fsencode(path)) <= UNIX_PATH_MAX:
+        return True
+    log.error(
+        "{what} socket disabled: {path} is longer than a UNIX socket path may be",
+        what=what, path=str(path),
+    )
+    return False
+
+
 def buildLocalServices(config, resources, backend) -> MultiService:
     """
     The control socket (when the outbound queue runs) and the local
@@ -101,8 +118,11 @@ def buildLocalServices(config, resources, backend) -> MultiService:
 
     group = MultiService()
     reactor = resources.reactor
-    if backend.outbound is not None:
+    if backend.outbound is not None and _usable(controlSocket(config), "control"):
         ControlService(reactor, backend.outbound, controlSocket(config)).setServiceParent(group)
+    path = submissionSocket(config)
+    if not _usable(path, "local submission"):
+        return group
     smtp = config.smtp
     settings = Settings(
         hostname=backend.hostname,
@@ -129,7 +149,6 @@ def buildLocalServices(config, resources, backend) -> MultiService:
         queueIds=backend.queueIds,
     )
     factory.domain = config.server.domain
-    path = submissionSocket(config)
     # 0666: anyone who can reach the socket may submit; the kernel's
     # credentials, not the file mode, decide the sender.
     endpoint = UNIXServerEndpoint(reactor, str(path), mode=0o666, wantPID=True)
