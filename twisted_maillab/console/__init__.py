@@ -9,12 +9,13 @@ the same rows as JSON with C{--json}), and the sendmail-style exit codes
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 from pathlib import Path
 
-__all__ = ["DEFAULT_CONFIG", "loadConfig", "printTable", "printJSON", "Exit"]
+__all__ = ["DEFAULT_CONFIG", "loadConfig", "begin", "printTable", "printJSON", "Exit"]
 
 DEFAULT_CONFIG = Path("/etc/maillab/maillab.ini")
 
@@ -61,6 +62,25 @@ def loadConfig(given: Path | None, prog: str, stderr=None):
     except OSError as e:
         print(f"{prog}: {path}: {e.strerror}", file=stderr)
     return None
+
+
+def begin(parser, argv: list[str], prog: str, stdout, stderr):
+    """
+    Parse a command's arguments (argparse's output on the given streams)
+    and load the configuration its C{--config} names.
+
+    @return: C{(args, config)}, or the exit status: 0 after C{--help}, 2
+        on a usage error, 78 when the configuration cannot be loaded.
+    """
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            args = parser.parse_args(argv)
+    except SystemExit as e:
+        return 2 if e.code else 0
+    config = loadConfig(args.config, prog, stderr)
+    if config is None:
+        return Exit.CONFIG
+    return args, config
 
 
 def printJSON(value, stdout=None) -> None:

@@ -12,7 +12,6 @@ C{flush} then has nothing to flush with and says so.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 from datetime import datetime
@@ -21,7 +20,7 @@ from pathlib import Path
 from twisted.internet import defer, task
 from twisted.python.failure import Failure
 
-from twisted_maillab.console import Exit, humanAge, loadConfig, printJSON, printTable
+from twisted_maillab.console import Exit, begin, humanAge, printJSON, printTable
 from twisted_maillab.smtp.localsubmit import controlSocket
 from twisted_maillab.smtp.queueadmin import QUEUE_ID
 from twisted_maillab.smtp.queuecontrol import (
@@ -202,19 +201,18 @@ def show(config, queueId: str, asJSON: bool, stdout, stderr) -> int:
 
 def main(argv: list[str], stdout=None, stderr=None, prog: str = "maillab queue") -> int:
     """
-    @return: 0, 1 when the message or queue is not there, 64 on a usage
+    @return: 0, 1 when the message or queue is not there, 2 on a usage
         error, 75 when C{flush} finds no daemon, 78 on a bad config.
     """
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
-    try:
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            args = _parser(prog).parse_args(argv)
-    except SystemExit as e:
-        return 2 if e.code else 0
-    config = loadConfig(args.config, prog, stderr)
-    if config is None:
-        return Exit.CONFIG
+    started = begin(_parser(prog), argv, prog, stdout, stderr)
+    if isinstance(started, int):
+        return started
+    return _execute(*started, prog, stdout, stderr)
+
+
+def _execute(args, config, prog: str, stdout, stderr) -> int:
     if args.command == "show":
         return show(config, args.id, args.json, stdout, stderr)
     if args.command == "delete":
@@ -264,10 +262,11 @@ def mailq(argv: list[str], stdout=None, stderr=None) -> int:
     parser = argparse.ArgumentParser(prog="mailq", description="List the outbound queue (queue list).")
     parser.add_argument("--config", type=Path, help="the maillab ini (default /etc/maillab/maillab.ini)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    try:
-        with contextlib.redirect_stdout(stdout or sys.stdout), contextlib.redirect_stderr(stderr or sys.stderr):
-            args = parser.parse_args(argv)
-    except SystemExit as e:
-        return 2 if e.code else 0
-    forwarded = (["--config", str(args.config)] if args.config else []) + ["list"]
-    return main(forwarded + (["--json"] if args.json else []), stdout, stderr, "mailq")
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    started = begin(parser, argv, "mailq", stdout, stderr)
+    if isinstance(started, int):
+        return started
+    args, config = started
+    args.command = "list"
+    return _execute(args, config, "mailq", stdout, stderr)

@@ -12,13 +12,12 @@ once, without a restart.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 
 from twisted_maillab.auth.passwdfile import removeFromPasswdFile
 from twisted_maillab.auth.passwdtool import addPasswordArguments, passwdTarget, setPassword, userExists
-from twisted_maillab.console import Exit, loadConfig, printJSON, printTable
+from twisted_maillab.console import begin, printJSON, printTable
 
 __all__ = ["main", "listUsers"]
 
@@ -87,20 +86,16 @@ def listUsers(config) -> list[dict]:
 
 def main(argv: list[str], stdin=None, stdout=None, stderr=None) -> int:
     """
-    @return: 0, 1 on failure (no such user, unreadable file), 2 or 64 on a
-        usage error, 78 on a bad config.
+    @return: 0, 1 on failure (no such user, unreadable file), 2 on a usage
+        error, 78 on a bad config.
     """
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
-    try:
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            args = _parser().parse_args(argv)
-    except SystemExit as e:
-        return 2 if e.code else 0
-    config = loadConfig(args.config, PROG, stderr)
-    if config is None:
-        return Exit.CONFIG
+    started = begin(_parser(), argv, PROG, stdout, stderr)
+    if isinstance(started, int):
+        return started
+    args, config = started
     if args.command == "list":
         try:
             users = listUsers(config)
