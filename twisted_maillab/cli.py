@@ -47,10 +47,11 @@ def main(argv: list[str] | None = None, program: str | None = None) -> int:
         print(f"maillab {version()}")
         return 0
     if not argv or argv[0] not in COMMANDS:
+        from twisted_maillab.console.manual import helpText
+
         if argv:
             print(f"maillab: unknown command {argv[0]!r}", file=sys.stderr)
-        print("usage: maillab [--version] [--help] COMMAND [ARGS]  (maillab --help lists the commands)",
-              file=sys.stderr)
+        sys.stderr.write(helpText(COMMANDS))
         return 2
     return _run(argv[0], argv[1:])
 
