@@ -10,6 +10,7 @@ import json
 import os
 import poplib
 import pwd
+import re
 import shutil
 import signal
 import smtplib
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
-from tests.support import freePort, readUntil
+from tests.support import freePort
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -97,15 +98,30 @@ class Daemon:
     def queue(self) -> Path:
         return self.state / "queue"
 
+    @property
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
     def start(self) -> str:
-        self.process = subprocess.Popen(
-            [TWISTD, "-n", "--pidfile=", "maillab", "--config", str(self.ini)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            cwd=self.base,
-        )
+        # The log goes to a file: a pipe nobody reads would fill up and
+        # stop the daemon in its next log write.
+        self.log = self.base / f"twistd-{time.monotonic_ns()}.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [TWISTD, "-n", "--pidfile=", "maillab", "--config", str(self.ini)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.base,
+            )
         self.testCase.addCleanup(self.stop)
-        self.output = readUntil(self.process, [r"control listening on", r"maillab ready"])
+        self.waitFor(
+            lambda: self.process.poll() is not None
+            or all(re.search(p, self.output) for p in (r"control listening on", r"maillab ready")),
+            "the daemon to start",
+            60,
+        )
+        if self.process.poll() is not None:
+            raise AssertionError(f"twistd exited:\n{self.output}")
         return self.output
 
     def stop(self):
@@ -113,11 +129,10 @@ class Daemon:
             return
         self.process.send_signal(signal.SIGTERM)
         try:
-            rest, _ = self.process.communicate(timeout=30)
+            self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            rest, _ = self.process.communicate()
-        self.output += rest.decode("utf-8", "replace")
+            self.process.wait()
 
     def maillab(self, *argv, input=None, user=None, program=MAILLAB):
         """
@@ -298,7 +313,7 @@ class QueueTests(unittest.TestCase):
         daemon.stop()
         self.assertEqual(daemon.states()[entry["id"]]["attempts"], 1)
         # While the queue lock is held by someone else, nothing is changed.
-        from twisted_maillab.smtp.queuecontrol import lockQueue
+        from twisted_maillab.console.channel import lockQueue
 
         lock = lockQueue(daemon.queue)
         try:

@@ -205,7 +205,7 @@ def main(argv: list[str], stdin=None, stdout=None, stderr=None) -> int:
         return Exit.USAGE
     from pathlib import Path
 
-    from twisted_maillab.smtp.localsubmit import submissionSocket
+    from twisted_maillab.console.channel import submissionSocket
 
     config = loadConfig(Path(options["C"]) if options["C"] else None, PROG, stderr)
     if config is None:

@@ -27,26 +27,13 @@ from twisted.logger import Logger
 
 from twisted_maillab.account import Account
 from twisted_maillab.config import UNIX_PATH_MAX
-from twisted_maillab.smtp.queuecontrol import SOCKET_NAME, ControlService, peerCredentials
+from twisted_maillab.console.channel import controlSocket, peerCredentials, submissionSocket
+from twisted_maillab.smtp.queuecontrol import ControlService
 from twisted_maillab.smtp.server import ESMTPServer, SMTPServerFactory, Settings
 
-__all__ = ["LocalSubmissionServer", "buildLocalServices", "submissionSocket", "controlSocket"]
+__all__ = ["LocalSubmissionServer", "buildLocalServices"]
 
 log = Logger(namespace="twisted_maillab.smtp")
-
-
-def submissionSocket(config) -> Path:
-    """
-    Where the local submission socket is.
-    """
-    return config.server.local_submission_socket or config.server.state_directory / "submit.sock"
-
-
-def controlSocket(config) -> Path:
-    """
-    Where the control socket is.
-    """
-    return config.server.state_directory / SOCKET_NAME
 
 
 class LocalSubmissionServer(ESMTPServer):

@@ -14,13 +14,14 @@ C{held} field of its JSON); the scheduler skips it.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
-__all__ = ["QueueAdministration", "QUEUE_ID", "readAllStates"]
+from twisted_maillab.console.channel import QUEUE_ID
+
+__all__ = ["QueueAdministration", "readAllStates"]
 
 log = Logger(namespace="twisted_maillab.smtp")
 
@@ -202,11 +203,6 @@ class QueueAdministration:
                 }
             )
         return entries
-
-
-# Queue ids are QueueIds' hex (bounces: "B" + hex); anything else is not a
-# spool file name (no path separators, no dots).
-QUEUE_ID = re.compile(r"B?[0-9A-F]{1,32}")
 
 
 def _readStateOrNone(directory: Path, queueId: str):

@@ -13,18 +13,14 @@ daemon's own user may talk to it: the kernel's peer credentials
 The daemon also holds C{queue.lock} in the queue directory (C{flock}) for
 as long as it runs: a console command that finds no daemon takes that lock
 before it edits the spool files itself, so the two never work on the
-queue at once.
+queue at once.  The console's side (the client, the lock, the socket
+paths) is L{twisted_maillab.console.channel}, which imports no Twisted.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
-import socket
-import struct
-import time
 from pathlib import Path
 
 from twisted.application.service import Service
@@ -34,21 +30,11 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 
-__all__ = [
-    "COMMANDS",
-    "ControlError",
-    "ControlProtocol",
-    "ControlService",
-    "DaemonNotRunning",
-    "ask",
-    "lockQueue",
-    "peerCredentials",
-]
+from twisted_maillab.console.channel import lockQueue, peerCredentials
+
+__all__ = ["COMMANDS", "ControlProtocol", "ControlService", "runCommand"]
 
 log = Logger(namespace="twisted_maillab.smtp")
-
-LOCK_NAME = "queue.lock"
-SOCKET_NAME = "control.sock"
 
 # command -> (OutboundQueue method, takes an id)
 COMMANDS = {
@@ -60,21 +46,6 @@ COMMANDS = {
     "delete-deferred": ("deleteDeferred", False),
     "flush": ("flush", False),
 }
-
-
-def peerCredentials(sock) -> tuple[int, int, int] | None:
-    """
-    C{(pid, uid, gid)} of the process at the other end of a UNIX socket
-    (Linux C{SO_PEERCRED}), or L{None} where the kernel does not say.
-    """
-    option = getattr(socket, "SO_PEERCRED", None)
-    if option is None:
-        return None
-    try:
-        data = sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
-    except OSError:
-        return None
-    return struct.unpack("3i", data)
 
 
 async def runCommand(queue, request: dict):
@@ -194,70 +165,3 @@ class ControlService(Service):
 
         d.addBoth(unlock)
         return d
-
-
-def lockQueue(directory: Path, wait: float = 0.0) -> int | None:
-    """
-    Take the queue lock (C{flock} on C{<directory>/queue.lock}).
-
-    @param wait: seconds to keep trying while another process holds it.
-    @return: the open descriptor (closing it releases the lock), or
-        L{None} if another process holds it.
-    """
-    fd = os.open(
-        Path(directory) / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-    )
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except OSError as e:
-            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                os.close(fd)
-                raise
-        if time.monotonic() >= deadline:
-            os.close(fd)
-            return None
-        # Only while a console command edits the spool (milliseconds).
-        time.sleep(0.05)
-
-
-class DaemonNotRunning(Exception):
-    """
-    Nothing listens on the control socket.
-    """
-
-
-class ControlError(Exception):
-    """
-    The daemon refused a request; the argument is its one-line reason.
-    """
-
-
-def ask(socketPath: Path, request: dict, timeout: float = 60.0):
-    """
-    Send one request to the daemon's control socket and wait for its
-    answer (the console side; plain blocking sockets).
-
-    @return: the result.
-    @raise DaemonNotRunning: nothing listens there.
-    @raise ControlError: the daemon refused the request.
-    """
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-        client.settimeout(timeout)
-        try:
-            client.connect(str(socketPath))
-        except (FileNotFoundError, ConnectionRefusedError) as e:
-            raise DaemonNotRunning(str(e)) from None
-        client.sendall(json.dumps(request).encode() + b"\r\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = client.recv(65536)
-            if not chunk:
-                raise ControlError("the daemon closed the control connection")
-            data += chunk
-    answer = json.loads(data)
-    if not answer.get("ok"):
-        raise ControlError(answer.get("error", "refused"))
-    return answer["result"]
