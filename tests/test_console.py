@@ -412,15 +412,21 @@ class SendmailTests(unittest.TestCase):
         self.assertEqual(os.stat(daemon.base / "run" / "submit.sock").st_mode & 0o777, 0o666)
         sent = daemon.maillab(
             "sendmail", "-oi", "-f", "cron@domaineel.rt", "edouard@domaineel.rt",
-            input=b"Subject: from cron\n\n.\nline after a dot\n",
+            input="Subject: from cron\n\n.\nline after a dot\nd\u00e9j\u00e0 vu\n".encode(),
         )
         self.assertEqual(sent.returncode, 0, sent.stderr)
         (message,) = self.delivered(daemon, "edouard")
         self.assertTrue(message.startswith(b"Return-Path: <cron@domaineel.rt>\n"), message[:200])
         self.assertIn(b"Subject: from cron\n", message)
-        self.assertIn(b"\n.\nline after a dot\n", message)
+        self.assertIn("\n.\nline after a dot\nd\u00e9j\u00e0 vu\n".encode(), message)
         for field in (b"\nFrom: cron@domaineel.rt\n", b"\nDate: ", b"\nMessage-ID: <"):
             self.assertIn(field, message)
+
+        # An 8-bit body is declared (RFC 6152), so a relay keeps saying so.
+        sent = daemon.maillab("sendmail", "far@[127.0.0.1]", input="Subject: x\n\nd\u00e9j\u00e0\n".encode())
+        self.assertEqual(sent.returncode, 0, sent.stderr)
+        (queued,) = daemon.states().values()
+        self.assertEqual((queued["body"], queued["sender"]), ("8BITMIME", "root@domaineel.rt"))
 
         # -t, as the program "sendmail"; Bcc: is gone from what is stored.
         link = daemon.base / "sendmail"

@@ -247,7 +247,9 @@ def _submit(client, sender: str, recipients: list[str], message: bytes, stderr) 
     try:
         with client:
             client.ehlo()
-            code, reply = client.mail(sender)
+            # RFC 6152: an 8-bit body (UTF-8 text from a script) is declared.
+            eightBit = not message.isascii() and client.has_extn("8bitmime")
+            code, reply = client.mail(sender, ["BODY=8BITMIME"] if eightBit else [])
             if code != 250:
                 print(f"{PROG}: sender <{sender}> refused: {code} {reply.decode('utf-8', 'replace')}", file=stderr)
                 return _exitFor(code, "mail")
