@@ -222,7 +222,7 @@ class QueueTests(unittest.TestCase):
         self.assertIn("2 Requests.", text)
         # mailq, as a command and as the program's name.
         self.assertIn(first["id"], daemon.maillab("mailq").stdout.decode())
-        mailq = self.base(daemon) / "mailq"
+        mailq = daemon.base / "mailq"
         mailq.symlink_to(MAILLAB)
         self.assertIn(second["id"], daemon.maillab(program=str(mailq)).stdout.decode())
 
@@ -233,6 +233,15 @@ class QueueTests(unittest.TestCase):
         self.assertIn("sender: admin@localhost", shown.stdout.decode())
         self.assertIn("Subject: first", shown.stdout.decode())
         self.assertIn("body line", shown.stdout.decode())
+        shown = json.loads(daemon.maillab("queue", "show", "--json", second["id"]).stdout)
+        self.assertEqual(shown["envelope"]["queueId"], second["id"])
+        self.assertIn("Subject: second", shown["header"])
+        self.assertEqual(shown["body"], "body line\n")
+        missing = daemon.maillab("queue", "show", "ABC")
+        self.assertEqual(
+            (missing.returncode, missing.stderr.decode()),
+            (1, "maillab queue: ABC: no such message in the queue\n"),
+        )
 
         # hold: the daemon's flush leaves it alone, and it stays held.
         held = daemon.maillab("queue", "hold", first["id"])
@@ -274,9 +283,6 @@ class QueueTests(unittest.TestCase):
         daemon.stop()
         self.assertIn(f"{first['id']}: held by the administrator", daemon.output)
         self.assertIn(f"{first['id']}: deleted by the administrator", daemon.output)
-
-    def base(self, daemon):
-        return daemon.base
 
     def test_withoutTheDaemon(self):
         """
