@@ -12,7 +12,6 @@ import poplib
 import pwd
 import re
 import shutil
-import signal
 import smtplib
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
-from tests.support import freePort
+from tests.support import freePort, stopProcess
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -125,14 +124,8 @@ class Daemon:
         return self.output
 
     def stop(self):
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            stopProcess(self.process)
 
     def maillab(self, *argv, input=None, user=None, program=MAILLAB):
         """
