@@ -77,6 +77,23 @@ class QueueAdministrationTests(unittest.TestCase):
         self.assertEqual(self.resolver.pending, [])
         self.assertEqual(self.state("1A").attempts, 1)
 
+    def test_failedChangeKeepsTheMessageScheduled(self):
+        """
+        A change that cannot be written leaves the message on the
+        scheduler (a retry that came due during it was skipped).
+        """
+        self.queue.schedule("1A", 10)
+        self.clock.advance(5)
+
+        def full(directory, message):
+            self.clock.advance(10)  # the retry comes due meanwhile
+            raise OSError(28, "No space left on device")
+
+        self.patch(outbound, "_writeState", full)
+        self.failureResultOf(defer.ensureDeferred(self.queue.hold("1A")), OSError)
+        self.assertEqual(self.queue._timers["1A"].getTime(), 15 + 300)
+        self.assertFalse(self.state("1A").held)
+
     def test_releaseRequeueFlushDelete(self):
         self.successResultOf(defer.ensureDeferred(self.queue.hold("1A")))
         entries = self.successResultOf(defer.ensureDeferred(self.queue.listQueue()))

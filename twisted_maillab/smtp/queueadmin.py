@@ -51,6 +51,14 @@ class QueueAdministration:
         self._running.add(queueId)
         try:
             return await work()
+        except KeyError:
+            raise
+        except Exception:
+            # The spool could not be changed (a full disk): a retry that
+            # came due meanwhile was skipped, so keep the message scheduled.
+            if queueId not in self._timers:
+                self.schedule(queueId, self.minBackoff)
+            raise
         finally:
             self._running.discard(queueId)
             self._wakeAdmin(queueId)
