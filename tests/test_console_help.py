@@ -94,7 +94,10 @@ class ManPageTests(unittest.TestCase):
         man/maillab.8 is what the manual module renders now (regenerate:
         python -m twisted_maillab.console.manual > man/maillab.8).
         """
-        self.assertEqual(self.page.read_text(), manual.manPage(cli.COMMANDS))
+        self.assertEqual(
+            self.page.read_text(), manual.manPage(cli.COMMANDS),
+            "man/maillab.8 is out of date: python -m twisted_maillab.console.manual > man/maillab.8",
+        )
 
     def test_installedWithThePackage(self):
         setup = configparser.ConfigParser()
