@@ -1,7 +1,7 @@
 """
 Helpers shared by the end-to-end tests: free ports, real tools that must
 be installed (a missing one fails the test, never skips it), reading a
-server subprocess's output, and synchronous Deferred results.
+server subprocess's output, stopping it, and synchronous Deferred results.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ import os
 import re
 import select
 import shutil
+import signal
 import socket
+import subprocess
 import time
 
 
@@ -69,6 +71,21 @@ def readUntil(process, patterns, timeout=60.0) -> str:
     if pending:
         raise AssertionError(f"never saw {pending!r} in:\n{output}")
     return output
+
+
+def stopProcess(process, timeout: float = 30.0) -> None:
+    """
+    Stop a server subprocess as its init system would: SIGTERM, then
+    SIGKILL if it is still there after C{timeout} seconds.
+    """
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def syncResult(d):

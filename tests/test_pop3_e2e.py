@@ -29,7 +29,7 @@ from twisted_maillab.auth.pool import runSynchronously
 from twisted_maillab.config import load
 from twisted_maillab.store import Store
 
-from tests.support import freePort, readUntil, requireTool, syncResult
+from tests.support import freePort, readUntil, requireTool, stopProcess, syncResult
 
 BIN = Path(sys.executable).parent
 TWISTD = str(BIN / "twistd")
@@ -610,13 +610,7 @@ service pop3-login {{
         return path.read_text() if path.exists() else ""
 
     def stop(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stopProcess(self.process)
 
     def uidl(self) -> list[bytes]:
         client = poplib.POP3("127.0.0.1", self.port, timeout=30)

@@ -18,6 +18,7 @@ in L{twisted_maillab.configfile}; both are re-exported here.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,6 +200,20 @@ class ServerSection(Section):
     state_directory: Path = option(
         parsePath, Path("/var/lib/maillab"), "where maillab keeps its own state"
     )
+    local_submission_socket: Path | None = option(
+        parsePath, None, "UNIX socket for maillab sendmail (default: <state_directory>/submit.sock)"
+    )
+
+    def check(self) -> None:
+        path = self.local_submission_socket
+        if path is not None and len(os.fsencode(path)) > UNIX_PATH_MAX:
+            raise SectionError(
+                "local_submission_socket", f"{path} is longer than a UNIX socket path may be"
+            )
+
+
+# sockaddr_un holds 108 bytes with the terminating NUL (unix(7)).
+UNIX_PATH_MAX = 107
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -285,6 +300,9 @@ class AuthSection(Section):
     )
     demo_users: tuple = option(
         parseList(_parseUserName), (), "create these passwd-file users with random passwords"
+    )
+    minimum_password_length: int = option(
+        parseInteger(1, 1024), 8, "shortest password maillab passwd and users add accept"
     )
     check_threads: int = option(
         parseInteger(1, 64), 4, "threads running password checks (hashing, PAM)"

@@ -326,6 +326,14 @@ def makeService(config: Config, reactor=None) -> service.MultiService:
         child = build(config, resources)
         child.setName(section.name)
         child.setServiceParent(top)
+    backend = getattr(resources, "smtpBackend", None)
+    if backend is not None:
+        # maillab sendmail and maillab queue reach the daemon here.
+        from twisted_maillab.smtp.localsubmit import buildLocalServices
+
+        local = buildLocalServices(config, resources, backend)
+        local.setName("local")
+        local.setServiceParent(top)
     # Last, so READY=1 is sent only once every listener above has bound.
     notifier = NotifyService(reactor)
     notifier.setName("sd_notify")

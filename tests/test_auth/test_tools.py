@@ -58,7 +58,7 @@ class PasswdToolTests(unittest.TestCase):
         text = self.path.read_text().replace("\n", ":5000:5000::/srv/anne::extra=1\n", 1)
         self.path.write_text("# comment\nbob:{PLAIN}b\n" + text)
         os.chmod(self.path, 0o640)
-        self.assertEqual(self.run_(["--file", str(self.path), "--scheme", "sha512-crypt", "anne"], "second\n"), 0)
+        self.assertEqual(self.run_(["--file", str(self.path), "--scheme", "sha512-crypt", "anne"], "second-pw\n"), 0)
         self.assertIn("changed the password of anne", self.out.getvalue())
         lines = self.path.read_text().splitlines()
         self.assertEqual(lines[:2], ["# comment", "bob:{PLAIN}b"])
@@ -66,7 +66,7 @@ class PasswdToolTests(unittest.TestCase):
         self.assertEqual(fields[0], "anne")
         self.assertTrue(fields[1].startswith("{SHA512-CRYPT}$6$"))
         self.assertEqual(fields[2:], ["5000", "5000", "", "/srv/anne", "", "extra=1"])
-        self.assertTrue(verifyScheme(cryptBackend(), "second", fields[1]))
+        self.assertTrue(verifyScheme(cryptBackend(), "second-pw", fields[1]))
         self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o640)
         self.assertEqual(list(self.path.parent.glob(".*.tmp")), [])
 
@@ -99,6 +99,43 @@ class PasswdToolTests(unittest.TestCase):
         self.assertEqual(self.run_(["--file", str(self.path), "--home", "rel", "anne"]), 2)
         self.assertEqual(self.run_(["--file", str(self.path), "--scheme", "PLAIN", "anne"]), 2)
         self.assertFalse(self.path.exists())
+
+    def test_missingDirectoryRefused(self):
+        """
+        A passwd-file in a directory that does not exist is refused with
+        one line; no directory is created.
+        """
+        target = self.path / "typo" / "users"
+        self.assertEqual(self.run_(["--file", str(target), "anne"]), 1)
+        self.assertEqual(
+            self.err.getvalue(), f"maillab passwd: {target.parent}: no such directory\n"
+        )
+        self.assertFalse(self.path.exists())
+
+    def test_minimumLength(self):
+        """
+        A password shorter than 8 characters is refused unless --force;
+        [auth] minimum_password_length changes the limit.
+        """
+        self.assertEqual(self.run_(["--file", str(self.path), "anne"], "x\n"), 1)
+        self.assertEqual(
+            self.err.getvalue(),
+            "maillab passwd: the password is shorter than 8 characters (--force to accept it)\n",
+        )
+        self.assertFalse(self.path.exists())
+        self.assertEqual(self.run_(["--file", str(self.path), "anne"], "1234567\n"), 1)
+        self.assertEqual(self.run_(["--file", str(self.path), "anne"], "12345678\n"), 0)
+        self.assertEqual(self.run_(["--file", str(self.path), "--force", "bob"], "x\n"), 0)
+        self.assertTrue(verifyScheme(cryptBackend(), "x", _entries(self.path)["bob"][1]))
+        directory = Path(self.mktemp()).absolute()
+        directory.mkdir()
+        ini = directory / "maillab.ini"
+        ini.write_text(
+            "[auth]\ncheckers = passwd-file\npasswd_file = users\nminimum_password_length = 12\n"
+        )
+        self.assertEqual(self.run_(["--config", str(ini), "carol"], "12345678901\n"), 1)
+        self.assertIn("shorter than 12 characters", self.err.getvalue())
+        self.assertEqual(self.run_(["--config", str(ini), "carol"], "123456789012\n"), 0)
 
     def test_consoleScriptFromPipe(self):
         """

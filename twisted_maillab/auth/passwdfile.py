@@ -31,7 +31,9 @@ from twisted_maillab.auth.names import UsernameRules, normaliseDomain
 
 log = Logger(namespace="twisted_maillab.auth")
 
-__all__ = ["PasswdEntry", "parsePasswdFile", "CachedFile", "updatePasswdFile", "formatEntry"]
+__all__ = [
+    "PasswdEntry", "parsePasswdFile", "CachedFile", "updatePasswdFile", "removeFromPasswdFile", "formatEntry",
+]
 
 # An administrator's file, but still bounded: a runaway file must not eat
 # the daemon's memory (16 MiB is about 100,000 argon2 entries).
@@ -317,3 +319,29 @@ def _replace(path: Path, data: bytes, st: os.stat_result | None) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def removeFromPasswdFile(path: Path, user: str) -> bool:
+    """
+    Remove a user's line (the user field compared exactly), under the same
+    lock and with the same atomic replacement as L{updatePasswdFile}.
+
+    @return: C{True} if the user was there.
+    """
+    path = Path(path)
+    with _Locked(path):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            lines = f.read(MAX_FILE_SIZE + 1).decode("utf-8").splitlines()
+        kept = [
+            line for line in lines
+            if line.lstrip().startswith("#") or line.split(":", 1)[0] != user
+        ]
+        if len(kept) == len(lines):
+            return False
+        _replace(path, ("\n".join(kept) + "\n" if kept else "").encode("utf-8"), st)
+        return True

@@ -523,7 +523,7 @@ class LocalDelivery:
         Build an RFC 3464 notice for C{entries} and deliver it to the
         envelope's sender (locally, or through the outbound queue).
         """
-        from twisted_maillab.smtp.outbound import deliveryReport
+        from twisted_maillab.smtp.dsn import deliveryReport
 
         sender = envelope.sender.address
         report = deliveryReport(

@@ -66,6 +66,7 @@ from twisted_maillab.smtp.spool import (
     writeState,
 )
 from twisted_maillab.store.errors import MailboxNotFound, StoreError
+from twisted_maillab.smtp.queueadmin import QueueAdministration
 
 # deliveryReport and the spool classes are imported from here by other
 # modules.
@@ -81,7 +82,7 @@ BOUNCE_SIZE_LIMIT = 50000
 # The queue.
 
 
-class OutboundQueue:
+class OutboundQueue(QueueAdministration):
     """
     @ivar directory: the spool directory.
     @ivar resolver: an L{twisted.internet.interfaces.IResolver} (MX, A, AAAA).
@@ -260,6 +261,8 @@ class OutboundQueue:
 
         def finished(_):
             self._running.discard(queueId)
+            # an administrator's hold/delete/... waiting for this attempt
+            self._wakeAdmin(queueId)
             if queueId in self._again:
                 self._again.discard(queueId)
                 self.schedule(queueId, 0)
@@ -279,6 +282,8 @@ class OutboundQueue:
         try:
             message = await self.runner(readState, self.directory, queueId)
         except FileNotFoundError:
+            return
+        if message.held:
             return
         now = self.clock.seconds()
         message.attempts += 1

@@ -86,6 +86,8 @@ class QueuedMessage:
     # for a report about an undeliverable null-sender message, sent to the
     # postmaster; an undeliverable 2bounce is dropped.
     kind: str = ""
+    # maillab queue hold: kept in the spool, skipped by the scheduler.
+    held: bool = False
     recipients: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
