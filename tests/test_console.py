@@ -205,7 +205,7 @@ class QueueTests(unittest.TestCase):
         self.assertEqual(first["sender"], "admin@localhost")
         self.assertEqual([r["address"] for r in second["recipients"]], ["bob@[127.0.0.1]", "carl@[127.0.0.1]"])
         self.assertEqual(first["recipients"][0]["status"], "pending")
-        self.assertIn("connect failed", first["recipients"][0]["reply"])
+        self.assertIn("Connection refused", first["recipients"][0]["reply"])
         self.assertIsNotNone(first["next_attempt"])
         table = daemon.maillab("queue", "list")
         self.assertEqual(table.returncode, 0, table.stderr)

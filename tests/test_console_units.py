@@ -16,7 +16,7 @@ from twisted.trial import unittest
 
 from twisted_maillab.config import ConfigError, loadString
 from twisted_maillab.console import sendmail, users
-from twisted_maillab.smtp import outbound, queuecontrol, spool
+from twisted_maillab.smtp import outbound, queueadmin, queuecontrol, spool
 from twisted_maillab.smtp.outbound import OutboundQueue, QueuedMessage, QueuedRecipient
 
 
@@ -54,7 +54,7 @@ class QueueAdministrationTests(unittest.TestCase):
             spool.writeState(self.directory, message)
 
     def state(self, queueId):
-        return outbound._readState(self.directory, queueId)
+        return spool.readState(self.directory, queueId)
 
     def test_holdWaitsForARunningAttempt(self):
         """
@@ -89,7 +89,7 @@ class QueueAdministrationTests(unittest.TestCase):
             self.clock.advance(10)  # the retry comes due meanwhile
             raise OSError(28, "No space left on device")
 
-        self.patch(outbound, "_writeState", full)
+        self.patch(queueadmin, "writeState", full)
         self.failureResultOf(defer.ensureDeferred(self.queue.hold("1A")), OSError)
         self.assertEqual(self.queue._timers["1A"].getTime(), 15 + 300)
         self.assertFalse(self.state("1A").held)
@@ -106,7 +106,7 @@ class QueueAdministrationTests(unittest.TestCase):
         self.assertEqual(self.queue._timers["1A"].getTime(), 0)
         data = self.state("2B")
         data.attempts = 4
-        outbound._writeState(self.directory, data)
+        spool.writeState(self.directory, data)
         self.successResultOf(defer.ensureDeferred(self.queue.requeue("2B")))
         self.assertEqual(self.state("2B").attempts, 0)
         self.successResultOf(defer.ensureDeferred(self.queue.delete("1A")))

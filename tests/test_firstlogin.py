@@ -14,6 +14,7 @@ from zope.interface import Interface
 
 from twisted_maillab.auth.realm import MailRealm
 from twisted_maillab.store import dovecot
+from twisted_maillab.store.store import Mailboxes
 
 from tests.test_pop3_e2e import Server, login
 from tests.test_store_dovecot import Doveadm
@@ -43,13 +44,14 @@ class FirstLoginTests(unittest.TestCase):
         self.account = makeAccount(self)
         self.store = makeTestStore(self)
         self.runs = 0
-        ensure = self.store.mailboxes(self.account).ensureDefaults
+        # on the class: the store forgets an idle account's Mailboxes
+        ensure = Mailboxes.ensureDefaults
 
-        def counted():
+        def counted(mailboxes):
             self.runs += 1
-            return ensure()
+            return ensure(mailboxes)
 
-        self.store.mailboxes(self.account).ensureDefaults = counted
+        self.patch(Mailboxes, "ensureDefaults", counted)
         self.realm = MailRealm(Directory(self.account), self.store.firstLogin)
         self.realm.registerAvatarFactory(IThing, lambda account: object())
 

@@ -603,11 +603,11 @@ class QueueTests(unittest.TestCase):
         queueId = yield self.enqueue([("later@remote.test", (), None)])
         path = self.directory / f"{queueId}.json"
         data = json.loads(path.read_text())
-        data["held"] = True
+        data["futureField"] = True
         data["recipients"][0]["note"] = "x"
         path.write_text(json.dumps(data))
         yield self.queue.attempt(queueId)
         state = self.state()
         self.assertEqual(state["attempts"], 1)
-        self.assertIs(state["held"], True)
+        self.assertIs(state["futureField"], True)
         self.assertEqual(state["recipients"][0]["note"], "x")
