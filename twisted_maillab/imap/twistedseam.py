@@ -1,0 +1,913 @@
+"""
+The store seen through Twisted's own IMAP interfaces (L{twisted.mail.imap4}).
+
+Another Twisted application can serve our Maildir store with Twisted's
+stock L{imap4.IMAP4Server}: the realm hands out a L{TwistedAccount} for
+L{imap4.IAccount} (see L{registerTwistedAccount}); selecting a folder gives
+a L{TwistedMailbox} over a shared L{Folder} and a per-session
+L{FolderView}; its C{fetch} gives L{TwistedMessage}s.  UIDs, UIDVALIDITY,
+flags, keywords and \\Recent are the store's, so Dovecot, maillab's own
+IMAP and this seam show the same numbers on the same Maildir.
+
+Where Twisted wants a synchronous answer and the store works in its thread
+pool, this is what the seam does (read C{twisted/mail/imap4.py}: the server
+wraps C{account.select}, C{listMailboxes}, C{requestStatus}, C{expunge},
+C{fetch}, C{store}, C{search} and C{IMessageCopier.copy} in
+C{maybeDeferred}, and C{addMessage} must return a Deferred; everything else
+is called synchronously):
+
+  - C{create}, C{delete}, C{rename}, C{subscribe}, C{unsubscribe}: Twisted
+    answers the client as soon as the method returns.  What can be checked
+    without the disk is checked at once and refused with
+    L{imap4.MailboxException} (INBOX, a name Maildir++ cannot hold); the
+    disk work then runs in the store's pool, and the account's operations
+    are serialised, so a later SELECT, LIST or STATUS of the same session
+    sees its result.  A failure found on the disk (the folder already
+    exists, the disk is full) is logged, not reported to the client: the
+    server has already said OK.
+  - C{isSubscribed} (LSUB) answers from the subscriptions read by the
+    C{listMailboxes} call LSUB makes just before, and from this session's
+    own SUBSCRIBE/UNSUBSCRIBE.
+  - C{getRecentCount} at SELECT: C{select} claims the folder's \\Recent
+    messages in the pool before it returns the mailbox (RFC 3501 2.3.2:
+    one session sees a message as recent).  Twisted's server passes C{rw=1}
+    for SELECT, C{0} for EXAMINE and STATUS and nothing for APPEND and
+    COPY; only SELECT claims, so an APPEND or STATUS does not steal
+    \\Recent from the session that has the folder selected.
+  - C{fetch} opens and reads in the pool everything a FETCH may ask for
+    synchronously: the header block (at most L{HEADER_LIMIT} octets, parsed
+    into the str dict L{imap4.IMessagePart.getHeaders} must return), the
+    virtual size (octets with CRLF line ends, what the literal carries) and
+    the internal date.  The body is read by Twisted's C{FileProducer} from
+    the file object C{getBodyFile}/C{IMessageFile.open} return, 64 KiB per
+    write the transport asks for, on the reactor thread: a read of a local
+    regular file, never the whole message at once.  C{IMessagePart} has no
+    asynchronous form; maillab's own IMAP listener reads through the pool.
+  - Message files are served with CRLF line ends (RFC 3501 2.1), converted
+    while reading, so the literal's length is the C{RFC822.SIZE}.
+  - A message another session expunged while this one still numbers it is
+    served as an empty literal: Twisted has no C{NO [EXPUNGEISSUED]}.
+  - Messages are single parts here (C{isMultipart} is false): C{BODY[1]}
+    is the body, C{BODYSTRUCTURE} describes the message as one part.
+  - Header values are sent as ASCII (Twisted's C{_formatHeaders} encodes
+    them so); other octets become C{?}.  Repeated fields (C{Received}) are
+    all kept.
+
+Other sessions' changes reach a stock server session through
+L{imap4.IMailboxListener}: new messages as C{newMessages} (EXISTS), flag
+changes as C{flagsChanged} (FETCH FLAGS).  Twisted has no listener method
+for expunges, so another session's expunges stay queued in the session's
+L{FolderView} (its message numbers do not move, as RFC 3501 7.4.1 wants)
+until this session's own EXPUNGE or CLOSE, whose answer lists them all.
+
+Twisted's server never calls C{removeListener} or closes the mailbox when
+the connection ends; the account's C{logout} (the realm's logout callable,
+which the server calls from C{connectionLost}) closes every mailbox the
+session was given.
+
+L{SeamIMAP4Server} is Twisted's server with the one defect that breaks this
+seam fixed: APPEND without a flag list.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.mail import imap4
+from zope.interface import implementer
+
+from twisted_maillab.store import dovecot
+from twisted_maillab.store.errors import InvalidMailboxName, MailboxNotFound, MessageVanished, StoreError
+from twisted_maillab.store.reading import virtualSizes
+from twisted_maillab.store.view import FolderView
+
+__all__ = [
+    "HEADER_LIMIT",
+    "SeamIMAP4Server",
+    "TwistedAccount",
+    "TwistedMailbox",
+    "TwistedMessage",
+    "registerTwistedAccount",
+]
+
+log = Logger()
+
+# The header block read per message for FETCH and SEARCH (a bigger one is
+# served as a body without headers rather than held in memory).
+HEADER_LIMIT = 256 * 1024
+
+# How many message files are open at once while their headers are read.
+_BATCH = 64
+
+_SYSTEM_FLAGS = ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")
+
+# select()'s rw when Twisted's server passes none (APPEND and COPY).
+_UNSPECIFIED = object()
+
+
+def registerTwistedAccount(realm, store) -> None:
+    """
+    Make the realm answer logins asking for L{imap4.IAccount} with a
+    L{TwistedAccount} over C{store}; the Maildir and the special-use folders
+    are created at login, as for maillab's own IMAP.
+    """
+
+    def factory(account):
+        avatar = TwistedAccount(store, account)
+        return store.mailboxes(account).ensureDefaults().addCallback(lambda _: avatar)
+
+    realm.registerAvatarFactory(imap4.IAccount, factory)
+
+
+def _text(value) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _storeFlags(flags) -> list[str]:
+    # \Recent is the session's, never stored (RFC 3501 2.3.2)
+    return [f for f in (_text(flag) for flag in flags or ()) if f.lower() != "\\recent"]
+
+
+@implementer(imap4.IMailboxInfo)
+class _FolderInfo:
+    """
+    What LIST needs of a folder that is not opened for it.
+    """
+
+    def __init__(self, flags):
+        self._flags = flags
+
+    def getFlags(self):
+        return list(self._flags)
+
+    def getHierarchicalDelimiter(self):
+        return "/"
+
+
+@implementer(imap4.IAccount, imap4.INamespacePresenter)
+class TwistedAccount:
+    """
+    One login's view of an account's folders, for Twisted's IMAP server.
+
+    @param store: the L{twisted_maillab.store.Store}.
+    @param account: the L{twisted_maillab.account.Account}.
+    """
+
+    def __init__(self, store, account):
+        self.store = store
+        self.account = account
+        self._lock = defer.DeferredLock()
+        self._subscribed: set[str] = set()
+        self._mailboxes: set = set()
+
+    @property
+    def _boxes(self):
+        # asked for each time: the store forgets an idle account's object
+        return self.store.mailboxes(self.account)
+
+    def _serial(self, what: str, f, *args):
+        """
+        Run C{f(*args)} after the account's earlier operations; failures
+        are logged (Twisted has already answered the client).
+        """
+        d = self._lock.run(f, *args)
+
+        def failed(failure):
+            log.failure("{what} failed for {user}", failure, what=what, user=self.account.name)
+
+        d.addErrback(failed)
+        return d
+
+    @staticmethod
+    def _checkName(name: str) -> str:
+        name = name.rstrip("/")
+        if name.upper() == "INBOX":
+            raise imap4.MailboxException("INBOX always exists")
+        try:
+            dovecot.folderDirName(name, "/")
+        except InvalidMailboxName as e:
+            raise imap4.MailboxException(str(e)) from None
+        return name
+
+    # -- IAccountIMAP ---------------------------------------------------
+
+    def addMailbox(self, name, mbox=None):
+        if mbox is not None:
+            raise imap4.MailboxException("a mailbox from elsewhere cannot be added to the Maildir")
+        return self.create(name)
+
+    def create(self, pathspec):
+        name = self._checkName(_text(pathspec))
+        # Maildir++ is flat: parents need no directory of their own.
+        self._serial(f"CREATE {name}", lambda: self._boxes.create(name))
+        return True
+
+    def delete(self, name):
+        name = self._checkName(_text(name))
+        self._serial(f"DELETE {name}", lambda: self._boxes.delete(name))
+        self._subscribed.discard(name)
+
+    def rename(self, oldname, newname):
+        old, new = self._checkName(_text(oldname)), self._checkName(_text(newname))
+        self._serial(f"RENAME {old}", lambda: self._boxes.rename(old, new))
+
+    def isSubscribed(self, name):
+        name = _text(name)
+        return ("INBOX" if name.upper() == "INBOX" else name) in self._subscribed
+
+    def subscribe(self, name):
+        name = _text(name)
+        name = "INBOX" if name.upper() == "INBOX" else name
+        self._subscribed.add(name)
+        self._serial(f"SUBSCRIBE {name}", lambda: self._boxes.subscribe(name))
+
+    def unsubscribe(self, name):
+        name = _text(name)
+        name = "INBOX" if name.upper() == "INBOX" else name
+        self._subscribed.discard(name)
+        self._serial(f"UNSUBSCRIBE {name}", lambda: self._boxes.unsubscribe(name))
+
+    def listMailboxes(self, ref, wildcard):
+        ref, wildcard = _text(ref), _text(wildcard)
+        if ref and not ref.endswith("/") and wildcard:
+            ref += "/"
+        pattern = imap4.wildcardToRegexp(ref + wildcard, "/")
+
+        def listed(infos):
+            self._subscribed = {info.name for info in infos if info.subscribed}
+            out = []
+            for info in infos:
+                if not pattern.match(info.name):
+                    continue
+                flags = ["\\HasChildren" if info.hasChildren else "\\HasNoChildren"]
+                if not info.exists:
+                    flags.append("\\Noselect")
+                if info.specialUse:
+                    flags.append(info.specialUse)
+                out.append((info.name, _FolderInfo(flags)))
+            return out
+
+        return self._lock.run(self._boxes.list).addCallback(listed)
+
+    def select(self, name, rw=_UNSPECIFIED):
+        """
+        Open a folder: a L{TwistedMailbox}, or L{None} (Twisted's "no such
+        mailbox") when it does not exist.  See the module docstring for
+        C{rw}.
+        """
+        name = _text(name)
+        claim = rw is not _UNSPECIFIED and bool(rw)
+        writeable = rw is _UNSPECIFIED or bool(rw)
+        return self._lock.run(self._select, name, writeable, claim)
+
+    @defer.inlineCallbacks
+    def _select(self, name, writeable, claim):
+        try:
+            folder = yield self._boxes.open(name)
+        except (MailboxNotFound, InvalidMailboxName):
+            return None
+        try:
+            # what another program changed since the folder was last looked at
+            yield folder.refresh()
+            recent = set(folder.recentUids())
+            if claim:
+                recent = set((yield folder.claimRecent()))
+        except BaseException:
+            folder.close()
+            raise
+        mailbox = TwistedMailbox(self, folder, writeable, recent)
+        self._mailboxes.add(mailbox)
+        return mailbox
+
+    def _forget(self, mailbox) -> None:
+        self._mailboxes.discard(mailbox)
+
+    def logout(self) -> None:
+        """
+        The session ended (the realm's logout callable): give back every
+        folder it still holds (Twisted's server does not on LOGOUT or a
+        dropped connection).
+        """
+        for mailbox in list(self._mailboxes):
+            mailbox.close()
+
+    # -- INamespacePresenter (RFC 2342) -------------------------------
+
+    def getPersonalNamespaces(self):
+        return [["", "/"]]
+
+    def getSharedNamespaces(self):
+        return None
+
+    def getUserNamespaces(self):
+        return None
+
+
+class _Relay:
+    """
+    The mailbox's folder listener: subscribed after the view, so the view
+    has queued a change when the mailbox hears of it.
+    """
+
+    def __init__(self, mailbox):
+        self.mailbox = mailbox
+
+    def messagesAdded(self, folder, uids):
+        self.mailbox._changed()
+
+    def flagsChanged(self, folder, uids):
+        self.mailbox._changed()
+
+    def folderReset(self, folder):
+        log.info("{name} was deleted, renamed or reset under a Twisted IMAP session", name=folder.name)
+
+
+@implementer(imap4.IMailbox, imap4.ISearchableMailbox, imap4.IMessageCopier, imap4.ICloseableMailbox)
+class TwistedMailbox:
+    """
+    A folder as one session sees it: Twisted's sequence numbers are the
+    session's L{FolderView}.
+    """
+
+    def __init__(self, account, folder, writeable: bool, recent: set):
+        self.account = account
+        self.folder = folder
+        self.name = folder.name
+        self.writeable = writeable
+        self.recent = recent
+        self.view = FolderView(folder)
+        self._relay = _Relay(self)
+        folder.subscribe(self._relay)
+        self.listeners: list = []
+        self._busy = 0
+        self._transient = not writeable or account is None
+        self._closed = False
+        self._count = len(self.view)
+
+    # -- IMailboxInfo ---------------------------------------------------
+
+    def getFlags(self):
+        keywords = self.folder.keywordNames() if not self._closed else []
+        return list(_SYSTEM_FLAGS) + ["\\Recent"] + keywords
+
+    def getHierarchicalDelimiter(self):
+        return "/"
+
+    # -- IMailbox -------------------------------------------------------
+
+    def getUIDValidity(self):
+        return self.folder.uidValidity
+
+    def getUIDNext(self):
+        return self.folder.uidNext
+
+    def getUID(self, message):
+        return self.view.uidAt(message)
+
+    def getMessageCount(self):
+        return self._count if self._closed else len(self.view)
+
+    def getRecentCount(self):
+        return sum(1 for uid in self.view.uids if uid in self.recent)
+
+    def getUnseenCount(self):
+        messages = self.folder.messages
+        return sum(1 for uid in self.view.uids if uid in messages and "S" not in messages[uid].letters)
+
+    def isWriteable(self):
+        return self.writeable
+
+    def destroy(self):
+        raise imap4.MailboxException("delete a folder through the account")
+
+    def requestStatus(self, names):
+        # Twisted's server calls this only on a mailbox select() opened for
+        # STATUS, which it then drops: give the folder back now.
+        try:
+            return imap4.statusRequestHelper(self, names)
+        finally:
+            self.close()
+
+    def addListener(self, listener):
+        if listener not in self.listeners:
+            self.listeners.append(listener)
+
+    def removeListener(self, listener):
+        if listener in self.listeners:
+            self.listeners.remove(listener)
+
+    def addMessage(self, message, flags=(), date=None):
+        """
+        APPEND: store C{message} (a file, or bytes) in the folder.
+
+        @return: Deferred firing with the new UID.
+        """
+        internalDate = None
+        if date:
+            parsed = email.utils.parsedate_tz(_text(date))
+            if parsed is None:
+                return defer.fail(imap4.MailboxException(f"bad date {_text(date)!r}"))
+            internalDate = email.utils.mktime_tz(parsed)
+        if hasattr(message, "seek"):
+            message.seek(0)
+        return self._run(self.folder.append(message, _storeFlags(flags), internalDate))
+
+    def _run(self, d):
+        """
+        Track an operation of a mailbox Twisted opened for APPEND or COPY
+        only (it never closes those): the folder goes back when the last
+        one is done.
+        """
+        self._busy += 1
+
+        def done(result):
+            self._busy -= 1
+            self._changed()
+            if self._transient and not self._busy and not self.listeners:
+                self.close()
+            return result
+
+        return d.addBoth(done)
+
+    def expunge(self):
+        """
+        EXPUNGE/CLOSE: delete the \\Deleted messages and return the
+        sequence numbers to report, other sessions' queued expunges
+        included, each relative to the numbering after the previous one.
+        """
+        if not self.writeable:
+            return defer.fail(imap4.ReadOnlyMailbox("the mailbox is read-only"))
+        # New messages are announced first, with the count the client
+        # still has; after the EXPUNGE lines the count changes.
+        self._changed()
+
+        def expunged(uids):
+            self.view.expungedHere(uids)
+            changes = self.view.takeChanges(expunges=True)
+            if changes.exists is not None or changes.flagsChanged:
+                # after Twisted has written the EXPUNGE lines
+                self.folder.store.clock.callLater(0, self._announce, changes)
+            return changes.expunged
+
+        return self.folder.expunge(origin=self.view).addCallback(expunged)
+
+    def _resolve(self, messages, uid: bool) -> list[tuple[int, int]]:
+        """
+        A L{imap4.MessageSet} as C{[(seq, uid), ...]} of messages this
+        session numbers; C{*} is the last one (RFC 3501 6.4.8).
+        """
+        uids = self.view.uids
+        if uid:
+            messages.last = uids[-1] if uids else 0
+            wanted = set(messages)
+            return [(i + 1, u) for i, u in enumerate(uids) if u in wanted]
+        messages.last = len(uids)
+        return [(seq, uids[seq - 1]) for seq in messages if 1 <= seq <= len(uids)]
+
+    @defer.inlineCallbacks
+    def fetch(self, messages, uid):
+        pairs = self._resolve(messages, uid)
+        live = [u for _, u in pairs if not self.view.gone(u)]
+        yield self.folder.prefetch(live)
+        parsed = yield _readHeaders(self.folder, live)
+        sizes = yield virtualSizes(self.folder, live)
+        out = []
+        for seq, u in pairs:
+            head = parsed.get(u)
+            if head is None or u not in sizes:
+                out.append((seq, TwistedMessage(self, u, None, 0, 0)))
+                continue
+            headers, bodyStart, headerSize = head
+            out.append((seq, TwistedMessage(self, u, headers, bodyStart, sizes[u], headerSize)))
+        return out
+
+    def store(self, messages, flags, mode, uid):
+        if not self.writeable:
+            return defer.fail(imap4.ReadOnlyMailbox("the mailbox is read-only"))
+        pairs = self._resolve(messages, uid)
+        seqs = {u: seq for seq, u in pairs if not self.view.gone(u)}
+        how = {1: "add", -1: "remove", 0: "replace"}[mode]
+        d = self.folder.setFlags(list(seqs), _storeFlags(flags), how, origin=self.view)
+
+        def stored(result):
+            return {seqs[u]: self._flagsOf(u, f) for u, f in result.items() if u in seqs}
+
+        return d.addCallback(stored)
+
+    def _flagsOf(self, uid, flags) -> list[str]:
+        out = sorted(flags)
+        if uid in self.recent:
+            out.append("\\Recent")
+        return out
+
+    # -- listener side --------------------------------------------------
+
+    def _changed(self) -> None:
+        """
+        Take the view's additions and flag changes (never expunges, see
+        the module docstring) and tell the session.
+        """
+        if self._closed:
+            return
+        self._announce(self.view.takeChanges(expunges=False))
+
+    def _announce(self, changes) -> None:
+        if self._closed:
+            return
+        for listener in list(self.listeners):
+            if changes.exists is not None:
+                listener.newMessages(changes.exists, None)
+            if changes.flagsChanged:
+                messages = self.folder.messages
+                listener.flagsChanged(
+                    {
+                        self.view.seqOf(u): self._flagsOf(u, self.folder.flags(u))
+                        for u in changes.flagsChanged
+                        if u in messages
+                    }
+                )
+
+    # -- ISearchableMailbox -----------------------------------------------
+
+    @defer.inlineCallbacks
+    def search(self, query, uid):
+        """
+        SEARCH over flags, sets, sizes and header fields, with NOT, OR
+        and parentheses; other keys are refused (Twisted answers BAD).
+
+        @return: Deferred firing with sequence numbers (Twisted maps them
+            to UIDs for UID SEARCH).
+        """
+        uids = self.view.uids
+        live = [u for u in uids if not self.view.gone(u)]
+        matcher = _Matcher(query, self)
+        headers = {}
+        sizes = {}
+        if matcher.needsHeaders:
+            headers = yield _readHeaders(self.folder, live)
+        if matcher.needsSizes:
+            sizes = yield virtualSizes(self.folder, live)
+        found = []
+        for seq, u in enumerate(uids, 1):
+            if u in self.folder.messages and matcher.match(seq, u, headers.get(u), sizes.get(u)):
+                found.append(seq)
+        return found
+
+    # -- IMessageCopier -------------------------------------------------
+
+    def copy(self, message):
+        """
+        COPY into this folder: a hard link keeping flags and the internal
+        date (L{Folder.copyTo}) for our own messages.
+
+        @return: Deferred firing with the new UID.
+        """
+        source = getattr(message, "mailbox", None)
+        if not isinstance(message, TwistedMessage) or source.folder.store is not self.folder.store:
+            body = imap4.IMessageFile(message).open()
+            return self.addMessage(body, message.getFlags(), message.getInternalDate())
+        d = source.folder.copyTo([message.uid], self.folder)
+        return self._run(d.addCallback(lambda pairs: pairs[0][1] if pairs else None))
+
+    # -- ICloseableMailbox ----------------------------------------------
+
+    def close(self):
+        if self._closed:
+            return
+        self._count = len(self.view)
+        self._closed = True
+        self.listeners = []
+        self.folder.unsubscribe(self._relay)
+        self.view.close()
+        if self.account is not None:
+            self.account._forget(self)
+
+
+@implementer(imap4.IMessage, imap4.IMessageFile)
+class TwistedMessage:
+    """
+    One message as a FETCH sees it, with what was read in the pool.
+
+    @ivar headers: C{[(name, value), ...]} of the header block, or L{None}
+        when the message vanished.
+    """
+
+    def __init__(self, mailbox, uid, headers, bodyStart, size, headerSize=0):
+        self.mailbox = mailbox
+        self.uid = uid
+        self.headers = headers
+        self._bodyStart = bodyStart
+        self._size = size
+        self._headerSize = headerSize
+        self._flags = ()
+
+    def getUID(self):
+        return self.uid
+
+    def getFlags(self):
+        folder = self.mailbox.folder
+        if self.uid in folder.messages:
+            self._flags = folder.flags(self.uid)
+        return self.mailbox._flagsOf(self.uid, self._flags)
+
+    def getInternalDate(self):
+        folder = self.mailbox.folder
+        try:
+            when = folder.internalDate(self.uid)
+        except MessageVanished:
+            when = 0
+        return email.utils.formatdate(when, usegmt=True)
+
+    # -- IMessagePart -----------------------------------------------------
+
+    def getHeaders(self, negate, *names):
+        wanted = {_text(n).lower() for n in names}
+        out: dict[str, str] = {}
+        for name, value in self.headers or ():
+            key = name.lower()
+            if names and (key in wanted) == bool(negate):
+                continue
+            if key in out:
+                # Twisted's dict holds one value per name; its
+                # _formatHeaders splits a value on line ends, so the next
+                # field rides in the same value and comes out as its own line.
+                out[key] += "\r\n" + name + ": " + value
+            else:
+                out[key] = value
+        return out
+
+    def getBodyFile(self):
+        return self._open(self._bodyStart, self._size - self._headerSize)
+
+    def getSize(self):
+        return self._size
+
+    def isMultipart(self):
+        return False
+
+    def getSubPart(self, part):
+        raise IndexError(part)
+
+    # -- IMessageFile -------------------------------------------------
+
+    def open(self):
+        return self._open(0, self._size)
+
+    def _open(self, start: int, size: int):
+        if self.headers is None:
+            return _CRLFFile(None, 0, 0)
+        try:
+            f = self.mailbox.folder.openMessage(self.uid)
+        except (MessageVanished, StoreError):
+            return _CRLFFile(None, 0, 0)
+        return _CRLFFile(f, start, max(size, 0))
+
+
+class _CRLFFile:
+    """
+    A message file read with bare LFs as CRLF and a CRLF after an
+    unterminated last line (RFC 3501 2.1; the count L{crlfSize} makes), as
+    much as Twisted's C{FileProducer} asks for: C{read}, C{tell} and the
+    C{seek(0, 2)} it sizes the literal with.  C{size} is the converted
+    size, known before reading.
+    """
+
+    CHUNK = 64 * 1024
+
+    def __init__(self, f, start: int, size: int):
+        self._file = f
+        self._size = size
+        self._pos = 0
+        self._buffer = b""
+        self._carry = b""
+        self._last = b"\n"
+        if f is not None:
+            f.seek(start)
+
+    def tell(self):
+        return self._size if getattr(self, "_end", False) else self._pos
+
+    def seek(self, offset, whence=0):
+        # FileProducer sizes the literal with seek(0, 2), tell() and a seek
+        # back to where it was; nothing else moves in this stream.
+        if whence == 2 and offset == 0:
+            self._end = True
+        elif whence == 0 and offset == 0 and getattr(self, "_end", False):
+            self._end = False
+        else:
+            raise OSError("a message is read from the start, once")
+        return self.tell()
+
+    def read(self, n=-1):
+        if self._file is None:
+            return b""
+        while (n < 0 or len(self._buffer) < n) and self._file is not None:
+            chunk = self._file.read(self.CHUNK)
+            if not chunk:
+                tail = self._carry
+                if tail or self._last != b"\n":
+                    tail += b"\r\n" if not tail.endswith(b"\n") else b""
+                self._buffer += tail
+                self._carry = b""
+                self._file.close()
+                self._file = None
+                break
+            chunk = self._carry + chunk
+            self._carry = b""
+            if chunk.endswith(b"\r"):
+                chunk, self._carry = chunk[:-1], b"\r"
+            if chunk:
+                self._last = chunk[-1:]
+                self._buffer += chunk.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        if n < 0:
+            n = len(self._buffer)
+        # never more than the announced literal size
+        out, self._buffer = self._buffer[: max(0, min(n, self._size - self._pos))], self._buffer[n:]
+        self._pos += len(out)
+        return out
+
+    def close(self):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+_FIELD = re.compile(rb"^([!-9;-~]+)[ \t]*:(.*)$", re.S)
+
+
+def _parseHeaderBlock(f):
+    """
+    Thread: read the header block of an open message file.
+
+    @return: C{(headers, bodyStart, headerSize)}: the fields as str pairs,
+        the byte offset of the body, and the block's size with CRLF line
+        ends (the blank line included).
+    """
+    data = f.read(HEADER_LIMIT)
+    end = None
+    for sep in (b"\n\n", b"\n\r\n"):
+        i = data.find(sep)
+        if i >= 0 and (end is None or i + len(sep) < end):
+            end = i + len(sep)
+    if data.startswith(b"\r\n"):
+        end = 2
+    elif data.startswith(b"\n"):
+        end = 1
+    if end is None:
+        if len(data) < HEADER_LIMIT:
+            end = len(data)  # only headers
+        else:
+            return [], 0, 0  # no header block we are willing to hold
+    block = data[:end]
+    headers: list[tuple[str, str]] = []
+    for line in re.split(rb"\r?\n(?![ \t])", block):
+        match = _FIELD.match(line)
+        if match is None:
+            continue
+        name = match.group(1).decode("ascii")
+        value = match.group(2).strip().decode("ascii", "replace").replace("\ufffd", "?")
+        headers.append((name, re.sub(r"\r?\n", "\r\n", value)))
+    headerSize = len(block) + block.count(b"\n") - block.count(b"\r\n")
+    if not block.endswith(b"\n"):
+        headerSize += 2  # a message of headers only, unterminated (crlfSize)
+    return headers, end, headerSize
+
+
+def _readAll(files) -> list:
+    try:
+        return [_parseHeaderBlock(f) for f in files]
+    finally:
+        for f in files:
+            f.close()
+
+
+@defer.inlineCallbacks
+def _readHeaders(folder, uids):
+    """
+    The header blocks of C{uids}, read in the store's pool a batch of
+    files at a time (opened as L{virtualSizes} opens them).
+
+    @return: Deferred firing with C{{uid: (headers, bodyStart, headerSize)}};
+        vanished messages are left out.
+    """
+    out = {}
+    for start in range(0, len(uids), _BATCH):
+        batch, files = [], []
+        for uid in uids[start : start + _BATCH]:
+            try:
+                files.append(folder.openMessage(uid))
+            except (MessageVanished, StoreError):
+                continue
+            batch.append(uid)
+        parsed = yield folder.store.run(_readAll, files)
+        out.update(zip(batch, parsed))
+    return out
+
+
+_FLAG_KEYS = {
+    "ANSWERED": "\\Answered",
+    "DELETED": "\\Deleted",
+    "DRAFT": "\\Draft",
+    "FLAGGED": "\\Flagged",
+    "SEEN": "\\Seen",
+}
+_HEADER_KEYS = ("SUBJECT", "FROM", "TO", "CC", "BCC")
+_SET = re.compile(rb"^[0-9*:,]+$")
+
+
+class _Matcher:
+    """
+    RFC 3501 6.4.4 search keys, as Twisted's C{arg_searchkeys} parses them
+    (tokens, and lists for parentheses), over the store's index and the
+    header blocks read in the pool.
+    """
+
+    def __init__(self, query, mailbox):
+        self.query = list(query)
+        self.mailbox = mailbox
+        self.needsHeaders = self.needsSizes = False
+        self._scan(self.query)
+        uids = mailbox.view.uids
+        self._lastUid = uids[-1] if uids else 0
+        self._lastSeq = len(uids)
+
+    def _scan(self, tokens):
+        for token in tokens:
+            if isinstance(token, list):
+                self._scan(token)
+            elif isinstance(token, bytes):
+                key = token.upper()
+                self.needsHeaders |= key in (b"HEADER",) + tuple(k.encode() for k in _HEADER_KEYS)
+                self.needsSizes |= key in (b"LARGER", b"SMALLER")
+
+    def match(self, seq, uid, head, size) -> bool:
+        tokens = list(self.query)
+        result = True
+        while tokens:
+            result = self._one(tokens, seq, uid, head, size) and result
+        return result
+
+    def _one(self, tokens, seq, uid, head, size) -> bool:
+        token = tokens.pop(0)
+        if isinstance(token, list):
+            sub = list(token)
+            result = True
+            while sub:
+                result = self._one(sub, seq, uid, head, size) and result
+            return result
+        key = token.decode("ascii", "replace").upper()
+        flags = {f.lower() for f in self.mailbox.folder.flags(uid)}
+        recent = uid in self.mailbox.recent
+        if key == "ALL":
+            return True
+        if key in _FLAG_KEYS:
+            return _FLAG_KEYS[key].lower() in flags
+        if key.startswith("UN") and key[2:] in _FLAG_KEYS:
+            return _FLAG_KEYS[key[2:]].lower() not in flags
+        if key == "RECENT":
+            return recent
+        if key == "NEW":
+            return recent and "\\seen" not in flags
+        if key == "OLD":
+            return not recent
+        if key in ("KEYWORD", "UNKEYWORD"):
+            present = _text(tokens.pop(0)).lower() in flags
+            return present if key == "KEYWORD" else not present
+        if key in ("LARGER", "SMALLER"):
+            limit = int(tokens.pop(0))
+            return size is not None and (size > limit if key == "LARGER" else size < limit)
+        if key == "UID":
+            return uid in imap4.parseIdList(tokens.pop(0), self._lastUid)
+        if key == "NOT":
+            return not self._one(tokens, seq, uid, head, size)
+        if key == "OR":
+            first = self._one(tokens, seq, uid, head, size)
+            second = self._one(tokens, seq, uid, head, size)
+            return first or second
+        if key in _HEADER_KEYS or key == "HEADER":
+            field = key.lower() if key != "HEADER" else _text(tokens.pop(0)).lower()
+            needle = _text(tokens.pop(0)).lower()
+            values = [v.lower() for n, v in (head[0] if head else ()) if n.lower() == field]
+            # RFC 3501 6.4.4: HEADER with an empty string matches any message with the field
+            return any(needle in v for v in values)
+        if _SET.match(token):
+            return seq in imap4.parseIdList(token, self._lastSeq)
+        raise imap4.IllegalQueryError(f"search key {key} is not supported here")
+
+
+class SeamIMAP4Server(imap4.IMAP4Server):
+    """
+    Twisted's L{imap4.IMAP4Server} with the one defect fixed that breaks
+    this seam for ordinary clients.
+    """
+
+    def _cbAppendGotMailbox(self, mbox, tag, flags, date, message):
+        # IMAP4Server._cbAppendGotMailbox iterates the flag list, which its
+        # opt_plist parser leaves as None when APPEND has none (what
+        # imaplib's append(mailbox, None, None, message) and most clients
+        # send): the TypeError became "BAD Server error".
+        return super()._cbAppendGotMailbox(mbox, tag, flags or [], date, message)
+
