@@ -75,6 +75,7 @@ class AdapterTests(unittest.TestCase):
         """
         mailbox = self.select()
         ((seq, message),) = self.fetch(mailbox, b"1")
+        self.assertIsInstance(message, TwistedMessage)
         self.assertTrue(verifyObject(imap4.IAccount, self.account))
         self.assertTrue(verifyObject(imap4.INamespacePresenter, self.account))
         for interface in (
@@ -137,9 +138,9 @@ class AdapterTests(unittest.TestCase):
         A CR at the end of one read and its LF at the start of the next
         stay one CRLF.
         """
-        from twisted_maillab.imap import twistedseam
+        from twisted_maillab.imap import twistedseammessage
 
-        self.patch(twistedseam._CRLFFile, "CHUNK", 4)
+        self.patch(twistedseammessage._CRLFFile, "CHUNK", 5)  # the first read ends in its CR
         deliverNow(self.store, self.user, b"S: x\r\n\r\nab\r\ncd\nef\r\r\n")
         mailbox = self.select()
         ((_, message),) = self.fetch(mailbox, b"3")
@@ -226,6 +227,11 @@ class AdapterTests(unittest.TestCase):
         self.assertEqual(syncResult(target.copy(message)), 1)
         archive = Path(self.user.maildir) / ".Archive"
         self.assertTrue(maildirNames(archive)[0].endswith(":2,R"))
+        # Twisted's server opens a mailbox per APPEND or COPY and never
+        # closes it: it gave its folder back itself
+        self.assertEqual(target.folder._listeners, [])
+        self.assertNotIn(target, self.account._mailboxes)
+        target = syncResult(self.account.select("Archive"))
         appended = target.addMessage(io.BytesIO(b"S: a\n\nx\n"), ["\\Draft"], "01-Jan-2020 00:00:00 +0000")
         uid = syncResult(appended)
         self.assertEqual(uid, 2)
@@ -331,6 +337,20 @@ class ServerTranscriptTests(unittest.TestCase):
         self.assertIn(b"a1 OK APPEND complete", self.send(fixed, out, b"S: x\r\n\r\nx\r\n"))
         maildir = Path(self.user.maildir)
         self.assertEqual(len(maildirNames(maildir, "cur") + maildirNames(maildir, "new")), 2)
+
+    def test_appendTryCreate(self):
+        """
+        APPEND to a missing folder: Twisted's stock server answers BAD (it
+        passes a str where bytes are needed); L{SeamIMAP4Server} answers
+        RFC 3501's NO [TRYCREATE], so clients create the folder and retry.
+        """
+        stock, out = self.server(imap4.IMAP4Server)
+        self.send(stock, out, b"a1 APPEND Nope {9}\r\n")
+        self.assertIn(b"a1 BAD Server error", self.send(stock, out, b"S: x\r\n\r\nx\r\n"))
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+        fixed, out = self.server(SeamIMAP4Server)
+        self.send(fixed, out, b"a1 APPEND Nope (\\Seen) {9}\r\n")
+        self.assertEqual(self.send(fixed, out, b"S: x\r\n\r\nx\r\n"), b"a1 NO [TRYCREATE] No such mailbox\r\n")
 
     def test_selectFetchTranscript(self):
         server, out = self.server(SeamIMAP4Server)
