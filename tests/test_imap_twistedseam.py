@@ -352,6 +352,33 @@ class ServerTranscriptTests(unittest.TestCase):
         self.send(fixed, out, b"a1 APPEND Nope (\\Seen) {9}\r\n")
         self.assertEqual(self.send(fixed, out, b"S: x\r\n\r\nx\r\n"), b"a1 NO [TRYCREATE] No such mailbox\r\n")
 
+    def test_bodyStructure(self):
+        """
+        BODYSTRUCTURE of a text message counts its lines (Twisted iterates
+        the body file); a multipart message has its MIME parts, and
+        BODY[n] is a part's body with CRLF line ends.
+        """
+        plain = b"Subject: x\nContent-Type: text/plain; charset=utf-8\n\nline1\nline2\n"
+        deliverNow(self.store, self.user, plain)
+        deliverNow(
+            self.store,
+            self.user,
+            b"Subject: y\nContent-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain\n\nhi\n"
+            b"--b\nContent-Type: text/html\n\n<p>a\nb</p>\n--b--\n",
+        )
+        server, out = self.server(SeamIMAP4Server)
+        self.send(server, out, b"a1 SELECT INBOX\r\n")
+        reply = self.send(server, out, b"a2 FETCH 2 BODYSTRUCTURE\r\n")
+        # (Twisted's getBodyStructure gives the whole message's size as the body's)
+        self.assertIn(b'(BODYSTRUCTURE ("text" "plain" ("charset" "utf-8") NIL NIL NIL %d 2 ' % len(crlf(plain)), reply)
+        reply = self.send(server, out, b"a3 FETCH 3 (BODYSTRUCTURE BODY[2])\r\n")
+        self.assertIn(
+            b'BODYSTRUCTURE (("text" "plain" NIL NIL NIL NIL 2 1 NIL NIL NIL NIL) '
+            b'("text" "html" NIL NIL NIL NIL 11 2 NIL NIL NIL NIL) "mixed" ("boundary" "b")',
+            reply,
+        )
+        self.assertIn(b"BODY[2] {11}\r\n<p>a\r\nb</p>)", reply)
+
     def test_selectFetchTranscript(self):
         server, out = self.server(SeamIMAP4Server)
         inbox = syncResult(self.store.mailboxes(self.user).open())
@@ -458,6 +485,10 @@ class EndToEndTests(unittest.TestCase):
                 seen["append-bare"] = m.append("INBOX", None, None, b"Subject: b\r\n\r\nbare\r\n")
                 m.response("EXISTS")
                 seen["copy"] = m.copy("1", "Archive")
+                seen["status"] = m.status("Archive", "(MESSAGES UIDNEXT UNSEEN)")
+                seen["search"] = m.search(None, "UNSEEN")
+                seen["uid-search"] = m.uid("SEARCH", "SUBJECT", "b")
+                seen["lsub"] = m.lsub()
                 # a second session's change reaches this one as EXISTS
                 self.deliver(b"Subject: pushed\r\n\r\nfrom elsewhere\r\n")
                 seen["noop"] = m.noop()
@@ -490,6 +521,10 @@ class EndToEndTests(unittest.TestCase):
         self.assertEqual(seen["append-flags"][0], "OK")
         self.assertEqual(seen["append-bare"][0], "OK")
         self.assertEqual(seen["copy"][0], "OK")
+        self.assertEqual(seen["status"], ("OK", [b"Archive (MESSAGES 1 UIDNEXT 2 UNSEEN 0)"]))
+        self.assertEqual(seen["search"], ("OK", [b"2 3 4"]))
+        self.assertEqual(seen["uid-search"], ("OK", [b"4"]))
+        self.assertIn(b'"/" "Sent"', b" ".join(seen["lsub"][1]))
         self.assertEqual(seen["exists"], ("EXISTS", [b"5"]))
         self.assertEqual(seen["expunge"], ("OK", [b"2"]))
         self.assertEqual([line.split(b" (")[1] for line in seen["after"][1]],

@@ -45,10 +45,15 @@ is called synchronously):
     asynchronous form; maillab's own IMAP listener reads through the pool.
   - Message files are served with CRLF line ends (RFC 3501 2.1), converted
     while reading, so the literal's length is the C{RFC822.SIZE}.
+  - The message files are opened on the reactor thread (an C{openat}, as
+    L{virtualSizes} does) and read in the pool.  The header blocks of the
+    messages a FETCH names are held until it ends: Twisted's C{fetch}
+    returns them all before the first is written.
   - A message another session expunged while this one still numbers it is
     served as an empty literal: Twisted has no C{NO [EXPUNGEISSUED]}.
-  - Messages are single parts here (C{isMultipart} is false): C{BODY[1]}
-    is the body, C{BODYSTRUCTURE} describes the message as one part.
+  - A multipart message up to L{PARTS_LIMIT} octets is parsed into its
+    MIME parts in the pool, and its parts are held while the FETCH runs
+    (C{getSubPart} is synchronous); a bigger one is served as a single part.
   - Header values are sent as ASCII (Twisted's C{_formatHeaders} encodes
     them so); other octets become C{?}.  Repeated fields (C{Received}) are
     all kept.
@@ -58,15 +63,17 @@ L{imap4.IMailboxListener}: new messages as C{newMessages} (EXISTS), flag
 changes as C{flagsChanged} (FETCH FLAGS).  Twisted has no listener method
 for expunges, so another session's expunges stay queued in the session's
 L{FolderView} (its message numbers do not move, as RFC 3501 7.4.1 wants)
-until this session's own EXPUNGE or CLOSE, whose answer lists them all.
+until this session's own EXPUNGE, whose answer lists them all (or CLOSE,
+which reports none, as RFC 3501 6.4.2 says).
 
 Twisted's server never calls C{removeListener} or closes the mailbox when
 the connection ends; the account's C{logout} (the realm's logout callable,
 which the server calls from C{connectionLost}) closes every mailbox the
 session was given.
 
-L{SeamIMAP4Server} is Twisted's server with the one defect that breaks this
-seam fixed: APPEND without a flag list.
+L{SeamIMAP4Server} is Twisted's server with the one method fixed whose
+defects break this seam for ordinary clients: APPEND without a flag list,
+and APPEND to a missing folder (C{NO [TRYCREATE]}).
 """
 
 from __future__ import annotations
@@ -78,7 +85,7 @@ from twisted.logger import Logger
 from twisted.mail import imap4
 from zope.interface import implementer
 
-from twisted_maillab.imap.twistedseammessage import HEADER_LIMIT, Matcher, TwistedMessage, readHeaders, text
+from twisted_maillab.imap.twistedseammessage import HEADER_LIMIT, PARTS_LIMIT, Matcher, TwistedMessage, readHeaders, text
 from twisted_maillab.store import dovecot
 from twisted_maillab.store.errors import InvalidMailboxName, MailboxNotFound
 from twisted_maillab.store.reading import virtualSizes
@@ -86,6 +93,7 @@ from twisted_maillab.store.view import FolderView
 
 __all__ = [
     "HEADER_LIMIT",
+    "PARTS_LIMIT",
     "SeamIMAP4Server",
     "TwistedAccount",
     "TwistedMailbox",
@@ -470,8 +478,8 @@ class TwistedMailbox:
             if head is None or u not in sizes:
                 out.append((seq, TwistedMessage(self, u, None, 0, 0)))
                 continue
-            headers, bodyStart, headerSize = head
-            out.append((seq, TwistedMessage(self, u, headers, bodyStart, sizes[u], headerSize)))
+            headers, bodyStart, headerSize, parts = head
+            out.append((seq, TwistedMessage(self, u, headers, bodyStart, sizes[u], headerSize, parts)))
         return out
 
     def store(self, messages, flags, mode, uid):

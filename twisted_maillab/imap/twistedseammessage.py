@@ -7,7 +7,10 @@ pool (header blocks) or as CRLF text (bodies), and the search keys.
 from __future__ import annotations
 
 import email.utils
+import io
 import re
+from email.parser import BytesParser
+from email.policy import compat32
 
 from twisted.internet import defer
 from twisted.mail import imap4
@@ -15,11 +18,15 @@ from zope.interface import implementer
 
 from twisted_maillab.store.errors import MessageVanished, StoreError
 
-__all__ = ["HEADER_LIMIT", "Matcher", "TwistedMessage", "readHeaders", "text"]
+__all__ = ["HEADER_LIMIT", "PARTS_LIMIT", "Matcher", "TwistedMessage", "readHeaders", "text"]
 
 # The header block read per message for FETCH and SEARCH (a bigger one is
 # served as a body without headers rather than held in memory).
 HEADER_LIMIT = 256 * 1024
+
+# A multipart message up to this size is parsed into its parts in the pool
+# (BODYSTRUCTURE, BODY[1.2]); a bigger one is served as a single part.
+PARTS_LIMIT = 4 * 1024 * 1024
 
 # How many message files are open at once while their headers are read.
 _BATCH = 64
@@ -38,8 +45,9 @@ class TwistedMessage:
         when the message vanished.
     """
 
-    def __init__(self, mailbox, uid, headers, bodyStart, size, headerSize=0):
+    def __init__(self, mailbox, uid, headers, bodyStart, size, headerSize=0, parts=None):
         self.mailbox = mailbox
+        self.parts = parts
         self.uid = uid
         self.headers = headers
         self._bodyStart = bodyStart
@@ -67,20 +75,7 @@ class TwistedMessage:
     # -- IMessagePart -----------------------------------------------------
 
     def getHeaders(self, negate, *names):
-        wanted = {text(n).lower() for n in names}
-        out: dict[str, str] = {}
-        for name, value in self.headers or ():
-            key = name.lower()
-            if names and (key in wanted) == bool(negate):
-                continue
-            if key in out:
-                # Twisted's dict holds one value per name; its
-                # _formatHeaders splits a value on line ends, so the next
-                # field rides in the same value and comes out as its own line.
-                out[key] += "\r\n" + name + ": " + value
-            else:
-                out[key] = value
-        return out
+        return _selectHeaders(self.headers or (), negate, names)
 
     def getBodyFile(self):
         return self._open(self._bodyStart, self._size - self._headerSize)
@@ -89,10 +84,12 @@ class TwistedMessage:
         return self._size
 
     def isMultipart(self):
-        return False
+        return self.parts is not None
 
     def getSubPart(self, part):
-        raise IndexError(part)
+        if self.parts is None:
+            raise IndexError(part)
+        return self.parts[part]
 
     # -- IMessageFile -------------------------------------------------
 
@@ -107,6 +104,57 @@ class TwistedMessage:
         except (MessageVanished, StoreError):
             return _CRLFFile(None, 0, 0)
         return _CRLFFile(f, start, max(size, 0))
+
+
+@implementer(imap4.IMessagePart)
+class _Part:
+    """
+    One MIME part of a multipart message, parsed in the pool and held in
+    memory (at most L{PARTS_LIMIT} octets per message).
+    """
+
+    def __init__(self, headers, body: bytes, parts):
+        self.headers = headers
+        self.body = body
+        self.parts = parts
+
+    def getHeaders(self, negate, *names):
+        return _selectHeaders(self.headers, negate, names)
+
+    def getBodyFile(self):
+        return io.BytesIO(self.body)
+
+    def getSize(self):
+        return len(self.body)
+
+    def isMultipart(self):
+        return self.parts is not None
+
+    def getSubPart(self, part):
+        if self.parts is None:
+            raise IndexError(part)
+        return self.parts[part]
+
+
+def _selectHeaders(headers, negate, names) -> dict[str, str]:
+    """
+    L{imap4.IMessagePart.getHeaders} over C{[(name, value), ...]}: str keys
+    (lower case) and str values, as Twisted's C{_formatHeaders} needs.
+    """
+    wanted = {text(n).lower() for n in names}
+    out: dict[str, str] = {}
+    for name, value in headers:
+        key = name.lower()
+        if names and (key in wanted) == bool(negate):
+            continue
+        if key in out:
+            # Twisted's dict holds one value per name; its _formatHeaders
+            # splits a value on line ends, so the next field rides in the
+            # same value and comes out as its own line.
+            out[key] += "\r\n" + name + ": " + value
+        else:
+            out[key] = value
+    return out
 
 
 class _CRLFFile:
@@ -173,6 +221,21 @@ class _CRLFFile:
         self._pos += len(out)
         return out
 
+    def __iter__(self):
+        # Twisted's getLineCount (BODYSTRUCTURE of a text part) iterates
+        # the body file for its lines.
+        pending = b""
+        while True:
+            chunk = self.read(self.CHUNK)
+            if not chunk:
+                break
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop()
+            for line in lines:
+                yield line + b"\n"
+        if pending:
+            yield pending
+
     def close(self):
         if self._file is not None:
             self._file.close()
@@ -211,18 +274,59 @@ def _parseHeaderBlock(f):
         match = _FIELD.match(line)
         if match is None:
             continue
-        name = match.group(1).decode("ascii")
-        value = match.group(2).strip().decode("ascii", "replace").replace("\ufffd", "?")
-        headers.append((name, re.sub(r"\r?\n", "\r\n", value)))
+        headers.append((match.group(1).decode("ascii"), _fieldValue(match.group(2))))
     headerSize = len(block) + block.count(b"\n") - block.count(b"\r\n")
     if not block.endswith(b"\n"):
         headerSize += 2  # a message of headers only, unterminated (crlfSize)
     return headers, end, headerSize
 
 
+def _fieldValue(raw: bytes) -> str:
+    # ASCII only: Twisted's _formatHeaders encodes the values as ASCII
+    value = raw.strip().decode("ascii", "replace").replace("\ufffd", "?")
+    return re.sub(r"\r?\n", "\r\n", value)
+
+
+def _crlf(data: bytes) -> bytes:
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def _mimeParts(message):
+    """
+    Thread: the parts of a parsed multipart message as L{_Part}s, or
+    L{None} for a single part.
+    """
+    if message.get_content_maintype() != "multipart" or not isinstance(message.get_payload(), list):
+        return None
+    out = []
+    for sub in message.get_payload():
+        headers = [(name, _fieldValue(value.encode("utf-8", "surrogateescape"))) for name, value in sub.items()]
+        payload = sub.get_payload()
+        if isinstance(payload, list):
+            # a nested multipart's body is its parts; message/rfc822's is the message
+            children = _mimeParts(sub)
+            body = b"" if children is not None else b"".join(p.as_bytes() for p in payload)
+        else:
+            children, body = None, payload.encode("ascii", "surrogateescape")
+        out.append(_Part(headers, _crlf(body), children))
+    return out
+
+
+def _readOne(f):
+    headers, bodyStart, headerSize = _parseHeaderBlock(f)
+    parts = None
+    contentType = next((v for n, v in headers if n.lower() == "content-type"), "")
+    if contentType.lstrip().lower().startswith("multipart/"):
+        size = f.seek(0, 2)
+        if size <= PARTS_LIMIT:
+            f.seek(0)
+            parts = _mimeParts(BytesParser(policy=compat32).parse(f))
+    return headers, bodyStart, headerSize, parts
+
+
 def _readAll(files) -> list:
     try:
-        return [_parseHeaderBlock(f) for f in files]
+        return [_readOne(f) for f in files]
     finally:
         for f in files:
             f.close()
@@ -234,8 +338,9 @@ def readHeaders(folder, uids):
     The header blocks of C{uids}, read in the store's pool a batch of
     files at a time (opened as L{virtualSizes} opens them).
 
-    @return: Deferred firing with C{{uid: (headers, bodyStart, headerSize)}};
-        vanished messages are left out.
+    @return: Deferred firing with C{{uid: (headers, bodyStart, headerSize,
+        parts)}} (C{parts}: the L{_Part}s of a multipart message, else
+        L{None}); vanished messages are left out.
     """
     out = {}
     for start in range(0, len(uids), _BATCH):
