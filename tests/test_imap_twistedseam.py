@@ -160,6 +160,16 @@ class AdapterTests(unittest.TestCase):
         syncResult(mailbox.store(imap4.parseIdList(b"2"), [b"\\Flagged"], 0, True))
         self.assertIn("\\Flagged", self.fetch(mailbox, b"2", uid=True)[0][1].getFlags())
 
+    def test_hugeSets(self):
+        """
+        Sets are matched against the session's messages, not enumerated:
+        a client's C{1:4294967295} costs no more than C{1:*}.
+        """
+        mailbox = self.select()
+        for uid in (False, True):
+            self.assertEqual([seq for seq, _ in self.fetch(mailbox, b"2:4294967295", uid)], [2])
+            self.assertEqual([seq for seq, _ in self.fetch(mailbox, b"*", uid)], [2])
+
     def test_readOnly(self):
         """
         An EXAMINEd mailbox refuses STORE and EXPUNGE.

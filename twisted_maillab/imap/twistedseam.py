@@ -87,7 +87,7 @@ from zope.interface import implementer
 
 from twisted_maillab.imap.twistedseammessage import HEADER_LIMIT, PARTS_LIMIT, Matcher, TwistedMessage, readHeaders, text
 from twisted_maillab.store import dovecot
-from twisted_maillab.store.errors import InvalidMailboxName, MailboxNotFound
+from twisted_maillab.store.errors import InvalidMailboxName, MailboxNotFound, StoreError
 from twisted_maillab.store.reading import virtualSizes
 from twisted_maillab.store.view import FolderView
 
@@ -173,7 +173,11 @@ class TwistedAccount:
         d = self._lock.run(f, *args)
 
         def failed(failure):
-            log.failure("{what} failed for {user}", failure, what=what, user=self.account.name)
+            if failure.check(StoreError):
+                # the client's request was refused by the store: one line
+                log.warn("{what} failed for {user}: {error}", what=what, user=self.account.name, error=failure.value)
+            else:
+                log.failure("{what} failed for {user}", failure, what=what, user=self.account.name)
 
         d.addErrback(failed)
         return d
@@ -458,12 +462,11 @@ class TwistedMailbox:
         session numbers; C{*} is the last one (RFC 3501 6.4.8).
         """
         uids = self.view.uids
+        messages.last = (uids[-1] if uids else 0) if uid else len(uids)
+        # membership, never iteration: "1:4294967295" is a few bytes to send
         if uid:
-            messages.last = uids[-1] if uids else 0
-            wanted = set(messages)
-            return [(i + 1, u) for i, u in enumerate(uids) if u in wanted]
-        messages.last = len(uids)
-        return [(seq, uids[seq - 1]) for seq in messages if 1 <= seq <= len(uids)]
+            return [(seq, u) for seq, u in enumerate(uids, 1) if u in messages]
+        return [(seq, u) for seq, u in enumerate(uids, 1) if seq in messages]
 
     @defer.inlineCallbacks
     def fetch(self, messages, uid):
