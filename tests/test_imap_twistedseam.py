@@ -234,7 +234,11 @@ class AdapterTests(unittest.TestCase):
         self.assertIsNone(target)
         self.account.create("Archive")
         target = syncResult(self.account.select("Archive"))
+        (_, other), = self.fetch(source, b"2")
+        # Twisted's COPY: one copy() per message on the same mailbox
         self.assertEqual(syncResult(target.copy(message)), 1)
+        self.assertEqual(syncResult(target.copy(other)), 2)
+        self.store.clock.advance(0)
         archive = Path(self.user.maildir) / ".Archive"
         self.assertTrue(maildirNames(archive)[0].endswith(":2,R"))
         # Twisted's server opens a mailbox per APPEND or COPY and never
@@ -244,8 +248,8 @@ class AdapterTests(unittest.TestCase):
         target = syncResult(self.account.select("Archive"))
         appended = target.addMessage(io.BytesIO(b"S: a\n\nx\n"), ["\\Draft"], "01-Jan-2020 00:00:00 +0000")
         uid = syncResult(appended)
-        self.assertEqual(uid, 2)
-        self.assertEqual(target.getMessageCount(), 2)
+        self.assertEqual(uid, 3)
+        self.assertEqual(target.getMessageCount(), 3)
         drafts = [n for n in maildirNames(archive) if n.endswith(":2,D")]
         self.assertEqual(len(drafts), 1)
         self.assertEqual(os.stat(archive / "cur" / drafts[0]).st_mtime, 1577836800)
@@ -494,7 +498,7 @@ class EndToEndTests(unittest.TestCase):
                 seen["append-flags"] = m.append("INBOX", "(\\Flagged)", None, b"Subject: a\r\n\r\nflagged\r\n")
                 seen["append-bare"] = m.append("INBOX", None, None, b"Subject: b\r\n\r\nbare\r\n")
                 m.response("EXISTS")
-                seen["copy"] = m.copy("1", "Archive")
+                seen["copy"] = m.copy("1:2", "Archive")
                 seen["status"] = m.status("Archive", "(MESSAGES UIDNEXT UNSEEN)")
                 seen["search"] = m.search(None, "UNSEEN")
                 seen["uid-search"] = m.uid("SEARCH", "SUBJECT", "b")
@@ -531,7 +535,7 @@ class EndToEndTests(unittest.TestCase):
         self.assertEqual(seen["append-flags"][0], "OK")
         self.assertEqual(seen["append-bare"][0], "OK")
         self.assertEqual(seen["copy"][0], "OK")
-        self.assertEqual(seen["status"], ("OK", [b"Archive (MESSAGES 1 UIDNEXT 2 UNSEEN 0)"]))
+        self.assertEqual(seen["status"], ("OK", [b"Archive (MESSAGES 2 UIDNEXT 3 UNSEEN 1)"]))
         self.assertEqual(seen["search"], ("OK", [b"2 3 4"]))
         self.assertEqual(seen["uid-search"], ("OK", [b"4"]))
         self.assertIn(b'"/" "Sent"', b" ".join(seen["lsub"][1]))
@@ -546,7 +550,8 @@ class EndToEndTests(unittest.TestCase):
         self.assertTrue(any(n.endswith(":2,Sa") for n in names), names)
         self.assertTrue(any(n.endswith(":2,F") for n in names), names)
         self.assertIn("0 $Important", (self.maildir / "dovecot-keywords").read_text())
-        self.assertEqual(len(maildirNames(self.maildir / ".Archive")), 1)
+        archive = self.maildir / ".Archive"
+        self.assertEqual(len(maildirNames(archive, "cur") + maildirNames(archive, "new")), 2)
         # the session's listeners went away with the connection
         while not self.lost:
             yield task.deferLater(reactor, 0.01, lambda: None)

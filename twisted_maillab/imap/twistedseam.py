@@ -428,11 +428,17 @@ class TwistedMailbox:
         def done(result):
             self._busy -= 1
             self._changed()
-            if self._transient and not self._busy and not self.listeners:
-                self.close()
+            if self._transient and not self._busy:
+                # a turn later: Twisted's COPY calls copy() once per message,
+                # and a synchronous store finishes each before the next call
+                self.folder.store.clock.callLater(0, self._closeIfIdle)
             return result
 
         return d.addBoth(done)
+
+    def _closeIfIdle(self) -> None:
+        if not self._busy and not self.listeners:
+            self.close()
 
     def expunge(self):
         """
