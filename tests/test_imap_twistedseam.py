@@ -507,6 +507,14 @@ class EndToEndTests(unittest.TestCase):
                 self.deliver(b"Subject: pushed\r\n\r\nfrom elsewhere\r\n")
                 seen["noop"] = m.noop()
                 seen["exists"] = m.response("EXISTS")
+                # and another IMAP session's flag change as FETCH FLAGS
+                other = imaplib.IMAP4("127.0.0.1", port)
+                other.login("edouard", "s3cret")
+                other.select("INBOX")
+                other.store("3", "+FLAGS", "(\\Answered)")
+                other.logout()
+                m.noop()
+                seen["pushed-flags"] = m.response("FETCH")
                 seen["deleted"] = m.store("2", "+FLAGS.SILENT", "(\\Deleted)")
                 seen["expunge"] = m.expunge()
                 seen["after"] = m.fetch("1:*", "(UID)")
@@ -540,6 +548,8 @@ class EndToEndTests(unittest.TestCase):
         self.assertEqual(seen["uid-search"], ("OK", [b"4"]))
         self.assertIn(b'"/" "Sent"', b" ".join(seen["lsub"][1]))
         self.assertEqual(seen["exists"], ("EXISTS", [b"5"]))
+        # (message 3 came after this SELECT: the other session claimed its \\Recent)
+        self.assertEqual(seen["pushed-flags"], ("FETCH", [b"3 (FLAGS (\\Answered \\Flagged))"]))
         self.assertEqual(seen["expunge"], ("OK", [b"2"]))
         self.assertEqual([line.split(b" (")[1] for line in seen["after"][1]],
                          [b"UID 1)", b"UID 3)", b"UID 4)", b"UID 5)"])
@@ -548,7 +558,7 @@ class EndToEndTests(unittest.TestCase):
         names = maildirNames(self.maildir, "cur") + maildirNames(self.maildir, "new")
         self.assertEqual(len(names), 4)
         self.assertTrue(any(n.endswith(":2,Sa") for n in names), names)
-        self.assertTrue(any(n.endswith(":2,F") for n in names), names)
+        self.assertTrue(any(n.endswith(":2,FR") for n in names), names)
         self.assertIn("0 $Important", (self.maildir / "dovecot-keywords").read_text())
         archive = self.maildir / ".Archive"
         self.assertEqual(len(maildirNames(archive, "cur") + maildirNames(archive, "new")), 2)
