@@ -36,8 +36,25 @@ def text(value) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
+class _Parts:
+    """
+    C{isMultipart}/C{getSubPart} over C{self.parts}: the L{_Part}s of a
+    multipart message, or L{None}.
+    """
+
+    parts = None
+
+    def isMultipart(self):
+        return self.parts is not None
+
+    def getSubPart(self, part):
+        if self.parts is None:
+            raise IndexError(part)
+        return self.parts[part]
+
+
 @implementer(imap4.IMessage, imap4.IMessageFile)
-class TwistedMessage:
+class TwistedMessage(_Parts):
     """
     One message as a FETCH sees it, with what was read in the pool.
 
@@ -83,14 +100,6 @@ class TwistedMessage:
     def getSize(self):
         return self._size
 
-    def isMultipart(self):
-        return self.parts is not None
-
-    def getSubPart(self, part):
-        if self.parts is None:
-            raise IndexError(part)
-        return self.parts[part]
-
     # -- IMessageFile -------------------------------------------------
 
     def open(self):
@@ -107,7 +116,7 @@ class TwistedMessage:
 
 
 @implementer(imap4.IMessagePart)
-class _Part:
+class _Part(_Parts):
     """
     One MIME part of a multipart message, parsed in the pool and held in
     memory (at most L{PARTS_LIMIT} octets per message).
@@ -126,14 +135,6 @@ class _Part:
 
     def getSize(self):
         return len(self.body)
-
-    def isMultipart(self):
-        return self.parts is not None
-
-    def getSubPart(self, part):
-        if self.parts is None:
-            raise IndexError(part)
-        return self.parts[part]
 
 
 def _selectHeaders(headers, negate, names) -> dict[str, str]:
