@@ -146,6 +146,20 @@ class AdapterTests(unittest.TestCase):
         ((_, message),) = self.fetch(mailbox, b"3")
         self.assertEqual(message.open().read(), b"S: x\r\n\r\nab\r\ncd\r\nef\r\r\n")
 
+    def test_literalKeepsItsSize(self):
+        """
+        The reader yields exactly the announced size: the CRLF it adds at
+        the end is not lost when it overshoots a read, and a size from a
+        wrong C{,W=} is padded rather than leaving the literal short.
+        """
+        from twisted_maillab.imap.twistedseammessage import _CRLFFile
+
+        source = io.BytesIO(b"abc\nde")
+        f = _CRLFFile(source, 0, 9)
+        self.assertEqual([f.read(8), f.read(8), f.read(8)], [b"abc\r\nde\r", b"\n", b""])
+        f = _CRLFFile(io.BytesIO(b"abc\n"), 0, 8)
+        self.assertEqual(f.read(), b"abc\r\n   ")
+
     def test_storeFlagsAndKeywords(self):
         """
         STORE reaches the Maildir: system flags as C{:2,} letters, keywords

@@ -195,8 +195,6 @@ class _CRLFFile:
         return self.tell()
 
     def read(self, n=-1):
-        if self._file is None:
-            return b""
         while (n < 0 or len(self._buffer) < n) and self._file is not None:
             chunk = self._file.read(self.CHUNK)
             if not chunk:
@@ -204,6 +202,12 @@ class _CRLFFile:
                 if tail or self._last != b"\n":
                     tail += b"\r\n" if not tail.endswith(b"\n") else b""
                 self._buffer += tail
+                # A size from a wrong ,W= in the file name: the literal
+                # must still carry the octets it announced (RFC 3501 4.3),
+                # or the client reads the next response as message text.
+                short = self._size - self._pos - len(self._buffer)
+                if short > 0:
+                    self._buffer += b" " * short
                 self._carry = b""
                 self._file.close()
                 self._file = None
