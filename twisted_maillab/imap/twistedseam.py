@@ -113,7 +113,9 @@ def registerTwistedAccount(realm, store) -> None:
     """
     Make the realm answer logins asking for L{imap4.IAccount} with a
     L{TwistedAccount} over C{store}; the Maildir and the special-use folders
-    are created at login, as for maillab's own IMAP.
+    are created at login (the store's C{autocreate_folders}).  Call it once
+    per realm, from the builder that owns the store (the realm refuses a
+    second factory for an interface, as for POP3's).
     """
 
     def factory(account):
