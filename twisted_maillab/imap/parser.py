@@ -667,7 +667,7 @@ class _Reader:
 
     def astring(self) -> bytes:
         c = self.peek()
-        if c == 0x22 or c == 0x7B:
+        if c == 0x22 or c == 0x7B or (c == 0x7E and self.data[self.pos + 1 : self.pos + 2] == b"{"):
             return self.string()
         return self.match(_ASTRING_ATOM, "an astring")
 
@@ -1022,6 +1022,9 @@ def _charset(r):
 
 
 def _searchKeys(r, charset):
+    """
+    One or more search keys: their conjunction, as C{AND}.
+    """
     keys = [_searchKey(r, charset)]
     while r.peek() == 0x20:
         r.pos += 1
@@ -1035,6 +1038,8 @@ def _searchKey(r, charset):
         r.enter()
         r.pos += 1
         key = _searchKeys(r, charset)
+        if len(key.args) == 1:  # "(SEEN)" is just SEEN
+            key = key.args[0]
         r.char(0x29, "')'")
         r.depth -= 1
         return key
@@ -1311,8 +1316,9 @@ def parseCommand(data: bytes, utf8: bool = False) -> Command:
     """
     r = _Reader(data, utf8)
     try:
-        r.tag = r.match(_TAG, "a tag").decode("ascii")
-        r.sp()
+        tag = r.match(_TAG, "a tag").decode("ascii")
+        r.sp()  # "a+1 NOOP": the tag is not "a"
+        r.tag = tag
         name = r.keyword()
         uid = name == "UID"
         if uid:
