@@ -395,6 +395,48 @@ class ExtensionExamplesTests(ParserTestCase):
         self.fails(b'a APPEND Drafts "message"\r\n', "a", "date-time")
 
 
+class RFC9051ExamplesTests(ParserTestCase):
+    """
+    RFC 9051's examples beyond RFC 3501's.
+    """
+
+    def test_status(self):
+        self.parses(
+            b"A043 STATUS blurdybloop (MESSAGES SIZE DELETED UNSEEN UIDVALIDITY RECENT)\r\n",
+            "A043",
+            "STATUS",
+            Status("blurdybloop", ("MESSAGES", "SIZE", "DELETED", "UNSEEN", "UIDVALIDITY", "RECENT")),
+        )
+        self.fails(b"A044 STATUS blurdybloop ()\r\n", "A044")
+        self.fails(b"A045 STATUS blurdybloop (HIGHESTMODSEQ)\r\n", "A045", "HIGHESTMODSEQ")
+
+    def test_search(self):
+        privet = "\u041f\u0440\u0438\u0432\u0435\u0442"
+        raw = privet.encode("utf-8")
+        self.assertEqual(len(raw), 12)
+        self.parses(
+            b"A283 SEARCH RETURN () FLAGGED SINCE 1-Feb-1994 NOT FROM \"Smith\"\r\n",
+            "A283",
+            "SEARCH",
+            Search(None, AND(K("FLAGGED"), K("SINCE", date(1994, 2, 1)), K("NOT", K("FROM", "Smith"))), ("ALL",)),
+        )
+        self.parses(b"A285 SEARCH CHARSET UTF-8 TEXT {12}\r\n" + raw + b"\r\n", "A285", "SEARCH", Search("UTF-8", AND(K("TEXT", privet))))
+        self.parses(b"A286 SEARCH CHARSET UTF-8 TEXT {12+}\r\n" + raw + b"\r\n", "A286", "SEARCH", Search("UTF-8", AND(K("TEXT", privet))))
+
+    def test_list(self):
+        self.parses(
+            b'A04 LIST (REMOTE) "" "%" RETURN (CHILDREN)\r\n',
+            "A04",
+            "LIST",
+            List("", ("%",), frozenset({"REMOTE"}), frozenset({"CHILDREN"}), extended=True),
+        )
+        self.parses(b'A03 LIST () "" "%" RETURN ()\r\n', "A03", "LIST", List("", ("%",), extended=True))
+
+    def test_idleAndNamespace(self):
+        self.parses(b"A001 NAMESPACE\r\n", "A001", "NAMESPACE")
+        self.parses(b"A002 IDLE\r\n", "A002", "IDLE")
+
+
 class FetchTests(ParserTestCase):
     def items(self, text):
         return parseCommand(b"a FETCH 1 " + text + b"\r\n").args.items
@@ -928,7 +970,8 @@ class AssemblerTests(unittest.TestCase):
     def test_appendHugeAnnouncement(self):
         a = CommandAssembler(appendLimit=1000)
         a.feed(b"a1 UID APPEND x {99999999999}\r\n")  # not a UID command: refused as an ordinary literal
-        self.assertIsInstance(a.nextEvent(), LiteralTooBig)
+        error = a.nextEvent()
+        self.assertEqual((type(error), error.status, error.code, error.fatal), (LiteralTooBig, "BAD", None, False))
         a.feed(b"a2 APPEND x {" + b"9" * 500 + b"}\r\n")
         error = a.nextEvent()
         self.assertEqual((error.tag, error.code, error.fatal), ("a2", "TOOBIG", False))
@@ -1021,6 +1064,19 @@ class AssemblerTests(unittest.TestCase):
         error, command = self.drain(a)
         self.assertEqual((type(error), error.tag), (LineTooLong, "a1"))
         self.assertEqual(command, Command("a2", "NOOP"))
+
+    def test_literalWithoutTag(self):
+        # "+" is never sent for a line that cannot become a command
+        a = CommandAssembler()
+        a.feed(b"{5}\r\n* x {3}\r\na1 NOOP\r\n")
+        e1, e2, command = self.drain(a)
+        self.assertEqual((type(e1), e1.tag, e1.fatal, type(e2), e2.tag), (ParseError, None, False, ParseError, None))
+        self.assertEqual(command, Command("a1", "NOOP"))
+        # a non-synchronising one is on its way: its octets must not be read as commands
+        a.feed(b"(x {11+}\r\na2 DELETE x\r\n")
+        [error] = self.drain(a)
+        self.assertTrue(error.fatal)
+        self.assertEqual(a.pending(), 0)
 
     def test_parseErrorsAreEvents(self):
         a = CommandAssembler()

@@ -138,7 +138,7 @@ def isDone(line: bytes) -> bool:
 
 
 _LITERAL_AT_END = re.compile(rb"~?\{(\d+)(\+?)\}\r?\n\Z")
-_PREFIX = re.compile(rb'([^\x00-\x20\x7f(){%*"\\+\x80-\xff]+) +(?:UID +)?([A-Za-z]+)?')
+_PREFIX = re.compile(rb'([^\x00-\x20\x7f(){%*"\\+\x80-\xff]+) ([A-Za-z]+)?')
 LITERAL_MINUS_MAX = 4096  # RFC 7888 section 5: LITERAL- allows {N+} up to 4096 octets
 
 
@@ -319,9 +319,16 @@ class CommandAssembler:
             error = f"literal of {size} octets is beyond the limit of {limit}"
         elif total > totalLimit:
             error = f"command of {total} octets is beyond the limit of {totalLimit}"
+        if tag is None:
+            # no command can come of it: refuse it at once rather than ask for its octets
+            error = "literal in a line without a tag"
         if error is not None:
             self._reset()
-            failure = LiteralTooBig(error, tag, size, not plus, command)
+            if tag is None:
+                failure = ParseError(error)
+                failure.fatal = plus
+            else:
+                failure = LiteralTooBig(error, tag, size, not plus, command)
             if failure.fatal:
                 self._dead = True
                 self._buf.clear()
