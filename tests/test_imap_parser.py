@@ -220,6 +220,8 @@ class ExtensionExamplesTests(ParserTestCase):
         self.parses(b"a02 AUTHENTICATE PLAIN =\r\n", "a02", "AUTHENTICATE", Authenticate("PLAIN", b""))
         self.fails(b"a03 AUTHENTICATE PLAIN dGVzd=AB\r\n", "a03")
         self.fails(b"a04 AUTHENTICATE PLAIN dGVzdA\r\n", "a04", "base64")
+        self.fails(b"a05 AUTHENTICATE PLAIN \r\n", "a05", "empty")
+        self.fails(b"a06 AUTHENTICATE PLAIN =x\r\n", "a06")
 
     def test_literalPlus(self):
         # RFC 7888 section 4
@@ -795,6 +797,7 @@ class SequenceSetTests(unittest.TestCase):
         self.assertEqual(huge.select([3, 9, 4000000000]), [3, 9, 4000000000])
         self.assertEqual(list(itertools.islice(huge.iterate(5), 3)), [1, 2, 3])
         self.assertEqual(huge.highest(5), 4294967295)
+        self.assertEqual(SequenceSet.fromValues([]).highest(5), 0)
 
     def test_membership(self):
         s = parseSequenceSet(b"2,4:7,9,12:*")
@@ -803,6 +806,8 @@ class SequenceSetTests(unittest.TestCase):
         self.assertEqual(list(s.iterate(15)), members)
         self.assertTrue(s.usesStar())
         self.assertFalse(parseSequenceSet(b"1:3").usesStar())
+        reversed_ = parseSequenceSet(b"7:4,*:14")
+        self.assertEqual([n for n in range(1, 20) if reversed_.contains(n, 12)], [4, 5, 6, 7, 12, 13, 14])
 
     def test_selectUids(self):
         uids = [3, 5, 8, 13, 21, 34]

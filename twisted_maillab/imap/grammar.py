@@ -376,6 +376,8 @@ def _authenticate(r):
         r.pos += 1
         return Authenticate(mechanism, b"")
     raw = r.match(_BASE64, "base64")
+    if not raw:
+        raise r.error("empty initial response (send '=' for an empty one, RFC 4959)")
     try:
         return Authenticate(mechanism, base64.b64decode(raw, validate=True))
     except binascii.Error:

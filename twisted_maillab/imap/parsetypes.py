@@ -143,9 +143,12 @@ class SequenceSet:
     def contains(self, value: int, maxValue: int) -> bool:
         """
         @return: whether C{value} is in the set once C{*} is C{maxValue}.
+            (To test many values, L{select} is cheaper.)
         """
-        for lo, hi in self.resolve(maxValue):
-            if lo <= value <= hi:
+        for lo, hi in self.ranges:
+            lo = maxValue if lo is None else lo
+            hi = maxValue if hi is None else hi
+            if lo <= value <= hi or hi <= value <= lo:
                 return True
         return False
 
@@ -181,9 +184,11 @@ class SequenceSet:
     def highest(self, maxValue: int) -> int:
         """
         @return: the largest member once C{*} is C{maxValue} (to check a
-            sequence-number set against the mailbox size).
+            sequence-number set against the mailbox size); 0 for an empty
+            set.
         """
-        return self.resolve(maxValue)[-1][1]
+        resolved = self.resolve(maxValue)
+        return resolved[-1][1] if resolved else 0
 
 
 # ---------------------------------------------------------------------------
