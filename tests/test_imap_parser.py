@@ -276,6 +276,7 @@ class ExtensionExamplesTests(ParserTestCase):
         # RFC 5258 3.1: unknown options and a lone RECURSIVEMATCH are BAD
         self.fails(b'a LIST (BOGUS) "" "*"\r\n', "a", "BOGUS")
         self.fails(b'a LIST (RECURSIVEMATCH) "" "*"\r\n', "a", "RECURSIVEMATCH")
+        self.fails(b'a LIST (REMOTE RECURSIVEMATCH) "" "*"\r\n', "a", "RECURSIVEMATCH")
         self.fails(b'a LIST "" "*" RETURN (BOGUS)\r\n', "a", "BOGUS")
         self.fails(b'a LIST "" "*" RETURN (STATUS (FOO))\r\n', "a", "FOO")
         self.fails(b'a LIST "" "*" ALSO (CHILDREN)\r\n', "a", "RETURN")

@@ -444,8 +444,8 @@ def _list(r):
             if option not in ("SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"):
                 raise r.error(f"unknown LIST selection option {option}")
             selectOptions.add(option)
-        if "RECURSIVEMATCH" in selectOptions and len(selectOptions) == 1:
-            raise r.error("RECURSIVEMATCH needs another selection option (RFC 5258 3.1)")
+        if "RECURSIVEMATCH" in selectOptions and not selectOptions - {"RECURSIVEMATCH", "REMOTE"}:
+            raise r.error("RECURSIVEMATCH needs a selection option other than REMOTE (RFC 5258 3)")
         r.sp()
     reference = r.mailboxName(r.astring(), inbox=False)
     r.sp()
