@@ -80,6 +80,12 @@ _SEARCH_KEYS.update({"UID": "u", "HEADER": "h"})
 
 
 class _Reader:
+    """
+    A cursor over the octets of one command: each method reads one element
+    of the grammar at C{pos} and moves past it, or raises L{ParseError}
+    carrying the tag once it is known.
+    """
+
     __slots__ = ("data", "pos", "tag", "utf8", "depth")
 
     def __init__(self, data: bytes, utf8: bool):
