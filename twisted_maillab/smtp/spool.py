@@ -168,10 +168,12 @@ class SpoolWriter:
         self.queue = queue
         self.message = message
         self.path = queue.directory / f"{message.queueId}.eml"
-        self._chain = queue.runner(self._open)
         self._fd = None
         self._failed = None
         self._done = False
+        # last: a pool thread may run _open (and set _fd) before the
+        # runner returns
+        self._chain = queue.runner(self._open)
 
     def _open(self):
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
