@@ -611,3 +611,26 @@ class QueueTests(unittest.TestCase):
         self.assertEqual(state["attempts"], 1)
         self.assertIs(state["futureField"], True)
         self.assertEqual(state["recipients"][0]["note"], "x")
+
+
+class SpoolWriterTests(unittest.TestCase):
+    def test_openDoneBeforeTheConstructorReturns(self):
+        """
+        The store's pool may run the writer's open before the runner call
+        returns (a hot thread); the file descriptor it set must survive the
+        rest of the constructor.  A synchronous runner makes that order
+        certain.
+        """
+        from pathlib import Path
+        from types import SimpleNamespace
+
+        from twisted_maillab.smtp.spool import QueuedMessage, SpoolWriter
+
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        queue = SimpleNamespace(directory=directory, runner=lambda f, *args: defer.maybeDeferred(f, *args))
+        writer = SpoolWriter(queue, QueuedMessage(queueId="4AB", sender="a@example.org", created=0.0))
+        self.successResultOf(writer.write(b"Subject: x\r\n\r\nbody\r\n"))
+        self.assertIsNone(writer._failed)
+        self.assertEqual((directory / "4AB.eml").read_bytes(), b"Subject: x\r\n\r\nbody\r\n")
+        writer.abort()
