@@ -669,9 +669,9 @@ class LineLimitTests(unittest.TestCase):
         h = Harness(self, maxLineLength=100)
         reply = h.send(b"x" * 150)
         self.assertEqual(reply, b"-ERR Command line too long.\r\n")
-        self.assertLessEqual(len(h.proto._buffer), 100)
+        self.assertLessEqual(h.proto.engine.pendingInput(), 100)
         h.send(b"y" * 10000)
-        self.assertEqual(len(h.proto._buffer), 0)
+        self.assertEqual(h.proto.engine.pendingInput(), 0)
         # the rest of the long line is skipped up to its newline
         self.assertEqual(h.send(b"zzz\r\nNOOP\r\n"), b"+OK\r\n")
 
