@@ -658,6 +658,31 @@ class FlowControlTests(unittest.TestCase):
         h.send(b"USER edouard\r\nPASS s3cret\r\n" + b"NOOP\r\n" * 100)
         self.assertEqual(h.transport.producerState, "producing")
 
+    def test_slowLoginIsNotIdleness(self):
+        """
+        RFC 1939 3's autologout timer measures the client's inactivity: a
+        login the server takes longer than the timeout to check does not
+        time the client out; the timer starts again when it answered.
+        """
+        d = defer.Deferred()
+        maildrop = MemoryMaildrop("edouard", [MSG1])
+
+        class SlowPortal:
+            def login(self, credentials, mind, *interfaces):
+                inner = memoryPortal({b"edouard": (b"s3cret", maildrop)})
+                return d.addCallback(lambda _: inner.login(credentials, mind, *interfaces))
+
+        h = Harness(self, maildrop=maildrop, portal=SlowPortal())
+        h.send(b"USER edouard\r\nPASS s3cret\r\n")
+        h.clock.advance(900)
+        self.assertFalse(h.transport.disconnecting)
+        d.callback(None)
+        self.assertTrue(h.take().endswith(b"+OK Logged in, 1 messages (%d octets).\r\n" % crlfSize(MSG1)))
+        h.clock.advance(599)
+        self.assertFalse(h.transport.disconnecting)
+        h.clock.advance(1)
+        self.assertEqual(h.take(), b"-ERR [SYS/PERM] Disconnected for inactivity.\r\n")
+
 
 class LineLimitTests(unittest.TestCase):
     def test_longLineRefusedConnectionKept(self):
