@@ -624,6 +624,20 @@ class PipeliningTests(unittest.TestCase):
         self.assertEqual(maildrop.committed, (frozenset({0}), frozenset({0})))
 
 
+class SlowPortal:
+    """
+    Logs edouard in to C{maildrop} once C{d} fires.
+    """
+
+    def __init__(self, d, maildrop):
+        self.d = d
+        self.maildrop = maildrop
+
+    def login(self, credentials, mind, *interfaces):
+        inner = memoryPortal({b"edouard": (b"s3cret", self.maildrop)})
+        return self.d.addCallback(lambda _: inner.login(credentials, mind, *interfaces))
+
+
 class FlowControlTests(unittest.TestCase):
     def test_pipelinedFloodPausesReading(self):
         # While a command is in progress, queued input is bounded: past
@@ -631,13 +645,7 @@ class FlowControlTests(unittest.TestCase):
         # queue drains.
         d = defer.Deferred()
         maildrop = MemoryMaildrop("edouard", [MSG1])
-
-        class SlowPortal:
-            def login(self, credentials, mind, *interfaces):
-                inner = memoryPortal({b"edouard": (b"s3cret", maildrop)})
-                return d.addCallback(lambda _: inner.login(credentials, mind, *interfaces))
-
-        h = Harness(self, maildrop=maildrop, portal=SlowPortal())
+        h = Harness(self, maildrop=maildrop, portal=SlowPortal(d, maildrop))
         h.send(b"USER edouard\r\nPASS s3cret\r\n")
         h.send(b"NOOP\r\n" * 15000)
         self.assertEqual(h.transport.producerState, "paused")
@@ -666,13 +674,7 @@ class FlowControlTests(unittest.TestCase):
         """
         d = defer.Deferred()
         maildrop = MemoryMaildrop("edouard", [MSG1])
-
-        class SlowPortal:
-            def login(self, credentials, mind, *interfaces):
-                inner = memoryPortal({b"edouard": (b"s3cret", maildrop)})
-                return d.addCallback(lambda _: inner.login(credentials, mind, *interfaces))
-
-        h = Harness(self, maildrop=maildrop, portal=SlowPortal())
+        h = Harness(self, maildrop=maildrop, portal=SlowPortal(d, maildrop))
         h.send(b"USER edouard\r\nPASS s3cret\r\n")
         h.clock.advance(900)
         self.assertFalse(h.transport.disconnecting)

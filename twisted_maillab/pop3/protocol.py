@@ -50,15 +50,7 @@ from zope.interface import implementer
 
 from twisted_maillab.auth.pool import AuthenticationUnavailable
 from twisted_maillab.auth.sasl import challengers
-from twisted_maillab.lines import (
-    CommandEngine,
-    ILineHandler,
-    SASLBadEncoding,
-    SASLCancelled,
-    SASLExchange,
-    SASLUnsupported,
-    plaintextAllowed,
-)
+from twisted_maillab import lines
 from twisted_maillab.pop3.interfaces import IPOP3Maildrop
 from twisted_maillab.store.errors import MessageVanished
 
@@ -358,20 +350,20 @@ def _continuation(challenge: bytes) -> bytes:
     return b"+ " + challenge + CRLF
 
 
-@implementer(ILineHandler)
+@implementer(lines.ILineHandler)
 class POP3Server(Protocol):
     """
-    One POP3 connection, on a L{CommandEngine} (command order, line limit,
+    One POP3 connection, on a L{lines.CommandEngine} (command order, line limit,
     back-pressure, STLS discard, the idle timeout).
 
     @ivar factory: the L{POP3Factory} (portal, TLS context, locks, limits).
     @ivar state: C{"AUTHORIZATION"}, C{"TRANSACTION"} or C{"UPDATE"}.
     @ivar tls: whether the connection is encrypted (POP3S, or after STLS).
-    @ivar engine: the connection's L{CommandEngine}.
+    @ivar engine: the connection's L{lines.CommandEngine}.
     """
 
     log = Logger()
-    engine: CommandEngine | None = None
+    engine: lines.CommandEngine | None = None
 
     def __init__(self):
         self.state = AUTHORIZATION
@@ -395,7 +387,7 @@ class POP3Server(Protocol):
         factory = self.factory
         self.tls = bool(factory.implicitTLS)
         # maxLineLength does not count the CRLF; the engine's limit does.
-        self.engine = CommandEngine(
+        self.engine = lines.CommandEngine(
             self, clock=factory.clock, maxLine=factory.maxLineLength + 2, idleTimeout=factory.timeout
         )
         self.engine.makeConnection(self.transport)
@@ -449,7 +441,7 @@ class POP3Server(Protocol):
     def _err(self, text: bytes):
         self.sendLine(b"-ERR " + text)
 
-    # -- input (ILineHandler) ------------------------------------------
+    # -- input (lines.ILineHandler) ----------------------------------
 
     def dataReceived(self, data: bytes):
         self.engine.dataReceived(data)
@@ -522,7 +514,7 @@ class POP3Server(Protocol):
         RFC 2595 2.2: plaintext passwords only over TLS; loopback and UNIX
         sockets count as private.
         """
-        return plaintextAllowed(self.transport, self.tls, onLoopback=self.factory.plaintextOnLoopback)
+        return lines.plaintextAllowed(self.transport, self.tls, onLoopback=self.factory.plaintextOnLoopback)
 
     def capabilities(self) -> list[bytes]:
         """
@@ -542,8 +534,8 @@ class POP3Server(Protocol):
         self._ok(b"Capability list follows")
         self._multiline(self.capabilities())
 
-    def _multiline(self, lines):
-        self.engine.write(b"".join(line + CRLF for line in lines) + b"." + CRLF)
+    def _multiline(self, items):
+        self.engine.write(b"".join(item + CRLF for item in items) + b"." + CRLF)
 
     def do_NOOP(self, argument):
         self._ok()
@@ -622,17 +614,17 @@ class POP3Server(Protocol):
             return self._err(b"Unsupported authentication mechanism.")
         if self._refusePlaintext():
             return
-        exchange = SASLExchange(self.engine, _continuation, self.factory.mechanisms)
+        exchange = lines.SASLExchange(self.engine, _continuation, self.factory.mechanisms)
         # RFC 5034 4: the initial response ("=" for an empty one).
         d = exchange.authenticate(mechanism, initial or None)
         return d.addCallbacks(self._login, self._saslFailed)
 
     def _saslFailed(self, failure):
-        error = failure.trap(SASLBadEncoding, SASLCancelled, SASLUnsupported)
-        if error is SASLCancelled:
+        error = failure.trap(lines.SASLBadEncoding, lines.SASLCancelled, lines.SASLUnsupported)
+        if error is lines.SASLCancelled:
             # RFC 5034 4: the client cancels the exchange.
             self._err(b"Authentication aborted.")
-        elif error is SASLBadEncoding:
+        elif error is lines.SASLBadEncoding:
             self._err(b"Invalid base64 data in continued response.")
         else:
             self._err(b"Unsupported authentication mechanism.")

@@ -42,15 +42,7 @@ from twisted.mail.smtp import IMessageDelivery
 from zope.interface import implementer
 
 from twisted_maillab.auth.sasl import challengers
-from twisted_maillab.lines import (
-    CommandEngine,
-    ILineHandler,
-    SASLBadEncoding,
-    SASLCancelled,
-    SASLExchange,
-    SASLUnsupported,
-    plaintextAllowed,
-)
+from twisted_maillab import lines
 from twisted_maillab.smtp.data import BARE_NEWLINE, MessageText
 from twisted_maillab.smtp.envelope import Recipient, SMTPReply, parseMail, parseMailbox, parseRcpt
 from twisted_maillab.smtp.session import Envelope, Session, Settings
@@ -84,17 +76,17 @@ def _continuation(challenge: bytes) -> bytes:
     return b"334 " + challenge + b"\r\n"
 
 
-@implementer(IHandshakeListener, ILineHandler)
+@implementer(IHandshakeListener, lines.ILineHandler)
 class ESMTPServer(Protocol):
     """
     One SMTP connection.  See the module docstring for why this is not a
     C{twisted.mail.smtp.ESMTP} subclass.
 
-    @ivar engine: the connection's L{CommandEngine} (ordering, line limit,
+    @ivar engine: the connection's L{lines.CommandEngine} (ordering, line limit,
         DATA as raw mode, STARTTLS discard, idle timeout).
     """
 
-    engine: CommandEngine | None = None
+    engine: lines.CommandEngine | None = None
 
     def __init__(self, factory: "SMTPServerFactory"):
         self.factory = factory
@@ -121,7 +113,7 @@ class ESMTPServer(Protocol):
     def connectionMade(self):
         # The line limit is the longest any command may have (AUTH's);
         # each command's own limit is checked in _command.
-        self.engine = CommandEngine(self, clock=self.clock, maxLine=AUTH_LINE_LIMIT, highWater=INPUT_HIGH_WATER)
+        self.engine = lines.CommandEngine(self, clock=self.clock, maxLine=AUTH_LINE_LIMIT, highWater=INPUT_HIGH_WATER)
         self.engine.makeConnection(self.transport)
         peer = self.transport.getPeer()
         host = getattr(peer, "host", "unknown").split("%", 1)[0]
@@ -219,7 +211,7 @@ class ESMTPServer(Protocol):
     def dataReceived(self, data: bytes):
         self.engine.dataReceived(data)
 
-    # -- ILineHandler ---------------------------------------------------------
+    # -- lines.ILineHandler ---------------------------------------------------------
 
     def lineReceived(self, line: bytes):
         return self._command(line)
@@ -254,10 +246,10 @@ class ESMTPServer(Protocol):
         Send a reply; every reply but the greeting carries its enhanced
         status code (RFC 2034 3: codes on every line of the reply).
         """
-        lines = text if isinstance(text, list) else [text]
+        texts = text if isinstance(text, list) else [text]
         out = []
-        for index, line in enumerate(lines):
-            sep = "-" if index < len(lines) - 1 else " "
+        for index, line in enumerate(texts):
+            sep = "-" if index < len(texts) - 1 else " "
             body = f"{enhanced} {line}" if enhanced else line
             out.append(f"{code}{sep}{body}\r\n")
         self.engine.write("".join(out).encode("utf-8", "replace"))
@@ -378,7 +370,7 @@ class ESMTPServer(Protocol):
         return None
 
     def _plaintextAllowed(self) -> bool:
-        return plaintextAllowed(self.session.host, self.session.tls, onLoopback=self.settings.plaintextOnLoopback)
+        return lines.plaintextAllowed(self.session.host, self.session.tls, onLoopback=self.settings.plaintextOnLoopback)
 
     def do_EHLO(self, rest: bytes):
         return self._hello(rest, esmtp=True)
@@ -526,16 +518,16 @@ class ESMTPServer(Protocol):
         # RFC 4954 4: the initial response ("=" for an empty one).
         initial = parts[1] if len(parts) == 2 else None
         self._mode = AUTH
-        d = SASLExchange(self.engine, _continuation).authenticate(mechanism, initial)
+        d = lines.SASLExchange(self.engine, _continuation).authenticate(mechanism, initial)
         d.addCallbacks(self._authLogin, self._authError, callbackArgs=(mechanism.decode("ascii"),))
         return d
 
     def _authError(self, failure):
         self._mode = COMMAND
-        error = failure.trap(SASLUnsupported, SASLBadEncoding, SASLCancelled)
-        if error is SASLUnsupported:
+        error = failure.trap(lines.SASLUnsupported, lines.SASLBadEncoding, lines.SASLCancelled)
+        if error is lines.SASLUnsupported:
             self._reply(504, "5.5.4", "Unsupported authentication mechanism")
-        elif error is SASLBadEncoding:
+        elif error is lines.SASLBadEncoding:
             self._reply(501, "5.5.2", "Error: invalid base64 data")
         else:
             self._reply(501, "5.7.0", "Authentication aborted")
