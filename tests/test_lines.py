@@ -292,6 +292,17 @@ class ContinuationTests(EngineTestCase):
         self.assertEqual(got, [b"DONE"])
         self.assertEqual(self.handler.lines, [b"next"])
 
+    def test_readLineTooLong(self):
+        """
+        An over-long continuation goes to lineTooLong; the reader gets the
+        next line.
+        """
+        got = []
+        self.engine.readLine().addCallback(got.append)
+        self.feed(b"z" * 30 + b"\r\n*\r\n")
+        self.assertEqual(self.handler.tooLong, 1)
+        self.assertEqual(got, [b"*"])
+
     def test_readLineTwice(self):
         self.engine.readLine()
         self.assertRaises(RuntimeError, self.engine.readLine)

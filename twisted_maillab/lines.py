@@ -470,7 +470,8 @@ class CommandEngine:
         The next line goes to the returned L{Deferred} instead of the
         handler, even while a command is pending (a SASL response, IMAP
         C{DONE}).  The idle timer runs meanwhile: it is the client's turn.
-        The line limit applies as for commands.
+        The line limit applies as for commands: an over-long line goes to
+        C{handler.lineTooLong} and the Deferred waits for the next one.
         """
         if self._lineWaiter is not None:
             raise RuntimeError("readLine() while another readLine() is pending")
