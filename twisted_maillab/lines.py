@@ -484,7 +484,9 @@ class CommandEngine:
         Deliver exactly the next C{count} octets to C{sink}, in as many
         calls as they arrive in, then go back to lines (IMAP literals: the
         rest of the command line follows the literal).  Works while a
-        command is pending, so a command can read its own literal.
+        command is pending, so a command can read its own literal.  A sink
+        that cannot keep up (a store write) calls L{pauseInput} and, when
+        it caught up, L{resumeInput}.
 
         @return: a L{Deferred} firing (after the last C{sink} call) when
             all C{count} octets were delivered.
