@@ -368,6 +368,28 @@ class RawModeTests(EngineTestCase):
         self.feed(b"X {3}\r\nabc\r\n")
         self.assertEqual(chunks, [b"abc"])
 
+    def test_literalSinkBackPressure(self):
+        """
+        A sink that pauses input gets nothing more, and the transport is
+        paused, until it resumes.
+        """
+        chunks = []
+
+        def sink(data):
+            chunks.append(data)
+            if len(chunks) == 1:
+                self.engine.pauseInput()
+
+        self.engine.readOctets(6, sink)
+        self.feed(b"abc")
+        self.feed(b"def\r\nNOOP\r\n")
+        self.assertEqual(chunks, [b"abc"])
+        self.assertEqual(self.transport.producerState, "paused")
+        self.engine.resumeInput()
+        self.assertEqual(chunks, [b"abc", b"def"])
+        self.assertEqual(self.handler.lines, [b"", b"NOOP"])
+        self.assertEqual(self.transport.producerState, "producing")
+
     def test_emptyLiteral(self):
         d = self.engine.readOctets(0, self.fail)
         self.assertIsNone(self.successResultOf(d))
