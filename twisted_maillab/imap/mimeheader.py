@@ -39,6 +39,20 @@ ENVELOPE_FIELDS = (
 _WSP = b" \t"
 
 
+class AddressList(list):
+    """
+    An ENVELOPE address list: RFC 3501 9 writes its addresses without a
+    space between (C{"(" 1*address ")"}).
+    """
+
+
+class Literal(bytes):
+    """
+    A value that was folded over several lines in the header: Dovecot
+    sends such values as literals, and so does the formatter.
+    """
+
+
 def parseFields(header: bytes) -> list[tuple[bytes, bytes]]:
     """
     Split a header block (line ends LF or CRLF, the blank line included or
@@ -71,9 +85,13 @@ def parseFields(header: bytes) -> list[tuple[bytes, bytes]]:
 def unfold(value: bytes) -> bytes:
     """
     A field value as ENVELOPE sends it: folding CRLFs removed (RFC 5322
-    2.2.3), leading and trailing white space stripped.
+    2.2.3), leading and trailing white space stripped.  A folded value
+    comes back as a L{Literal} with its tabs as spaces (as Dovecot sends
+    it).
     """
-    return value.replace(b"\r\n", b"").replace(b"\n", b"").strip(_WSP)
+    if b"\n" not in value:
+        return value.strip(_WSP)
+    return Literal(value.replace(b"\r\n", b"").replace(b"\n", b"").replace(b"\t", b" ").strip(_WSP))
 
 
 def _tokens(value: bytes):
@@ -241,7 +259,7 @@ def parseAddresses(value: bytes | None):
     """
     if value is None:
         return None
-    result = []
+    result = AddressList()
     tokens = list(_tokens(value))
     i = 0
     n = len(tokens)
@@ -294,8 +312,9 @@ def parseAddresses(value: bytes | None):
                     close += 1
                 i = close + 1
                 continue
-            if kind == "comment":
-                comment = unfold(text) or comment
+            if kind == "comment" and i > start and tokens[i - 1][0] != "comment":
+                # A comment after the address names it ("a@b (Name)").
+                comment = bytes(unfold(text)) or comment
             i += 1
         end = i
         separator = tokens[i][1] if i < n else None

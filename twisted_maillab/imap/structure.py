@@ -231,13 +231,17 @@ def _parsePart(lines: _Lines, boundaries: list[bytes], isMessage: bool, digest: 
     vBody = lines.voffset
     lfBody = lines.lfs
     boundary = None
+    floor = None
     if ctype == b"multipart":
         for name, value in part.params:
             if name.lower() == b"boundary" and value:
                 boundary = value
                 break
-    if boundary is not None:
+    if ctype == b"multipart":
+        # Without a boundary the parts cannot be found: Dovecot reports one
+        # empty text/plain part and skips the body.
         part.children = []
+    if boundary is not None:
         inner = boundaries + [boundary]
         mine = len(inner) - 1
         childDigest = subtype == b"digest"
@@ -261,6 +265,9 @@ def _parsePart(lines: _Lines, boundaries: list[bytes], isMessage: bool, digest: 
             lines.advance()
             if close:
                 state = "epilogue"
+                # The close delimiter's own line end stays in the part
+                # even when an outer delimiter follows at once (Dovecot).
+                floor = (lines.offset, lines.voffset, lines.lfs)
                 continue
             state = "parts"
             part.children.append(_parsePart(lines, inner, False, childDigest))
@@ -283,6 +290,8 @@ def _parsePart(lines: _Lines, boundaries: list[bytes], isMessage: bool, digest: 
         end -= len(lines.lastTerm)
         vEnd -= 2
         lfEnd -= 1
+    if floor is not None and end < floor[0]:
+        end, vEnd, lfEnd = floor
     if end < part.bodyStart:
         end, vEnd, lfEnd = part.bodyStart, vBody, lfBody
     part.end = end
@@ -328,10 +337,7 @@ def _disposition(part):
 
 
 def _language(part):
-    tags = mimeheader.parseLanguage(part.fields.get(b"content-language"))
-    if tags is None or len(tags) > 1:
-        return tags
-    return tags[0]
+    return mimeheader.parseLanguage(part.fields.get(b"content-language"))
 
 
 def _text(part, name):
@@ -348,10 +354,14 @@ def _bodyOf(part: Part, extended: bool):
             out += [_nilParams(part.params), _disposition(part), _language(part), _text(part, b"content-location")]
         return out
     encoding = part.fields.get(b"content-transfer-encoding")
+    params = part.params
+    if part.ctype.lower() == b"text" and not any(name.lower() == b"charset" for name, _ in params):
+        # RFC 2045 5.2's default charset, which Dovecot reports.
+        params = params + [(b"charset", b"us-ascii")]
     out = [
         part.ctype,
         part.subtype,
-        _nilParams(part.params),
+        _nilParams(params),
         _text(part, b"content-id"),
         _text(part, b"content-description"),
         mimeheader.unfold(encoding) if encoding is not None else b"7bit",
@@ -364,6 +374,18 @@ def _bodyOf(part: Part, extended: bool):
     if extended:
         out += [_text(part, b"content-md5"), _disposition(part), _language(part), _text(part, b"content-location")]
     return out
+
+
+def _plainAscii(part) -> bool:
+    if part.children is not None or part.message is not None:
+        return False
+    if (part.ctype.lower(), part.subtype.lower()) != (b"text", b"plain"):
+        return False
+    if any((n.lower(), v.lower()) != (b"charset", b"us-ascii") for n, v in part.params):
+        return False
+    if part.encoding != b"7bit":
+        return False
+    return not any(name in part.fields for name in (b"content-id", b"content-description"))
 
 
 def _emptyPart():
@@ -400,6 +422,10 @@ class Message:
         of bytes / int / C{None} (NIL), L{Multipart} for multiparts; write
         them with L{render}.
         """
+        if not extended and _plainAscii(self.root):
+            # Dovecot answers BODY for plain US-ASCII text from a cache
+            # flag, in canonical lower case.
+            return [b"text", b"plain", [b"charset", b"us-ascii"], None, None, b"7bit", self.root.vBody, self.root.lines]
         return _bodyOf(self.root, extended)
 
     def part(self, numbers) -> Part | None:
@@ -408,20 +434,31 @@ class Message:
         "1.2"), or C{None} if there is none.  Part 1 of a non-multipart
         message is its body.
         """
-        node, context = self.root, True
+        node = self.root
+        # body: node was reached as a single-part message's part 1 (its
+        # body), whose only subparts are an encapsulated message's.
+        body = None
         for n in numbers:
-            if node.children is not None:
-                kids = node.children
-            elif context:
-                kids = [node]
+            if node.children is not None and body is None:
+                kids, body = node.children, False
+            elif body is None and node is self.root:
+                kids, body = [node], True
             elif node.message is not None:
                 inner = node.message
-                kids = inner.children if inner.children is not None else [inner]
-            else:
+                if inner.children is not None:
+                    kids, body = inner.children, False
+                else:
+                    kids, body = [inner], True
+            elif body:
                 return None
+            else:
+                # Dovecot lets a leaf inside a multipart be its own part 1.
+                kids, body = [node], False
             if not 1 <= n <= len(kids):
                 return None
-            node, context = kids[n - 1], False
+            node = kids[n - 1]
+            if not body:
+                body = None
         return node
 
     def section(self, f, spec: str, fields=None) -> "Section":
@@ -472,10 +509,17 @@ def _render(value, out):
     elif isinstance(value, int):
         out += b"%d" % value
     elif isinstance(value, bytes):
-        if any(c >= 0x80 or c in (0, 10, 13) for c in value):
+        # Dovecot sends a literal for quotes and backslashes too, and for
+        # values that were folded; any IMAP parser reads both forms.
+        if isinstance(value, mimeheader.Literal) or any(c >= 0x80 or c in (0, 10, 13, 34, 92) for c in value):
             out += b"{%d}\r\n" % len(value) + value
         else:
             out += b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+    elif isinstance(value, mimeheader.AddressList):
+        out += b"("
+        for item in value:
+            _render(item, out)
+        out += b")"
     elif isinstance(value, Multipart):
         out += b"("
         rest = False
