@@ -74,7 +74,7 @@ namespace inbox {{
         old = os.environ.copy()
         os.environ.update(env)
         try:
-            self.client = imaplib.IMAP4_stream(f"{IMAP_BINARY} -c {self.conf}")
+            self.client = imaplib.IMAP4_stream(f"{IMAP_BINARY} -c {self.conf} 2>>{self.dir}/stderr.log")
         finally:
             os.environ.clear()
             os.environ.update(old)
@@ -85,8 +85,9 @@ namespace inbox {{
         self._tag = 0
 
     def log(self) -> str:
-        path = self.dir / "dovecot.log"
-        return path.read_text() if path.exists() else ""
+        return "".join(
+            (self.dir / name).read_text() for name in ("dovecot.log", "stderr.log") if (self.dir / name).exists()
+        )
 
     def close(self):
         try:
@@ -103,6 +104,18 @@ namespace inbox {{
         Send one command; the untagged responses, raw (literals inline).
         Fails the test unless the answer is OK.
         """
+        out, tagged = self._command(command)
+        if not tagged.split(b" ", 2)[1:2] == [b"OK"]:
+            raise AssertionError(f"{command!r}: {tagged!r}")
+        return out
+
+    def rawTagged(self, command: bytes) -> bytes:
+        """
+        Send one command; its tagged answer line, whatever it says.
+        """
+        return self._command(command)[1]
+
+    def _command(self, command: bytes):
         self._tag += 1
         tag = b"R%d" % self._tag
         self.client.send(tag + b" " + command + b"\r\n")
@@ -112,9 +125,7 @@ namespace inbox {{
             if not line:
                 raise AssertionError(f"Dovecot closed the connection: {self.log()}")
             if line.startswith(tag + b" "):
-                if not line.startswith(tag + b" OK"):
-                    raise AssertionError(f"{command!r}: {line!r}")
-                return bytes(out)
+                return bytes(out), line
             out += line
             match = re.search(rb"\{(\d+)\}\r\n$", line)
             if match:
@@ -127,6 +138,8 @@ namespace inbox {{
         """
         answer = self.raw(b"FETCH %d (%s)" % (seq, item))
         name = (name or item) + b" "
+        if name not in answer:
+            raise AssertionError(f"no {name!r} in Dovecot's answer {answer!r}")
         start = answer.index(name) + len(name)
         return _value(answer, start)
 
@@ -148,6 +161,9 @@ def _value(data: bytes, i: int) -> bytes:
     One IMAP value starting at C{data[i]}, raw.
     """
     start = i
+    if data[i : i + 2] == b"~{":
+        # A literal8 (RFC 3516 4.2).
+        i += 1
     c = data[i : i + 1]
     if c == b"{":
         end = data.index(b"}\r\n", i)

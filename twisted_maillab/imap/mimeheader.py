@@ -310,7 +310,7 @@ def parseAddresses(value: bytes | None):
                 close = i + 1
                 while close < n and tokens[close] != ("special", b">"):
                     close += 1
-                i = close + 1
+                i = min(close + 1, n)
                 continue
             if kind == "comment" and i > start and tokens[i - 1][0] != "comment":
                 # A comment after the address names it ("a@b (Name)").

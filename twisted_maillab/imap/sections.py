@@ -8,10 +8,12 @@ in the store's thread pool.
 
 from __future__ import annotations
 
+import re
+
 from twisted_maillab.imap.mimedecode import IDENTITY_ENCODINGS, decoderFor
 from twisted_maillab.imap.structure import CHUNK, SectionError
 
-__all__ = ["Section", "BinarySection", "resolve", "resolveBinary", "crlfChunks"]
+__all__ = ["Section", "BinarySection", "CompositeBinary", "resolve", "resolveBinary", "crlfChunks"]
 
 _SUFFIXES = ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME")
 # Raw bytes read at once: with every byte a bare LF the CRLF output is
@@ -148,7 +150,12 @@ def _headerFields(f, part, fields, negate):
             if not block.endswith(b"\n"):
                 block += b"\r\n"
             out += block.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-    out += b"\r\n"
+    hadBlank = header.endswith(b"\n\n") or header.endswith(b"\n\r\n") or header in (b"\n", b"\r\n")
+    if hadBlank or not negate:
+        # Dovecot ends a .FIELDS.NOT selection with the blank line only if
+        # the header had one (a header running to the end of the file has
+        # none); .FIELDS always gets it (RFC 3501 6.4.5).
+        out += b"\r\n"
     return Section(data=bytes(out), size=len(out))
 
 
@@ -229,20 +236,76 @@ class BinarySection:
         if self.encoding in IDENTITY_ENCODINGS:
             yield from self.section.chunks(f, partial)
             return
-        skip, left = (0, None) if partial is None else partial
-        for out in self._decoded(f):
-            if skip:
-                if skip >= len(out):
-                    skip -= len(out)
-                    continue
-                out, skip = out[skip:], 0
-            if left is not None:
-                out = out[:left]
-                left -= len(out)
-            for start in range(0, len(out), CHUNK):
-                yield out[start : start + CHUNK]
-            if left == 0:
-                return
+        yield from _window(self._decoded(f), partial)
+
+
+class CompositeBinary:
+    """
+    BINARY[section] of a multipart or message/rfc822 part: its body with
+    every base64 or quoted-printable leaf inside decoded and its
+    Content-Transfer-Encoding field rewritten to C{binary}, as Dovecot
+    sends it (RFC 3516 leaves this case open).
+    """
+
+    __slots__ = ("node",)
+
+    def __init__(self, node):
+        self.node = node
+
+    def _pieces(self, f):
+        cursor = self.node.bodyStart
+        for leaf in _encodedLeaves(self.node):
+            if leaf.start > cursor:
+                yield from crlfChunks(f, [(cursor, leaf.start - cursor)])
+            f.seek(leaf.start)
+            header = _crlf(f.read(leaf.bodyStart - leaf.start))
+            yield _CTE_FIELD.sub(b"Content-Transfer-Encoding: binary", header, count=1)
+            yield from BinarySection(_body(leaf), leaf.encoding)._decoded(f)
+            cursor = leaf.end
+        if self.node.end > cursor:
+            yield from crlfChunks(f, [(cursor, self.node.end - cursor)])
+
+    def size(self, f) -> int:
+        return sum(len(piece) for piece in self._pieces(f))
+
+    def chunks(self, f, partial=None):
+        yield from _window(self._pieces(f), partial)
+
+
+_CTE_FIELD = re.compile(rb"(?im)^content-transfer-encoding[ \t]*:[^\r\n]*(?:\r\n[ \t][^\r\n]*)*")
+
+
+def _encodedLeaves(node):
+    """
+    The base64 and quoted-printable leaves below C{node}, in file order.
+    """
+    inner = node.children if node.children is not None else [node.message] if node.message is not None else []
+    for child in inner:
+        if child.children is not None or child.message is not None:
+            yield from _encodedLeaves(child)
+        elif child.encoding in (b"base64", b"quoted-printable"):
+            yield child
+
+
+def _window(pieces, partial):
+    """
+    C{pieces} cut to C{partial=(start, count)} and re-chunked to at most
+    L{CHUNK} bytes.
+    """
+    skip, left = (0, None) if partial is None else partial
+    for out in pieces:
+        if skip:
+            if skip >= len(out):
+                skip -= len(out)
+                continue
+            out, skip = out[skip:], 0
+        if left is not None:
+            out = out[:left]
+            left -= len(out)
+        for start in range(0, len(out), CHUNK):
+            yield out[start : start + CHUNK]
+        if left == 0:
+            return
 
 
 def _crlf(data: bytes) -> bytes:
@@ -260,7 +323,7 @@ def resolveBinary(message, spec) -> BinarySection:
     if node is None:
         return BinarySection(Section(), b"")
     if node.children is not None or node.message is not None:
-        return BinarySection(_body(node), b"")
+        return CompositeBinary(node)
     encoding = node.encoding
     decoderFor(encoding)  # raises UnknownCTE now, before anything is sent
     return BinarySection(_body(node), encoding)

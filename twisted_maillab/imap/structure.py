@@ -452,8 +452,9 @@ class Message:
             elif body:
                 return None
             else:
-                # Dovecot lets a leaf inside a multipart be its own part 1.
-                kids, body = [node], False
+                # Dovecot lets a leaf inside a multipart be its own part 1
+                # (once).
+                kids, body = [node], True
             if not 1 <= n <= len(kids):
                 return None
             node = kids[n - 1]
