@@ -85,13 +85,27 @@ def parseFields(header: bytes) -> list[tuple[bytes, bytes]]:
 def unfold(value: bytes) -> bytes:
     """
     A field value as ENVELOPE sends it: folding CRLFs removed (RFC 5322
-    2.2.3), leading and trailing white space stripped.  A folded value
-    comes back as a L{Literal} with its tabs as spaces (as Dovecot sends
+    2.2.3), leading white space stripped (trailing kept, as Dovecot
+    does).  A folded value comes back as a L{Literal} (as Dovecot sends
     it).
     """
     if b"\n" not in value:
-        return value.strip(_WSP)
-    return Literal(value.replace(b"\r\n", b"").replace(b"\n", b"").replace(b"\t", b" ").strip(_WSP))
+        return value.lstrip(_WSP)
+    return Literal(value.replace(b"\r\n", b"").replace(b"\n", b"").lstrip(_WSP))
+
+
+def forHumans(value: bytes) -> bytes:
+    """
+    A value meant to be read (ENVELOPE's subject) as Dovecot sends it:
+    line breaks and NULs dropped, tabs as spaces, white space runs as one
+    space, no leading or trailing space; a L{Literal} when that changed
+    anything.
+    """
+    # The white space after the colon is not part of the value.
+    value = value.lstrip(_WSP)
+    text = value.replace(b"\r", b"").replace(b"\n", b"").replace(b"\0", b"")
+    collapsed = b" ".join(part for part in text.replace(b"\t", b" ").split(b" ") if part)
+    return collapsed if collapsed == value else Literal(collapsed)
 
 
 def _tokens(value: bytes):
@@ -265,7 +279,7 @@ def parseAddresses(value: bytes | None):
     n = len(tokens)
     inGroup = False
 
-    def mailboxFrom(start, end, phraseWords, comment):
+    def mailboxFrom(start, end, phrase, comment):
         # tokens[start:end] hold addr-spec or "<...>" forms.
         route = None
         local = []
@@ -280,15 +294,14 @@ def parseAddresses(value: bytes | None):
                 local.append(b".")
             elif kind == "special" and text == b"." and part is domain:
                 domain.append(b".")
-            elif kind == "quoted":
-                part.append(b'"' + text.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
-                            if part is local and _needsQuote(text) else text)
-            elif kind in ("atom", "literal"):
+            elif kind in ("atom", "literal", "quoted"):
                 part.append(text)
             j += 1
-        mailbox = b"".join(local) or None
-        host = b"".join(domain) or None
-        name = _phrase(phraseWords)
+        # Dovecot's placeholders for an address without a mailbox or
+        # domain (RFC 3501 7.4.2 has NIL host only for group syntax).
+        mailbox = b"".join(local) or b"MISSING_MAILBOX"
+        host = b"".join(domain) or b"MISSING_DOMAIN"
+        name = _phrase(phrase)
         if name is None and comment is not None:
             name = comment
         return [name, route, mailbox, host]
@@ -296,7 +309,6 @@ def parseAddresses(value: bytes | None):
     while i < n:
         # One mailbox, group start, or group end.
         start = i
-        phraseWords: list[bytes] = []
         comment = None
         angle = None
         while i < n:
@@ -325,9 +337,6 @@ def parseAddresses(value: bytes | None):
             i += 1
             continue
         if angle is not None:
-            phraseWords = [
-                t if k != "special" else t for k, t in tokens[start:angle] if k in ("atom", "quoted") or t == b"."
-            ]
             close = angle + 1
             while close < end and tokens[close] != ("special", b">"):
                 close += 1
@@ -340,12 +349,9 @@ def parseAddresses(value: bytes | None):
                     inner = k + 1
             address = mailboxFrom(inner, close, _joinPhrase(tokens[start:angle]), None)
             address[1] = route
-            if address[2] is not None or address[3] is not None or address[0] is not None:
-                result.append(address)
-        elif end > start:
-            address = mailboxFrom(start, end, [], comment)
-            if address[2] is not None:
-                result.append(address)
+            result.append(address)
+        elif any(kind != "comment" for kind, _ in tokens[start:end]):
+            result.append(mailboxFrom(start, end, [], comment))
         if separator == b";":
             if inGroup:
                 result.append([None, None, None, None])
@@ -354,10 +360,6 @@ def parseAddresses(value: bytes | None):
     if inGroup:
         result.append([None, None, None, None])
     return result or None
-
-
-def _needsQuote(local: bytes) -> bool:
-    return any(c in b' ()<>[]:;@\\,."' for c in local)
 
 
 def _joinPhrase(tokens) -> list[bytes]:
@@ -387,10 +389,12 @@ def envelopeFromFields(fields: dict[bytes, bytes]) -> list:
         value = fields.get(name)
         return None if value is None else unfold(value)
 
+    subject = fields.get(b"subject")
+
     sender = parseAddresses(fields.get(b"from"))
     return [
         text(b"date"),
-        text(b"subject"),
+        None if subject is None else forHumans(subject),
         sender,
         parseAddresses(fields.get(b"sender")) or sender,
         parseAddresses(fields.get(b"reply-to")) or sender,

@@ -145,6 +145,14 @@ def _boundaryOf(line: bytes, boundaries: list[bytes]):
     return None
 
 
+def _isDelimiter(lines: _Lines, line: bytes, boundaries: list[bytes]) -> bool:
+    """
+    Whether the peeked C{line} starts a delimiter of an enclosing
+    multipart (only whole lines can).
+    """
+    return bool(boundaries) and lines.atStart and line[:2] == b"--" and _boundaryOf(line, boundaries) is not None
+
+
 class Part:
     """
     One MIME entity of a message: where it is in the file, its sizes as
@@ -189,7 +197,7 @@ class Part:
     @property
     def encoding(self) -> bytes:
         value = self.fields.get(b"content-transfer-encoding")
-        return mimeheader.unfold(value).lower() if value is not None else b"7bit"
+        return mimeheader.unfold(value).strip().lower() if value is not None else b"7bit"
 
 
 def _parsePart(lines: _Lines, boundaries: list[bytes], isMessage: bool, digest: bool) -> Part:
@@ -203,7 +211,7 @@ def _parsePart(lines: _Lines, boundaries: list[bytes], isMessage: bool, digest: 
         line = lines.peek()
         if line is None:
             break
-        if boundaries and lines.atStart and line[:2] == b"--" and _boundaryOf(line, boundaries) is not None:
+        if _isDelimiter(lines, line, boundaries):
             break
         wasStart = lines.atStart
         lines.advance()
@@ -215,8 +223,10 @@ def _parsePart(lines: _Lines, boundaries: list[bytes], isMessage: bool, digest: 
     part.vHeader = lines.voffset - vStart
     part.hLines = lines.lfs - lfStart
     fields = {}
+    # Only a message (the top or an encapsulated one) needs ENVELOPE's.
+    keep = _KEEP_FIELDS if isMessage else _MIME_FIELDS
     for name, value in mimeheader.parseFields(bytes(header)):
-        if name in _KEEP_FIELDS and name not in fields:
+        if name in keep and name not in fields:
             fields[name] = value
     part.fields = fields
     contentType = mimeheader.parseContentType(fields.get(b"content-type"))
@@ -278,7 +288,7 @@ def _parsePart(lines: _Lines, boundaries: list[bytes], isMessage: bool, digest: 
             line = lines.peek()
             if line is None:
                 break
-            if boundaries and lines.atStart and line[:2] == b"--" and _boundaryOf(line, boundaries) is not None:
+            if _isDelimiter(lines, line, boundaries):
                 break
             lines.advance()
     # The line end before a delimiter belongs to the delimiter (RFC 2046
@@ -364,7 +374,7 @@ def _bodyOf(part: Part, extended: bool):
         _nilParams(params),
         _text(part, b"content-id"),
         _text(part, b"content-description"),
-        mimeheader.unfold(encoding) if encoding is not None else b"7bit",
+        mimeheader.unfold(encoding).strip() if encoding is not None else b"7bit",
         part.vBody,
     ]
     if part.message is not None:
