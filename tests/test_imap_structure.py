@@ -126,6 +126,26 @@ class DovecotComparisonTests(unittest.TestCase):
         self.compareCorpus({name: crlf(data) for name, data in corpus().items()})
 
 
+    def test_bigMessages(self):
+        """
+        Messages longer than the parser's reads (256 KiB), with LF, CRLF
+        and mixed line ends, lines longer than a chunk and delimiters
+        falling anywhere relative to the reads.
+        """
+        text = b"".join(b"line %d of text --not a delimiter\n" % i for i in range(9000))
+        long = b"x" * 200000 + b"\n"
+        messages = {}
+        for name, ends in (("lf", lambda d: d), ("crlf", crlf), ("mixed", lambda d: d.replace(b"text --", b"text\r\n--"))):
+            data = (
+                b"Subject: big " + name.encode() + b"\nContent-Type: multipart/mixed; boundary=BIG\n\npreamble\n--BIG\n"
+                b"Content-Type: text/plain\n\n" + text + b"\n--BIG\nContent-Type: text/plain\n\n" + long + long
+                + b"--BIG\nContent-Type: message/rfc822\n\nSubject: inner\n\n" + text + b"--BIG--\nepilogue\n"
+            )
+            messages[name] = ends(data)
+        messages["top"] = b"Subject: one part\n\n" + text * 2
+        self.compareCorpus(messages)
+
+
 class EnvelopeTests(unittest.TestCase):
     def test_groupsAndDefaults(self):
         """

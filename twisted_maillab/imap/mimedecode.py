@@ -25,14 +25,17 @@ class UnknownCTE(Exception):
     """
 
 
-class _Base64:
-    _junk = re.compile(rb"[^A-Za-z0-9+/]")
+# Every byte that is not in the base64 alphabet (RFC 2045 6.8: ignored;
+# the padding "=" too, the last quantum is padded again at the end).
+_NOT_BASE64 = bytes(sorted(set(range(256)) - set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")))
 
+
+class _Base64:
     def __init__(self):
         self._pending = b""
 
     def feed(self, data: bytes) -> bytes:
-        data = self._pending + self._junk.sub(b"", data)
+        data = self._pending + data.translate(None, _NOT_BASE64)
         usable = len(data) - len(data) % 4
         self._pending = data[usable:]
         return binascii.a2b_base64(data[:usable]) if usable else b""

@@ -105,13 +105,50 @@ class _Lines:
                 break
             if self._eof:
                 return None
-            data = self._f.read(_READ)
-            self._buf = buf[self._pos :] + data
-            self._pos = 0
-            if not data:
-                self._eof = True
+            self._refill()
         self._next = line
         return line
+
+    def skip(self, delimiters: bool):
+        """
+        Consume whole lines in bulk up to the next line starting with
+        C{--} (with C{delimiters}) or to the end: a body's lines need
+        counting, not looking at one by one.
+        """
+        if self._next is not None:
+            return
+        while True:
+            buf, pos = self._buf, self._pos
+            if len(buf) - pos < 2 and not self._eof:
+                self._refill()
+                continue
+            if self.atStart and delimiters and buf.startswith(b"--", pos):
+                return
+            found = buf.find(b"\n--", pos) if delimiters else -1
+            end = found + 1 if found >= 0 else buf.rfind(b"\n", pos) + 1
+            if end > pos:
+                region = buf[pos:end]
+                lfs = region.count(b"\n")
+                self.lfs += lfs
+                self.offset += len(region)
+                # The region starts at a line start, so no CRLF straddles it.
+                self.voffset += len(region) + lfs - region.count(b"\r\n")
+                self.lastTerm = b"\r\n" if region.endswith(b"\r\n") else b"\n"
+                self.atStart = True
+                self._pos = end
+            if found >= 0 or self._eof:
+                return
+            if end <= pos and len(buf) - pos >= CHUNK:
+                # One long line: let peek() cut it into pieces.
+                return
+            self._refill()
+
+    def _refill(self):
+        data = self._f.read(_READ)
+        self._buf = self._buf[self._pos :] + data
+        self._pos = 0
+        if not data:
+            self._eof = True
 
     def advance(self):
         line = self._next
@@ -259,6 +296,7 @@ def _parsePart(lines: _Lines, boundaries: list[bytes], isMessage: bool, digest: 
         # all end at an enclosing boundary or at the end of the file.
         state = "preamble"
         while True:
+            lines.skip(True)
             line = lines.peek()
             if line is None:
                 break
@@ -285,6 +323,7 @@ def _parsePart(lines: _Lines, boundaries: list[bytes], isMessage: bool, digest: 
         part.message = _parsePart(lines, boundaries, True, False)
     else:
         while True:
+            lines.skip(bool(boundaries))
             line = lines.peek()
             if line is None:
                 break
