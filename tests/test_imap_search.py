@@ -207,6 +207,18 @@ class SearcherTests(unittest.TestCase):
         self.assertRaises(BadCharset, Searcher, Key("ALL"), "ISO-8859-1")
         Searcher(Key("ALL"), "utf-8")
 
+    def test_badPrograms(self):
+        """
+        Unknown keys and malformed sets or dates are refused when the
+        program is compiled, before any message is looked at.
+        """
+        self.assertRaises(ValueError, Searcher, Key("MODSEQ", (1,)))
+        self.assertRaises(ValueError, Searcher, Not(Key("UID", ("1:x",))))
+        self.assertRaises(ValueError, Searcher, Key("SINCE", ("31-Foo-2026",)))
+        searcher = Searcher(Key("ON", (b"28-Nov-2026",)))
+        inside = MessageData(uid=1, seq=1, internalDate=internalDate(3))
+        self.assertEqual(searcher.cheap([inside]), ([inside], []))
+
     def test_matchAcrossChunks(self):
         """
         A body match straddling two 64 KiB reads is found.

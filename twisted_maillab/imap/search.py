@@ -9,7 +9,8 @@ case, with its arguments:
   - no arguments: C{ALL ANSWERED DELETED DRAFT FLAGGED NEW OLD RECENT SEEN
     UNANSWERED UNDELETED UNDRAFT UNFLAGGED UNSEEN};
   - C{KEYWORD}/C{UNKEYWORD}: C{(flag,)} (str, any case);
-  - C{BEFORE ON SINCE SENTBEFORE SENTON SENTSINCE}: C{(datetime.date,)};
+  - C{BEFORE ON SINCE SENTBEFORE SENTON SENTSINCE}: C{(datetime.date,)}
+    or the wire text C{"1-Feb-1994"};
   - C{LARGER SMALLER}: C{(int,)};
   - C{UID} and C{SEQUENCE} (a bare sequence set): C{(set,)} where set is
     the wire text (C{"1:3,7,*"}, str or bytes) or a list of C{(low, high)}
@@ -119,7 +120,16 @@ _FLAG_KEYS = {
     "UNSEEN": ("\\Seen", False),
 }
 _HEADER_KEYS = {"FROM": b"from", "TO": b"to", "CC": b"cc", "BCC": b"bcc", "SUBJECT": b"subject"}
+_DATE_KEYS = frozenset({"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"})
 _CONTENT_KEYS = frozenset({"FROM", "TO", "CC", "BCC", "SUBJECT", "HEADER", "BODY", "TEXT", "SENTBEFORE", "SENTON", "SENTSINCE"})
+
+
+_ALL_KEYS = (
+    frozenset(_FLAG_KEYS)
+    | _CONTENT_KEYS
+    | _DATE_KEYS
+    | {"ALL", "NEW", "OLD", "KEYWORD", "UNKEYWORD", "LARGER", "SMALLER", "UID", "SEQUENCE"}
+)
 
 
 def parseSequenceSet(value) -> list[tuple]:
@@ -178,7 +188,13 @@ def _compile(node, charset):
     if isinstance(node, Not):
         return Not(_compile(node.item, charset))
     name = node.name.upper()
-    args = node.args
+    args = tuple(node.args)
+    if name not in _ALL_KEYS:
+        raise ValueError(f"unknown search key {name}")
+    if name in _DATE_KEYS and not isinstance(args[0], datetime.date):
+        # The wire form, RFC 3501 9 date: "1-Feb-1994".
+        text = args[0].decode("ascii") if isinstance(args[0], bytes) else args[0]
+        args = (datetime.datetime.strptime(text.strip('"'), "%d-%b-%Y").date(),)
     if name in ("UID", "SEQUENCE"):
         args = (parseSequenceSet(args[0]),)
     elif name in _HEADER_KEYS or name in ("BODY", "TEXT"):
@@ -211,7 +227,7 @@ class Searcher:
     @param maxSeq: the number of messages (C{*}).
 
     @raise BadCharset: C{charset} is neither UTF-8 nor US-ASCII.
-    @raise ValueError: a malformed sequence set.
+    @raise ValueError: an unknown key, a malformed sequence set or date.
     """
 
     def __init__(self, program, charset: str = "US-ASCII", maxUid: int = 0, maxSeq: int = 0):

@@ -16,6 +16,23 @@ never on the reactor thread.  Nothing raises on bad MIME (missing or
 broken boundaries, bad parameters, unknown encodings): the structure is
 then what Dovecot reports for the same bytes, which the tests check byte
 for byte against Debian's Dovecot.
+
+Using it from a server (all in the store's thread pool)::
+
+    f = folder.openMessage(uid)
+    message = parse(f)                      # cache per (folder, uid)
+    render(message.envelope())              # ENVELOPE value, IMAP syntax
+    render(message.bodystructure())         # BODYSTRUCTURE (False: BODY)
+    message.size                            # RFC822.SIZE (= len(BODY[]))
+    section = message.section(f, "1.2.MIME")   # or "HEADER.FIELDS", [b"From"]
+    section.sizeFor((0, 100))               # the literal's length
+    for chunk in section.chunks(f, (0, 100)):   # <0.100>, CRLF, <= 64 KiB
+        ...
+    binary = message.binary("2")            # raises UnknownCTE
+    binary.size(f); binary.chunks(f, None)  # BINARY.SIZE, BINARY[2]
+
+A missing part gives an empty section (send C{""}); a malformed section
+raises L{SectionError} (answer BAD).
 """
 
 from __future__ import annotations
