@@ -219,6 +219,23 @@ class SearcherTests(unittest.TestCase):
         inside = MessageData(uid=1, seq=1, internalDate=internalDate(3))
         self.assertEqual(searcher.cheap([inside]), ([inside], []))
 
+    def test_keywordsAndStar(self):
+        """
+        Keywords match case-insensitively; C{*} is the largest UID or
+        sequence number, and C{n:*} includes it even when n is larger.
+        """
+        messages = [
+            MessageData(uid=10, seq=1, flags=frozenset({"$Junk"})),
+            MessageData(uid=20, seq=2, flags=frozenset({"\\Seen"})),
+        ]
+        nothing = lambda uid: self.fail("opened")
+        self.assertEqual(S.search(Key("KEYWORD", (b"$junk",)), messages, nothing), messages[:1])
+        self.assertEqual(S.search(Key("UNKEYWORD", ("$JUNK",)), messages, nothing), messages[1:])
+        self.assertEqual(S.search(Key("UID", ("*",)), messages, nothing), messages[1:])
+        self.assertEqual(S.search(Key("UID", ("30:*",)), messages, nothing), messages[1:])
+        self.assertEqual(S.search(Key("SEQUENCE", ("2:*",)), messages, nothing), messages[1:])
+        self.assertEqual(S.search(And((Key("NEW"),)), messages, nothing), [])
+
     def test_matchAcrossChunks(self):
         """
         A body match straddling two 64 KiB reads is found.

@@ -213,10 +213,6 @@ def _localDate(posix: float) -> datetime.date:
     return datetime.date(*time.localtime(posix)[:3])
 
 
-class _Undecided(Exception):
-    pass
-
-
 class Searcher:
     """
     One compiled SEARCH program for one session's view of a folder.
