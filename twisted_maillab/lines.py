@@ -43,7 +43,32 @@ C{TimeoutMixin}, IMAP will want its own state machine), an engine keeps
 the protocol's attribute namespace free of the engine's bookkeeping, and
 the engine is tested alone against a small handler.  A protocol creates
 one in C{connectionMade}, passes C{dataReceived} and C{connectionLost} on,
-and provides L{ILineHandler}.
+and provides L{ILineHandler}::
+
+    @implementer(ILineHandler)
+    class Server(Protocol):
+        def connectionMade(self):
+            self.engine = CommandEngine(self, clock=reactor, maxLine=8192,
+                                        idleTimeout=1800, lineEnd="crlf")
+            self.engine.makeConnection(self.transport)
+            self.engine.write(b"* OK ready\r\n")
+
+        def dataReceived(self, data):
+            self.engine.dataReceived(data)
+
+        def connectionLost(self, reason):
+            self.engine.connectionLost()
+
+        def lineReceived(self, line):
+            # None when answered, or a Deferred: later commands wait.
+            ...
+
+A command reading an IMAP literal writes its continuation
+(C{self.engine.write(b"+ Ready\r\n")}, not for C{{N+}}), then returns
+C{self.engine.readOctets(n, sink)}; the rest of its command line is the
+next line.  AUTHENTICATE returns
+C{SASLExchange(self.engine, lambda c: b"+ " + c + b"\r\n").authenticate(
+mechanism, initial)} with the login and its reply chained on.
 """
 
 from __future__ import annotations
