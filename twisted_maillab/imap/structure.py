@@ -301,7 +301,7 @@ def _parsePart(lines: _Lines, boundaries: list[bytes], isMessage: bool, digest: 
             if name.lower() == b"boundary" and value:
                 boundary = value
                 break
-    if ctype == b"multipart":
+    if ctype == b"multipart" and subtype:
         # Without a boundary the parts cannot be found: Dovecot reports one
         # empty text/plain part and skips the body.
         part.children = []
@@ -328,6 +328,10 @@ def _parsePart(lines: _Lines, boundaries: list[bytes], isMessage: bool, digest: 
                 lines.advance()
                 continue
             lines.advance()
+            if not lines.lastTerm and lines.peek() is None:
+                # A delimiter cut off by the end of the file ends the last
+                # part but starts none (Dovecot).
+                break
             if close:
                 state = "epilogue"
                 # The close delimiter's own line end stays in the part
