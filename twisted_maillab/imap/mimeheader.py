@@ -61,8 +61,12 @@ def parseFields(header: bytes) -> list[tuple[bytes, bytes]]:
     continuation lines before any field are dropped.
     """
     fields: list[list] = []
-    for line in header.split(b"\n"):
-        if line.endswith(b"\r"):
+    lines = header.split(b"\n")
+    last = len(lines) - 1
+    for index, line in enumerate(lines):
+        if line.endswith(b"\r") and index < last:
+            # A CR before the LF is the line end; a CR cut off by the end
+            # of the file is part of the value.
             line = line[:-1]
         if not line:
             # Only the blank line ends a header; a split gives a last ""
@@ -89,6 +93,9 @@ def unfold(value: bytes) -> bytes:
     does).  A folded value comes back as a L{Literal} (as Dovecot sends
     it).
     """
+    if value.endswith(b"\r"):
+        # A CR cut off by the end of the file (see parseFields).
+        value = value[:-1]
     if b"\n" not in value:
         return value.lstrip(_WSP)
     return Literal(value.replace(b"\r\n", b"").replace(b"\n", b"").lstrip(_WSP))
@@ -111,8 +118,8 @@ def forHumans(value: bytes) -> bytes:
 def _tokens(value: bytes):
     """
     RFC 5322 3.2 lexical tokens of a structured field: C{("atom", bytes)},
-    C{("quoted", bytes)} (unescaped; C{"open-quote"} if unterminated),
-    C{("comment", bytes)},
+    C{("quoted", bytes)} (unescaped), C{("comment", bytes)} (C{"open-quote"}
+    and C{"open-comment"} when unterminated),
     C{("literal", bytes)} (a C{[domain literal]} with brackets) and
     C{("special", char)}.  Unterminated quotes and comments end at the end.
     """
@@ -154,7 +161,7 @@ def _tokens(value: bytes):
                 elif d not in (b"\r", b"\n"):
                     out += d
                 i += 1
-            yield ("comment", bytes(out))
+            yield ("comment" if not depth else "open-comment", bytes(out))
         elif c == b"[":
             end = value.find(b"]", i)
             end = n if end < 0 else end + 1
@@ -383,11 +390,14 @@ def parseAddresses(value: bytes | None):
                 # No closing ">": Dovecot's marker for the broken address.
                 address[3] = b"SYNTAX_ERROR"
             result.append(address)
+        elif any(kind.startswith("open-") for kind, _ in tokens[start:end]):
+            # Cut off inside a quoted string or comment: nothing usable.
+            result.append([None, None, b"MISSING_MAILBOX", b"MISSING_DOMAIN"])
         elif _isBarePhrase(tokens[start:end]):
-            # Words without an address ("Original S", a cut-off display
-            # name): Dovecot makes them the name of a missing mailbox.
-            words = [t for k, t in tokens[start:end] if k in ("atom", "quoted", "open-quote")]
-            result.append([b" ".join(words) or None, None, b"MISSING_MAILBOX", b"MISSING_DOMAIN"])
+            # Words without an address ("Original S"): Dovecot makes them
+            # the name of a missing mailbox.
+            words = [t for k, t in tokens[start:end] if k in ("atom", "quoted")]
+            result.append([b" ".join(words), None, b"MISSING_MAILBOX", b"MISSING_DOMAIN"])
         elif any(kind != "comment" for kind, _ in tokens[start:end]):
             result.append(mailboxFrom(start, end, [], comment))
         if separator == b";":
@@ -403,13 +413,10 @@ def parseAddresses(value: bytes | None):
 def _isBarePhrase(tokens) -> bool:
     """
     Whether tokens without C{<...>} are a phrase rather than an
-    addr-spec: no C{@} and either several words in a row or an
-    unterminated quote.
+    addr-spec: no C{@} and several words in a row.
     """
     if any(token == ("special", b"@") for token in tokens):
         return False
-    if tokens and tokens[-1][0] == "open-quote":
-        return True
     words = [kind for kind, _ in tokens if kind != "comment"]
     return any(a != "special" and b != "special" for a, b in zip(words, words[1:]))
 

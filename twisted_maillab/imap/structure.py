@@ -251,7 +251,7 @@ class Part:
     @property
     def encoding(self) -> bytes:
         value = self.fields.get(b"content-transfer-encoding")
-        return mimeheader.unfold(value).strip().lower() if value is not None else b"7bit"
+        return (mimeheader.unfold(value).strip() or b"7bit").lower() if value is not None else b"7bit"
 
 
 def _parsePart(lines: _Lines, boundaries: list[bytes], isMessage: bool, digest: bool) -> Part:
@@ -434,7 +434,7 @@ def _bodyOf(part: Part, extended: bool):
         _nilParams(params),
         _text(part, b"content-id"),
         _text(part, b"content-description"),
-        mimeheader.unfold(encoding).strip() if encoding is not None else b"7bit",
+        mimeheader.unfold(encoding).strip() or b"7bit" if encoding is not None else b"7bit",
         part.vBody,
     ]
     if part.message is not None:
