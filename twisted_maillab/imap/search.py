@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import datetime
 import email.utils
-import re
 import time
 from dataclasses import dataclass, field
 

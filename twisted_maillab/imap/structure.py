@@ -38,7 +38,7 @@ raises L{SectionError} (answer BAD).
 from __future__ import annotations
 
 from twisted_maillab.imap import mimeheader
-from twisted_maillab.imap.mimedecode import IDENTITY_ENCODINGS, UnknownCTE, decoderFor
+from twisted_maillab.imap.mimedecode import UnknownCTE
 
 __all__ = [
     "CHUNK",
