@@ -113,6 +113,12 @@ class DovecotComparisonTests(unittest.TestCase):
                     continue
                 theirs = dovecot.literal(seq, b"BINARY.PEEK[%s]" % spec.encode(), b"BINARY[%s]" % spec.encode())
                 check(f"BINARY[{spec}]", theirs or b"", b"".join(binary.chunks(f)))
+                node = message.part([int(n) for n in spec.split(".")])
+                if node is not None and node.message is not None and node.encoding != b"7bit":
+                    # Dovecot answers BINARY.SIZE 0 for an encoded
+                    # message/rfc822 part while its BINARY[] sends the
+                    # bytes: not compared (maillab counts what it sends).
+                    continue
                 size = dovecot.fetchItem(seq, b"BINARY.SIZE[%s]" % spec.encode())
                 check(f"BINARY.SIZE[{spec}]", size, b"%d" % binary.size(f))
         if failures:

@@ -158,7 +158,7 @@ def _headerFields(f, part, fields, negate):
 
 
 def _header(part):
-    return Section([(part.start, part.bodyStart - part.start)], size=part.vHeader)
+    return Section([(part.start, part.headerEnd - part.start)], size=part.vHeader)
 
 
 def _body(part):
