@@ -78,6 +78,17 @@ QUERIES = [
     ("TEXT subject", Key("TEXT", (b"subject",))),
     ("TEXT AAECAwQFBgcICQoLDA0ODxAR", Key("TEXT", (b"AAECAwQFBgcICQoLDA0ODxAR",))),
     ("BODY uuencode", Key("BODY", (b"uuencode",))),
+    # TEXT reads every header block (MIME part headers, encapsulated
+    # messages' headers), BODY only decoded text parts.
+    ("TEXT html-part", Key("TEXT", (b"html-part",))),
+    ('TEXT "the HTML version"', Key("TEXT", (b"the HTML version",))),
+    ("TEXT data.bin", Key("TEXT", (b"data.bin",))),
+    ("BODY data.bin", Key("BODY", (b"data.bin",))),
+    ("TEXT iso-8859-1", Key("TEXT", (b"iso-8859-1",))),
+    ("TEXT from", Key("TEXT", (b"from",))),
+    ("BODY from", Key("BODY", (b"from",))),
+    ("BODY content-type", Key("BODY", (b"content-type",))),
+    ("TEXT hello", Key("TEXT", (b"hello",))),
     ("BODY begin", Key("BODY", (b"begin",))),
     ("OR SEEN FLAGGED", Or(Key("SEEN"), Key("FLAGGED"))),
     ("NOT SEEN", Not(Key("SEEN"))),

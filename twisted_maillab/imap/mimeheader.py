@@ -61,8 +61,12 @@ def parseFields(header: bytes) -> list[tuple[bytes, bytes]]:
     continuation lines before any field are dropped.
     """
     fields: list[list] = []
-    for line in header.split(b"\n"):
-        if line.endswith(b"\r"):
+    lines = header.split(b"\n")
+    last = len(lines) - 1
+    for index, line in enumerate(lines):
+        if line.endswith(b"\r") and index < last:
+            # A CR before the LF is the line end; a CR cut off by the end
+            # of the file is part of the value.
             line = line[:-1]
         if not line:
             # Only the blank line ends a header; a split gives a last ""
@@ -89,6 +93,9 @@ def unfold(value: bytes) -> bytes:
     does).  A folded value comes back as a L{Literal} (as Dovecot sends
     it).
     """
+    if value.endswith(b"\r"):
+        # A CR cut off by the end of the file (see parseFields).
+        value = value[:-1]
     if b"\n" not in value:
         return value.lstrip(_WSP)
     return Literal(value.replace(b"\r\n", b"").replace(b"\n", b"").lstrip(_WSP))
@@ -111,7 +118,8 @@ def forHumans(value: bytes) -> bytes:
 def _tokens(value: bytes):
     """
     RFC 5322 3.2 lexical tokens of a structured field: C{("atom", bytes)},
-    C{("quoted", bytes)} (unescaped), C{("comment", bytes)},
+    C{("quoted", bytes)} (unescaped), C{("comment", bytes)} (C{"open-quote"}
+    and C{"open-comment"} when unterminated),
     C{("literal", bytes)} (a C{[domain literal]} with brackets) and
     C{("special", char)}.  Unterminated quotes and comments end at the end.
     """
@@ -131,8 +139,9 @@ def _tokens(value: bytes):
                 if value[i : i + 1] not in (b"\r", b"\n"):
                     out += value[i : i + 1]
                 i += 1
+            # An unterminated quote runs to the end of the value.
+            yield ("quoted" if i < n else "open-quote", bytes(out))
             i += 1
-            yield ("quoted", bytes(out))
         elif c == b"(":
             depth = 1
             i += 1
@@ -152,7 +161,7 @@ def _tokens(value: bytes):
                 elif d not in (b"\r", b"\n"):
                     out += d
                 i += 1
-            yield ("comment", bytes(out))
+            yield ("comment" if not depth else "open-comment", bytes(out))
         elif c == b"[":
             end = value.find(b"]", i)
             end = n if end < 0 else end + 1
@@ -203,6 +212,9 @@ def parseParams(text: bytes) -> list[tuple[bytes, bytes]]:
                 if text[i : i + 1] not in b"\r\n":
                     out += text[i : i + 1]
                 i += 1
+            if i >= n:
+                # An unterminated quoted value is dropped (Dovecot).
+                break
             i += 1
             params.append((name, bytes(out)))
         else:
@@ -213,25 +225,47 @@ def parseParams(text: bytes) -> list[tuple[bytes, bytes]]:
     return params
 
 
+_TSPECIALS = b' \t()<>@,;:\\"/[]?='
+
+
+def _token(value: bytes, i: int) -> int:
+    # The end of an RFC 2045 5.1 token starting at i.
+    while i < len(value) and value[i] > 32 and value[i] != 127 and value[i : i + 1] not in _TSPECIALS:
+        i += 1
+    return i
+
+
 def parseContentType(value: bytes | None):
     """
-    C{Content-Type} into C{(type, subtype, params)}; C{None} if the field
-    is missing or has no valid C{type/subtype}.
+    C{Content-Type} into C{(type, subtype, params)} as Dovecot reads it;
+    C{None} if the field is missing.  A type without C{/subtype} keeps
+    its type with an empty subtype (bare C{multipart} becomes
+    application/octet-stream: it cannot be parsed as one); anything else
+    malformed gives empty type and subtype and no parameters.
     """
     if value is None:
         return None
-    value = unfold(value)
-    semi = value.find(b";")
-    head = value if semi < 0 else value[:semi]
-    head = head.strip(_WSP)
-    slash = head.find(b"/")
-    if slash <= 0:
-        return None
-    ctype = head[:slash].strip(_WSP)
-    subtype = head[slash + 1 :].strip(_WSP)
-    if not subtype or any(c in b' \t()<>@,;:\\"/[]?=' for c in ctype + subtype):
-        return None
-    return ctype, subtype, parseParams(value[len(head) :] if semi < 0 else value[semi:])
+    value = unfold(value).strip(_WSP + b"\r\n")
+    end = _token(value, 0)
+    ctype = value[:end]
+    rest = value[end:]
+    if not rest.strip(_WSP):
+        if ctype.lower() == b"multipart":
+            return b"application", b"octet-stream", []
+        return ctype, b"", []
+    if not ctype:
+        return b"", b"", []
+    if rest[:1] == b"/":
+        subEnd = _token(rest, 1)
+        subtype = rest[1:subEnd]
+        rest = rest[subEnd:]
+        if not subtype:
+            return b"", b"", []
+    else:
+        subtype = b""
+    if rest.strip(_WSP) and rest.lstrip(_WSP)[:1] != b";":
+        return b"", b"", []
+    return ctype, subtype, parseParams(rest)
 
 
 def parseDisposition(value: bytes | None):
@@ -294,13 +328,16 @@ def parseAddresses(value: bytes | None):
                 local.append(b".")
             elif kind == "special" and text == b"." and part is domain:
                 domain.append(b".")
-            elif kind in ("atom", "literal", "quoted"):
+            elif kind in ("atom", "literal", "quoted", "open-quote"):
                 part.append(text)
             j += 1
         # Dovecot's placeholders for an address without a mailbox or
         # domain (RFC 3501 7.4.2 has NIL host only for group syntax).
         mailbox = b"".join(local) or b"MISSING_MAILBOX"
-        host = b"".join(domain) or b"MISSING_DOMAIN"
+        host = b"".join(domain)
+        if not host or (host[:1] != b"[" and (host.startswith(b".") or host.endswith(b".") or b".." in host)):
+            # Not a dot-atom (RFC 5322 3.4.1): no usable domain.
+            host = b"MISSING_DOMAIN"
         name = _phrase(phrase)
         if name is None and comment is not None:
             name = comment
@@ -349,7 +386,18 @@ def parseAddresses(value: bytes | None):
                     inner = k + 1
             address = mailboxFrom(inner, close, _joinPhrase(tokens[start:angle]), None)
             address[1] = route
+            if close >= end:
+                # No closing ">": Dovecot's marker for the broken address.
+                address[3] = b"SYNTAX_ERROR"
             result.append(address)
+        elif any(kind.startswith("open-") for kind, _ in tokens[start:end]):
+            # Cut off inside a quoted string or comment: nothing usable.
+            result.append([None, None, b"MISSING_MAILBOX", b"MISSING_DOMAIN"])
+        elif _isBarePhrase(tokens[start:end]):
+            # Words without an address ("Original S"): Dovecot makes them
+            # the name of a missing mailbox.
+            words = [t for k, t in tokens[start:end] if k in ("atom", "quoted")]
+            result.append([b" ".join(words), None, b"MISSING_MAILBOX", b"MISSING_DOMAIN"])
         elif any(kind != "comment" for kind, _ in tokens[start:end]):
             result.append(mailboxFrom(start, end, [], comment))
         if separator == b";":
@@ -360,6 +408,17 @@ def parseAddresses(value: bytes | None):
     if inGroup:
         result.append([None, None, None, None])
     return result or None
+
+
+def _isBarePhrase(tokens) -> bool:
+    """
+    Whether tokens without C{<...>} are a phrase rather than an
+    addr-spec: no C{@} and several words in a row.
+    """
+    if any(token == ("special", b"@") for token in tokens):
+        return False
+    words = [kind for kind, _ in tokens if kind != "comment"]
+    return any(a != "special" and b != "special" for a, b in zip(words, words[1:]))
 
 
 def _joinPhrase(tokens) -> list[bytes]:

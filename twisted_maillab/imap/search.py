@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import datetime
 import email.utils
-import re
 import time
 from dataclasses import dataclass, field
 
@@ -406,31 +405,32 @@ class _Content:
 def _scanText(f, needles):
     """
     Which BODY and TEXT needles occur in the decoded message: C{{"BODY":
-    set, "TEXT": set}}.  TEXT also looks in the top header (RFC 3501
-    6.4.4); BODY in everything after it.
+    set, "TEXT": set}}.  BODY looks in the decoded text parts; TEXT in
+    those and in every header block: the top one (RFC 3501 6.4.4), the
+    parts' MIME headers and encapsulated messages' headers (as Dovecot
+    does).
     """
     from twisted_maillab.imap.structure import parse
 
     found = {"BODY": set(), "TEXT": set()}
-    everything = needles["BODY"] | needles["TEXT"]
-    if not everything:
+    if not needles["BODY"] and not needles["TEXT"]:
         return found
     message = parse(f)
-    root = message.root
-    header = decodeWords(mimeheader.unfold(readHeader(f).replace(b"\n", b"\n "))).casefold()
-    found["TEXT"] |= {n for n in needles["TEXT"] if n in header}
-    matcher = _Matcher(everything)
-    for piece in _bodyTexts(f, root):
-        matcher.feed(piece)
-    found["BODY"] = needles["BODY"] & matcher.found
-    found["TEXT"] |= needles["TEXT"] & matcher.found
+    body = _Matcher(needles["BODY"])
+    text = _Matcher(needles["TEXT"])
+    for kind, piece in _texts(f, message.root):
+        text.feed(piece)
+        if kind == "body":
+            body.feed(piece)
+    found["BODY"] = body.found
+    found["TEXT"] = text.found
     return found
 
 
 class _Matcher:
     """
     Substring search of several needles over text fed in pieces; a match
-    may straddle pieces.
+    may straddle pieces (not a C{None} separator).
     """
 
     def __init__(self, needles):
@@ -453,20 +453,27 @@ class _Matcher:
         self.tail = window[-self.keep :] if self.keep else ""
 
 
-def _bodyTexts(f, part):
+def _headerText(f, part) -> str:
+    f.seek(part.start)
+    raw = f.read(min(part.headerEnd - part.start, _HEADER_LIMIT))
+    # Folded lines are one line; separate lines stay apart.
+    return decodeWords(raw.replace(b"\r\n", b"\n").replace(b"\n", b"\n "))
+
+
+def _texts(f, part):
     """
-    Decoded text of a part's content, in pieces; C{None} between parts
-    (a match must not straddle two parts).  Encapsulated messages'
-    headers are text of the body too.
+    C{("header" | "body", text)} pieces of a part in file order: its
+    header block, then its decoded content; C{(kind, None)} between
+    blocks (a match must not straddle two).
     """
+    yield "header", None
+    yield "header", _headerText(f, part)
     if part.children is not None:
         for child in part.children:
-            yield from _bodyTexts(f, child)
+            yield from _texts(f, child)
         return
     if part.message is not None:
-        # An encapsulated message's body is searched, not its header (as
-        # Dovecot does).
-        yield from _bodyTexts(f, part.message)
+        yield from _texts(f, part.message)
         return
     if part.ctype.lower() not in (b"text", b"message"):
         # Attachments (images, archives) are not text to search (as in
@@ -482,7 +489,7 @@ def _bodyTexts(f, part):
         if name.lower() == b"charset":
             charset = value
     text = textDecoder(charset)
-    yield None
+    yield "body", None
     f.seek(part.bodyStart)
     left = part.end - part.bodyStart
     while left > 0:
@@ -490,8 +497,8 @@ def _bodyTexts(f, part):
         if not raw:
             break
         left -= len(raw)
-        yield text.decode(decoder.feed(raw))
-    yield text.decode(decoder.finish(), final=True)
+        yield "body", text.decode(decoder.feed(raw))
+    yield "body", text.decode(decoder.finish(), final=True)
 
 
 def search(program, messages, openMessage, charset: str = "US-ASCII", maxUid: int | None = None, maxSeq: int | None = None):

@@ -144,11 +144,9 @@ def _headerFields(f, part, fields, negate):
     wanted = {(n.encode("ascii", "replace") if isinstance(n, str) else n).lower() for n in fields or ()}
     out = bytearray()
     for name, block in _fieldBlocks(header):
-        if name is None:
-            continue
-        if (name in wanted) != negate:
-            if not block.endswith(b"\n"):
-                block += b"\r\n"
+        # A line without a colon is no field: .FIELDS.NOT keeps it, and
+        # an unterminated last line stays unterminated (Dovecot).
+        if (name is not None and name in wanted) != negate:
             out += block.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     hadBlank = header.endswith(b"\n\n") or header.endswith(b"\n\r\n") or header in (b"\n", b"\r\n")
     if hadBlank or not negate:
@@ -160,7 +158,7 @@ def _headerFields(f, part, fields, negate):
 
 
 def _header(part):
-    return Section([(part.start, part.bodyStart - part.start)], size=part.vHeader)
+    return Section([(part.start, part.headerEnd - part.start)], size=part.vHeader)
 
 
 def _body(part):

@@ -38,7 +38,7 @@ raises L{SectionError} (answer BAD).
 from __future__ import annotations
 
 from twisted_maillab.imap import mimeheader
-from twisted_maillab.imap.mimedecode import IDENTITY_ENCODINGS, UnknownCTE, decoderFor
+from twisted_maillab.imap.mimedecode import UnknownCTE
 
 __all__ = [
     "CHUNK",
@@ -213,13 +213,15 @@ class Part:
     IMAP counts them, its MIME fields; C{children} for a multipart,
     C{message} (the encapsulated L{Part}) for message/rfc822.
 
-    Offsets: C{start} (the header), C{bodyStart}, C{end} (raw file
-    offsets); C{vHeader} and C{vBody} virtual sizes; C{hLines} and
+    Offsets: C{start} (the header), C{headerEnd} (before C{bodyStart}
+    only when a delimiter cut the header short), C{bodyStart}, C{end}
+    (raw file offsets); C{vHeader} and C{vBody} virtual sizes; C{hLines} and
     C{lines}: LFs in the header and the body.
     """
 
     __slots__ = (
         "start",
+        "headerEnd",
         "bodyStart",
         "end",
         "vHeader",
@@ -251,7 +253,7 @@ class Part:
     @property
     def encoding(self) -> bytes:
         value = self.fields.get(b"content-transfer-encoding")
-        return mimeheader.unfold(value).strip().lower() if value is not None else b"7bit"
+        return (mimeheader.unfold(value).strip() or b"7bit").lower() if value is not None else b"7bit"
 
 
 def _parsePart(lines: _Lines, boundaries: list[bytes], isMessage: bool, digest: bool) -> Part:
@@ -261,6 +263,7 @@ def _parsePart(lines: _Lines, boundaries: list[bytes], isMessage: bool, digest: 
     vStart = lines.voffset
     lfStart = lines.lfs
     header = bytearray()
+    blank = False
     while True:
         line = lines.peek()
         if line is None:
@@ -270,12 +273,20 @@ def _parsePart(lines: _Lines, boundaries: list[bytes], isMessage: bool, digest: 
         wasStart = lines.atStart
         lines.advance()
         if wasStart and line in (b"\n", b"\r\n"):
+            blank = True
             break
         if len(header) < _HEADER_KEEP:
             header += line
-    part.bodyStart = lines.offset
+    part.bodyStart = part.headerEnd = lines.offset
     part.vHeader = lines.voffset - vStart
     part.hLines = lines.lfs - lfStart
+    if not blank and lines.peek() is not None:
+        if lines.offset > part.start and lines.lastTerm:
+            # A header cut short by a delimiter: its last line end belongs
+            # to the delimiter, so HEADER and MIME leave it out (Dovecot).
+            part.headerEnd -= len(lines.lastTerm)
+            part.vHeader -= 2
+            part.hLines -= 1
     fields = {}
     # Only a message (the top or an encapsulated one) needs ENVELOPE's.
     keep = _KEEP_FIELDS if isMessage else _MIME_FIELDS
@@ -298,10 +309,10 @@ def _parsePart(lines: _Lines, boundaries: list[bytes], isMessage: bool, digest: 
     floor = None
     if ctype == b"multipart":
         for name, value in part.params:
-            if name.lower() == b"boundary" and value:
+            if name.lower() == b"boundary":
                 boundary = value
                 break
-    if ctype == b"multipart":
+    if ctype == b"multipart" and subtype:
         # Without a boundary the parts cannot be found: Dovecot reports one
         # empty text/plain part and skips the body.
         part.children = []
@@ -325,9 +336,17 @@ def _parsePart(lines: _Lines, boundaries: list[bytes], isMessage: bool, digest: 
             if index != mine:
                 break
             if state == "epilogue":
+                if _boundaryOf(line, boundaries) is not None:
+                    # An enclosing multipart with the same boundary ends
+                    # here (Dovecot checks the outer ones after a close).
+                    break
                 lines.advance()
                 continue
             lines.advance()
+            if not lines.lastTerm and lines.peek() is None:
+                # A delimiter cut off by the end of the file ends the last
+                # part but starts none (Dovecot).
+                break
             if close:
                 state = "epilogue"
                 # The close delimiter's own line end stays in the part
@@ -337,7 +356,11 @@ def _parsePart(lines: _Lines, boundaries: list[bytes], isMessage: bool, digest: 
             state = "parts"
             part.children.append(_parsePart(lines, inner, False, childDigest))
     elif ctype == b"message" and subtype == b"rfc822":
-        part.message = _parsePart(lines, boundaries, True, False)
+        inner = part.message = _parsePart(lines, boundaries, True, False)
+        # The encapsulated header keeps a line end that a delimiter right
+        # after it would take (a header without its blank line).
+        cut = inner.bodyStart != inner.headerEnd
+        floor = (inner.bodyStart, vBody + inner.vHeader + 2 * cut, lfBody + inner.hLines + cut)
     else:
         while True:
             lines.skip(bool(boundaries))
@@ -430,10 +453,12 @@ def _bodyOf(part: Part, extended: bool):
         _nilParams(params),
         _text(part, b"content-id"),
         _text(part, b"content-description"),
-        mimeheader.unfold(encoding).strip() if encoding is not None else b"7bit",
+        mimeheader.unfold(encoding).strip() or b"7bit" if encoding is not None else b"7bit",
         part.vBody,
     ]
     if part.message is not None:
+        # Dovecot writes the type of an encapsulated message in lower case.
+        out[:2] = [b"message", b"rfc822"]
         out += [mimeheader.envelopeFromFields(part.message.fields), _bodyOf(part.message, extended), part.lines]
     elif part.ctype.lower() == b"text":
         out.append(part.lines)
