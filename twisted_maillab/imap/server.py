@@ -50,7 +50,7 @@ from twisted_maillab.imap.parser import (
 )
 from twisted_maillab.imap.session import SelectedCommands
 
-__all__ = ["IMAPServer", "IMAPFactory", "ConnectionCounter"]
+__all__ = ["IMAPServer", "IMAPFactory", "ConnectionCounter", "outputBacklog"]
 
 CRLF = b"\r\n"
 
@@ -74,6 +74,11 @@ LOGOUT = "logout"
 
 # The end of a line announcing a literal: {N}, {N+} or a literal8 ~{N}.
 _LITERAL = re.compile(rb"~?\{(\d{1,20})\+?\}\Z")
+
+# Output not yet sent to a client beyond which IDLE pushes wait (the
+# changes stay coalesced in the session's view): a client that IDLEs and
+# never reads cannot make the server hold more than this.
+PUSH_BACKLOG = 256 * 1024
 
 # Sent with every ID reply (RFC 2971 3.3).
 SERVER_ID = {"name": "maillab", "vendor": "twisted-maillab"}
@@ -107,6 +112,24 @@ class ConnectionCounter:
 
     def __getitem__(self, key) -> int:
         return self._counts.get(key, 0)
+
+
+def outputBacklog(transport) -> int:
+    """
+    Octets written to C{transport} and not yet sent: Twisted's TCP
+    transport keeps them in C{dataBuffer} (from C{offset}) and
+    C{_tempDataBuffer}; a TLS transport writes to the TCP one under it.
+    """
+    total = 0
+    for _ in range(3):
+        if transport is None:
+            break
+        data = getattr(transport, "dataBuffer", None)
+        if isinstance(data, (bytes, bytearray)):
+            total += len(data) - getattr(transport, "offset", 0)
+        total += getattr(transport, "_tempDataLen", 0) or 0
+        transport = getattr(transport, "transport", None)
+    return total
 
 
 def _peerHost(transport) -> str:
@@ -592,8 +615,14 @@ class IMAPServer(Protocol, SelectedCommands, FetchCommands, MailboxCommands):
 
     def _push(self):
         self._pushScheduled = False
-        if self._idling and not self.closed:
-            self.sendUpdates(expunges=True)
+        if not self._idling or self.closed:
+            return
+        if outputBacklog(self.transport) > PUSH_BACKLOG:
+            # The client is not reading: try again later.
+            self._pushScheduled = True
+            self.factory.clock.callLater(1, self._push)
+            return
+        self.sendUpdates(expunges=True)
 
 
 class IMAPFactory(Factory):

@@ -13,19 +13,15 @@ C{ok}, C{no}, C{bad}, C{avatar}, C{state} and C{changesArrived}.
 
 from __future__ import annotations
 
+import bisect
+
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from twisted_maillab.imap import response as R
 from twisted_maillab.imap import search as S
 from twisted_maillab.imap.parser import SearchKey
-from twisted_maillab.store.errors import (
-    MailboxExists,
-    MailboxNotFound,
-    MessageVanished,
-    QuotaExceeded,
-    StoreError,
-)
+from twisted_maillab.store.errors import MailboxNotFound, MessageVanished, QuotaExceeded, StoreError
 from twisted_maillab.store.reading import virtualSizes
 from twisted_maillab.store.view import FolderView
 
@@ -156,10 +152,12 @@ class SelectedCommands:
             new = [uid for uid in folder.recentUids() if uid not in self.recent and not view.gone(uid)]
             known = set(view.uids)
             new = [uid for uid in new if uid in known]
+            if new:
+                self.recent.update(new)
             if new and not self.readOnly:
                 # RFC 3501 2.3.2: this session is the one that sees them as
-                # recent; claiming moves them to cur/ for everybody else.
-                self.recent.update(new)
+                # recent; claiming moves them to cur/ for everybody else
+                # (EXAMINE, like STATUS, claims nothing).
                 folder.claimRecent(origin=view).addErrback(
                     lambda f: log.failure("imap: claiming recent messages failed", f)
                 )
@@ -186,8 +184,6 @@ class SelectedCommands:
             selected = sequenceSet.select(uids)
             first = 0
             out = []
-            import bisect
-
             for uid in selected:
                 first = bisect.bisect_left(uids, uid, first)
                 out.append((first + 1, uid))
@@ -341,8 +337,7 @@ class SelectedCommands:
             out = []
             for seq, uid in pairs:
                 if uid not in result:
-                    gone_ = True  # noqa: F841 (expunged meanwhile)
-                    continue
+                    continue  # expunged meanwhile
                 if args.silent:
                     continue
                 items = [(b"FLAGS", R.flags(sessionFlags(result[uid], uid in self.recent)))]
@@ -497,7 +492,6 @@ class SelectedCommands:
         args = command.args
         view = self.view
         folder = view.folder
-        criteria = [("REVERSE " if reverse else "") + key for reverse, key in args.criteria]
         words = []
         for reverse, key in args.criteria:
             if reverse:
@@ -519,7 +513,6 @@ class SelectedCommands:
             return self.no(command, b"Unsupported charset", b"BADCHARSET (UTF-8 US-ASCII)")
         except ValueError as e:
             return self.bad(command, str(e).encode("utf-8", "replace"))
-        del criteria
         if self.view is not view:
             return
         self.write(R.searchResponse([m.uid if command.uid else m.seq for m in ordered], command=b"SORT"))
@@ -539,6 +532,3 @@ def _threadOpener(folder):
 
     return openMessage
 
-
-# Re-exported for the mailbox commands (APPEND's errors).
-__all__ += ["MailboxExists"]
