@@ -432,3 +432,24 @@ class BadInputTests(unittest.TestCase):
             h.send(b"abc\r\n")
         h.take()
         self.assertTrue(h.lines(b"z1 NOOP")[-1].startswith(b"z1 OK"))
+
+
+class UidCommandUpdatesTests(unittest.TestCase):
+    def test_uidFetchReportsExpungesFirst(self):
+        """
+        RFC 3501 7.4.1: a UID FETCH may carry EXPUNGE, so the session's
+        numbering is brought up to date before it answers.
+        """
+        a = Harness(self)
+        for i in range(3):
+            deliver(a, b"Subject: m%d\n\nbody\n" % i)
+        a.select()
+        b = Harness(self, store=a.store, account=a.account)
+        b.select()
+        b.command(b"s STORE 1 +FLAGS.SILENT (\\Deleted)")
+        b.command(b"e EXPUNGE")
+        self.assertEqual(
+            a.lines(b"f1 UID FETCH 1:* FLAGS"),
+            [b"* 1 EXPUNGE", b"* 1 FETCH (UID 2 FLAGS (\\Recent))", b"* 2 FETCH (UID 3 FLAGS (\\Recent))",
+             b"f1 OK FETCH completed"],
+        )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import imaplib
 import os
-import re
+import poplib
 import smtplib
 import socket
 import ssl
@@ -28,7 +28,7 @@ from twisted_maillab.auth.pool import runSynchronously
 from twisted_maillab.config import load
 from twisted_maillab.store import Store
 
-from tests.support import freePort, readUntil, stopProcess, syncResult
+from tests.support import freePort, readUntil, stopProcess, sha512crypt, syncResult
 
 BIN = Path(sys.executable).parent
 TWISTD = str(BIN / "twistd")
@@ -36,13 +36,6 @@ PASSWORD = "Tr0ub4dor&3 x"
 
 MSG1 = b"From: anne@domaineel.rt\nTo: edouard@domaineel.rt\nSubject: one\n\nbody one\n"
 MSG2 = b"From: bob@domaineel.rt\r\nSubject: two\r\n\r\nbody two\r\n"
-
-
-def sha512crypt(password: str) -> str:
-    result = subprocess.run(
-        ["openssl", "passwd", "-6", "-stdin"], input=password, capture_output=True, text=True, check=True
-    )
-    return result.stdout.strip()
 
 
 class Server:
@@ -55,7 +48,7 @@ class Server:
         self.root = Path(testCase.mktemp()).resolve()
         self.root.mkdir(parents=True)
         (self.root / "users").write_text(f"edouard:{{SHA512-CRYPT}}{sha512crypt(PASSWORD)}\n")
-        self.port, self.sport, self.smtpPort = freePort(), freePort(), freePort()
+        self.port, self.sport, self.smtpPort, self.popPort = freePort(), freePort(), freePort(), freePort()
         self.ini = self.root / "maillab.ini"
         self.ini.write_text(
             "[server]\nhostname = mail.domaineel.rt\ndomain = domaineel.rt\nstate_directory = var\n"
@@ -68,6 +61,7 @@ class Server:
             f"[smtp]\nenabled = yes\nlisten = tcp:{self.smtpPort}:interface=127.0.0.1\n"
             "myhostname = mail.domaineel.rt\nmydestination = $myhostname, domaineel.rt\n"
             "mynetworks = 127.0.0.0/8\n"
+            f"[pop3]\nenabled = yes\nlisten = tcp:{self.popPort}:interface=127.0.0.1\n"
         )
         self.config = load(self.ini)
         portal = makePortal(self.config, Clock(), runner=runSynchronously)
@@ -84,7 +78,7 @@ class Server:
         self.output = readUntil(
             self.process,
             [rf"imap listening on 127\.0\.0\.1:{self.port}\b", rf"imaps listening on 127\.0\.0\.1:{self.sport}\b",
-             rf"smtp listening on 127\.0\.0\.1:{self.smtpPort}\b"],
+             rf"smtp listening on 127\.0\.0\.1:{self.smtpPort}\b", rf"pop3 listening on 127\.0\.0\.1:{self.popPort}\b"],
         )
 
     def deliver(self, *messages: bytes) -> None:
@@ -187,8 +181,8 @@ class IdleTests(unittest.TestCase):
         """
         A IDLEs; B sets a flag (A: FETCH), B expunges (A: EXPUNGE), an SMTP
         delivery lands (A: EXISTS), another process renames a file to give
-        it a flag (A: FETCH), each within a second; then only DONE ends
-        the IDLE.
+        it a flag (A: FETCH), POP3's QUIT deletes one (A: EXPUNGE), each
+        within a second; then only DONE ends the IDLE.
         """
         server = Server(self)
         server.deliver(MSG1, MSG2, MSG1)
@@ -232,6 +226,14 @@ class IdleTests(unittest.TestCase):
         )
         line = _readLine(a, buf, 1.0)
         self.assertRegex(line, rb"^\* \d FETCH \(FLAGS \(.*\\Seen.*\)\)$")
+
+        # POP3's QUIT deletes the first message.
+        pop = poplib.POP3("127.0.0.1", server.popPort, timeout=30)
+        pop.user("edouard")
+        pop.pass_(PASSWORD)
+        pop.dele(1)
+        pop.quit()
+        self.assertEqual(_readLine(a, buf, 1.0), b"* 1 EXPUNGE")
 
         a.sendall(b"nonsense\r\n")
         self.assertEqual(_readLine(a, buf, 5), b"* BAD Expected DONE")

@@ -255,8 +255,10 @@ class FetchCommands:
             flow.unregister()
         if self.closed or self.view is not view:
             return
-        if gone:
-            self.sendUpdates(expunges=self.expungesAllowed(command))
+        if gone and not command.uid:
+            # RFC 9051 7.1: the sequence numbers named a message that is
+            # gone.  (A UID FETCH just leaves it out, RFC 3501 6.4.8.)
+            self.sendUpdates(expunges=False)
             return self.no(command, b"Some messages were expunged meanwhile", R.EXPUNGEISSUED)
         self.ok(command)
 

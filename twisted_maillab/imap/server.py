@@ -36,6 +36,7 @@ from zope.interface import implementer
 from twisted_maillab import lines
 from twisted_maillab.auth.pool import AuthenticationUnavailable
 from twisted_maillab.auth.sasl import challengers
+from twisted_maillab.sendnow import noDelay
 from twisted_maillab.imap import response as R
 from twisted_maillab.imap.account import IIMAPAccount
 from twisted_maillab.imap.fetch import FetchCommands
@@ -181,12 +182,7 @@ class IMAPServer(Protocol, SelectedCommands, FetchCommands, MailboxCommands):
             appendLimit=factory.appendLimit,
             literalPlus="LITERAL+",
         )
-        setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
-        if setNoDelay is not None:
-            try:
-                setNoDelay(True)
-            except Exception:
-                pass
+        noDelay(self.transport)
         host = _peerHost(self.transport)
         if not factory.addresses.acquire(host, factory.maxConnectionsPerAddress):
             self.write(R.untaggedStatus(b"BYE", b"Too many connections from your address", R.LIMIT))
@@ -372,6 +368,10 @@ class IMAPServer(Protocol, SelectedCommands, FetchCommands, MailboxCommands):
             self.write(R.tagged(command.tag, b"BAD", text))
             return None
         handler = getattr(self, "do_" + command.name)
+        if command.uid and self.view is not None:
+            # RFC 3501 7.4.1: the UID commands may be told of expunges, so
+            # they start from the folder as it is now.
+            self.sendUpdates(expunges=True)
         try:
             result = handler(command)
         except Exception:

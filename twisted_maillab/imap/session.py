@@ -351,7 +351,7 @@ class SelectedCommands:
         return d.addCallback(stored)
 
     def _storeDone(self, command, gone: bool):
-        if gone:
+        if gone and not command.uid:
             # RFC 9051 7.1: some messages were expunged by someone else.
             self.sendUpdates(expunges=self.expungesAllowed(command))
             return self.no(command, b"Some of the messages were expunged", R.EXPUNGEISSUED)
@@ -460,21 +460,15 @@ class SelectedCommands:
     async def _search(self, command):
         args = command.args
         view = self.view
-        folder = view.folder
-        names = _keyNames(args.criteria, set())
-        data = await self._messageData(names)
+        data = await self._messageData(_keyNames(args.criteria, set()))
         program = _toProgram(args.criteria)
-        charset = args.charset or "US-ASCII"
-        maxUid = view.uids[-1] if len(view) else 0
-        try:
-            matched = await folder.store.run(
-                S.search, program, data, _threadOpener(folder), charset, maxUid, len(view)
-            )
-        except S.BadCharset:
-            return self.no(command, b"Unsupported charset", b"BADCHARSET (UTF-8 US-ASCII)")
-        except ValueError as e:
-            return self.bad(command, str(e).encode("utf-8", "replace"))
-        if self.view is not view:
+        opener = _threadOpener(view.folder)
+
+        def work():
+            return S.search(program, data, opener, args.charset or "US-ASCII", _lastUid(view), len(data))
+
+        matched = await self._runSearch(command, view, work)
+        if matched is None:
             return
         numbers = [m.uid if command.uid else m.seq for m in matched]
         if args.returnOptions is not None:
@@ -491,7 +485,6 @@ class SelectedCommands:
         # RFC 5256
         args = command.args
         view = self.view
-        folder = view.folder
         words = []
         for reverse, key in args.criteria:
             if reverse:
@@ -500,23 +493,40 @@ class SelectedCommands:
         names = _keyNames(args.search, set()) | {key for _, key in args.criteria}
         data = await self._messageData(names)
         program = _toProgram(args.search)
-        maxUid = view.uids[-1] if len(view) else 0
-        opener = _threadOpener(folder)
+        opener = _threadOpener(view.folder)
 
         def work():
-            matched = S.search(program, data, opener, args.charset or "US-ASCII", maxUid, len(data))
+            matched = S.search(program, data, opener, args.charset or "US-ASCII", _lastUid(view), len(data))
             return S.sort(words, matched, opener)
 
-        try:
-            ordered = await folder.store.run(work)
-        except S.BadCharset:
-            return self.no(command, b"Unsupported charset", b"BADCHARSET (UTF-8 US-ASCII)")
-        except ValueError as e:
-            return self.bad(command, str(e).encode("utf-8", "replace"))
-        if self.view is not view:
+        ordered = await self._runSearch(command, view, work)
+        if ordered is None:
             return
         self.write(R.searchResponse([m.uid if command.uid else m.seq for m in ordered], command=b"SORT"))
         self.ok(command)
+
+    async def _runSearch(self, command, view, work):
+        """
+        Run a SEARCH or SORT program in the store's thread pool (it reads
+        message files): its result, or L{None} once the error is answered
+        or the session moved on.
+        """
+        try:
+            result = await view.folder.store.run(work)
+        except S.BadCharset:
+            self.no(command, b"Unsupported charset", b"BADCHARSET (UTF-8 US-ASCII)")
+            return None
+        except ValueError as e:
+            self.bad(command, str(e).encode("utf-8", "replace"))
+            return None
+        if self.view is not view:
+            return None
+        return result
+
+
+def _lastUid(view) -> int:
+    uids = view.uids
+    return uids[-1] if uids else 0
 
 
 def _threadOpener(folder):
