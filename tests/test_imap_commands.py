@@ -453,3 +453,34 @@ class UidCommandUpdatesTests(unittest.TestCase):
             [b"* 1 EXPUNGE", b"* 1 FETCH (UID 2 FLAGS (\\Recent))", b"* 2 FETCH (UID 3 FLAGS (\\Recent))",
              b"f1 OK FETCH completed"],
         )
+
+
+class ParseBatchTests(unittest.TestCase):
+    def test_budgetSplitsBatches(self):
+        """
+        A pool round trip stops after its output budget; the messages it
+        did not reach are parsed in the next one, in order, none lost.
+        """
+        from twisted_maillab.imap import fetch
+
+        calls = []
+        original = fetch._prepareBatch
+
+        def counting(entries, items):
+            result = original(entries, items)
+            calls.append(len(result))
+            return result
+
+        self.patch(fetch, "_prepareBatch", counting)
+        self.patch(fetch, "_BATCH_BYTES", 10)
+        h = Harness(self)
+        for i in range(5):
+            deliver(h, b"Subject: %d\n\nbody %d\n" % (i, i))
+        h.select()
+        reply = h.lines(b"f1 FETCH 1:5 BODY.PEEK[TEXT]")
+        self.assertEqual(
+            reply,
+            [line for i in range(5) for line in (b"* %d FETCH (BODY[TEXT] {8}" % (i + 1), b"body %d" % i, b")")]
+            + [b"f1 OK FETCH completed"],
+        )
+        self.assertEqual(calls, [1, 1, 1, 1, 1])

@@ -40,6 +40,10 @@ INLINE_SIZE = 256 * 1024
 # Index-only FETCH responses are written in batches of this many messages
 # (then the transport's flow control is consulted).
 _BATCH = 256
+# Messages parsed per thread-pool round trip, and the inline data one
+# round trip may read before it returns.
+_PARSE_BATCH = 64
+_BATCH_BYTES = 1024 * 1024
 
 _STRUCTURE_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE", "RFC822", "RFC822.HEADER", "RFC822.TEXT", "BINARY", "BINARY.SIZE"})
 _SETS_SEEN = frozenset({"RFC822", "RFC822.TEXT"})
@@ -104,6 +108,23 @@ class _Streamed:
     def __init__(self, size, chunks):
         self.size = size
         self.chunks = chunks
+
+
+def _prepareBatch(entries, items):
+    """
+    Thread: L{_prepare} for each C{(file, cached structure)} in turn, until
+    the inline data read passes L{_BATCH_BYTES} (the rest waits for the
+    next round trip, so one batch holds a bounded amount of memory).
+    """
+    results = []
+    total = 0
+    for f, message in entries:
+        result = _prepare(f, message, items)
+        results.append(result)
+        total += sum(len(v) for v in result[1] if isinstance(v, bytes))
+        if total > _BATCH_BYTES:
+            break
+    return results
 
 
 def _prepare(f, message, items):
@@ -263,8 +284,9 @@ class FetchCommands:
         self.ok(command)
 
     async def _fetchAll(self, command, view, pairs, items, needStructure, sizes, seenNow, flow) -> bool:
+        if needStructure:
+            return await self._fetchParsed(view, pairs, items, sizes, seenNow, flow)
         folder = view.folder
-        cache = self.factory.structures
         gone = False
         batch = []
         for seq, uid in pairs:
@@ -273,43 +295,79 @@ class FetchCommands:
             if view.gone(uid):
                 gone = True
                 continue
-            values = None
-            message = None
-            if needStructure:
-                key = (folder.mailboxes.path, folder.name, folder.uidValidity, uid)
-                message = cache.get(key)
-                try:
-                    f = folder.openMessage(uid)
-                except (MessageVanished, StoreError):
-                    gone = True
-                    continue
-                streaming = False
-                try:
-                    message, values = await folder.store.run(_prepare, f, message, items)
-                    cache.put(key, message)
-                    streaming = any(isinstance(v, _Streamed) for v in values)
-                    if streaming:
-                        if batch:
-                            self.write(b"".join(batch))
-                            batch = []
-                        await self._stream(seq, uid, folder, items, values, message, sizes, seenNow, flow)
-                        continue
-                finally:
-                    if not streaming:
-                        f.close()
-                    else:
-                        folder.store.run(f.close)
             try:
-                batch.append(self._response(seq, uid, folder, items, values, message, sizes, seenNow))
+                batch.append(self._response(seq, uid, folder, items, None, None, sizes, seenNow))
             except MessageVanished:
                 gone = True
                 continue
-            if len(batch) >= _BATCH or needStructure:
+            if len(batch) >= _BATCH:
                 self.write(b"".join(batch))
                 batch = []
                 await flow.drain()
         if batch:
             self.write(b"".join(batch))
+        return gone
+
+    async def _fetchParsed(self, view, pairs, items, sizes, seenNow, flow) -> bool:
+        """
+        Messages whose structure is needed: opened on the reactor thread
+        (an C{openat}), parsed and read in the pool a batch at a time.
+        """
+        folder = view.folder
+        cache = self.factory.structures
+        gone = False
+        todo = list(reversed(pairs))
+        while todo:
+            if self.closed or self.view is not view:
+                return gone
+            batch = []
+            while todo and len(batch) < _PARSE_BATCH:
+                seq, uid = todo.pop()
+                if view.gone(uid):
+                    gone = True
+                    continue
+                key = (folder.mailboxes.path, folder.name, folder.uidValidity, uid)
+                try:
+                    f = folder.openMessage(uid)
+                except (MessageVanished, StoreError):
+                    gone = True
+                    continue
+                batch.append((seq, uid, key, f))
+            if not batch:
+                break
+            try:
+                results = await folder.store.run(_prepareBatch, [(f, cache.get(key)) for _, _, key, f in batch], items)
+            except BaseException:
+                for _, _, _, f in batch:
+                    f.close()
+                raise
+            # What the pool did not get to (its output budget was spent)
+            # goes first into the next batch.
+            for seq, uid, _, f in reversed(batch[len(results):]):
+                f.close()
+                todo.append((seq, uid))
+            out = []
+            for (seq, uid, key, f), (message, values) in zip(batch, results):
+                cache.put(key, message)
+                if any(isinstance(v, _Streamed) for v in values):
+                    if out:
+                        self.write(b"".join(out))
+                        out = []
+                    try:
+                        await self._stream(seq, uid, folder, items, values, message, sizes, seenNow, flow)
+                    finally:
+                        folder.store.run(f.close)
+                    if self.closed or self.view is not view:
+                        return gone
+                    continue
+                f.close()
+                try:
+                    out.append(self._response(seq, uid, folder, items, values, message, sizes, seenNow))
+                except MessageVanished:
+                    gone = True
+            if out:
+                self.write(b"".join(out))
+            await flow.drain()
         return gone
 
     def _itemValue(self, item, uid, folder, value, message, sizes):

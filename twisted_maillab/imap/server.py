@@ -231,7 +231,6 @@ class IMAPServer(Protocol, SelectedCommands, FetchCommands, MailboxCommands):
 
     def lineTooLong(self):
         self.write(R.untaggedStatus(b"BAD", b"Command line too long"))
-        self._assembling = None
         self.assembler.discard()
         self._badCommand()
 
