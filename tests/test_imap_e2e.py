@@ -152,6 +152,28 @@ class ImaplibTests(unittest.TestCase):
         self.assertIn("AUTH=PLAIN", client.capabilities)
         self.session(client)
 
+    def test_commandsPipelinedAfterSTARTTLSDiscarded(self):
+        """
+        RFC 3501 6.2.1: commands sent after STARTTLS in the same packet
+        came before the handshake and are never run.
+        """
+        server = Server(self)
+        server.deliver(MSG1)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as raw:
+            reader = raw.makefile("rb")
+            self.assertTrue(reader.readline().startswith(b"* OK"))
+            raw.sendall(
+                b"t1 STARTTLS\r\nt2 LOGIN edouard \"" + PASSWORD.encode() + b"\"\r\nt3 SELECT INBOX\r\n"
+                b"t4 STORE 1 +FLAGS (\\Deleted)\r\nt5 EXPUNGE\r\n"
+            )
+            self.assertEqual(reader.readline(), b"t1 OK Begin TLS negotiation now\r\n")
+            with server.clientContext().wrap_socket(raw) as tls:
+                secure = tls.makefile("rb")
+                tls.sendall(b"t6 SELECT INBOX\r\nt7 LOGOUT\r\n")
+                self.assertEqual(secure.readline(), b"t6 BAD Log in first\r\n")
+                self.assertEqual(secure.readline(), b"* BYE Logging out\r\n")
+        self.assertEqual(len(os.listdir(server.maildir / "new")), 1)
+
     def test_imaps(self):
         server = Server(self)
         server.deliver(MSG1, MSG2)
