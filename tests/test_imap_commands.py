@@ -131,6 +131,23 @@ class MailboxCommandTests(unittest.TestCase):
         self.assertEqual(h.lines(b"u1 UNSUBSCRIBE Gone"), [b"u1 OK UNSUBSCRIBE completed"])
         self.assertEqual(h.lines(b'l3 LSUB "" G*'), [b"l3 OK LSUB completed"])
 
+    def test_recursiveMatchAndLsubParents(self):
+        """
+        RFC 5258 3.5 (the example of 5): RECURSIVEMATCH lists an
+        unsubscribed parent of a subscribed name with CHILDINFO; RFC 3501
+        6.3.9: LSUB with % lists it as \\Noselect.
+        """
+        h = self.h
+        h.command(b"c1 CREATE Foo/Bar")
+        h.command(b"c2 CREATE Foo")
+        h.command(b"s1 SUBSCRIBE Foo/Bar")
+        self.assertEqual(
+            h.lines(b'l1 LIST (SUBSCRIBED RECURSIVEMATCH) "" %'),
+            [b'* LIST (\\HasChildren) "/" Foo ("CHILDINFO" ("SUBSCRIBED"))', b"l1 OK LIST completed"],
+        )
+        self.assertEqual(h.lines(b'l2 LSUB "" %'), [b'* LSUB (\\Noselect) "/" Foo', b"l2 OK LSUB completed"])
+        self.assertEqual(h.lines(b'l3 LSUB "" *'), [b'* LSUB () "/" Foo/Bar', b"l3 OK LSUB completed"])
+
     def test_listStatus(self):
         """
         RFC 5819: STATUS right after each LIST line.
@@ -431,3 +448,20 @@ class ParseBatchTests(unittest.TestCase):
             + [b"f1 OK FETCH completed"],
         )
         self.assertEqual(calls, [1, 1, 1, 1, 1])
+
+
+class FolderGoneTests(unittest.TestCase):
+    def test_selectedFolderDeletedByAnotherSession(self):
+        """
+        The selected mailbox deleted under the session: it cannot go on
+        (RFC 3501 7.1.5 BYE), and no traceback.
+        """
+        a = Harness(self)
+        deliver(a, b"Subject: x\n\ny\n", "Work")
+        a.login()
+        a.command(b"s1 SELECT Work")
+        b = Harness(self, store=a.store, account=a.account)
+        b.login()
+        self.assertEqual(b.lines(b"d1 DELETE Work"), [b"d1 OK DELETE completed"])
+        self.assertEqual(a.lines(b"n1 NOOP"), [b"* BYE The selected mailbox was deleted or renamed"])
+        self.assertTrue(a.transport.disconnecting)

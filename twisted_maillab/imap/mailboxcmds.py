@@ -105,8 +105,23 @@ class MailboxCommands:
                 continue
             info = byName.get(name)
             isSubscribed = name in subscribed or (name.upper() == "INBOX" and "INBOX" in subscribed)
+            extended = None
             if onlySubscribed and not isSubscribed:
-                continue
+                prefix = name + SEPARATOR
+                below = [n for n in subscribed if n.startswith(prefix)]
+                if not below:
+                    continue
+                if "RECURSIVEMATCH" in select:
+                    # RFC 5258 3.5: a parent listed for its subscribed
+                    # children.
+                    extended = b'("CHILDINFO" ("SUBSCRIBED"))'
+                elif lsub and not any(m(n) for n in below for m in matchers):
+                    # RFC 3501 6.3.9: LSUB with % shows the level above a
+                    # subscribed name it does not reach, as \Noselect.
+                    out.append(R.listResponse(name, ["\\Noselect"], SEPARATOR, command=b"LSUB"))
+                    continue
+                else:
+                    continue
             if specialOnly and (info is None or not info.specialUse):
                 continue
             attributes = []
@@ -124,7 +139,7 @@ class MailboxCommands:
                 attributes.append("\\Subscribed")
             if showSpecial and info is not None and info.specialUse and not lsub:
                 attributes.append(info.specialUse)
-            out.append(R.listResponse(name, attributes, SEPARATOR, command=b"LSUB" if lsub else b"LIST"))
+            out.append(R.listResponse(name, attributes, SEPARATOR, command=b"LSUB" if lsub else b"LIST", extended=extended))
             if args.statusItems and exists:
                 statusFor.append((len(out), name))
         if statusFor:

@@ -218,7 +218,9 @@ class IMAPServer(Protocol, SelectedCommands, FetchCommands, MailboxCommands):
                 self.log.failure("imap: avatar logout failed")
 
     def write(self, data: bytes) -> None:
-        if not self.closed:
+        # Nothing after a BYE: once the engine is closing, the connection
+        # is over for the client too.
+        if not self.closed and not self.engine.closed:
             self.engine.write(data)
 
     def timedOut(self):
