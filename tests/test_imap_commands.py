@@ -23,10 +23,14 @@ def deliver(h, message, folder="INBOX"):
 
 def fetchValue(answer: bytes, name: bytes) -> bytes:
     """
-    The raw value of item C{name} in our FETCH answer.
+    The raw value of item C{name} in a FETCH answer.
+
+    @raise ValueError: no such item.
     """
-    start = answer.index(b" " + name + b" ") + len(name) + 2
-    return _value(answer, start)
+    match = re.search(rb"[( ]" + re.escape(name) + rb" ", answer)
+    if match is None:
+        raise ValueError(f"no {name!r} in {answer!r}")
+    return _value(answer, match.end())
 
 
 class MailboxCommandTests(unittest.TestCase):

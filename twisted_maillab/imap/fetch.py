@@ -167,7 +167,11 @@ def _prepare(f, message, items):
                 start, count = item.partial
                 size = max(0, min(count, total - start))
             if size <= INLINE_SIZE:
-                values.append(b"~" + R.literalPrefix(size) + b"".join(binary.chunks(f, item.partial)))
+                data = b"".join(binary.chunks(f, item.partial))
+                # RFC 3516 4.2: a literal8 for decoded content or NULs, a
+                # plain literal otherwise (as Dovecot answers).
+                literal8 = binary.decoded or b"\0" in data
+                values.append((b"~" if literal8 else b"") + R.literalPrefix(size) + data)
             else:
                 values.append(_Streamed(size, binary.chunks(f, item.partial)))
         else:
@@ -412,6 +416,7 @@ class FetchCommands:
             if not isinstance(value, _Streamed):
                 head += value
                 continue
+            # A big decoded section is not scanned ahead for NULs: literal8.
             binary = name.startswith(b"BINARY")
             self.write(head + (b"~" if binary else b"") + R.literalPrefix(value.size))
             head = b""
