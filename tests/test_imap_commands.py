@@ -469,3 +469,30 @@ class FolderGoneTests(unittest.TestCase):
         self.assertEqual(b.lines(b"d1 DELETE Work"), [b"d1 OK DELETE completed"])
         self.assertEqual(a.lines(b"n1 NOOP"), [b"* BYE The selected mailbox was deleted or renamed"])
         self.assertTrue(a.transport.disconnecting)
+
+
+class BigBinaryTests(unittest.TestCase):
+    def test_bigBase64PartStreamedAsLiteral8(self):
+        """
+        BINARY of a base64 part bigger than the inline size: decoded,
+        streamed, announced as a literal8 (RFC 3516 4.2).
+        """
+        import base64
+
+        payload = bytes(range(256)) * 2000
+        encoded = base64.encodebytes(payload)
+        message = (
+            b"Subject: bin\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n--b\n"
+            b"Content-Type: text/plain\n\nhello\n--b\nContent-Type: application/octet-stream\n"
+            b"Content-Transfer-Encoding: base64\n\n" + encoded + b"--b--\n"
+        )
+        h = Harness(self)
+        deliver(h, message)
+        h.select()
+        reply = h.command(b"f1 FETCH 1 (BINARY.SIZE[2] BINARY.PEEK[2])")
+        self.assertEqual(
+            reply,
+            b"* 1 FETCH (BINARY.SIZE[2] %d BINARY[2] ~{%d}\r\n" % (len(payload), len(payload))
+            + payload
+            + b")\r\nf1 OK FETCH completed\r\n",
+        )

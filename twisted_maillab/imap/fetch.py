@@ -103,11 +103,12 @@ class _Streamed:
     chunks.
     """
 
-    __slots__ = ("size", "chunks")
+    __slots__ = ("size", "chunks", "literal8")
 
-    def __init__(self, size, chunks):
+    def __init__(self, size, chunks, literal8=False):
         self.size = size
         self.chunks = chunks
+        self.literal8 = literal8
 
 
 def _prepareBatch(entries, items):
@@ -173,7 +174,10 @@ def _prepare(f, message, items):
                 literal8 = binary.decoded or b"\0" in data
                 values.append((b"~" if literal8 else b"") + R.literalPrefix(size) + data)
             else:
-                values.append(_Streamed(size, binary.chunks(f, item.partial)))
+                # Not scanned ahead for NULs: only a part declared binary
+                # may hold them.
+                literal8 = binary.decoded or getattr(binary, "encoding", None) == b"binary"
+                values.append(_Streamed(size, binary.chunks(f, item.partial), literal8))
         else:
             values.append(None)
     return message, values
@@ -416,9 +420,7 @@ class FetchCommands:
             if not isinstance(value, _Streamed):
                 head += value
                 continue
-            # A big decoded section is not scanned ahead for NULs: literal8.
-            binary = name.startswith(b"BINARY")
-            self.write(head + (b"~" if binary else b"") + R.literalPrefix(value.size))
+            self.write(head + (b"~" if value.literal8 else b"") + R.literalPrefix(value.size))
             head = b""
             sent = 0
             while sent < value.size:
