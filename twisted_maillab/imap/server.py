@@ -80,6 +80,8 @@ _LITERAL = re.compile(rb"~?\{(\d{1,20})\+?\}\Z")
 # changes stay coalesced in the session's view): a client that IDLEs and
 # never reads cannot make the server hold more than this.
 PUSH_BACKLOG = 256 * 1024
+# Unsent output beyond which no further command is run.
+OUTPUT_BACKLOG = 1024 * 1024
 
 # Sent with every ID reply (RFC 2971 3.3).
 SERVER_ID = {"name": "maillab", "vendor": "twisted-maillab"}
@@ -381,7 +383,29 @@ class IMAPServer(Protocol, SelectedCommands, FetchCommands, MailboxCommands):
             self.write(R.tagged(command.tag, b"NO", b"Internal server error", R.SERVERBUG))
             return None
         if isinstance(result, defer.Deferred):
-            return result.addErrback(self._commandError, command)
+            return result.addErrback(self._commandError, command).addCallback(lambda _: self._outputRoom())
+        return self._outputRoom()
+
+    def _outputRoom(self) -> None:
+        """
+        When the client lets answers pile up unread beyond
+        L{OUTPUT_BACKLOG} (pipelining without reading), hold the next
+        commands until they drained (the engine also stops reading past its
+        input bound), so the memory one session can make the server hold
+        stays bounded.  The wait is on the client: the idle timer runs.
+        """
+        if self.closed or outputBacklog(self.transport) <= OUTPUT_BACKLOG:
+            return None
+        d = defer.Deferred()
+
+        def check():
+            if self.closed or outputBacklog(self.transport) <= OUTPUT_BACKLOG // 2:
+                d.callback(None)
+            else:
+                self.factory.clock.callLater(0.1, check)
+
+        self.factory.clock.callLater(0.1, check)
+        self.engine.wait(d, timed=True)
         return None
 
     def _commandError(self, failure, command):
