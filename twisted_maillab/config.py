@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping
 
+from twisted_maillab.foldernames import FolderNameError, folderDirName
+
 __all__ = [
     "ConfigError",
     "ConfigErrors",
@@ -399,14 +401,12 @@ class StoreSection(Section):
     )
 
     def check(self) -> None:
-        from twisted_maillab.store.dovecot import folderDirName
-
         for key in ("drafts_folder", "sent_folder", "trash_folder", "junk_folder", "archive_folder"):
             value = getattr(self, key)
             if value:
                 try:
                     folderDirName(value)
-                except Exception as e:
+                except FolderNameError as e:
                     raise SectionError(key, str(e)) from None
 
 
@@ -851,5 +851,22 @@ def reference() -> str:
     return "\n".join(out)
 
 
-# The reader needs the classes above; imported last, re-exported here.
-from twisted_maillab.configfile import load, loadString  # noqa: E402
+def load(path: str | Path) -> "Config":
+    """
+    Read a configuration file: L{twisted_maillab.configfile.load}.
+    """
+    # The reader builds the classes of this module, so it imports this
+    # module; importing it here, when called, keeps the two out of an
+    # import cycle.
+    from twisted_maillab import configfile
+
+    return configfile.load(path)
+
+
+def loadString(text: str, path: str | Path = "<string>") -> "Config":
+    """
+    Read configuration text: L{twisted_maillab.configfile.loadString}.
+    """
+    from twisted_maillab import configfile
+
+    return configfile.loadString(text, path)
