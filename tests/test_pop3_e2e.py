@@ -251,6 +251,26 @@ class PoplibTests(unittest.TestCase):
         client.quit()
         self.assertEqual(server.files(), {"new": [], "cur": []})
 
+    def test_commandsPipelinedAfterSTLSDiscarded(self):
+        """
+        RFC 2595 3.1: commands sent after STLS in the same packet came
+        before the handshake (possibly from a man in the middle) and are
+        never run: over TLS the session is still unauthenticated.
+        """
+        server = Server(self)
+        server.deliver(MSG1)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as raw:
+            reader = raw.makefile("rb")
+            self.assertTrue(reader.readline().startswith(b"+OK"))
+            raw.sendall(b"STLS\r\nUSER edouard\r\nPASS " + PASSWORD.encode() + b"\r\nDELE 1\r\nQUIT\r\n")
+            self.assertEqual(reader.readline(), b"+OK Begin TLS negotiation now.\r\n")
+            with server.clientContext().wrap_socket(raw) as tls:
+                secure = tls.makefile("rb")
+                tls.sendall(b"STAT\r\nQUIT\r\n")
+                self.assertEqual(secure.readline(), b"-ERR Command not valid in this state.\r\n")
+                self.assertTrue(secure.readline().startswith(b"+OK Logging out"))
+        self.assertEqual(len(server.files()["new"]), 1)
+
     def test_pop3s(self):
         server = Server(self)
         server.deliver(MSG1, MSG2)
