@@ -18,7 +18,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from twisted_maillab.interfaces import ISMTPMessage
+from twisted_maillab.interfaces import ISMTPDelivery, ISMTPMessage
 from twisted_maillab.smtp.envelope import SMTPReply
 from twisted_maillab.smtp.headers import MissingHeaders, rfc5322Date
 
@@ -382,6 +382,7 @@ class _Notice:
         self.remote = ""
 
 
+@implementer(ISMTPDelivery)
 class LocalDelivery:
     """
     Starts a L{LocalMessage} for an accepted envelope.

@@ -371,6 +371,7 @@ def _folderKey(name: str) -> str:
     return "INBOX" if name.upper() == "INBOX" else name
 
 
+@implementer(interfaces.IMailboxes)
 class Mailboxes:
     """
     The folders of one account: Maildir++ layout under C{account.maildir}
