@@ -17,7 +17,7 @@ from twisted.mail.smtp import IMessageDelivery
 from zope.interface import implementer
 
 from twisted_maillab.smtp.aliases import AliasError, loadAliases
-from twisted_maillab.smtp.delivery import LocalDelivery, QueueIds
+from twisted_maillab.smtp.delivery import DeliveryRouter, QueueIds
 from twisted_maillab.smtp.policy import Policy, expandDestinations
 from twisted_maillab.smtp.server import Settings, SMTPServerFactory
 
@@ -171,7 +171,7 @@ class _Backend:
             cacheTTL=smtp.recipient_cache_ttl,
             rejectUnauthenticatedOwned=smtp.reject_unauthenticated_sender_login_mismatch,
         )
-        self.delivery = LocalDelivery(
+        self.delivery = DeliveryRouter(
             self.store,
             self.policy,
             reactor,
