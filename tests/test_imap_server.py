@@ -10,8 +10,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from twisted.trial import unittest
+from zope.interface import implementer
 
 from twisted_maillab.imap import response as R
+from twisted_maillab.interfaces import IMailPortal
 from twisted_maillab.store.testing import deliverNow
 
 from tests.imap_support import REMOTE, Harness
@@ -364,6 +366,7 @@ class PortalTests(unittest.TestCase):
         seen = []
         portal = h0.portal
 
+        @implementer(IMailPortal)
         class MailPortal:
             def forConnection(self, peer, protocol):
                 seen.append((peer.host, protocol))

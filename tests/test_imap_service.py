@@ -11,12 +11,13 @@ from types import SimpleNamespace
 from twisted.internet import task
 from twisted.mail import imap4
 from twisted.trial import unittest
+from zope.interface.verify import verifyObject
 
 from twisted_maillab.auth.realm import MailRealm
 from twisted_maillab.config import loadString
 from twisted_maillab.imap import service
 from twisted_maillab.imap.account import IIMAPAccount
-from twisted_maillab.store.testing import synchronousStore
+from twisted_maillab.store.testing import synchronousStore, temporaryAccount
 
 
 class Resources:
@@ -27,6 +28,12 @@ class Resources:
         self.store = synchronousStore()
         self.tlsContext = object()
         self.listened = []
+
+    def shared(self, key, make):
+        table = self.__dict__.setdefault("_shared", {})
+        if key not in table:
+            table[key] = make()
+        return table[key]
 
     def listen(self, section, factory):
         self.listened.append((section.name, factory))
@@ -54,6 +61,8 @@ class BuilderTests(unittest.TestCase):
              imap.implicitTLS, imap.tlsContext is resources.tlsContext, imap.plaintextOnLoopback),
             (5 * 1024 * 1024, 3, 20.0, 1800.0, False, True, True),
         )
+        account = temporaryAccount(self.mktemp())
+        verifyObject(IIMAPAccount, factories[IIMAPAccount](account))
         self.assertEqual(
             (imaps.appendLimit, imaps.implicitTLS, imaps.tlsContext, imaps.plaintextOnLoopback),
             (1024 * 1024, True, None, False),

@@ -50,6 +50,7 @@ from twisted_maillab.imap.parser import (
     isDone,
 )
 from twisted_maillab.imap.session import SelectedCommands
+from twisted_maillab.interfaces import IMailPortal
 
 __all__ = ["IMAPServer", "IMAPFactory", "ConnectionCounter", "outputBacklog"]
 
@@ -192,7 +193,7 @@ class IMAPServer(Protocol, SelectedCommands, FetchCommands, MailboxCommands):
             return
         self._addressKey = host
         portal = factory.portal
-        if portal is not None and hasattr(portal, "forConnection"):
+        if IMailPortal.providedBy(portal):
             # The auth package's MailPortal: throttling per address, and
             # the login log line fail2ban reads says proto=imap.
             portal = portal.forConnection(self.transport.getPeer(), "imap")

@@ -34,10 +34,7 @@ class _Backend:
 
 
 def _backend(resources) -> _Backend:
-    backend = getattr(resources, "imapBackend", None)
-    if backend is None:
-        backend = resources.imapBackend = _Backend(resources)
-    return backend
+    return resources.shared("imap", lambda: _Backend(resources))
 
 
 def _factory(section, resources, implicitTLS: bool) -> IMAPFactory:
