@@ -405,3 +405,20 @@ class BacklogTests(unittest.TestCase):
         h.take()
         h.clock.pump([1] * 61)
         self.assertTrue(h.transport.disconnecting)
+
+
+class UnselectCheckTests(unittest.TestCase):
+    def test_unselectKeepsDeleted(self):
+        """
+        RFC 3691: UNSELECT leaves the selected state without expunging;
+        RFC 3501 6.4.1 CHECK answers OK.
+        """
+        h = Harness(self)
+        deliver(h, b"Subject: a\n\nx\n")
+        h.select()
+        self.assertEqual(h.lines(b"c1 CHECK"), [b"c1 OK CHECK completed"])
+        h.command(b"s1 STORE 1 +FLAGS.SILENT (\\Deleted)")
+        self.assertEqual(h.lines(b"u1 UNSELECT"), [b"u1 OK UNSELECT completed"])
+        self.assertEqual(h.lines(b"u2 UNSELECT"), [b"u2 BAD No mailbox selected"])
+        self.assertEqual(h.lines(b"s2 STATUS INBOX (MESSAGES)"), [b"* STATUS INBOX (MESSAGES 1)", b"s2 OK STATUS completed"])
+        self.assertEqual(h.lines(b"c2 CHECK"), [b"c2 BAD No mailbox selected"])
