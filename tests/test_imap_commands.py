@@ -496,3 +496,28 @@ class BigBinaryTests(unittest.TestCase):
             + payload
             + b")\r\nf1 OK FETCH completed\r\n",
         )
+
+
+class StalledFetchTests(unittest.TestCase):
+    def test_clientThatStopsReadingIsLoggedOut(self):
+        """
+        A FETCH streaming to a client that stopped reading does not keep
+        the session forever: the idle timer runs while it waits.
+        """
+        big = b"Subject: big\n\n" + b"0123456789abcdef\n" * 60000
+        h = Harness(self, idleTimeout=1800)
+        deliver(h, big)
+        h.select()
+        original = h.transport.registerProducer
+
+        def register(producer, streaming):
+            original(producer, streaming)
+            producer.pauseProducing()
+
+        h.transport.registerProducer = register
+        h.proto.dataReceived(b"f1 FETCH 1 BODY.PEEK[]\r\n")
+        h.take()
+        h.clock.advance(1801)
+        # Closed without a BYE, which would land inside the literal.
+        self.assertEqual(h.take(), b"")
+        self.assertTrue(h.transport.disconnecting)

@@ -414,6 +414,13 @@ class FetchCommands:
         One FETCH response with big sections sent chunk by chunk.
         """
         pieces = self._pieces(uid, folder, items, values, message, sizes, seenNow)
+        self.streaming = True
+        try:
+            await self._streamPieces(seq, folder, pieces, flow)
+        finally:
+            self.streaming = False
+
+    async def _streamPieces(self, seq, folder, pieces, flow):
         head = b"* %d FETCH (" % seq
         for i, (name, value) in enumerate(pieces):
             head += (b" " if i else b"") + name + b" "

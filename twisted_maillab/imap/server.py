@@ -153,6 +153,8 @@ class IMAPServer(Protocol, SelectedCommands, FetchCommands, MailboxCommands):
 
     log = Logger()
     engine: lines.CommandEngine | None = None
+    # A FETCH literal is being streamed (see fetch.py).
+    streaming = False
 
     def __init__(self):
         self.state = NOT_AUTHENTICATED
@@ -227,8 +229,9 @@ class IMAPServer(Protocol, SelectedCommands, FetchCommands, MailboxCommands):
             self.engine.write(data)
 
     def timedOut(self):
-        # RFC 3501 5.4 autologout
-        self.write(R.untaggedStatus(b"BYE", b"Autologout; idle for too long"))
+        # RFC 3501 5.4 autologout; no BYE inside a literal being streamed.
+        if not self.streaming:
+            self.write(R.untaggedStatus(b"BYE", b"Autologout; idle for too long"))
         self.engine.close()
 
     def dataReceived(self, data: bytes):
@@ -384,7 +387,14 @@ class IMAPServer(Protocol, SelectedCommands, FetchCommands, MailboxCommands):
             self.write(R.tagged(command.tag, b"NO", b"Internal server error", R.SERVERBUG))
             return None
         if isinstance(result, defer.Deferred):
-            return result.addErrback(self._commandError, command).addCallback(lambda _: self._outputRoom())
+            result.addErrback(self._commandError, command).addCallback(lambda _: self._outputRoom())
+            if command.name == "FETCH":
+                # A FETCH mostly waits on the client reading what it
+                # streams: the idle timer keeps running (reset as it
+                # reads), so a client that stops reading is logged out.
+                self.engine.wait(result, timed=True)
+                return None
+            return result
         return self._outputRoom()
 
     def _outputRoom(self) -> None:
