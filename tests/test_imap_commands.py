@@ -592,3 +592,47 @@ class AppendSpoolTests(unittest.TestCase):
         self.assertTrue(reply.startswith(b"a1 BAD "), reply)
         self.assertEqual(len(files), 1)
         self.assertTrue(files[0].closed)
+
+
+class HeaderCacheTests(unittest.TestCase):
+    def test_repeatedHeaderSearchReadsNoFile(self):
+        """
+        A SEARCH that only needs headers reads each file once; the next
+        one answers from the cache.  BODY searches still read the files.
+        """
+        from twisted_maillab.imap import session
+
+        h = Harness(self)
+        for word in (b"alpha", b"bravo", b"alpha"):
+            deliver(h, b"Subject: %s\nFrom: x@y.z\n\nbody %s\n" % (word, word))
+        h.select()
+        opened = []
+        original = session._threadOpener
+
+        def counting(folder):
+            openFile = original(folder)
+
+            def openMessage(uid):
+                opened.append(uid)
+                return openFile(uid)
+
+            return openMessage
+
+        self.patch(session, "_threadOpener", counting)
+        self.assertEqual(h.lines(b"s1 SEARCH SUBJECT alpha"), [b"* SEARCH 1 3", b"s1 OK SEARCH completed"])
+        self.assertEqual(sorted(opened), [1, 2, 3])
+        del opened[:]
+        self.assertEqual(h.lines(b"s2 SEARCH FROM x@y SUBJECT bravo"), [b"* SEARCH 2", b"s2 OK SEARCH completed"])
+        self.assertEqual(h.lines(b"s3 SORT (SUBJECT) UTF-8 SUBJECT a"), [b"* SORT 1 3 2", b"s3 OK SORT completed"])
+        self.assertEqual(opened, [])
+        self.assertEqual(h.lines(b"s4 SEARCH BODY bravo"), [b"* SEARCH 2", b"s4 OK SEARCH completed"])
+        self.assertEqual(sorted(opened), [1, 2, 3])
+
+    def test_boundedInOctets(self):
+        from twisted_maillab.imap.session import HeaderCache
+
+        cache = HeaderCache(limit=10)
+        cache._put(("a", 1), b"123456")
+        cache._put(("a", 2), b"abcdef")
+        self.assertEqual(list(cache._entries), [("a", 2)])
+        self.assertEqual(cache.size, 6)

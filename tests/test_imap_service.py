@@ -56,6 +56,7 @@ class BuilderTests(unittest.TestCase):
         self.assertIs(imap.users, imaps.users)
         self.assertIs(imap.addresses, imaps.addresses)
         self.assertIs(imap.structures, imaps.structures)
+        self.assertIs(imap.headers, imaps.headers)
         self.assertEqual(
             (imap.appendLimit, imap.maxConnectionsPerUser, imap.loginTimeout, imap.idleTimeout,
              imap.implicitTLS, imap.tlsContext is resources.tlsContext, imap.plaintextOnLoopback),

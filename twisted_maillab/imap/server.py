@@ -738,8 +738,10 @@ class IMAPFactory(Factory):
         users: ConnectionCounter | None = None,
         addresses: ConnectionCounter | None = None,
         structures=None,
+        headers=None,
     ):
         from twisted_maillab.imap.fetch import StructureCache
+        from twisted_maillab.imap.session import HeaderCache
 
         self.portal = portal
         self.clock = clock
@@ -758,3 +760,4 @@ class IMAPFactory(Factory):
         self.users = users if users is not None else ConnectionCounter()
         self.addresses = addresses if addresses is not None else ConnectionCounter()
         self.structures = structures if structures is not None else StructureCache()
+        self.headers = headers if headers is not None else HeaderCache()

@@ -5,9 +5,10 @@ L{twisted_maillab.service}.
 
 Both listeners share one backend per L{Resources}: the portal, the store,
 the realm registrations of L{IIMAPAccount} and of Twisted's
-C{imap4.IAccount} (the realm refuses a second registration), the connection counters (the per-user and per-address
-limits count both ports together) and the cache of parsed message
-structures.
+C{imap4.IAccount} (the realm refuses a second registration), the
+connection counters (the per-user and per-address limits count both ports
+together), and the caches of header blocks (SEARCH, SORT) and of parsed
+message structures (FETCH).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from twisted_maillab.imap.account import IIMAPAccount, accountFactory
 from twisted_maillab.imap.fetch import StructureCache
 from twisted_maillab.imap.limits import ConnectionCounter
 from twisted_maillab.imap.server import IMAPFactory
+from twisted_maillab.imap.session import HeaderCache
 from twisted_maillab.imap.twistedseam import registerTwistedAccount
 
 __all__ = ["buildIMAP", "buildIMAPS"]
@@ -28,6 +30,7 @@ class _Backend:
         self.users = ConnectionCounter()
         self.addresses = ConnectionCounter()
         self.structures = StructureCache()
+        self.headers = HeaderCache()
         self.portal.realm.registerAvatarFactory(IIMAPAccount, accountFactory(self.store))
         # Twisted's imap4.IAccount over the same store, for other Twisted
         # applications in the process (twisted.mail.imap4.IMAP4Server).
@@ -60,6 +63,7 @@ def _factory(section, resources, implicitTLS: bool) -> IMAPFactory:
         users=backend.users,
         addresses=backend.addresses,
         structures=backend.structures,
+        headers=backend.headers,
     )
 
 

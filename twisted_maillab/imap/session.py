@@ -14,6 +14,9 @@ C{ok}, C{no}, C{bad}, C{avatar}, C{state} and C{changesArrived}.
 from __future__ import annotations
 
 import bisect
+import io
+import threading
+from collections import OrderedDict
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -25,7 +28,7 @@ from twisted_maillab.store.errors import MailboxNotFound, MessageVanished, Quota
 from twisted_maillab.store.reading import virtualSizes
 from twisted_maillab.store.view import FolderView
 
-__all__ = ["SelectedCommands", "SessionView", "SYSTEM_FLAGS", "sessionFlags"]
+__all__ = ["HeaderCache", "SelectedCommands", "SessionView", "SYSTEM_FLAGS", "sessionFlags"]
 
 log = Logger()
 
@@ -462,7 +465,7 @@ class SelectedCommands:
         view = self.view
         data = await self._messageData(_keyNames(args.criteria, set()))
         program = _toProgram(args.criteria)
-        opener = _threadOpener(view.folder)
+        opener = self.factory.headers.opener(view.folder, _keyNames(args.criteria, set()))
 
         def work():
             return S.search(program, data, opener, args.charset or "US-ASCII", _lastUid(view), len(data))
@@ -493,7 +496,7 @@ class SelectedCommands:
         names = _keyNames(args.search, set()) | {key for _, key in args.criteria}
         data = await self._messageData(names)
         program = _toProgram(args.search)
-        opener = _threadOpener(view.folder)
+        opener = self.factory.headers.opener(view.folder, names)
 
         def work():
             matched = S.search(program, data, opener, args.charset or "US-ASCII", _lastUid(view), len(data))
@@ -542,3 +545,62 @@ def _threadOpener(folder):
 
     return openMessage
 
+
+# The search keys that read more than the header block (RFC 3501 6.4.4).
+_BODY_KEYS = frozenset({"BODY", "TEXT"})
+
+
+class HeaderCache:
+    """
+    Header blocks of messages by (Maildir, folder, UIDVALIDITY, UID), for
+    SEARCH and SORT programs that only look at headers: a repeated search
+    reads no file (no system calls in the pool thread, which would each
+    hand the GIL back and forth with the reactor thread).  A Maildir file
+    never changes under its UID, so entries need no invalidation.  Least
+    recently used dropped first, bounded in octets.  Used from the store's
+    pool threads: guarded by a lock.
+    """
+
+    def __init__(self, limit: int = 32 * 1024 * 1024):
+        self.limit = limit
+        self.size = 0
+        self._entries: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def opener(self, folder, names: set):
+        """
+        C{openMessage(uid) -> file} for the pool: a file holding just the
+        cached header block when the program needs nothing else.
+        """
+        openFile = _threadOpener(folder)
+        if names & _BODY_KEYS:
+            return openFile
+        prefix = (folder.mailboxes.path, folder.name, folder.uidValidity)
+
+        def openMessage(uid):
+            key = prefix + (uid,)
+            with self._lock:
+                header = self._entries.get(key)
+                if header is not None:
+                    self._entries.move_to_end(key)
+            if header is None:
+                f = openFile(uid)
+                try:
+                    header = S.readHeader(f)
+                finally:
+                    f.close()
+                self._put(key, header)
+            return io.BytesIO(header)
+
+        return openMessage
+
+    def _put(self, key, header: bytes) -> None:
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.size -= len(old)
+            self._entries[key] = header
+            self.size += len(header)
+            while self.size > self.limit and self._entries:
+                _, dropped = self._entries.popitem(last=False)
+                self.size -= len(dropped)
