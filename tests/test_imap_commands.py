@@ -632,7 +632,7 @@ class HeaderCacheTests(unittest.TestCase):
         from twisted_maillab.imap.session import HeaderCache
 
         cache = HeaderCache(limit=10)
-        cache._put(("a", 1), b"123456")
-        cache._put(("a", 2), b"abcdef")
+        cache._put(("a", 1), (6, []))
+        cache._put(("a", 2), (6, []))
         self.assertEqual(list(cache._entries), [("a", 2)])
         self.assertEqual(cache.size, 6)

@@ -343,6 +343,19 @@ def _compareDate(name, date, wanted):
     return date >= wanted
 
 
+def headerFields(f) -> list:
+    """
+    The parsed header fields of a message file: L{mimeheader.parseFields}
+    of L{readHeader}, or what the file object already carries as
+    C{headerFields} (a server's cache hands out such objects, so a
+    repeated search parses nothing).
+    """
+    fields = getattr(f, "headerFields", None)
+    if fields is not None:
+        return fields
+    return mimeheader.parseFields(readHeader(f))
+
+
 def readHeader(f) -> bytes:
     """
     The header block of a message file (up to and with the blank line),
@@ -374,7 +387,7 @@ class _Content:
 
     def fields(self):
         if self._fields is None:
-            self._fields = mimeheader.parseFields(readHeader(self.f))
+            self._fields = headerFields(self.f)
         return self._fields
 
     def headerContains(self, name: bytes, needle: str) -> bool:

@@ -21,6 +21,7 @@ from collections import OrderedDict
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from twisted_maillab.imap import mimeheader
 from twisted_maillab.imap import response as R
 from twisted_maillab.imap import search as S
 from twisted_maillab.imap.parser import SearchKey
@@ -550,15 +551,25 @@ def _threadOpener(folder):
 _BODY_KEYS = frozenset({"BODY", "TEXT"})
 
 
+class _HeaderFile(io.BytesIO):
+    """
+    A message reduced to its header block, with its parsed fields (see
+    L{S.headerFields}).
+    """
+
+    headerFields = None
+
+
 class HeaderCache:
     """
-    Header blocks of messages by (Maildir, folder, UIDVALIDITY, UID), for
-    SEARCH and SORT programs that only look at headers: a repeated search
-    reads no file (no system calls in the pool thread, which would each
-    hand the GIL back and forth with the reactor thread).  A Maildir file
-    never changes under its UID, so entries need no invalidation.  Least
-    recently used dropped first, bounded in octets.  Used from the store's
-    pool threads: guarded by a lock.
+    Parsed header fields of messages by (Maildir, folder, UIDVALIDITY,
+    UID), for SEARCH and SORT programs that only look at headers: a
+    repeated search neither reads a file (no system calls in the pool
+    thread, each of which hands the GIL back and forth with the reactor
+    thread) nor parses a header.  A Maildir file never changes under its
+    UID, so entries need no invalidation.  Least recently used dropped
+    first, bounded by the header octets they came from.  Used from the
+    store's pool threads: guarded by a lock.
     """
 
     def __init__(self, limit: int = 32 * 1024 * 1024):
@@ -569,8 +580,8 @@ class HeaderCache:
 
     def opener(self, folder, names: set):
         """
-        C{openMessage(uid) -> file} for the pool: a file holding just the
-        cached header block when the program needs nothing else.
+        C{openMessage(uid) -> file} for the pool: a file carrying just the
+        cached header fields when the program needs nothing else.
         """
         openFile = _threadOpener(folder)
         if names & _BODY_KEYS:
@@ -580,27 +591,30 @@ class HeaderCache:
         def openMessage(uid):
             key = prefix + (uid,)
             with self._lock:
-                header = self._entries.get(key)
-                if header is not None:
+                entry = self._entries.get(key)
+                if entry is not None:
                     self._entries.move_to_end(key)
-            if header is None:
+            if entry is None:
                 f = openFile(uid)
                 try:
                     header = S.readHeader(f)
                 finally:
                     f.close()
-                self._put(key, header)
-            return io.BytesIO(header)
+                entry = (len(header), mimeheader.parseFields(header))
+                self._put(key, entry)
+            f = _HeaderFile()
+            f.headerFields = entry[1]
+            return f
 
         return openMessage
 
-    def _put(self, key, header: bytes) -> None:
+    def _put(self, key, entry) -> None:
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:
-                self.size -= len(old)
-            self._entries[key] = header
-            self.size += len(header)
+                self.size -= old[0]
+            self._entries[key] = entry
+            self.size += entry[0]
             while self.size > self.limit and self._entries:
                 _, dropped = self._entries.popitem(last=False)
-                self.size -= len(dropped)
+                self.size -= dropped[0]

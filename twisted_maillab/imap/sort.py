@@ -127,7 +127,7 @@ def sort(criteria, messages, openMessage):
     for header keys, once each; an unreadable message sorts as if its
     header were empty.
     """
-    from twisted_maillab.imap.search import readHeader
+    from twisted_maillab.imap.search import headerFields
 
     keys = parseCriteria(criteria)
     cache: dict[int, dict[bytes, bytes]] = {}
@@ -141,7 +141,7 @@ def sort(criteria, messages, openMessage):
                 f = None
             if f is not None:
                 try:
-                    for name, value in mimeheader.parseFields(readHeader(f)):
+                    for name, value in headerFields(f):
                         fields.setdefault(name, value)
                 finally:
                     f.close()
