@@ -16,7 +16,7 @@ and the transport's buffer, never the message.
 A body fetch without C{.PEEK} sets C{\\Seen} first (RFC 3501 6.4.5) and
 reports the new FLAGS in the same FETCH response, as Dovecot does.  A
 message expunged by another session or program meanwhile is left out and
-the command ends C{NO [EXPUNGEISSUED]} (RFC 9051 7.1).
+the command ends C{OK [EXPUNGEISSUED]} (RFC 5530), as Dovecot's does.
 """
 
 from __future__ import annotations
@@ -285,10 +285,11 @@ class FetchCommands:
         if self.closed or self.view is not view:
             return
         if gone and not command.uid:
-            # RFC 9051 7.1: the sequence numbers named a message that is
-            # gone.  (A UID FETCH just leaves it out, RFC 3501 6.4.8.)
-            self.sendUpdates(expunges=False)
-            return self.no(command, b"Some messages were expunged meanwhile", R.EXPUNGEISSUED)
+            # RFC 5530 EXPUNGEISSUED: the sequence numbers named a message
+            # someone else expunged; the others were sent, so OK with the
+            # code, as Dovecot answers (a NO would fail the client's whole
+            # fetch).  A UID FETCH just leaves it out (RFC 3501 6.4.8).
+            return self.ok(command, b"Some messages were already expunged", R.EXPUNGEISSUED)
         self.ok(command)
 
     async def _fetchAll(self, command, view, pairs, items, needStructure, sizes, seenNow, flow) -> bool:

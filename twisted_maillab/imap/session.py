@@ -356,9 +356,9 @@ class SelectedCommands:
 
     def _storeDone(self, command, gone: bool):
         if gone and not command.uid:
-            # RFC 9051 7.1: some messages were expunged by someone else.
-            self.sendUpdates(expunges=self.expungesAllowed(command))
-            return self.no(command, b"Some of the messages were expunged", R.EXPUNGEISSUED)
+            # RFC 5530 EXPUNGEISSUED: some messages were expunged by
+            # someone else; the others were stored.
+            return self.ok(command, b"Some messages were already expunged", R.EXPUNGEISSUED)
         self.ok(command)
 
     # -- COPY / MOVE ---------------------------------------------------------
