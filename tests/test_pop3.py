@@ -624,6 +624,20 @@ class PipeliningTests(unittest.TestCase):
         self.assertEqual(maildrop.committed, (frozenset({0}), frozenset({0})))
 
 
+class SlowPortal:
+    """
+    Logs edouard in to C{maildrop} once C{d} fires.
+    """
+
+    def __init__(self, d, maildrop):
+        self.d = d
+        self.maildrop = maildrop
+
+    def login(self, credentials, mind, *interfaces):
+        inner = memoryPortal({b"edouard": (b"s3cret", self.maildrop)})
+        return self.d.addCallback(lambda _: inner.login(credentials, mind, *interfaces))
+
+
 class FlowControlTests(unittest.TestCase):
     def test_pipelinedFloodPausesReading(self):
         # While a command is in progress, queued input is bounded: past
@@ -631,13 +645,7 @@ class FlowControlTests(unittest.TestCase):
         # queue drains.
         d = defer.Deferred()
         maildrop = MemoryMaildrop("edouard", [MSG1])
-
-        class SlowPortal:
-            def login(self, credentials, mind, *interfaces):
-                inner = memoryPortal({b"edouard": (b"s3cret", maildrop)})
-                return d.addCallback(lambda _: inner.login(credentials, mind, *interfaces))
-
-        h = Harness(self, maildrop=maildrop, portal=SlowPortal())
+        h = Harness(self, maildrop=maildrop, portal=SlowPortal(d, maildrop))
         h.send(b"USER edouard\r\nPASS s3cret\r\n")
         h.send(b"NOOP\r\n" * 15000)
         self.assertEqual(h.transport.producerState, "paused")
@@ -658,6 +666,25 @@ class FlowControlTests(unittest.TestCase):
         h.send(b"USER edouard\r\nPASS s3cret\r\n" + b"NOOP\r\n" * 100)
         self.assertEqual(h.transport.producerState, "producing")
 
+    def test_slowLoginIsNotIdleness(self):
+        """
+        RFC 1939 3's autologout timer measures the client's inactivity: a
+        login the server takes longer than the timeout to check does not
+        time the client out; the timer starts again when it answered.
+        """
+        d = defer.Deferred()
+        maildrop = MemoryMaildrop("edouard", [MSG1])
+        h = Harness(self, maildrop=maildrop, portal=SlowPortal(d, maildrop))
+        h.send(b"USER edouard\r\nPASS s3cret\r\n")
+        h.clock.advance(900)
+        self.assertFalse(h.transport.disconnecting)
+        d.callback(None)
+        self.assertTrue(h.take().endswith(b"+OK Logged in, 1 messages (%d octets).\r\n" % crlfSize(MSG1)))
+        h.clock.advance(599)
+        self.assertFalse(h.transport.disconnecting)
+        h.clock.advance(1)
+        self.assertEqual(h.take(), b"-ERR [SYS/PERM] Disconnected for inactivity.\r\n")
+
 
 class LineLimitTests(unittest.TestCase):
     def test_longLineRefusedConnectionKept(self):
@@ -669,9 +696,9 @@ class LineLimitTests(unittest.TestCase):
         h = Harness(self, maxLineLength=100)
         reply = h.send(b"x" * 150)
         self.assertEqual(reply, b"-ERR Command line too long.\r\n")
-        self.assertLessEqual(len(h.proto._buffer), 100)
+        self.assertLessEqual(h.proto.engine.pendingInput(), 100)
         h.send(b"y" * 10000)
-        self.assertEqual(len(h.proto._buffer), 0)
+        self.assertEqual(h.proto.engine.pendingInput(), 0)
         # the rest of the long line is skipped up to its newline
         self.assertEqual(h.send(b"zzz\r\nNOOP\r\n"), b"+OK\r\n")
 

@@ -29,7 +29,7 @@ from twisted_maillab.auth.pool import runSynchronously
 from twisted_maillab.config import load
 from twisted_maillab.store import Store
 
-from tests.support import freePort, readUntil, requireTool, stopProcess, syncResult
+from tests.support import freePort, readUntil, requireTool, stopProcess, sha512crypt, syncResult
 
 BIN = Path(sys.executable).parent
 TWISTD = str(BIN / "twistd")
@@ -37,13 +37,6 @@ PASSWORD = "Tr0ub4dor&3 x"
 
 MSG1 = b"From: anne@domaineel.rt\nTo: edouard@domaineel.rt\nSubject: one\n\n.leading dot\nbody one\n"
 MSG2 = b"From: anne@domaineel.rt\r\nSubject: two\r\n\r\nbody two\r\n"
-
-
-def sha512crypt(password: str) -> str:
-    result = subprocess.run(
-        ["openssl", "passwd", "-6", "-stdin"], input=password, capture_output=True, text=True, check=True
-    )
-    return result.stdout.strip()
 
 
 class Server:
@@ -250,6 +243,26 @@ class PoplibTests(unittest.TestCase):
         client.dele(1)
         client.quit()
         self.assertEqual(server.files(), {"new": [], "cur": []})
+
+    def test_commandsPipelinedAfterSTLSDiscarded(self):
+        """
+        RFC 2595 3.1: commands sent after STLS in the same packet came
+        before the handshake (possibly from a man in the middle) and are
+        never run: over TLS the session is still unauthenticated.
+        """
+        server = Server(self)
+        server.deliver(MSG1)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as raw:
+            reader = raw.makefile("rb")
+            self.assertTrue(reader.readline().startswith(b"+OK"))
+            raw.sendall(b"STLS\r\nUSER edouard\r\nPASS " + PASSWORD.encode() + b"\r\nDELE 1\r\nQUIT\r\n")
+            self.assertEqual(reader.readline(), b"+OK Begin TLS negotiation now.\r\n")
+            with server.clientContext().wrap_socket(raw) as tls:
+                secure = tls.makefile("rb")
+                tls.sendall(b"STAT\r\nQUIT\r\n")
+                self.assertEqual(secure.readline(), b"-ERR Command not valid in this state.\r\n")
+                self.assertTrue(secure.readline().startswith(b"+OK Logging out"))
+        self.assertEqual(len(server.files()["new"]), 1)
 
     def test_pop3s(self):
         server = Server(self)

@@ -411,6 +411,45 @@ class SMTPLibTests(unittest.TestCase):
         self.assertEqual(len(server.messages("admin")), 1)
 
     @defer.inlineCallbacks
+    def test_commandsPipelinedAfterSTARTTLSDiscarded(self):
+        """
+        RFC 3207 4.2: a command sent after STARTTLS in the same packet
+        (before the handshake, so possibly a man in the middle's) is never
+        run: over TLS the session starts afresh, and a MAIL FROM is not
+        "nested" behind the injected one.
+        """
+
+        def session():
+            with socket.create_connection(("127.0.0.1", self.server.smtpPort), timeout=30) as raw:
+                reader = raw.makefile("rb")
+
+                def reply(stream):
+                    lines = []
+                    while True:
+                        line = stream.readline()
+                        lines.append(line.rstrip(b"\r\n").decode())
+                        if line[3:4] != b"-":
+                            return lines
+
+                reply(reader)
+                raw.sendall(b"EHLO c\r\n")
+                reply(reader)
+                raw.sendall(b"STARTTLS\r\nMAIL FROM:<inj@example.org>\r\n")
+                started = reply(reader)
+                with tlsContext().wrap_socket(raw, server_hostname="smtp.domaineel.rt") as tls:
+                    secure = tls.makefile("rb")
+                    tls.sendall(b"EHLO c\r\n")
+                    ehlo = reply(secure)
+                    tls.sendall(b"MAIL FROM:<a@example.org>\r\nQUIT\r\n")
+                    return started, ehlo, reply(secure), reply(secure)
+
+        started, ehlo, mail, quit = yield inThread(session)
+        self.assertEqual(started, ["220 2.0.0 Ready to start TLS"])
+        self.assertEqual(ehlo[0], "250-smtp.domaineel.rt")
+        self.assertEqual(mail, ["250 2.1.0 Ok"])
+        self.assertEqual(quit, ["221 2.0.0 Bye"])
+
+    @defer.inlineCallbacks
     def test_eightBitBodyByteForByte(self):
         server = self.server
         # A complete header, so that nothing is added (mynetworks client).

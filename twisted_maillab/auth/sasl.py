@@ -165,20 +165,27 @@ def isLoopback(host: str) -> bool:
     return address is not None and address.is_loopback
 
 
-def plaintextAllowed(peer, secure: bool | None = None) -> bool:
+def plaintextAllowed(peer, secure: bool | None = None, onLoopback: bool = True) -> bool:
     """
     May a plaintext password (PLAIN, LOGIN, USER/PASS, IMAP LOGIN) be
-    offered on this connection?
+    offered on this connection?  The one rule every protocol applies both
+    where it advertises (EHLO, CAPA, CAPABILITY) and where it accepts, so
+    nothing is advertised that would be refused.
 
     @param peer: the transport, its peer L{IAddress}, or a host string.
     @param secure: whether TLS is active; when L{None} and C{peer} is a
         transport, a transport providing L{ISSLTransport} counts as TLS.
-    @return: C{True} over TLS, from loopback, or on a UNIX socket.
+    @param onLoopback: the listener's C{plaintext_on_loopback}: whether a
+        loopback or UNIX-socket peer counts as private.
+    @return: C{True} over TLS, or (with C{onLoopback}) from loopback or on
+        a UNIX socket.
     """
     if secure is None:
         secure = ISSLTransport.providedBy(peer)
     if secure:
         return True
+    if not onLoopback:
+        return False
     if hasattr(peer, "getPeer"):
         peer = peer.getPeer()
     if isinstance(peer, bytes):

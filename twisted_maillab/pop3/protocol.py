@@ -15,7 +15,9 @@ str raises TypeError inside the error path and drops the connection
 mail goes out as CR CR LF) and does not dot-stuff a leading dot on the first
 line; its C{IMailbox} is synchronous and deletes immediately.  Keeping the
 class would mean overriding every command and its line parser; what is kept
-from Twisted is the transport, L{TimeoutMixin} and the cred portal.
+from Twisted is the transport and the cred portal.  The command machinery
+(order, line limit, back-pressure, STLS discard, idle timer, the SASL
+exchange) is the suite's L{twisted_maillab.lines.CommandEngine}.
 
 Protocol rules implemented here, each tagged at its line:
 
@@ -38,26 +40,21 @@ Protocol rules implemented here, each tagged at its line:
 
 from __future__ import annotations
 
-import base64
-import binascii
-
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
-from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
-from twisted.protocols.policies import TimeoutMixin
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_maillab.auth.pool import AuthenticationUnavailable
+from twisted_maillab.auth.sasl import challengers
+from twisted_maillab import lines
+from twisted_maillab.sendnow import noDelay
 from twisted_maillab.pop3.interfaces import IPOP3Maildrop
-from twisted_maillab.sendnow import writeNow
+from twisted_maillab.pop3.streaming import CRLF, MessageEncoder, _MessageStreamer
 from twisted_maillab.store.errors import MessageVanished
 
 __all__ = ["POP3Server", "POP3Factory", "SessionLocks", "MessageEncoder"]
-
-CRLF = b"\r\n"
 
 # RFC 1939 3: "an inactivity autologout timer ... MUST be of at least 10
 # minutes' duration".
@@ -69,16 +66,6 @@ DEFAULT_TIMEOUT = 600.0
 # ... to less than ... 255 octets" is the floor), so the default leaves
 # room for a PLAIN response with three 255-octet fields in base64.
 DEFAULT_MAX_LINE = 2048
-
-# Reading the message: the chunk handed to the store's reader, and the
-# longest stretch without a newline we keep before sending it on.
-CHUNK_SIZE = 64 * 1024
-_MAX_CARRY = 64 * 1024
-
-# While a command is in progress (login, RETR), pipelined input waits in a
-# buffer; past this many bytes we stop reading the socket (back-pressure)
-# instead of buffering without limit.
-_MAX_PENDING_INPUT = 64 * 1024
 
 # A client that keeps sending unknown or invalid commands is disconnected,
 # as Dovecot does after 20 (pop3-client "Too many bad commands").
@@ -124,243 +111,29 @@ class SessionLocks:
         return key in self._held
 
 
-class MessageEncoder:
-    """
-    Turn stored message bytes, fed in arbitrary chunks, into the POP3
-    multi-line body: CRLF line endings whatever the stored ending (LF in
-    most Maildirs, CRLF in some) and a dot stuffed before every line that
-    starts with one, the first line included (RFC 1939 3).
-
-    With C{bodyLines} set (TOP), only the header, the blank line and that
-    many body lines are produced (RFC 1939 7 TOP).
-
-    @ivar done: C{True} once TOP has produced all it should.
-    """
-
-    def __init__(self, bodyLines: int | None = None):
-        self.bodyLines = bodyLines
-        self.done = False
-        self._carry = b""
-        self._atLineStart = True
-        self._inBody = False
-        self._linesLeft = bodyLines
-
-    def feed(self, data: bytes) -> bytes:
-        """
-        @return: the encoded bytes ready to send (possibly empty).
-        """
-        if self.done:
-            return b""
-        data = self._carry + data
-        self._carry = b""
-        if self.bodyLines is not None:
-            return self._feedLines(data)
-        last = data.rfind(b"\n")
-        if last < 0:
-            return self._partial(data)
-        region, rest = data[: last + 1], data[last + 1 :]
-        # C speed for the bulk: normalise to LF, then to CRLF (a lone CR
-        # elsewhere is kept as it is), then stuff dots after every newline.
-        region = region.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-        region = region.replace(b"\n.", b"\n..")
-        if self._atLineStart and region.startswith(b"."):
-            region = b"." + region
-        self._atLineStart = True
-        return region + self._partial(rest)
-
-    def _partial(self, rest: bytes) -> bytes:
-        """
-        Keep an unterminated tail for the next chunk, unless it is so long
-        that keeping it would let one line without newlines fill memory.
-        """
-        if len(rest) <= _MAX_CARRY:
-            self._carry = rest
-            return b""
-        # Keep a trailing CR: it may be the first half of a CRLF.
-        keep = b"\r" if rest.endswith(b"\r") else b""
-        if keep:
-            rest = rest[:-1]
-        self._carry = keep
-        if self._atLineStart and rest.startswith(b"."):
-            rest = b"." + rest
-        self._atLineStart = False
-        return rest
-
-    def _feedLines(self, data: bytes) -> bytes:
-        out = []
-        position = 0
-        while not self.done:
-            newline = data.find(b"\n", position)
-            if newline < 0:
-                break
-            line = data[position:newline]
-            position = newline + 1
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            self._emitLine(line, out)
-        if not self.done:
-            # A partial line sent on early (longer than the carry limit)
-            # is counted as one line when its newline arrives.
-            out.append(self._partial(data[position:]))
-        return b"".join(out)
-
-    def _emitLine(self, line: bytes, out: list) -> None:
-        if self._inBody:
-            if self._linesLeft <= 0:
-                self.done = True
-                return
-            self._linesLeft -= 1
-        elif self._atLineStart and line == b"":
-            # RFC 1939 7 TOP: the headers, the blank line separating them
-            # from the body, then n lines of the body.
-            self._inBody = True
-        if self._atLineStart and line.startswith(b"."):
-            out.append(b".")
-        out.append(line)
-        out.append(CRLF)
-        self._atLineStart = True
-        if self._inBody and self._linesLeft <= 0:
-            self.done = True
-
-    def finish(self) -> bytes:
-        """
-        The end of the stored message: the last line, terminated with CRLF
-        even if the file did not end with a newline.
-        """
-        if self.done:
-            return b""
-        tail = self._carry
-        self._carry = b""
-        self.done = True
-        if tail.endswith(b"\r"):
-            tail = tail[:-1]
-        if not tail:
-            return b"" if self._atLineStart else CRLF
-        if self.bodyLines is not None and self._inBody and self._linesLeft <= 0:
-            return b"" if self._atLineStart else CRLF
-        if self._atLineStart and tail.startswith(b"."):
-            tail = b"." + tail
-        return tail + CRLF
-
-
-@implementer(IPushProducer)
-class _MessageStreamer:
-    """
-    Send one message to the transport as a push producer: a chunk is read
-    from the store only while the transport wants more, so a slow client
-    holds at most the transport's buffer and one chunk, never the message.
-
-    @ivar done: L{Deferred} firing when the terminating dot was written,
-        failing if the message could not be read to the end.
-    """
-
-    def __init__(self, transport, reader, encoder: MessageEncoder, onProgress, chunkSize=CHUNK_SIZE, prefix=b""):
-        self.transport = transport
-        # The "+OK" line goes out with the first chunk: one write instead
-        # of a tiny segment first, and a read error before it can still be
-        # answered with -ERR.
-        self.prefix = prefix
-        self.started = not prefix
-        self.reader = reader
-        self.encoder = encoder
-        self.onProgress = onProgress
-        self.chunkSize = chunkSize
-        self.done = defer.Deferred()
-        self._paused = False
-        self._reading = False
-        self._pumping = False
-        self._finished = False
-
-    def start(self):
-        self.transport.registerProducer(self, True)
-        self._pump()
-        return self.done
-
-    def _pump(self):
-        # A reader whose Deferreds fire at once would recurse once per
-        # chunk; loop instead.
-        if self._pumping:
-            return
-        self._pumping = True
-        try:
-            while not (self._paused or self._reading or self._finished):
-                self._reading = True
-                # maybeDeferred: a reader raising at once is a failure too,
-                # so the producer is always unregistered.
-                defer.maybeDeferred(self.reader.read, self.chunkSize).addCallbacks(
-                    self._gotChunk, self._failed
-                )
-        finally:
-            self._pumping = False
-
-    def _gotChunk(self, data: bytes):
-        self._reading = False
-        if self._finished:
-            return
-        if not data:
-            self._finish(self._first(self.encoder.finish() + b"." + CRLF))
-            return
-        out = self._first(self.encoder.feed(data))
-        if self.encoder.done:
-            self._finish(out + b"." + CRLF)
-            return
-        if out:
-            self.transport.write(out)
-            self.onProgress()
-        self._pump()
-
-    def _first(self, out: bytes) -> bytes:
-        if not self.started:
-            self.started = True
-            out = self.prefix + out
-        return out
-
-    def _finish(self, tail: bytes):
-        self._finished = True
-        self.reader.close()
-        self.transport.write(tail)
-        self.transport.unregisterProducer()
-        self.onProgress()
-        self.done.callback(None)
-
-    def _failed(self, failure):
-        self._reading = False
-        if self._finished:
-            return
-        self._finished = True
-        self.reader.close()
-        self.transport.unregisterProducer()
-        self.done.errback(failure)
-
-    def pauseProducing(self):
-        self._paused = True
-
-    def resumeProducing(self):
-        self._paused = False
-        self._pump()
-
-    def stopProducing(self):
-        # The connection is gone.
-        if not self._finished:
-            self._finished = True
-            self.reader.close()
-            self.done.errback(Failure(ConnectionError("connection lost while sending a message")))
-
-
 def _isTemporary(failure) -> bool:
     return bool(getattr(failure.value, "temporary", True))
 
 
-class POP3Server(Protocol, TimeoutMixin):
+def _continuation(challenge: bytes) -> bytes:
+    # RFC 5034 4: a server challenge is "+ " and base64.
+    return b"+ " + challenge + CRLF
+
+
+@implementer(lines.ILineHandler)
+class POP3Server(Protocol):
     """
-    One POP3 connection.
+    One POP3 connection, on a L{lines.CommandEngine} (command order, line limit,
+    back-pressure, STLS discard, the idle timeout).
 
     @ivar factory: the L{POP3Factory} (portal, TLS context, locks, limits).
     @ivar state: C{"AUTHORIZATION"}, C{"TRANSACTION"} or C{"UPDATE"}.
     @ivar tls: whether the connection is encrypted (POP3S, or after STLS).
+    @ivar engine: the connection's L{lines.CommandEngine}.
     """
 
     log = Logger()
+    engine: lines.CommandEngine | None = None
 
     def __init__(self):
         self.state = AUTHORIZATION
@@ -369,12 +142,7 @@ class POP3Server(Protocol, TimeoutMixin):
         self.messages = ()
         self.deleted: set[int] = set()
         self.seen: set[int] = set()
-        self._buffer = b""
-        self._skipping = False
-        self._busy = False
-        self._readingPaused = False
         self._user: bytes | None = None
-        self._sasl = None
         self._badCommands = 0
         self._authFailures = 0
         self._lockKey = None
@@ -388,16 +156,12 @@ class POP3Server(Protocol, TimeoutMixin):
     def connectionMade(self):
         factory = self.factory
         self.tls = bool(factory.implicitTLS)
-        self.callLater = factory.clock.callLater
-        # Replies are complete writes; without TCP_NODELAY a reply written
-        # in two parts waits for the client's delayed ACK (40 ms per RETR).
-        setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
-        if setNoDelay is not None:
-            try:
-                setNoDelay(True)
-            except Exception:
-                pass
-        self.setTimeout(factory.timeout)
+        # maxLineLength does not count the CRLF; the engine's limit does.
+        self.engine = lines.CommandEngine(
+            self, clock=factory.clock, maxLine=factory.maxLineLength + 2, idleTimeout=factory.timeout
+        )
+        self.engine.makeConnection(self.transport)
+        noDelay(self.transport)
         portal = factory.portal
         if portal is not None and hasattr(portal, "forConnection"):
             # The auth package's MailPortal: the client address and the
@@ -410,13 +174,14 @@ class POP3Server(Protocol, TimeoutMixin):
         # RFC 1939 6: a session that ends without QUIT (dropped, timed out)
         # does not enter UPDATE, so nothing is deleted.
         self._closed = True
-        self.setTimeout(None)
+        if self.engine is not None:
+            self.engine.connectionLost()
         self._endSession()
 
-    def timeoutConnection(self):
+    def timedOut(self):
         # RFC 1939 3: the autologout timer ends the session without UPDATE.
         self.sendLine(b"-ERR [SYS/PERM] Disconnected for inactivity.")
-        self.transport.loseConnection()
+        self.engine.close()
 
     def _endSession(self):
         self.maildrop = None
@@ -431,7 +196,7 @@ class POP3Server(Protocol, TimeoutMixin):
                 self.log.failure("pop3: maildrop logout failed")
 
     def sendLine(self, line: bytes):
-        writeNow(self.transport, line + CRLF)
+        self.engine.write(line + CRLF)
 
     def _ok(self, text: bytes = b""):
         self.sendLine(b"+OK " + text if text else b"+OK")
@@ -439,51 +204,12 @@ class POP3Server(Protocol, TimeoutMixin):
     def _err(self, text: bytes):
         self.sendLine(b"-ERR " + text)
 
-    # -- input ---------------------------------------------------------
+    # -- input (lines.ILineHandler) ----------------------------------
 
     def dataReceived(self, data: bytes):
-        self._buffer += data
-        self._processInput()
+        self.engine.dataReceived(data)
 
-    def _processInput(self):
-        while not self._busy and not self._closed and not self.transport.disconnecting:
-            newline = self._buffer.find(b"\n")
-            if self._skipping:
-                # The rest of an over-long line: drop it up to its newline.
-                if newline < 0:
-                    self._buffer = b""
-                    break
-                self._buffer = self._buffer[newline + 1 :]
-                self._skipping = False
-                continue
-            if newline < 0:
-                if len(self._buffer) > self.factory.maxLineLength:
-                    self._buffer = b""
-                    self._skipping = True
-                    self._lineTooLong()
-                break
-            line = self._buffer[:newline]
-            self._buffer = self._buffer[newline + 1 :]
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if len(line) > self.factory.maxLineLength:
-                self._lineTooLong()
-                continue
-            self.resetTimeout()
-            self._lineReceived(line)
-        self._flowControl()
-
-    def _flowControl(self):
-        # Pipelined input beyond a bound waits in the kernel, not here.
-        wantPause = self._busy and len(self._buffer) > _MAX_PENDING_INPUT
-        if wantPause and not self._readingPaused:
-            self._readingPaused = True
-            self.transport.pauseProducing()
-        elif not wantPause and self._readingPaused:
-            self._readingPaused = False
-            self.transport.resumeProducing()
-
-    def _lineTooLong(self):
+    def lineTooLong(self):
         self._err(b"Command line too long.")
         self._badCommand()
 
@@ -493,31 +219,19 @@ class POP3Server(Protocol, TimeoutMixin):
             self._err(b"Too many bad commands, closing.")
             self.transport.loseConnection()
 
-    def _wait(self, d: defer.Deferred):
+    def commandFailed(self, failure):
+        # A bug in a command's asynchronous part: answer it, keep the
+        # session (and never leave the client waiting for a reply).
+        self.log.failure("pop3: command failed", failure)
+        if not self._closed:
+            self._err(b"[SYS/TEMP] Internal server error.")
+
+    def lineReceived(self, line: bytes):
         """
-        Hold further (pipelined) commands until C{d} fires, so replies go
-        out in command order (RFC 2449 6.6 PIPELINING).
+        One command.  The engine holds the next one while the L{Deferred}
+        returned is pending, so replies go out in command order (RFC 2449
+        6.6 PIPELINING).
         """
-        self._busy = True
-
-        def failed(failure):
-            # A bug in a command's asynchronous part: answer it, keep the
-            # session (and never leave the client waiting for a reply).
-            self.log.failure("pop3: command failed", failure)
-            if not self._closed:
-                self._err(b"[SYS/TEMP] Internal server error.")
-
-        def resume(_):
-            self._busy = False
-            if not self._closed:
-                self._processInput()
-
-        d.addErrback(failed)
-        d.addBoth(resume)
-
-    def _lineReceived(self, line: bytes):
-        if self._sasl is not None:
-            return self._saslResponse(line)
         command, _, argument = line.partition(b" ")
         handler = getattr(self, "do_" + command.upper().decode("ascii", "replace"), None)
         allowed = {
@@ -538,9 +252,15 @@ class POP3Server(Protocol, TimeoutMixin):
             # failure Twisted's POP3 has with str exception arguments).
             self.log.failure("pop3: error in {command}", command=name)
             self._err(b"[SYS/TEMP] Internal server error.")
-            return
-        if isinstance(result, defer.Deferred):
-            self._wait(result)
+            return None
+        if not isinstance(result, defer.Deferred):
+            return None
+        if name in (b"RETR", b"TOP"):
+            # Streaming waits on the client reading: RFC 1939 3's
+            # autologout timer keeps running (reset as it reads).
+            self.engine.wait(result, timed=True)
+            return None
+        return result
 
     AUTHORIZATION_COMMANDS = (b"CAPA", b"QUIT", b"NOOP", b"USER", b"PASS", b"AUTH", b"STLS", b"APOP")
     TRANSACTION_COMMANDS = (
@@ -557,7 +277,7 @@ class POP3Server(Protocol, TimeoutMixin):
         RFC 2595 2.2: plaintext passwords only over TLS; loopback and UNIX
         sockets count as private.
         """
-        return self.factory.plaintextAllowed(self.transport, self.tls)
+        return lines.plaintextAllowed(self.transport, self.tls, onLoopback=self.factory.plaintextOnLoopback)
 
     def capabilities(self) -> list[bytes]:
         """
@@ -567,7 +287,7 @@ class POP3Server(Protocol, TimeoutMixin):
         """
         caps = [b"TOP", b"UIDL", b"RESP-CODES", b"AUTH-RESP-CODE", b"PIPELINING"]
         if self.plaintextAllowed():
-            caps += [b"USER", b"SASL PLAIN LOGIN"]
+            caps += [b"USER", b" ".join([b"SASL", *self.factory.mechanisms])]
         if self.canStartTLS():
             caps.append(b"STLS")
         return caps
@@ -577,8 +297,8 @@ class POP3Server(Protocol, TimeoutMixin):
         self._ok(b"Capability list follows")
         self._multiline(self.capabilities())
 
-    def _multiline(self, lines):
-        writeNow(self.transport, b"".join(line + CRLF for line in lines) + b"." + CRLF)
+    def _multiline(self, items):
+        self.engine.write(b"".join(item + CRLF for item in items) + b"." + CRLF)
 
     def do_NOOP(self, argument):
         self._ok()
@@ -593,13 +313,12 @@ class POP3Server(Protocol, TimeoutMixin):
             return self._err(b"STLS is not available.")
         if argument:
             return self._err(b"STLS takes no argument.")
+        self._user = None
+        self._ok(b"Begin TLS negotiation now.")
         # Anything the client pipelined after STLS was sent in the clear
         # and could have been injected by a man in the middle: discard it
         # (the STARTTLS injection class, CVE-2011-0411).
-        self._buffer = b""
-        self._user = None
-        self._ok(b"Begin TLS negotiation now.")
-        self.transport.startTLS(self.factory.tlsContext)
+        self.engine.startTLS(self.factory.tlsContext)
         self.tls = True
 
     # -- USER / PASS -------------------------------------------------------
@@ -650,51 +369,28 @@ class POP3Server(Protocol, TimeoutMixin):
             # Pre-RFC 5034 clients (RFC 1734 era, Outlook) send a bare AUTH
             # to list mechanisms; answer as Dovecot does.
             self._ok()
-            self._multiline([b"PLAIN", b"LOGIN"] if self.plaintextAllowed() else [])
+            self._multiline(list(self.factory.mechanisms) if self.plaintextAllowed() else [])
             return
         mechanism, _, initial = argument.partition(b" ")
         mechanism = mechanism.upper()
-        if mechanism not in (b"PLAIN", b"LOGIN"):
+        if mechanism not in self.factory.mechanisms:
             return self._err(b"Unsupported authentication mechanism.")
         if self._refusePlaintext():
             return
-        credentials = self.factory.saslCredentials(mechanism)
-        if initial:
-            # RFC 5034 4: "=" is an empty initial response.
-            decoded = b"" if initial == b"=" else self._decode(initial)
-            if decoded is None:
-                return
-            credentials.setResponse(decoded)
-        if not credentials.moreChallenges():
-            return self._login(credentials)
-        self._sasl = credentials
-        self.sendLine(b"+ " + base64.b64encode(credentials.getChallenge()))
+        exchange = lines.SASLExchange(self.engine, _continuation, self.factory.mechanisms)
+        # RFC 5034 4: the initial response ("=" for an empty one).
+        d = exchange.authenticate(mechanism, initial or None)
+        return d.addCallbacks(self._login, self._saslFailed)
 
-    def _decode(self, data: bytes):
-        try:
-            return base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError):
-            self._sasl = None
-            self._err(b"Invalid base64 data in continued response.")
-            return None
-
-    def _saslResponse(self, line: bytes):
-        credentials = self._sasl
-        if line == b"*":
+    def _saslFailed(self, failure):
+        error = failure.trap(lines.SASLBadEncoding, lines.SASLCancelled, lines.SASLUnsupported)
+        if error is lines.SASLCancelled:
             # RFC 5034 4: the client cancels the exchange.
-            self._sasl = None
-            return self._err(b"Authentication aborted.")
-        decoded = self._decode(line)
-        if decoded is None:
-            return
-        credentials.setResponse(decoded)
-        if credentials.moreChallenges():
-            self.sendLine(b"+ " + base64.b64encode(credentials.getChallenge()))
-            return
-        self._sasl = None
-        d = self._login(credentials)
-        if isinstance(d, defer.Deferred):
-            self._wait(d)
+            self._err(b"Authentication aborted.")
+        elif error is lines.SASLBadEncoding:
+            self._err(b"Invalid base64 data in continued response.")
+        else:
+            self._err(b"Unsupported authentication mechanism.")
 
     # -- login and the session lock ----------------------------------------
 
@@ -865,7 +561,11 @@ class POP3Server(Protocol, TimeoutMixin):
                 reader.close()
                 return
             streamer = self._streamer = _MessageStreamer(
-                self.transport, reader, MessageEncoder(bodyLines), self.resetTimeout, prefix=b"+OK " + okText + CRLF
+                self.transport,
+                reader,
+                MessageEncoder(bodyLines),
+                self.engine.resetTimeout,
+                prefix=b"+OK " + okText + CRLF,
             )
             return streamer.start().addCallbacks(sent, broken, errbackArgs=(streamer,))
 
@@ -958,8 +658,8 @@ class POP3Factory(Factory):
         timeout: float = DEFAULT_TIMEOUT,
         maxLineLength: int = DEFAULT_MAX_LINE,
         greeting: bytes = b"maillab POP3 ready.",
-        plaintextPolicy=None,
-        saslFactories=None,
+        plaintextOnLoopback: bool = True,
+        mechanisms: dict | None = None,
     ):
         self.portal = portal
         self.clock = clock
@@ -969,19 +669,5 @@ class POP3Factory(Factory):
         self.timeout = timeout
         self.maxLineLength = maxLineLength
         self.greeting = greeting
-        self._plaintextPolicy = plaintextPolicy
-        self._saslFactories = saslFactories
-
-    def plaintextAllowed(self, transport, secure: bool) -> bool:
-        if self._plaintextPolicy is not None:
-            return self._plaintextPolicy(transport, secure)
-        from twisted_maillab.auth.sasl import plaintextAllowed
-
-        return plaintextAllowed(transport, secure)
-
-    def saslCredentials(self, mechanism: bytes):
-        if self._saslFactories is not None:
-            return self._saslFactories[mechanism]()
-        from twisted_maillab.auth.sasl import LoginCredentials, PlainCredentials
-
-        return {b"PLAIN": PlainCredentials, b"LOGIN": LoginCredentials}[mechanism]()
+        self.plaintextOnLoopback = plaintextOnLoopback
+        self.mechanisms = challengers() if mechanisms is None else mechanisms

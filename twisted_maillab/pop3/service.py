@@ -46,13 +46,8 @@ def _factory(section, resources, implicitTLS: bool) -> POP3Factory:
         timeout=section.idle_timeout,
         maxLineLength=section.max_command_length,
         greeting=hostname.encode("ascii", "replace") + b" maillab POP3 ready.",
-        plaintextPolicy=None if section.plaintext_on_loopback else _tlsOnly,
+        plaintextOnLoopback=section.plaintext_on_loopback,
     )
-
-
-def _tlsOnly(transport, secure: bool) -> bool:
-    # plaintext_on_loopback = no: only TLS makes plaintext passwords safe.
-    return secure
 
 
 def buildPOP3(config, resources):

@@ -19,10 +19,12 @@ C{LineOnlyReceiver} that
 
 Fixing each of those means replacing C{dataReceived}, the line splitter,
 the DATA state and every command handler, so this module is one
-C{Protocol} with a command queue: input is buffered while a command's
-L{Deferred} is outstanding and processed in order when it fires, so
-replies always come in command order (RFC 2920 3.1); the message text is
-decoded by L{twisted_maillab.smtp.data.MessageText}.  Twisted's seams are
+C{Protocol} on L{twisted_maillab.lines.CommandEngine}: input is buffered
+while a command's L{Deferred} is outstanding and processed in order when
+it fires, so replies always come in command order (RFC 2920 3.1); DATA is
+the engine's raw mode, the message text decoded by
+L{twisted_maillab.smtp.data.MessageText}; AUTH is the engine's
+L{twisted_maillab.lines.SASLExchange}.  Twisted's seams are
 kept: the cred portal (SASL credentials from L{twisted_maillab.auth.sasl},
 avatars asked for L{IMessageDelivery}), and delivery through
 L{twisted_maillab.interfaces.ISMTPDelivery}, the streaming counterpart of
@@ -30,9 +32,6 @@ C{IMessageDelivery}/C{IMessage}.
 """
 
 from __future__ import annotations
-
-import base64
-import binascii
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
@@ -42,7 +41,8 @@ from twisted.logger import Logger
 from twisted.mail.smtp import IMessageDelivery
 from zope.interface import implementer
 
-from twisted_maillab.sendnow import writeNow
+from twisted_maillab.auth.sasl import challengers
+from twisted_maillab import lines
 from twisted_maillab.smtp.data import BARE_NEWLINE, MessageText
 from twisted_maillab.smtp.envelope import Recipient, SMTPReply, parseMail, parseMailbox, parseRcpt
 from twisted_maillab.smtp.session import Envelope, Session, Settings
@@ -68,27 +68,33 @@ NAME_LOOKUP_TIMEOUT = 10.0
 # pending before the client is paused (memory per session: their sum).
 WRITES_IN_FLIGHT = 4
 
-COMMAND, DATA, AUTH, CLOSED = "COMMAND", "DATA", "AUTH", "CLOSED"
+COMMAND, DATA, AUTH = "COMMAND", "DATA", "AUTH"
 
 
-@implementer(IHandshakeListener)
+def _continuation(challenge: bytes) -> bytes:
+    # RFC 4954 4: a server challenge is "334 " and base64.
+    return b"334 " + challenge + b"\r\n"
+
+
+@implementer(IHandshakeListener, lines.ILineHandler)
 class ESMTPServer(Protocol):
     """
     One SMTP connection.  See the module docstring for why this is not a
     C{twisted.mail.smtp.ESMTP} subclass.
+
+    @ivar engine: the connection's L{lines.CommandEngine} (ordering, line limit,
+        DATA as raw mode, STARTTLS discard, idle timeout).
     """
+
+    engine: lines.CommandEngine | None = None
 
     def __init__(self, factory: "SMTPServerFactory"):
         self.factory = factory
         self.settings = factory.settings
         self.clock = factory.clock
-        self._input = bytearray()
-        self._mode = COMMAND
-        self._busy = False
+        self._mode = COMMAND  # for the timeout log line
         self._writing = False
         self._inFlight = 0
-        self._paused = False
-        self._timer = None
         self._counted = False
         self._errors = 0
         self._commandCounts: dict[str, int] = {}  # for the disconnect line
@@ -96,12 +102,19 @@ class ESMTPServer(Protocol):
         self.session: Session | None = None
         self._message = None
         self._logout = None
-        self._authCredentials = None
         self._text: MessageText | None = None  # in DATA
+
+    @property
+    def _closed(self) -> bool:
+        return self.engine is None or self.engine.closed
 
     # -- connection -------------------------------------------------------
 
     def connectionMade(self):
+        # The line limit is the longest any command may have (AUTH's);
+        # each command's own limit is checked in _command.
+        self.engine = lines.CommandEngine(self, clock=self.clock, maxLine=AUTH_LINE_LIMIT, highWater=INPUT_HIGH_WATER)
+        self.engine.makeConnection(self.transport)
         peer = self.transport.getPeer()
         host = getattr(peer, "host", "unknown").split("%", 1)[0]
         if host.lower().startswith("::ffff:") and "." in host:
@@ -120,44 +133,40 @@ class ESMTPServer(Protocol):
                 host=host,
             )
             self._reply(421, "4.7.0", f"{self.settings.hostname} Error: too many connections from {host}")
-            self._mode = CLOSED
-            self.transport.loseConnection()
+            self.engine.close()
             return
         self._counted = True
         # No "connect from" line: one log event costs the reactor thread
         # as much as parsing a whole command (a third of its time went to
         # logging in the SMTP bench).  The disconnect line says who it was
         # and what they did, as Postfix's does.
-        self._setTimeout(self.settings.commandTimeout)
+        self.engine.setIdleTimeout(self.settings.commandTimeout)
         if self.settings.peernameLookup and self.factory.resolveName is not None:
             # As Postfix's smtpd: the client's name is settled before the
             # greeting, so every log line and Received: of the session
             # name it the same way.  Input is held until then.
-            self._busy = True
             lookup = self.factory.resolveName(host)
             timer = self.clock.callLater(NAME_LOOKUP_TIMEOUT, lookup.cancel)
             lookup.addErrback(lambda f: None)
             lookup.addCallback(self._greet, timer)
+            self.engine.wait(lookup)
         else:
             self._greet(None)
 
     def _greet(self, name, timer=None):
         if timer is not None and timer.active():
             timer.cancel()
-        if self._mode == CLOSED:
+        if self._closed:
             return
         self.session.reverseName = name or None
         self._reply(220, None, self.settings.banner)
-        if self._busy:
-            self._busy = False
-            self._process()
 
     def handshakeCompleted(self):
         """
         L{twisted.internet.interfaces.IHandshakeListener}: the TLS handshake
         (STARTTLS or implicit) is done; log it as Postfix's smtpd does.
         """
-        if self._mode == CLOSED or self.session is None:
+        if self._closed or self.session is None:
             return
         self._markTLS()
         version, cipher, bits = self.session.tlsInfo()
@@ -181,8 +190,8 @@ class ESMTPServer(Protocol):
         self.session.tlsHandle = handle
 
     def connectionLost(self, reason):
-        self._mode = CLOSED
-        self._cancelTimeout()
+        if self.engine is not None:
+            self.engine.connectionLost()
         self._abortMessage()
         if self._counted:
             self._counted = False
@@ -199,27 +208,23 @@ class ESMTPServer(Protocol):
         if logout is not None:
             logout()
 
-    # -- timeouts ----------------------------------------------------------
+    def dataReceived(self, data: bytes):
+        self.engine.dataReceived(data)
 
-    def _setTimeout(self, seconds):
-        if self._timer is not None and self._timer.active():
-            self._timer.reset(seconds)
-        else:
-            self._timer = self.clock.callLater(seconds, self._timedOut)
+    # -- lines.ILineHandler ---------------------------------------------------------
 
-    def _cancelTimeout(self):
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+    def lineReceived(self, line: bytes):
+        return self._command(line)
 
-    def _timedOut(self):
-        self._timer = None
-        if self._mode == CLOSED:
-            return
-        if self._busy or self._writing:
-            # We owe the client a reply: the idle clock is not running.
-            self._setTimeout(self.settings.commandTimeout)
-            return
+    def lineTooLong(self):
+        # Never resynchronise inside an over-long line: what follows could
+        # be body text posing as commands.  Reply and hang up (survey 1.8).
+        self._reply(500, "5.5.2", "Error: line too long")
+        self._close()
+
+    def timedOut(self):
+        # The engine calls this only when we owe the client nothing (no
+        # command pending, no store write holding input).
         log.info(
             "{listener}: timeout after {mode} from {client}",
             listener=self.settings.listener,
@@ -229,6 +234,11 @@ class ESMTPServer(Protocol):
         self._reply(421, "4.4.2", f"{self.settings.hostname} Error: timeout exceeded")
         self._close()
 
+    def commandFailed(self, failure):
+        log.failure("SMTP command handler failed", failure)
+        if not self._closed:
+            self._reply(451, "4.3.0", "Error: internal error")
+
     # -- output ------------------------------------------------------------
 
     def _reply(self, code: int, enhanced: str | None, text: str | list[str]):
@@ -236,106 +246,22 @@ class ESMTPServer(Protocol):
         Send a reply; every reply but the greeting carries its enhanced
         status code (RFC 2034 3: codes on every line of the reply).
         """
-        lines = text if isinstance(text, list) else [text]
+        texts = text if isinstance(text, list) else [text]
         out = []
-        for index, line in enumerate(lines):
-            sep = "-" if index < len(lines) - 1 else " "
+        for index, line in enumerate(texts):
+            sep = "-" if index < len(texts) - 1 else " "
             body = f"{enhanced} {line}" if enhanced else line
             out.append(f"{code}{sep}{body}\r\n")
-        writeNow(self.transport, "".join(out).encode("utf-8", "replace"))
+        self.engine.write("".join(out).encode("utf-8", "replace"))
 
     def _replyError(self, error: SMTPReply):
         self._reply(error.code, error.enhanced, error.text)
 
     def _close(self):
-        self._mode = CLOSED
-        self._input.clear()
-        self._cancelTimeout()
         self._abortMessage()
-        self.transport.loseConnection()
+        self.engine.close()
 
-    # -- input -------------------------------------------------------------
-
-    def dataReceived(self, data: bytes):
-        if self._mode == CLOSED:
-            return
-        self._setTimeout(
-            self.settings.dataTimeout if self._mode == DATA else self.settings.commandTimeout
-        )
-        if self._mode == DATA and not (self._busy or self._writing) and not self._input:
-            self._dataChunk(data)
-        else:
-            self._input += data
-        self._process()
-
-    def _process(self):
-        while not (self._busy or self._writing) and self._input and self._mode != CLOSED:
-            if self._mode == DATA:
-                data = bytes(self._input)
-                self._input.clear()
-                self._dataChunk(data)
-                continue
-            end = self._input.find(b"\n")
-            limit = AUTH_LINE_LIMIT
-            if end < 0:
-                if len(self._input) > limit:
-                    self._lineTooLong()
-                break
-            if end + 1 > limit:
-                self._lineTooLong()
-                break
-            line = bytes(self._input[:end])
-            del self._input[: end + 1]
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if self._mode == AUTH:
-                self._authResponse(line)
-            else:
-                self._command(line)
-        self._flowControl()
-
-    def _flowControl(self):
-        pending = len(self._input) > INPUT_HIGH_WATER or self._writing
-        if pending and not self._paused and self._mode != CLOSED:
-            self._paused = True
-            self.transport.pauseProducing()
-        elif not pending and self._paused:
-            self._paused = False
-            self.transport.resumeProducing()
-
-    def _lineTooLong(self):
-        # Never resynchronise inside an over-long line: what follows could
-        # be body text posing as commands.  Reply and hang up (survey 1.8).
-        self._reply(500, "5.5.2", "Error: line too long")
-        self._close()
-
-    def _wait(self, d: defer.Deferred):
-        """
-        Hold further input until C{d} (which sends its own reply) fires, so
-        pipelined commands are answered in order (RFC 2920 3.1).
-        """
-
-        def failed(failure):
-            log.failure("SMTP command handler failed", failure)
-            if self._mode != CLOSED:
-                self._reply(451, "4.3.0", "Error: internal error")
-
-        finished = []
-        d.addErrback(failed)
-        d.addBoth(finished.append)
-        if finished:
-            # Answered synchronously: carry on in the caller's loop (no
-            # recursion per pipelined command).
-            return
-        self._busy = True
-
-        def done(result):
-            self._busy = False
-            if self._mode != CLOSED:
-                self._process()
-            return None
-
-        d.addBoth(done)
+    # -- commands ------------------------------------------------------------
 
     def _command(self, line: bytes):
         verb, _, rest = line.partition(b" ")
@@ -348,14 +274,14 @@ class ESMTPServer(Protocol):
         if len(line) + 2 > limit:
             self._reply(500, "5.5.2", "Error: line too long")
             self._error()
-            return
+            return None
         handler = getattr(self, "do_" + name, None) if name.isalpha() else None
         verb = name.lower() if handler is not None else "unknown"
         self._commandCounts[verb] = self._commandCounts.get(verb, 0) + 1
         if handler is None:
             self._reply(502 if name in ("EXPN", "TURN", "BDAT") else 500, "5.5.2", "Error: command not recognized")
             self._error()
-            return
+            return None
         if (
             self.settings.tlsRequired
             and not self.session.tls
@@ -363,22 +289,21 @@ class ESMTPServer(Protocol):
         ):
             self._reply(530, "5.7.0", "Must issue a STARTTLS command first")
             self._error()
-            return
+            return None
         try:
             result = handler(rest.strip(b" "))
         except SMTPReply as e:
             self._replyError(e)
             if e.code >= 500:
                 self._error()
-            return
-        if isinstance(result, defer.Deferred):
-            self._wait(result)
+            return None
+        return result if isinstance(result, defer.Deferred) else None
 
     def _error(self):
         # Postfix's smtpd_hard_error_limit: a client that keeps erring is
         # not an MTA; hang up.
         self._errors += 1
-        if self._errors >= ERROR_LIMIT and self._mode != CLOSED:
+        if self._errors >= ERROR_LIMIT and not self._closed:
             self._reply(421, "4.7.0", f"{self.settings.hostname} Error: too many errors")
             self._close()
 
@@ -429,7 +354,7 @@ class ESMTPServer(Protocol):
             return []
         if self._authRefusal() is not None:
             return []
-        return ["PLAIN", "LOGIN"]
+        return [name.decode("ascii") for name in challengers()]
 
     def _authRefusal(self) -> SMTPReply | None:
         """
@@ -445,11 +370,7 @@ class ESMTPServer(Protocol):
         return None
 
     def _plaintextAllowed(self) -> bool:
-        from twisted_maillab.auth.sasl import plaintextAllowed
-
-        if not self.settings.plaintextOnLoopback:
-            return self.session.tls
-        return plaintextAllowed(self.session.host, self.session.tls)
+        return lines.plaintextAllowed(self.session.host, self.session.tls, onLoopback=self.settings.plaintextOnLoopback)
 
     def do_EHLO(self, rest: bytes):
         return self._hello(rest, esmtp=True)
@@ -556,17 +477,16 @@ class ESMTPServer(Protocol):
         if self.envelope is not None:
             raise SMTPReply(503, "5.5.1", "Error: MAIL transaction in progress")
         self._reply(220, "2.0.0", "Ready to start TLS")
-        if self._input:
-            # RFC 3207 4.2 / CVE-2011-0411: anything pipelined after
-            # STARTTLS was sent in plaintext and is discarded.
+        # RFC 3207 4.2 / CVE-2011-0411: anything pipelined after STARTTLS
+        # was sent in plaintext and is discarded.
+        discarded = self.engine.startTLS(self.factory.tlsContext)
+        if discarded:
             log.warn(
                 "{listener}: discarded {n} octets sent after STARTTLS by {client}",
                 listener=self.settings.listener,
-                n=len(self._input),
+                n=discarded,
                 client=self.session.describe(),
             )
-            self._input.clear()
-        self.transport.startTLS(self.factory.tlsContext)
         # RFC 3207 4.2: forget everything learnt before TLS.
         self._resetTransaction()
         self.session.helo = None
@@ -594,40 +514,28 @@ class ESMTPServer(Protocol):
         parts = rest.split(b" ")
         if len(parts) > 2:
             raise SMTPReply(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]")
-        mechanism = parts[0].upper().decode("ascii", "replace")
-        from twisted_maillab.auth.sasl import LoginCredentials, PlainCredentials
+        mechanism = parts[0].upper()
+        # RFC 4954 4: the initial response ("=" for an empty one).
+        initial = parts[1] if len(parts) == 2 else None
+        self._mode = AUTH
+        d = lines.SASLExchange(self.engine, _continuation).authenticate(mechanism, initial)
+        d.addCallbacks(self._authLogin, self._authError, callbackArgs=(mechanism.decode("ascii"),))
+        return d
 
-        if mechanism == "PLAIN":
-            credentials = PlainCredentials()
-        elif mechanism == "LOGIN":
-            credentials = LoginCredentials()
-        else:
-            raise SMTPReply(504, "5.5.4", "Unsupported authentication mechanism")
-        self._authCredentials = credentials
-        self.session.authMechanism = mechanism
-        if len(parts) == 2:
-            # RFC 4954 4: "=" is an empty initial response.
-            initial = b"" if parts[1] == b"=" else self._decode64(parts[1])
-            if initial is None:
-                self._authCredentials = None
-                raise SMTPReply(501, "5.5.2", "Error: invalid base64 data")
-            credentials.setResponse(initial)
-        return self._authStep()
-
-    def _decode64(self, data: bytes):
-        try:
-            return base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError):
-            return None
-
-    def _authStep(self):
-        credentials = self._authCredentials
-        if credentials.moreChallenges():
-            self._mode = AUTH
-            self._reply(334, None, base64.b64encode(credentials.getChallenge()).decode("ascii"))
-            return None
+    def _authError(self, failure):
         self._mode = COMMAND
-        self._authCredentials = None
+        error = failure.trap(lines.SASLUnsupported, lines.SASLBadEncoding, lines.SASLCancelled)
+        if error is lines.SASLUnsupported:
+            self._reply(504, "5.5.4", "Unsupported authentication mechanism")
+        elif error is lines.SASLBadEncoding:
+            self._reply(501, "5.5.2", "Error: invalid base64 data")
+        else:
+            self._reply(501, "5.7.0", "Authentication aborted")
+        self._error()
+
+    def _authLogin(self, credentials, mechanism: str):
+        self._mode = COMMAND
+        self.session.authMechanism = mechanism
         portal = self.factory.portal
         if hasattr(portal, "loginFrom"):
             d = portal.loginFrom(credentials, self.session.host, self.settings.listener, None, IMessageDelivery)
@@ -636,28 +544,9 @@ class ESMTPServer(Protocol):
         d.addCallbacks(self._authSucceeded, self._authFailed, callbackArgs=(credentials,))
         return d
 
-    def _authResponse(self, line: bytes):
-        if line == b"*":
-            self._mode = COMMAND
-            self._authCredentials = None
-            self._reply(501, "5.7.0", "Authentication aborted")
-            self._error()
-            return
-        data = self._decode64(line)
-        if data is None:
-            self._mode = COMMAND
-            self._authCredentials = None
-            self._reply(501, "5.5.2", "Error: invalid base64 data")
-            self._error()
-            return
-        self._authCredentials.setResponse(data)
-        result = self._authStep()
-        if isinstance(result, defer.Deferred):
-            self._wait(result)
-
     def _authSucceeded(self, result, credentials):
         interface, avatar, logout = result
-        if self._mode == CLOSED:
+        if self._closed:
             logout()
             return
         account = getattr(avatar, "account", None)
@@ -678,7 +567,7 @@ class ESMTPServer(Protocol):
         self._reply(235, "2.7.0", "Authentication successful")
 
     def _authFailed(self, failure):
-        if self._mode == CLOSED:
+        if self._closed:
             return
         if failure.check(UnauthorizedLogin):
             self._reply(535, "5.7.8", "Error: authentication failed")
@@ -796,14 +685,16 @@ class ESMTPServer(Protocol):
         self._resetTransaction()
 
     def _dataStarted(self, message):
-        if self._mode == CLOSED:
+        if self._closed:
             message.abort()
             return
         self._message = message
         self._mode = DATA
         self._text = MessageText(self.settings.sizeLimit, self.settings.bareNewline, self._write, self._abortMessage)
-        self._setTimeout(self.settings.dataTimeout)
+        self.engine.setIdleTimeout(self.settings.dataTimeout)
         self._reply(354, None, "End data with <CR><LF>.<CR><LF>")
+        # The text goes to MessageText as it arrives; it finds the end.
+        self.engine.rawMode(self._dataChunk)
 
     # -- DATA ----------------------------------------------------------------
 
@@ -824,17 +715,15 @@ class ESMTPServer(Protocol):
             # way to disk while we read on (network and disk overlap); then
             # read nothing more until the store caught up.
             self._inFlight += 1
-            if self._inFlight >= WRITES_IN_FLIGHT:
+            if self._inFlight >= WRITES_IN_FLIGHT and not self._writing:
                 self._writing = True
-                self._flowControl()
+                self.engine.pauseInput()
 
             def written(value):
                 self._inFlight -= 1
                 if self._writing and self._inFlight < WRITES_IN_FLIGHT:
                     self._writing = False
-                    if self._mode != CLOSED:
-                        self._flowControl()
-                        self._process()
+                    self.engine.resumeInput()
                 return None
 
             result.addErrback(lambda f: None)
@@ -843,8 +732,10 @@ class ESMTPServer(Protocol):
     def _endOfData(self, remaining: bytes):
         self._mode = COMMAND
         text, self._text = self._text, None
-        self._input[:0] = remaining
-        self._setTimeout(self.settings.commandTimeout)
+        # What followed the final dot is commands again; the engine reads
+        # them after this returns, so the wait below holds them.
+        self.engine.lineMode(remaining)
+        self.engine.setIdleTimeout(self.settings.commandTimeout)
         envelope = self.envelope
         if text.failure is not None:
             error = text.failure
@@ -874,12 +765,12 @@ class ESMTPServer(Protocol):
                 log.failure("{queueId}: delivery failed", failure, queueId=envelope.queueId)
                 error = SMTPReply(451, "4.3.0", "Error: queue file write error")
             self._logRejectedMessage(envelope, error)
-            if self._mode != CLOSED:
+            if not self._closed:
                 self._replyError(error)
 
         d.addCallbacks(done, failed)
         d.addBoth(lambda _: self._resetTransaction())
-        self._wait(d)
+        self.engine.wait(d)
 
     def _logRejectedMessage(self, envelope, error: SMTPReply) -> None:
         # Postfix's smtpd line for a message refused after the final dot
