@@ -38,7 +38,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -57,37 +56,13 @@ from twisted_maillab.auth.pool import runSynchronously  # noqa: E402
 from twisted_maillab.config import load  # noqa: E402
 from twisted_maillab.store import Store  # noqa: E402
 
+# The script's directory is on sys.path: the POP3 bench's helpers.
+from pop3_bench import _result, freePort, waitPort  # noqa: E402
+
 PASSWORD = "bench pw"
 # Debian's "mail" user: Dovecot refuses to serve mail as root.
 MAIL_UID = 8
 APPENDED = b"From: bench@bench.test\r\nTo: bench@bench.test\r\nSubject: appended\r\n\r\n" + b"appended body\r\n" * 20
-
-
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _result(d):
-    out = []
-    d.addBoth(out.append)
-    if hasattr(out[0], "raiseException"):
-        out[0].raiseException()
-    return out[0]
-
-
-def waitPort(port: int, process, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server on {port} exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {port}")
 
 
 def makeMessage(index: int, size: int) -> bytes:
@@ -314,7 +289,7 @@ def run(name: str, argv, port: int, cwd: Path, args, users: list[str], log: Path
     print(f"measuring {name}...", file=sys.stderr)
     process = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        waitPort(port, process)
+        waitPort(port)
         ident = identity(port, users[0])
         for user in users[1:]:
             identity(port, user)

@@ -34,7 +34,7 @@ from twisted_maillab.auth.pool import runSynchronously
 from twisted_maillab.config import load
 from twisted_maillab.store import Store
 
-from tests.support import freePort, requireTool, stopProcess, syncResult
+from tests.support import freePort, requireTool, sha512crypt, stopProcess, syncResult
 
 BIN = Path(sys.executable).parent
 TWISTD = str(BIN / "twistd")
@@ -42,13 +42,6 @@ HOSTNAME = "mail.domaineel.rt"
 USER = "edouard"
 PASSWORD = "Tr0ub4dor&3 x"
 MAIL_UID = 8
-
-
-def sha512crypt(password: str) -> str:
-    result = subprocess.run(
-        ["openssl", "passwd", "-6", "-stdin"], input=password, capture_output=True, text=True, check=True
-    )
-    return result.stdout.strip()
 
 
 def makeRoot(testCase) -> Path:
