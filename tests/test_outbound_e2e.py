@@ -24,7 +24,7 @@ class BounceSpoolTests(unittest.TestCase):
         self.server = test_smtp_e2e.Server(self, smtpExtra=smtpExtra)
         self.sink, self.port = remoteMX(self)
         self.sink.deferLater = False
-        self.queue = self.server.resources.smtpBackend.outbound
+        self.queue = self.server.resources.shared("smtp").outbound
         self.queue.resolver = FakeResolver({"remote.test": [(10, "mx.remote.test")]}, {"mx.remote.test": ["127.0.0.1"]})
         self.queue.port = self.port.getHost().port
 
@@ -77,6 +77,6 @@ class BounceSpoolTests(unittest.TestCase):
         [smtp] double_bounce_recipient: a bare name is in [server] domain;
         the default is the postmaster there.
         """
-        self.assertEqual(test_smtp_e2e.Server(self).resources.smtpBackend.outbound.postmaster, "postmaster@domaineel.rt")
+        self.assertEqual(test_smtp_e2e.Server(self).resources.shared("smtp").outbound.postmaster, "postmaster@domaineel.rt")
         server = test_smtp_e2e.Server(self, smtpExtra="double_bounce_recipient = admin\n")
-        self.assertEqual(server.resources.smtpBackend.outbound.postmaster, "admin@domaineel.rt")
+        self.assertEqual(server.resources.shared("smtp").outbound.postmaster, "admin@domaineel.rt")

@@ -13,7 +13,10 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
+from zope.interface import implementer
+
 from twisted_maillab.auth.pool import AuthenticationUnavailable
+from twisted_maillab.interfaces import IMailPortal
 from twisted_maillab.pop3.protocol import (
     MAX_BAD_COMMANDS,
     MessageEncoder,
@@ -294,10 +297,14 @@ class LoginTests(unittest.TestCase):
         seen = []
         inner = memoryPortal({b"edouard": (b"s3cret", MemoryMaildrop("e", [MSG1]))})
 
+        @implementer(IMailPortal)
         class MailPortalLike:
             def forConnection(self, peer, protocol):
                 seen.append((peer, protocol))
                 return inner
+
+            def loginFrom(self, credentials, peer, protocol, mind, *interfaces):
+                raise AssertionError("the POP3 server logs in through forConnection")
 
         h = Harness(self, portal=MailPortalLike())
         self.assertTrue(h.login().startswith(b"+OK"))

@@ -17,6 +17,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
+from twisted_maillab.service import SharedBackends
 from twisted_maillab.auth import makePortal
 from twisted_maillab.auth.pool import runSynchronously
 from twisted_maillab.config import ConfigError, loadString
@@ -170,7 +171,7 @@ def _failure(d):
     return results[0].value
 
 
-class Resources:
+class Resources(SharedBackends):
     """
     The part of L{twisted_maillab.service.Resources} the builders use,
     with synchronous portal and store.

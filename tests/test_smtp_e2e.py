@@ -109,6 +109,8 @@ class Server:
             child = builderFor(self.config, name)(self.config, self.resources)
             child.setName(name)
             child.setServiceParent(self.service)
+        for child in self.resources.processServices():
+            child.setServiceParent(self.service)
         self.service.privilegedStartService()
         self.service.startService()
         testCase.addCleanup(self.stop)
@@ -679,7 +681,7 @@ class OutboundTests(unittest.TestCase):
         )
         self.port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)
-        queue = self.server.resources.smtpBackend.outbound
+        queue = self.server.resources.shared("smtp").outbound
         queue.resolver = FakeResolver({"remote.test": [(10, "mx.remote.test")]}, {"mx.remote.test": ["127.0.0.1"]})
         queue.port = self.port.getHost().port
 
@@ -715,7 +717,7 @@ class OutboundTests(unittest.TestCase):
         self.assertIn(b"\nSubject: relay\nDate: ", data)
         [local] = server.messages("edouard")
         self.assertEqual(local.split(b"Received: ", 1)[1], data.split(b"Received: ", 1)[1])
-        queue = server.resources.smtpBackend.outbound
+        queue = server.resources.shared("smtp").outbound
         yield self.waitFor(lambda: not os.listdir(queue.directory))
 
     @defer.inlineCallbacks
@@ -739,7 +741,7 @@ class OutboundTests(unittest.TestCase):
 
         self.assertEqual((yield inThread(client)), {})
         # The spool is emptied only after the bounce is committed.
-        queue = server.resources.smtpBackend.outbound
+        queue = server.resources.shared("smtp").outbound
         yield self.waitFor(lambda: not os.listdir(queue.directory))
         [bounce] = server.messages("edouard")
         self.assertIn(b"Return-Path: <>\n", bounce)

@@ -197,7 +197,7 @@ class ClientTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_submissionCompletedEverywhere(self):
         server = Server(self)
-        queue = server.resources.smtpBackend.outbound
+        queue = server.resources.shared("smtp").outbound
         scheduled = []
         queue.schedule = lambda queueId, delay: scheduled.append(queueId)
 

@@ -50,6 +50,12 @@ class Sink:
     def ownsAddress(self, account, address):
         return True
 
+    # a remote MX has no outbound queue and takes any sender
+    outbound = None
+
+    def checkSender(self, session, envelope):
+        return None
+
     def checkRecipient(self, session, mailbox, envelope=None):
         if mailbox.local == "bad":
             return defer.fail(SMTPReply(550, "5.1.1", f"{mailbox}: User unknown"))

@@ -155,7 +155,7 @@ class SocketTests(unittest.TestCase):
 
     def start(self, extra=""):
         server = Server(self, smtpExtra=extra)
-        queue = server.resources.smtpBackend.outbound
+        queue = server.resources.shared("smtp").outbound
         # Keep each queued message in the spool for inspection.
         scheduled = []
         queue.schedule = lambda queueId, delay: scheduled.append(queueId)

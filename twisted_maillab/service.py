@@ -19,8 +19,11 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
+from zope.interface import implementer
+
 from twisted_maillab import listeners, tls
 from twisted_maillab.config import IMPLICIT_TLS, Config, ConfigError, ListenerSection
+from twisted_maillab.interfaces import IServiceBuilder
 from twisted_maillab.systemd import NotifyService
 
 log = Logger()
@@ -159,7 +162,40 @@ def _describe(address) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-class Resources:
+class SharedBackends:
+    """
+    Objects several builders share, built once by whichever needs one first
+    (the three SMTP listeners' policy, delivery and outbound queue; the POP3
+    listeners' session locks), and services that belong to the process
+    rather than to a listener (the outbound queue's runner, the local
+    sockets), which L{makeService} puts beside the listeners.
+    """
+
+    def shared(self, key: str, make=None):
+        """
+        The shared object C{key}, made with C{make()} the first time.
+
+        @raise KeyError: C{key} was never made and no C{make} is given.
+        """
+        table = self.__dict__.setdefault("_shared", {})
+        if key not in table:
+            if make is None:
+                raise KeyError(key)
+            table[key] = make()
+        return table[key]
+
+    def addProcessService(self, name: str, child: service.IService) -> None:
+        """
+        A service of the whole process, started after the listeners.
+        """
+        child.setName(name)
+        self.__dict__.setdefault("_processServices", []).append(child)
+
+    def processServices(self) -> list:
+        return list(self.__dict__.get("_processServices", ()))
+
+
+class Resources(SharedBackends):
     """
     What the protocol builders share, each built once on first use.
 
@@ -167,9 +203,22 @@ class Resources:
     @ivar reactor: the reactor (a L{MemoryReactorClock} in unit tests).
     """
 
-    def __init__(self, config: Config, reactor):
+    def __init__(self, config: Config, reactor, zoneSource=None):
         self.config = config
         self.reactor = reactor
+        self._zoneSource = zoneSource
+
+    @property
+    def zoneSource(self):
+        """
+        Where C{[dns]} gets its zones (L{twisted_maillab.interfaces.IZoneSource}):
+        the one L{makeService} was given, else the C{[dns] zones} files.
+        """
+        if self._zoneSource is None:
+            from twisted_maillab.dns.service import FileZoneSource
+
+            self._zoneSource = FileZoneSource(self.config.dns.zones)
+        return self._zoneSource
 
     @cached_property
     def tlsContext(self):
@@ -248,18 +297,49 @@ class Resources:
         return group
 
 
-def builderFor(config: Config, name: str):
+@implementer(IServiceBuilder)
+class SectionBuilder:
     """
-    The builder for an enabled section, or a L{ConfigError} saying that this
+    A builder named by C{"module:callable"}, imported only when its section
+    is enabled, so an unused protocol costs nothing at start.
+    """
+
+    def __init__(self, section: str, target: str):
+        self.section = section
+        self.target = target
+
+    def __call__(self, config, resources):
+        module, attribute = self.target.split(":")
+        return getattr(import_module(module), attribute)(config, resources)
+
+    def __repr__(self):
+        return f"<SectionBuilder [{self.section}] {self.target}>"
+
+
+def defaultBuilders() -> list:
+    """
+    The shipped builders, one per section of L{BUILDERS}.
+    """
+    return [SectionBuilder(section, target) for section, target in BUILDERS.items()]
+
+
+def builderFor(config: Config, name: str, builders=None):
+    """
+    The builder for an enabled section (the last of C{builders} for it;
+    default: the shipped ones), or a L{ConfigError} saying that this
     version has no such service.
     """
-    target = BUILDERS.get(name)
-    if target is None:
+    found = None
+    for builder in defaultBuilders() if builders is None else builders:
+        if not IServiceBuilder.providedBy(builder):
+            raise TypeError(f"{builder!r} does not provide IServiceBuilder")
+        if builder.section == name:
+            found = builder
+    if found is None:
         raise config.error(
             name, "enabled", f"the {name} service is not implemented in this version"
         )
-    module, attribute = target.split(":")
-    return getattr(import_module(module), attribute)
+    return found
 
 
 def _prepareState(config: Config) -> None:
@@ -304,19 +384,27 @@ def _announceDemoAccounts(config: Config, terminal=None) -> None:
         terminal.flush()
 
 
-def makeService(config: Config, reactor=None) -> service.MultiService:
+def makeService(config: Config, reactor=None, builders=None, zoneSource=None) -> service.MultiService:
     """
     Build the whole suite from a parsed config; embed the result in another
     application's L{MultiService} with C{setServiceParent}.
 
     @param reactor: defaults to the global reactor.
+    @param builders: the L{IServiceBuilder}s to build enabled sections with
+        (default L{defaultBuilders}); for a section named by several, the
+        last wins, so an application can replace one shipped builder by
+        appending its own to C{defaultBuilders()}, or serve a section of
+        its own.
+    @param zoneSource: an L{IZoneSource} for C{[dns]} instead of the zone
+        files of its C{zones} key.
     @raise ConfigError: before anything is bound.
     """
     if reactor is None:
         from twisted.internet import reactor
+    builders = defaultBuilders() if builders is None else list(builders)
     sections = config.listeners()
-    builders = [(section, builderFor(config, section.name)) for section in sections]
-    resources = Resources(config, reactor)
+    builders = [(section, builderFor(config, section.name, builders)) for section in sections]
+    resources = Resources(config, reactor, zoneSource=zoneSource)
     _prepareState(config)
     _announceDemoAccounts(config)
     # Load (or, for development, create) the certificate now: a bad pair is
@@ -328,14 +416,8 @@ def makeService(config: Config, reactor=None) -> service.MultiService:
         child = build(config, resources)
         child.setName(section.name)
         child.setServiceParent(top)
-    backend = getattr(resources, "smtpBackend", None)
-    if backend is not None:
-        # maillab sendmail and maillab queue reach the daemon here.
-        from twisted_maillab.smtp.localsubmit import buildLocalServices
-
-        local = buildLocalServices(config, resources, backend)
-        local.setName("local")
-        local.setServiceParent(top)
+    for child in resources.processServices():
+        child.setServiceParent(top)
     # Last, so READY=1 is sent only once every listener above has bound.
     notifier = NotifyService(reactor)
     notifier.setName("sd_notify")

@@ -16,7 +16,8 @@ from zope.interface import implementer
 from twisted.internet.interfaces import ISSLTransport
 
 from twisted_maillab.account import Account
-from twisted_maillab.smtp.delivery import LocalDelivery, QueueIds
+from twisted_maillab.interfaces import IMailPortal
+from twisted_maillab.smtp.delivery import DeliveryRouter, QueueIds
 from twisted_maillab.smtp.policy import Policy, expandDestinations
 from twisted_maillab.smtp.server import Settings, SMTPServerFactory
 from twisted_maillab.smtp.service import SMTPAvatar
@@ -40,6 +41,10 @@ class FakeDirectory:
         self.accounts = {name: account(name) for name in names}
         self.pending: list | None = None
         self.lookups = []
+
+    def isLocalDomain(self, domain):
+        # users are known by local part only, as with Postfix's local(8)
+        return False
 
     def lookupRecipient(self, address, delimiters=None):
         self.lookups.append((address, delimiters))
@@ -131,6 +136,7 @@ class FakeStore:
         return t
 
 
+@implementer(IMailPortal)
 class FakePortal:
     """
     edouard/secret logs in; the login is recorded with its address.
@@ -139,6 +145,9 @@ class FakePortal:
     def __init__(self, directory):
         self.directory = directory
         self.logins = []
+
+    def forConnection(self, peer, protocol):
+        raise NotImplementedError("the SMTP server calls loginFrom")
 
     def loginFrom(self, credentials, peer, protocol, mind, *interfaces):
         self.logins.append((credentials.username, peer, protocol))
@@ -211,7 +220,7 @@ class Harness:
             allowInclude=kw.pop("allowInclude", False),
             rejectUnauthenticatedOwned=kw.pop("rejectUnauthenticatedOwned", True),
         )
-        self.delivery = LocalDelivery(self.store, self.policy, self.clock)
+        self.delivery = DeliveryRouter(self.store, self.policy, self.clock)
         self.portal = FakePortal(self.directory)
         self.settings = settings or Settings(
             hostname="smtp.domaineel.rt", banner="smtp.domaineel.rt ESMTP maillab", **kw

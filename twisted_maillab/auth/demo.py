@@ -9,6 +9,7 @@ import secrets
 import string
 from pathlib import Path
 
+from twisted_maillab.atomicwrite import replaceFile
 from twisted_maillab.auth.hashing import cryptBackend, makeHash
 from twisted_maillab.auth.passwdfile import _Locked, updatePasswdFile
 
@@ -37,15 +38,7 @@ def _readClear(path: Path) -> dict[str, str]:
 
 
 def _writeClear(path: Path, pairs: dict[str, str]) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        os.fchmod(f.fileno(), 0o600)
-        for user, password in pairs.items():
-            f.write(f"{user} {password}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(temporary, path)
+    replaceFile(path, "".join(f"{user} {password}\n" for user, password in pairs.items()).encode("utf-8"))
 
 
 def _users(path: Path) -> set[str]:

@@ -26,6 +26,7 @@ from typing import Callable, Generic, TypeVar
 
 from twisted.logger import Logger
 
+from twisted_maillab.atomicwrite import replaceFile
 from twisted_maillab.auth.hashing import splitScheme
 from twisted_maillab.auth.names import UsernameRules, normaliseDomain
 
@@ -290,35 +291,15 @@ def updatePasswdFile(
 
 
 def _replace(path: Path, data: bytes, st: os.stat_result | None) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(
-        temporary,
-        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-        0o600 if st is None else stat.S_IMODE(st.st_mode),
-    )
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if st is not None:
-                os.fchmod(f.fileno(), stat.S_IMODE(st.st_mode))
-                try:
-                    os.fchown(f.fileno(), st.st_uid, st.st_gid)
-                except PermissionError:
-                    pass
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    # a new file is 0600; an existing one keeps its mode and owner
+    def keepOwner(fd: int) -> None:
+        if st is not None:
+            try:
+                os.fchown(fd, st.st_uid, st.st_gid)
+            except PermissionError:
+                pass
+
+    replaceFile(path, data, mode=0o600 if st is None else stat.S_IMODE(st.st_mode), owner=keepOwner)
 
 
 def removeFromPasswdFile(path: Path, user: str) -> bool:

@@ -312,7 +312,7 @@ def makeDNSService(config, resources) -> DNSService:
         message names its file and lines) or a C{listen} value is unusable.
     """
     section = config.dns
-    source = FileZoneSource(section.zones)
+    source = resources.zoneSource
     zones = source.load()
     reactor = resources.reactor
     limiter = None

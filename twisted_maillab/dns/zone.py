@@ -6,6 +6,11 @@ are in L{twisted_maillab.dns.integrity}).
 Every problem names the file, the line and the reason.  Parsing goes on
 after an error so one run reports every broken line; any error makes
 L{loadZone} raise L{ZoneError} and nothing of the file is served.
+
+Its length (past 800 lines) is the master-file grammar: the tokenizer,
+the directives and one reader per record type, which share the tokenizer's
+state and error reporting; the checks that look at the whole zone are in
+L{twisted_maillab.dns.integrity}.
 """
 
 from __future__ import annotations

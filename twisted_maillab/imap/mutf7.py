@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 
-from twisted_maillab.store.dovecot import _mutf7Encode
+from twisted_maillab.foldernames import mutf7Encode as _mutf7Encode
 
 
 class InvalidModifiedUTF7(ValueError):

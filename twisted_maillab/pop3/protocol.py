@@ -4,8 +4,8 @@ PIPELINING), RFC 2595 (STLS), RFC 3206 (SYS and AUTH codes), RFC 5034 (SASL
 AUTH with initial response).
 
 Why one class of our own instead of a subclass of
-L{twisted.mail.pop3.POP3}: almost every part of that class needs replacing
-(survey section 3).  Its CAPA advertises C{PIPELINE} (no client knows it)
+L{twisted.mail.pop3.POP3}: almost every part of that class needs replacing.
+Its CAPA advertises C{PIPELINE} (no client knows it)
 and three joke capabilities; it has no STLS; its AUTH can only do
 CRAM-MD5-shaped mechanisms, so PLAIN and LOGIN cannot work, and has no
 initial response; APOP compares str with bytes on Python 3 and never
@@ -49,6 +49,7 @@ from zope.interface import implementer
 from twisted_maillab.auth.pool import AuthenticationUnavailable
 from twisted_maillab.auth.sasl import challengers
 from twisted_maillab import lines
+from twisted_maillab.interfaces import IMailPortal
 from twisted_maillab.sendnow import noDelay
 from twisted_maillab.pop3.interfaces import IPOP3Maildrop
 from twisted_maillab.pop3.streaming import CRLF, MessageEncoder, _MessageStreamer
@@ -163,7 +164,7 @@ class POP3Server(Protocol):
         self.engine.makeConnection(self.transport)
         noDelay(self.transport)
         portal = factory.portal
-        if portal is not None and hasattr(portal, "forConnection"):
+        if IMailPortal.providedBy(portal):
             # The auth package's MailPortal: the client address and the
             # protocol name go with every login (throttling, fail2ban line).
             portal = portal.forConnection(self.transport.getPeer(), "pop3")

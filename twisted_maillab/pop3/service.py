@@ -27,10 +27,7 @@ class _Backend:
 
 
 def _backend(resources) -> _Backend:
-    backend = getattr(resources, "pop3Backend", None)
-    if backend is None:
-        backend = resources.pop3Backend = _Backend(resources)
-    return backend
+    return resources.shared("pop3", lambda: _Backend(resources))
 
 
 def _factory(section, resources, implicitTLS: bool) -> POP3Factory:

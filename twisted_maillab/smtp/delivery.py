@@ -18,11 +18,11 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from twisted_maillab.interfaces import ISMTPMessage
+from twisted_maillab.interfaces import ISMTPDelivery, ISMTPMessage
 from twisted_maillab.smtp.envelope import SMTPReply
 from twisted_maillab.smtp.headers import MissingHeaders, rfc5322Date
 
-__all__ = ["QueueIds", "LocalDelivery", "LocalMessage", "receivedHeader", "headerValue"]
+__all__ = ["QueueIds", "DeliveryRouter", "RoutedMessage", "receivedHeader", "headerValue"]
 
 log = Logger(namespace="twisted_maillab.smtp")
 
@@ -104,9 +104,11 @@ def receivedHeader(session, queueId: str, recipient: str | None, when: float) ->
 
 
 @implementer(ISMTPMessage)
-class LocalMessage:
+class RoutedMessage:
     """
-    The body of one message on its way into the store.
+    The body of one message on its way to its recipients: the store's
+    delivery transaction, the outbound queue's spool writer and the alias
+    commands and files, written to as it arrives.
 
     It also reads the header section (at most C{headerLimit} octets) to
     apply C{reject_from_login_mismatch} for authenticated senders, and
@@ -382,9 +384,12 @@ class _Notice:
         self.remote = ""
 
 
-class LocalDelivery:
+@implementer(ISMTPDelivery)
+class DeliveryRouter:
     """
-    Starts a L{LocalMessage} for an accepted envelope.
+    Starts a L{RoutedMessage} for an accepted envelope: every recipient of
+    it goes where the policy resolved it, a Maildir of the store, the
+    outbound queue (another domain), an alias command or an mbox file.
 
     @ivar store: the store (C{beginDelivery()}).
     @ivar policy: the L{Policy} (for the From: check).
@@ -415,7 +420,7 @@ class LocalDelivery:
         self.commandTimeLimit = commandTimeLimit
         self.addMissingHeaders = addMissingHeaders
 
-    def begin(self, session, envelope) -> LocalMessage:
+    def begin(self, session, envelope) -> RoutedMessage:
         """
         Open the transaction, add each local account once (the first
         recipient naming it decides its Delivered-To), write Received.
@@ -501,7 +506,7 @@ class LocalDelivery:
             for _, _, process in started:
                 process.abort()
             raise SMTPReply(e.smtpCode, e.enhancedCode, str(e)) from None
-        return LocalMessage(
+        return RoutedMessage(
             self, session, envelope, transaction, copies, self.checkFrom, spool, started, missingHeaders
         )
 

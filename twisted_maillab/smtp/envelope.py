@@ -3,7 +3,9 @@ The SMTP envelope: reverse and forward paths and their ESMTP parameters,
 parsed (never ignored) from C{MAIL FROM:} and C{RCPT TO:}.
 
 Twisted's C{mail_re}/C{Address} reject UTF-8 local parts and drop every
-parameter on the floor (survey 1.10); this module parses them per:
+parameter on the floor (C{twisted.mail.smtp.SMTP.do_MAIL}/C{do_RCPT}
+match C{mail_re}/C{rcpt_re} and ignore the rest); this module parses
+them per:
 
   - RFC 5321 4.1.2 (path syntax), 4.5.3.1 (size limits);
   - RFC 1870 (C{SIZE=}), RFC 6152 (C{BODY=7BIT|8BITMIME}), RFC 6531

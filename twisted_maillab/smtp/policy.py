@@ -239,8 +239,7 @@ class Policy:
         # passwd-file user bound to one domain is found), else the local
         # part: every mydestination domain reaches the same local users,
         # as with Postfix's local(8).
-        isLocal = getattr(self.directory, "isLocalDomain", None)
-        if domain and isLocal is not None and isLocal(domain):
+        if domain and self.directory.isLocalDomain(domain):
             return f"{local}@{domain}"
         return local
 

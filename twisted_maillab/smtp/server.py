@@ -3,7 +3,7 @@ The ESMTP server protocol (RFC 5321 with RFC 1870, 2034, 2920, 3207, 3461,
 4954, 6152, 6531).
 
 Why a protocol class of our own rather than a subclass of
-C{twisted.mail.smtp.ESMTP} (survey section 1): Twisted's server is a
+C{twisted.mail.smtp.ESMTP}: Twisted's server is a
 C{LineOnlyReceiver} that
 
   - executes pipelined commands while an asynchronous C{validateTo} is
@@ -29,6 +29,12 @@ kept: the cred portal (SASL credentials from L{twisted_maillab.auth.sasl},
 avatars asked for L{IMessageDelivery}), and delivery through
 L{twisted_maillab.interfaces.ISMTPDelivery}, the streaming counterpart of
 C{IMessageDelivery}/C{IMessage}.
+
+Its length (past 800 lines) is one command handler per SMTP verb over one
+session state; the message text, the envelope grammar, the session and
+settings records and the missing-header rules are already in
+L{twisted_maillab.smtp.data}, L{twisted_maillab.smtp.envelope},
+L{twisted_maillab.smtp.session} and L{twisted_maillab.smtp.headers}.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from zope.interface import implementer
 
 from twisted_maillab.auth.sasl import challengers
 from twisted_maillab import lines
+from twisted_maillab.interfaces import IMailPortal
 from twisted_maillab.smtp.data import BARE_NEWLINE, MessageText
 from twisted_maillab.smtp.envelope import Recipient, SMTPReply, parseMail, parseMailbox, parseRcpt
 from twisted_maillab.smtp.session import Envelope, Session, Settings
@@ -218,7 +225,8 @@ class ESMTPServer(Protocol):
 
     def lineTooLong(self):
         # Never resynchronise inside an over-long line: what follows could
-        # be body text posing as commands.  Reply and hang up (survey 1.8).
+        # be body text posing as commands.  Reply and hang up (RFC 5321
+        # 4.5.3.1.4 allows closing; Postfix does the same).
         self._reply(500, "5.5.2", "Error: line too long")
         self._close()
 
@@ -446,7 +454,7 @@ class ESMTPServer(Protocol):
             raise SMTPReply(503, "5.5.1", "Error: MAIL transaction in progress")
         node = rest.decode("utf-8", "replace")
         policy = self.factory.policy
-        queue = getattr(policy, "outbound", None)
+        queue = policy.outbound
         if queue is None:
             # RFC 1985 4: nothing is queued for other hosts.
             self._reply(458, "4.3.0", f"Unable to queue messages for node {node}")
@@ -537,7 +545,8 @@ class ESMTPServer(Protocol):
         self._mode = COMMAND
         self.session.authMechanism = mechanism
         portal = self.factory.portal
-        if hasattr(portal, "loginFrom"):
+        if IMailPortal.providedBy(portal):
+            # ours: the login is throttled and logged with the client's address
             d = portal.loginFrom(credentials, self.session.host, self.settings.listener, None, IMessageDelivery)
         else:
             d = portal.login(credentials, None, IMessageDelivery)
@@ -549,6 +558,8 @@ class ESMTPServer(Protocol):
         if self._closed:
             logout()
             return
+        # Twisted's IMessageDelivery says nothing of an account: avatars of
+        # an embedding application's realm may have none.
         account = getattr(avatar, "account", None)
         if account is None:
             logout()
@@ -620,16 +631,11 @@ class ESMTPServer(Protocol):
             )
             self._reply(250, "2.1.0", "Ok")
 
-        checkSender = getattr(self.factory.policy, "checkSender", None)
-        if checkSender is None:
-            accepted()
-            return None
-
         def refused(failure):
             failure.trap(SMTPReply)
             self._replyError(failure.value)
 
-        d = defer.maybeDeferred(checkSender, self.session, envelope)
+        d = defer.maybeDeferred(self.factory.policy.checkSender, self.session, envelope)
         d.addCallbacks(accepted, refused)
         return d
 

@@ -17,7 +17,7 @@ from twisted.mail.smtp import IMessageDelivery
 from zope.interface import implementer
 
 from twisted_maillab.smtp.aliases import AliasError, loadAliases
-from twisted_maillab.smtp.delivery import LocalDelivery, QueueIds
+from twisted_maillab.smtp.delivery import DeliveryRouter, QueueIds
 from twisted_maillab.smtp.policy import Policy, expandDestinations
 from twisted_maillab.smtp.server import Settings, SMTPServerFactory
 
@@ -171,7 +171,7 @@ class _Backend:
             cacheTTL=smtp.recipient_cache_ttl,
             rejectUnauthenticatedOwned=smtp.reject_unauthenticated_sender_login_mismatch,
         )
-        self.delivery = LocalDelivery(
+        self.delivery = DeliveryRouter(
             self.store,
             self.policy,
             reactor,
@@ -263,12 +263,19 @@ class QueueService(Service):
         self.queue.stop()
 
 
-def _backend(config, resources) -> tuple[_Backend, bool]:
-    backend = getattr(resources, "smtpBackend", None)
-    if backend is None:
-        backend = resources.smtpBackend = _Backend(config, resources)
-        return backend, True
-    return backend, False
+def _backend(config, resources) -> _Backend:
+    def make():
+        backend = _Backend(config, resources)
+        if backend.outbound is not None:
+            # One queue per process, whichever SMTP listeners are enabled.
+            resources.addProcessService("outbound-queue", QueueService(backend.outbound))
+        # maillab sendmail and maillab queue reach the daemon here.
+        from twisted_maillab.smtp.localsubmit import buildLocalServices
+
+        resources.addProcessService("local", buildLocalServices(config, resources, backend))
+        return backend
+
+    return resources.shared("smtp", make)
 
 
 def listenerSettings(config, name: str, hostname: str) -> Settings:
@@ -300,7 +307,7 @@ def listenerSettings(config, name: str, hostname: str) -> Settings:
 
 
 def _build(config, resources, name: str):
-    backend, first = _backend(config, resources)
+    backend = _backend(config, resources)
     section = getattr(config, name)
     settings = listenerSettings(config, name, backend.hostname)
     if settings.tlsRequired and resources.tlsContext is None:
@@ -317,11 +324,7 @@ def _build(config, resources, name: str):
         queueIds=backend.queueIds,
         resolveName=backend.names,
     )
-    group = resources.listen(section, factory)
-    if first and backend.outbound is not None:
-        # One queue per process, started with the first SMTP listener.
-        QueueService(backend.outbound).setServiceParent(group)
-    return group
+    return resources.listen(section, factory)
 
 
 def buildSMTP(config, resources):

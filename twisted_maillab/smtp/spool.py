@@ -17,9 +17,15 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from twisted.internet import defer
 from twisted.logger import Logger
+
+from twisted_maillab.atomicwrite import replaceFile, syncDirectory, writeAll
+
+if TYPE_CHECKING:
+    from twisted_maillab.smtp.outbound import OutboundQueue
 
 __all__ = ["QueuedRecipient", "QueuedMessage", "SpoolWriter", "readState", "writeState", "removeMessage"]
 
@@ -104,35 +110,12 @@ class QueuedMessage:
         return {**self.extra, **data}
 
 
-def _writeAll(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def _fsyncDir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def writeState(directory: Path, message: QueuedMessage) -> None:
     """
     Replace C{<id>.json} atomically and durably (thread side).
     """
     data = json.dumps(message.toJSON(), sort_keys=True).encode()
-    tmp = directory / f"{message.queueId}.json.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        _writeAll(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, directory / f"{message.queueId}.json")
-    _fsyncDir(directory)
+    replaceFile(directory / f"{message.queueId}.json", data)
 
 
 def readState(directory: Path, queueId: str) -> QueuedMessage:
@@ -155,7 +138,7 @@ def removeMessage(directory: Path, queueId: str) -> None:
             os.unlink(directory / f"{queueId}{suffix}")
         except FileNotFoundError:
             pass
-    _fsyncDir(directory)
+    syncDirectory(directory)
 
 
 class SpoolWriter:
@@ -179,7 +162,7 @@ class SpoolWriter:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
 
     def _append(self, data):
-        _writeAll(self._fd, data)
+        writeAll(self._fd, data)
 
     def write(self, data: bytes) -> defer.Deferred:
         data = bytes(data)

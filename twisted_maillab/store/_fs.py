@@ -15,6 +15,8 @@ import os
 import stat
 from dataclasses import dataclass
 
+from twisted_maillab import atomicwrite
+from twisted_maillab.atomicwrite import writeAll  # noqa: F401  (the store's modules use it from here)
 from twisted_maillab.store.errors import UnsafePath, fromOSError
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -193,37 +195,12 @@ def readSmallFile(name: str, dirFd: int, owner: Owner, limit: int = 64 * 1024 * 
     return data
 
 
-def writeAll(fd: int, data) -> None:
-    """
-    C{os.write} until everything is written (it may write less).
-    """
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
 def replaceFile(name: str, dirFd: int, owner: Owner, data: bytes, fsync: bool = True) -> None:
     """
-    Atomically replace C{name} with C{data}: write C{name.tmp.<pid>} with
-    C{O_EXCL}, fsync, rename over.
+    Atomically replace C{name} in C{dirFd} with C{data}, mode 0600, owned by
+    the account (see L{twisted_maillab.atomicwrite.replaceFile}).
     """
-    tmp = f"{name}.tmp.{os.getpid()}"
-    try:
-        os.unlink(tmp, dir_fd=dirFd)
-    except FileNotFoundError:
-        pass
-    fd = createFile(tmp, dirFd, owner)
-    try:
-        writeAll(fd, data)
-        if fsync:
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp, dir_fd=dirFd)
-        raise
-    os.close(fd)
-    os.rename(tmp, name, src_dir_fd=dirFd, dst_dir_fd=dirFd)
+    atomicwrite.replaceFile(name, data, dirFd=dirFd, mode=FILE_MODE, owner=owner.chown, fsync=fsync, syncDir=False)
 
 
 def removeTree(name: str, dirFd: int) -> None:

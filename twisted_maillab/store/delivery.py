@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twisted_maillab.interfaces import IDeliveryTransaction
 
 from twisted_maillab.store import _fs, dovecot
 from twisted_maillab.store.foldersync import openFolderDirs
@@ -78,6 +81,7 @@ class _Recipient:
         self.written = 0
 
 
+@implementer(IDeliveryTransaction)
 class DeliveryTransaction:
     """
     One message for one or more recipients.  Created by

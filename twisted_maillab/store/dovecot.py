@@ -14,7 +14,6 @@ on the same Maildir at the same time.
 
 from __future__ import annotations
 
-import base64
 import itertools
 import os
 import re
@@ -24,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 from twisted_maillab.store import _fs
+from twisted_maillab import foldernames
 from twisted_maillab.store.errors import InvalidMailboxName, MailboxInUse
 
 UIDLIST = "dovecot-uidlist"
@@ -591,45 +591,11 @@ def formatSubscriptions(names, separator: str = "/") -> bytes:
 # Folder names: Maildir++ directory names in modified UTF-7 (RFC 3501 5.1.3)
 
 
-def _mutf7Encode(text: str) -> str:
-    out = []
-    pending = []
-
-    def flush():
-        if pending:
-            raw = "".join(pending).encode("utf-16-be")
-            out.append("&" + base64.b64encode(raw).decode("ascii").rstrip("=").replace("/", ",") + "-")
-            pending.clear()
-
-    for char in text:
-        if 0x20 <= ord(char) <= 0x7E:
-            flush()
-            out.append("&-" if char == "&" else char)
-        else:
-            pending.append(char)
-    flush()
-    return "".join(out)
-
-
-def _mutf7Decode(text: str) -> str:
-    out = []
-    i = 0
-    while i < len(text):
-        char = text[i]
-        if char != "&":
-            out.append(char)
-            i += 1
-            continue
-        end = text.index("-", i)
-        chunk = text[i + 1 : end]
-        if not chunk:
-            out.append("&")
-        else:
-            chunk = chunk.replace(",", "/")
-            chunk += "=" * (-len(chunk) % 4)
-            out.append(base64.b64decode(chunk).decode("utf-16-be"))
-        i = end + 1
-    return "".join(out)
+# The rules live in a leaf module the configuration shares; the store
+# raises its own error class.
+_mutf7Encode = foldernames.mutf7Encode
+_mutf7Decode = foldernames.mutf7Decode
+folderNameFromDir = foldernames.folderNameFromDir
 
 
 def folderDirName(name: str, separator: str = "/") -> str:
@@ -638,41 +604,10 @@ def folderDirName(name: str, separator: str = "/") -> str:
 
     @raise InvalidMailboxName: for names Maildir++ cannot hold.
     """
-    if not name or name.upper() == "INBOX":
-        raise InvalidMailboxName("INBOX is the Maildir root")
-    levels = name.split(separator)
-    encoded = []
-    for level in levels:
-        if not level:
-            raise InvalidMailboxName(f"{name!r}: empty hierarchy level")
-        if "." in level:
-            # Maildir++ uses "." between levels (as Dovecot without
-            # maildir_name_escape_char, which also refuses it)
-            raise InvalidMailboxName(f"{name!r}: '.' is not allowed in a folder name")
-        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in level) or level in ("~",):
-            raise InvalidMailboxName(f"{name!r}: control characters are not allowed")
-        if "%" in level or "*" in level:
-            raise InvalidMailboxName(f"{name!r}: IMAP wildcards are not allowed")
-        encoded.append(_mutf7Encode(level))
-    dirName = "." + ".".join(encoded)
-    if len(dirName.encode()) > 255:
-        raise InvalidMailboxName(f"{name!r}: name too long")
-    return dirName
-
-
-def folderNameFromDir(dirName: str, separator: str = "/") -> str | None:
-    """
-    The folder name of a Maildir++ directory, or L{None} if it is not one.
-    """
-    if not dirName.startswith(".") or dirName in (".", ".."):
-        return None
-    levels = dirName[1:].split(".")
-    if any(not level for level in levels):
-        return None
     try:
-        return separator.join(_mutf7Decode(level) for level in levels)
-    except (ValueError, UnicodeDecodeError):
-        return None
+        return foldernames.folderDirName(name, separator)
+    except foldernames.FolderNameError as e:
+        raise InvalidMailboxName(str(e)) from None
 
 
 @dataclass

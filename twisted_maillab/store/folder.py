@@ -41,6 +41,9 @@ import os
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from zope.interface import implementer
+
+from twisted_maillab.interfaces import IFolder
 
 from twisted_maillab.store import dovecot
 from twisted_maillab.store.errors import (
@@ -83,6 +86,7 @@ def _twoLocks(first: defer.DeferredLock, second: defer.DeferredLock):
     return acquire()
 
 
+@implementer(IFolder)
 class Folder(FolderSync, FolderOperations):
     """
     An open Maildir folder.  Obtain it from L{Mailboxes.open} and give it
