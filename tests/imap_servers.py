@@ -26,15 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 
 from twisted_maillab.auth import makePortal
 from twisted_maillab.auth.pool import runSynchronously
 from twisted_maillab.config import load
-from twisted_maillab.store import Store
 
-from tests.support import freePort, requireTool, sha512crypt, stopProcess, syncResult
+from tests.support import deliverOutOfProcess, freePort, requireTool, sha512crypt, stopProcess, syncResult
 
 BIN = Path(sys.executable).parent
 TWISTD = str(BIN / "twistd")
@@ -111,26 +109,7 @@ class _Server:
         Deliver through the store's transaction; the file names in new/.
         """
         portal = makePortal(_deliveryConfig(self.root), Clock(), runner=runSynchronously)
-        account = syncResult(portal.directory.lookup(USER))
-        store = Store(
-            reactor,
-            runner=lambda f, *a, **kw: defer.execute(f, *a, **kw),
-            rescanInterval=0,
-            inotify=False,
-            hostname=HOSTNAME,
-        )
-        names = []
-        try:
-            for message in messages:
-                txn = store.beginDelivery()
-                txn.addRecipient(account)
-                syncResult(txn.write(message))
-                (result,) = syncResult(txn.commit())
-                assert result.ok, result.error
-                names.append(result.filename)
-        finally:
-            store.close()
-        return names
+        return deliverOutOfProcess(syncResult(portal.directory.lookup(USER)), messages, HOSTNAME)
 
 
 def _deliveryConfig(root: Path):
