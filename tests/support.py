@@ -100,3 +100,13 @@ def syncResult(d):
     if hasattr(value, "raiseException"):
         value.raiseException()
     return value
+
+
+def sha512crypt(password: str) -> str:
+    """
+    A C{{SHA512-CRYPT}} hash for a passwd-file account (openssl passwd -6).
+    """
+    result = subprocess.run(
+        ["openssl", "passwd", "-6", "-stdin"], input=password, capture_output=True, text=True, check=True
+    )
+    return result.stdout.strip()

@@ -68,14 +68,14 @@ class CheckConfigTests(unittest.TestCase):
             "[tls]\ncertificate = /etc/ssl/certs/ssl-cert-snakeoil.pem\n"
             f"private_key = {key}\n"
             f"[dns]\nenabled = yes\nlisten = tcp:5353:interface=127.0.0.1\nzones = x.test:{zone}\n"
-            "[imap]\nenabled = yes\nlisten = tcp:1143:interface=127.0.0.1\n"
+            "[http]\nenabled = yes\nlisten = tcp:1180:interface=127.0.0.1\n"
         )
         result = checkConfig(ini)
         self.assertEqual(result.returncode, 1, result.stderr)
         lines = result.stderr.splitlines()
         self.assertEqual(
             lines[0],
-            f"{ini} [imap] enabled: the imap service is not implemented in this version (line 11)",
+            f"{ini} [http] enabled: the http service is not implemented in this version (line 11)",
         )
         self.assertTrue(
             lines[1].startswith(f"{ini} [tls] private_key: {key} does not match the certificate"),

@@ -202,6 +202,28 @@ class LoadTests(unittest.TestCase):
         # Absent sections hold their defaults.
         self.assertEqual(parsed.pop3.enabled, False)
 
+    def test_imapKeys(self):
+        """
+        [imap]/[imaps]: typed keys, RFC 9051's 30-minute floor for the
+        idle timeout, defaults.
+        """
+        parsed = loadString(
+            "[imap]\nenabled = yes\nlisten = tcp:143\nidle_timeout = 45m\nlogin_timeout = 30s\n"
+            "max_line_length = 16384\nappend_limit = 20M\nmax_connections_per_user = 5\n"
+            "max_connections_per_address = 7\nplaintext_on_loopback = no\n"
+        )
+        imap = parsed.imap
+        self.assertEqual(
+            (imap.idle_timeout, imap.login_timeout, imap.max_line_length, imap.append_limit,
+             imap.max_connections_per_user, imap.max_connections_per_address, imap.plaintext_on_loopback),
+            (2700.0, 30.0, 16384, 20 * 1024 * 1024, 5, 7, False),
+        )
+        self.assertEqual((parsed.imaps.idle_timeout, parsed.imaps.append_limit), (1800.0, 0))
+        self.assertIn(
+            "[imaps] idle_timeout: RFC 9051 requires at least 30 minutes (1800s)",
+            errorOf(self, "[imaps]\nidle_timeout = 29m\n"),
+        )
+
     def test_frozen(self):
         parsed = loadString("[server]\nhostname = a\n")
         self.assertRaises(
@@ -248,6 +270,8 @@ class ShippedConfigTests(unittest.TestCase):
         self.assertEqual(
             parsed.tls.certificate, Path("/etc/ssl/certs/ssl-cert-snakeoil.pem")
         )
+        self.assertEqual((parsed.imap.enabled, parsed.imap.listen), (True, ("tcp:143:interface=0.0.0.0",)))
+        self.assertEqual((parsed.imaps.enabled, parsed.imaps.listen), (True, ("tcp:993:interface=0.0.0.0",)))
 
     def test_development(self):
         parsed = load(REPO / "etc" / "maillab.dev.ini")

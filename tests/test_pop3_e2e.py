@@ -29,7 +29,7 @@ from twisted_maillab.auth.pool import runSynchronously
 from twisted_maillab.config import load
 from twisted_maillab.store import Store
 
-from tests.support import freePort, readUntil, requireTool, stopProcess, syncResult
+from tests.support import freePort, readUntil, requireTool, stopProcess, sha512crypt, syncResult
 
 BIN = Path(sys.executable).parent
 TWISTD = str(BIN / "twistd")
@@ -37,13 +37,6 @@ PASSWORD = "Tr0ub4dor&3 x"
 
 MSG1 = b"From: anne@domaineel.rt\nTo: edouard@domaineel.rt\nSubject: one\n\n.leading dot\nbody one\n"
 MSG2 = b"From: anne@domaineel.rt\r\nSubject: two\r\n\r\nbody two\r\n"
-
-
-def sha512crypt(password: str) -> str:
-    result = subprocess.run(
-        ["openssl", "passwd", "-6", "-stdin"], input=password, capture_output=True, text=True, check=True
-    )
-    return result.stdout.strip()
 
 
 class Server:

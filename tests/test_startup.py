@@ -311,7 +311,7 @@ class ProductionConfigTests(unittest.TestCase):
         ]
         # Nothing else changed: one line per endpoint, and the state directory.
         self.assertEqual(len(changed), sum(map(len, bound.values())) + 1)
-        enabled = {"dns", "smtp", "submission", "submissions", "pop3", "pop3s"}
+        enabled = {"dns", "smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps"}
         self.assertTrue(enabled <= set(bound), bound)
         # The shipped shapes: IPv6 (dual-stack) for the SMTP listeners.
         self.assertEqual([family for family, _ in bound["smtp"]], ["::1"])
@@ -350,10 +350,15 @@ class ProductionConfigTests(unittest.TestCase):
         (popHost, popPort), = bound["pop3"]
         with socket.create_connection((popHost, popPort), timeout=30) as pop:
             self.assertTrue(pop.recv(512).startswith(b"+OK"))
+        (imapHost, imapPort), = bound["imap"]
+        with socket.create_connection((imapHost, imapPort), timeout=30) as imap:
+            greeting = imap.recv(512)
+            self.assertTrue(greeting.startswith(b"* OK [CAPABILITY IMAP4rev1 "), greeting)
+            self.assertIn(b" STARTTLS", greeting)
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-        for name, greeting in (("submissions", b"220 "), ("pop3s", b"+OK")):
+        for name, greeting in (("submissions", b"220 "), ("pop3s", b"+OK"), ("imaps", b"* OK ")):
             (host, port), = bound[name]
             with socket.create_connection((host, port), timeout=30) as raw:
                 with context.wrap_socket(raw) as tls:

@@ -79,15 +79,14 @@ class UnitTests(unittest.TestCase):
 class DescriptionTests(unittest.TestCase):
     """
     The unit, twistd --help, setup.cfg and README say what this version
-    serves: DNS, SMTP with submission, POP3; IMAP only as not implemented.
+    serves: DNS, SMTP with submission, POP3 and IMAP.
     """
 
     def assertServes(self, where, text):
         text = " ".join(text.split())
-        for protocol in ("DNS", "SMTP", "submission", "POP3"):
+        for protocol in ("DNS", "SMTP", "submission", "POP3", "IMAP"):
             self.assertIn(protocol, text, f"{where}: {text!r}")
-        if "IMAP" in text:
-            self.assertIn("IMAP is not implemented", text, f"{where}: {text!r}")
+        self.assertNotIn("not implemented", text, f"{where}: {text!r}")
 
     def test_descriptions(self):
         (unit,) = unitSettings(UNITS / "maillab.service")["Unit"]["Description"]

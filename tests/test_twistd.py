@@ -4,6 +4,7 @@ and the plugin is found from an installed wheel.
 """
 
 import os
+import imaplib
 import poplib
 import smtplib
 import re
@@ -132,6 +133,13 @@ class TwistdTests(unittest.TestCase):
             self.assertIn(b"X-Original-To: edouard@smtp.domaineel.rt", lines)
             self.assertIn(b"Delivered-To: edouard@smtp.domaineel.rt", lines)
             self.assertEqual(lines[-1], b"sdgfd")
+            # The seed's telnet session over IMAP (now \\Seen, after RETR).
+            imap = imaplib.IMAP4("127.0.0.1", ports["imap"], timeout=10)
+            imap.login("edouard@domaineel.rt", password)
+            self.assertEqual(imap.select("INBOX"), ("OK", [b"1"]))
+            typ, data = imap.fetch("1", "(BODY[HEADER])")
+            self.assertIn(b"Delivered-To: edouard@smtp.domaineel.rt", data[0][1])
+            imap.logout()
             # dig @127.0.0.1 -p <port> MX domaineel.rt answers as in the seed.
             query = dns.Message(id=4321, recDes=False)
             query.addQuery(b"domaineel.rt", dns.MX)

@@ -754,9 +754,50 @@ class POP3SSection(POP3Section):
 class IMAPSection(ListenerSection):
     name = "imap"
 
+    idle_timeout: float = option(
+        parseDuration,
+        1800.0,
+        "idle time before the autologout once logged in (RFC 9051: at least 30 minutes); "
+        "IDLE restarts it",
+    )
+    login_timeout: float = option(
+        parseDuration, 60.0, "idle time allowed before a successful login"
+    )
+    max_line_length: int = option(
+        parseInteger(minimum=1024, maximum=1048576),
+        8192,
+        "longest command line in octets, without CRLF and literals",
+    )
+    append_limit: int = option(
+        parseSize,
+        0,
+        "largest message APPEND accepts (APPENDLIMIT); 0: [smtp] message_size_limit",
+    )
+    max_connections_per_user: int = option(
+        parseInteger(minimum=0), 20, "IMAP connections one user may hold at once (0: no limit)"
+    )
+    max_connections_per_address: int = option(
+        parseInteger(minimum=0), 50, "IMAP connections one client address may hold at once (0: no limit)"
+    )
+    plaintext_on_loopback: bool = option(
+        parseBoolean,
+        True,
+        "allow LOGIN and AUTHENTICATE PLAIN/LOGIN without TLS from 127.0.0.0/8 and ::1 "
+        "(say no behind a local TLS proxy, where every client looks local)",
+    )
+
+    def check(self) -> None:
+        super().check()
+        # RFC 9051 5.4: "the autologout timer ... MUST be of at least 30
+        # minutes' duration".
+        if self.idle_timeout < 1800:
+            raise SectionError("idle_timeout", "RFC 9051 requires at least 30 minutes (1800s)")
+        if self.login_timeout <= 0:
+            raise SectionError("login_timeout", "must be positive")
+
 
 @dataclass(frozen=True, kw_only=True)
-class IMAPSSection(ListenerSection):
+class IMAPSSection(IMAPSection):
     name = "imaps"
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from twisted.internet import tcp
 
-__all__ = ["writeNow"]
+__all__ = ["writeNow", "noDelay"]
 
 
 def _idle(transport) -> bool:
@@ -54,3 +54,17 @@ def writeNow(transport, data: bytes) -> None:
             return
         data = data[sent:]
     transport.write(data)
+
+
+def noDelay(transport) -> None:
+    """
+    Turn on C{TCP_NODELAY} where the transport has it: replies are
+    complete writes, and without it a reply written in two parts waits for
+    the client's delayed ACK (40 ms per reply).
+    """
+    setNoDelay = getattr(transport, "setTcpNoDelay", None)
+    if setNoDelay is not None:
+        try:
+            setNoDelay(True)
+        except Exception:
+            pass

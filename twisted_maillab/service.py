@@ -32,6 +32,8 @@ log = Logger()
 # when the section is enabled, so an unused protocol costs nothing at start.
 BUILDERS: dict[str, str] = {}
 BUILDERS["dns"] = "twisted_maillab.dns.service:makeDNSService"
+BUILDERS["imap"] = "twisted_maillab.imap.service:buildIMAP"
+BUILDERS["imaps"] = "twisted_maillab.imap.service:buildIMAPS"
 BUILDERS["pop3"] = "twisted_maillab.pop3.service:buildPOP3"
 BUILDERS["pop3s"] = "twisted_maillab.pop3.service:buildPOP3S"
 BUILDERS["smtp"] = "twisted_maillab.smtp.service:buildSMTP"

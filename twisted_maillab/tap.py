@@ -17,9 +17,9 @@ DEFAULT_CONFIG = "/etc/maillab/maillab.ini"
 class Options(usage.Options):
     synopsis = "[--config FILE]"
     longdesc = (
-        "Serve authoritative DNS, SMTP (MX and submission) and POP3 over "
-        "Maildir for one domain, as configured in an ini file (see "
-        "README.rst); IMAP is not implemented yet."
+        "Serve authoritative DNS, SMTP (MX and submission), POP3 and IMAP "
+        "over Maildir for one domain, as configured in an ini file (see "
+        "README.rst)."
     )
     optParameters = [
         ["config", "c", DEFAULT_CONFIG, "The maillab ini file."],

@@ -4,6 +4,6 @@ from twisted.application.service import ServiceMaker
 maillab = ServiceMaker(
     "maillab",
     "twisted_maillab.tap",
-    "Mail suite for one domain: authoritative DNS, SMTP and submission, POP3 over Maildir",
+    "Mail suite for one domain: authoritative DNS, SMTP and submission, POP3 and IMAP over Maildir",
     "maillab",
 )

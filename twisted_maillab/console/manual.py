@@ -16,7 +16,7 @@ SUMMARY = "administer the maillab mail suite (queue, users, sendmail, zones)"
 
 DESCRIPTION = (
     "maillab is the administration command of the maillab daemon (twistd maillab), "
-    "which serves authoritative DNS, SMTP with submission and POP3 over Maildir in one "
+    "which serves authoritative DNS, SMTP with submission, POP3 and IMAP over Maildir in one "
     "process.  Each command reads the daemon's configuration (--config, else "
     "$MAILLAB_CONFIG, else /etc/maillab/maillab.ini) and works on the running daemon's "
     "files with the daemon's own locking.  Commands that print a table print the same "

@@ -50,6 +50,7 @@ from twisted_maillab.auth.pool import AuthenticationUnavailable
 from twisted_maillab.auth.sasl import challengers
 from twisted_maillab import lines
 from twisted_maillab.interfaces import IMailPortal
+from twisted_maillab.sendnow import noDelay
 from twisted_maillab.pop3.interfaces import IPOP3Maildrop
 from twisted_maillab.pop3.streaming import CRLF, MessageEncoder, _MessageStreamer
 from twisted_maillab.store.errors import MessageVanished
@@ -161,14 +162,7 @@ class POP3Server(Protocol):
             self, clock=factory.clock, maxLine=factory.maxLineLength + 2, idleTimeout=factory.timeout
         )
         self.engine.makeConnection(self.transport)
-        # Replies are complete writes; without TCP_NODELAY a reply written
-        # in two parts waits for the client's delayed ACK (40 ms per RETR).
-        setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
-        if setNoDelay is not None:
-            try:
-                setNoDelay(True)
-            except Exception:
-                pass
+        noDelay(self.transport)
         portal = factory.portal
         if IMailPortal.providedBy(portal):
             # The auth package's MailPortal: the client address and the

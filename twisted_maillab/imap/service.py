@@ -1,0 +1,78 @@
+"""
+Builders for the C{[imap]} (143, STARTTLS) and C{[imaps]} (993, implicit
+TLS) sections: C{BUILDERS["imap"]} and C{BUILDERS["imaps"]} in
+L{twisted_maillab.service}.
+
+Both listeners share one backend per L{Resources}: the portal, the store,
+the realm registration of L{IIMAPAccount} (the realm refuses a second
+registration), the connection counters (the per-user and per-address
+limits count both ports together) and the cache of parsed message
+structures.
+"""
+
+from __future__ import annotations
+
+from twisted_maillab.imap.account import IIMAPAccount, accountFactory
+from twisted_maillab.imap.fetch import StructureCache
+from twisted_maillab.imap.server import ConnectionCounter, IMAPFactory
+
+__all__ = ["buildIMAP", "buildIMAPS"]
+
+
+class _Backend:
+    def __init__(self, resources):
+        self.portal = resources.portal
+        self.store = resources.store
+        self.users = ConnectionCounter()
+        self.addresses = ConnectionCounter()
+        self.structures = StructureCache()
+        self.portal.realm.registerAvatarFactory(IIMAPAccount, accountFactory(self.store))
+
+
+def _backend(resources) -> _Backend:
+    backend = getattr(resources, "imapBackend", None)
+    if backend is None:
+        backend = resources.imapBackend = _Backend(resources)
+    return backend
+
+
+def _factory(section, resources, implicitTLS: bool) -> IMAPFactory:
+    backend = _backend(resources)
+    config = resources.config
+    hostname = config.server.hostname
+    appendLimit = section.append_limit or config.smtp.message_size_limit
+    return IMAPFactory(
+        backend.portal,
+        clock=resources.reactor,
+        store=backend.store,
+        tlsContext=None if implicitTLS else resources.tlsContext,
+        implicitTLS=implicitTLS,
+        idleTimeout=section.idle_timeout,
+        loginTimeout=section.login_timeout,
+        maxLineLength=section.max_line_length,
+        appendLimit=appendLimit,
+        maxConnectionsPerUser=section.max_connections_per_user,
+        maxConnectionsPerAddress=section.max_connections_per_address,
+        plaintextOnLoopback=section.plaintext_on_loopback,
+        greeting=hostname.encode("ascii", "replace") + b" maillab IMAP4rev1 ready",
+        users=backend.users,
+        addresses=backend.addresses,
+        structures=backend.structures,
+    )
+
+
+def buildIMAP(config, resources):
+    """
+    C{[imap]}: IMAP with STARTTLS when C{[tls]} has a certificate.
+    """
+    section = config.imap
+    return resources.listen(section, _factory(section, resources, implicitTLS=False))
+
+
+def buildIMAPS(config, resources):
+    """
+    C{[imaps]}: IMAP over implicit TLS (RFC 8314); L{Resources.listen}
+    wraps the factory in TLS.
+    """
+    section = config.imaps
+    return resources.listen(section, _factory(section, resources, implicitTLS=True))
