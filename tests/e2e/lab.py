@@ -7,7 +7,8 @@ As root, each host is a network namespace joined by a veth pair with
 addresses from 192.0.2.0/24 (TEST-NET-1, RFC 5737) and no other route, so
 nothing leaves the two namespaces.  Without namespaces (not root), the
 same lab runs on 127.0.0.1 with free ports, and the clients are given the
-port of each listener; the output says which form ran.  Setting
+port of each listener; the output says which form ran
+(C{MAILLAB_E2E_LOOPBACK=1} asks for the loopback form as root).  Setting
 C{MAILLAB_E2E_REQUIRE_NETNS=1} (as C{.ci/run} does) makes the loopback
 fallback a failure instead.
 """
@@ -15,6 +16,7 @@ fallback a failure instead.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import re
 import secrets
@@ -121,7 +123,9 @@ class Lab:
 
     def _makeHosts(self) -> bool:
         self.why = ""
-        if os.geteuid() != 0 or shutil.which("ip") is None:
+        if os.environ.get("MAILLAB_E2E_LOOPBACK") == "1":
+            self.why = "MAILLAB_E2E_LOOPBACK=1"
+        elif os.geteuid() != 0 or shutil.which("ip") is None:
             self.why = "not root" if os.geteuid() != 0 else "no ip command (iproute2)"
         else:
             tag = secrets.token_hex(4)
@@ -241,13 +245,14 @@ class Lab:
 
     # -- the neighbour
 
+    def neighbourArgv(self, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.neighbourNs, *argv] if self.netns else list(argv)
+
     def onNeighbour(self, argv: list[str], timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
         """
         Run a client on the neighbour host; its output as text.
         """
-        if self.netns:
-            argv = ["ip", "netns", "exec", self.neighbourNs, *argv]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kwargs)
+        return subprocess.run(self.neighbourArgv(argv), capture_output=True, text=True, timeout=timeout, **kwargs)
 
     def dig(self, *query: str) -> str:
         """
@@ -260,14 +265,23 @@ class Lab:
             raise AssertionError(f"dig {query}: {result.stdout}{result.stderr}")
         return result.stdout
 
-    def python(self, script: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    def clientArgv(self, name: str, *args) -> list[str]:
         """
-        Run a Python client script (tests/e2e/clients.py's functions) on
-        the neighbour host.
+        The command line running one of L{tests.e2e.clients}' clients on
+        the neighbour host (from the repository's directory).
         """
-        return self.onNeighbour([sys.executable, "-m", "tests.e2e.clients", script, self.address,
-                                 *map(str, self.ports.values()), *args],
+        return self.neighbourArgv([sys.executable, "-m", "tests.e2e.clients", name, self.address,
+                                   *(str(self.ports[listener]) for listener in LISTENERS), *map(str, args)])
+
+    def client(self, name: str, *args, timeout: float = 120):
+        """
+        Run a client of L{tests.e2e.clients} to its end; the JSON it printed.
+        """
+        result = subprocess.run(self.clientArgv(name, *args), capture_output=True, text=True,
                                 timeout=timeout, cwd=REPOSITORY)
+        if result.returncode != 0:
+            raise AssertionError(f"client {name} failed:\n{result.stdout}{result.stderr}")
+        return json.loads(result.stdout)
 
     def waitFor(self, predicate, timeout: float = 30.0, what: str = "") -> None:
         deadline = time.monotonic() + timeout
