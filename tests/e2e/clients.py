@@ -12,6 +12,7 @@ import json
 import random
 import smtplib
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -105,6 +106,33 @@ def plaintext(address, ports, user, password):
         seen["imap"]["authenticate"] = _lines(sock, b"a3 ")
         sock.sendall(b"a4 SELECT INBOX\r\n")
         seen["imap"]["select"] = _lines(sock, b"a4 ")
+    print(json.dumps(seen))
+
+
+def seedimap(address, ports, user, password, starttls):
+    """
+    The seed's telnet session on port 143, line by line: login, select
+    inbox, fetch 1 body, fetch 1 body[header], logout.  Print each
+    command's replies.  With C{starttls} "yes", STARTTLS comes first (the
+    loopback form of the lab refuses logins in clear on loopback too).
+    """
+    seen = {}
+    with socket.create_connection((address, ports["imap"]), timeout=10) as raw:
+        sock = raw
+        seen["greeting"] = _lines(sock, b"\r\n")
+        if starttls == "yes":
+            sock.sendall(b"a000 STARTTLS\r\n")
+            seen["a000"] = _lines(sock, b"a000 ")
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            sock = context.wrap_socket(raw)
+        for tag, command in (("a001", f"login {user} {password}"), ("a003", "select inbox"),
+                             ("a004", "fetch 1 body"), ("a005", "fetch 1 body[header]"), ("a006", "logout")):
+            sock.sendall(f"{tag} {command}\r\n".encode())
+            seen[tag] = _lines(sock, f"{tag} ".encode())
+            while not seen[tag].endswith("\r\n"):
+                seen[tag] += _lines(sock, b"\r\n")
     print(json.dumps(seen))
 
 
@@ -211,7 +239,7 @@ def fuzz(address, ports, lines, seed, budget):
 def main(argv):
     name, address = argv[0], argv[1]
     ports = dict(zip(NAMES, map(int, argv[2:2 + len(NAMES)])))
-    {"burst": burst, "plaintext": plaintext, "fuzz": fuzz}[name](address, ports, *argv[2 + len(NAMES):])
+    {"burst": burst, "plaintext": plaintext, "fuzz": fuzz, "seedimap": seedimap}[name](address, ports, *argv[2 + len(NAMES):])
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ MAILLAB = str(BIN / "maillab")
 SERVER_ADDRESS = "192.0.2.1"
 NEIGHBOUR_ADDRESS = "192.0.2.2"
 DOMAIN = "domaineel.rt"
-PASSWORDS = {"edouard": "Ed0uard lab pw", "utilisateur": "Ut1lisateur pw"}
+# utilisateur's password is the seed's ("a001 login utilisateur 1234").
+PASSWORDS = {"edouard": "Ed0uard-lab-pw", "utilisateur": "1234"}
 
 # The listeners of the shipped config, by section, with their standard port.
 LISTENERS = {
@@ -265,19 +266,21 @@ class Lab:
             raise AssertionError(f"dig {query}: {result.stdout}{result.stderr}")
         return result.stdout
 
-    def clientArgv(self, name: str, *args) -> list[str]:
+    def clientArgv(self, name: str, *args, onServer: bool = False) -> list[str]:
         """
         The command line running one of L{tests.e2e.clients}' clients on
-        the neighbour host (from the repository's directory).
+        the neighbour host (from the repository's directory), or on the
+        server host itself against its loopback address.
         """
-        return self.neighbourArgv([sys.executable, "-m", "tests.e2e.clients", name, self.address,
-                                   *(str(self.ports[listener]) for listener in LISTENERS), *map(str, args)])
+        argv = [sys.executable, "-m", "tests.e2e.clients", name, "127.0.0.1" if onServer else self.address,
+                *(str(self.ports[listener]) for listener in LISTENERS), *map(str, args)]
+        return self.onServer(argv) if onServer else self.neighbourArgv(argv)
 
-    def client(self, name: str, *args, timeout: float = 120):
+    def client(self, name: str, *args, timeout: float = 120, onServer: bool = False):
         """
         Run a client of L{tests.e2e.clients} to its end; the JSON it printed.
         """
-        result = subprocess.run(self.clientArgv(name, *args), capture_output=True, text=True,
+        result = subprocess.run(self.clientArgv(name, *args, onServer=onServer), capture_output=True, text=True,
                                 timeout=timeout, cwd=REPOSITORY)
         if result.returncode != 0:
             raise AssertionError(f"client {name} failed:\n{result.stdout}{result.stderr}")

@@ -195,3 +195,39 @@ class RelayTests(unittest.TestCase):
         self.assertNotEqual(status, 0, transcript)
         self.assertRegex(transcript, r"<~\* +553 5\.7\.1 <utilisateur@domaineel\.rt>: Sender address rejected: not owned by user edouard")
         self.assertNotIn("queued as", transcript)
+
+
+class SeedSessionTests(unittest.TestCase):
+    def test_telnetSessionOnTheServer(self):
+        """
+        The seed's sections 3 and 4: edouard sends from his mail client
+        (the neighbour, submission with STARTTLS and a login) to
+        utilisateur, and the seed's telnet session on the server's own
+        port 143 (in clear, allowed on loopback) logs in as utilisateur
+        and reads the message's structure and header.
+        """
+        lab = Lab(self)
+        result = lab.onNeighbour([
+            "swaks", "--server", f"{lab.address}:{lab.ports['submission']}", "-tls",
+            "-au", "edouard", "-ap", PASSWORDS["edouard"], "--helo", "edouardMSI-pc",
+            "--from", "edouard@domaineel.rt", "--to", "utilisateur@smtp.domaineel.rt",
+            "--header", "Subject: Test", "--header", "From: Edouard <edouard@domaineel.rt>",
+            "--add-header", "Content-Type: text/plain", "--add-header", "Mime-Version: 1.0",
+            "--add-header", "Content-Transfer-Encoding: 7bit", "--body", "Test"])
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        seen = lab.client("seedimap", "utilisateur", PASSWORDS["utilisateur"], "no" if lab.netns else "yes",
+                          onServer=True)
+        self.assertRegex(seen["greeting"], r"^\* OK \[CAPABILITY IMAP4rev1 [^\]]*\] ")
+        self.assertRegex(seen["a001"], r"(?m)^a001 OK ")
+        self.assertIn("* 1 EXISTS\r\n", seen["a003"])
+        self.assertIn("* OK [UIDNEXT 2]", seen["a003"])
+        self.assertRegex(seen["a003"], r"\* OK \[UIDVALIDITY \d+\]")
+        self.assertRegex(seen["a003"], r"(?m)^a003 OK \[READ-WRITE\] ")
+        self.assertRegex(seen["a004"], r'^\* 1 FETCH \(BODY \("text" "plain" \("charset" "us-ascii"\) NIL NIL "7bit" \d+ \d+\)\)\r\n')
+        header = seen["a005"]
+        self.assertRegex(header, r"^\* 1 FETCH \((FLAGS \(\\Seen\) )?BODY\[HEADER\] \{\d+\}\r\n")
+        self.assertIn("\r\nDelivered-To: utilisateur@smtp.domaineel.rt\r\n", header)
+        self.assertIn("\r\nSubject: Test\r\n", header)
+        self.assertIn("\r\nFrom: Edouard <edouard@domaineel.rt>\r\n", header)
+        self.assertRegex(header, r"(?m)^a005 OK ")
+        self.assertRegex(seen["a006"], r"(?m)^\* BYE ")
