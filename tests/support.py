@@ -110,3 +110,37 @@ def sha512crypt(password: str) -> str:
         ["openssl", "passwd", "-6", "-stdin"], input=password, capture_output=True, text=True, check=True
     )
     return result.stdout.strip()
+
+
+def deliverOutOfProcess(account, messages, hostname: str = "mail.domaineel.rt") -> list[str]:
+    """
+    Deliver C{messages} into C{account}'s INBOX through a store of this
+    (test) process, as another program would while a server runs: the
+    store's transaction (tmp/ -> fsync -> new/), synchronously.
+
+    @return: the file names delivered.
+    """
+    from twisted.internet import defer, reactor
+
+    from twisted_maillab.store import Store
+
+    store = Store(
+        reactor,
+        runner=lambda f, *a, **kw: defer.execute(f, *a, **kw),
+        rescanInterval=0,
+        inotify=False,
+        hostname=hostname,
+    )
+    names = []
+    try:
+        for message in messages:
+            txn = store.beginDelivery()
+            txn.addRecipient(account)
+            for start in range(0, len(message), 1 << 20):
+                syncResult(txn.write(message[start : start + (1 << 20)]))
+            (result,) = syncResult(txn.commit())
+            assert result.ok, result.error
+            names.append(result.filename)
+    finally:
+        store.close()
+    return names

@@ -23,10 +23,14 @@ def deliver(h, message, folder="INBOX"):
 
 def fetchValue(answer: bytes, name: bytes) -> bytes:
     """
-    The raw value of item C{name} in our FETCH answer.
+    The raw value of item C{name} in a FETCH answer.
+
+    @raise ValueError: no such item.
     """
-    start = answer.index(b" " + name + b" ") + len(name) + 2
-    return _value(answer, start)
+    match = re.search(rb"[( ]" + re.escape(name) + rb" ", answer)
+    if match is None:
+        raise ValueError(f"no {name!r} in {answer!r}")
+    return _value(answer, match.end())
 
 
 class MailboxCommandTests(unittest.TestCase):
@@ -465,3 +469,55 @@ class FolderGoneTests(unittest.TestCase):
         self.assertEqual(b.lines(b"d1 DELETE Work"), [b"d1 OK DELETE completed"])
         self.assertEqual(a.lines(b"n1 NOOP"), [b"* BYE The selected mailbox was deleted or renamed"])
         self.assertTrue(a.transport.disconnecting)
+
+
+class BigBinaryTests(unittest.TestCase):
+    def test_bigBase64PartStreamedAsLiteral8(self):
+        """
+        BINARY of a base64 part bigger than the inline size: decoded,
+        streamed, announced as a literal8 (RFC 3516 4.2).
+        """
+        import base64
+
+        payload = bytes(range(256)) * 2000
+        encoded = base64.encodebytes(payload)
+        message = (
+            b"Subject: bin\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n--b\n"
+            b"Content-Type: text/plain\n\nhello\n--b\nContent-Type: application/octet-stream\n"
+            b"Content-Transfer-Encoding: base64\n\n" + encoded + b"--b--\n"
+        )
+        h = Harness(self)
+        deliver(h, message)
+        h.select()
+        reply = h.command(b"f1 FETCH 1 (BINARY.SIZE[2] BINARY.PEEK[2])")
+        self.assertEqual(
+            reply,
+            b"* 1 FETCH (BINARY.SIZE[2] %d BINARY[2] ~{%d}\r\n" % (len(payload), len(payload))
+            + payload
+            + b")\r\nf1 OK FETCH completed\r\n",
+        )
+
+
+class StalledFetchTests(unittest.TestCase):
+    def test_clientThatStopsReadingIsLoggedOut(self):
+        """
+        A FETCH streaming to a client that stopped reading does not keep
+        the session forever: the idle timer runs while it waits.
+        """
+        big = b"Subject: big\n\n" + b"0123456789abcdef\n" * 60000
+        h = Harness(self, idleTimeout=1800)
+        deliver(h, big)
+        h.select()
+        original = h.transport.registerProducer
+
+        def register(producer, streaming):
+            original(producer, streaming)
+            producer.pauseProducing()
+
+        h.transport.registerProducer = register
+        h.proto.dataReceived(b"f1 FETCH 1 BODY.PEEK[]\r\n")
+        h.take()
+        h.clock.advance(1801)
+        # Closed without a BYE, which would land inside the literal.
+        self.assertEqual(h.take(), b"")
+        self.assertTrue(h.transport.disconnecting)

@@ -19,16 +19,14 @@ import sys
 import time
 from pathlib import Path
 
-from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from twisted_maillab.auth import makePortal
 from twisted_maillab.auth.pool import runSynchronously
 from twisted_maillab.config import load
-from twisted_maillab.store import Store
 
-from tests.support import freePort, readUntil, stopProcess, sha512crypt, syncResult
+from tests.support import deliverOutOfProcess, freePort, readUntil, stopProcess, sha512crypt, syncResult
 
 BIN = Path(sys.executable).parent
 TWISTD = str(BIN / "twistd")
@@ -82,22 +80,7 @@ class Server:
         )
 
     def deliver(self, *messages: bytes) -> None:
-        store = Store(
-            reactor,
-            runner=lambda f, *a, **kw: defer.execute(f, *a, **kw),
-            rescanInterval=0,
-            inotify=False,
-            hostname="mail.domaineel.rt",
-        )
-        try:
-            for message in messages:
-                txn = store.beginDelivery()
-                txn.addRecipient(self.account)
-                syncResult(txn.write(message))
-                (result,) = syncResult(txn.commit())
-                assert result.ok, result.error
-        finally:
-            store.close()
+        deliverOutOfProcess(self.account, messages)
 
     def clientContext(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=str(self.root / "var" / "tls" / "cert.pem"))

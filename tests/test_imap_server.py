@@ -10,8 +10,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from twisted.trial import unittest
+from zope.interface import implementer
 
 from twisted_maillab.imap import response as R
+from twisted_maillab.interfaces import IMailPortal
 from twisted_maillab.store.testing import deliverNow
 
 from tests.imap_support import REMOTE, Harness
@@ -352,3 +354,71 @@ class SelectedTests(unittest.TestCase):
             [b"* STATUS Archive (MESSAGES 3 UIDNEXT 4)", b"c5 OK STATUS completed"],
         )
         self.assertRegex(h.command(b"c6 COPY 1 INBOX"), rb"\A\* 3 EXISTS\r\n\* 3 RECENT\r\nc6 OK \[COPYUID \d+ 1 4\] COPY completed\r\n\Z")
+
+
+class PortalTests(unittest.TestCase):
+    def test_loginsCarryAddressAndProtocol(self):
+        """
+        The auth package's portal is asked for a per-connection view named
+        "imap" (its login log line says proto=imap, which fail2ban reads).
+        """
+        h0 = Harness(self)
+        seen = []
+        portal = h0.portal
+
+        @implementer(IMailPortal)
+        class MailPortal:
+            def forConnection(self, peer, protocol):
+                seen.append((peer.host, protocol))
+                return portal
+
+        h0.factory.portal = MailPortal()
+        h = Harness(self, factory=h0.factory)
+        h.login()
+        self.assertEqual(seen, [("127.0.0.1", "imap")])
+
+
+class BacklogTests(unittest.TestCase):
+    def test_unreadAnswersStopCommands(self):
+        """
+        A client that pipelines and never reads: past OUTPUT_BACKLOG unsent
+        octets no further command runs until the output drained.
+        """
+        from twisted_maillab.imap.server import OUTPUT_BACKLOG
+
+        h = Harness(self)
+        h.transport.dataBuffer = b"x" * (OUTPUT_BACKLOG + 1)
+        h.proto.dataReceived(b"n1 NOOP\r\nn2 NOOP\r\n")
+        self.assertEqual(h.take(), b"n1 OK NOOP completed\r\n")
+        h.clock.advance(1)
+        self.assertEqual(h.take(), b"")
+        h.transport.dataBuffer = b""
+        h.clock.advance(0.1)
+        self.assertEqual(h.take(), b"n2 OK NOOP completed\r\n")
+
+    def test_idleTimerRunsWhileWaitingForTheClient(self):
+        from twisted_maillab.imap.server import OUTPUT_BACKLOG
+
+        h = Harness(self, loginTimeout=60)
+        h.transport.dataBuffer = b"x" * (OUTPUT_BACKLOG + 1)
+        h.proto.dataReceived(b"n1 NOOP\r\nn2 NOOP\r\n")
+        h.take()
+        h.clock.pump([1] * 61)
+        self.assertTrue(h.transport.disconnecting)
+
+
+class UnselectCheckTests(unittest.TestCase):
+    def test_unselectKeepsDeleted(self):
+        """
+        RFC 3691: UNSELECT leaves the selected state without expunging;
+        RFC 3501 6.4.1 CHECK answers OK.
+        """
+        h = Harness(self)
+        deliver(h, b"Subject: a\n\nx\n")
+        h.select()
+        self.assertEqual(h.lines(b"c1 CHECK"), [b"c1 OK CHECK completed"])
+        h.command(b"s1 STORE 1 +FLAGS.SILENT (\\Deleted)")
+        self.assertEqual(h.lines(b"u1 UNSELECT"), [b"u1 OK UNSELECT completed"])
+        self.assertEqual(h.lines(b"u2 UNSELECT"), [b"u2 BAD No mailbox selected"])
+        self.assertEqual(h.lines(b"s2 STATUS INBOX (MESSAGES)"), [b"* STATUS INBOX (MESSAGES 1)", b"s2 OK STATUS completed"])
+        self.assertEqual(h.lines(b"c2 CHECK"), [b"c2 BAD No mailbox selected"])

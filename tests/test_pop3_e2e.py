@@ -20,16 +20,14 @@ import sys
 import time
 from pathlib import Path
 
-from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from twisted_maillab.auth import makePortal
 from twisted_maillab.auth.pool import runSynchronously
 from twisted_maillab.config import load
-from twisted_maillab.store import Store
 
-from tests.support import freePort, readUntil, requireTool, stopProcess, sha512crypt, syncResult
+from tests.support import deliverOutOfProcess, freePort, readUntil, requireTool, stopProcess, sha512crypt, syncResult
 
 BIN = Path(sys.executable).parent
 TWISTD = str(BIN / "twistd")
@@ -138,29 +136,7 @@ class Server:
         self.start()
 
     def deliver(self, *messages: bytes) -> list[str]:
-        """
-        Deliver through the store's transaction (tmp/ -> fsync -> new/).
-        """
-        store = Store(
-            reactor,
-            runner=lambda f, *a, **kw: defer.execute(f, *a, **kw),
-            rescanInterval=0,
-            inotify=False,
-            hostname="mail.domaineel.rt",
-        )
-        names = []
-        try:
-            for message in messages:
-                txn = store.beginDelivery()
-                txn.addRecipient(self.account)
-                for start in range(0, len(message), 1 << 20):
-                    syncResult(txn.write(message[start : start + (1 << 20)]))
-                (result,) = syncResult(txn.commit())
-                assert result.ok, result.error
-                names.append(result.filename)
-        finally:
-            store.close()
-        return names
+        return deliverOutOfProcess(self.account, messages)
 
     def files(self) -> dict[str, list[str]]:
         return {sub: sorted(os.listdir(self.maildir / sub)) for sub in ("new", "cur")}

@@ -103,11 +103,12 @@ class _Streamed:
     chunks.
     """
 
-    __slots__ = ("size", "chunks")
+    __slots__ = ("size", "chunks", "literal8")
 
-    def __init__(self, size, chunks):
+    def __init__(self, size, chunks, literal8=False):
         self.size = size
         self.chunks = chunks
+        self.literal8 = literal8
 
 
 def _prepareBatch(entries, items):
@@ -167,9 +168,16 @@ def _prepare(f, message, items):
                 start, count = item.partial
                 size = max(0, min(count, total - start))
             if size <= INLINE_SIZE:
-                values.append(b"~" + R.literalPrefix(size) + b"".join(binary.chunks(f, item.partial)))
+                data = b"".join(binary.chunks(f, item.partial))
+                # RFC 3516 4.2: a literal8 for decoded content or NULs, a
+                # plain literal otherwise (as Dovecot answers).
+                literal8 = binary.decoded or b"\0" in data
+                values.append((b"~" if literal8 else b"") + R.literalPrefix(size) + data)
             else:
-                values.append(_Streamed(size, binary.chunks(f, item.partial)))
+                # Not scanned ahead for NULs: only a part declared binary
+                # may hold them.
+                literal8 = binary.decoded or getattr(binary, "encoding", None) == b"binary"
+                values.append(_Streamed(size, binary.chunks(f, item.partial), literal8))
         else:
             values.append(None)
     return message, values
@@ -406,14 +414,20 @@ class FetchCommands:
         One FETCH response with big sections sent chunk by chunk.
         """
         pieces = self._pieces(uid, folder, items, values, message, sizes, seenNow)
+        self.streaming = True
+        try:
+            await self._streamPieces(seq, folder, pieces, flow)
+        finally:
+            self.streaming = False
+
+    async def _streamPieces(self, seq, folder, pieces, flow):
         head = b"* %d FETCH (" % seq
         for i, (name, value) in enumerate(pieces):
             head += (b" " if i else b"") + name + b" "
             if not isinstance(value, _Streamed):
                 head += value
                 continue
-            binary = name.startswith(b"BINARY")
-            self.write(head + (b"~" if binary else b"") + R.literalPrefix(value.size))
+            self.write(head + (b"~" if value.literal8 else b"") + R.literalPrefix(value.size))
             head = b""
             sent = 0
             while sent < value.size:

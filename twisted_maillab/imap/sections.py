@@ -219,6 +219,14 @@ class BinarySection:
         if out:
             yield _crlf(out) if qp else out
 
+    @property
+    def decoded(self) -> bool:
+        """
+        Whether the content is decoded (not sent as stored): Dovecot then
+        answers with a literal8 (RFC 3516 4.2), whatever the octets.
+        """
+        return self.encoding not in IDENTITY_ENCODINGS
+
     def size(self, f) -> int:
         """
         BINARY.SIZE: decodes the part when it is encoded.
@@ -262,6 +270,13 @@ class CompositeBinary:
             cursor = leaf.end
         if self.node.end > cursor:
             yield from crlfChunks(f, [(cursor, self.node.end - cursor)])
+
+    @property
+    def decoded(self) -> bool:
+        """
+        See L{BinarySection.decoded}: some leaf inside is decoded.
+        """
+        return next(_encodedLeaves(self.node), None) is not None
 
     def size(self, f) -> int:
         return sum(len(piece) for piece in self._pieces(f))

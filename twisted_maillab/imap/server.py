@@ -50,6 +50,7 @@ from twisted_maillab.imap.parser import (
     isDone,
 )
 from twisted_maillab.imap.session import SelectedCommands
+from twisted_maillab.interfaces import IMailPortal
 
 __all__ = ["IMAPServer", "IMAPFactory", "ConnectionCounter", "outputBacklog"]
 
@@ -80,6 +81,8 @@ _LITERAL = re.compile(rb"~?\{(\d{1,20})\+?\}\Z")
 # changes stay coalesced in the session's view): a client that IDLEs and
 # never reads cannot make the server hold more than this.
 PUSH_BACKLOG = 256 * 1024
+# Unsent output beyond which no further command is run.
+OUTPUT_BACKLOG = 1024 * 1024
 
 # Sent with every ID reply (RFC 2971 3.3).
 SERVER_ID = {"name": "maillab", "vendor": "twisted-maillab"}
@@ -150,6 +153,8 @@ class IMAPServer(Protocol, SelectedCommands, FetchCommands, MailboxCommands):
 
     log = Logger()
     engine: lines.CommandEngine | None = None
+    # A FETCH literal is being streamed (see fetch.py).
+    streaming = False
 
     def __init__(self):
         self.state = NOT_AUTHENTICATED
@@ -190,7 +195,7 @@ class IMAPServer(Protocol, SelectedCommands, FetchCommands, MailboxCommands):
             return
         self._addressKey = host
         portal = factory.portal
-        if portal is not None and hasattr(portal, "forConnection"):
+        if IMailPortal.providedBy(portal):
             # The auth package's MailPortal: throttling per address, and
             # the login log line fail2ban reads says proto=imap.
             portal = portal.forConnection(self.transport.getPeer(), "imap")
@@ -224,8 +229,9 @@ class IMAPServer(Protocol, SelectedCommands, FetchCommands, MailboxCommands):
             self.engine.write(data)
 
     def timedOut(self):
-        # RFC 3501 5.4 autologout
-        self.write(R.untaggedStatus(b"BYE", b"Autologout; idle for too long"))
+        # RFC 3501 5.4 autologout; no BYE inside a literal being streamed.
+        if not self.streaming:
+            self.write(R.untaggedStatus(b"BYE", b"Autologout; idle for too long"))
         self.engine.close()
 
     def dataReceived(self, data: bytes):
@@ -381,7 +387,36 @@ class IMAPServer(Protocol, SelectedCommands, FetchCommands, MailboxCommands):
             self.write(R.tagged(command.tag, b"NO", b"Internal server error", R.SERVERBUG))
             return None
         if isinstance(result, defer.Deferred):
-            return result.addErrback(self._commandError, command)
+            result.addErrback(self._commandError, command).addCallback(lambda _: self._outputRoom())
+            if command.name == "FETCH":
+                # A FETCH mostly waits on the client reading what it
+                # streams: the idle timer keeps running (reset as it
+                # reads), so a client that stops reading is logged out.
+                self.engine.wait(result, timed=True)
+                return None
+            return result
+        return self._outputRoom()
+
+    def _outputRoom(self) -> None:
+        """
+        When the client lets answers pile up unread beyond
+        L{OUTPUT_BACKLOG} (pipelining without reading), hold the next
+        commands until they drained (the engine also stops reading past its
+        input bound), so the memory one session can make the server hold
+        stays bounded.  The wait is on the client: the idle timer runs.
+        """
+        if self.closed or outputBacklog(self.transport) <= OUTPUT_BACKLOG:
+            return None
+        d = defer.Deferred()
+
+        def check():
+            if self.closed or outputBacklog(self.transport) <= OUTPUT_BACKLOG // 2:
+                d.callback(None)
+            else:
+                self.factory.clock.callLater(0.1, check)
+
+        self.factory.clock.callLater(0.1, check)
+        self.engine.wait(d, timed=True)
         return None
 
     def _commandError(self, failure, command):

@@ -4,8 +4,8 @@ TLS) sections: C{BUILDERS["imap"]} and C{BUILDERS["imaps"]} in
 L{twisted_maillab.service}.
 
 Both listeners share one backend per L{Resources}: the portal, the store,
-the realm registration of L{IIMAPAccount} (the realm refuses a second
-registration), the connection counters (the per-user and per-address
+the realm registrations of L{IIMAPAccount} and of Twisted's
+C{imap4.IAccount} (the realm refuses a second registration), the connection counters (the per-user and per-address
 limits count both ports together) and the cache of parsed message
 structures.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 from twisted_maillab.imap.account import IIMAPAccount, accountFactory
 from twisted_maillab.imap.fetch import StructureCache
 from twisted_maillab.imap.server import ConnectionCounter, IMAPFactory
+from twisted_maillab.imap.twistedseam import registerTwistedAccount
 
 __all__ = ["buildIMAP", "buildIMAPS"]
 
@@ -27,13 +28,13 @@ class _Backend:
         self.addresses = ConnectionCounter()
         self.structures = StructureCache()
         self.portal.realm.registerAvatarFactory(IIMAPAccount, accountFactory(self.store))
+        # Twisted's imap4.IAccount over the same store, for other Twisted
+        # applications in the process (twisted.mail.imap4.IMAP4Server).
+        registerTwistedAccount(self.portal.realm, self.store)
 
 
 def _backend(resources) -> _Backend:
-    backend = getattr(resources, "imapBackend", None)
-    if backend is None:
-        backend = resources.imapBackend = _Backend(resources)
-    return backend
+    return resources.shared("imap", lambda: _Backend(resources))
 
 
 def _factory(section, resources, implicitTLS: bool) -> IMAPFactory:
