@@ -205,7 +205,7 @@ def fuzz(address, ports, lines, seed, budget):
     query = bytes.fromhex("15aa01000001000000000000") + b"\x04smtp\x09domaineel\x02rt\x00\x00\x0f\x00\x01"
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setblocking(False)
-    sent = 0
+    sent = replies = 0
     deadline = started + budget
     while sent < lines and time.monotonic() < deadline:
         kind = rng.random()
@@ -228,11 +228,13 @@ def fuzz(address, ports, lines, seed, budget):
         sent += 1
         try:
             while sock.recv(4096):
-                pass
+                replies += 1
         except OSError:
             pass
     sock.close()
-    report["dns"] = {"sent": sent, "seconds": round(time.monotonic() - started, 2)}
+    # Few replies is right: most packets cannot be answered (RFC 1035
+    # 4.1.1 FORMERR needs a readable header) and rate limiting drops more.
+    report["dns"] = {"sent": sent, "replies": replies, "seconds": round(time.monotonic() - started, 2)}
     print(json.dumps(report))
 
 
