@@ -123,10 +123,7 @@ def seedimap(address, ports, user, password, starttls):
         if starttls == "yes":
             sock.sendall(b"a000 STARTTLS\r\n")
             seen["a000"] = _lines(sock, b"a000 ")
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            sock = context.wrap_socket(raw)
+            sock = _tls().wrap_socket(raw)
         for tag, command in (("a001", f"login {user} {password}"), ("a003", "select inbox"),
                              ("a004", "fetch 1 body"), ("a005", "fetch 1 body[header]"), ("a006", "logout")):
             sock.sendall(f"{tag} {command}\r\n".encode())
@@ -169,8 +166,8 @@ def _fuzzStream(address, port, rng, valid, lines, perConnection, budget):
             with socket.create_connection((address, port), timeout=5) as sock:
                 sock.settimeout(2)
                 batch = [_garbage(rng, valid) for _ in range(perConnection)]
-                # Some lines are cut short of their line end: the last one
-                # always is, others end in a bare CR.
+                # Some lines end in a bare LF; the last one has no line
+                # end at all.
                 payload = b"".join(line + rng.choice([b"\r\n", b"\r\n", b"\r\n", b"\n"]) for line in batch[:-1])
                 sock.sendall(payload + batch[-1])
                 # End the session as a vanished client does: the server
@@ -187,11 +184,86 @@ def _fuzzStream(address, port, rng, valid, lines, perConnection, budget):
     return sent, replies
 
 
-def fuzz(address, ports, lines, seed, budget):
+# Read-only commands for the logged-in passes: the pass must not delete
+# the mail whose survival it checks.  No IDLE and no literal: either would
+# swallow the closing LOGOUT and leave each session to its timeout.
+VALID_LOGGED_IN = {
+    "pop3": [b"STAT", b"LIST", b"LIST 1", b"UIDL", b"UIDL 1", b"TOP 1 0", b"RETR 1", b"NOOP", b"RSET", b"CAPA"],
+    "imap": [b"a3 EXAMINE INBOX", b"a4 FETCH 1:* (BODY.PEEK[HEADER] FLAGS)", b"a5 UID FETCH 1:* (BODYSTRUCTURE ENVELOPE)",
+             b"a6 SEARCH CHARSET UTF-8 TEXT x", b'a7 LIST "" *', b"a8 STATUS INBOX (MESSAGES UIDNEXT)", b"a9 NOOP",
+             b"b2 FETCH 1 BINARY.PEEK[1]", b"b3 UID SORT (DATE) UTF-8 ALL", b"b4 NAMESPACE",
+             b"b5 FETCH 1 (BODY.PEEK[1.MIME] RFC822.SIZE)"],
+}
+
+
+def _tls():
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _logIn(name, raw, user, password):
+    """
+    STARTTLS (STLS) and a login on a fresh IMAP (POP3) connection; the
+    TLS socket, or None when the server said no.
+    """
+    _lines(raw, b"\r\n")
+    if name == "imap":
+        raw.sendall(b"s0 STARTTLS\r\n")
+        if "s0 OK" not in _lines(raw, b"s0 "):
+            return None
+        sock = _tls().wrap_socket(raw)
+        sock.sendall(f'l0 LOGIN {user} "{password}"\r\n'.encode())
+        reply = _lines(sock, b"l0 ")
+        while not reply.endswith("\r\n"):
+            reply += _lines(sock, b"\r\n")
+        return sock if "l0 OK" in reply else None
+    raw.sendall(b"STLS\r\n")
+    if not _lines(raw, b"\r\n").startswith("+OK"):
+        return None
+    sock = _tls().wrap_socket(raw)
+    sock.sendall(f"USER {user}\r\n".encode())
+    _lines(sock, b"\r\n")
+    sock.sendall(f"PASS {password}\r\n".encode())
+    return sock if _lines(sock, b"\r\n").startswith("+OK") else None
+
+
+def _fuzzLoggedIn(name, address, port, rng, lines, perConnection, budget, user, password):
+    """
+    Sessions that STARTTLS and log in, then send random and truncated
+    read-only commands and end with a logout.
+    """
+    deadline = time.monotonic() + budget
+    sent = replies = sessions = 0
+    quit = b"\r\nzz LOGOUT\r\n" if name == "imap" else b"\r\nQUIT\r\n"
+    while sent < lines and time.monotonic() < deadline:
+        try:
+            with socket.create_connection((address, port), timeout=5) as raw:
+                sock = _logIn(name, raw, user, password)
+                sent += perConnection
+                if sock is None:
+                    continue
+                sessions += 1
+                sock.settimeout(2)
+                batch = [_garbage(rng, VALID_LOGGED_IN[name]) for _ in range(perConnection)]
+                sock.sendall(b"\r\n".join(batch) + quit)
+                try:
+                    while chunk := sock.recv(65536):
+                        replies += chunk.count(b"\n")
+                except (OSError, ssl.SSLError):
+                    pass
+        except OSError:
+            pass
+    return {"sent": sent, "replies": replies, "sessions": sessions}
+
+
+def fuzz(address, ports, lines, seed, budget, user, password):
     """
     C{lines} random and truncated command lines to each of SMTP, POP3 and
-    IMAP (in sessions of 20), and as many malformed DNS packets over UDP,
-    each protocol bounded by C{budget} seconds.  Print how many of each
+    IMAP (in sessions of 20), as many again to POP3 and IMAP logged in as
+    C{user} after STLS/STARTTLS (in sessions of 50), and as many malformed
+    DNS packets over UDP, each pass bounded by C{budget} seconds.  Print how many of each
     went out and how long each took.
     """
     lines, budget = int(lines), float(budget)
@@ -201,6 +273,10 @@ def fuzz(address, ports, lines, seed, budget):
         started = time.monotonic()
         sent, replies = _fuzzStream(address, ports[name], rng, VALID[name], lines, 20, budget)
         report[name] = {"sent": sent, "replies": replies, "seconds": round(time.monotonic() - started, 2)}
+    for name in ("pop3", "imap"):
+        started = time.monotonic()
+        report[name + " logged in"] = _fuzzLoggedIn(name, address, ports[name], rng, lines, 50, budget, user, password)
+        report[name + " logged in"]["seconds"] = round(time.monotonic() - started, 2)
     started = time.monotonic()
     query = bytes.fromhex("15aa01000001000000000000") + b"\x04smtp\x09domaineel\x02rt\x00\x00\x0f\x00\x01"
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.support import freePort, readUntil, sha512crypt, stopProcess
+from tests.support import freePort, sha512crypt, stopProcess
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 SHIPPED_INI = REPOSITORY / "etc" / "maillab.ini"
@@ -222,26 +222,47 @@ class Lab:
     def onServer(self, argv: list[str]) -> list[str]:
         return ["ip", "netns", "exec", self.serverNs, *argv] if self.netns else list(argv)
 
-    def start(self) -> str:
-        self.process = subprocess.Popen(
-            self.onServer([TWISTD, "-n", "--pidfile=", "maillab", "--config", str(self.ini)]),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.root,
-        )
+    def start(self) -> None:
+        """
+        Start the server and wait until every listener is bound.  Its
+        output goes to C{twistd.log} (a file, not a pipe: a malformed-input
+        pass makes more log than a pipe holds, and a full pipe would stop
+        the server).
+        """
+        self.logFile = self.root / "twistd.log"
+        offset = self.logFile.stat().st_size if self.logFile.exists() else 0
+        with open(self.logFile, "ab") as output:
+            self.process = subprocess.Popen(
+                self.onServer([TWISTD, "-n", "--pidfile=", "maillab", "--config", str(self.ini)]),
+                stdout=output, stderr=subprocess.STDOUT, cwd=self.root,
+            )
         if not self.netns:
             self.testCase.addCleanup(self.stop)
-        self.log = readUntil(self.process, [rf"\b{name} listening on" for name in LISTENERS])
-        return self.log
+        patterns = [rf"\b{name} listening on" for name in LISTENERS]
+
+        def started():
+            if self.process.poll() is not None:
+                raise AssertionError(f"the server exited ({self.process.returncode}):\n{self.log(offset)}")
+            return all(re.search(pattern, self.log(offset)) for pattern in patterns)
+
+        self.waitFor(started, timeout=60, what=f"{patterns} in the server's log")
+
+    def log(self, offset: int = 0) -> str:
+        """
+        The server's output (all of its runs) from C{offset}.
+        """
+        with open(self.logFile, "rb") as log:
+            log.seek(offset)
+            return log.read().decode("utf-8", "replace")
 
     def stop(self) -> None:
         if self.process is not None:
             stopProcess(self.process)
-            self.process.stdout.close()
             self.process = None
 
     def kill9(self) -> None:
         self.process.kill()
         self.process.wait()
-        self.process.stdout.close()
         self.process = None
 
     # -- the neighbour

@@ -89,8 +89,9 @@ class MalformedInputTests(unittest.TestCase):
     def test_fuzzPass(self):
         """
         A message is delivered, then C{LINES} random and truncated lines
-        go to each of SMTP, POP3 and IMAP and as many malformed packets to
-        DNS (each bounded to C{BUDGET} seconds).  The server process is
+        go to each of SMTP, POP3 and IMAP, as many again to POP3 and IMAP
+        sessions logged in as edouard (read-only commands), and as many
+        malformed packets to DNS (each pass bounded to C{BUDGET} seconds).  The server process is
         still there and answers each protocol, and the message is intact.
         """
         lab = Lab(self)
@@ -100,12 +101,17 @@ class MalformedInputTests(unittest.TestCase):
         before = lab.messages("edouard")
         self.assertEqual(len(before), 1)
         started = time.monotonic()
-        report = lab.client("fuzz", self.LINES, 13, self.BUDGET, timeout=self.BUDGET * 4 + 60)
+        report = lab.client("fuzz", self.LINES, 13, self.BUDGET, "edouard", PASSWORDS["edouard"],
+                            timeout=self.BUDGET * 6 + 60)
         elapsed = time.monotonic() - started
         print(f"malformed-input pass: {report} in {elapsed:.1f}s", flush=True)
-        for name in ("smtp", "pop3", "imap", "dns"):
+        for name in ("smtp", "pop3", "imap", "dns", "pop3 logged in", "imap logged in"):
             self.assertGreaterEqual(report[name]["sent"], min(self.LINES, 500), report)
+        for name in ("pop3 logged in", "imap logged in"):
+            self.assertGreater(report[name]["sessions"], 0, report)
         self.assertIsNone(lab.process.poll(), "the server died")
+        log = lab.log()
+        self.assertNotRegex(log, r"Traceback|Unhandled|CRITICAL", log[-5000:])
         # DNS answers a real query again once the neighbour's rate limit
         # (responses per second) lets it through.
         def answered():
