@@ -521,3 +521,74 @@ class StalledFetchTests(unittest.TestCase):
         # Closed without a BYE, which would land inside the literal.
         self.assertEqual(h.take(), b"")
         self.assertTrue(h.transport.disconnecting)
+
+
+class AppendSpoolTests(unittest.TestCase):
+    """
+    Big APPEND literals go to a spool file as they arrive, not into the
+    command assembler's memory.
+    """
+
+    def setUp(self):
+        self.h = Harness(self)
+        self.h.select()
+        self.big = b"Subject: big\r\n\r\n" + b"spooled line\r\n" * 20000
+
+    def test_bigLiteralSpooled(self):
+        h, big = self.h, self.big
+        self.assertEqual(h.send(b"a1 APPEND INBOX (\\Seen) {%d}\r\n" % len(big)), b"+ Ready for literal data\r\n")
+        h.send(big[:150000])
+        # Not held by the assembler.
+        self.assertLess(h.proto.assembler.pending(), 1000)
+        reply = h.send(big[150000:] + b"\r\n")
+        self.assertRegex(reply, rb"\A\* 1 EXISTS\r\n\* \d RECENT\r\na1 OK \[APPENDUID \d+ 1\] APPEND completed\r\n\Z")
+        reply = h.command(b"f1 FETCH 1 (FLAGS BODY.PEEK[])")
+        self.assertEqual(reply, b"* 1 FETCH (FLAGS (\\Seen) BODY[] {%d}\r\n" % len(big) + big + b")\r\nf1 OK FETCH completed\r\n")
+
+    def test_multiappendMixed(self):
+        """
+        RFC 3502 with a small literal mailbox name, a big message and a
+        small one (LITERAL+): each message gets its own source, in order.
+        """
+        h, big = self.h, self.big
+        small = b"Subject: small\r\n\r\nx\r\n"
+        h.send(b"a1 APPEND {5+}\r\nINBOX {%d+}\r\n" % len(big) + big + b" (\\Flagged) {%d+}\r\n" % len(small) + small + b"\r\n")
+        self.assertEqual(h.lines(b"s1 SEARCH FLAGGED"), [b"* SEARCH 2", b"s1 OK SEARCH completed"])
+        self.assertEqual(fetchValue(h.command(b"f1 FETCH 1 BODY.PEEK[]"), b"BODY[]"), b"{%d}\r\n" % len(big) + big)
+        self.assertEqual(fetchValue(h.command(b"f2 FETCH 2 BODY.PEEK[]"), b"BODY[]"), b"{%d}\r\n" % len(small) + small)
+
+    def test_tooBigRefusedBeforeReading(self):
+        h = Harness(self, appendLimit=100000)
+        h.login()
+        self.assertEqual(
+            h.lines(b"a1 APPEND INBOX {100001}"),
+            [b"a1 NO [TOOBIG] literal of 100001 octets is beyond the limit of 100000"],
+        )
+        self.assertEqual(h.lines(b"a2 NOOP"), [b"a2 OK NOOP completed"])
+        self.assertEqual(
+            h.lines(b"a3 APPEND INBOX {100001+}"),
+            [b"* BYE literal of 100001 octets is beyond the limit of 100000"],
+        )
+        self.assertTrue(h.transport.disconnecting)
+
+    def test_badCommandClosesTheSpool(self):
+        """
+        A spooled APPEND whose command line turns out bad: BAD, and its
+        spool file is closed.
+        """
+        h, big = self.h, self.big
+        from twisted_maillab.imap import appendspool
+
+        files = []
+        originalFinish = appendspool.Spool.finish
+
+        async def finish(spool):
+            f = await originalFinish(spool)
+            files.append(f)
+            return f
+
+        self.patch(appendspool.Spool, "finish", finish)
+        reply = h.send(b"a1 APPEND INBOX {%d+}\r\n" % len(big) + big + b" garbage(\r\n")
+        self.assertTrue(reply.startswith(b"a1 BAD "), reply)
+        self.assertEqual(len(files), 1)
+        self.assertTrue(files[0].closed)

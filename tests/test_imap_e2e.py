@@ -116,6 +116,11 @@ class ImaplibTests(unittest.TestCase):
         self.assertRegex(data[0], rb"^\[APPENDUID \d+ 3\] APPEND completed$")
         self.assertEqual(client.expunge(), ("OK", [b"1"]))
         self.assertEqual(client.search(None, "ALL"), ("OK", [b"1 2"]))
+        # A big APPEND goes through a spool file in the store's pool.
+        big = b"Subject: big\r\n\r\n" + b"0123456789" * 300000 + b"\r\n"
+        self.assertEqual(client.append("INBOX", None, None, big)[0], "OK")
+        typ, data = client.fetch("3", "(BODY.PEEK[])")
+        self.assertEqual(data[0][1], big)
         typ, data = client.list()
         self.assertIn(b'(\\HasNoChildren \\Sent) "/" Sent', data)
         self.assertEqual(client.logout()[0], "BYE")

@@ -279,8 +279,20 @@ class MailboxCommands:
 
     async def _append(self, command):
         args = command.args
-        for message in args.messages:
-            if len(message.data) > self.factory.appendLimit:
+        try:
+            sources = self.appendSources(args)
+        except OSError:
+            return self.no(command, b"Cannot store the message now", R.SERVERBUG)
+        try:
+            await self._appendAll(command, args, sources)
+        finally:
+            for source in sources:
+                if hasattr(source, "close"):
+                    source.close()
+
+    async def _appendAll(self, command, args, sources):
+        for source in sources:
+            if isinstance(source, bytes) and len(source) > self.factory.appendLimit:
                 return self.no(command, b"Message too big", R.TOOBIG)
         try:
             folder = await self.avatar.mailboxes.open(args.mailbox)
@@ -289,10 +301,10 @@ class MailboxCommands:
             return self.no(command, b"Mailbox does not exist", R.TRYCREATE)
         uids = []
         try:
-            for message in args.messages:
+            for message, source in zip(args.messages, sources):
                 flags = [f for f in message.flags if f.lower() != "\\recent"]
                 date = message.internalDate.timestamp() if message.internalDate is not None else None
-                uids.append(await folder.append(message.data, flags, date))
+                uids.append(await folder.append(source, flags, date))
         except QuotaExceeded as e:
             return self.no(command, e.message.encode("utf-8", "replace"), R.OVERQUOTA)
         finally:

@@ -9,7 +9,9 @@ mixed into L{IMAPServer}: L{twisted_maillab.imap.session} (the selected
 state over a L{FolderView}: SELECT, STORE, EXPUNGE, COPY/MOVE, SEARCH,
 SORT, CLOSE), L{twisted_maillab.imap.fetch} (FETCH, streamed) and
 L{twisted_maillab.imap.mailboxcmds} (LIST, LSUB, CREATE, DELETE, RENAME,
-SUBSCRIBE, STATUS, NAMESPACE, APPEND).
+SUBSCRIBE, STATUS, NAMESPACE, APPEND); big APPEND literals are read into
+files by L{twisted_maillab.imap.appendspool}; connection and output
+bounds are L{twisted_maillab.imap.limits}.
 
 Input: the suite's L{twisted_maillab.lines.CommandEngine} splits lines,
 orders commands (a command's Deferred holds the next one), bounds what a
@@ -37,9 +39,11 @@ from twisted_maillab import lines
 from twisted_maillab.auth.pool import AuthenticationUnavailable
 from twisted_maillab.auth.sasl import challengers
 from twisted_maillab.sendnow import noDelay
+from twisted_maillab.imap import appendspool
 from twisted_maillab.imap import response as R
 from twisted_maillab.imap.account import IIMAPAccount
 from twisted_maillab.imap.fetch import FetchCommands
+from twisted_maillab.imap.limits import OUTPUT_BACKLOG, PUSH_BACKLOG, ConnectionCounter, outputBacklog
 from twisted_maillab.imap.mailboxcmds import MailboxCommands
 from twisted_maillab.imap.parser import (
     Command,
@@ -52,7 +56,7 @@ from twisted_maillab.imap.parser import (
 from twisted_maillab.imap.session import SelectedCommands
 from twisted_maillab.interfaces import IMailPortal
 
-__all__ = ["IMAPServer", "IMAPFactory", "ConnectionCounter", "outputBacklog"]
+__all__ = ["IMAPServer", "IMAPFactory", "ConnectionCounter", "OUTPUT_BACKLOG", "PUSH_BACKLOG"]
 
 CRLF = b"\r\n"
 
@@ -77,63 +81,19 @@ LOGOUT = "logout"
 # The end of a line announcing a literal: {N}, {N+} or a literal8 ~{N}.
 _LITERAL = re.compile(rb"~?\{(\d{1,20})\+?\}\Z")
 
-# Output not yet sent to a client beyond which IDLE pushes wait (the
-# changes stay coalesced in the session's view): a client that IDLEs and
-# never reads cannot make the server hold more than this.
-PUSH_BACKLOG = 256 * 1024
-# Unsent output beyond which no further command is run.
-OUTPUT_BACKLOG = 1024 * 1024
-
 # Sent with every ID reply (RFC 2971 3.3).
 SERVER_ID = {"name": "maillab", "vendor": "twisted-maillab"}
 
 
-class ConnectionCounter:
+class _Spooled:
     """
-    Connections per key (a client address, a user), shared by every IMAP
-    listener of a process.
+    A big APPEND literal of C{size} octets to read into a spool file.
     """
 
-    def __init__(self):
-        self._counts: dict = {}
+    __slots__ = ("size",)
 
-    def acquire(self, key, limit: int) -> bool:
-        """
-        Count one more for C{key} unless C{limit} (0: none) is reached.
-        """
-        count = self._counts.get(key, 0)
-        if limit and count >= limit:
-            return False
-        self._counts[key] = count + 1
-        return True
-
-    def release(self, key) -> None:
-        count = self._counts.get(key, 0) - 1
-        if count <= 0:
-            self._counts.pop(key, None)
-        else:
-            self._counts[key] = count
-
-    def __getitem__(self, key) -> int:
-        return self._counts.get(key, 0)
-
-
-def outputBacklog(transport) -> int:
-    """
-    Octets written to C{transport} and not yet sent: Twisted's TCP
-    transport keeps them in C{dataBuffer} (from C{offset}) and
-    C{_tempDataBuffer}; a TLS transport writes to the TCP one under it.
-    """
-    total = 0
-    for _ in range(3):
-        if transport is None:
-            break
-        data = getattr(transport, "dataBuffer", None)
-        if isinstance(data, (bytes, bytearray)):
-            total += len(data) - getattr(transport, "offset", 0)
-        total += getattr(transport, "_tempDataLen", 0) or 0
-        transport = getattr(transport, "transport", None)
-    return total
+    def __init__(self, size: int):
+        self.size = size
 
 
 def _peerHost(transport) -> str:
@@ -155,6 +115,7 @@ class IMAPServer(Protocol, SelectedCommands, FetchCommands, MailboxCommands):
     engine: lines.CommandEngine | None = None
     # A FETCH literal is being streamed (see fetch.py).
     streaming = False
+    _appendLiterals = None
 
     def __init__(self):
         self.state = NOT_AUTHENTICATED
@@ -261,36 +222,82 @@ class IMAPServer(Protocol, SelectedCommands, FetchCommands, MailboxCommands):
         one with literals (then the rest is read here, the engine holding
         further commands until this one is answered).
         """
+        # An authenticated APPEND's big literals are spooled to files
+        # (appendspool): the literals of the command, in order, each a
+        # file or None (read into memory by the assembler).
+        self._appendLiterals = None
+        if self.avatar is not None and appendspool.isAppend(line):
+            self._appendLiterals = []
+            self._appendTag = line.split(b" ", 1)[0]
+            self._spooled = 0
         event = self._feed(line)
         if event is None:
             return None
-        if isinstance(event, int):
+        if isinstance(event, (int, _Spooled)):
             return defer.ensureDeferred(self._readLiterals(event))
         return self._dispatchEvent(event)
 
     def _feed(self, line: bytes):
         """
         Feed one line: a command or parse error event, an int (the size of
-        a literal to read now), or L{None} (nothing to do).
+        a literal to read now into the assembler), a L{_Spooled} (the size
+        of one to spool), or L{None} (nothing to do).
         """
+        if self._appendLiterals is not None:
+            announced = appendspool.announcedLiteral(line)
+            if announced is not None and announced[0] >= appendspool.SPOOL_MIN:
+                return self._spoolLiteral(line, *announced)
         self.assembler.feed(line + CRLF)
         event = self.assembler.nextEvent()
         if isinstance(event, Continuation):
             self.write(R.continuation(b"Ready for literal data"))
-            return event.size
-        if event is None:
-            m = _LITERAL.search(line)
-            if m is not None:
-                # A non-synchronising literal (RFC 7888): its octets follow.
-                return int(m.group(1))
-        return event
+            size = event.size
+        elif event is None and _LITERAL.search(line) is not None:
+            # A non-synchronising literal (RFC 7888): its octets follow.
+            size = int(_LITERAL.search(line).group(1))
+        else:
+            return event
+        if self._appendLiterals is not None:
+            self._appendLiterals.append(None)
+        return size
 
-    async def _readLiterals(self, size: int):
+    def _spoolLiteral(self, line: bytes, size: int, synchronising: bool):
+        limit = self.factory.appendLimit
+        if size > limit or self._spooled + size > limit:
+            # RFC 7889: refused before any octet is read; a literal
+            # already on its way (LITERAL+) cannot be skipped.
+            self.assembler.discard()
+            self._dropAppendLiterals()
+            if not synchronising:
+                self.write(R.untaggedStatus(b"BYE", f"literal of {size} octets is beyond the limit of {limit}"))
+                self.engine.close()
+                return None
+            self.write(R.tagged(self._appendTag, b"NO", f"literal of {size} octets is beyond the limit of {limit}", R.TOOBIG))
+            return None
+        self._spooled += size
+        self.assembler.feed(appendspool.withoutLiteral(line) + CRLF)
+        event = self.assembler.nextEvent()
+        if isinstance(event, Continuation):
+            self.write(R.continuation(b"Ready for literal data"))
+        elif event is not None:
+            return event
+        return _Spooled(size)
+
+    async def _readLiterals(self, size):
         while True:
-            await self.engine.readOctets(size, self.assembler.feed)
+            if isinstance(size, _Spooled):
+                spool = appendspool.Spool(self.avatar.store.run, self.engine)
+                await self.engine.readOctets(size.size, spool.write)
+                try:
+                    self._appendLiterals.append(await spool.finish())
+                except OSError as e:
+                    self.log.error("imap: cannot spool an APPEND literal: {error}", error=e)
+                    self._appendLiterals.append(e)
+            else:
+                await self.engine.readOctets(size, self.assembler.feed)
             line = await self.engine.readLine()
             event = self._feed(line)
-            if isinstance(event, int):
+            if isinstance(event, (int, _Spooled)):
                 size = event
                 continue
             if event is None:
@@ -300,11 +307,49 @@ class IMAPServer(Protocol, SelectedCommands, FetchCommands, MailboxCommands):
                 await result
             return None
 
+    def appendSources(self, args) -> list:
+        """
+        What each message of an APPEND is stored from: its literal's
+        bytes, or the spool file it was read into (see appendspool).
+
+        @raise OSError: a spool could not be written.
+        """
+        literals = self._appendLiterals or []
+        self._appendLiterals = None
+        messages = args.messages
+        slots = literals[len(literals) - len(messages) :] if len(literals) >= len(messages) else [None] * len(messages)
+        sources = []
+        for message, slot in zip(messages, slots):
+            sources.append(message.data if slot is None else slot)
+        for source in sources:
+            if isinstance(source, OSError):
+                for other in sources:
+                    if hasattr(other, "close"):
+                        other.close()
+                raise source
+        return sources
+
     def _dispatchEvent(self, event):
         if isinstance(event, ParseError):
+            self._dropAppendLiterals()
             return self._parseError(event)
         self._badCommands = 0
-        return self.dispatch(event)
+        result = self.dispatch(event)
+        if isinstance(result, defer.Deferred):
+            return result.addBoth(self._dropAppendLiterals)
+        self._dropAppendLiterals()
+        return result
+
+    def _dropAppendLiterals(self, result=None):
+        """
+        Close the spool files of an APPEND that did not take them (it was
+        refused, or the command did not parse).
+        """
+        literals, self._appendLiterals = self._appendLiterals, None
+        for literal in literals or ():
+            if hasattr(literal, "close"):
+                literal.close()
+        return result
 
     def _parseError(self, error: ParseError):
         if isinstance(error, LiteralTooBig) and error.command == "APPEND" and not error.fatal:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from twisted_maillab.imap.account import IIMAPAccount, accountFactory
 from twisted_maillab.imap.fetch import StructureCache
-from twisted_maillab.imap.server import ConnectionCounter, IMAPFactory
+from twisted_maillab.imap.limits import ConnectionCounter
+from twisted_maillab.imap.server import IMAPFactory
 from twisted_maillab.imap.twistedseam import registerTwistedAccount
 
 __all__ = ["buildIMAP", "buildIMAPS"]
