@@ -38,7 +38,10 @@ class KillTests(unittest.TestCase):
         lab.kill9()
         out, err = client.communicate(timeout=60)
         accepted = [json.loads(line) for line in out.splitlines()]
-        self.assertGreaterEqual(len(accepted), 20, err)
+        # Each of the four connections may have had a message renamed into
+        # new/ whose 250 the kill cut off (stored, never acknowledged: the
+        # client retries it, RFC 5321 6.1 allows the duplicate).
+        self.assertGreaterEqual(len(accepted), 20 - 4, err)
         self.assertLess(len(accepted), BURST, "the kill came after the burst")
         lab.start()
         subjects = []
