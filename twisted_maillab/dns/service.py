@@ -149,7 +149,7 @@ class DNSService(service.MultiService):
         self.udpSize = udpSize
         self.notifyTargets = tuple(notifyTargets)
         self.signals = signals
-        self.server = DNSServer(Zones(zones), udpSize, allowTransfer, rateLimiter)
+        self.server = DNSServer(Zones(zones), udpSize, allowTransfer, rateLimiter, clock=reactor)
         self.listeners: list[_UDPAndTCP] = []
         self._previousHandler = None
         self._reloading = None
