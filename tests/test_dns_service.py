@@ -18,7 +18,7 @@ from twisted.trial import unittest
 from twisted_maillab import config, service
 from twisted_maillab.config import ConfigError
 from twisted_maillab.dns import names as N
-from twisted_maillab.dns.service import DNSService
+from twisted_maillab.dns.service import DNSService, _release
 
 from tests.support import freePort, requireTool
 from tests.test_dns_support import FIXTURES, ROOT, buildQuery, decode
@@ -195,8 +195,14 @@ class ReloadTests(_Base):
     def test_reloadDuringReloadRunsAgainAfter(self):
         dns_ = self.startDNS()
         pending = []
+        released = []
+        states = [dns_.server.state]
 
         def held(f, *args):
+            if f is _release:
+                # The replaced zones and table are dropped in the pool.
+                released.append(args[0])
+                return defer.succeed(None)
             # Run the "thread" work only when the test says so.
             d = defer.Deferred()
             pending.append((f, args, d))
@@ -216,10 +222,12 @@ class ReloadTests(_Base):
         self.writeZone(seedText(6))
         release()  # first: build the table
         self.assertEqual((yield first), ["domaineel.rt."])
+        states.append(dns_.server.state)
         release()  # second: read serial 6
         release()  # second: build the table
         self.assertEqual((yield second), ["domaineel.rt."])
         self.assertEqual(pending, [])
+        self.assertEqual([id(s) for s in released], [id(s) for s in states])
         self.assertEqual((yield self.serial()), 6)
 
     @defer.inlineCallbacks

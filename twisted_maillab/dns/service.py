@@ -271,7 +271,13 @@ class DNSService(service.MultiService):
         d = self.deferToThread(self._table, zones)
 
         def install(table):
+            previous = self.server.state
             self.server.install(zones, table)
+            # The old zones and table are freed in a pool thread, which
+            # holds the last reference: freeing a large zone object by
+            # object would hold the reactor thread.
+            self.deferToThread(_release, previous)
+            del previous
             self.lastNotify = self.notify(raised)
             return [N.toText(z.origin) for z in raised]
 
@@ -293,6 +299,12 @@ class DNSService(service.MultiService):
             for zone in zones
         ]
         return defer.gatherResults(senders)
+
+
+def _release(state) -> None:
+    """
+    Nothing: called in a pool thread with the last reference to C{state}.
+    """
 
 
 def _hostPort(endpoint, description: str):
