@@ -137,6 +137,20 @@ def checkAnswers(maillabPort: int, nsdPort: int) -> int:
 SIZE_ORIGIN = "bench.test"
 
 
+def stopAll(processes, nsd, directory: str) -> None:
+    """
+    Stop the servers this run started and remove its directory.
+    """
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    nsd.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 def generatedZone(names: int, serial: int = 1) -> str:
     """
     A zone of C{names} names: an A each, TXT and MX on one name in ten.
@@ -242,14 +256,7 @@ def zoneSize(names: int) -> None:
             flush=True,
         )
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        nsd.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+        stopAll(processes, nsd, directory)
 
 
 def main(argv=None) -> int:
@@ -302,14 +309,7 @@ def main(argv=None) -> int:
                 f"maillab/twistd = {results[('maillab', mode)] / max(results[('twistd', mode)], 1):.1f}"
             )
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        nsd.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+        stopAll(processes, nsd, directory)
     return 0
 
 

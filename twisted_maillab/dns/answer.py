@@ -79,7 +79,7 @@ def lookup(zones: Zones, qname: Name, qtype: int, anyClass: bool = False) -> Ans
     @param qname: the query name (any case).
     @param anyClass: the query's class is C{*} (RFC 1035 3.2.5): the IN
         data is answered, not authoritatively (an answer for every class
-        cannot be authoritative for all of them; RFC 6895 3.2 too), with
+        cannot be authoritative for all of them), with
         neither the apex NS nor the negative SOA in authority, as NSD.
     """
     qkey = N.key(qname)
