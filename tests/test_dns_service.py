@@ -371,6 +371,44 @@ class ZoneSourceTests(unittest.TestCase):
         self.assertEqual([r[4] for r in answer["answerList"]], [bytes([192, 0, 2, 2])])
 
 
+    def test_loadWithoutCycleCollector(self):
+        """
+        The zones are read with the cyclic collector paused and frozen
+        after: its full walks over a large zone's objects would hold the
+        reactor thread during a reload.
+        """
+        import gc
+
+        from zope.interface import implementer
+
+        from twisted_maillab.dns.zone import parseOrigin, parseZoneText
+        from twisted_maillab.interfaces import IZoneSource
+
+        seen = []
+
+        @implementer(IZoneSource)
+        class Generated:
+            serial = 1
+
+            def load(self):
+                seen.append(gc.isenabled())
+                text = f"$TTL 60\n@ SOA ns hm {self.serial} 1 1 1 1\n NS ns\nns A 192.0.2.{self.serial}\n"
+                return [parseZoneText(text, parseOrigin("gen.test"))[0]]
+
+        source = Generated()
+        svc = DNSService(source, source.load(), _ThreadCalls(), signals=FakeSignals(), deferToThread=lambda f, *a: defer.maybeDeferred(f, *a))
+        self.addCleanup(gc.unfreeze)
+        gc.unfreeze()
+        source.serial = 2
+        self.assertEqual(self.successResultOf(svc.reload()), ["gen.test."])
+        self.assertEqual(seen, [True, False])
+        self.assertTrue(gc.isenabled())
+        # Frozen: in the permanent generation, out of every collection.
+        node = svc.server.zones.byOrigin[parseOrigin("gen.test")].nodes[parseOrigin("ns.gen.test")]
+        self.assertGreater(gc.get_freeze_count(), 0)
+        self.assertFalse(any(o is node for o in gc.get_objects()))
+
+
 class _Secondary(DatagramProtocol):
     """
     A fake secondary: records NOTIFYs and acknowledges them (RFC 1996 4.7).
