@@ -10,6 +10,15 @@ if the answers are NSD's.
 
     .venv/bin/python bench/dns_bench.py [--seconds 10] [--clients 20]
 
+With C{--zone-size N[,N...]} it measures instead the cost that grows with
+the zone: a generated zone of N names (an A each, TXT and MX on one name
+in ten) served alone by maillab and by NSD, the time from start to the
+first answer and the resident memory (NSD: all its processes), then
+maillab's memory after a query for each of 20,000 names and the longest
+wait for an answer while it reloads the zone (SIGHUP, serial raised).
+
+    .venv/bin/python bench/dns_bench.py --zone-size 10000,100000
+
 Needs: apt-get install -y dnsperf nsd.
 """
 
@@ -125,13 +134,145 @@ def checkAnswers(maillabPort: int, nsdPort: int) -> int:
     return checked
 
 
+SIZE_ORIGIN = "bench.test"
+
+
+def stopAll(processes, nsd, directory: str) -> None:
+    """
+    Stop the servers this run started and remove its directory.
+    """
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    nsd.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def generatedZone(names: int, serial: int = 1) -> str:
+    """
+    A zone of C{names} names: an A each, TXT and MX on one name in ten.
+    """
+    lines = [
+        "$TTL 3600",
+        f"@ SOA ns1 hostmaster {serial} 7200 900 1209600 600",
+        "@ NS ns1",
+        "ns1 A 192.0.2.1",
+    ]
+    for i in range(names):
+        lines.append(f"h{i} A 10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}")
+        if i % 10 == 0:
+            lines.append(f'h{i} TXT "name {i}"')
+            lines.append(f"h{i} MX 10 h{i + 1}")
+    return "\n".join(lines) + "\n"
+
+
+def rss(pids) -> int:
+    """
+    Resident memory of C{pids} and all their descendants, in bytes.
+    """
+    children: dict = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    total = 0
+    todo = list(pids)
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, ()))
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
+
+
+def waitUntilAnswers(port: int, process, what: str, seconds: float = 600) -> float:
+    start = time.time()
+    while time.time() - start < seconds:
+        if process is not None and process.poll() is not None:
+            raise SystemExit(f"{what} exited early")
+        if udpQuery(port, buildQuery(SIZE_ORIGIN, N.SOA), timeout=0.05):
+            return time.time() - start
+    raise SystemExit(f"{what} does not answer on {port}")
+
+
+def zoneSize(names: int) -> None:
+    directory = tempfile.mkdtemp(prefix="maillab-dnssize-")
+    zonePath = os.path.join(directory, "bench.zone")
+    text = generatedZone(names)
+    with open(zonePath, "w") as f:
+        f.write(text)
+    processes = []
+    nsd = NSD(_Dummy(), {SIZE_ORIGIN: text})
+    try:
+        nsd.process = subprocess.Popen([nsd.binary, "-d", "-c", nsd.conf], stdout=open(nsd.log, "w"), stderr=subprocess.STDOUT)
+        nsdReady = waitUntilAnswers(nsd.port, nsd.process, "nsd")
+        nsdRss = rss([nsd.process.pid])
+        nsd.stop()
+        port = freePort()
+        ini = os.path.join(directory, "maillab.ini")
+        with open(ini, "w") as f:
+            f.write(f"[dns]\nenabled = yes\nlisten = tcp:{port}:interface=127.0.0.1\nzones = {SIZE_ORIGIN}:{zonePath}\n")
+        process = subprocess.Popen([sys.executable, "-c", SERVE, ini], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+        processes.append(process)
+        ready = waitUntilAnswers(port, process, "maillab")
+        readyRss = rss([process.pid])
+        for i in range(0, names, max(1, names // 20000)):
+            udpQuery(port, buildQuery(f"h{i}.{SIZE_ORIGIN}", N.A, edns=1232), timeout=1)
+        queriedRss = rss([process.pid])
+        # Reload: a higher serial, then queries without pause until the
+        # new serial answers; the longest wait is the stall.
+        with open(zonePath, "w") as f:
+            f.write(generatedZone(names, serial=2))
+        process.send_signal(signal.SIGHUP)
+        worst = 0.0
+        reloadStart = time.time()
+        while time.time() - reloadStart < 600:
+            sent = time.time()
+            response = udpQuery(port, buildQuery(SIZE_ORIGIN, N.SOA), timeout=30)
+            worst = max(worst, time.time() - sent)
+            if response is not None and decode(response)["answerList"][0][4][2][:4] == (2).to_bytes(4, "big"):
+                break
+        reloaded = time.time() - reloadStart
+        reloadRss = rss([process.pid])
+        mib = 1024 * 1024
+        print(
+            f"{names:>9,} names: maillab ready {ready:6.2f} s, RSS {readyRss / mib:6.0f} MiB "
+            f"(after 20k names queried {queriedRss / mib:.0f} MiB, after reload {reloadRss / mib:.0f} MiB; "
+            f"reload {reloaded:.1f} s, longest query wait during it {worst * 1000:.0f} ms) | "
+            f"NSD ready {nsdReady:5.2f} s, RSS {nsdRss / mib:4.0f} MiB | "
+            f"ratios ready {ready / nsdReady:.1f}x, RSS {readyRss / nsdRss:.1f}x",
+            flush=True,
+        )
+    finally:
+        stopAll(processes, nsd, directory)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="dnsperf: maillab vs twistd dns vs NSD")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--modes", default="udp,tcp")
     parser.add_argument("--edns", action="store_true", help="queries carry an EDNS0 OPT record (dnsperf -e)")
+    parser.add_argument("--zone-size", help="N[,N...]: startup time and memory on generated zones of N names instead")
     args = parser.parse_args(argv)
+    if args.zone_size:
+        if not os.path.exists("/usr/sbin/nsd") and shutil.which("nsd") is None:
+            raise SystemExit("nsd is missing: apt-get install -y nsd")
+        for names in args.zone_size.split(","):
+            zoneSize(int(names.replace("_", "")))
+        return 0
     for tool, package in (("dnsperf", "dnsperf"), ("nsd", "nsd")):
         if shutil.which(tool) is None and not os.path.exists(f"/usr/sbin/{tool}"):
             raise SystemExit(f"{tool} is missing: apt-get install -y {package}")
@@ -168,14 +309,7 @@ def main(argv=None) -> int:
                 f"maillab/twistd = {results[('maillab', mode)] / max(results[('twistd', mode)], 1):.1f}"
             )
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        nsd.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+        stopAll(processes, nsd, directory)
     return 0
 
 

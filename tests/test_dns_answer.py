@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import struct
 
 from twisted.internet import task
 from twisted.internet.testing import StringTransport
@@ -15,14 +16,16 @@ from twisted.trial import unittest
 
 from twisted_maillab.dns import names as N
 from twisted_maillab.dns import wire
-from twisted_maillab.dns.answer import ResponseTable, Zones, lookup
+from twisted_maillab.dns.answer import ResponseTable, Zones, lookup, shapeKey
 from twisted_maillab.dns.server import (
     DNSDatagramProtocol,
     DNSServer,
     DNSStreamFactory,
     RateLimiter,
     _serialGreater,
+    patch,
 )
+from twisted_maillab.dns.wire import Edns
 from twisted_maillab.dns.zone import loadZone, parseOrigin
 
 from tests.test_dns_support import FIXTURES, ROOT, buildQuery, decode
@@ -486,9 +489,9 @@ class TCPProtocolTests(unittest.TestCase):
         self.assertEqual(self.frames(transport.value())[0]["rcode"], wire.FORMERR)
 
     def test_notifyForOurZone(self):
+        # We are the primary: nobody may NOTIFY us (NSD: REFUSED).
         reply = decode(self.server.respond(buildQuery("domaineel.rt", N.SOA, opcode=4), "127.0.0.1", udp=True)[0])
-        self.assertEqual((reply["opcode"], reply["rcode"]), (4, wire.NOERROR))
-        self.assertIn("aa", reply["flags"])
+        self.assertEqual((reply["opcode"], reply["rcode"]), (4, wire.REFUSED))
         other = decode(self.server.respond(buildQuery("example.com", N.SOA, opcode=4), "127.0.0.1", udp=True)[0])
         self.assertEqual(other["rcode"], wire.NOTAUTH)
 
@@ -517,3 +520,40 @@ class TableTests(unittest.TestCase):
         for i in range(50):
             table.build(parseOrigin(f"n{i}.domaineel.rt"), N.A, N.IN, None, 512)
         self.assertLessEqual(len(table.table), base + 10)
+
+    def test_largeZoneBuiltOnFirstUse(self):
+        """
+        A zone past the precompute budget costs nothing at load; each
+        answer is built on first use (the fast path misses, the slow path
+        builds and stores it) and kept, bounded, for the next query.
+        """
+        from twisted_maillab.dns.zone import parseZoneText
+
+        text = "$TTL 3600\n@ SOA ns1 hostmaster 1 7200 900 1209600 600\n@ NS ns1\nns1 A 192.0.2.1\n"
+        text += "".join(f"h{i} A 10.0.{i >> 8}.{i & 255}\nh{i} MX 10 h{i + 1}\n" for i in range(6000))
+        zone, problems = parseZoneText(text, parseOrigin("big.test"))
+        self.assertEqual([p for p in problems if p.severity == "error"], [])
+        zones = Zones([zone])
+        table = ResponseTable(zones, 1232, maxCached=6)
+        self.assertEqual(table.precompute(), 0)
+        self.assertEqual(table.table, {})
+        server = DNSServer(zones)
+        server.install(zones, table)
+        protocol = DNSDatagramProtocol(server)
+        sent = []
+        protocol._sendto = lambda data, addr: sent.append(data)
+        protocol.transport = type("T", (), {"write": lambda self, data, addr: sent.append(data)})()
+        for qname, qtype in (("h7.big.test", N.MX), ("H7.big.test", N.MX), ("h2999.big.test", N.A), ("nothere.big.test", N.A)):
+            for edns in (None, 1232):
+                query = buildQuery(qname, qtype, edns=edns)
+                protocol.datagramReceived(query, ("127.0.0.1", 5))
+                protocol.datagramReceived(query, ("127.0.0.1", 5))
+                self.assertEqual(sent[-1], sent[-2])
+                key = N.toWire(name(qname)) + struct.pack("!HH", qtype, N.IN) + shapeKey(Edns(1232, 0, False) if edns else None, 1232 if edns else 512)
+                self.assertIn(key, table.table)
+        first = decode(sent[0])
+        self.assertEqual([r[4][1] for r in first["answerList"]], ["h8.big.test."])
+        self.assertEqual({r[0] for r in first["additional"]}, {"h8.big.test.", "ns1.big.test."})
+        self.assertEqual(decode(sent[-1])["rcode"], wire.NXDOMAIN)
+        # Six distinct responses at most (h7 MX twice in each shape is one).
+        self.assertLessEqual(len(table.table), 6)

@@ -18,7 +18,7 @@ from twisted.trial import unittest
 from twisted_maillab import config, service
 from twisted_maillab.config import ConfigError
 from twisted_maillab.dns import names as N
-from twisted_maillab.dns.service import DNSService
+from twisted_maillab.dns.service import DNSService, _release
 
 from tests.support import freePort, requireTool
 from tests.test_dns_support import FIXTURES, ROOT, buildQuery, decode
@@ -195,8 +195,14 @@ class ReloadTests(_Base):
     def test_reloadDuringReloadRunsAgainAfter(self):
         dns_ = self.startDNS()
         pending = []
+        released = []
+        states = [dns_.server.state]
 
         def held(f, *args):
+            if f is _release:
+                # The replaced zones and table are dropped in the pool.
+                released.append(args[0])
+                return defer.succeed(None)
             # Run the "thread" work only when the test says so.
             d = defer.Deferred()
             pending.append((f, args, d))
@@ -216,10 +222,12 @@ class ReloadTests(_Base):
         self.writeZone(seedText(6))
         release()  # first: build the table
         self.assertEqual((yield first), ["domaineel.rt."])
+        states.append(dns_.server.state)
         release()  # second: read serial 6
         release()  # second: build the table
         self.assertEqual((yield second), ["domaineel.rt."])
         self.assertEqual(pending, [])
+        self.assertEqual([id(s) for s in released], [id(s) for s in states])
         self.assertEqual((yield self.serial()), 6)
 
     @defer.inlineCallbacks
@@ -361,6 +369,44 @@ class ZoneSourceTests(unittest.TestCase):
         self.assertEqual(replaced, ["gen.test."])
         answer = decode(svc.server.respond(buildQuery("ns.gen.test", N.A), "h", True)[0])
         self.assertEqual([r[4] for r in answer["answerList"]], [bytes([192, 0, 2, 2])])
+
+
+    def test_loadWithoutCycleCollector(self):
+        """
+        The zones are read with the cyclic collector paused and frozen
+        after: its full walks over a large zone's objects would hold the
+        reactor thread during a reload.
+        """
+        import gc
+
+        from zope.interface import implementer
+
+        from twisted_maillab.dns.zone import parseOrigin, parseZoneText
+        from twisted_maillab.interfaces import IZoneSource
+
+        seen = []
+
+        @implementer(IZoneSource)
+        class Generated:
+            serial = 1
+
+            def load(self):
+                seen.append(gc.isenabled())
+                text = f"$TTL 60\n@ SOA ns hm {self.serial} 1 1 1 1\n NS ns\nns A 192.0.2.{self.serial}\n"
+                return [parseZoneText(text, parseOrigin("gen.test"))[0]]
+
+        source = Generated()
+        svc = DNSService(source, source.load(), _ThreadCalls(), signals=FakeSignals(), deferToThread=lambda f, *a: defer.maybeDeferred(f, *a))
+        self.addCleanup(gc.unfreeze)
+        gc.unfreeze()
+        source.serial = 2
+        self.assertEqual(self.successResultOf(svc.reload()), ["gen.test."])
+        self.assertEqual(seen, [True, False])
+        self.assertTrue(gc.isenabled())
+        # Frozen: in the permanent generation, out of every collection.
+        node = svc.server.zones.byOrigin[parseOrigin("gen.test")].nodes[parseOrigin("ns.gen.test")]
+        self.assertGreater(gc.get_freeze_count(), 0)
+        self.assertFalse(any(o is node for o in gc.get_objects()))
 
 
 class _Secondary(DatagramProtocol):

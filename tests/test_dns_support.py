@@ -27,15 +27,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TYPE_CODES = dict(N.TYPE_NAMES, MAILB=253, ANY=255, AXFR=252, IXFR=251)
 
 
-def buildQuery(name: str, qtype: int, ident: int = 4242, edns=None, do=False, version=0, rd=False, opcode=0, qclass=1, authoritySOA=None, cd=False, options=b"") -> bytes:
+def buildQuery(name: str, qtype: int, ident: int = 4242, edns=None, do=False, version=0, rd=False, opcode=0, qclass=1, authoritySOA=None, cd=False, options=b"", aa=False, answerA=None, authorityA=None) -> bytes:
     """
     A query message; C{edns} is the UDP size to advertise or L{None}.
+    C{answerA} and C{authorityA} put an A record (4 octets) of the query
+    name in the answer or authority section.
     """
     labels = tuple(label.encode() for label in name.rstrip(".").split(".") if label)
-    flags = (opcode << 11) | (wire.RD if rd else 0) | (wire.CD if cd else 0)
+    flags = (opcode << 11) | (wire.RD if rd else 0) | (wire.CD if cd else 0) | (wire.AA if aa else 0)
     ar = 1 if edns is not None else 0
-    ns = 1 if authoritySOA is not None else 0
-    out = struct.pack("!6H", ident, flags, 1, 0, ns, ar) + N.toWire(labels) + struct.pack("!HH", qtype, qclass)
+    ns = 1 if authoritySOA is not None or authorityA is not None else 0
+    an = 1 if answerA is not None else 0
+    out = struct.pack("!6H", ident, flags, 1, an, ns, ar) + N.toWire(labels) + struct.pack("!HH", qtype, qclass)
+    for address in (answerA, authorityA):
+        if address is not None:
+            out += N.toWire(labels) + struct.pack("!HHIH", N.A, 1, 0, 4) + address
     if authoritySOA is not None:
         # RFC 1995 3: the client's SOA in the authority section of an IXFR.
         rdata = b"\x00\x00" + struct.pack("!5I", authoritySOA, 0, 0, 0, 0)
@@ -237,6 +243,10 @@ def queryFor(name: str, typeText: str, options) -> tuple[bytes, bool]:
     rd = cd = False
     serial = None
     ednsOptions = b""
+    qclass = N.IN
+    opcode = 0
+    aa = False
+    answerA = authorityA = None
     for option in options:
         if option == "noedns":
             edns = None
@@ -257,7 +267,23 @@ def queryFor(name: str, typeText: str, options) -> tuple[bytes, bool]:
         elif option == "cookie":
             # RFC 7873 4: a client cookie; NSD 4.6 ignores it, as we do.
             ednsOptions += struct.pack("!HH", 10, 8) + b"\x01\x02\x03\x04\x05\x06\x07\x08"
-    return buildQuery(name, qtype, edns=edns, do=do, version=version, rd=rd, cd=cd, authoritySOA=serial, options=ednsOptions), tcp
+        elif option.startswith("class="):
+            value = option.split("=")[1].upper()
+            qclass = {"IN": 1, "CH": 3, "HS": 4, "NONE": 254, "ANY": 255}.get(value) or int(value)
+        elif option.startswith("opcode="):
+            opcode = int(option.split("=")[1])
+        elif option == "notify":
+            # RFC 1996 3.7: NOTIFY, AA set, the SOA question.
+            opcode, aa = 4, True
+        elif option == "ancount":
+            answerA = b"\xc0\x00\x02\x01"
+        elif option == "nscount":
+            authorityA = b"\xc0\x00\x02\x01"
+    message = buildQuery(
+        name, qtype, edns=edns, do=do, version=version, rd=rd, cd=cd, authoritySOA=serial, options=ednsOptions,
+        qclass=qclass, opcode=opcode, aa=aa, answerA=answerA, authorityA=authorityA,
+    )
+    return message, tcp
 
 
 class NSD:

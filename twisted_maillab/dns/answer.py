@@ -14,19 +14,26 @@ from twisted_maillab.dns.names import Name, NameRef, Rdata, RRset
 from twisted_maillab.dns.wire import Answer, Edns
 from twisted_maillab.dns.zone import Zone, highestCut
 
-# RFC 1034 4.3.2 step 3.a: CNAME chains are followed; bound them so a loop
-# in the data cannot spin (BIND and NSD stop at a small number too).
-MAX_CNAME_CHAIN = 8
+# RFC 1034 4.3.2 step 3.a: CNAME chains are followed to their end inside
+# the zone, as NSD does; a CNAME loop ends when a name comes back.  DNAME
+# synthesis can make new names without end (a DNAME below its own target),
+# so the whole chain is bounded too, far above any real chain.
+MAX_CNAME_CHAIN = 64
 
 # Types whose targets get A/AAAA in the additional section (RFC 1035 3.3.9,
 # 3.3.11; RFC 2782), as NSD does.
 _ADDITIONAL_TYPES = (N.MX, N.NS, N.SRV)
 
-# Precomputed at load time for every name of every zone, beside the types
-# the name holds: what resolvers ask most.
+# Precomputed at load time for every name of a small zone, beside the
+# types the name holds: what resolvers ask most.
 COMMON_TYPES = (N.A, N.AAAA, N.MX, N.NS, N.SOA, N.TXT, N.CNAME, N.SRV)
-# Above this many names the table would cost more memory than it saves time.
-PRECOMPUTE_ALL_BELOW = 20_000
+# At most this many responses are built at load time (each costs about
+# 700 bytes and 30 microseconds): a mail domain's zone is answered from
+# the table at once, a large zone starts at the speed of its parse and
+# its answers are built on first use into the bounded cache.
+PRECOMPUTE_BUDGET = 20_000
+# Responses built on first use kept at most (about 14 MB).
+MAX_CACHED = 20_000
 
 
 class Zones:
@@ -65,11 +72,15 @@ def _addresses(zone: Zone, target: Name, seen: set, out: list) -> None:
             out.append((rrset.owner, rrset))
 
 
-def lookup(zones: Zones, qname: Name, qtype: int) -> Answer:
+def lookup(zones: Zones, qname: Name, qtype: int, anyClass: bool = False) -> Answer:
     """
     Answer C{qtype} for C{qname} (class IN) the way NSD 4 does.
 
     @param qname: the query name (any case).
+    @param anyClass: the query's class is C{*} (RFC 1035 3.2.5): the IN
+        data is answered, not authoritatively (an answer for every class
+        cannot be authoritative for all of them), with
+        neither the apex NS nor the negative SOA in authority, as NSD.
     """
     qkey = N.key(qname)
     zone = zones.find(qkey)
@@ -87,10 +98,12 @@ def lookup(zones: Zones, qname: Name, qtype: int) -> Answer:
     while True:
         cut = highestCut(zone, name)
         if cut is not None and not (cut == name and qtype == N.DS and chain == 0):
-            if chain:
-                # A CNAME into a delegated child: the child answers the rest.
-                return result
-            return _referral(zone, cut, result)
+            # RFC 1034 4.3.2 step 3.b, also after a CNAME (the chain so far,
+            # then the referral to the child that holds the rest; the AA
+            # bit stays for the CNAMEs, RFC 1035 4.1.1).
+            _referral(zone, cut, result)
+            result.aa = bool(result.answer) and not anyClass
+            return result
         if zone.dnames:
             found = _findDNAME(zone, name)
             if found is not None:
@@ -122,24 +135,41 @@ def lookup(zones: Zones, qname: Name, qtype: int) -> Answer:
                 # CNAME the rcode is that of the last name).
                 result.rcode = wire.NXDOMAIN
                 result.kind = b"nx" + N.toWire(zone.originKey)
-                result.authority = [(zone.origin, zone.negativeSOA())]
+                if not anyClass:
+                    result.authority = [(zone.origin, zone.negativeSOA())]
+                else:
+                    result.aa = False
                 return result
         rrsets = node.rrsets
         if qtype == N.ANY:
             # RFC 8482 4.1: answer with one RRset; NSD picks the first
             # (the SOA at the apex).
             if not rrsets:
-                return _nodata(zone, result, name)
+                return _nodata(zone, result, name, anyClass)
             first = rrsets.get(N.SOA) or next(iter(rrsets.values()))
             result.answer.append((owner, first))
             result.kind = b"any" + N.toWire(name)
+            # Additional section processing as for that type (RFC 1035
+            # 3.3.9, RFC 2782), without the apex NS (NSD).
+            additional: list = []
+            for _, rrset in result.answer:
+                if rrset.rtype in _ADDITIONAL_TYPES:
+                    for rdata in rrset.rdatas:
+                        _addresses(zone, rdata.target, seen, additional)
+            result.additional = _aFirst(additional)
+            result.aa = not anyClass
             return result
         rrset = rrsets.get(qtype)
         if rrset is not None:
             result.answer.append((owner, rrset))
             seen.add((name, qtype))
             result.kind = N.toWire(name) + struct.pack("!H", qtype)
-            _positive(zone, apexNode, result, seen, qtype, name)
+            if qtype == N.DS and name in zone.cuts:
+                # The parent's DS at a cut (RFC 4035 3.1.4.1): NSD adds no
+                # NS or addresses of the parent's apex to it.
+                return result
+            _positive(zone, None if anyClass else apexNode, result, seen, qtype, name)
+            result.aa = not anyClass
             return result
         cname = rrsets.get(N.CNAME)
         if cname is not None:
@@ -149,18 +179,22 @@ def lookup(zones: Zones, qname: Name, qtype: int) -> Answer:
             targetKey = N.key(target)
             chain += 1
             if not N.isSubdomain(targetKey, zone.originKey) or chain > MAX_CNAME_CHAIN or (targetKey, N.CNAME) in seen:
+                result.aa = not anyClass
                 # RFC 1034 4.3.2: out of this zone the resolver goes on.
                 result.kind = N.toWire(name) + b"cname"
                 return result
             owner = target
             name = targetKey
             continue
-        return _nodata(zone, result, name)
+        return _nodata(zone, result, name, anyClass)
 
 
-def _nodata(zone: Zone, result: Answer, name: Name) -> Answer:
+def _nodata(zone: Zone, result: Answer, name: Name, anyClass: bool = False) -> Answer:
     # RFC 2308 2.2: NODATA is NOERROR, no answer, SOA in authority.
-    result.authority = [(zone.origin, zone.negativeSOA())]
+    if anyClass:
+        result.aa = False
+    else:
+        result.authority = [(zone.origin, zone.negativeSOA())]
     result.kind = b"nodata" + N.toWire(name)
     return result
 
@@ -267,13 +301,14 @@ class ResponseTable:
     query's RD bit; tail follows the question name.
     """
 
-    def __init__(self, zones: Zones, udpSize: int, maxCached: int = 100_000):
+    def __init__(self, zones: Zones, udpSize: int, maxCached: int = MAX_CACHED, budget: int = PRECOMPUTE_BUDGET):
         self.zones = zones
         self.udpSize = udpSize
         self.maxCached = maxCached
         self.table: dict[bytes, tuple[bytes, bytes]] = {}
         self.permanent: dict[bytes, tuple[bytes, bytes]] = {}
         self.dynamic = 0
+        self.budget = budget
 
     def precompute(self) -> int:
         """
@@ -292,11 +327,14 @@ class ResponseTable:
         count = 0
         names = sum(len(zone.nodes) for zone in self.zones)
         common: tuple = COMMON_TYPES
-        if names > PRECOMPUTE_ALL_BELOW:
-            # Large zones: only the types each name holds, in the two
-            # commonest UDP shapes; the rest is built on first use.
+        if names * len(COMMON_TYPES) * len(shapes) > self.budget:
+            # Larger zones: only the types each name holds, in the two
+            # commonest UDP shapes, if that fits; else nothing.
             common = ()
             shapes = shapes[:2]
+            held = sum(len(node.rrsets) for zone in self.zones for node in zone.nodes.values())
+            if held * len(shapes) > self.budget:
+                return 0
         for zone in self.zones:
             for node in zone.nodes.values():
                 types = set(common) | set(node.rrsets)
@@ -311,8 +349,8 @@ class ResponseTable:
         Compute, store and return C{(response, kind)} for one key.
         """
         lowered = N.key(qname)
-        if qclass == N.IN:
-            result = lookup(self.zones, lowered, qtype)
+        if qclass in (N.IN, N.ANY):
+            result = lookup(self.zones, lowered, qtype, qclass == N.ANY)
         else:
             result = Answer(wire.REFUSED, aa=False, kind=b"refused")
             result.ede = wire.EDE_NOT_SUPPORTED

@@ -2,7 +2,8 @@
 The zone-wide checks of BIND's C{named-checkzone} (its "integrity
 checks"), made once a zone file is parsed, each an error (the zone is
 refused) or a warning (logged, the zone is served) as C{named-checkzone}
-9.18 classifies it.  C{tests/test_dns_checks.py} runs C{named-checkzone}
+9.18 classifies it, except data below a DNAME, which the RFC forbids and
+C{nsd-checkzone} refuses but C{named-checkzone} loads.  C{tests/test_dns_checks.py} runs C{named-checkzone}
 and C{nsd-checkzone} on one zone per check and compares the verdicts.
 
 Syntax errors, TTL and out-of-zone findings are made while parsing
@@ -49,6 +50,20 @@ def checkZone(zone: Zone, problems: list[Problem]) -> None:
             if len(cname.rdatas) > 1:
                 problems.append(Problem(cname.path, cname.line, f"{N.toText(node.name)}: more than one CNAME record"))
     for nodeKey, node in zone.nodes.items():
+        if nodeKey[:1] == (b"*",) and N.NS in node.rrsets:
+            # RFC 4592 4.2: an NS RRset owned by a wildcard would delegate
+            # every name it synthesizes, which a cut cannot be (RFC 1034
+            # 4.2.1); named-checkzone refuses it ("invalid NS owner name").
+            rr = node.rrsets[N.NS]
+            problems.append(Problem(rr.path, rr.line, f"{N.toText(node.name)}: NS owned by a wildcard (RFC 4592 4.2)"))
+        if zone.dnames and node.rrsets:
+            # RFC 6672 2.3: no records at any name below a DNAME owner
+            # (they could never be reached); nsd-checkzone refuses them.
+            for i in range(1, len(nodeKey) - len(apexKey) + 1):
+                if nodeKey[i:] in zone.dnames:
+                    rr = next(iter(node.rrsets.values()))
+                    problems.append(Problem(rr.path, rr.line, f"{N.toText(node.name)}: data below the DNAME at {N.toText(nodeKey[i:])} (RFC 6672 2.3)"))
+                    break
         for rtype in (N.NS, N.MX, N.SRV):
             rrset = node.rrsets.get(rtype)
             if rrset is None:

@@ -26,6 +26,8 @@ log = Logger()
 # about 16 KB, which keeps each one far below the 65535 TCP limit.
 AXFR_MESSAGE_SIZE = 16384
 TCP_MAX_MESSAGE = 65535
+# Seconds between two log lines about refused NOTIFY messages.
+NOTIFY_LOG_INTERVAL = 60.0
 
 
 def _serialGreater(a: int, b: int) -> bool:
@@ -114,9 +116,17 @@ class DNSServer:
 
     @ivar zones: the L{Zones} served; replaced whole on reload.
     @ivar responses: the L{ResponseTable} for those zones.
+    @ivar clock: an L{IReactorTime}, for rate-limiting log lines.
+    @ivar notifiesRefused: NOTIFY messages refused since start.
     """
 
-    def __init__(self, zones: Zones, udpSize: int = 1232, allowTransfer=(), rateLimiter: RateLimiter | None = None):
+    def __init__(self, zones: Zones, udpSize: int = 1232, allowTransfer=(), rateLimiter: RateLimiter | None = None, clock=None):
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock = clock
+        self.notifiesRefused = 0
+        self._notifiesLogged = 0
+        self._lastNotifyLog = float("-inf")
         self.udpSize = udpSize
         self.allowTransfer = tuple(allowTransfer)
         self.rateLimiter = rateLimiter
@@ -165,6 +175,12 @@ class DNSServer:
             return [self.notifyReceived(q, flags, host)]
         if opcode != wire.OPCODE_QUERY:
             return [wire.headerOnly(ident, flags, wire.NOTIMP)]
+        an, ns = struct.unpack_from("!HH", data, 6)
+        if an or (ns and not (q.qtype == N.IXFR and ns == 1)):
+            # RFC 1035 4.1.2-4.1.3: a query asks, it carries no answer or
+            # authority records; only IXFR puts the client's SOA in
+            # authority (RFC 1995 3).  FORMERR, as NSD.
+            return [wire.headerOnly(ident, flags, wire.FORMERR)]
         edns = q.edns
         if edns is not None and edns.version != 0:
             # RFC 6891 6.1.3: BADVERS, with our version (0) in the OPT.
@@ -178,8 +194,8 @@ class DNSServer:
             entry = responses.table.get(key) or responses.build(q.name, q.qtype, q.qclass, edns, limit)
             return [patch(entry[0], data, q.nameEnd - 1)]
         # A compressed question name: answer without the stored table.
-        if q.qclass == N.IN:
-            result = lookup(responses.zones, q.name, q.qtype)
+        if q.qclass in (N.IN, N.ANY):
+            result = lookup(responses.zones, q.name, q.qtype, q.qclass == N.ANY)
         else:
             result = Answer(wire.REFUSED, aa=False)
             result.ede = wire.EDE_NOT_SUPPORTED
@@ -196,17 +212,28 @@ class DNSServer:
 
     def notifyReceived(self, q, flags: int, host: str) -> bytes:
         """
-        RFC 1996 4.7: answer a NOTIFY for a zone we serve with NOERROR and
-        the question; we are the primary, so there is nothing to fetch.
+        A NOTIFY (RFC 1996) for a zone we serve comes from no configured
+        primary (we are the primary of every zone): REFUSED, header only
+        with the query's AA, as NSD answers a NOTIFY it does not allow
+        (RFC 1996 3.10 lets a secondary ignore an unknown sender).  Logged
+        at most once a L{NOTIFY_LOG_INTERVAL}, with the count since: anyone
+        can send NOTIFYs, a line per message would be a log flood.
         """
         zone = self.zones.byOrigin.get(N.key(q.name))
         if zone is None or q.qclass != N.IN:
             result = Answer(wire.NOTAUTH, aa=False)
-        else:
-            result = Answer(wire.NOERROR, aa=True)
-            log.info("NOTIFY for {zone} from {host}: we are its primary, nothing to do", zone=N.toText(q.name), host=host)
-        result.opcode = wire.OPCODE_NOTIFY
-        return wire.encode(q.name, q.qtype, q.qclass, result, q.edns, self.udpSize, 65535, q.id, flags)
+            result.opcode = wire.OPCODE_NOTIFY
+            return wire.encode(q.name, q.qtype, q.qclass, result, q.edns, self.udpSize, 65535, q.id, flags)
+        self.notifiesRefused += 1
+        now = self.clock.seconds()
+        if now - self._lastNotifyLog >= NOTIFY_LOG_INTERVAL:
+            self._lastNotifyLog = now
+            log.info(
+                "refused {count} NOTIFY message(s) (last for {zone} from {host}): we are the zone's primary",
+                count=self.notifiesRefused - self._notifiesLogged, zone=N.toText(q.name), host=host,
+            )
+            self._notifiesLogged = self.notifiesRefused
+        return wire.headerOnly(q.id, flags, wire.REFUSED, flags & wire.AA)
 
     def transfer(self, data: bytes, q, host: str, udp: bool, limit: int):
         """

@@ -292,12 +292,18 @@ def encode(
         enc.buffer += struct.pack("!HH", qtype, qclass)
     afterQuestion = enc.mark()
     counts = [0, 0, 0]
-    truncated = False
+    truncated = keepAnswer = False
     full = False
     for owner, rrset in answer.answer:
-        counts[0] += enc.rrset(owner, rrset)
-    if len(enc.buffer) > room:
-        truncated = True
+        mark = enc.mark()
+        added = enc.rrset(owner, rrset)
+        if len(enc.buffer) > room:
+            # RFC 2181 9: TC, with the whole RRsets that fit before (a
+            # CNAME before the set it leads to), as NSD sends them.
+            enc.rollback(mark)
+            truncated = keepAnswer = True
+            break
+        counts[0] += added
     if not truncated:
         for owner, rrset in answer.authority:
             mark = enc.mark()
@@ -320,8 +326,9 @@ def encode(
                 break
             counts[2] += added
     if truncated:
-        enc.rollback(afterQuestion)
-        counts = [0, 0, 0]
+        if not keepAnswer:
+            enc.rollback(afterQuestion)
+            counts = [0, 0, 0]
         hflags |= TC
     message = enc.buffer
     struct.pack_into("!H", message, 2, hflags)
@@ -330,10 +337,10 @@ def encode(
     return bytes(message)
 
 
-def headerOnly(ident: int, flags: int, rcode: int) -> bytes:
+def headerOnly(ident: int, flags: int, rcode: int, extra: int = 0) -> bytes:
     """
     A response with no question, as NSD sends NOTIMP and FORMERR when the
-    question cannot be trusted.
+    question cannot be trusted; C{extra} flags are set too.
     """
     opcode = flags & 0x7800
-    return struct.pack("!6H", ident, QR | opcode | (flags & RD) | rcode, 0, 0, 0, 0)
+    return struct.pack("!6H", ident, QR | opcode | (flags & RD) | extra | rcode, 0, 0, 0, 0)

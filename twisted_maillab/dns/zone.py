@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,13 +106,15 @@ class _Entry:
         self.tokens = tokens
 
 
+_SPECIAL = re.compile(r'[;()"\\]')
+
+
 def _tokenize(text: str, path: str, problems: list[Problem]):
     """
     Split master-file text into L{_Entry} objects (RFC 1035 5.1): C{;}
     starts a comment outside quotes, C{( )} join lines, C{"..."} is one
     token with C{\\X} and C{\\DDD} escapes.
     """
-    entries = []
     tokens: list[Token] = []
     blankOwner = False
     entryLine = 0
@@ -122,13 +125,28 @@ def _tokenize(text: str, path: str, problems: list[Problem]):
     i = 0
     n = len(text)
     while i < n:
+        if atLineStart and paren == 0 and not tokens:
+            # Most lines of a large zone hold no comment, quote,
+            # parenthesis or escape: split them whole, much faster than a
+            # character at a time (the same tokens).
+            end = text.find("\n", i)
+            if end == -1:
+                end = n
+            whole = text[i:end]
+            if not _SPECIAL.search(whole):
+                parts = whole.split()
+                if parts:
+                    yield _Entry(line, whole[:1] in " \t\r", [Token(part, False, line) for part in parts])
+                line += 1
+                i = end + 1
+                continue
         c = text[i]
         if c == "\n":
             line += 1
             i += 1
             atLineStart = True
             if paren == 0 and tokens:
-                entries.append(_Entry(entryLine, blankOwner, tokens))
+                yield _Entry(entryLine, blankOwner, tokens)
                 tokens = []
             continue
         if c in " \t\r":
@@ -204,8 +222,7 @@ def _tokenize(text: str, path: str, problems: list[Problem]):
     if paren:
         problems.append(Problem(path, parenLine, "'(' is never closed"))
     if tokens:
-        entries.append(_Entry(entryLine, blankOwner, tokens))
-    return entries
+        yield _Entry(entryLine, blankOwner, tokens)
 
 
 # ---------------------------------------------------------------------------
@@ -236,6 +253,13 @@ def parseName(text: str, origin: Name | None) -> Name:
         return origin
     if text == ".":
         return ()
+    if "\\" not in text:
+        # Without escapes a dot always separates labels.
+        absolute = text.endswith(".")
+        labels = (text[:-1] if absolute else text).split(".")
+        if "" in labels:
+            raise ValueError(f"empty label in name {text!r}")
+        return _checkedName(text, [_encodeText(label) for label in labels], absolute, origin)
     labels = []
     current = bytearray()
     i = 0
@@ -269,6 +293,10 @@ def parseName(text: str, origin: Name | None) -> Name:
         i += 1
     if current:
         labels.append(bytes(current))
+    return _checkedName(text, labels, absolute, origin)
+
+
+def _checkedName(text: str, labels: list, absolute: bool, origin: Name | None) -> Name:
     for label in labels:
         if len(label) > 63:
             raise ValueError(f"label longer than 63 octets in {text!r} (RFC 1035 2.3.4)")
@@ -387,8 +415,10 @@ def _extra(token: Token, usage: str) -> ValueError:
 def _rdA(tokens, origin):
     _expect(tokens, 1, "an IPv4 address")
     try:
-        return Rdata([ipaddress.IPv4Address(tokens[0].text).packed])
-    except ValueError:
+        # inet_pton is as strict as ipaddress (four decimal octets, no
+        # leading zeros) and ten times faster on a large zone.
+        return Rdata([socket.inet_pton(socket.AF_INET, tokens[0].text)])
+    except (OSError, ValueError):
         raise ValueError(f"{tokens[0].text!r} is not an IPv4 address") from None
 
 
@@ -591,6 +621,10 @@ class Zone:
         self.cuts: set[Name] = set()
         self.dnames: set[Name] = set()
         self.warnings: list[Problem] = []
+        # One bytes object per distinct label: a large zone repeats its
+        # origin's labels in every name (and a lower-case owner is its own
+        # lookup key).
+        self._labels: dict[bytes, bytes] = {}
 
     @property
     def soa(self) -> RRset:
@@ -634,7 +668,9 @@ class Zone:
         )
 
     def add(self, owner: Name, rtype: int, ttl: int, rdata: Rdata, path: str, line: int, problems):
-        ownerKey = N.key(owner)
+        labels = self._labels
+        ownerKey = tuple([labels.setdefault(label, label) for label in N.key(owner)])
+        owner = ownerKey if owner == ownerKey else tuple([labels.setdefault(label, label) for label in owner])
         node = self.nodes.get(ownerKey)
         if node is None:
             node = self.nodes[ownerKey] = Node(owner)
