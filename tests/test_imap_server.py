@@ -174,9 +174,16 @@ class NotAuthenticatedTests(unittest.TestCase):
         self.assertTrue(h.lines(b"g2 NOOP")[0].startswith(b"g2 OK"))
 
     def test_lineTooLong(self):
+        """
+        RFC 3501 7.1.3: the BAD for an over-long command carries its tag
+        (a client waits for that tag's answer); without a readable tag it
+        is untagged.  The session goes on.
+        """
         h = Harness(self, maxLineLength=1024)
-        self.assertEqual(h.lines(b"a1 NOOP " + b"x" * 2000), [b"* BAD Command line too long"])
+        self.assertEqual(h.lines(b"a1 NOOP " + b"x" * 2000), [b"a1 BAD Command line too long"])
         self.assertEqual(h.lines(b"a2 NOOP"), [b"a2 OK NOOP completed"])
+        self.assertEqual(h.lines(b"b" * 2000), [b"* BAD Command line too long"])
+        self.assertEqual(h.lines(b"a3 NOOP"), [b"a3 OK NOOP completed"])
 
     def test_idAndLogout(self):
         h = Harness(self)
@@ -233,9 +240,12 @@ class SelectedTests(unittest.TestCase):
 
     def test_storeAndSilent(self):
         h = self.h
+        # RFC 3501 7.2.6: the new keyword is announced before a FETCH shows it.
         self.assertEqual(
             h.lines(b"s1 STORE 1:2 +FLAGS (\\Flagged $Work)"),
-            [b"* 1 FETCH (FLAGS (\\Flagged \\Recent $Work))", b"* 2 FETCH (FLAGS (\\Flagged \\Recent $Work))",
+            [b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work)",
+             b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work \\*)] Flags permitted",
+             b"* 1 FETCH (FLAGS (\\Flagged \\Recent $Work))", b"* 2 FETCH (FLAGS (\\Flagged \\Recent $Work))",
              b"s1 OK STORE completed"],
         )
         self.assertEqual(h.lines(b"s2 STORE 1 -FLAGS.SILENT (\\Flagged)"), [b"s2 OK STORE completed"])
@@ -325,9 +335,15 @@ class SelectedTests(unittest.TestCase):
         self.assertRegex(reply, rb"\A\* 5 EXISTS\r\n\* \d RECENT\r\na2 OK \[APPENDUID \d+ 5\] APPEND completed\r\n\Z")
         when = datetime(1994, 2, 8, 5, 52, 25, tzinfo=timezone.utc).timestamp()
         self.assertEqual(
-            h.lines(b"f2 FETCH 5 (FLAGS INTERNALDATE)")[0],
-            b"* 5 FETCH (FLAGS (\\Seen $Work) INTERNALDATE " + R.internalDate(when) + b")",
+            h.lines(b"f2 FETCH 5 (FLAGS INTERNALDATE)")[:3],
+            [
+                b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work)",
+                b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work \\*)] Flags permitted",
+                b"* 5 FETCH (FLAGS (\\Seen $Work) INTERNALDATE " + R.internalDate(when) + b")",
+            ],
         )
+        # told once
+        self.assertEqual(h.lines(b"f3 FETCH 5 FLAGS")[0], b"* 5 FETCH (FLAGS (\\Seen $Work))")
 
     def test_appendTryCreateAndTooBig(self):
         h = self.h

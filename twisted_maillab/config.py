@@ -765,7 +765,9 @@ class IMAPSection(ListenerSection):
     )
     max_line_length: int = option(
         parseInteger(minimum=1024, maximum=1048576),
-        8192,
+        # Dovecot's imap_max_line_length: clients send long UID sets and ID
+        # lists (RFC 7162 3.2.7 asks for at least 8192)
+        65536,
         "longest command line in octets, without CRLF and literals",
     )
     append_limit: int = option(

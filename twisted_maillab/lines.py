@@ -139,6 +139,11 @@ class ILineHandler(Interface):
         """
 
 
+# How much of an over-long line is kept for the handler (IMAP answers with
+# the command's tag, RFC 3501 7.1.3).
+TOO_LONG_PREFIX = 64
+
+
 class CommandEngine:
     """
     The input side and reply writer of one connection.  See the module
@@ -182,6 +187,8 @@ class CommandEngine:
         self.handler = handler
         self.clock = clock
         self.maxLine = maxLine
+        # the start of the last over-long line, for lineTooLong
+        self.tooLongPrefix = b""
         self._crlf = lineEnd == "crlf"
         self._highWater = highWater
         self._idle = idleTimeout
@@ -382,11 +389,13 @@ class CommandEngine:
                 continue
             if end < 0:
                 if len(buf) > self.maxLine:
+                    self.tooLongPrefix = bytes(buf[:TOO_LONG_PREFIX])
                     buf.clear()
                     self._skipping = True
                     self.handler.lineTooLong()
                 break
             if size > self.maxLine:
+                self.tooLongPrefix = bytes(buf[:TOO_LONG_PREFIX])
                 del buf[:size]
                 self.handler.lineTooLong()
                 continue

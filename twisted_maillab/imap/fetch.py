@@ -248,6 +248,8 @@ class FetchCommands:
             items.insert(0, FetchAtt("UID"))
             names.add("UID")
         needStructure = any(_needsStructure(item) for item in items)
+        if "FLAGS" in names:
+            self.write(self.keywordUpdate())
         uids = [uid for _, uid in pairs if not view.gone(uid)]
         gone = len(uids) < len(pairs)
 

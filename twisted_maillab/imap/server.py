@@ -71,6 +71,8 @@ DEFAULT_APPEND_LIMIT = 50 * 1024 * 1024
 # Bad commands in a row before the connection is closed (Dovecot closes
 # after 20 as well).
 MAX_BAD_COMMANDS = 20
+# A tag (RFC 3501 9: astring characters but "+") followed by a space.
+_TAG = re.compile(rb'([^\x00-\x20\x7f-\xff(){%*"\\+]+) ')
 MAX_AUTH_FAILURES = 3
 
 NOT_AUTHENTICATED = "not authenticated"
@@ -199,7 +201,10 @@ class IMAPServer(Protocol, SelectedCommands, FetchCommands, MailboxCommands):
         self.engine.dataReceived(data)
 
     def lineTooLong(self):
-        self.write(R.untaggedStatus(b"BAD", b"Command line too long"))
+        # RFC 3501 7.1.3: a BAD for a command whose tag was read is tagged,
+        # or the client waits for that tag's answer forever.
+        tag = _TAG.match(self.engine.tooLongPrefix)
+        self.write(R.tagged(tag and tag.group(1), b"BAD", b"Command line too long"))
         self.assembler.discard()
         self._badCommand()
 

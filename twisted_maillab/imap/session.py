@@ -113,6 +113,7 @@ class SelectedCommands:
         self.view: SessionView | None = None
         self.readOnly = True
         self.recent: set[int] = set()
+        self.announcedKeywords: set[str] = set()
 
     # -- the selected folder -------------------------------------------
 
@@ -126,6 +127,29 @@ class SelectedCommands:
 
     def expungesAllowed(self, command) -> bool:
         return not (command.name in _NO_EXPUNGE and not command.uid)
+
+    def keywordUpdate(self) -> bytes:
+        """
+        RFC 3501 7.2.6: a FETCH may show a keyword only after an untagged
+        FLAGS listing it.  When keywords appeared since the client was last
+        told (a STORE, another session, another program), the new FLAGS
+        and PERMANENTFLAGS; else nothing.
+        """
+        view = self.view
+        if view is None:
+            return b""
+        keywords = view.folder.keywordNames()
+        if self.announcedKeywords.issuperset(keywords):
+            return b""
+        self.announcedKeywords = set(keywords)
+        return self._flagLines(keywords)
+
+    def _flagLines(self, keywords) -> bytes:
+        flags = list(SYSTEM_FLAGS) + list(keywords)
+        out = R.flagsResponse(flags)
+        if self.readOnly:
+            return out + R.untaggedStatus(b"OK", b"No permanent flags permitted", b"PERMANENTFLAGS ()")
+        return out + R.untaggedStatus(b"OK", b"Flags permitted", R.codePermanentFlags(flags))
 
     def flagsOf(self, uid: int) -> list:
         return sessionFlags(self.view.folder.flags(uid), uid in self.recent)
@@ -167,6 +191,8 @@ class SelectedCommands:
                 )
             out.append(R.exists(changes.exists))
             out.append(R.recent(len(self.recent)))
+        if changes.flagsChanged:
+            out.append(self.keywordUpdate())
         for uid in changes.flagsChanged:
             try:
                 seq = view.seqOf(uid)
@@ -247,6 +273,7 @@ class SelectedCommands:
         self.recent = recent & set(view.uids)
         self.state = "selected"
         keywords = folder.keywordNames()
+        self.announcedKeywords = set(keywords)
         flags = list(SYSTEM_FLAGS) + keywords
         out = [R.flagsResponse(flags), R.exists(len(view)), R.recent(len(self.recent))]
         for seq, uid in enumerate(view.uids, 1):
@@ -338,7 +365,7 @@ class SelectedCommands:
         def stored(result):
             if self.view is not view:
                 return
-            out = []
+            out = [self.keywordUpdate()]
             for seq, uid in pairs:
                 if uid not in result:
                     continue  # expunged meanwhile
@@ -348,8 +375,7 @@ class SelectedCommands:
                 if command.uid:
                     items.append((b"UID", b"%d" % uid))
                 out.append(R.fetchResponse(seq, items))
-            if out:
-                self.write(b"".join(out))
+            self.write(b"".join(out))
             self._storeDone(command, gone or len(result) < len(uids))
 
         return d.addCallback(stored)
