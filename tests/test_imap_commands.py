@@ -200,6 +200,19 @@ class MailboxCommandTests(unittest.TestCase):
             h.lines(b'l1 LIST "" &AMk-*'), [b'* LIST (\\HasNoChildren) "/" &AMk-t&AOk-', b"l1 OK LIST completed"]
         )
 
+    def test_badModifiedUtf7Name(self):
+        # Found by Dovecot's imaptest (atoms): any astring is a valid
+        # mailbox, so a name that is not modified UTF-7 gets NO on SELECT
+        # (no mailbox has it) and matches nothing in a LIST pattern.
+        h = self.h
+        self.assertEqual(
+            h.lines(b"s1 SELECT a&'+,-b"), [b"s1 NO bad mailbox name: bad base64 in mailbox name"]
+        )
+        self.assertEqual(h.lines(b"""l1 LIST "" a&'+,-b%*"""), [b"l1 OK LIST completed"])
+        self.assertEqual(
+            h.lines(b'l2 LIST "" (a&\'+,-b INBOX)'), [b'* LIST (\\HasNoChildren) "/" INBOX', b"l2 OK LIST completed"]
+        )
+
     def test_namespaceEnableId(self):
         h = self.h
         self.assertEqual(h.lines(b"n1 NAMESPACE"), [b'* NAMESPACE (("" "/")) NIL NIL', b"n1 OK NAMESPACE completed"])

@@ -85,7 +85,7 @@ class MailboxCommands:
         mailboxes = self.avatar.mailboxes
         infos = await mailboxes.list()
         subscribed = set(await mailboxes.subscriptions())
-        matchers = [patternMatcher(args.reference, p) for p in args.patterns]
+        matchers = [patternMatcher(args.reference, p) for p in args.patterns if p is not None]
         select = args.selectOptions
         returns = args.returnOptions
         onlySubscribed = lsub or "SUBSCRIBED" in select
