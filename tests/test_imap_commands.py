@@ -649,3 +649,28 @@ class HeaderCacheTests(unittest.TestCase):
         cache._put(("a", 2), (6, []))
         self.assertEqual(list(cache._entries), [("a", 2)])
         self.assertEqual(cache.size, 6)
+
+
+class ImaptestFindingsTests(unittest.TestCase):
+    """
+    Defects found by Dovecot's imaptest scripted tests, each as the
+    transcript that showed it.
+    """
+
+    def setUp(self):
+        self.h = Harness(self)
+
+    def test_searchFromAddressWithComments(self):
+        # imaptest search-addresses: FROM finds the address of
+        # "<user-from (comment)@ (comment) domain.org>" (RFC 5322 3.2.2
+        # comments are not part of the address).
+        h = self.h
+        deliver(h, b"From: <user-from (comment)@ (comment) domain.org>\nSubject: a\n\nx\n")
+        deliver(h, b"From: other@domain.org\nSubject: b\n\nx\n")
+        deliver(h, b"From: =?utf-8?q?R=C3=A9al?= <user-from@domain.org>\nSubject: c\n\nx\n")
+        h.select()
+        self.assertEqual(
+            h.lines(b"s1 SEARCH FROM user-from@domain.org"), [b"* SEARCH 1 3", b"s1 OK SEARCH completed"]
+        )
+        self.assertEqual(h.lines(b"s2 SEARCH FROM ser-fro"), [b"* SEARCH 1 3", b"s2 OK SEARCH completed"])
+        self.assertEqual(h.lines(b"s3 SEARCH SUBJECT user-from"), [b"* SEARCH", b"s3 OK SEARCH completed"])
