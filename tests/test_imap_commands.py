@@ -674,3 +674,23 @@ class ImaptestFindingsTests(unittest.TestCase):
         )
         self.assertEqual(h.lines(b"s2 SEARCH FROM ser-fro"), [b"* SEARCH 1 3", b"s2 OK SEARCH completed"])
         self.assertEqual(h.lines(b"s3 SEARCH SUBJECT user-from"), [b"* SEARCH", b"s3 OK SEARCH completed"])
+
+    def test_sortDateFallsBackToInternalDate(self):
+        # imaptest sort-date: a message without Date: sorts by its
+        # INTERNALDATE (RFC 5256 3), here between the dated ones.
+        h = self.h
+        h.login()
+        for date, header in (
+            (b"22-Feb-2008 23:00:00 +0200", b"Date: Fri, 22 Feb 2008 00:00:00 +0200\r\n"),
+            (b"22-Feb-2008 22:00:00 +0200", b"Date: Fri, 22 Feb 2008 02:00:00 +0200\r\n"),
+            (b"22-Feb-2008 01:30:23 +0200", b""),
+            (b"22-Feb-2008 01:00:00 +0200", b"Date: Fri, 22 Feb 2008 01:00:00 +0200\r\n"),
+        ):
+            message = header + b"Subject: s\r\n\r\nx\r\n"
+            reply = h.command(b'a APPEND INBOX "' + date + b'" {%d+}\r\n' % len(message) + message)
+            self.assertIn(b"a OK [APPENDUID", reply)
+        h.command(b"s0 SELECT INBOX")
+        self.assertEqual(h.lines(b"s1 SORT (DATE) US-ASCII ALL"), [b"* SORT 1 4 3 2", b"s1 OK SORT completed"])
+        self.assertEqual(
+            h.lines(b"s2 SORT (REVERSE DATE) US-ASCII ALL"), [b"* SORT 2 3 4 1", b"s2 OK SORT completed"]
+        )

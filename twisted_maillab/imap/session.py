@@ -469,10 +469,12 @@ class SelectedCommands:
         sizes = {}
         if program_names & {"LARGER", "SMALLER", "SIZE"}:
             sizes = await virtualSizes(folder, uids)
-        if program_names & {"BEFORE", "ON", "SINCE", "ARRIVAL"}:
+        # SORT DATE falls back to the INTERNALDATE where a message has no
+        # usable Date: (RFC 5256 3), so it needs the dates too.
+        needDates = bool(program_names & {"BEFORE", "ON", "SINCE", "ARRIVAL", "DATE"})
+        if needDates:
             await folder.prefetch(uids)
         out = []
-        needDates = bool(program_names & {"BEFORE", "ON", "SINCE", "ARRIVAL"})
         for seq, uid in enumerate(uids, 1):
             try:
                 flags = folder.flags(uid)
