@@ -694,3 +694,25 @@ class ImaptestFindingsTests(unittest.TestCase):
         self.assertEqual(
             h.lines(b"s2 SORT (REVERSE DATE) US-ASCII ALL"), [b"* SORT 2 3 4 1", b"s2 OK SORT completed"]
         )
+
+    def test_moveIntoTheSelectedMailbox(self):
+        # imaptest move: RFC 6851 3.3 allows MOVE into the selected
+        # mailbox; the message gets a new UID, the old one is expunged.
+        h = self.h
+        deliver(h, b"Subject: a\n\nx\n")
+        deliver(h, b"Subject: b\n\nx\n")
+        h.select()
+        h.command(b"s1 STORE 1 +FLAGS (\\Flagged $kw)")
+        reply = h.command(b"m1 MOVE 1 INBOX")
+        self.assertRegex(reply, rb"\A\* OK \[COPYUID \d+ 1 3\] Moved UIDs\r\n")
+        self.assertIn(b"* 1 EXPUNGE\r\n", reply)
+        self.assertIn(b"* 2 EXISTS\r\n", reply)
+        self.assertTrue(reply.endswith(b"m1 OK MOVE completed\r\n"), reply)
+        self.assertEqual(
+            h.lines(b"f1 FETCH 1:* (UID FLAGS)"),
+            [
+                b"* 1 FETCH (UID 2 FLAGS (\\Recent))",
+                b"* 2 FETCH (UID 3 FLAGS (\\Flagged $kw))",
+                b"f1 OK FETCH completed",
+            ],
+        )

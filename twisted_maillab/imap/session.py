@@ -413,9 +413,11 @@ class SelectedCommands:
             if not uids:
                 return self.ok(command)
             if target is view.folder:
-                if move:
-                    return self.no(command, b"Cannot move into the same mailbox", R.CANNOT)
                 mapping = await self._copyHere(view.folder, uids)
+                if move:
+                    # RFC 6851 3.3 allows a MOVE into the same mailbox: each
+                    # message gets a new UID and the old one is expunged.
+                    await view.folder.expunge([s for s, _ in mapping], origin=view)
             else:
                 mapping = await view.folder.copyTo(uids, target, origin=view, move=move)
         except QuotaExceeded as e:
