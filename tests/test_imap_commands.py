@@ -716,3 +716,20 @@ class ImaptestFindingsTests(unittest.TestCase):
                 b"f1 OK FETCH completed",
             ],
         )
+
+    def test_recursiveMatchChildInfoOnlyForUnlistedChildren(self):
+        # imaptest listext: RECURSIVEMATCH gives a parent CHILDINFO only
+        # for subscribed children the patterns do not list themselves.
+        h = self.h
+        h.login()
+        h.command(b"c1 CREATE m/test2/test1")
+        h.command(b"c2 CREATE m/test2")
+        h.command(b"s1 SUBSCRIBE m/test2/test1")
+        self.assertEqual(
+            h.lines(b'l1 LIST (SUBSCRIBED RECURSIVEMATCH) "" (m/test2 m/test2/test1)'),
+            [b'* LIST (\\HasNoChildren \\Subscribed) "/" m/test2/test1', b"l1 OK LIST completed"],
+        )
+        self.assertEqual(
+            h.lines(b'l2 LIST (SUBSCRIBED RECURSIVEMATCH) "" (m/test2)'),
+            [b'* LIST (\\HasChildren) "/" m/test2 ("CHILDINFO" ("SUBSCRIBED"))', b"l2 OK LIST completed"],
+        )

@@ -113,7 +113,10 @@ class MailboxCommands:
                     continue
                 if "RECURSIVEMATCH" in select:
                     # RFC 5258 3.5: a parent listed for its subscribed
-                    # children.
+                    # children, only those the patterns do not list
+                    # themselves (as Dovecot).
+                    if all(any(m(n) for m in matchers) for n in below):
+                        continue
                     extended = b'("CHILDINFO" ("SUBSCRIBED"))'
                 elif lsub and not any(m(n) for n in below for m in matchers):
                     # RFC 3501 6.3.9: LSUB with % shows the level above a
