@@ -200,6 +200,19 @@ class MailboxCommandTests(unittest.TestCase):
             h.lines(b'l1 LIST "" &AMk-*'), [b'* LIST (\\HasNoChildren) "/" &AMk-t&AOk-', b"l1 OK LIST completed"]
         )
 
+    def test_badModifiedUtf7Name(self):
+        # Found by Dovecot's imaptest (atoms): any astring is a valid
+        # mailbox, so a name that is not modified UTF-7 gets NO on SELECT
+        # (no mailbox has it) and matches nothing in a LIST pattern.
+        h = self.h
+        self.assertEqual(
+            h.lines(b"s1 SELECT a&'+,-b"), [b"s1 NO bad mailbox name: bad base64 in mailbox name"]
+        )
+        self.assertEqual(h.lines(b"""l1 LIST "" a&'+,-b%*"""), [b"l1 OK LIST completed"])
+        self.assertEqual(
+            h.lines(b'l2 LIST "" (a&\'+,-b INBOX)'), [b'* LIST (\\HasNoChildren) "/" INBOX', b"l2 OK LIST completed"]
+        )
+
     def test_namespaceEnableId(self):
         h = self.h
         self.assertEqual(h.lines(b"n1 NAMESPACE"), [b'* NAMESPACE (("" "/")) NIL NIL', b"n1 OK NAMESPACE completed"])
@@ -636,3 +649,87 @@ class HeaderCacheTests(unittest.TestCase):
         cache._put(("a", 2), (6, []))
         self.assertEqual(list(cache._entries), [("a", 2)])
         self.assertEqual(cache.size, 6)
+
+
+class ImaptestFindingsTests(unittest.TestCase):
+    """
+    Defects found by Dovecot's imaptest scripted tests, each as the
+    transcript that showed it.
+    """
+
+    def setUp(self):
+        self.h = Harness(self)
+
+    def test_searchFromAddressWithComments(self):
+        # imaptest search-addresses: FROM finds the address of
+        # "<user-from (comment)@ (comment) domain.org>" (RFC 5322 3.2.2
+        # comments are not part of the address).
+        h = self.h
+        deliver(h, b"From: <user-from (comment)@ (comment) domain.org>\nSubject: a\n\nx\n")
+        deliver(h, b"From: other@domain.org\nSubject: b\n\nx\n")
+        deliver(h, b"From: =?utf-8?q?R=C3=A9al?= <user-from@domain.org>\nSubject: c\n\nx\n")
+        h.select()
+        self.assertEqual(
+            h.lines(b"s1 SEARCH FROM user-from@domain.org"), [b"* SEARCH 1 3", b"s1 OK SEARCH completed"]
+        )
+        self.assertEqual(h.lines(b"s2 SEARCH FROM ser-fro"), [b"* SEARCH 1 3", b"s2 OK SEARCH completed"])
+        self.assertEqual(h.lines(b"s3 SEARCH SUBJECT user-from"), [b"* SEARCH", b"s3 OK SEARCH completed"])
+
+    def test_sortDateFallsBackToInternalDate(self):
+        # imaptest sort-date: a message without Date: sorts by its
+        # INTERNALDATE (RFC 5256 3), here between the dated ones.
+        h = self.h
+        h.login()
+        for date, header in (
+            (b"22-Feb-2008 23:00:00 +0200", b"Date: Fri, 22 Feb 2008 00:00:00 +0200\r\n"),
+            (b"22-Feb-2008 22:00:00 +0200", b"Date: Fri, 22 Feb 2008 02:00:00 +0200\r\n"),
+            (b"22-Feb-2008 01:30:23 +0200", b""),
+            (b"22-Feb-2008 01:00:00 +0200", b"Date: Fri, 22 Feb 2008 01:00:00 +0200\r\n"),
+        ):
+            message = header + b"Subject: s\r\n\r\nx\r\n"
+            reply = h.command(b'a APPEND INBOX "' + date + b'" {%d+}\r\n' % len(message) + message)
+            self.assertIn(b"a OK [APPENDUID", reply)
+        h.command(b"s0 SELECT INBOX")
+        self.assertEqual(h.lines(b"s1 SORT (DATE) US-ASCII ALL"), [b"* SORT 1 4 3 2", b"s1 OK SORT completed"])
+        self.assertEqual(
+            h.lines(b"s2 SORT (REVERSE DATE) US-ASCII ALL"), [b"* SORT 2 3 4 1", b"s2 OK SORT completed"]
+        )
+
+    def test_moveIntoTheSelectedMailbox(self):
+        # imaptest move: RFC 6851 3.3 allows MOVE into the selected
+        # mailbox; the message gets a new UID, the old one is expunged.
+        h = self.h
+        deliver(h, b"Subject: a\n\nx\n")
+        deliver(h, b"Subject: b\n\nx\n")
+        h.select()
+        h.command(b"s1 STORE 1 +FLAGS (\\Flagged $kw)")
+        reply = h.command(b"m1 MOVE 1 INBOX")
+        self.assertRegex(reply, rb"\A\* OK \[COPYUID \d+ 1 3\] Moved UIDs\r\n")
+        self.assertIn(b"* 1 EXPUNGE\r\n", reply)
+        self.assertIn(b"* 2 EXISTS\r\n", reply)
+        self.assertTrue(reply.endswith(b"m1 OK MOVE completed\r\n"), reply)
+        self.assertEqual(
+            h.lines(b"f1 FETCH 1:* (UID FLAGS)"),
+            [
+                b"* 1 FETCH (UID 2 FLAGS (\\Recent))",
+                b"* 2 FETCH (UID 3 FLAGS (\\Flagged $kw))",
+                b"f1 OK FETCH completed",
+            ],
+        )
+
+    def test_recursiveMatchChildInfoOnlyForUnlistedChildren(self):
+        # imaptest listext: RECURSIVEMATCH gives a parent CHILDINFO only
+        # for subscribed children the patterns do not list themselves.
+        h = self.h
+        h.login()
+        h.command(b"c1 CREATE m/test2/test1")
+        h.command(b"c2 CREATE m/test2")
+        h.command(b"s1 SUBSCRIBE m/test2/test1")
+        self.assertEqual(
+            h.lines(b'l1 LIST (SUBSCRIBED RECURSIVEMATCH) "" (m/test2 m/test2/test1)'),
+            [b'* LIST (\\HasNoChildren \\Subscribed) "/" m/test2/test1', b"l1 OK LIST completed"],
+        )
+        self.assertEqual(
+            h.lines(b'l2 LIST (SUBSCRIBED RECURSIVEMATCH) "" (m/test2)'),
+            [b'* LIST (\\HasChildren) "/" m/test2 ("CHILDINFO" ("SUBSCRIBED"))', b"l2 OK LIST completed"],
+        )

@@ -205,7 +205,10 @@ class _Reader:
         try:
             name = raw.decode("utf-8") if self.utf8 and not raw.isascii() else mutf7.decode(raw)
         except (mutf7.InvalidModifiedUTF7, UnicodeDecodeError) as e:
-            raise self.error(f"bad mailbox name: {e}") from None
+            # The command is well formed (any astring is a syntactically
+            # valid mailbox, RFC 3501 9); only no mailbox can have this
+            # name, so the answer is NO, as Dovecot's.
+            raise ParseError(f"bad mailbox name: {e}", self.tag, status="NO") from None
         if inbox and name.upper() == "INBOX":
             return "INBOX"
         return name
@@ -216,7 +219,12 @@ class _Reader:
     def listMailbox(self) -> str:
         c = self.peek()
         raw = self.string() if c == 0x22 or c == 0x7B else self.match(_LIST_ATOM, "a mailbox pattern")
-        return self.mailboxName(raw, inbox=False)
+        try:
+            return self.mailboxName(raw, inbox=False)
+        except ParseError:
+            # A pattern that is not modified UTF-7 matches no mailbox:
+            # LIST answers OK with nothing for it (RFC 3501 6.3.8).
+            return None
 
     def sequenceSet(self) -> SequenceSet:
         text = self.match(_SEQ, "a sequence set")

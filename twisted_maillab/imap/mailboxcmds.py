@@ -85,7 +85,7 @@ class MailboxCommands:
         mailboxes = self.avatar.mailboxes
         infos = await mailboxes.list()
         subscribed = set(await mailboxes.subscriptions())
-        matchers = [patternMatcher(args.reference, p) for p in args.patterns]
+        matchers = [patternMatcher(args.reference, p) for p in args.patterns if p is not None]
         select = args.selectOptions
         returns = args.returnOptions
         onlySubscribed = lsub or "SUBSCRIBED" in select
@@ -113,7 +113,10 @@ class MailboxCommands:
                     continue
                 if "RECURSIVEMATCH" in select:
                     # RFC 5258 3.5: a parent listed for its subscribed
-                    # children.
+                    # children, only those the patterns do not list
+                    # themselves (as Dovecot).
+                    if all(any(m(n) for m in matchers) for n in below):
+                        continue
                     extended = b'("CHILDINFO" ("SUBSCRIBED"))'
                 elif lsub and not any(m(n) for n in below for m in matchers):
                     # RFC 3501 6.3.9: LSUB with % shows the level above a

@@ -329,7 +329,7 @@ class Searcher:
                 sent = datetime.date(1970, 1, 1)
             return _compareDate(name[4:], sent, args[0])
         if name in _HEADER_KEYS:
-            return content.headerContains(_HEADER_KEYS[name], args[0])
+            return content.headerContains(_HEADER_KEYS[name], args[0], addresses=name != "SUBJECT")
         if name == "HEADER":
             return content.headerContains(args[0], args[1])
         return content.found(name, args[0])
@@ -373,6 +373,20 @@ def readHeader(f) -> bytes:
     return bytes(out)
 
 
+def _addressText(value: bytes) -> str:
+    """
+    An address field as its parsed addresses, C{name <mailbox@host>} each,
+    case-folded: FROM, TO, CC and BCC keys also find an address written
+    with comments or quoting in the header (C{<a (c)@ (c) b.org>}), as
+    Dovecot does; RFC 3501 6.4.4 leaves the matching to the server.
+    """
+    out = []
+    for displayName, _route, mailbox, host in mimeheader.parseAddresses(value) or ():
+        address = f"{(mailbox or b'').decode('utf-8', 'replace')}@{(host or b'').decode('utf-8', 'replace')}"
+        out.append(f"{decodeWords(displayName)} <{address}>" if displayName else address)
+    return ", ".join(out).casefold()
+
+
 class _Content:
     """
     A message file read lazily: its header fields once, its decoded text
@@ -390,9 +404,13 @@ class _Content:
             self._fields = headerFields(self.f)
         return self._fields
 
-    def headerContains(self, name: bytes, needle: str) -> bool:
+    def headerContains(self, name: bytes, needle: str, addresses: bool = False) -> bool:
         for fieldName, value in self.fields():
-            if fieldName == name and needle in decodeWords(mimeheader.unfold(value)).casefold():
+            if fieldName != name:
+                continue
+            if needle in decodeWords(mimeheader.unfold(value)).casefold():
+                return True
+            if addresses and needle in _addressText(value):
                 return True
         return False
 

@@ -413,9 +413,11 @@ class SelectedCommands:
             if not uids:
                 return self.ok(command)
             if target is view.folder:
-                if move:
-                    return self.no(command, b"Cannot move into the same mailbox", R.CANNOT)
                 mapping = await self._copyHere(view.folder, uids)
+                if move:
+                    # RFC 6851 3.3 allows a MOVE into the same mailbox: each
+                    # message gets a new UID and the old one is expunged.
+                    await view.folder.expunge([s for s, _ in mapping], origin=view)
             else:
                 mapping = await view.folder.copyTo(uids, target, origin=view, move=move)
         except QuotaExceeded as e:
@@ -469,10 +471,12 @@ class SelectedCommands:
         sizes = {}
         if program_names & {"LARGER", "SMALLER", "SIZE"}:
             sizes = await virtualSizes(folder, uids)
-        if program_names & {"BEFORE", "ON", "SINCE", "ARRIVAL"}:
+        # SORT DATE falls back to the INTERNALDATE where a message has no
+        # usable Date: (RFC 5256 3), so it needs the dates too.
+        needDates = bool(program_names & {"BEFORE", "ON", "SINCE", "ARRIVAL", "DATE"})
+        if needDates:
             await folder.prefetch(uids)
         out = []
-        needDates = bool(program_names & {"BEFORE", "ON", "SINCE", "ARRIVAL"})
         for seq, uid in enumerate(uids, 1):
             try:
                 flags = folder.flags(uid)
