@@ -733,3 +733,23 @@ class ImaptestFindingsTests(unittest.TestCase):
             h.lines(b'l2 LIST (SUBSCRIBED RECURSIVEMATCH) "" (m/test2)'),
             [b'* LIST (\\HasChildren) "/" m/test2 ("CHILDINFO" ("SUBSCRIBED"))', b"l2 OK LIST completed"],
         )
+
+
+class DeletedSubscriptionTests(unittest.TestCase):
+    def test_deletedMailboxStaysSubscribed(self):
+        """
+        RFC 3501 6.3.6: DELETE does not remove the subscription; LIST
+        (SUBSCRIBED) shows the name as \\NonExistent (imaptest listext).
+        """
+        h = Harness(self)
+        h.login()
+        self.assertEqual(h.lines(b"c1 CREATE Work")[-1], b"c1 OK CREATE completed")
+        self.assertEqual(h.lines(b"s1 SUBSCRIBE Work")[-1], b"s1 OK SUBSCRIBE completed")
+        self.assertEqual(h.lines(b"d1 DELETE Work")[-1], b"d1 OK DELETE completed")
+        lines = h.lines(b'l1 LIST (SUBSCRIBED) "" "Work"')
+        self.assertEqual(lines[-1], b"l1 OK LIST completed")
+        self.assertEqual(len(lines), 2, lines)
+        self.assertIn(b"\\NonExistent", lines[0])
+        self.assertIn(b"\\Subscribed", lines[0])
+        self.assertTrue(lines[0].endswith(b" Work"), lines[0])
+        self.assertEqual(h.lines(b'l2 LSUB "" "*"')[:-1], [b'* LSUB (\\Noselect) "/" Work'])

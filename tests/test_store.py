@@ -1147,7 +1147,8 @@ class MailboxesTests(unittest.TestCase):
         yield self.mailboxes.delete("Work/2024")
         listing = {i.name: i for i in (yield self.mailboxes.list())}
         self.assertNotIn("Work/2024", listing)
-        self.assertNotIn("Work/2024", (yield self.mailboxes.subscriptions()))
+        # RFC 3501 6.3.6: DELETE never removes a subscription by itself
+        self.assertIn("Work/2024", (yield self.mailboxes.subscriptions()))
         yield self.assertFailure(self.mailboxes.open("Work/2024"), MailboxNotFound)
         self.assertFalse(any(n.startswith(".DOVECOT-TRASHED") for n in os.listdir(self.account.maildir)))
 

@@ -417,7 +417,8 @@ class Mailboxes:
             folder = self._open.get(key)
             if folder is not None:
                 folder._detach()
-            return self._setSubscribed(name, False)
+            # RFC 3501 6.3.6: the subscription stays (a client lists it as
+            # \NonExistent and may create the mailbox again).
 
         return self._thread(self._deleteWork, name).addCallback(deleted)
 
