@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from tests.smtp_fixtures.fakes import Harness
@@ -203,6 +203,12 @@ class SocketTests(unittest.TestCase):
             )
             self.assertEqual(got[-1], BARE, falseEnd)
         self.assertEqual(scheduled, [])
+        # The refused message's spool file is removed by the abort, which
+        # runs in the pool after the 521 went out: wait for it (bounded).
+        for _ in range(500):
+            if not os.listdir(queue.directory):
+                break
+            yield task.deferLater(reactor, 0.02, lambda: None)
         self.assertEqual(os.listdir(queue.directory), [])
         self.assertEqual(server.messages("edouard"), [])
         self.assertEqual(server.messages("utilisateur"), [])
