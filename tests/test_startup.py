@@ -303,13 +303,21 @@ class ProductionConfigTests(unittest.TestCase):
                 line = f"{lead}{kind}:{port}:interface={address}"
             elif line.startswith("state_directory = "):
                 line = f"state_directory = {root / 'state'}"
+            elif line == "alias_maps = /etc/aliases":
+                # A path like the others: a fresh machine without an MTA
+                # has no /etc/aliases (Debian's MTA packages create it).
+                aliases = root / "aliases"
+                system = Path("/etc/aliases")
+                aliases.write_text(system.read_text() if system.exists() else "postmaster: root\n")
+                line = f"alias_maps = {aliases}"
             lines.append(line)
         ini.write_text("\n".join(lines) + "\n")
         changed = [
             (a, b) for a, b in zip(original.splitlines(), lines) if a != b
         ]
-        # Nothing else changed: one line per endpoint, and the state directory.
-        self.assertEqual(len(changed), sum(map(len, bound.values())) + 1)
+        # Nothing else changed: one line per endpoint, the state directory
+        # and the alias file.
+        self.assertEqual(len(changed), sum(map(len, bound.values())) + 2)
         enabled = {"dns", "smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps"}
         self.assertTrue(enabled <= set(bound), bound)
         # The shipped shapes: IPv6 (dual-stack) for the SMTP listeners.
