@@ -52,6 +52,16 @@ def problems(config: Config) -> list[ConfigError]:
                     found.append(
                         config.error("dns", "zones", f"zone {origin}: {problem}", str(path))
                     )
+        if not found and config.dns.publish_mail_records:
+            from twisted_maillab.dns.published import zoneSourceFor
+            from twisted_maillab.dns.service import FileZoneSource
+
+            try:
+                # Checking must not raise the served serials.
+                zoneSourceFor(config, FileZoneSource(config.dns.zones), persist=False).load()
+            except ConfigError as e:
+                for problem in getattr(e, "problems", None) or [e.reason]:
+                    found.append(config.error("dns", "publish_mail_records", str(problem)))
     return found
 
 

@@ -487,6 +487,11 @@ class DNSSection(ListenerSection):
     rate_limit_window: float = option(
         parseDuration, 15.0, "how long a limited client's debt is remembered"
     )
+    publish_mail_records: bool = option(
+        parseBoolean,
+        False,
+        "add the records generated from this config (service SRV, mail authentication) to our zones",
+    )
     rate_limit_ipv4_prefix: int = option(parseInteger(8, 32), 24, "IPv4 prefix length of a client")
     rate_limit_ipv6_prefix: int = option(parseInteger(16, 128), 56, "IPv6 prefix length of a client")
 

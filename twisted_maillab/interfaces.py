@@ -424,6 +424,33 @@ class IZoneSource(Interface):
         """
 
 
+class IRecordPublisher(Interface):
+    """
+    Records the suite generates from its own configuration and serves in
+    the zones it is authoritative for, when C{[dns] publish_mail_records}
+    is on (L{twisted_maillab.dns.published}): service SRV records, DKIM
+    keys, SPF, DMARC and the like, true by construction because they come
+    from the config that makes them true.
+    """
+
+    name = Attribute("What publishes, for messages: e.g. C{'DKIM keys'}.")
+
+    def records(config, origin):
+        """
+        The records to add to one zone.  Blocking reads are allowed: called
+        in a thread at each (re)load, and once before the service starts.
+
+        @param config: the running L{twisted_maillab.config.Config}.
+        @param origin: the zone's origin, absolute, lower case, with its
+            trailing dot (C{"example.org."}).
+        @return: an iterable of master-file lines as the zone parser reads
+            them (owner relative to C{origin} or absolute, optional TTL,
+            optional class, type, rdata); nothing for a zone that is not
+            one of ours.  A line without a TTL gets
+            L{twisted_maillab.dns.published.DEFAULT_TTL}.
+        @raise Exception: stops the load, naming this publisher.
+        """
+
 
 # ---------------------------------------------------------------------------
 # POP3 (twisted_maillab.pop3): the seam between the protocol and the store.

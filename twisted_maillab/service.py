@@ -207,17 +207,24 @@ class Resources(SharedBackends):
         self.config = config
         self.reactor = reactor
         self._zoneSource = zoneSource
+        self._published = False
 
     @property
     def zoneSource(self):
         """
         Where C{[dns]} gets its zones (L{twisted_maillab.interfaces.IZoneSource}):
-        the one L{makeService} was given, else the C{[dns] zones} files.
+        the one L{makeService} was given, else the C{[dns] zones} files;
+        with the generated records when C{[dns] publish_mail_records} is on.
         """
         if self._zoneSource is None:
             from twisted_maillab.dns.service import FileZoneSource
 
             self._zoneSource = FileZoneSource(self.config.dns.zones)
+        if not self._published:
+            from twisted_maillab.dns.published import zoneSourceFor
+
+            self._zoneSource = zoneSourceFor(self.config, self._zoneSource)
+            self._published = True
         return self._zoneSource
 
     @cached_property
