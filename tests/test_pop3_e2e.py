@@ -17,6 +17,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -118,18 +119,28 @@ class Server:
             self.process,
             [rf"pop3 listening on 127\.0\.0\.1:{self.port}\b", rf"pop3s listening on 127\.0\.0\.1:{self.sport}\b"],
         )
+        # Keep reading the server's log while the test runs: a chatty run
+        # would otherwise fill the pipe and stall the server in a write.
+        self.drainer = threading.Thread(target=self._drain, args=(self.process,), daemon=True)
+        self.drainer.start()
+
+    def _drain(self, process):
+        for chunk in iter(lambda: os.read(process.stdout.fileno(), 65536), b""):
+            self.output += chunk.decode("utf-8", "replace")
 
     def stop(self):
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        process.send_signal(signal.SIGTERM)
-        try:
-            rest, _ = process.communicate(timeout=30)
-            self.output += rest.decode("utf-8", "replace")
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.drainer.join(timeout=30)
+        process.stdout.close()
 
     def restart(self):
         self.stop()
