@@ -196,11 +196,15 @@ class TwistdTests(unittest.TestCase):
         )
         self.assertFalse(Path(f"{ini}.state").exists())
 
-    def test_unimplementedServiceExitsBeforeBinding(self):
+    def test_builderErrorExitsBeforeBinding(self):
+        """
+        A problem only a service builder finds ([http] https without a
+        [tls] certificate) ends the start before anything is bound.
+        """
         ini = Path(self.mktemp()).resolve()
         ini.write_text(
             f"[server]\nstate_directory = {ini}.state\n"
-            "[http]\nenabled = yes\nlisten = tcp:0:interface=127.0.0.1\n"
+            "[http]\nenabled = yes\nlisten = tcp:0:interface=127.0.0.1\nhttps = yes\n"
         )
         result = subprocess.run(
             [TWISTD, "-n", "--pidfile=", "maillab", "--config", str(ini)],
@@ -210,8 +214,7 @@ class TwistdTests(unittest.TestCase):
         )
         self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
         self.assertIn(
-            f"maillab: {ini} [http] enabled: the http service is not implemented in "
-            "this version (line 4)",
+            f"maillab: {ini} [http] https: HTTPS needs [tls] certificate and private_key (line 5)",
             result.stderr,
         )
         self.assertNotIn("listening on", result.stdout + result.stderr)

@@ -34,6 +34,8 @@ def problems(config: Config) -> list[ConfigError]:
             builderFor(config, section.name)
         except ConfigError as e:
             found.append(e)
+    if config.http.enabled and config.http.https and not config.tls.configured:
+        found.append(config.error("http", "https", "HTTPS needs [tls] certificate and private_key"))
     section = config.tls
     if section.configured and not section.generate_self_signed:
         try:

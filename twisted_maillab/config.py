@@ -23,6 +23,7 @@ without separating two responsibilities.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -199,6 +200,23 @@ class ListenerSection(Section):
 # The sections.  Each protocol's issue adds its keys to its class.
 
 
+# The listeners a mail client configures (autoconfig, Autodiscover, RFC
+# 6186 SRV records), and [http] itself.
+CLIENT_LISTENERS = ("submission", "submissions", "imap", "imaps", "pop3", "pop3s", "http")
+
+
+def _parsePublicPort(raw: str, context: _Context | None = None) -> tuple[str, int]:
+    name, sep, port = raw.strip().partition("=")
+    name = name.strip().lower()
+    if not sep or name not in CLIENT_LISTENERS:
+        raise ValueError(
+            f'"{raw}" is not LISTENER=PORT with LISTENER one of {", ".join(CLIENT_LISTENERS)}'
+        )
+    if not port.strip().isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f'"{raw}": {port.strip()} is not a port (1-65535)')
+    return name, int(port)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ServerSection(Section):
     name = "server"
@@ -210,8 +228,22 @@ class ServerSection(Section):
     local_submission_socket: Path | None = option(
         parsePath, None, "UNIX socket for maillab sendmail (default: <state_directory>/submit.sock)"
     )
+    public_hostname: str = option(
+        parseString,
+        "",
+        "the name mail clients connect to, in autoconfig and SRV records (default: hostname)",
+    )
+    public_ports: tuple = option(
+        parseList(_parsePublicPort),
+        (),
+        "ports clients reach a listener on when NAT or a proxy changes them, as LISTENER=PORT "
+        "(submission=587 imaps=993); default: the listen port",
+    )
 
     def check(self) -> None:
+        names = [name for name, _ in self.public_ports]
+        if len(set(names)) != len(names):
+            raise SectionError("public_ports", "a listener is named twice")
         path = self.local_submission_socket
         if path is not None and len(os.fsencode(path)) > UNIX_PATH_MAX:
             raise SectionError(
@@ -810,7 +842,40 @@ class IMAPSSection(IMAPSection):
 
 @dataclass(frozen=True, kw_only=True)
 class HTTPSection(ListenerSection):
+    """
+    Mail client autoconfiguration (Mozilla autoconfig, Microsoft
+    Autodiscover), C{/metrics} and C{/healthz}.
+    """
+
     name = "http"
+    https: bool = option(
+        parseBoolean, False, "serve HTTPS with the [tls] certificate on every listen value"
+    )
+    login_name: str = option(
+        parseChoice("auto", "address", "local-part"),
+        "auto",
+        "the login clients are told to use: the whole address, its local part, or auto "
+        "(address when passwd-file is the first [auth] checker, else local-part)",
+    )
+    display_name: str = option(
+        parseString, "", "the provider name mail clients show (default: [server] domain)"
+    )
+    metrics_allow: tuple = option(
+        parseList(parseNetwork),
+        (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")),
+        "networks allowed to read /metrics (others get 403)",
+    )
+    healthz_queue_age: float = option(
+        parseDuration,
+        86400.0,
+        "/healthz reports the queue stuck when its oldest message is older (0: not checked)",
+    )
+    max_request_size: int = option(
+        parseSize, 65536, "largest request body accepted (Autodiscover POST); larger gets 413"
+    )
+    request_timeout: float = option(
+        parseDuration, 30.0, "close a connection idle this long"
+    )
 
 
 SECTIONS: Mapping[str, type[Section]] = {

@@ -18,6 +18,7 @@ from twisted.application import service
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
+from twisted.internet.interfaces import ILoggingContext
 
 from zope.interface import implementer
 
@@ -32,6 +33,7 @@ log = Logger()
 # when the section is enabled, so an unused protocol costs nothing at start.
 BUILDERS: dict[str, str] = {}
 BUILDERS["dns"] = "twisted_maillab.dns.service:makeDNSService"
+BUILDERS["http"] = "twisted_maillab.http.service:buildHTTP"
 BUILDERS["imap"] = "twisted_maillab.imap.service:buildIMAP"
 BUILDERS["imaps"] = "twisted_maillab.imap.service:buildIMAPS"
 BUILDERS["pop3"] = "twisted_maillab.pop3.service:buildPOP3"
@@ -254,7 +256,9 @@ class Resources(SharedBackends):
         from twisted_maillab.auth import makePortal
 
         # Logins create the account's special-use folders (store.firstLogin).
-        return makePortal(self.config, self.reactor, prepareAccount=self.store.firstLogin)
+        portal = makePortal(self.config, self.reactor, prepareAccount=self.store.firstLogin)
+        portal.metrics = self.metrics
+        return portal
 
     @cached_property
     def store(self):
@@ -263,7 +267,19 @@ class Resources(SharedBackends):
         """
         from twisted_maillab.store import makeStore
 
-        return makeStore(self.config, self.reactor)
+        store = makeStore(self.config, self.reactor)
+        store.metrics = self.metrics
+        return store
+
+    @cached_property
+    def metrics(self):
+        """
+        The tree's L{twisted_maillab.metrics.Metrics}, which C{[http]}
+        serves at C{/metrics}.
+        """
+        from twisted_maillab.metrics import Metrics
+
+        return Metrics()
 
     def endpoint(self, section: ListenerSection, description: str):
         """
@@ -276,16 +292,20 @@ class Resources(SharedBackends):
                 section.name, "listen", f'"{description}" cannot be used: {e}'
             ) from None
 
-    def listen(self, section: ListenerSection, factory) -> service.MultiService:
+    def listen(self, section: ListenerSection, factory, implicitTLS: bool | None = None) -> service.MultiService:
         """
         One L{ListenerService} per C{listen} value of C{section}.  Sections
-        listed in L{IMPLICIT_TLS} get the [tls] context around the factory
-        unless the endpoint is already C{ssl:}.
+        listed in L{IMPLICIT_TLS} (or any, when C{implicitTLS} is true) get
+        the [tls] context around the factory unless the endpoint is already
+        C{ssl:}.
         """
+        if implicitTLS is None:
+            implicitTLS = section.name in IMPLICIT_TLS
         group = service.MultiService()
+        counting = CountingFactory(factory, section.name, self.metrics)
         for description in section.listen:
-            wrapped = factory
-            if section.name in IMPLICIT_TLS and not description.startswith("ssl:"):
+            wrapped = counting
+            if implicitTLS and not description.startswith("ssl:"):
                 if self.tlsContext is None:
                     raise self.config.error(
                         section.name,
@@ -302,6 +322,45 @@ class Resources(SharedBackends):
                 ),
             ).setServiceParent(group)
         return group
+
+
+@implementer(ILoggingContext)
+class CountingFactory:
+    """
+    A server factory that counts its connections in L{Metrics} by listener
+    and otherwise is C{factory}: each protocol is C{factory}'s own (its
+    C{factory} attribute is C{factory}), so the protocol code sees no
+    wrapper (unlike L{twisted.protocols.policies.WrappingFactory}, whose
+    wrapper transport would hide C{startTLS} and C{getHandle}).
+    """
+
+    def __init__(self, factory, protocol: str, metrics):
+        self.factory = factory
+        self.protocol = protocol
+        self.metrics = metrics
+
+    def __getattr__(self, name):
+        # doStart, doStop and the factory's own attributes.
+        return getattr(self.factory, name)
+
+    def logPrefix(self):
+        # Port logs "<prefix> starting on N": the wrapped factory's name.
+        inner = self.factory
+        return inner.logPrefix() if ILoggingContext.providedBy(inner) else inner.__class__.__name__
+
+    def buildProtocol(self, addr):
+        built = self.factory.buildProtocol(addr)
+        if built is not None:
+            self.metrics.connectionOpened(self.protocol)
+            lost = built.connectionLost
+
+            def connectionLost(reason, lost=lost):
+                self.metrics.connectionClosed(self.protocol)
+                return lost(reason)
+
+            # An instance attribute: the protocol's class stays its own.
+            built.connectionLost = connectionLost
+        return built
 
 
 @implementer(IServiceBuilder)

@@ -28,6 +28,7 @@ from zope.interface import implementer
 from twisted_maillab.auth.checkers import LoginRefused, decodeCredential
 from twisted_maillab.auth.pool import AuthenticationUnavailable
 from twisted_maillab.interfaces import IMailPortal
+from twisted_maillab.metrics import NULL_METRICS
 
 __all__ = ["MailPortal", "ConnectionPortal", "hostOf", "quoteLogValue", "LOG_NAMESPACE"]
 
@@ -103,6 +104,7 @@ class MailPortal(Portal):
     # Not a class attribute: Logger.__get__ would rename the namespace to
     # the class's, and the fail2ban filter matches this one.
     log = property(lambda self: _log)
+    metrics = NULL_METRICS  # the service tree's Metrics (twisted_maillab.metrics)
 
     def __init__(self, realm, checkers=(), *, directory, throttle, clock, rules, parallelChecks=4):
         super().__init__(realm, checkers)
@@ -202,6 +204,7 @@ class MailPortal(Portal):
                 delay, lockedNow = self.throttle.failed(host, userKey)
                 self._logAttempt("failed", protocol, host, username, reason, delay)
                 if lockedNow:
+                    self.metrics.lockout(protocol)
                     self.log.warn(
                         "auth: lockout proto={protocol} rip={host} for={duration:.0f}s",
                         protocol=protocol,
@@ -250,6 +253,7 @@ class MailPortal(Portal):
         address comes before the client-supplied username, which is
         quoted and escaped.
         """
+        self.metrics.login(re.sub(r"[^a-z0-9-]", "_", protocol.lower())[:16] or "unknown", result, delay)
         emit = self.log.info if result == "ok" else self.log.warn
         emit(
             "auth: result={result} proto={protocol} rip={host} user={user} "

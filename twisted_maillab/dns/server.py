@@ -130,6 +130,7 @@ class DNSServer:
         self.udpSize = udpSize
         self.allowTransfer = tuple(allowTransfer)
         self.rateLimiter = rateLimiter
+        self.rcodes = [0] * 16  # responses sent per RCODE (header's low 4 bits), for /metrics
         self.install(zones)
 
     def install(self, zones: Zones, responses: ResponseTable | None = None) -> None:
@@ -462,6 +463,7 @@ class DNSDatagramProtocol(DatagramProtocol):
                         if verdict == "slip":
                             self.transport.write(_slipped(data, qend - 1), addr)
                         return
+                self.server.rcodes[entry[2][0][1] & 15] += 1
                 try:
                     self._sendto(data[:2] + entry[2][data[2] & 1] + data[12:qend] + entry[3], addr)
                 except OSError:
@@ -488,6 +490,7 @@ class DNSDatagramProtocol(DatagramProtocol):
             if verdict == "slip":
                 self.transport.write(_slipped(data, None), addr)
                 return
+        self.server.rcodes[responses[0][3] & 15] += 1
         self.transport.write(responses[0], addr)
 
 
@@ -572,6 +575,7 @@ class DNSStreamProtocol(Protocol):
                 entry = table.get(found[0])
                 if entry is not None:
                     i = found[1]
+                    server.rcodes[entry[2][0][1] & 15] += 1
                     out.append(struct.pack("!H", len(entry[0])))
                     out.append(message[:2] + entry[2][message[2] & 1] + message[12 : i + 1] + entry[3])
                     continue
@@ -590,6 +594,7 @@ class DNSStreamProtocol(Protocol):
                 self._startTransfer(responses)
                 return
             for response in responses or ():
+                server.rcodes[response[3] & 15] += 1
                 out.append(struct.pack("!H", len(response)))
                 out.append(response)
         self.buffer = buffer[position:]

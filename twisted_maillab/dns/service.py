@@ -370,6 +370,7 @@ def makeDNSService(config, resources) -> DNSService:
         rateLimiter=limiter,
     )
     factory = DNSStreamFactory(dnsService.server, reactor, section.tcp_idle_timeout, section.tcp_max_clients)
+    resources.metrics.watch("dns", dnsService.server)
     for description in section.listen:
         endpoint = resources.endpoint(section, description)
         try:

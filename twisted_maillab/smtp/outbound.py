@@ -47,6 +47,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.names import dns, error as dnserror
 
+from twisted_maillab.metrics import NULL_METRICS
 from twisted_maillab.smtp.delivery import QueueIds
 from twisted_maillab.smtp.dsn import deliveryReport
 from twisted_maillab.smtp.envelope import SMTPReply
@@ -97,6 +98,8 @@ class OutboundQueue(QueueAdministration):
     message), L{_run} (concurrency, errors) and L{attempt} (one pass over a
     message, then L{writeState} or L{removeMessage}).
     """
+
+    metrics = NULL_METRICS  # the service tree's Metrics (twisted_maillab.metrics)
 
     def __init__(
         self,
@@ -373,6 +376,9 @@ class OutboundQueue(QueueAdministration):
         d = max(0.0, end - mailAt) if mailAt is not None else 0.0
         if relay is None:
             relay = f"{r.remote}:{self.port}" if r.remote else "none"
+        self.metrics.message({"sent": "delivered"}.get(status, status), _dsnCode(status, r.reply))
+        if status != "deferred":
+            self.metrics.deliveryLatency(end - message.created)
         log.info(
             "{queueId}: to=<{to}>, relay={relay}, delay={delay}, delays={delays}, dsn={dsn}, status={status} ({reason})",
             queueId=message.queueId,

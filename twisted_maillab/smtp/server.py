@@ -50,6 +50,7 @@ from zope.interface import implementer
 from twisted_maillab.auth.sasl import challengers
 from twisted_maillab import lines
 from twisted_maillab.interfaces import IMailPortal
+from twisted_maillab.metrics import NULL_METRICS
 from twisted_maillab.smtp.data import BARE_NEWLINE, MessageText
 from twisted_maillab.smtp.envelope import Recipient, SMTPReply, parseMail, parseMailbox, parseRcpt
 from twisted_maillab.smtp.session import Envelope, Session, Settings
@@ -658,6 +659,7 @@ class ESMTPServer(Protocol):
         def refused(failure):
             failure.trap(SMTPReply)
             error = failure.value
+            self.factory.metrics.message("rejected", f"{error.code} {error.enhanced}".strip())
             log.info(
                 "NOQUEUE: reject: RCPT from {client}: {reply}; from={sender} to={to} proto={proto} helo=<{helo}>",
                 client=self.session.describe(),
@@ -762,6 +764,7 @@ class ESMTPServer(Protocol):
         d = defer.maybeDeferred(message.end)
 
         def done(queueId):
+            self.factory.metrics.message("received", self.settings.listener)
             self._reply(250, "2.0.0", f"Ok: queued as {queueId}")
 
         def failed(failure):
@@ -781,6 +784,7 @@ class ESMTPServer(Protocol):
     def _logRejectedMessage(self, envelope, error: SMTPReply) -> None:
         # Postfix's smtpd line for a message refused after the final dot
         # (it names the first recipient).
+        self.factory.metrics.message("rejected", f"{error.code} {error.enhanced}".strip())
         log.warn(
             "{queueId}: reject: END-OF-MESSAGE from {client}: {reply}; from={sender} to={to} "
             "proto={proto} helo=<{helo}>",
@@ -815,7 +819,10 @@ class SMTPServerFactory(ServerFactory):
     @ivar clock: timeouts (the reactor or a L{task.Clock}).
     @ivar queueIds: a L{twisted_maillab.smtp.delivery.QueueIds}.
     @ivar resolveName: C{f(ip) -> Deferred[str | None]} or L{None}.
+    @ivar metrics: the service tree's L{twisted_maillab.metrics.Metrics}.
     """
+
+    metrics = NULL_METRICS
 
     def __init__(
         self, settings, policy, delivery, *, portal=None, tlsContext=None, clock, queueIds, resolveName=None

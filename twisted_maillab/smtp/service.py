@@ -186,6 +186,7 @@ class _Backend:
         self.outbound = None
         if smtp.outbound_queue:
             self.outbound = self._makeQueue(config, resources)
+            self.outbound.metrics = resources.metrics
             self.policy.outbound = self.outbound
             self.delivery.outbound = self.outbound
         self.names = NameCache(reactor)
@@ -324,6 +325,7 @@ def _build(config, resources, name: str):
         queueIds=backend.queueIds,
         resolveName=backend.names,
     )
+    factory.metrics = resources.metrics
     return resources.listen(section, factory)
 
 

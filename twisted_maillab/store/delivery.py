@@ -276,7 +276,7 @@ class DeliveryTransaction:
                 continue
             try:
                 if self.store.fsync:
-                    os.fsync(r.fd)
+                    self.store.metrics.fsync(r.fd)  # os.fsync, timed for /metrics
                 os.close(r.fd)
                 r.fd = None
                 vsize = self._vsize + len(r.prepend) + _prependBareLFs(r.prepend)

@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from twisted_maillab import interfaces
+from twisted_maillab.metrics import NULL_METRICS
 from twisted_maillab.store import dovecot, quota as _quota
 from twisted_maillab.store.delivery import CommitBatcher, DeliveryTransaction
 from twisted_maillab.store.errors import StoreError
@@ -144,6 +145,8 @@ class Store:
         the store's own bounded thread pool.
     """
 
+    metrics = NULL_METRICS  # the service tree's Metrics (twisted_maillab.metrics)
+
     def __init__(
         self,
         reactor,
@@ -193,6 +196,12 @@ class Store:
             self._rescan = task.LoopingCall(self._rescanAll)
             self._rescan.clock = self.clock
             self._rescan.start(rescanInterval, now=False)
+
+    def queuedJobs(self) -> int:
+        """
+        Jobs waiting for one of the store's threads (for C{/metrics}).
+        """
+        return self._pool.queued if self._pool is not None else 0
 
     def _runInPool(self, f, *args, **kwargs) -> defer.Deferred:
         # started on first use, not at construction: twistd builds the

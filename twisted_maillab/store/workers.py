@@ -92,6 +92,13 @@ class WorkerPool:
         self.stopped = False
 
     @property
+    def queued(self) -> int:
+        """
+        How many jobs wait for a thread.
+        """
+        return len(self._backlog)
+
+    @property
     def threads(self) -> int:
         """
         How many threads have been started.
