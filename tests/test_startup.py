@@ -318,7 +318,7 @@ class ProductionConfigTests(unittest.TestCase):
         # Nothing else changed: one line per endpoint, the state directory
         # and the alias file.
         self.assertEqual(len(changed), sum(map(len, bound.values())) + 2)
-        enabled = {"dns", "smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps"}
+        enabled = {"dns", "smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "http"}
         self.assertTrue(enabled <= set(bound), bound)
         # The shipped shapes: IPv6 (dual-stack) for the SMTP listeners.
         self.assertEqual([family for family, _ in bound["smtp"]], ["::1"])
@@ -370,6 +370,22 @@ class ProductionConfigTests(unittest.TestCase):
             with socket.create_connection((host, port), timeout=30) as raw:
                 with context.wrap_socket(raw) as tls:
                     self.assertTrue(tls.recv(512).startswith(greeting), name)
+        # [http] over HTTPS: autoconfig names the listeners as bound here.
+        import urllib.request
+
+        (httpHost, httpPort), = bound["http"]
+        url = f"https://[{httpHost}]:{httpPort}/mail/config-v1.1.xml" if ":" in httpHost else f"https://{httpHost}:{httpPort}/mail/config-v1.1.xml"
+        with urllib.request.urlopen(url, context=context, timeout=30) as response:
+            document = response.read().decode()
+        (imapsHost, imapsPort), = bound["imaps"]
+        self.assertIn(f"<port>{imapsPort}</port>", document)
+        self.assertIn("<hostname>smtp.domaineel.rt</hostname>", document)
+        # [dns] publish_mail_records: the SRV record of the same listener.
+        answer = subprocess.run(
+            [dig, f"@{dnsHost}", "-p", str(dnsPort), "+short", "+norec", "SRV", "_imaps._tcp.domaineel.rt"],
+            capture_output=True, text=True, timeout=30,
+        )
+        self.assertEqual(answer.stdout, f"0 1 {imapsPort} smtp.domaineel.rt.\n", answer.stderr)
         process.send_signal(signal.SIGTERM)
         rest, _ = process.communicate(timeout=30)
         output += rest.decode()

@@ -21,6 +21,8 @@ COMMANDS = {
     "reload": "twisted_maillab.reload:main",
     "checkzone": "twisted_maillab.dns.checkzone:main",
     "check-config": "twisted_maillab.checkconfig:main",
+    "zone": "twisted_maillab.console.zone:main",
+    "doctor": "twisted_maillab.console.doctor:main",
 }
 
 # Program names that are a command of their own (argv[0]).

@@ -44,7 +44,7 @@ PASSWORDS = {"edouard": "Ed0uard-lab-pw", "utilisateur": "1234"}
 # The listeners of the shipped config, by section, with their standard port.
 LISTENERS = {
     "smtp": 25, "submission": 587, "submissions": 465, "pop3": 110,
-    "pop3s": 995, "imap": 143, "imaps": 993, "dns": 53,
+    "pop3s": 995, "imap": 143, "imaps": 993, "dns": 53, "http": 443,
 }
 
 _announced = set()

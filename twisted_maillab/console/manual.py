@@ -76,6 +76,17 @@ SECTIONS = [
     ("checkzone", "checkzone ORIGIN FILE",
      "Check a zone file as [dns] would load it: every error and warning with its line; "
      "exit status 0 when it would be served."),
+    ("zone", "zone show ORIGIN",
+     "Print a zone as the DNS service serves it, as a master file: the zone file's records "
+     "and those generated from the configuration ([dns] publish_mail_records), with the "
+     "served SOA serial.  It is what dig axfr of the daemon returns once it has loaded the "
+     "current files; nothing is changed."),
+    ("doctor", "doctor DOMAIN [--json] [--nameserver ADDRESS[:PORT]] [--smtp-port N] [--http-port N]",
+     "Check from outside, through the system's resolver (or --nameserver), what a mail "
+     "domain needs: MX records and their addresses, PTR records that resolve back, each MX "
+     "host's SMTP banner, STARTTLS and certificate names, the RFC 6186 SRV records with "
+     "each target reachable, and autoconfig.  Prints what to fix, progress on standard "
+     "error while it waits; exit status 1 when something is an error."),
 ]
 
 EXIT_STATUS = (
