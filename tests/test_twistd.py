@@ -214,7 +214,7 @@ class TwistdTests(unittest.TestCase):
         )
         self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
         self.assertIn(
-            f"maillab: {ini} [http] https: HTTPS needs [tls] certificate and private_key (line 5)",
+            f"maillab: {ini} [http] https: HTTPS needs [tls] certificate and private_key (line 6)",
             result.stderr,
         )
         self.assertNotIn("listening on", result.stdout + result.stderr)

@@ -93,6 +93,8 @@ def queueStats(directory: Path | None, now: float | None = None) -> tuple[int, f
     Thread: the number of messages in the spool and the age in seconds of
     the oldest (each message is C{ID.eml}, written once at arrival, beside
     its C{ID.json} state; see L{twisted_maillab.smtp.spool}).
+
+    @raise OSError: the spool cannot be read (a missing one is empty).
     """
     if directory is None:
         return 0, 0.0
@@ -126,7 +128,11 @@ async def checkHealth(config, top, runner) -> list[str]:
     limit = config.http.healthz_queue_age
     directory = queueDirectory(config)
     if limit and directory is not None:
-        count, age = await runner(queueStats, directory)
+        try:
+            count, age = await runner(queueStats, directory)
+        except OSError as e:
+            problems.append(f"queue: cannot read {directory}: {e.strerror}")
+            return problems
         if count and age > limit:
             problems.append(f"queue: oldest of {count} message(s) is {age:.0f}s old (limit {limit:.0f}s)")
     return problems

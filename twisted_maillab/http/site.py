@@ -189,7 +189,10 @@ class MetricsResource(resource.Resource):
             return _plain(request, 403, "metrics are not served to this address")
 
         async def render():
-            self._queue = await self.context.runner(health.queueStats, health.queueDirectory(self.config))
+            try:
+                self._queue = await self.context.runner(health.queueStats, health.queueDirectory(self.config))
+            except OSError as e:
+                log.warn("http: /metrics cannot read the queue: {error}", error=str(e))
             return 200, CONTENT_TYPE_LATEST.encode("ascii"), generate_latest(self.context.metrics.registry)
 
         return _finishAsync(request, defer.ensureDeferred(render()), "/metrics")
