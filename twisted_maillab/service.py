@@ -312,7 +312,7 @@ class Resources(SharedBackends):
                         "listen",
                         "implicit TLS needs [tls] certificate and private_key",
                     )
-                wrapped = tls.implicitTLSFactory(self.tlsContext, factory)
+                wrapped = tls.implicitTLSFactory(self.tlsContext, counting)
             ListenerService(
                 section.name,
                 self.endpoint(section, description),
