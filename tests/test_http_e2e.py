@@ -49,8 +49,8 @@ REVERSE = """$TTL 300
 
 class Suite:
     """
-    One twistd maillab for the whole module (it is only read from, but
-    for the counters, which each test compares before and after).
+    A twistd maillab with the listeners a mail client uses, its zone
+    and its reverse zone.
     """
 
     def __init__(self, root: Path):
@@ -117,20 +117,11 @@ class Suite:
 
 
 class HTTPEndToEndTests(unittest.TestCase):
-    suite = None
-
     def setUp(self):
-        if HTTPEndToEndTests.suite is None:
-            root = Path(self.mktemp()).resolve()
-            root.mkdir(parents=True)
-            HTTPEndToEndTests.suite = Suite(root)
-        self.suite = HTTPEndToEndTests.suite
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.suite is not None:
-            cls.suite.stop()
-            cls.suite = None
+        root = Path(self.mktemp()).resolve()
+        root.mkdir(parents=True)
+        self.suite = Suite(root)
+        self.addCleanup(self.suite.stop)
 
     def expectedServers(self):
         p = self.suite.ports
