@@ -144,6 +144,24 @@ class ClientSettingsTests(unittest.TestCase):
             e = self.assertRaises(ConfigError, loadString, text, "m.ini")
             self.assertIn(f"m.ini [server] public_ports: {reason}", str(e))
 
+    def test_badPublicHostname(self):
+        text = configText(self).replace("domain = example.org\n", "domain = example.org\npublic_hostname = not a name\n")
+        e = self.assertRaises(ConfigError, loadString, text, "m.ini")
+        self.assertIn('m.ini [server] public_hostname: "not a name" is not a domain name', str(e))
+
+    def test_httpsNeedsCertificate(self):
+        """
+        check-config reports [http] https without a [tls] certificate, as
+        the start would.
+        """
+        from twisted_maillab.checkconfig import problems
+
+        config = loadString(configText(self, LISTENERS + "https = yes\n", tls=False), "m.ini")
+        self.assertEqual(
+            [str(p) for p in problems(config)],
+            ["m.ini [http] https: HTTPS needs [tls] certificate and private_key (line 23)"],
+        )
+
     def test_loginName(self):
         """
         auto follows [auth]: system users log in with the local part,
@@ -599,3 +617,36 @@ class ServiceRecordTests(unittest.TestCase):
         err = io.StringIO()
         self.assertEqual(zonecommand.main(["--config", str(ini), "show", "example.com"], io.StringIO(), err), 1)
         self.assertEqual(err.getvalue(), "maillab zone: example.com is not a zone of [dns] zones (served: example.org)\n")
+
+
+class BuilderTests(unittest.TestCase):
+    def build(self, extra: str):
+        from twisted_maillab.service import makeService
+
+        config = loadString(configText(self, extra))
+        return makeService(config, reactor=MemoryReactorClock())
+
+    def listeners(self, top) -> list:
+        return [child for child in top.getServiceNamed("http") if isinstance(child, ListenerService)]
+
+    def test_https(self):
+        """
+        https = yes: the site behind the [tls] certificate, its
+        connections counted under "http".
+        """
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        top = self.build("[http]\nenabled = yes\nlisten = tcp:0:interface=127.0.0.1\nhttps = yes\n")
+        (listener,) = self.listeners(top)
+        self.assertIsInstance(listener.factory, TLSMemoryBIOFactory)
+        counting = listener.factory.wrappedFactory
+        self.assertIsInstance(counting, CountingFactory)
+        self.assertEqual(counting.label, "http")
+        self.assertIsInstance(counting.factory, MailSite)
+        self.assertTrue([child for child in top.getServiceNamed("http") if isinstance(child, ReactorLagService)])
+
+    def test_plain(self):
+        top = self.build("[http]\nenabled = yes\nlisten = tcp:0:interface=127.0.0.1\n")
+        (listener,) = self.listeners(top)
+        self.assertIsInstance(listener.factory, CountingFactory)
+        self.assertIsInstance(listener.factory.factory, MailSite)

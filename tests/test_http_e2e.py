@@ -77,9 +77,13 @@ class Suite:
             f"[imaps]\nenabled = yes\nlisten = tcp:{p['imaps']}:interface=127.0.0.1\n"
             f"[http]\nenabled = yes\nlisten = tcp:{p['http']}:interface=127.0.0.1\n"
         )
+        self.start()
+
+    def start(self):
+        p = self.ports
         self.process = subprocess.Popen(
             [TWISTD, "-n", "--pidfile=", "maillab", "--config", str(self.ini)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=root,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.root,
         )
         self.output = readUntil(
             self.process, [rf"{name} listening on 127\.0\.0\.1:{port}\b" for name, port in p.items()] + [r"maillab ready"]
@@ -255,6 +259,27 @@ class HTTPEndToEndTests(unittest.TestCase):
         self.assertEqual(moved('maillab_connections_total{protocol="smtp"}'), 1)
         self.assertEqual(moved('maillab_connections_total{protocol="imaps"}'), 1)
         self.assertGreater(after["maillab_reactor_lag_seconds_count"], 0)
+
+    def test_configChangeRaisesSerial(self):
+        """
+        A restart with a config whose listeners changed serves the new SRV
+        record under a higher SOA serial than the file's, and zone show
+        agrees.
+        """
+        def serial():
+            return int(self.suite.dig("+short", "SOA", "example.test").split()[2])
+
+        self.assertEqual(serial(), 2026120201)
+        self.suite.stop()
+        newPort = freePort()
+        text = self.suite.ini.read_text()
+        self.suite.ini.write_text(text.replace(f"tcp:{self.suite.ports['imaps']}:", f"tcp:{newPort}:"))
+        self.suite.ports["imaps"] = newPort
+        self.suite.start()
+        self.assertEqual(serial(), 2026120202)
+        self.assertEqual(self.suite.dig("+short", "SRV", "_imaps._tcp.example.test"), f"0 1 {newPort} mail.example.test.\n")
+        shown = self.suite.maillab("zone", "--config", str(self.suite.ini), "show", "example.test")
+        self.assertIn("\tSOA\tns.example.test. hostmaster.example.test. 2026120202 ", shown.stdout)
 
     def test_healthz(self):
         self.assertEqual(self.suite.get("/healthz"), (200, b"ok\n"))

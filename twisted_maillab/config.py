@@ -241,6 +241,11 @@ class ServerSection(Section):
     )
 
     def check(self) -> None:
+        if self.public_hostname:
+            try:
+                _parseDomain(self.public_hostname)
+            except ValueError as e:
+                raise SectionError("public_hostname", str(e)) from None
         names = [name for name, _ in self.public_ports]
         if len(set(names)) != len(names):
             raise SectionError("public_ports", "a listener is named twice")

@@ -334,9 +334,9 @@ class CountingFactory:
     wrapper transport would hide C{startTLS} and C{getHandle}).
     """
 
-    def __init__(self, factory, protocol: str, metrics):
+    def __init__(self, factory, label: str, metrics):
         self.factory = factory
-        self.protocol = protocol
+        self.label = label
         self.metrics = metrics
 
     def __getattr__(self, name):
@@ -351,11 +351,11 @@ class CountingFactory:
     def buildProtocol(self, addr):
         built = self.factory.buildProtocol(addr)
         if built is not None:
-            self.metrics.connectionOpened(self.protocol)
+            self.metrics.connectionOpened(self.label)
             lost = built.connectionLost
 
             def connectionLost(reason, lost=lost):
-                self.metrics.connectionClosed(self.protocol)
+                self.metrics.connectionClosed(self.label)
                 return lost(reason)
 
             # An instance attribute: the protocol's class stays its own.

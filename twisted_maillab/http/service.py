@@ -31,7 +31,8 @@ def _watchPools(metrics, resources) -> None:
     metrics.watch("pool:store", store.queuedJobs)
     checks = resources.portal.pool
     if checks is not None:
-        metrics.watch("pool:auth", lambda: checks.pending)
+        # pending counts the checks running too: at most size of them.
+        metrics.watch("pool:auth", lambda: max(0, checks.pending - checks.size))
 
 
 def buildHTTP(config, resources):
