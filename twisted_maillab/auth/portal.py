@@ -253,13 +253,14 @@ class MailPortal(Portal):
         address comes before the client-supplied username, which is
         quoted and escaped.
         """
-        self.metrics.login(re.sub(r"[^a-z0-9-]", "_", protocol.lower())[:16] or "unknown", result, delay)
+        protocol = re.sub(r"[^a-z0-9-]", "_", protocol.lower())[:16] or "unknown"
+        self.metrics.login(protocol, result, delay)
         emit = self.log.info if result == "ok" else self.log.warn
         emit(
             "auth: result={result} proto={protocol} rip={host} user={user} "
             "delay={delay:.1f} reason={reason}",
             result=result,
-            protocol=re.sub(r"[^a-z0-9-]", "_", protocol.lower())[:16] or "unknown",
+            protocol=protocol,
             host=host,
             user=quoteLogValue(username),
             delay=delay,
