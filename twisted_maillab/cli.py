@@ -21,6 +21,8 @@ COMMANDS = {
     "reload": "twisted_maillab.reload:main",
     "checkzone": "twisted_maillab.dns.checkzone:main",
     "check-config": "twisted_maillab.checkconfig:main",
+    "dkim": "twisted_maillab.console.mailauth:dkim",
+    "dmarc": "twisted_maillab.console.mailauth:dmarc",
 }
 
 # Program names that are a command of their own (argv[0]).
