@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 import authres
+import authres.dkim_b
 import authres.dmarc  # noqa: F401  (registers the dmarc method)
 import dkim
 from dkim.util import InvalidTagValueList, parse_tag_value
@@ -79,14 +80,18 @@ def checkDKIM(lookup: Lookup, message: bytes, timeout: float) -> list[DKIMResult
             verifier = dkim.DKIM(message, minkey=1024, timeout=timeout)
             ok = verifier.verify(idx=index, dnsfunc=lookup.dkimTXT)
             one.result = "pass" if ok else "fail"
-        except TempError as e:
+        except (TempError, dkim.DnsTimeoutError) as e:
             one.result, one.reason = "temperror", str(e)
-        except dkim.KeyFormatError as e:
+        except dkim.ValidationError as e:
+            # RFC 6376 3.7: a body hash that differs fails the signature;
+            # a signature that cannot be checked (syntax, algorithm) is a
+            # permerror (RFC 8601 2.7.1).
+            one.result = "fail" if "body hash mismatch" in str(e) else "permerror"
+            one.reason = str(e)
+        except (dkim.KeyFormatError, dkim.MessageFormatError, dkim.ParameterError) as e:
             one.result, one.reason = "permerror", str(e)
         except dkim.DKIMException as e:
-            # RFC 8601 2.7.1: a signature that cannot be checked (bad
-            # syntax, unknown algorithm, no key) is neutral or permerror.
-            one.result, one.reason = "permerror" if "key" in str(e).lower() else "neutral", str(e)
+            one.result, one.reason = "neutral", str(e)
         results.append(one)
     return results
 
@@ -140,15 +145,15 @@ def resultsField(authservId: str, results: Results) -> bytes:
     if not results.dkim:
         methods.append(authres.DKIMAuthenticationResult(result="none"))
     for one in results.dkim:
-        methods.append(
-            authres.DKIMAuthenticationResult(
-                result=one.result,
-                header_d=one.domain or None,
-                header_s=one.selector or None,
-                header_a=one.algorithm or None,
-                header_b=one.b or None,
-            )
-        )
+        # RFC 6008: header.b tells two signatures of one domain apart.
+        method = authres.dkim_b.DKIMAuthenticationResult(result=one.result, header_d=one.domain or None)
+        if one.selector:
+            method.header_s = one.selector
+        if one.algorithm:
+            method.header_a = one.algorithm
+        if one.b:
+            method.header_b = one.b
+        methods.append(method)
     if results.dmarc is not None:
         comment = f"p={results.dmarc.policy.upper()} dis={results.dmarc.disposition.upper()}" if results.dmarc.policy else None
         methods.append(
