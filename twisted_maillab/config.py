@@ -771,6 +771,9 @@ class MailAuthSection(Section):
     dns_timeout: float = option(
         parseDuration, 5.0, "time allowed to each DNS query of the checks"
     )
+    verify_size_limit: int = option(
+        parseSize, 10240000, "largest message whose DKIM signatures are verified (held in memory to verify)"
+    )
     spf_record: str = option(
         parseNonEmpty, "v=spf1 mx -all", "the SPF record published for each of our domains"
     )

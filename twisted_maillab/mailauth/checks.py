@@ -60,22 +60,28 @@ def _signatureTags(value: bytes) -> dict:
         return {}
 
 
+def _signatureValues(message: bytes) -> list[bytes]:
+    verifier = dkim.DKIM(message)
+    return [value for name, value in verifier.headers if name.lower() == b"dkim-signature"]
+
+
+def _described(value: bytes) -> dict:
+    tags = _signatureTags(value)
+    return dict(
+        domain=tags.get(b"d", b"").decode("ascii", "replace").lower(),
+        selector=tags.get(b"s", b"").decode("ascii", "replace"),
+        algorithm=tags.get(b"a", b"").decode("ascii", "replace"),
+        b=tags.get(b"b", b"").decode("ascii", "replace")[:8],
+    )
+
+
 def checkDKIM(lookup: Lookup, message: bytes, timeout: float) -> list[DKIMResult]:
     """
     Verify every C{DKIM-Signature} (RFC 6376 6.1), each on its own.
     """
     results = []
-    verifier = dkim.DKIM(message, minkey=1024, timeout=timeout)
-    signatures = [value for name, value in verifier.headers if name.lower() == b"dkim-signature"]
-    for index, value in enumerate(signatures):
-        tags = _signatureTags(value)
-        one = DKIMResult(
-            "fail",
-            domain=tags.get(b"d", b"").decode("ascii", "replace").lower(),
-            selector=tags.get(b"s", b"").decode("ascii", "replace"),
-            algorithm=tags.get(b"a", b"").decode("ascii", "replace"),
-            b=tags.get(b"b", b"").decode("ascii", "replace")[:8],
-        )
+    for index, value in enumerate(_signatureValues(message)):
+        one = DKIMResult("fail", **_described(value))
         try:
             verifier = dkim.DKIM(message, minkey=1024, timeout=timeout)
             ok = verifier.verify(idx=index, dnsfunc=lookup.dkimTXT)
@@ -104,16 +110,26 @@ def checkMessage(
     sender: str,
     receiver: str,
     settings,
+    tooLarge: bool = False,
 ) -> Results:
     """
     Run the checks and decide (thread side).
 
     @param settings: the C{[mailauth]} section (actions, timeout).
+    @param tooLarge: C{message} is only the header of a message past
+        C{verify_size_limit}: its signatures are not verified (RFC 8601
+        2.7.1 C{policy}).
     """
     spfResult, identity, _ = checkSPF(lookup, ip, sender, helo, receiver)
     spfDomain = sender.rpartition("@")[2].lower() if sender else (helo or "").lower()
     results = Results(spfResult, identity, spfDomain, helo or "", sender)
-    results.dkim = checkDKIM(lookup, message, settings.dns_timeout)
+    if tooLarge:
+        results.dkim = [
+            DKIMResult("policy", reason="message too large to verify", **_described(value))
+            for value in _signatureValues(message)
+        ]
+    else:
+        results.dkim = checkDKIM(lookup, message, settings.dns_timeout)
     header = message.split(b"\n\n", 1)[0][:HEADER_LIMIT]
     domains = fromDomains(header)
     if len(set(domains)) == 1:

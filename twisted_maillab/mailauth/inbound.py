@@ -123,7 +123,16 @@ class CheckedDelivery:
         return self._file.read()
 
     def _check(self):
-        message = self._readAll()
+        self._file.seek(0, os.SEEK_END)
+        if self._file.tell() > self.auth.settings.verify_size_limit:
+            # dkimpy verifies from memory: past the limit only the header
+            # is read (its signatures are reported as "policy").
+            self._file.seek(0)
+            message = self._file.read(HEADER_LIMIT).partition(b"\n\n")[0] + b"\n\n"
+            tooLarge = True
+        else:
+            message = self._readAll()
+            tooLarge = False
         return self.auth.check(
             self.auth.lookup,
             message,
@@ -132,6 +141,7 @@ class CheckedDelivery:
             self.envelope.sender.address,
             self.auth.authservId,
             self.auth.settings,
+            tooLarge=tooLarge,
         )
 
     def _read(self, first: bool) -> bytes:

@@ -38,7 +38,12 @@ class Lookup:
     """
 
     def __init__(self, servers=(), timeout: float = 5.0, cacheSize: int = 10000):
-        resolver = dns.resolver.Resolver(configure=not servers)
+        try:
+            resolver = dns.resolver.Resolver(configure=not servers)
+        except dns.resolver.NoResolverConfiguration:
+            # No /etc/resolv.conf: every query is a temperror, never a
+            # failure to start.
+            resolver = dns.resolver.Resolver(configure=False)
         if servers:
             resolver.nameservers = [dns.nameserver.Do53Nameserver(address, port) for address, port in servers]
         resolver.lifetime = timeout
