@@ -16,10 +16,12 @@ from __future__ import annotations
 import email
 import json
 import re
+import shutil
 import smtplib
 import ssl
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -72,6 +74,9 @@ class Instance:
         (self.base / "zones").mkdir()
         (self.base / "zones" / f"{domain}.zone").write_text(ZONE.format(domain=domain))
         self.dnsPort, self.smtpPort, self.submissionPort = freePort(), freePort(), freePort()
+        # A UNIX socket path has at most 107 bytes: trial's is longer.
+        self.sockets = tempfile.mkdtemp(prefix="ml-")
+        testCase.addCleanup(shutil.rmtree, self.sockets, True)
         self.process = None
 
     def configure(self, other: "Instance", extraZones: str = "", mailauth: str = "") -> None:
@@ -81,6 +86,7 @@ class Instance:
             hostname = mx.{self.domain}
             domain = {self.domain}
             state_directory = state
+            local_submission_socket = {self.sockets}/submit.sock
 
             [tls]
             certificate = state/cert.pem
@@ -288,6 +294,19 @@ class TwoDomainsTests(unittest.TestCase):
         for message in (one, two):
             verified = self.dkimverify(message)
             self.assertEqual((verified.returncode, verified.stdout.strip()), (0, b"signature ok"), verified.stderr)
+
+        # -- the sendmail injector's mail is signed too --------------------
+        sent = subprocess.run(
+            [MAILLAB, "sendmail", "-C", str(first.ini), "-f", "alice@first.test", "-i", "bob@second.test"],
+            input=b"From: alice@first.test\nTo: bob@second.test\nSubject: from cron\n\nnightly job done\n",
+            capture_output=True, timeout=120,
+        )
+        self.assertEqual(sent.returncode, 0, sent.stderr)
+        one, two, three = second.waitForMail("INBOX", 3)
+        self.assertIn(b"Subject: from cron", three)
+        [results] = unfolded(three, "Authentication-Results")
+        self.assertEqual(results.count("dkim=pass header.d=first.test"), 2, results)
+        self.assertIn("dmarc=pass", results)
 
         # -- a bounce from the first is signed too -----------------------
         self.bounce()

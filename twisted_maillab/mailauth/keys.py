@@ -138,12 +138,32 @@ class KeyStore:
 
     def _write(self, path: Path, generations: list[Generation]) -> None:
         data = {"generations": [g.__dict__ for g in generations]}
-        replaceFile(path / STATE, json.dumps(data, indent=1, sort_keys=True).encode() + b"\n", mode=0o600)
+        replaceFile(path / STATE, json.dumps(data, indent=1, sort_keys=True).encode() + b"\n", mode=0o600, owner=self._owner)
+
+    def _owner(self, fd: int) -> None:
+        # Made by root (maillab dkim rotate, check-config) for a daemon
+        # that runs as the state directory's owner: give it the files.
+        if os.geteuid() == 0:
+            owner = os.stat(self.directory.parent)
+            os.fchown(fd, owner.st_uid, owner.st_gid)
+
+    def _mkdir(self, path: Path) -> None:
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            return
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            self._owner(fd)
+        finally:
+            os.close(fd)
 
     def _locked(self, path: Path):
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path.mkdir(mode=0o700, exist_ok=True)
+        self.directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._mkdir(self.directory)
+        self._mkdir(path)
         fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        self._owner(fd)
         fcntl.flock(fd, fcntl.LOCK_EX)
         return fd
 
@@ -168,8 +188,8 @@ class KeyStore:
             name = f"{base}n{n}"
         for (suffix, _, _), make in zip(ALGORITHMS, (_newRSA, _newEd25519)):
             private, public = make()
-            replaceFile(path / f"{name}-{suffix}.key", private, mode=0o600)
-            replaceFile(path / f"{name}-{suffix}.pub", public.encode() + b"\n", mode=0o600)
+            replaceFile(path / f"{name}-{suffix}.key", private, mode=0o600, owner=self._owner)
+            replaceFile(path / f"{name}-{suffix}.pub", public.encode() + b"\n", mode=0o600, owner=self._owner)
         return Generation(name, now, None)
 
     def ensure(self, domain: str) -> Generation:
