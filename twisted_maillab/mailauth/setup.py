@@ -29,6 +29,13 @@ def makeInbound(config, store, runner, hostname: str) -> InboundAuth | None:
     settings = config.mailauth
     if not settings.inbound_checks:
         return None
+    # Held messages are written under the state directory, not in /tmp,
+    # which may be a tmpfs (memory) and too small for message_size_limit.
+    held = config.server.state_directory / "held"
+    try:
+        held.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        raise config.error("server", "state_directory", f"{held}: cannot be created: {e.strerror}") from None
     return InboundAuth(
         Lookup(config.smtp.resolvers, settings.dns_timeout),
         settings,
@@ -36,5 +43,5 @@ def makeInbound(config, store, runner, hostname: str) -> InboundAuth | None:
         runner,
         authservId=hostname,
         junkFolder=config.store.junk_folder,
-        temporary=None,
+        temporary=held,
     )
