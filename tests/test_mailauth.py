@@ -208,6 +208,23 @@ class SigningTests(unittest.TestCase):
         wire = signed.replace(b"\n", b"\r\n")
         self.assertTrue(dkim.verify(wire, dnsfunc=self.lookup.dkimTXT))
 
+    def test_rsaSignIsDkimpys(self):
+        """
+        The OpenSSL signature given to dkimpy is octet for octet the one
+        dkimpy's own code computes (RSASSA-PKCS1-v1_5 is deterministic).
+        """
+        import hashlib
+
+        import dkim.crypto
+
+        from twisted_maillab.mailauth.signing import rsaSign
+
+        [rsa, _] = self.signer().keys.signingKeys("first.test")
+        key = dkim.crypto.parse_pem_private_key(rsa.private)
+        for name in ("sha256", "sha1"):
+            digest = hashlib.new(name, b"a message")
+            self.assertEqual(rsaSign(digest.copy(), key), dkim.crypto.RSASSA_PKCS1_v1_5_sign(digest.copy(), key))
+
     def test_changedBodyFails(self):
         path = self.base / "m.eml"
         path.write_bytes(MESSAGE)
