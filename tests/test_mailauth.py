@@ -21,6 +21,7 @@ import dkim
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
+from twisted.internet import defer
 from twisted.trial import unittest
 
 from twisted_maillab.config import ConfigError, loadString
@@ -567,6 +568,26 @@ class ConsoleTests(unittest.TestCase):
         err = io.StringIO()
         self.assertEqual(console.dkim(["rotate", "--no-reload", "other.test"] + config, io.StringIO(), err), 1)
         self.assertIn("not one of [mailauth] dkim_domains", err.getvalue())
+
+
+class SeamTests(unittest.TestCase):
+    def test_declaredInterfaces(self):
+        """
+        The publisher is an IRecordPublisher, the held delivery an
+        IDeliveryTransaction (what the SMTP delivery writes to).
+        """
+        from zope.interface.verify import verifyObject
+
+        from twisted_maillab.interfaces import IDeliveryTransaction, IRecordPublisher
+        from twisted_maillab.mailauth.inbound import CheckedDelivery, InboundAuth
+
+        verifyObject(IRecordPublisher, MailAuthPublisher())
+        base = Path(self.mktemp())
+        base.mkdir()
+        auth = InboundAuth(FakeLookup(), configFor(base).mailauth, None, defer.maybeDeferred, "mx.first.test", "Junk", temporary=base)
+        delivery = CheckedDelivery(auth, None, None)
+        verifyObject(IDeliveryTransaction, delivery)
+        delivery.abort()
 
 
 class ConfigTests(unittest.TestCase):

@@ -24,6 +24,9 @@ import tempfile
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from zope.interface import implementer
+
+from twisted_maillab.interfaces import IDeliveryTransaction
 
 from twisted_maillab.mailauth.checks import checkMessage, resultsField, stripOurResults
 from twisted_maillab.mailauth.lookup import Lookup
@@ -70,6 +73,7 @@ class InboundAuth:
         return CheckedDelivery(self, session, envelope)
 
 
+@implementer(IDeliveryTransaction)
 class CheckedDelivery:
     """
     One message held for the checks, then delivered (the store's
