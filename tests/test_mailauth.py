@@ -295,6 +295,15 @@ class PublisherTests(unittest.TestCase):
         # An RSA 2048 record is longer than 255 octets: two strings.
         self.assertEqual(rsa.count('"'), 4)
 
+    def test_noneAndUnsigned(self):
+        base = Path(self.mktemp())
+        base.mkdir()
+        config = configFor(base, mailauth="spf_record = none\ndmarc_record = none\n")
+        self.assertEqual(len(MailAuthPublisher().records(config, "first.test.")), 2)
+        config = configFor(base, mailauth="dkim_sign = no\n")
+        self.assertEqual([line.split()[0] for line in MailAuthPublisher().records(config, "first.test.")],
+                         ["first.test.", "_dmarc.first.test."])
+
     def test_txtData(self):
         self.assertEqual(txtData("a" * 300), '"' + "a" * 255 + '" "' + "a" * 45 + '"')
         self.assertEqual(txtData('say "hi"'), '"say \\"hi\\""')

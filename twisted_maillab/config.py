@@ -775,10 +775,10 @@ class MailAuthSection(Section):
         parseSize, 10240000, "largest message whose DKIM signatures are verified (held in memory to verify)"
     )
     spf_record: str = option(
-        parseNonEmpty, "v=spf1 mx -all", "the SPF record published for each of our domains"
+        parseNonEmpty, "v=spf1 mx -all", "the SPF record published for each of our domains (none: not published)"
     )
     dmarc_record: str = option(
-        parseString, "", "the DMARC record published at _dmarc; empty: v=DMARC1; p=quarantine; rua=mailto:<dmarc_rua>"
+        parseString, "", "the DMARC record published at _dmarc; empty: v=DMARC1; p=quarantine; rua=mailto:<dmarc_rua>; none: not published"
     )
     dmarc_rua: str = option(
         parseNonEmpty, "postmaster", "local mailbox of the default record's rua= (aggregate reports); a bare name is in each domain"
@@ -787,10 +787,10 @@ class MailAuthSection(Section):
     def check(self) -> None:
         if self.dns_timeout <= 0:
             raise SectionError("dns_timeout", "must be positive")
-        if not self.spf_record.startswith("v=spf1"):
-            raise SectionError("spf_record", "must start with v=spf1")
-        if self.dmarc_record and not self.dmarc_record.replace(" ", "").startswith("v=DMARC1;"):
-            raise SectionError("dmarc_record", "must start with v=DMARC1;")
+        if self.spf_record != "none" and not self.spf_record.startswith("v=spf1"):
+            raise SectionError("spf_record", "must start with v=spf1 (or be none)")
+        if self.dmarc_record not in ("", "none") and not self.dmarc_record.replace(" ", "").startswith("v=DMARC1;"):
+            raise SectionError("dmarc_record", "must start with v=DMARC1; (or be none)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -198,7 +198,7 @@ def stripOurResults(header: bytes, authservId: str) -> bytes:
     out = []
     dropping = False
     for line in header.split(b"\n"):
-        if line[:1] in (b" ", b"\t") and out is not None:
+        if line[:1] in (b" ", b"\t"):
             if not dropping:
                 out.append(line)
             continue

@@ -68,8 +68,11 @@ class MailAuthPublisher:
             if domain != zone and not domain.endswith("." + zone):
                 continue
             owner = f"{domain}."
-            for key in store.publishedKeys(domain):
-                lines.append(f"{key.selector}._domainkey.{owner} {ttl} IN TXT {txtData(key.record())}")
-            lines.append(f"{owner} IN TXT {txtData(config.mailauth.spf_record)}")
-            lines.append(f"_dmarc.{owner} IN TXT {txtData(dmarcRecord(config, domain))}")
+            if config.mailauth.dkim_sign:
+                for key in store.publishedKeys(domain):
+                    lines.append(f"{key.selector}._domainkey.{owner} {ttl} IN TXT {txtData(key.record())}")
+            if config.mailauth.spf_record != "none":
+                lines.append(f"{owner} IN TXT {txtData(config.mailauth.spf_record)}")
+            if config.mailauth.dmarc_record != "none":
+                lines.append(f"_dmarc.{owner} IN TXT {txtData(dmarcRecord(config, domain))}")
         return lines
