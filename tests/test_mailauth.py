@@ -184,7 +184,7 @@ class SigningTests(unittest.TestCase):
         publishTo(self.lookup, self.publisher.records(self.config, "first.test."))
 
     def signer(self):
-        from twisted_maillab.mailauth.setup import makeSigner
+        from twisted_maillab.mailauth.factory import makeSigner
 
         return makeSigner(self.config)
 
@@ -428,7 +428,7 @@ class ChecksTests(unittest.TestCase):
             ("mx.first.test", "A"): ["127.0.0.1"],
         })
         publishTo(self.lookup, MailAuthPublisher().records(self.config, "first.test."))
-        from twisted_maillab.mailauth.setup import makeSigner
+        from twisted_maillab.mailauth.factory import makeSigner
 
         path = base / "m.eml"
         path.write_bytes(MESSAGE)

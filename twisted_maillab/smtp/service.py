@@ -183,7 +183,7 @@ class _Backend:
             addMissingHeaders=smtp.submission_add_missing_headers,
         )
         self.queueIds = QueueIds(reactor)
-        from twisted_maillab.mailauth.setup import makeInbound
+        from twisted_maillab.mailauth.factory import makeInbound
 
         # SPF, DKIM and DMARC of mail the MX receives.
         self.delivery.inbound = makeInbound(config, self.store, _reactorPoolRunner(reactor), self.hostname)
@@ -199,7 +199,7 @@ class _Backend:
         from twisted.internet import ssl
 
         from twisted_maillab.mailauth.lookup import twistedResolver
-        from twisted_maillab.mailauth.setup import makeSigner
+        from twisted_maillab.mailauth.factory import makeSigner
         from twisted_maillab.smtp.outbound import OutboundQueue
 
         smtp = config.smtp
