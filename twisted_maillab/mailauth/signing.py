@@ -67,7 +67,9 @@ def rsaSign(hash, private_key) -> bytes:
             iqmp=private_key["coefficient"],
             public_numbers=rsa.RSAPublicNumbers(private_key["publicExponent"], modulus),
         )
-        key = numbers.private_key()
+        # The consistency check of an RSA key costs about 200 ms with the
+        # GIL held; these are the keys the KeyStore generated itself.
+        key = numbers.private_key(unsafe_skip_rsa_key_validation=True)
         with _RSA_LOCK:
             if len(_RSA_KEYS) > 64:
                 _RSA_KEYS.clear()
