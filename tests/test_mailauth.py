@@ -485,6 +485,15 @@ class ChecksTests(unittest.TestCase):
         self.assertEqual((results.spf, [d.result for d in results.dkim], results.dmarc.result, results.action),
                          ("temperror", ["temperror", "temperror"], "temperror", "accept"))
 
+    def test_signaturesBounded(self):
+        """
+        Past MAX_SIGNATURES, signatures are not looked up: policy.
+        """
+        first = self.signed.split(b"DKIM-Signature:")[1]
+        many = b"".join(b"DKIM-Signature:" + first for _ in range(checks.MAX_SIGNATURES + 2)) + MESSAGE
+        results = checks.checkDKIM(self.lookup, many, 5)
+        self.assertEqual([r.result for r in results], ["pass"] * checks.MAX_SIGNATURES + ["policy", "policy"])
+
     def test_stripOurResults(self):
         header = (
             b"Authentication-Results: mx.second.test; dkim=pass\n\theader.d=first.test\n"

@@ -21,7 +21,11 @@ from twisted_maillab.mailauth.lookup import Lookup, TempError
 from twisted_maillab.mailauth.signing import HEADER_LIMIT, fromDomains
 from twisted_maillab.mailauth.spf import checkSPF
 
-__all__ = ["Results", "checkMessage", "resultsField", "stripOurResults"]
+__all__ = ["Results", "checkMessage", "resultsField", "stripOurResults", "MAX_SIGNATURES"]
+
+# Signatures verified per message, each costing a key lookup (RFC 6376
+# 6.1: a verifier MAY limit them); the others are reported as "policy".
+MAX_SIGNATURES = 8
 
 
 @dataclass
@@ -81,6 +85,9 @@ def checkDKIM(lookup: Lookup, message: bytes, timeout: float) -> list[DKIMResult
     """
     results = []
     for index, value in enumerate(_signatureValues(message)):
+        if index >= MAX_SIGNATURES:
+            results.append(DKIMResult("policy", reason="too many signatures", **_described(value)))
+            continue
         one = DKIMResult("fail", **_described(value))
         try:
             verifier = dkim.DKIM(message, minkey=1024, timeout=timeout)

@@ -11,6 +11,7 @@ package.
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 
@@ -20,7 +21,10 @@ from twisted_maillab.mailauth.lookup import Lookup, TempError
 
 __all__ = ["DMARCResult", "orgDomain", "parseRecord", "evaluate"]
 
-_PSL = None
+@functools.lru_cache(maxsize=1)
+def _suffixes() -> PublicSuffixList:
+    # Read once (the list ships with the package), on first use.
+    return PublicSuffixList()
 
 
 def orgDomain(domain: str) -> str:
@@ -28,11 +32,8 @@ def orgDomain(domain: str) -> str:
     The organizational domain (RFC 7489 3.2): the public suffix plus one
     label.
     """
-    global _PSL
-    if _PSL is None:
-        _PSL = PublicSuffixList()
     domain = domain.lower().rstrip(".")
-    return _PSL.privatesuffix(domain) or domain
+    return _suffixes().privatesuffix(domain) or domain
 
 
 def parseRecord(text: str) -> dict | None:
