@@ -494,6 +494,21 @@ class ChecksTests(unittest.TestCase):
         results = checks.checkDKIM(self.lookup, many, 5)
         self.assertEqual([r.result for r in results], ["pass"] * checks.MAX_SIGNATURES + ["policy", "policy"])
 
+    def test_malformedMessages(self):
+        """
+        Headers dkimpy cannot parse: a signature in them is a permerror,
+        none is none; the field is still made.
+        """
+        for message, expected in (
+            (b" leading continuation\nFrom: a@first.test\n\nx", []),
+            (b"DKIM-Signature: v=1;\n.bad line\n\nx", ["permerror"]),
+            (b"\xff\xfe\x00garbage", []),
+            (b"", []),
+        ):
+            results = self.check(message)
+            self.assertEqual([d.result for d in results.dkim], expected, message)
+            self.assertTrue(checks.resultsField("mx.second.test", results).startswith(b"Authentication-Results: "))
+
     def test_stripOurResults(self):
         header = (
             b"Authentication-Results: mx.second.test; dkim=pass\n\theader.d=first.test\n"

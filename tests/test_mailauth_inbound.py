@@ -114,6 +114,24 @@ class InboundTests(unittest.TestCase):
         self.assertIn(b"dmarc=temperror", message)
 
     @defer.inlineCallbacks
+    def test_brokenCheckStillDelivers(self):
+        """
+        The checks raising (a library's bug) cost the checks, never the
+        message: delivered with temperrors, the failure logged.
+        """
+        server = self.start()
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("a library bug")
+
+        server.resources.shared("smtp").delivery.inbound.check = broken
+        reply = yield self.send(server, "boss@example.org", FORGED)
+        self.assertEqual(reply[0], 250, reply)
+        [message] = server.messages("edouard")
+        self.assertIn(b"spf=temperror smtp.mailfrom=boss@example.org;\n\tdkim=temperror;\n\tdmarc=temperror\n", message)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    @defer.inlineCallbacks
     def test_largeMessageBoundedMemory(self):
         """
         A 30 MiB signed message past verify_size_limit: held in a file,

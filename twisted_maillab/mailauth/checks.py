@@ -56,6 +56,22 @@ class Results:
     action: str = "accept"
     reason: str = ""
 
+    @classmethod
+    def failed(cls, sender: str, helo: str) -> "Results":
+        """
+        What to report when the checks themselves failed: temperrors,
+        and the message accepted (RFC 7489 6.6.3: no disposition).
+        """
+        return cls(
+            "temperror",
+            "mailfrom" if sender else "helo",
+            sender.rpartition("@")[2],
+            helo,
+            sender,
+            dkim=[DKIMResult("temperror")],
+            dmarc=DMARCResult("temperror", ""),
+        )
+
 
 def _signatureTags(value: bytes) -> dict:
     try:
@@ -84,7 +100,15 @@ def checkDKIM(lookup: Lookup, message: bytes, timeout: float) -> list[DKIMResult
     Verify every C{DKIM-Signature} (RFC 6376 6.1), each on its own.
     """
     results = []
-    for index, value in enumerate(_signatureValues(message)):
+    try:
+        values = _signatureValues(message)
+    except (dkim.DKIMException, IndexError, ValueError) as e:
+        # A header section dkimpy cannot parse (RFC 5322 2.2 field syntax;
+        # a first line that is a continuation raises IndexError there):
+        # any signature in it is unusable.
+        header = message.partition(b"\n\n")[0].lower()
+        return [DKIMResult("permerror", reason=str(e))] if b"dkim-signature" in header else []
+    for index, value in enumerate(values):
         if index >= MAX_SIGNATURES:
             results.append(DKIMResult("policy", reason="too many signatures", **_described(value)))
             continue
@@ -131,10 +155,11 @@ def checkMessage(
     spfDomain = sender.rpartition("@")[2].lower() if sender else (helo or "").lower()
     results = Results(spfResult, identity, spfDomain, helo or "", sender)
     if tooLarge:
-        results.dkim = [
-            DKIMResult("policy", reason="message too large to verify", **_described(value))
-            for value in _signatureValues(message)
-        ]
+        try:
+            values = _signatureValues(message)
+        except (dkim.DKIMException, IndexError, ValueError):
+            values = []
+        results.dkim = [DKIMResult("policy", reason="message too large to verify", **_described(value)) for value in values]
     else:
         results.dkim = checkDKIM(lookup, message, settings.dns_timeout)
     header = message.split(b"\n\n", 1)[0][:HEADER_LIMIT]
@@ -177,7 +202,7 @@ def resultsField(authservId: str, results: Results) -> bytes:
         if one.b:
             method.header_b = one.b
         methods.append(method)
-    if results.dmarc is not None:
+    if results.dmarc is not None and results.dmarc.fromDomain:
         comment = f"p={results.dmarc.policy.upper()} dis={results.dmarc.disposition.upper()}" if results.dmarc.policy else None
         methods.append(
             authres.dmarc.DMARCAuthenticationResult(
@@ -185,7 +210,8 @@ def resultsField(authservId: str, results: Results) -> bytes:
             )
         )
     else:
-        methods.append(authres.dmarc.DMARCAuthenticationResult(result="none"))
+        result = results.dmarc.result if results.dmarc is not None else "none"
+        methods.append(authres.dmarc.DMARCAuthenticationResult(result=result))
     text = str(authres.AuthenticationResultsHeader(authserv_id=authservId, results=methods))
     # One method per line (RFC 8601 2.2 allows folding after each ";").
     text = text.replace("; ", ";\n\t")

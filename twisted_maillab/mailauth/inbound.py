@@ -28,7 +28,7 @@ from zope.interface import implementer
 
 from twisted_maillab.interfaces import IDeliveryTransaction
 
-from twisted_maillab.mailauth.checks import checkMessage, resultsField, stripOurResults
+from twisted_maillab.mailauth.checks import Results, checkMessage, resultsField, stripOurResults
 from twisted_maillab.mailauth.lookup import Lookup
 from twisted_maillab.mailauth.signing import HEADER_LIMIT
 from twisted_maillab.smtp.envelope import SMTPReply
@@ -160,7 +160,12 @@ class CheckedDelivery:
         if self._failed is not None:
             log.failure("{queueId}: holding the message failed", self._failed, queueId=self.envelope.queueId)
             raise SMTPReply(451, "4.3.0", "Error: temporary file write error")
-        results = await self.auth.runner(self._check)
+        try:
+            results = await self.auth.runner(self._check)
+        except Exception:
+            # A library's bug must cost the checks, never the message.
+            log.failure("{queueId}: authentication checks failed", queueId=self.envelope.queueId)
+            results = Results.failed(self.envelope.sender.address, self.session.helo or "")
         dmarc = results.dmarc
         log.info(
             "{queueId}: authentication: spf={spf} dkim={dkim} dmarc={dmarc} action={action}",
