@@ -46,7 +46,7 @@ class Server:
 
     def __init__(self, testCase, smtpExtra: str = "", mynetworks="127.0.0.0/8 [::ffff:127.0.0.0]/104 [::1]/128",
                  restrictions="permit_mynetworks permit_sasl_authenticated defer_unauth_destination",
-                 aliases: str = ""):
+                 aliases: str = "", mailauth: str = "inbound_checks = no\n"):
         base = Path(testCase.mktemp()).resolve()
         base.mkdir(parents=True)
         self.base = base
@@ -83,6 +83,13 @@ class Server:
             alias_maps = aliases
             """
         ) + textwrap.dedent(smtpExtra) + textwrap.dedent(
+            """
+            [mailauth]
+            # By default no DNS queries for SPF, DKIM and DMARC: these
+            # tests are about SMTP itself (tests/test_mailauth_inbound.py
+            # gives its own [mailauth]).
+            """
+        ) + textwrap.dedent(mailauth) + textwrap.dedent(
             """
             [submission]
             enabled = yes

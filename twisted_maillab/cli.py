@@ -23,6 +23,8 @@ COMMANDS = {
     "check-config": "twisted_maillab.checkconfig:main",
     "zone": "twisted_maillab.console.zone:main",
     "doctor": "twisted_maillab.console.doctor:main",
+    "dkim": "twisted_maillab.console.mailauth:dkim",
+    "dmarc": "twisted_maillab.console.mailauth:dmarc",
 }
 
 # Program names that are a command of their own (argv[0]).

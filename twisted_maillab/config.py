@@ -554,6 +554,31 @@ _RELAY_RESTRICTIONS = (
 )
 
 
+def parseResolver(raw: str, context: _Context | None = None) -> tuple:
+    """
+    A DNS server as C{host:port}, C{[v6]:port}, or a bare address (port
+    53): C{127.0.0.1:10053}, C{[::1]:53}, C{192.0.2.1}.
+    """
+    import ipaddress
+
+    text = raw.strip()
+    host, port = text, "53"
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f'"{raw}" is not host:port')
+        port = rest[1:] or "53"
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    try:
+        address = str(ipaddress.ip_address(host))
+    except ValueError:
+        raise ValueError(f'"{raw}": {host!r} is not an IP address') from None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f'"{raw}": {port!r} is not a port')
+    return (address, int(port))
+
+
 def parseDomain(raw: str, context: _Context | None = None) -> str:
     """
     A domain name (trailing dot allowed, as in Postfix's C{mydestination})
@@ -726,6 +751,12 @@ class SMTPSection(ListenerSection):
         "where a report that cannot be delivered is reported (Postfix's 2bounce_notice_recipient); "
         "default postmaster@<[server] domain>",
     )
+    resolvers: tuple = option(
+        parseList(parseResolver),
+        (),
+        "DNS servers (host:port) the outbound queue and the mail authentication checks ask; "
+        "empty: /etc/resolv.conf",
+    )
 
     def check(self) -> None:
         super().check()
@@ -735,6 +766,68 @@ class SMTPSection(ListenerSection):
             raise SectionError("smtpd_timeout", "must be positive")
         if self.smtpd_data_timeout <= 0:
             raise SectionError("smtpd_data_timeout", "must be positive")
+
+
+def _parseDMARCAction(raw: str, context: _Context | None = None) -> str:
+    return parseChoice("reject", "junk", "record")(raw, context)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MailAuthSection(Section):
+    """
+    C{[mailauth]}: DKIM signing of what we send, SPF/DKIM/DMARC checks of
+    what the MX receives, and the records published for them
+    (L{twisted_maillab.mailauth}).
+    """
+
+    name = "mailauth"
+    dkim_sign: bool = option(
+        parseBoolean, True, "DKIM-sign mail submitted by our users, the sendmail injector and bounces"
+    )
+    dkim_domains: tuple = option(
+        parseList(_parseDomain), (), "domains we sign for and publish keys of; empty: [server] domain and [auth] local_domains"
+    )
+    dkim_record_ttl: float = option(
+        parseDuration, 3600.0, "TTL of the published DKIM key records"
+    )
+    dkim_rotation_grace: float = option(
+        parseDuration, 2 * 86400.0, "how long a rotated-out key stays published after its record's TTL"
+    )
+    inbound_checks: bool = option(
+        parseBoolean, True, "check SPF, DKIM and DMARC of mail the MX ([smtp]) receives and add Authentication-Results"
+    )
+    dmarc_reject_action: str = option(
+        _parseDMARCAction, "reject", "what a DMARC failure under p=reject does: reject (550 5.7.1), junk, record"
+    )
+    dmarc_quarantine_action: str = option(
+        _parseDMARCAction, "junk", "what a DMARC failure under p=quarantine does: reject, junk (the Junk folder), record"
+    )
+    spf_fail_action: str = option(
+        parseChoice("record", "reject"), "record", "what an SPF fail does by itself: record, or reject (550 5.7.23)"
+    )
+    dns_timeout: float = option(
+        parseDuration, 5.0, "time allowed to each DNS query of the checks"
+    )
+    verify_size_limit: int = option(
+        parseSize, 10240000, "largest message whose DKIM signatures are verified (held in memory to verify)"
+    )
+    spf_record: str = option(
+        parseNonEmpty, "v=spf1 mx -all", "the SPF record published for each of our domains (none: not published)"
+    )
+    dmarc_record: str = option(
+        parseString, "", "the DMARC record published at _dmarc; empty: v=DMARC1; p=quarantine; rua=mailto:<dmarc_rua>; none: not published"
+    )
+    dmarc_rua: str = option(
+        parseNonEmpty, "postmaster", "local mailbox of the default record's rua= (aggregate reports); a bare name is in each domain"
+    )
+
+    def check(self) -> None:
+        if self.dns_timeout <= 0:
+            raise SectionError("dns_timeout", "must be positive")
+        if self.spf_record != "none" and not self.spf_record.startswith("v=spf1"):
+            raise SectionError("spf_record", "must start with v=spf1 (or be none)")
+        if self.dmarc_record not in ("", "none") and not self.dmarc_record.replace(" ", "").startswith("v=DMARC1;"):
+            raise SectionError("dmarc_record", "must start with v=DMARC1; (or be none)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -899,6 +992,7 @@ SECTIONS: Mapping[str, type[Section]] = {
         IMAPSection,
         IMAPSSection,
         HTTPSection,
+        MailAuthSection,
     )
 }
 

@@ -73,6 +73,18 @@ SECTIONS = [
      "refused, 77 when the sender is not allowed."),
     ("reload", "reload [--pidfile FILE]",
      "Send SIGHUP to the running daemon, which reloads its DNS zones."),
+    ("dkim", "dkim show [DOMAIN] [--json]",
+     "List the DKIM selectors of every domain we sign for (or one): algorithm, state "
+     "(signing, retired while still published, expired), creation time and the time a "
+     "retired selector leaves the zone."),
+    ("dkim", "dkim rotate [--no-reload] DOMAIN",
+     "Start a new DKIM key generation for a domain; the old selectors stay published "
+     "for [mailauth] dkim_record_ttl plus dkim_rotation_grace.  The running daemon is "
+     "asked to reload its zones, which publishes the new keys."),
+    ("dmarc", "dmarc report [--json] FILE|MAILDIR ...",
+     "Summarize DMARC aggregate reports (XML, .gz or .zip, as files or as attachments of "
+     "the messages of a Maildir folder): reporter, period and policy, then each source "
+     "address with its count, DKIM and SPF results and disposition."),
     ("checkzone", "checkzone ORIGIN FILE",
      "Check a zone file as [dns] would load it: every error and warning with its line; "
      "exit status 0 when it would be served."),

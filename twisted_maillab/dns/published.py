@@ -52,6 +52,7 @@ __all__ = ["PUBLISHERS", "DEFAULT_TTL", "PublishingZoneSource", "publishers", "s
 # returns an IRecordPublisher provider.
 PUBLISHERS: dict[str, str] = {}
 PUBLISHERS["service records"] = "twisted_maillab.dns.servicerecords:ServiceRecords"
+PUBLISHERS["mailauth"] = "twisted_maillab.mailauth.publish:MailAuthPublisher"
 
 # The TTL of a generated line that gives none.
 DEFAULT_TTL = 3600

@@ -419,6 +419,8 @@ class DeliveryRouter:
         self.defaultPrivs = defaultPrivs
         self.commandTimeLimit = commandTimeLimit
         self.addMissingHeaders = addMissingHeaders
+        # twisted_maillab.mailauth.inbound.InboundAuth: the MX's checks.
+        self.inbound = None
 
     def begin(self, session, envelope) -> RoutedMessage:
         """
@@ -465,6 +467,7 @@ class DeliveryRouter:
             if self.outbound is None:
                 raise SMTPReply(451, "4.3.0", "Error: no outbound queue")
             spool = self.outbound.writer(envelope, remote)
+            spool.sign = self.isSubmission(session)
             spool.write(received)
         started = []
         try:
@@ -492,9 +495,12 @@ class DeliveryRouter:
             log.failure("{queueId}: cannot start an alias command or file writer", queueId=envelope.queueId)
             raise SMTPReply(451, "4.3.0", f"Error: alias delivery unavailable ({e})") from None
         transaction = None
+        checked = self.inbound is not None and self.inbound.applies(session)
         try:
-            if copies:
-                transaction = self.store.beginDelivery()
+            if copies or checked:
+                # Held for the checks, which decide the folder and add
+                # Authentication-Results, or straight to the store.
+                transaction = self.inbound.begin(session, envelope) if checked else self.store.beginDelivery()
                 for target, original in copies:
                     transaction.addRecipient(
                         target.account, prependHeaders=self._prepend(envelope, target, original)

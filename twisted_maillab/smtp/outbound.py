@@ -122,6 +122,7 @@ class OutboundQueue(QueueAdministration):
         destinationConcurrency: int = 20,
         totalConcurrency: int = 100,
         postmaster: str | None = None,
+        signer=None,
     ):
         self.directory = Path(directory)
         self.reactor = reactor
@@ -153,6 +154,9 @@ class OutboundQueue(QueueAdministration):
         self.destinationConcurrency = destinationConcurrency
         self._destinations: dict[str, defer.DeferredSemaphore] = {}
         self._total = defer.DeferredSemaphore(totalConcurrency)
+        # DKIM (twisted_maillab.mailauth.signing.Signer), applied by the
+        # spool writer to the messages that ask for it.
+        self.signer = signer
 
     def start(self) -> None:
         """
@@ -665,6 +669,8 @@ class OutboundQueue(QueueAdministration):
             recipients=[QueuedRecipient(address=recipient, notify=["NEVER"])],
         )
         writer = SpoolWriter(self, message)
+        # Our own reports are signed like our users' mail.
+        writer.sign = True
         await writer.write(report)
         await writer.commit()
         return message.queueId

@@ -183,6 +183,10 @@ class _Backend:
             addMissingHeaders=smtp.submission_add_missing_headers,
         )
         self.queueIds = QueueIds(reactor)
+        from twisted_maillab.mailauth.factory import makeInbound
+
+        # SPF, DKIM and DMARC of mail the MX receives.
+        self.delivery.inbound = makeInbound(config, self.store, _reactorPoolRunner(reactor), self.hostname)
         self.outbound = None
         if smtp.outbound_queue:
             self.outbound = self._makeQueue(config, resources)
@@ -194,8 +198,9 @@ class _Backend:
 
     def _makeQueue(self, config, resources):
         from twisted.internet import ssl
-        from twisted.names import client
 
+        from twisted_maillab.mailauth.lookup import twistedResolver
+        from twisted_maillab.mailauth.factory import makeSigner
         from twisted_maillab.smtp.outbound import OutboundQueue
 
         smtp = config.smtp
@@ -205,7 +210,7 @@ class _Backend:
             directory,
             reactor=reactor,
             clock=reactor,
-            resolver=_LazyResolver(lambda: client.Resolver(resolv="/etc/resolv.conf", reactor=reactor)),
+            resolver=_LazyResolver(lambda: twistedResolver(smtp.resolvers, reactor)),
             hostname=self.hostname,
             runner=_reactorPoolRunner(reactor),
             port=smtp.relay_port,
@@ -222,6 +227,7 @@ class _Backend:
             destinationConcurrency=smtp.default_destination_concurrency_limit,
             totalConcurrency=smtp.default_process_limit,
             postmaster=_qualify(smtp.double_bounce_recipient or "postmaster", config.server.domain),
+            signer=makeSigner(config),
         )
 
 
@@ -232,8 +238,9 @@ def _qualify(address: str, domain: str) -> str:
 
 class _LazyResolver:
     """
-    The system resolver, built at the first lookup (it re-reads
-    resolv.conf on a timer from then on).
+    The resolver of C{[smtp] resolvers} (or the system's), built at the
+    first lookup (the system's re-reads resolv.conf on a timer from then
+    on).
     """
 
     def __init__(self, make):

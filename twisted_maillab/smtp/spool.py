@@ -154,6 +154,8 @@ class SpoolWriter:
         self._fd = None
         self._failed = None
         self._done = False
+        # DKIM-sign at commit (mail of our users, our reports).
+        self.sign = False
         # last: a pool thread may run _open (and set _fd) before the
         # runner returns
         self._chain = queue.runner(self._open)
@@ -193,7 +195,21 @@ class SpoolWriter:
         os.fsync(self._fd)
         os.close(self._fd)
         self._fd = None
+        if self.sign and self.queue.signer is not None:
+            self._signWork()
         writeState(self.queue.directory, self.message)
+
+    def _signWork(self):
+        # Before the state file exists the queue never reads the .eml, so
+        # replacing it here is invisible to it.
+        try:
+            added = self.queue.signer.signFile(self.path)
+        except Exception:
+            # Unsigned mail still goes: losing it would be worse.
+            log.failure("{queueId}: DKIM signing failed", queueId=self.message.queueId)
+            return
+        self.message.size += len(added)
+        self.message.lines += added.count(b"\n")
 
     def commit(self) -> defer.Deferred:
         """
