@@ -51,6 +51,7 @@ __all__ = ["PUBLISHERS", "DEFAULT_TTL", "PublishingZoneSource", "publishers", "s
 # Name -> "module:callable"; the callable, called with no arguments,
 # returns an IRecordPublisher provider.
 PUBLISHERS: dict[str, str] = {}
+PUBLISHERS["tlspolicy"] = "twisted_maillab.tlspolicy.publish:TLSRecordPublisher"
 
 # The TTL of a generated line that gives none.
 DEFAULT_TTL = 3600

@@ -184,6 +184,7 @@ class _Backend:
         )
         self.queueIds = QueueIds(reactor)
         self.outbound = None
+        self.tlsReporter = None
         if smtp.outbound_queue:
             self.outbound = self._makeQueue(config, resources)
             self.policy.outbound = self.outbound
@@ -197,14 +198,19 @@ class _Backend:
 
         from twisted_maillab.smtp.outbound import OutboundQueue
 
+        from twisted_maillab.tlspolicy.wiring import buildOutboundPolicy, buildReporter
+
         smtp = config.smtp
         reactor = resources.reactor
         directory = smtp.queue_directory or (config.server.state_directory / "queue")
-        return OutboundQueue(
+        resolver = _LazyResolver(lambda: client.Resolver(resolv="/etc/resolv.conf", reactor=reactor))
+        runner = _reactorPoolRunner(reactor)
+        tlsPolicy = buildOutboundPolicy(config, reactor=reactor, clock=reactor, resolver=resolver, runner=runner)
+        queue = OutboundQueue(
             directory,
             reactor=reactor,
             clock=reactor,
-            resolver=_LazyResolver(lambda: client.Resolver(resolv="/etc/resolv.conf", reactor=reactor)),
+            resolver=resolver,
             hostname=self.hostname,
             runner=_reactorPoolRunner(reactor),
             port=smtp.relay_port,
@@ -221,7 +227,10 @@ class _Backend:
             destinationConcurrency=smtp.default_destination_concurrency_limit,
             totalConcurrency=smtp.default_process_limit,
             postmaster=_qualify(smtp.double_bounce_recipient or "postmaster", config.server.domain),
+            tlsPolicy=tlsPolicy,
         )
+        self.tlsReporter = buildReporter(config, tlsPolicy, queue, resolver, reactor)
+        return queue
 
 
 def _qualify(address: str, domain: str) -> str:
@@ -269,6 +278,10 @@ def _backend(config, resources) -> _Backend:
         if backend.outbound is not None:
             # One queue per process, whichever SMTP listeners are enabled.
             resources.addProcessService("outbound-queue", QueueService(backend.outbound))
+        if backend.tlsReporter is not None:
+            from twisted_maillab.tlspolicy.wiring import ReporterService
+
+            resources.addProcessService("tls-reports", ReporterService(backend.tlsReporter))
         # maillab sendmail and maillab queue reach the daemon here.
         from twisted_maillab.smtp.localsubmit import buildLocalServices
 

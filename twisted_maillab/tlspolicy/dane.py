@@ -1,0 +1,218 @@
+"""
+DANE for SMTP (RFC 7672): TLSA records at C{_25._tcp.<mx host>}, trusted
+only when the resolver validated them (the AD bit of its answer, RFC 4035
+3.2.3, RFC 6840 5.7), and matched against the certificate chain.
+
+Why a query of our own: Twisted's C{client.Resolver} returns records
+without the header of the answer, so the AD bit is lost, and it sends
+queries with AD clear, to which a validating resolver may answer with AD
+clear (RFC 6840 5.7).  L{queryWithAD} sends one query with AD set to the
+server the queue's resolver uses (C{pickServer}) and returns the whole
+answer L{twisted.names.dns.Message}.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import socket
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import serialization
+from OpenSSL import crypto
+from twisted.internet import defer
+from twisted.internet.protocol import DatagramProtocol
+from twisted.names import dns
+
+from twisted_maillab.tlspolicy.certs import CertificateFailure, checkName, verifyChain
+
+__all__ = ["TLSA", "TLSARecord", "queryWithAD", "lookupTLSA", "TLSAResult", "matchChain"]
+
+TLSA = 52  # RFC 6698 7.1
+
+# RFC 7672 3.1: only DANE-TA(2) and DANE-EE(3) are usable for SMTP.
+DANE_TA = 2
+DANE_EE = 3
+
+# A DNS answer over UDP is at most 64 KiB; EDNS is not used, so 512 octets
+# are expected and a truncated answer is a failure (RFC 7672 2.1 asks for
+# a lookup that either succeeds securely or fails).
+_MAX_ANSWER = 65535
+
+
+@dataclass(frozen=True)
+class TLSARecord:
+    usage: int
+    selector: int
+    matching: int
+    data: bytes
+
+    @property
+    def usable(self) -> bool:
+        # RFC 7672 3.1.3: PKIX-TA(0)/PKIX-EE(1) are unusable for SMTP; RFC
+        # 6698 2.1.2-2.1.3: selectors 0/1, matching types 0/1/2.
+        return self.usage in (DANE_TA, DANE_EE) and self.selector in (0, 1) and self.matching in (0, 1, 2)
+
+    def matches(self, certificate) -> bool:
+        """
+        @param certificate: a pyOpenSSL certificate.
+        """
+        cert = certificate.to_cryptography()
+        if self.selector == 0:
+            content = cert.public_bytes(serialization.Encoding.DER)
+        else:
+            content = cert.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        if self.matching == 1:
+            content = hashlib.sha256(content).digest()
+        elif self.matching == 2:
+            content = hashlib.sha512(content).digest()
+        return content == self.data
+
+    def text(self) -> str:
+        return f"{self.usage} {self.selector} {self.matching} {self.data.hex()}"
+
+
+@dataclass(frozen=True)
+class TLSAResult:
+    """
+    @ivar records: the TLSA records found (empty: none, or not secure).
+    @ivar secure: the answer had the AD bit.
+    @ivar failure: why the lookup failed (RFC 7672 2.2: the delivery is
+        deferred), or L{None}.
+    """
+
+    records: tuple = ()
+    secure: bool = False
+    failure: str | None = None
+
+
+class _OneQuery(DatagramProtocol):
+    def __init__(self, data: bytes, address, messageId: int, result: defer.Deferred):
+        self.data = data
+        self.address = address
+        self.messageId = messageId
+        self.result = result
+
+    def startProtocol(self):
+        self.transport.write(self.data, self.address)
+
+    def datagramReceived(self, data, address):
+        # Only the server asked, only our ID (RFC 5452 9.1).
+        if address[:2] != self.address[:2] or self.result.called or len(data) > _MAX_ANSWER:
+            return
+        message = dns.Message()
+        try:
+            message.fromStr(data)
+        except Exception:
+            return
+        if message.id != self.messageId or not message.answer:
+            return
+        self.result.callback(message)
+
+
+def queryWithAD(reactor, clock, server: tuple[str, int], name: str, rtype: int, timeout: float = 10.0):
+    """
+    One query with RD and AD set (RFC 6840 5.7: ask the validating
+    resolver to say whether it validated) over UDP.
+
+    @return: a Deferred firing with the answer L{dns.Message}, or failing
+        with L{defer.TimeoutError}.
+    """
+    messageId = random.randint(0, 0xFFFF)
+    query = dns.Message(messageId, recDes=1, authenticData=1)
+    query.queries = [dns.Query(name, rtype, dns.IN)]
+    result = defer.Deferred()
+    host, port = server[:2]
+    family = ":" in host
+    protocol = _OneQuery(query.toStr(), (host, port), messageId, result)
+    listening = reactor.listenUDP(0, protocol, interface="::" if family else "")
+    timer = clock.callLater(timeout, lambda: result.called or result.errback(defer.TimeoutError(name)))
+
+    def done(value):
+        if timer.active():
+            timer.cancel()
+        listening.stopListening()
+        return value
+
+    return result.addBoth(done)
+
+
+async def lookupTLSA(reactor, clock, resolver, host: str, port: int = 25) -> TLSAResult:
+    """
+    The TLSA records of C{_<port>._tcp.<host>} (RFC 7672 2.2), with
+    whether the resolver validated them.
+    """
+    server = resolver.pickServer()
+    if server is None:
+        return TLSAResult(failure="no name server configured")
+    name = f"_{port}._tcp.{host}"
+    try:
+        message = await queryWithAD(reactor, clock, server, name, TLSA)
+    except (defer.TimeoutError, OSError, socket.error) as e:
+        return TLSAResult(failure=f"TLSA lookup for {name} failed: {e.__class__.__name__}")
+    if message.trunc:
+        return TLSAResult(failure=f"TLSA answer for {name} truncated")
+    if message.rCode == dns.ENAME:
+        return TLSAResult(secure=bool(message.authenticData))
+    if message.rCode != dns.OK:
+        # SERVFAIL from a validating resolver: bogus or unreachable
+        # (RFC 7672 2.2: the delivery is deferred).
+        return TLSAResult(failure=f"TLSA lookup for {name} failed: rcode {message.rCode}")
+    records = []
+    for rr in message.answers:
+        if rr.type != TLSA:
+            continue
+        data = rr.payload.data if isinstance(rr.payload, dns.UnknownRecord) else b""
+        if len(data) < 4:
+            return TLSAResult(failure=f"malformed TLSA record at {name}")
+        records.append(TLSARecord(data[0], data[1], data[2], bytes(data[3:])))
+    return TLSAResult(records=tuple(records), secure=bool(message.authenticData))
+
+
+def matchChain(records, chain: list, hostnames: list[str]) -> None:
+    """
+    RFC 7672 3.1: the chain (pyOpenSSL certificates, leaf first)
+    matches a usable record: a DANE-EE(3) record the leaf, with no name
+    or expiry check (3.1.1); or a DANE-TA(2) record a certificate of the
+    chain, from which the leaf then verifies, and the leaf's name is one
+    of C{hostnames} (3.1.2, 3.2.2).
+
+    @raise CertificateFailure: nothing matched.
+    """
+    if not chain:
+        raise CertificateFailure("certificate-not-trusted", "no certificate presented")
+    usable = [r for r in records if r.usable]
+    leaf = chain[0]
+    for record in usable:
+        if record.usage == DANE_EE and record.matches(leaf):
+            return
+    last = None
+    for record in usable:
+        if record.usage != DANE_TA:
+            continue
+        for anchor in chain:
+            if not record.matches(anchor):
+                continue
+            try:
+                verifyChain(chain if anchor is not leaf else [leaf], [anchor])
+                checkName(leaf, hostnames)
+                return
+            except CertificateFailure as e:
+                last = e
+    if last is not None:
+        raise last
+    raise CertificateFailure("certificate-not-trusted", "no TLSA record matches the certificate chain")
+
+
+def spkiDigest(pem: bytes) -> bytes:
+    """
+    SHA-256 of the SubjectPublicKeyInfo of a PEM certificate: the data of a
+    C{3 1 1} TLSA record (RFC 7671 5.1 recommends DANE-EE(3) SPKI(1)
+    SHA2-256(1)).
+    """
+    cert = crypto.load_certificate(crypto.FILETYPE_PEM, pem).to_cryptography()
+    return hashlib.sha256(
+        cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    ).digest()
