@@ -704,7 +704,8 @@ class OutboundQueue(QueueAdministration):
         @return: its queue id.
         """
         message = QueuedMessage(
-            queueId="R" + self._bounceIds.next(),
+            # B: made by us, like bounces (the queue console lists B ids).
+            queueId=self._bounceId(),
             sender=sender,
             created=self.clock.seconds(),
             body=None if data.isascii() else "8BITMIME",

@@ -121,8 +121,8 @@ class HostPolicy:
         except CertificateFailure as e:
             self._record(e.resultType, host, address)
             log.info(
-                "{level} certificate check of {host}[{address}] failed ({source}): {reason}",
-                level=self.level,
+                "{tlsLevel} certificate check of {host}[{address}] failed ({source}): {reason}",
+                tlsLevel=self.level,
                 host=host,
                 address=address,
                 source=self.source,

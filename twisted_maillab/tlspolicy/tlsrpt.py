@@ -214,6 +214,8 @@ class Reporter:
         self.contact = contact
         self._timer = None
         self._serial = 0
+        # The last timer run's Deferred (tests wait on it).
+        self.lastRun = defer.succeed(None)
 
     def start(self) -> None:
         self._arm()
@@ -233,6 +235,7 @@ class Reporter:
         d = defer.ensureDeferred(self.sendFinished())
         d.addErrback(lambda f: log.failure("TLS-RPT reports not sent", f))
         d.addBoth(lambda _: self._arm())
+        self.lastRun = d
         return d
 
     async def rua(self, domain: str) -> list[str]:
