@@ -332,6 +332,43 @@ class OutboundTLSPolicyTests(unittest.TestCase):
         )
         self.assertEqual(self.sink.received, [])
 
+    # -- what the remote publishes -------------------------------------------
+
+    @defer.inlineCallbacks
+    def test_publishedRecordsAndPolicyFileOverHTTPS(self):
+        from twisted.internet import utils
+
+        from twisted_maillab.tlspolicy.dane import lookupTLSA, spkiDigest
+        from tests.support import requireTool
+
+        self.startRemote(mode="enforce", tlsa=True)
+        answers, _, _ = yield self.resolver.lookupText("_mta-sts.remote.test")
+        text = policyText(self.remoteConfig)
+        self.assertEqual([b"".join(rr.payload.data) for rr in answers], [f"v=STSv1; id={policyId(text)}".encode()])
+        answers, _, _ = yield self.resolver.lookupText("_smtp._tls.remote.test")
+        self.assertEqual([b"".join(rr.payload.data) for rr in answers], [b"v=TLSRPTv1; rua=mailto:tlsrpt@remote.test"])
+        result = yield defer.ensureDeferred(lookupTLSA(reactor, reactor, self.resolver, "mx.remote.test"))
+        self.assertTrue(result.secure)
+        self.assertEqual([r.text() for r in result.records], [f"3 1 1 {spkiDigest(self.published.certPEM).hex()}"])
+        # The policy file, fetched by curl as any MTA-STS sender would.
+        curl = requireTool("curl", "curl")
+        port = self.httpsPort.getHost().port
+        out, err, code = yield utils.getProcessOutputAndValue(
+            curl,
+            ("-sS", "-D", "-", "--cacert", str(self.caFile), "--resolve", f"mta-sts.remote.test:{port}:127.0.0.1",
+             f"https://mta-sts.remote.test:{port}/.well-known/mta-sts.txt"),
+        )
+        self.assertEqual(code, 0, err)
+        head, _, body = out.partition(b"\r\n\r\n")
+        self.assertIn(b"HTTP/1.1 200", head)
+        self.assertIn(b"content-type: text/plain", head.lower())
+        self.assertEqual(body.decode(), text)
+        # Only for the mta-sts names of our domains.
+        out, err, code = yield utils.getProcessOutputAndValue(
+            curl, ("-sS", "-k", "-o", "/dev/null", "-w", "%{http_code}", f"https://127.0.0.1:{port}/.well-known/mta-sts.txt")
+        )
+        self.assertEqual(out, b"404")
+
     # -- TLS-RPT -------------------------------------------------------------
 
     @defer.inlineCallbacks
