@@ -132,7 +132,7 @@ class FakeFetcher:
         self.policies = {}
         self.fetched = []
 
-    async def fetch(self, domain):
+    async def fetch(self, domain, resolver):
         self.fetched.append(domain)
         result = self.policies[domain]
         if isinstance(result, Exception):
@@ -151,10 +151,10 @@ class STSLookupTests(unittest.TestCase):
         self.fetcher = FakeFetcher()
         self.fetcher.policies["example.org"] = parsePolicy(POLICY)
         self.directory = Path(self.mktemp())
-        self.lookup = STSLookup(self.resolver, self.fetcher, STSCache(self.directory, syncRunner), self.clock)
+        self.lookup = STSLookup(self.fetcher, STSCache(self.directory, syncRunner), self.clock)
 
     def policy(self, lookup=None):
-        return self.successResultOf(defer.ensureDeferred((lookup or self.lookup).policy("example.org")))
+        return self.successResultOf(defer.ensureDeferred((lookup or self.lookup).policy("example.org", self.resolver)))
 
     def test_cachedUntilIdChangesOrExpires(self):
         policy, error = self.policy()
@@ -181,7 +181,7 @@ class STSLookupTests(unittest.TestCase):
         policy, error = self.policy()
         self.assertEqual((policy.mode, error.resultType), ("enforce", "sts-policy-fetch-error"))
         # A restart reads the state directory.
-        again = STSLookup(self.resolver, self.fetcher, STSCache(self.directory, syncRunner), self.clock)
+        again = STSLookup(self.fetcher, STSCache(self.directory, syncRunner), self.clock)
         self.assertEqual(self.policy(again)[0].mx, ("mx.example.org",))
         self.assertEqual(oct((self.directory / "example.org.json").stat().st_mode & 0o777), "0o600")
         # Expired and unfetchable: no policy.
@@ -193,7 +193,7 @@ class FakeSTS:
     def __init__(self, text):
         self.text = text
 
-    async def policy(self, domain):
+    async def policy(self, domain, resolver):
         return (parsePolicy(self.text) if self.text else None), None
 
 
@@ -201,12 +201,12 @@ class DomainPolicyTests(unittest.TestCase):
     def make(self, text=None, table=""):
         self.recorder = SessionRecorder(task.Clock())
         return OutboundTLSPolicy(
-            reactor=None, clock=task.Clock(), resolver=None, policyMap=parsePolicyMap(table),
+            reactor=None, clock=task.Clock(), policyMap=parsePolicyMap(table),
             sts=FakeSTS(text), recorder=self.recorder,
         )
 
     def plan(self, policy, hosts):
-        return defer.ensureDeferred(policy.forDomain("example.org", hosts))
+        return defer.ensureDeferred(policy.forDomain("example.org", hosts, None))
 
     def test_enforceKeepsMatchingHostsOnly(self):
         plan = self.successResultOf(self.plan(self.make(POLICY), ["mx.example.org", "backup.other.net"]))

@@ -139,6 +139,13 @@ class OutboundTLSPolicyTests(unittest.TestCase):
         The remote MX on 127.0.0.1 (STARTTLS with C{certificate}, or none).
         """
         self.sink = Sink()
+        self.serverNames = []
+        options = None
+        if certificate is not None:
+            options = certificate.serverOptions()
+            options.getContext().set_tlsext_servername_callback(
+                lambda connection: self.serverNames.append(connection.get_servername())
+            )
         clock = task.Clock()
         self.mxFactory = SMTPServerFactory(
             Settings(hostname="mx.remote.test", banner="mx.remote.test ESMTP", peernameLookup=False),
@@ -146,7 +153,7 @@ class OutboundTLSPolicyTests(unittest.TestCase):
             self.sink,
             clock=clock,
             queueIds=QueueIds(clock),
-            tlsContext=certificate.serverOptions() if certificate is not None else None,
+            tlsContext=options,
         )
         port = reactor.listenTCP(0, self.mxFactory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
@@ -166,7 +173,6 @@ class OutboundTLSPolicyTests(unittest.TestCase):
             self.config,
             reactor=reactor,
             clock=self.clock,
-            resolver=self.resolver,
             runner=runner,
             httpsPort=self.httpsPort.getHost().port,
         )
@@ -239,6 +245,8 @@ class OutboundTLSPolicyTests(unittest.TestCase):
         self.assertIsNone(recipient)
         self.assertEqual(len(self.sink.received), 1)
         self.assertIn("Verified TLS connection established to mx.remote.test[127.0.0.1]", self.logText())
+        # RFC 6066 3: the MX name was sent as server_name.
+        self.assertEqual(self.serverNames, [b"mx.remote.test"])
 
     @defer.inlineCallbacks
     def test_mtaStsTestingOnlyReports(self):

@@ -461,7 +461,7 @@ class OutboundQueue(QueueAdministration):
             plan = None
             if self.tlsPolicy is not None:
                 try:
-                    plan = await self.tlsPolicy.forDomain(domain, hosts)
+                    plan = await self.tlsPolicy.forDomain(domain, hosts, self.resolver)
                 except TLSPolicyFailure as e:
                     hosts = []
                     for r in recipients:
@@ -551,7 +551,13 @@ class OutboundQueue(QueueAdministration):
             address=address,
             port=self.port,
             hostname=self.hostname,
-            tlsContext=self.tlsContext if useTLS else None,
+            tlsContext=(
+                None
+                if not useTLS
+                else hostPolicy.clientTLS(self.tlsContext, host)
+                if hostPolicy is not None and self.tlsContext is not None
+                else self.tlsContext
+            ),
             bodyPath=self.directory / f"{message.queueId}.eml",
             runner=self.runner,
             clock=self.clock,

@@ -205,7 +205,7 @@ class _Backend:
         directory = smtp.queue_directory or (config.server.state_directory / "queue")
         resolver = _LazyResolver(lambda: client.Resolver(resolv="/etc/resolv.conf", reactor=reactor))
         runner = _reactorPoolRunner(reactor)
-        tlsPolicy = buildOutboundPolicy(config, reactor=reactor, clock=reactor, resolver=resolver, runner=runner)
+        tlsPolicy = buildOutboundPolicy(config, reactor=reactor, clock=reactor, runner=runner)
         queue = OutboundQueue(
             directory,
             reactor=reactor,

@@ -144,7 +144,10 @@ async def lookupTLSA(reactor, clock, resolver, host: str, port: int = 25) -> TLS
     The TLSA records of C{_<port>._tcp.<host>} (RFC 7672 2.2), with
     whether the resolver validated them.
     """
-    server = resolver.pickServer()
+    # Twisted's client.Resolver names its server; another IResolver gives
+    # no way to ask for the AD bit, and DANE was promised: defer.
+    pickServer = getattr(resolver, "pickServer", None)
+    server = pickServer() if pickServer is not None else None
     if server is None:
         return TLSAResult(failure="no name server configured")
     name = f"_{port}._tcp.{host}"

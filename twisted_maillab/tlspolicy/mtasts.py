@@ -210,27 +210,28 @@ class PolicyFetcher:
     @param port: the HTTPS port (443; tests use another).
     """
 
-    def __init__(self, reactor, clock, resolver, anchors: list[bytes], port: int = 443, timeout: float = FETCH_TIMEOUT):
+    def __init__(self, reactor, clock, anchors: list[bytes], port: int = 443, timeout: float = FETCH_TIMEOUT):
         from twisted.internet.ssl import platformTrust
 
+        self.reactor = reactor
         self.clock = clock
         self.port = port
         self.timeout = timeout
-        trustRoot = (
+        self.trustRoot = (
             trustRootFromCertificates([Certificate.loadPEM(pem) for pem in anchors]) if anchors else platformTrust()
         )
-        self.agent = Agent.usingEndpointFactory(reactor, _Endpoints(reactor, resolver, trustRoot, timeout))
 
     def url(self, domain: str) -> bytes:
         port = "" if self.port == 443 else f":{self.port}"
         return f"https://mta-sts.{domain}{port}/.well-known/mta-sts.txt".encode("ascii")
 
-    async def fetch(self, domain: str) -> STSPolicy:
+    async def fetch(self, domain: str, resolver) -> STSPolicy:
         """
+        @param resolver: resolves C{mta-sts.<domain>} (the queue's).
         @raise STSError: C{sts-policy-fetch-error}, C{sts-webpki-invalid}
             or C{sts-policy-invalid}.
         """
-        d = defer.ensureDeferred(self._fetch(domain))
+        d = defer.ensureDeferred(self._fetch(domain, resolver))
         d.addTimeout(self.timeout, self.clock)
         try:
             return await d
@@ -246,8 +247,11 @@ class PolicyFetcher:
                 raise STSError("sts-webpki-invalid", f"policy host certificate not valid: {text[:200]}") from None
             raise STSError("sts-policy-fetch-error", f"policy fetch for {domain} failed: {text[:200]}") from None
 
-    async def _fetch(self, domain: str) -> STSPolicy:
-        response = await self.agent.request(b"GET", self.url(domain))
+    async def _fetch(self, domain: str, resolver) -> STSPolicy:
+        agent = Agent.usingEndpointFactory(
+            self.reactor, _Endpoints(self.reactor, resolver, self.trustRoot, self.timeout)
+        )
+        response = await agent.request(b"GET", self.url(domain))
         if response.code != 200:
             response.deliverBody(Protocol())
             raise STSError("sts-policy-fetch-error", f"policy fetch for {domain}: HTTP {response.code}")
@@ -323,16 +327,16 @@ class STSLookup:
     cache is empty or expired, the cached policy when the fetch fails.
     """
 
-    def __init__(self, resolver, fetcher: PolicyFetcher, cache: STSCache, clock):
-        self.resolver, self.fetcher, self.cache, self.clock = resolver, fetcher, cache, clock
+    def __init__(self, fetcher: PolicyFetcher, cache: STSCache, clock):
+        self.fetcher, self.cache, self.clock = fetcher, cache, clock
 
-    async def _recordId(self, domain: str) -> tuple[str | None, bool]:
+    async def _recordId(self, domain: str, resolver) -> tuple[str | None, bool]:
         """
         @return: C{(id, answered)}: the record's id or L{None}, and
             whether the DNS answered at all.
         """
         try:
-            answers, _, _ = await self.resolver.lookupText(f"_mta-sts.{domain}")
+            answers, _, _ = await resolver.lookupText(f"_mta-sts.{domain}")
         except Exception as e:
             from twisted.names.error import DNSNameError
 
@@ -340,12 +344,13 @@ class STSLookup:
         texts = [b"".join(rr.payload.data).decode("utf-8", "replace") for rr in answers if rr.type == dns.TXT]
         return parseRecord(texts), True
 
-    async def policy(self, domain: str) -> tuple[STSPolicy | None, STSError | None]:
+    async def policy(self, domain: str, resolver) -> tuple[STSPolicy | None, STSError | None]:
         """
+        @param resolver: the queue's resolver.
         @return: the policy in force (or L{None}), and the error met while
             finding it (for TLS-RPT), or L{None}.
         """
-        policyId, answered = await self._recordId(domain)
+        policyId, answered = await self._recordId(domain, resolver)
         cached = await self.cache.get(domain)
         now = self.clock.seconds()
         if policyId is None:
@@ -356,7 +361,7 @@ class STSLookup:
         if cached is not None and cached.id == policyId and cached.fresh(now):
             return cached.policy, None
         try:
-            fetched = await self.fetcher.fetch(domain)
+            fetched = await self.fetcher.fetch(domain, resolver)
         except STSError as e:
             log.info("MTA-STS policy of {domain}: {error}", domain=domain, error=str(e))
             return (cached.policy if cached and cached.fresh(now) else None), e

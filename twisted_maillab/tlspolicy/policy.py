@@ -22,7 +22,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from OpenSSL import SSL
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from twisted_maillab.smtp.relayclient import TLSPolicyFailure
 from twisted_maillab.tlspolicy.certs import CertificateFailure, checkName, verifyChain
@@ -30,9 +33,29 @@ from twisted_maillab.tlspolicy.dane import lookupTLSA, matchChain
 from twisted_maillab.tlspolicy.maps import PolicyMap
 from twisted_maillab.tlspolicy.tlsrpt import PolicyKey
 
-__all__ = ["OutboundTLSPolicy", "DomainPlan", "HostPolicy"]
+__all__ = ["OutboundTLSPolicy", "DomainPlan", "HostPolicy", "ServerNameIndication"]
 
 log = Logger(namespace="twisted_maillab.tlspolicy")
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class ServerNameIndication:
+    """
+    A client TLS connection with the MX host name as C{server_name} (RFC
+    6066 3; RFC 7672 8.1: a DANE client sends it, so a server with several
+    certificates presents the one its TLSA records describe), on the
+    context of the queue's C{CertificateOptions}.
+    """
+
+    def __init__(self, options, host: str):
+        self.options = options
+        self.host = host
+
+    def clientConnectionForTLS(self, tlsProtocol):
+        connection = SSL.Connection(self.options.getContext(), None)
+        connection.set_app_data(tlsProtocol)
+        connection.set_tlsext_host_name(self.host.encode("idna"))
+        return connection
 
 
 @dataclass
@@ -64,6 +87,15 @@ class HostPolicy:
     @property
     def requiresTLS(self) -> bool:
         return self.enforced and self.level in ("encrypt", "verify", "dane")
+
+    def clientTLS(self, options, host: str):
+        """
+        What the STARTTLS handshake with C{host} uses: C{options} with SNI
+        for a host name.
+        """
+        if ":" in host or host.replace(".", "").isdigit():
+            return options
+        return ServerNameIndication(options, host)
 
     def _record(self, resultType, host, address) -> None:
         if self.report is not None and self.recorder is not None:
@@ -143,8 +175,9 @@ class DomainPlan:
     they must offer.
     """
 
-    def __init__(self, owner: "OutboundTLSPolicy", domain: str, hosts: list[str], base: HostPolicy, fixed: bool):
+    def __init__(self, owner: "OutboundTLSPolicy", domain: str, hosts: list[str], base: HostPolicy, fixed: bool, resolver=None):
         self.owner = owner
+        self.resolver = resolver
         self.domain = domain
         self.hosts = hosts
         self.base = base
@@ -158,7 +191,7 @@ class DomainPlan:
         owner = self.owner
         if self.fixed or not owner.dnssec or host.replace(".", "").isdigit() or ":" in host:
             return self.base
-        result = await lookupTLSA(owner.reactor, owner.clock, owner.resolver, host)
+        result = await lookupTLSA(owner.reactor, owner.clock, self.resolver, host)
         if result.failure is not None:
             raise TLSPolicyFailure(f"4.7.5 {host}: {result.failure} (DANE)", resultType="tlsa-invalid")
         if not result.secure or not result.records:
@@ -193,7 +226,6 @@ class OutboundTLSPolicy:
         *,
         reactor,
         clock,
-        resolver,
         policyMap: PolicyMap | None = None,
         defaultLevel: str = "may",
         anchors: list | None = None,
@@ -203,7 +235,6 @@ class OutboundTLSPolicy:
     ):
         self.reactor = reactor
         self.clock = clock
-        self.resolver = resolver
         self.policyMap = policyMap or PolicyMap()
         self.defaultLevel = defaultLevel
         self.anchors = anchors or []
@@ -211,22 +242,25 @@ class OutboundTLSPolicy:
         self.dnssec = dnssec
         self.recorder = recorder
 
-    async def forDomain(self, domain: str, hosts: list[str]) -> DomainPlan:
+    async def forDomain(self, domain: str, hosts: list[str], resolver) -> DomainPlan:
         """
         @param hosts: the domain's MX hosts, best first.
+        @param resolver: the queue's resolver (an C{IResolver}; for DANE,
+            a C{twisted.names.client.Resolver}, whose C{pickServer} names
+            the validating resolver to ask).
         @raise TLSPolicyFailure: MTA-STS C{enforce} allows none of them.
         """
         level = self.policyMap.level(domain)
         if level is not None:
-            return DomainPlan(self, domain, hosts, HostPolicy(level=level, source="tls_policy", anchors=self.anchors), True)
+            return DomainPlan(self, domain, hosts, HostPolicy(level=level, source="tls_policy", anchors=self.anchors), True, resolver)
         base = HostPolicy(level=self.defaultLevel, source="default", anchors=self.anchors)
         if self.sts is None or domain.startswith("["):
-            return DomainPlan(self, domain, hosts, base, False)
-        policy, error = await self.sts.policy(domain)
+            return DomainPlan(self, domain, hosts, base, False, resolver)
+        policy, error = await self.sts.policy(domain, resolver)
         if error is not None and self.recorder is not None:
             self.recorder.record(PolicyKey(domain, "no-policy-found", (), None), error.resultType, None, None)
         if policy is None or policy.mode == "none":
-            return DomainPlan(self, domain, hosts, base, False)
+            return DomainPlan(self, domain, hosts, base, False, resolver)
         enforce = policy.mode == "enforce"
         key = PolicyKey(domain, "sts", tuple(policy.strings()), None)
         stsBase = HostPolicy(
@@ -251,4 +285,4 @@ class OutboundTLSPolicy:
                     resultType="validation-failure",
                 )
             hosts = allowed
-        return DomainPlan(self, domain, hosts, stsBase, False)
+        return DomainPlan(self, domain, hosts, stsBase, False, resolver)

@@ -17,7 +17,7 @@ from twisted_maillab.tlspolicy.tlsrpt import Reporter, SessionRecorder
 __all__ = ["buildOutboundPolicy", "buildReporter", "ReporterService"]
 
 
-def buildOutboundPolicy(config, *, reactor, clock, resolver, runner, httpsPort: int = 443) -> OutboundTLSPolicy:
+def buildOutboundPolicy(config, *, reactor, clock, runner, httpsPort: int = 443) -> OutboundTLSPolicy:
     """
     Read the policy table and the trust anchors (at start-up: blocking
     reads are fine before the reactor runs).
@@ -41,13 +41,12 @@ def buildOutboundPolicy(config, *, reactor, clock, resolver, runner, httpsPort: 
         raise config.error("smtp", "smtp_tls_ca_file", f"{smtp.smtp_tls_ca_file}: no PEM certificate in the file")
     sts = None
     if smtp.smtp_mta_sts:
-        fetcher = PolicyFetcher(reactor, clock, resolver, pems if smtp.smtp_tls_ca_file is not None else [], port=httpsPort)
+        fetcher = PolicyFetcher(reactor, clock, pems if smtp.smtp_tls_ca_file is not None else [], port=httpsPort)
         cache = STSCache(config.server.state_directory / "mta-sts", runner)
-        sts = STSLookup(resolver, fetcher, cache, clock)
+        sts = STSLookup(fetcher, cache, clock)
     return OutboundTLSPolicy(
         reactor=reactor,
         clock=clock,
-        resolver=resolver,
         policyMap=policyMap,
         defaultLevel=smtp.smtp_tls_security_level,
         anchors=anchors,
