@@ -345,3 +345,51 @@ class PublishTests(unittest.TestCase):
         records = list(TLSRecordPublisher().records(config, "example.org."))
         self.assertEqual(records, [f"_25._tcp.mx.example.org. IN TLSA 3 1 1 {spkiDigest(cert.read_bytes()).hex()}"])
         self.assertEqual(list(TLSRecordPublisher().records(config, "example.net.")), [])
+
+
+class CompositionTests(unittest.TestCase):
+    """
+    The queue built from a config gets the policy, and the TLS-RPT timer
+    runs as a process service on the reactor.
+    """
+
+    def build(self, extra=""):
+        from twisted.internet.testing import MemoryReactorClock
+        from zope.interface.verify import verifyObject
+
+        from twisted_maillab import service
+        from twisted_maillab.interfaces import IOutboundTLSPolicy
+
+        directory = Path(self.mktemp()).absolute()
+        directory.mkdir()
+        table = directory / "tls_policy"
+        table.write_text("bank.example verify\n")
+        parsed = configmodule.loadString(
+            f"[server]\ndomain = example.org\nstate_directory = {directory}\n"
+            "[smtp]\nenabled = yes\nlisten = tcp:10025:interface=127.0.0.1\n"
+            f"smtp_tls_policy_maps = {table}\nsmtp_tls_security_level = encrypt\n" + extra
+        )
+        reactor = MemoryReactorClock()
+        top = service.makeService(parsed, reactor)
+        queue = top.getServiceNamed("outbound-queue").queue
+        verifyObject(IOutboundTLSPolicy, queue.tlsPolicy)
+        return top, queue, reactor
+
+    def test_policyAndReporter(self):
+        top, queue, reactor = self.build()
+        self.assertEqual(queue.tlsPolicy.policyMap.level("bank.example"), "verify")
+        self.assertEqual(queue.tlsPolicy.defaultLevel, "encrypt")
+        self.assertFalse(queue.tlsPolicy.dnssec)
+        reporter = top.getServiceNamed("tls-reports").reporter
+        reactor.advance(86400 * 20 + 7)
+        reporter.start()
+        due = 86400 * 21 + 300
+        self.assertEqual([c.getTime() for c in reactor.getDelayedCalls() if c.getTime() == due], [due])
+        reporter.stop()
+        self.assertEqual([c for c in reactor.getDelayedCalls() if c.getTime() == due], [])
+
+    def test_reportingOff(self):
+        top, queue, reactor = self.build("smtp_tls_reporting = no\nsmtp_dns_support_level = dnssec\n")
+        self.assertNotIn("tls-reports", [child.name for child in top])
+        self.assertIsNone(queue.tlsPolicy.recorder)
+        self.assertTrue(queue.tlsPolicy.dnssec)

@@ -139,7 +139,7 @@ class OutboundQueue(QueueAdministration):
         self.connectTimeout = connectTimeout
         self.commandTimeout = commandTimeout
         self.tlsContext = tlsContext
-        # The per-destination TLS policy (twisted_maillab.tlspolicy); None:
+        # The per-destination TLS policy (an IOutboundTLSPolicy); None:
         # opportunistic TLS everywhere (RFC 7435).
         self.tlsPolicy = tlsPolicy
         self.localDelivery = localDelivery

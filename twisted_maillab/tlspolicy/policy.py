@@ -27,6 +27,7 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from twisted_maillab.interfaces import IOutboundTLSPolicy
 from twisted_maillab.smtp.relayclient import TLSPolicyFailure
 from twisted_maillab.tlspolicy.certs import CertificateFailure, checkName, verifyChain
 from twisted_maillab.tlspolicy.dane import lookupTLSA, matchChain
@@ -209,6 +210,7 @@ class DomainPlan:
         )
 
 
+@implementer(IOutboundTLSPolicy)
 class OutboundTLSPolicy:
     """
     @param policyMap: a L{PolicyMap}.
