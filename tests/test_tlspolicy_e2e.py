@@ -98,7 +98,7 @@ class OutboundTLSPolicyTests(unittest.TestCase):
 
     # -- the remote side ---------------------------------------------------
 
-    def startRemote(self, mode="enforce", tlsa=True, setAD=True):
+    def startRemote(self, mode="enforce", tlsa=True, setAD=True, httpsIssuer=None):
         """
         The remote domain's maillab DNS (publishing its records), the AD
         proxy in front of it and the MTA-STS policy over HTTPS.
@@ -129,7 +129,7 @@ class OutboundTLSPolicyTests(unittest.TestCase):
         self.resolver = client.Resolver(servers=[("127.0.0.1", proxyPort.getHost().port)], reactor=reactor)
         # The policy file, served by our resource with a certificate of
         # the test CA for mta-sts.remote.test.
-        https = issue(["mta-sts.remote.test"], self.ca)
+        https = issue(["mta-sts.remote.test"], httpsIssuer or self.ca)
         site = Site(mtaStsResourceTree(self.remoteConfig))
         self.httpsPort = reactor.listenSSL(0, site, https.serverOptions(), interface="127.0.0.1")
         self.addCleanup(self.httpsPort.stopListening)
@@ -258,6 +258,21 @@ class OutboundTLSPolicyTests(unittest.TestCase):
         [(key, counts)] = self.policy.recorder.days[int(self.clock.seconds() // 86400)].items()
         self.assertEqual((key.type, counts.success, counts.failure), ("sts", 0, 1))
         self.assertIn("mode: testing", key.strings)
+
+    @defer.inlineCallbacks
+    def test_mtaStsPolicyFromUntrustedHostIsNotUsed(self):
+        # RFC 8461 3.3: the policy host's certificate must be valid; a
+        # policy served under another CA is not one, so nothing is
+        # enforced (and the failure is counted for TLS-RPT).
+        self.startRemote(mode="enforce", tlsa=False, httpsIssuer=issue(["other CA"], ca=True))
+        self.makeQueue(self.startMX(issue(["mx.remote.test"])))
+        recipient = yield self.send()
+        self.assertIsNone(recipient)
+        self.assertEqual(len(self.sink.received), 1)
+        self.assertFalse((self.dir / "state" / "mta-sts" / "remote.test.json").exists())
+        [(key, counts)] = self.policy.recorder.days[int(self.clock.seconds() // 86400)].items()
+        self.assertEqual((key.type, counts.failure), ("no-policy-found", 1))
+        self.assertEqual([detail[0] for detail in counts.details], ["sts-webpki-invalid"])
 
     # -- DANE ----------------------------------------------------------------
 
