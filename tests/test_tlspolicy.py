@@ -253,6 +253,45 @@ class TLSARecordTests(unittest.TestCase):
         self.assertTrue(TLSARecord(2, 0, 2, b"").usable)
 
 
+class DANEChainTests(unittest.TestCase):
+    def setUp(self):
+        from OpenSSL import crypto
+
+        def load(issued):
+            return crypto.load_certificate(crypto.FILETYPE_PEM, issued.certPEM)
+
+        self.load = load
+        self.ca = issue(["TA"], ca=True)
+        self.caCert = load(self.ca)
+        import hashlib
+
+        self.ta = TLSARecord(2, 0, 1, hashlib.sha256(self.caCert.to_cryptography().public_bytes(Encoding.DER)).digest())
+
+    def test_trustAnchorMatchAndName(self):
+        from twisted_maillab.tlspolicy.certs import CertificateFailure
+        from twisted_maillab.tlspolicy.dane import matchChain
+
+        leaf = self.load(issue(["mx.example.org"], self.ca))
+        matchChain([self.ta], [leaf, self.caCert], ["mx.example.org"])
+        # RFC 7672 3.2.2: DANE-TA checks the name...
+        with self.assertRaises(CertificateFailure) as caught:
+            matchChain([self.ta], [leaf, self.caCert], ["other.example.org"])
+        self.assertEqual(caught.exception.resultType, "certificate-host-mismatch")
+        # ...and the leaf must be issued under the anchor.
+        stranger = self.load(issue(["mx.example.org"], issue(["other"], ca=True)))
+        with self.assertRaises(CertificateFailure):
+            matchChain([self.ta], [stranger, self.caCert], ["mx.example.org"])
+        # The anchor absent from the chain: no match.
+        with self.assertRaises(CertificateFailure):
+            matchChain([self.ta], [leaf], ["mx.example.org"])
+
+    def test_endEntityIgnoresNameAndCA(self):
+        from twisted_maillab.tlspolicy.dane import matchChain
+
+        issued = issue(["anything.test"])
+        matchChain([TLSARecord(3, 1, 1, spkiDigest(issued.certPEM))], [self.load(issued)], ["mx.example.org"])
+
+
 class TLSRPTTests(unittest.TestCase):
     def test_rua(self):
         self.assertEqual(
