@@ -27,7 +27,7 @@ from twisted_maillab.smtp.envelope import Mailbox, MailParams, RcptParams
 from twisted_maillab.smtp.outbound import OutboundQueue
 from twisted_maillab.smtp.server import Envelope, Recipient, Settings, SMTPServerFactory
 from twisted_maillab.tlspolicy.dane import TLSA
-from twisted_maillab.tlspolicy.publish import mtaStsResource, policyId, policyText
+from twisted_maillab.tlspolicy.publish import policyId, policyText
 from twisted_maillab.tlspolicy.wiring import buildOutboundPolicy, buildReporter
 
 from tests.support import freePort

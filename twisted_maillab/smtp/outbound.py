@@ -544,6 +544,9 @@ class OutboundQueue(QueueAdministration):
         except (ierror.ConnectError, OSError, defer.CancelledError) as e:
             raise TemporaryFailure(f"4.4.1 connect to {host}[{address}]:{self.port}: {e}") from None
         timer = self.clock.callLater(self.commandTimeout * 4, client.transport.abortConnection)
+        tlsContext = self.tlsContext if useTLS else None
+        if tlsContext is not None and hostPolicy is not None:
+            tlsContext = hostPolicy.clientTLS(tlsContext, host)
         conversation = Conversation(
             client,
             message,
@@ -551,18 +554,12 @@ class OutboundQueue(QueueAdministration):
             address=address,
             port=self.port,
             hostname=self.hostname,
-            tlsContext=(
-                None
-                if not useTLS
-                else hostPolicy.clientTLS(self.tlsContext, host)
-                if hostPolicy is not None and self.tlsContext is not None
-                else self.tlsContext
-            ),
+            tlsContext=tlsContext,
             bodyPath=self.directory / f"{message.queueId}.eml",
             runner=self.runner,
             clock=self.clock,
-            # The plaintext retry after a failed handshake is at the
-            # opportunistic level only, where no check applies.
+            # The plaintext retry after a failed handshake happens only
+            # where TLS is not required (may, MTA-STS testing): no check.
             tlsPolicy=hostPolicy if useTLS else None,
         )
         try:
