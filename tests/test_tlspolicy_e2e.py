@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from twisted.internet import defer, reactor, task, threads
-from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.logger import globalLogPublisher
 from twisted.names import client, dns
 from twisted.trial import unittest
@@ -74,6 +74,58 @@ class ADProxy(DatagramProtocol):
         self.transport.write(data, self.upstream)
 
 
+class _TCPProxyUpstream(Protocol):
+    def __init__(self, downstream):
+        self.downstream = downstream
+        self.first = True
+
+    def connectionMade(self):
+        self.downstream.upstreamReady(self)
+
+    def dataReceived(self, data):
+        if self.first and len(data) >= 5:
+            # The header follows the two-octet length: set AD.
+            data = data[:5] + bytes([data[5] | 0x20]) + data[6:] if len(data) > 5 else data
+            self.first = False
+        self.downstream.transport.write(data)
+
+    def connectionLost(self, reason):
+        self.downstream.transport.loseConnection()
+
+
+class TCPADProxy(Protocol):
+    """
+    L{ADProxy} over TCP (one answer per connection, as our client asks).
+    """
+
+    def connectionMade(self):
+        from twisted.internet.endpoints import TCP4ClientEndpoint
+        from twisted.internet.protocol import Factory
+
+        self.pending = b""
+        self.upstream = None
+        self.transport.pauseProducing()
+        host, port = self.factory.upstream
+        TCP4ClientEndpoint(reactor, host, port).connect(Factory.forProtocol(lambda: _TCPProxyUpstream(self)))
+
+    def upstreamReady(self, upstream):
+        self.upstream = upstream
+        self.transport.resumeProducing()
+
+    def dataReceived(self, data):
+        query = dns.Message()
+        try:
+            query.fromStr(data[2:])
+            self.factory.queries.append((query.queries[0].type, bool(query.authenticData)))
+        except Exception:
+            pass
+        self.upstream.transport.write(data)
+
+    def connectionLost(self, reason):
+        if self.upstream is not None:
+            self.upstream.transport.loseConnection()
+
+
 def runner(f, *args):
     return threads.deferToThread(f, *args)
 
@@ -98,13 +150,13 @@ class OutboundTLSPolicyTests(unittest.TestCase):
 
     # -- the remote side ---------------------------------------------------
 
-    def startRemote(self, mode="enforce", tlsa=True, setAD=True, httpsIssuer=None):
+    def startRemote(self, mode="enforce", tlsa=True, setAD=True, httpsIssuer=None, zoneExtra=""):
         """
         The remote domain's maillab DNS (publishing its records), the AD
         proxy in front of it and the MTA-STS policy over HTTPS.
         """
         zonePath = self.dir / "remote.test.zone"
-        zonePath.write_text(ZONE)
+        zonePath.write_text(ZONE + zoneExtra)
         port = freePort()
         ini = self.dir / "remote.ini"
         ini.write_text(
@@ -126,6 +178,13 @@ class OutboundTLSPolicyTests(unittest.TestCase):
         self.proxy.setAD = setAD
         proxyPort = reactor.listenUDP(0, self.proxy, interface="127.0.0.1")
         self.addCleanup(proxyPort.stopListening)
+        from twisted.internet.protocol import Factory
+
+        self.tcpProxy = Factory.forProtocol(TCPADProxy)
+        self.tcpProxy.upstream = ("127.0.0.1", port)
+        self.tcpProxy.queries = []
+        tcpPort = reactor.listenTCP(proxyPort.getHost().port, self.tcpProxy, interface="127.0.0.1")
+        self.addCleanup(tcpPort.stopListening)
         self.resolver = client.Resolver(servers=[("127.0.0.1", proxyPort.getHost().port)], reactor=reactor)
         # The policy file, served by our resource with a certificate of
         # the test CA for mta-sts.remote.test.
@@ -301,6 +360,23 @@ class OutboundTLSPolicyTests(unittest.TestCase):
         recipient = yield self.send()
         self.assertIsNone(recipient)
         self.assertEqual(len(self.sink.received), 1)
+        self.assertIn("Verified TLS connection established", self.logText())
+
+    @defer.inlineCallbacks
+    def test_daneLargeTLSASetAskedAgainOverTCP(self):
+        # Two full-certificate records (3 0 0) do not fit a 512-octet UDP
+        # answer: the truncated answer is asked again over TCP.
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        der = lambda issued: issued.cert.public_bytes(Encoding.DER).hex()
+        extra = "".join(f"_25._tcp.mx IN TLSA 3 0 0 {der(c)}\n" for c in (issue(["old.remote.test"]), self.published))
+        self.startRemote(mode="none", tlsa=False, zoneExtra=extra)
+        self.makeQueue(self.startMX(self.published))
+        recipient = yield self.send()
+        self.assertIsNone(recipient)
+        self.assertEqual(len(self.sink.received), 1)
+        self.assertEqual(self.proxy.tlsaQueriesWithAD, [True])
+        self.assertEqual(self.tcpProxy.queries, [(TLSA, True)])
         self.assertIn("Verified TLS connection established", self.logText())
 
     @defer.inlineCallbacks

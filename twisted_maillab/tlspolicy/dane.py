@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import random
-import socket
+import struct
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import crypto
 from twisted.internet import defer
-from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.names import dns
 
 from twisted_maillab.tlspolicy.certs import CertificateFailure, checkName, verifyChain
@@ -35,8 +35,7 @@ DANE_TA = 2
 DANE_EE = 3
 
 # A DNS answer over UDP is at most 64 KiB; EDNS is not used, so 512 octets
-# are expected and a truncated answer is a failure (RFC 7672 2.1 asks for
-# a lookup that either succeeds securely or fails).
+# are expected, and a truncated answer is asked again over TCP.
 _MAX_ANSWER = 65535
 
 
@@ -112,6 +111,79 @@ class _OneQuery(DatagramProtocol):
         self.result.callback(message)
 
 
+class _OneTCPQuery(Protocol):
+    """
+    The same query over TCP (RFC 1035 4.2.2: a two-octet length before
+    each message), after a truncated UDP answer (RFC 7766 5).
+    """
+
+    def __init__(self, data: bytes, messageId: int, result: defer.Deferred):
+        self.data = data
+        self.messageId = messageId
+        self.result = result
+        self.buffer = b""
+
+    def connectionMade(self):
+        self.transport.write(struct.pack("!H", len(self.data)) + self.data)
+
+    def dataReceived(self, data):
+        self.buffer += data
+        if len(self.buffer) < 2:
+            return
+        (length,) = struct.unpack("!H", self.buffer[:2])
+        if len(self.buffer) < 2 + length:
+            return
+        message = dns.Message()
+        try:
+            message.fromStr(self.buffer[2 : 2 + length])
+        except Exception as e:
+            self._fail(e)
+            return
+        if message.id != self.messageId:
+            self._fail(ValueError("answer for another query"))
+            return
+        if not self.result.called:
+            self.result.callback(message)
+        self.transport.loseConnection()
+
+    def _fail(self, reason):
+        if not self.result.called:
+            self.result.errback(reason)
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason):
+        if not self.result.called:
+            self.result.errback(ConnectionError("connection closed before the answer"))
+
+
+def _query(name: str, rtype: int) -> tuple[int, bytes]:
+    messageId = random.randint(0, 0xFFFF)
+    query = dns.Message(messageId, recDes=1, authenticData=1)
+    query.queries = [dns.Query(name, rtype, dns.IN)]
+    return messageId, query.toStr()
+
+
+async def queryTCPWithAD(reactor, clock, server: tuple[str, int], name: str, rtype: int, timeout: float = 10.0):
+    """
+    L{queryWithAD} over TCP.
+    """
+    from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+    from twisted.internet.protocol import Factory
+
+    messageId, data = _query(name, rtype)
+    result = defer.Deferred()
+    host, port = server[:2]
+    endpoint = (TCP6ClientEndpoint if ":" in host else TCP4ClientEndpoint)(reactor, host, port, timeout=timeout)
+    protocol = await endpoint.connect(Factory.forProtocol(lambda: _OneTCPQuery(data, messageId, result)))
+    timer = clock.callLater(timeout, lambda: result.called or result.errback(defer.TimeoutError(name)))
+    try:
+        return await result
+    finally:
+        if timer.active():
+            timer.cancel()
+        protocol.transport.loseConnection()
+
+
 def queryWithAD(reactor, clock, server: tuple[str, int], name: str, rtype: int, timeout: float = 10.0):
     """
     One query with RD and AD set (RFC 6840 5.7: ask the validating
@@ -120,13 +192,11 @@ def queryWithAD(reactor, clock, server: tuple[str, int], name: str, rtype: int, 
     @return: a Deferred firing with the answer L{dns.Message}, or failing
         with L{defer.TimeoutError}.
     """
-    messageId = random.randint(0, 0xFFFF)
-    query = dns.Message(messageId, recDes=1, authenticData=1)
-    query.queries = [dns.Query(name, rtype, dns.IN)]
+    messageId, data = _query(name, rtype)
     result = defer.Deferred()
     host, port = server[:2]
     family = ":" in host
-    protocol = _OneQuery(query.toStr(), (host, port), messageId, result)
+    protocol = _OneQuery(data, (host, port), messageId, result)
     listening = reactor.listenUDP(0, protocol, interface="::" if family else "")
     timer = clock.callLater(timeout, lambda: result.called or result.errback(defer.TimeoutError(name)))
 
@@ -153,10 +223,12 @@ async def lookupTLSA(reactor, clock, resolver, host: str, port: int = 25) -> TLS
     name = f"_{port}._tcp.{host}"
     try:
         message = await queryWithAD(reactor, clock, server, name, TLSA)
-    except (defer.TimeoutError, OSError, socket.error) as e:
+        if message.trunc:
+            # A full-certificate (selector 0, matching type 0) record set
+            # does not fit 512 octets.
+            message = await queryTCPWithAD(reactor, clock, server, name, TLSA)
+    except Exception as e:
         return TLSAResult(failure=f"TLSA lookup for {name} failed: {e.__class__.__name__}")
-    if message.trunc:
-        return TLSAResult(failure=f"TLSA answer for {name} truncated")
     if message.rCode == dns.ENAME:
         return TLSAResult(secure=bool(message.authenticData))
     if message.rCode != dns.OK:
