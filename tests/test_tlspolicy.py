@@ -325,6 +325,30 @@ class TLSRPTTests(unittest.TestCase):
         self.assertEqual(second["failure-details"][0]["receiving-ip"], "192.0.2.2")
         self.assertEqual(recorder.days, {})
 
+    def test_countsSurviveARestart(self):
+        clock = task.Clock()
+        clock.advance(86400 * 5)
+        path = Path(self.mktemp()).absolute() / "state" / "tlsrpt.json"
+        recorder = SessionRecorder(clock, path, syncRunner, saveDelay=60)
+        key = PolicyKey("example.org", "tlsa", ("3 1 1 ab",), "mx.example.org")
+        recorder.record(key, None, "mx.example.org", "192.0.2.1")
+        recorder.record(key, "certificate-not-trusted", "mx.example.org", "192.0.2.1")
+        self.assertFalse(path.exists())
+        # Saved once, a while after the first change.
+        clock.advance(60)
+        self.assertTrue(path.exists())
+        self.assertEqual(oct(path.stat().st_mode & 0o777), "0o600")
+        self.assertEqual(clock.getDelayedCalls(), [])
+        again = SessionRecorder(clock, path, syncRunner)
+        self.successResultOf(defer.ensureDeferred(again.load()))
+        counts = again.days[5][key]
+        self.assertEqual((counts.success, counts.failure), (1, 1))
+        self.assertEqual(counts.details, {("certificate-not-trusted", "mx.example.org", "192.0.2.1"): 1})
+        # A missing file is no counts.
+        empty = SessionRecorder(clock, path.parent / "none.json", syncRunner)
+        self.successResultOf(defer.ensureDeferred(empty.load()))
+        self.assertEqual(empty.days, {})
+
     def test_timerAfterMidnightUTC(self):
         clock = task.Clock()
         clock.advance(86400 * 10 + 3600)
@@ -420,6 +444,8 @@ class CompositionTests(unittest.TestCase):
         self.assertEqual(queue.tlsPolicy.defaultLevel, "encrypt")
         self.assertFalse(queue.tlsPolicy.dnssec)
         reporter = top.getServiceNamed("tls-reports").reporter
+        self.assertEqual(reporter.recorder.path.name, "tlsrpt.json")
+        reporter.recorder.runner = syncRunner
         reactor.advance(86400 * 20 + 7)
         reporter.start()
         due = 86400 * 21 + 300

@@ -176,7 +176,8 @@ class OutboundTLSPolicyTests(unittest.TestCase):
         self.addCleanup(top.stopService)
         self.proxy = ADProxy(("127.0.0.1", port))
         self.proxy.setAD = setAD
-        proxyPort = reactor.listenUDP(0, self.proxy, interface="127.0.0.1")
+        # One port for UDP and TCP, as a resolver's.
+        proxyPort = reactor.listenUDP(freePort(), self.proxy, interface="127.0.0.1")
         self.addCleanup(proxyPort.stopListening)
         from twisted.internet.protocol import Factory
 

@@ -59,12 +59,23 @@ class SessionRecorder:
     """
     Session outcomes by UTC day and policy.
 
-    @ivar clock: gives the day of an outcome.
+    The counts are kept in C{path} (JSON), written in the runner's thread
+    pool at most every C{saveDelay} seconds after a change and when the
+    service stops, and read back at start, so a restart keeps the day's
+    counts.
+
+    @ivar clock: gives the day of an outcome; runs the save timer.
     """
 
-    def __init__(self, clock):
+    def __init__(self, clock, path=None, runner=None, saveDelay: float = 60.0):
         self.clock = clock
+        self.path = path
+        self.runner = runner
+        self.saveDelay = saveDelay
         self.days: dict[int, dict[PolicyKey, _Counts]] = {}
+        self._saveTimer = None
+        # One write at a time: two would share the temporary file.
+        self._writing = defer.DeferredLock()
 
     def record(self, key: PolicyKey, resultType: str | None, host: str | None, address: str | None) -> None:
         """
@@ -79,6 +90,7 @@ class SessionRecorder:
             counts.failure += 1
             detail = (resultType, host, address)
             counts.details[detail] = counts.details.get(detail, 0) + 1
+        self._changed()
 
     def finishedDays(self) -> list[int]:
         today = int(self.clock.seconds() // DAY)
@@ -91,7 +103,89 @@ class SessionRecorder:
         byDomain: dict[str, dict[PolicyKey, _Counts]] = {}
         for key, counts in self.days.pop(day, {}).items():
             byDomain.setdefault(key.domain, {})[key] = counts
+        self._changed()
         return byDomain
+
+    # -- the state file ------------------------------------------------------
+
+    def _changed(self) -> None:
+        if self.path is None or (self._saveTimer is not None and self._saveTimer.active()):
+            return
+        self._saveTimer = self.clock.callLater(self.saveDelay, self.save)
+
+    def toJSON(self) -> dict:
+        return {
+            "days": {
+                str(day): [
+                    {
+                        "domain": key.domain,
+                        "type": key.type,
+                        "strings": list(key.strings),
+                        "mx-host": key.mxHost,
+                        "success": counts.success,
+                        "failure": counts.failure,
+                        "details": [[*detail, n] for detail, n in counts.details.items()],
+                    }
+                    for key, counts in policies.items()
+                ]
+                for day, policies in self.days.items()
+            }
+        }
+
+    def merge(self, data: dict) -> None:
+        """
+        Add counts read back from the state file.
+        """
+        for day, entries in data.get("days", {}).items():
+            for entry in entries:
+                key = PolicyKey(entry["domain"], entry["type"], tuple(entry["strings"]), entry["mx-host"])
+                counts = self.days.setdefault(int(day), {}).setdefault(key, _Counts())
+                counts.success += int(entry["success"])
+                counts.failure += int(entry["failure"])
+                for resultType, host, address, n in entry["details"]:
+                    detail = (resultType, host, address)
+                    counts.details[detail] = counts.details.get(detail, 0) + int(n)
+
+    def save(self) -> defer.Deferred:
+        """
+        Write the counts now (in the runner's pool).
+        """
+        if self._saveTimer is not None and self._saveTimer.active():
+            self._saveTimer.cancel()
+        self._saveTimer = None
+        if self.path is None:
+            return defer.succeed(None)
+        from twisted_maillab.atomicwrite import replaceFile
+
+        data = json.dumps(self.toJSON()).encode("utf-8")
+
+        def write():
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            replaceFile(self.path, data, mode=0o600)
+
+        d = self._writing.run(self.runner, write)
+        d.addErrback(lambda f: log.failure("TLS-RPT counts not saved to {path}", f, path=str(self.path)))
+        return d
+
+    async def load(self) -> None:
+        """
+        Read the state file back (a missing or unreadable one is no counts).
+        """
+        if self.path is None:
+            return
+
+        def read():
+            try:
+                return json.loads(self.path.read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                return None
+
+        try:
+            data = await self.runner(read)
+            if data is not None:
+                self.merge(data)
+        except Exception:
+            log.failure("TLS-RPT counts in {path} not readable; starting from none", path=str(self.path))
 
 
 def buildReport(organization: str, contact: str, reportId: str, day: int, policies: dict) -> dict:
@@ -217,13 +311,21 @@ class Reporter:
         # The last timer run's Deferred (tests wait on it).
         self.lastRun = defer.succeed(None)
 
-    def start(self) -> None:
+    def start(self) -> defer.Deferred:
+        """
+        Read the saved counts and arm the daily timer.
+        """
         self._arm()
+        return defer.ensureDeferred(self.recorder.load())
 
-    def stop(self) -> None:
+    def stop(self) -> defer.Deferred:
+        """
+        Stop the timer and save the counts.
+        """
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        return self.recorder.save()
 
     def _arm(self) -> None:
         now = self.clock.seconds()

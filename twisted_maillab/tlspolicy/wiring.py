@@ -52,7 +52,11 @@ def buildOutboundPolicy(config, *, reactor, clock, runner, httpsPort: int = 443)
         anchors=anchors,
         sts=sts,
         dnssec=smtp.smtp_dns_support_level == "dnssec",
-        recorder=SessionRecorder(clock) if smtp.smtp_tls_reporting else None,
+        recorder=(
+            SessionRecorder(clock, config.server.state_directory / "tlsrpt.json", runner)
+            if smtp.smtp_tls_reporting
+            else None
+        ),
     )
 
 
@@ -84,4 +88,5 @@ class ReporterService(Service):
 
     def stopService(self):
         super().stopService()
-        self.reporter.stop()
+        # The counts are saved before the process ends.
+        return self.reporter.stop()
