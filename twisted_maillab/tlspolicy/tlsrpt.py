@@ -7,8 +7,9 @@ C{mailto:} addresses of each policy domain's C{_smtp._tls} TXT record
 (3).  C{https:} reporting URIs are not used: the suite sends mail, not
 HTTP.
 
-The counts are kept in memory: a restart loses the day's counts so far,
-which RFC 8460 allows (reports are best effort, 4).
+The counts live in memory and in C{<state_directory>/tlsrpt.json}, written
+in a thread a minute after a change and at shutdown: a crash loses at most
+that minute, which RFC 8460 allows (reports are best effort).
 """
 
 from __future__ import annotations
