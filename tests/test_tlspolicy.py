@@ -189,6 +189,19 @@ class STSLookupTests(unittest.TestCase):
         self.assertIsNone(self.policy()[0])
 
 
+class STSCacheTests(unittest.TestCase):
+    def test_boundedAndOnlyPlainNamesOnDisk(self):
+        directory = Path(self.mktemp())
+        cache = STSCache(directory, syncRunner, size=2)
+        policy = parsePolicy(POLICY)
+        from twisted_maillab.tlspolicy.mtasts import _Cached
+
+        for domain in ("a.example", "b.example", "c.example", "../../x.example", "UPPER.example"):
+            self.successResultOf(defer.ensureDeferred(cache.put(domain, _Cached("1", 0.0, policy))))
+        self.assertEqual(list(cache._memory), ["../../x.example", "UPPER.example"])
+        self.assertEqual(sorted(p.name for p in directory.iterdir()), ["a.example.json", "b.example.json", "c.example.json"])
+
+
 class FakeSTS:
     def __init__(self, text):
         self.text = text

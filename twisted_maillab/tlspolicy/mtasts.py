@@ -40,6 +40,7 @@ MAX_AGE_LIMIT = 31557600
 FETCH_TIMEOUT = 60.0
 
 _ID = re.compile(r"[A-Za-z0-9]{1,32}")
+_FILE_NAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)+")
 
 
 class STSError(Exception):
@@ -285,13 +286,28 @@ class STSCache:
     valid C{max_age} seconds after it was fetched.
     """
 
-    def __init__(self, directory: Path | None, runner):
+    def __init__(self, directory: Path | None, runner, size: int = 10000):
         self.directory = Path(directory) if directory is not None else None
         self.runner = runner
+        self.size = size
+        # Bounded: one entry per destination domain (none for most).
         self._memory: dict[str, _Cached | None] = {}
+        # One write at a time: two would share the temporary file.
+        self._writing = defer.DeferredLock()
+
+    def _onDisk(self, domain: str) -> bool:
+        # The name comes from a recipient address: it becomes a file name
+        # only when it is a plain host name.
+        return self.directory is not None and _FILE_NAME.fullmatch(domain) is not None
 
     def _path(self, domain: str) -> Path:
         return self.directory / f"{domain}.json"
+
+    def _remember(self, domain: str, entry) -> None:
+        self._memory.pop(domain, None)
+        if len(self._memory) >= self.size:
+            self._memory.pop(next(iter(self._memory)))
+        self._memory[domain] = entry
 
     def _read(self, domain: str):
         try:
@@ -307,15 +323,15 @@ class STSCache:
 
     async def get(self, domain: str) -> _Cached | None:
         if domain not in self._memory:
-            found = await self.runner(self._read, domain) if self.directory is not None else None
-            self._memory[domain] = found
-        return self._memory[domain]
+            found = await self.runner(self._read, domain) if self._onDisk(domain) else None
+            self._remember(domain, found)
+        return self._memory.get(domain)
 
     async def put(self, domain: str, entry: _Cached) -> None:
-        self._memory[domain] = entry
-        if self.directory is not None:
+        self._remember(domain, entry)
+        if self._onDisk(domain):
             try:
-                await self.runner(self._write, domain, entry)
+                await self._writing.run(self.runner, self._write, domain, entry)
             except OSError as e:
                 log.warn("MTA-STS policy cache for {domain} not written: {error}", domain=domain, error=e)
 

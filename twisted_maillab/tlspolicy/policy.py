@@ -194,7 +194,10 @@ class DomainPlan:
             return self.base
         result = await lookupTLSA(owner.reactor, owner.clock, self.resolver, host)
         if result.failure is not None:
-            raise TLSPolicyFailure(f"4.7.5 {host}: {result.failure} (DANE)", resultType="tlsa-invalid")
+            # RFC 8460 4.3.2.1: no valid answer from the validating resolver.
+            if owner.recorder is not None:
+                owner.recorder.record(PolicyKey(self.domain, "tlsa", (), host), "dnssec-invalid", host, None)
+            raise TLSPolicyFailure(f"4.7.5 {host}: {result.failure} (DANE)", resultType="dnssec-invalid")
         if not result.secure or not result.records:
             return self.base
         key = PolicyKey(self.domain, "tlsa", tuple(r.text() for r in result.records), host)
