@@ -346,19 +346,17 @@ class STSLookup:
     def __init__(self, fetcher: PolicyFetcher, cache: STSCache, clock):
         self.fetcher, self.cache, self.clock = fetcher, cache, clock
 
-    async def _recordId(self, domain: str, resolver) -> tuple[str | None, bool]:
+    async def _recordId(self, domain: str, resolver) -> str | None:
         """
-        @return: C{(id, answered)}: the record's id or L{None}, and
-            whether the DNS answered at all.
+        The id of the domain's C{_mta-sts} record, or L{None}: no record,
+        or no answer (either way a cached policy still applies).
         """
         try:
             answers, _, _ = await resolver.lookupText(f"_mta-sts.{domain}")
-        except Exception as e:
-            from twisted.names.error import DNSNameError
-
-            return None, isinstance(e, DNSNameError)
+        except Exception:
+            return None
         texts = [b"".join(rr.payload.data).decode("utf-8", "replace") for rr in answers if rr.type == dns.TXT]
-        return parseRecord(texts), True
+        return parseRecord(texts)
 
     async def policy(self, domain: str, resolver) -> tuple[STSPolicy | None, STSError | None]:
         """
@@ -366,7 +364,7 @@ class STSLookup:
         @return: the policy in force (or L{None}), and the error met while
             finding it (for TLS-RPT), or L{None}.
         """
-        policyId, answered = await self._recordId(domain, resolver)
+        policyId = await self._recordId(domain, resolver)
         cached = await self.cache.get(domain)
         now = self.clock.seconds()
         if policyId is None:
