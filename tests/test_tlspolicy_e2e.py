@@ -55,14 +55,16 @@ class ADProxy(DatagramProtocol):
     def __init__(self, upstream):
         self.upstream = upstream
         self.setAD = True
+        # Query types whose answers get no AD (an unsigned RRset).
+        self.insecureTypes = set()
         self.pending = {}
         self.tlsaQueriesWithAD = []
 
     def datagramReceived(self, data, address):
         if address == self.upstream:
-            client = self.pending.pop(data[:2], None)
+            client, qtype = self.pending.pop(data[:2], (None, None))
             if client is not None:
-                if self.setAD:
+                if self.setAD and qtype not in self.insecureTypes:
                     data = data[:3] + bytes([data[3] | 0x20]) + data[4:]
                 self.transport.write(data, client)
             return
@@ -70,7 +72,7 @@ class ADProxy(DatagramProtocol):
         query.fromStr(data)
         if query.queries and query.queries[0].type == TLSA:
             self.tlsaQueriesWithAD.append(bool(query.authenticData))
-        self.pending[data[:2]] = address
+        self.pending[data[:2]] = (address, query.queries[0].type if query.queries else None)
         self.transport.write(data, self.upstream)
 
 
@@ -389,6 +391,18 @@ class OutboundTLSPolicyTests(unittest.TestCase):
         recipient = yield self.send()
         self.assertIsNone(recipient)
         self.assertEqual(len(self.sink.received), 1)
+
+    @defer.inlineCallbacks
+    def test_daneNotUsedWhenTheMXRecordsAreInsecure(self):
+        # RFC 7672 2.2.1: with an unsigned MX RRset the hosts could be
+        # forged, so their (secure) TLSA records are not used.
+        self.startRemote(mode="none", tlsa=True)
+        self.proxy.insecureTypes.add(dns.MX)
+        self.makeQueue(self.startMX(issue(["mx.remote.test"], self.ca)))
+        recipient = yield self.send()
+        self.assertIsNone(recipient)
+        self.assertEqual(len(self.sink.received), 1)
+        self.assertEqual(self.proxy.tlsaQueriesWithAD, [])
 
     @defer.inlineCallbacks
     def test_daneNotUsedWithoutDnssecSupport(self):

@@ -209,25 +209,45 @@ def queryWithAD(reactor, clock, server: tuple[str, int], name: str, rtype: int, 
     return result.addBoth(done)
 
 
+async def _ask(reactor, clock, resolver, name: str, rtype: int):
+    # Twisted's client.Resolver names its server; another IResolver gives
+    # no way to ask for the AD bit.
+    pickServer = getattr(resolver, "pickServer", None)
+    server = pickServer() if pickServer is not None else None
+    if server is None:
+        raise LookupError("no name server to ask for the AD bit")
+    message = await queryWithAD(reactor, clock, server, name, rtype)
+    if message.trunc:
+        # A full-certificate (selector 0, matching type 0) record set
+        # does not fit 512 octets.
+        message = await queryTCPWithAD(reactor, clock, server, name, rtype)
+    return message
+
+
+async def isSecure(reactor, clock, resolver, name: str, rtype: int) -> bool:
+    """
+    Whether the validating resolver says the C{rtype} records of C{name}
+    (or their absence) are authentic: RFC 7672 2.2.1 uses the TLSA records
+    of MX hosts only when the MX RRset itself is secure, else an attacker
+    who forged it could name hosts of his own.
+    """
+    try:
+        message = await _ask(reactor, clock, resolver, name, rtype)
+    except Exception:
+        return False
+    return message.rCode in (dns.OK, dns.ENAME) and bool(message.authenticData)
+
+
 async def lookupTLSA(reactor, clock, resolver, host: str, port: int = 25) -> TLSAResult:
     """
     The TLSA records of C{_<port>._tcp.<host>} (RFC 7672 2.2), with
     whether the resolver validated them.
     """
-    # Twisted's client.Resolver names its server; another IResolver gives
-    # no way to ask for the AD bit, and DANE was promised: defer.
-    pickServer = getattr(resolver, "pickServer", None)
-    server = pickServer() if pickServer is not None else None
-    if server is None:
-        return TLSAResult(failure="no name server configured")
     name = f"_{port}._tcp.{host}"
     try:
-        message = await queryWithAD(reactor, clock, server, name, TLSA)
-        if message.trunc:
-            # A full-certificate (selector 0, matching type 0) record set
-            # does not fit 512 octets.
-            message = await queryTCPWithAD(reactor, clock, server, name, TLSA)
+        message = await _ask(reactor, clock, resolver, name, TLSA)
     except Exception as e:
+        # DANE was promised (the resolver validates): defer.
         return TLSAResult(failure=f"TLSA lookup for {name} failed: {e.__class__.__name__}")
     if message.rCode == dns.ENAME:
         return TLSAResult(secure=bool(message.authenticData))

@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.logger import Logger
+from twisted.names import dns
 from zope.interface import implementer
 
 from twisted_maillab.interfaces import IOutboundTLSPolicy
 from twisted_maillab.smtp.relayclient import TLSPolicyFailure
 from twisted_maillab.tlspolicy.certs import CertificateFailure, checkName, verifyChain
-from twisted_maillab.tlspolicy.dane import lookupTLSA, matchChain
+from twisted_maillab.tlspolicy.dane import isSecure, lookupTLSA, matchChain
 from twisted_maillab.tlspolicy.maps import PolicyMap
 from twisted_maillab.tlspolicy.tlsrpt import PolicyKey
 
@@ -179,6 +180,9 @@ class DomainPlan:
     def __init__(self, owner: "OutboundTLSPolicy", domain: str, hosts: list[str], base: HostPolicy, fixed: bool, resolver=None):
         self.owner = owner
         self.resolver = resolver
+        # Whether the MX RRset is DNSSEC-secure (asked once, at the first
+        # host): RFC 7672 2.2.1.
+        self._mxSecure = None
         self.domain = domain
         self.hosts = hosts
         self.base = base
@@ -191,6 +195,12 @@ class DomainPlan:
         """
         owner = self.owner
         if self.fixed or not owner.dnssec or host.replace(".", "").isdigit() or ":" in host:
+            return self.base
+        if self._mxSecure is None:
+            # The MX RRset (or, for the implicit MX, its absence; RFC 7672
+            # 2.2.2) must be secure for the hosts' TLSA records to count.
+            self._mxSecure = await isSecure(owner.reactor, owner.clock, self.resolver, self.domain, dns.MX)
+        if not self._mxSecure:
             return self.base
         result = await lookupTLSA(owner.reactor, owner.clock, self.resolver, host)
         if result.failure is not None:
