@@ -416,6 +416,37 @@ class SiteTests(unittest.TestCase):
         self.assertIn("[http] enabled: the mta-sts. resource (no.such.module:x) failed to load", str(e))
 
 
+class ShippedHostsTests(unittest.TestCase):
+    """
+    The virtual hosts the suite itself registers in L{HOSTS}.
+    """
+
+    def site(self, smtp: str):
+        config = loadString(configText(self, LISTENERS + "[smtp]\n" + smtp))
+        context = SiteContext(metrics=Metrics(), services=lambda: FakeTree(), runner=syncRunner)
+        return MailSite(buildResource(config, context), 2048, 30, reactor=MemoryReactorClock())
+
+    def test_mtaStsPolicy(self):
+        """
+        RFC 8461 3.3: the policy at https://mta-sts.<domain>/.well-known/mta-sts.txt.
+        """
+        site = self.site("mta_sts_mode = enforce\nmta_sts_mx = mail.example.org\n")
+        response = exchange(site, b"GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: mta-sts.example.org\r\n\r\n")
+        self.assertEqual(status(response), 200, response)
+        lines = body(response).decode().splitlines()
+        self.assertEqual(lines[0], "version: STSv1")
+        self.assertIn("mode: enforce", lines)
+        self.assertIn("mx: mail.example.org", lines)
+        # Other host names keep the mail tree; no policy there.
+        response = exchange(site, b"GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: mail.example.org\r\n\r\n")
+        self.assertEqual(status(response), 404)
+
+    def test_noPolicyNoFile(self):
+        site = self.site("mta_sts_mode = none\n")
+        response = exchange(site, b"GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: mta-sts.example.org\r\n\r\n")
+        self.assertEqual(status(response), 404)
+
+
 def _policy(config, context):
     from twisted.web.static import Data
 

@@ -546,6 +546,19 @@ class DNSSection(ListenerSection):
             raise SectionError("zones", "a zone is listed twice")
 
 
+def _parsePolicyMapFile(raw: str, context: _Context) -> Path:
+    # Checked line by line now, so a bad table stops the start with its
+    # file and line; the queue reads it again when it is built.
+    from twisted_maillab.tlspolicy.maps import PolicyMapError, loadPolicyMap
+
+    path = parseExistingFile(raw, context)
+    try:
+        loadPolicyMap(path)
+    except PolicyMapError as e:
+        raise ValueError(str(e)) from None
+    return path
+
+
 _RELAY_RESTRICTIONS = (
     "permit_mynetworks",
     "permit_sasl_authenticated",
@@ -757,6 +770,54 @@ class SMTPSection(ListenerSection):
         "DNS servers (host:port) the outbound queue and the mail authentication checks ask; "
         "empty: /etc/resolv.conf",
     )
+    # Outbound TLS policy (twisted_maillab.tlspolicy), Postfix's names.
+    smtp_tls_security_level: str = option(
+        parseChoice("none", "may", "encrypt", "verify"),
+        "may",
+        "TLS demanded of remote MX hosts without a tls_policy entry, DANE or MTA-STS policy: "
+        "none, may (opportunistic), encrypt (TLS required), verify (TLS with a trusted "
+        "certificate valid for the MX name)",
+    )
+    smtp_tls_policy_maps: Path | None = option(
+        _parsePolicyMapFile, None, "file of 'domain level' lines overriding the level per destination"
+    )
+    smtp_tls_ca_file: Path | None = option(
+        parseExistingFile,
+        None,
+        "PEM trust anchors for verify, MTA-STS certificates and policy fetches (default: the system's)",
+    )
+    smtp_dns_support_level: str = option(
+        parseChoice("enabled", "dnssec"),
+        "enabled",
+        "dnssec: the resolver validates, so TLSA records it marks authentic (AD) are used (DANE)",
+    )
+    smtp_mta_sts: bool = option(
+        parseBoolean, True, "apply the MTA-STS policies of destinations (RFC 8461)"
+    )
+    smtp_tls_reporting: bool = option(
+        parseBoolean,
+        True,
+        "count TLS outcomes per DANE/MTA-STS policy and send daily TLS-RPT reports (RFC 8460)",
+    )
+    mta_sts_mode: str = option(
+        parseChoice("none", "testing", "enforce"),
+        "none",
+        "our own MTA-STS policy; testing or enforce publish _mta-sts and serve the policy file",
+    )
+    mta_sts_mx: tuple = option(
+        parseList(parseString), (), "MX patterns of our policy (default: the host name)"
+    )
+    mta_sts_max_age: float = option(
+        parseDuration, 604800.0, "max_age of our MTA-STS policy (at most 31557600)"
+    )
+    tlsrpt_rua: tuple = option(
+        parseList(parseString),
+        (),
+        "where others send TLS reports about us (mailto: URIs), published as _smtp._tls",
+    )
+    tlsa_publish: bool = option(
+        parseBoolean, False, "publish TLSA 3 1 1 of the [tls] certificate at _25._tcp.<host name>"
+    )
 
     def check(self) -> None:
         super().check()
@@ -766,6 +827,14 @@ class SMTPSection(ListenerSection):
             raise SectionError("smtpd_timeout", "must be positive")
         if self.smtpd_data_timeout <= 0:
             raise SectionError("smtpd_data_timeout", "must be positive")
+        if not 0 < self.mta_sts_max_age <= 31557600:
+            raise SectionError("mta_sts_max_age", "RFC 8461 3.2: between 1 second and 31557600 (a year)")
+        for pattern in self.mta_sts_mx:
+            if not re.fullmatch(r"(\*\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?", pattern):
+                raise SectionError("mta_sts_mx", f'"{pattern}" is not a host name or *.domain pattern')
+        for uri in self.tlsrpt_rua:
+            if not re.fullmatch(r"(mailto:[^@,;\s]+@[^@,;\s]+|https://[^,;\s]+)", uri):
+                raise SectionError("tlsrpt_rua", f'"{uri}" is not a mailto: or https: URI')
 
 
 def _parseDMARCAction(raw: str, context: _Context | None = None) -> str:

@@ -406,6 +406,33 @@ class ISMTPDelivery(Interface):
         """
 
 
+class IOutboundTLSPolicy(Interface):
+    """
+    What the outbound queue demands of a destination's TLS
+    (L{twisted_maillab.tlspolicy.policy.OutboundTLSPolicy}: the
+    C{tls_policy} table, DANE, MTA-STS).  The queue asks once per domain
+    and attempt, then once per MX host it tries; the host's policy is
+    consulted by the SMTP client when STARTTLS is missing, when the
+    handshake fails and once it succeeds.  A level that forbids plaintext
+    raises L{twisted_maillab.smtp.relayclient.TLSPolicyFailure} (a 4.7.x
+    temporary failure): the recipients are deferred, never sent in clear.
+    """
+
+    def forDomain(domain, hosts, resolver):
+        """
+        @param domain: the destination domain, lower case.
+        @param hosts: its MX host names, best first.
+        @param resolver: the queue's resolver.
+        @return: a coroutine giving a plan with C{hosts} (those that may
+            be tried, e.g. only the MTA-STS C{mx} matches) and an
+            C{async forHost(host)} giving that host's policy
+            (C{wantsTLS}, C{clientTLS(options, host)},
+            C{noStartTLS(host, address)}, C{handshakeFailed(host,
+            address)}, C{checkPeer(connection, host, address)}).
+        @raise TLSPolicyFailure: no host may be tried.
+        """
+
+
 class IZoneSource(Interface):
     """
     Where the C{[dns]} service gets the zones it serves: BIND master files

@@ -53,6 +53,7 @@ __all__ = ["PUBLISHERS", "DEFAULT_TTL", "PublishingZoneSource", "publishers", "s
 PUBLISHERS: dict[str, str] = {}
 PUBLISHERS["service records"] = "twisted_maillab.dns.servicerecords:ServiceRecords"
 PUBLISHERS["mailauth"] = "twisted_maillab.mailauth.publish:MailAuthPublisher"
+PUBLISHERS["tlspolicy"] = "twisted_maillab.tlspolicy.publish:TLSRecordPublisher"
 
 # The TTL of a generated line that gives none.
 DEFAULT_TTL = 3600

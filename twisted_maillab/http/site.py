@@ -4,9 +4,9 @@ The C{[http]} resource tree (twisted.web) and the site that serves it.
 L{buildResource} is the one function that assembles the tree; another
 part of the suite (or an embedding application) adds a whole virtual host
 by naming it in L{HOSTS}, the way L{twisted_maillab.service.BUILDERS}
-names service builders::
+names service builders (the MTA-STS policy host is registered so)::
 
-    HOSTS["mta-sts"] = "twisted_maillab.tlspolicy.web:policyResource"
+    HOSTS["mta-sts"] = "twisted_maillab.tlspolicy.publish:policyHost"
 
 A request whose C{Host} is C{mta-sts.<anything>} then goes to the
 resource that callable returns (called once, as C{f(config, context)}
@@ -45,6 +45,7 @@ log = Logger()
 # First label of the Host header -> "module:callable"; the callable,
 # called as f(config, context), returns the IResource for that host.
 HOSTS: dict[str, str] = {}
+HOSTS["mta-sts"] = "twisted_maillab.tlspolicy.publish:policyHost"
 
 # RFC 5321 4.5.3.1.3: a path (so an address) is at most 256 octets.
 MAX_ADDRESS = 320

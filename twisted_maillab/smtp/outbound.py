@@ -57,6 +57,7 @@ from twisted_maillab.smtp.relayclient import (
     RelayClient,
     TemporaryFailure,
     TLSHandshakeFailure,
+    TLSPolicyFailure,
 )
 from twisted_maillab.smtp.spool import (
     QueuedMessage,
@@ -123,6 +124,7 @@ class OutboundQueue(QueueAdministration):
         totalConcurrency: int = 100,
         postmaster: str | None = None,
         signer=None,
+        tlsPolicy=None,
     ):
         self.directory = Path(directory)
         self.reactor = reactor
@@ -141,6 +143,9 @@ class OutboundQueue(QueueAdministration):
         self.connectTimeout = connectTimeout
         self.commandTimeout = commandTimeout
         self.tlsContext = tlsContext
+        # The per-destination TLS policy (an IOutboundTLSPolicy); None:
+        # opportunistic TLS everywhere (RFC 7435).
+        self.tlsPolicy = tlsPolicy
         self.localDelivery = localDelivery
         self.isLocal = isLocal or (lambda domain: False)
         # Postfix's $mydomain: the host name without its first label.
@@ -463,31 +468,56 @@ class OutboundQueue(QueueAdministration):
             for r in recipients:
                 r.reply, r.remote, r.command = str(e), "", ""
         else:
-            await self._tryHosts(message, hosts, recipients, timing)
+            plan = None
+            if self.tlsPolicy is not None:
+                try:
+                    plan = await self.tlsPolicy.forDomain(domain, hosts, self.resolver)
+                except TLSPolicyFailure as e:
+                    hosts = []
+                    for r in recipients:
+                        r.reply, r.remote, r.command = str(e), "", ""
+                else:
+                    hosts = plan.hosts
+            if hosts:
+                await self._tryHosts(message, hosts, recipients, timing, plan)
         end = self.clock.seconds()
         for r in recipients:
             self._logRecipient(message, r, start, timing.mailAt, end)
 
-    async def _tryHosts(self, message, hosts, recipients, timing) -> None:
+    async def _tryHosts(self, message, hosts, recipients, timing, plan=None) -> None:
         """
         Every address of every MX in turn, until one session settles the
         recipients (RFC 5321 5.1); a failed TLS handshake is retried once
         in plaintext on the same address (RFC 7435, Postfix's
-        C{smtp_tls_security_level = may}).
+        C{smtp_tls_security_level = may}) unless the host's TLS policy
+        (C{plan}, a L{twisted_maillab.tlspolicy.policy.DomainPlan})
+        requires TLS: its failures defer, as another host's may.
         """
         last = ("4.4.1 no MX host answered", "", "")
         for host in hosts:
+            hostPolicy = None
+            if plan is not None:
+                try:
+                    hostPolicy = await plan.forHost(host)
+                except TLSPolicyFailure as e:
+                    last = (str(e), "", "")
+                    continue
             for family, address in await self.addresses(host):
                 remote = f"{host}[{address}]"
-                useTLS = True
+                useTLS = hostPolicy is None or hostPolicy.wantsTLS
                 while True:
                     pending = [r for r in recipients if r.status == "pending"]
                     try:
-                        await self._session(message, host, family, address, pending, timing, useTLS)
+                        await self._session(message, host, family, address, pending, timing, useTLS, hostPolicy)
                         return
+                    except TLSPolicyFailure as e:
+                        last = (str(e), remote, "")
+                        break
                     except TLSHandshakeFailure as e:
                         last = (f"4.7.5 {remote}: TLS handshake failed: {e}", remote, "")
                         if not useTLS:
+                            break
+                        if hostPolicy is not None and not hostPolicy.handshakeFailed(host, address):
                             break
                         log.info(
                             "{queueId}: TLS handshake failed with {remote}: {reason}; retrying in plaintext",
@@ -516,7 +546,7 @@ class OutboundQueue(QueueAdministration):
             if r.status == "pending":
                 r.reply, r.remote, r.command = last
 
-    async def _session(self, message, host, family, address, recipients, timing, useTLS=True) -> None:
+    async def _session(self, message, host, family, address, recipients, timing, useTLS=True, hostPolicy=None) -> None:
         endpointClass = TCP6ClientEndpoint if family == "6" else TCP4ClientEndpoint
         endpoint = endpointClass(self.reactor, address, self.port, timeout=self.connectTimeout)
         try:
@@ -524,6 +554,9 @@ class OutboundQueue(QueueAdministration):
         except (ierror.ConnectError, OSError, defer.CancelledError) as e:
             raise TemporaryFailure(f"4.4.1 connect to {host}[{address}]:{self.port}: {e}") from None
         timer = self.clock.callLater(self.commandTimeout * 4, client.transport.abortConnection)
+        tlsContext = self.tlsContext if useTLS else None
+        if tlsContext is not None and hostPolicy is not None:
+            tlsContext = hostPolicy.clientTLS(tlsContext, host)
         conversation = Conversation(
             client,
             message,
@@ -531,10 +564,13 @@ class OutboundQueue(QueueAdministration):
             address=address,
             port=self.port,
             hostname=self.hostname,
-            tlsContext=self.tlsContext if useTLS else None,
+            tlsContext=tlsContext,
             bodyPath=self.directory / f"{message.queueId}.eml",
             runner=self.runner,
             clock=self.clock,
+            # The plaintext retry after a failed handshake happens only
+            # where TLS is not required (may, MTA-STS testing): no check.
+            tlsPolicy=hostPolicy if useTLS else None,
         )
         try:
             await conversation.run(recipients)
@@ -672,6 +708,26 @@ class OutboundQueue(QueueAdministration):
         # Our own reports are signed like our users' mail.
         writer.sign = True
         await writer.write(report)
+        await writer.commit()
+        return message.queueId
+
+    async def enqueue(self, sender: str, recipients: list[str], data: bytes) -> str:
+        """
+        Spool a message we make ourselves (a TLS-RPT report) from
+        C{sender} to C{recipients}, delivered like relayed mail.
+
+        @return: its queue id.
+        """
+        message = QueuedMessage(
+            # B: made by us, like bounces (the queue console lists B ids).
+            queueId=self._bounceId(),
+            sender=sender,
+            created=self.clock.seconds(),
+            body=None if data.isascii() else "8BITMIME",
+            recipients=[QueuedRecipient(address=address) for address in recipients],
+        )
+        writer = SpoolWriter(self, message)
+        await writer.write(data)
         await writer.commit()
         return message.queueId
 

@@ -28,6 +28,7 @@ __all__ = [
     "TemporaryFailure",
     "PermanentFailure",
     "TLSHandshakeFailure",
+    "TLSPolicyFailure",
     "xtext",
 ]
 
@@ -58,6 +59,19 @@ class TLSHandshakeFailure(TemporaryFailure):
     The remote MX accepted STARTTLS but the handshake failed; at the
     opportunistic level (RFC 7435) the queue retries it in plaintext.
     """
+
+
+class TLSPolicyFailure(TemporaryFailure):
+    """
+    The destination's TLS policy (L{twisted_maillab.tlspolicy}) is not
+    met: the delivery is deferred (4.7.x), never made in plaintext.
+
+    @ivar resultType: the TLS-RPT result type (RFC 8460 4.3).
+    """
+
+    def __init__(self, text: str, resultType: str = "validation-failure"):
+        super().__init__(text)
+        self.resultType = resultType
 
 
 @implementer(IHandshakeListener)
@@ -186,12 +200,20 @@ class Conversation:
         are done; Postfix's delays c/d split), or L{None}.
     @ivar tls: the STARTTLS result, C{(trust, version, cipher, bits)}, or
         L{None} for plaintext.
+    @ivar tlsPolicy: the host's L{twisted_maillab.tlspolicy.policy.HostPolicy}
+        (what TLS it must offer, and the certificate check), or L{None}
+        for opportunistic TLS without any check.
     """
 
-    def __init__(self, client, message, *, host, address, port, hostname, tlsContext, bodyPath, runner, clock):
+    def __init__(
+        self, client, message, *, host, address, port, hostname, tlsContext, bodyPath, runner, clock, tlsPolicy=None
+    ):
         self.client = client
         self.message = message
         self.remote = f"{host}[{address}]"
+        self.host = host
+        self.address = address
+        self.tlsPolicy = tlsPolicy
         self.port = port
         self.hostname = hostname
         self.tlsContext = tlsContext
@@ -215,6 +237,14 @@ class Conversation:
         extensions = _extensions(lines) if esmtp else {}
         if "STARTTLS" in extensions and self.tlsContext is not None:
             extensions = await self._startTLS(extensions)
+        if self.tls is None and self.tlsPolicy is not None:
+            try:
+                self.tlsPolicy.noStartTLS(self.host, self.address)
+            except TemporaryFailure:
+                # RFC 3207 4.1: a client that requires TLS and cannot have
+                # it quits before MAIL; nothing goes in clear.
+                await self._quit()
+                raise
         if message.smtputf8 and "SMTPUTF8" not in extensions:
             for r in recipients:
                 r.status, r.reply, r.remote = "failed", "5.6.7 remote server does not support SMTPUTF8", remote
@@ -297,9 +327,17 @@ class Conversation:
         if code != 250:
             raise TemporaryFailure(lines[-1], "EHLO")
         self.tls = _tlsDetails(client.transport)
+        if self.tlsPolicy is not None:
+            try:
+                trust = self.tlsPolicy.checkPeer(client.transport.getHandle(), self.host, self.address)
+            except TemporaryFailure:
+                await self._quit()
+                raise
+            self.tls = (trust,) + self.tls[1:]
         trust, version, cipher, bits = self.tls
         # Postfix's smtp(8) line; "Untrusted": the opportunistic level
-        # checks no certificate (RFC 7435).
+        # checks no certificate (RFC 7435); "Verified": the policy's check
+        # passed.
         log.info(
             "{trust} TLS connection established to {remote}:{port}: {version} with cipher {cipher} ({bits}/{bits} bits)",
             trust=trust,

@@ -188,6 +188,7 @@ class _Backend:
         # SPF, DKIM and DMARC of mail the MX receives.
         self.delivery.inbound = makeInbound(config, self.store, _reactorPoolRunner(reactor), self.hostname)
         self.outbound = None
+        self.tlsReporter = None
         if smtp.outbound_queue:
             self.outbound = self._makeQueue(config, resources)
             self.outbound.metrics = resources.metrics
@@ -202,15 +203,19 @@ class _Backend:
         from twisted_maillab.mailauth.lookup import twistedResolver
         from twisted_maillab.mailauth.factory import makeSigner
         from twisted_maillab.smtp.outbound import OutboundQueue
+        from twisted_maillab.tlspolicy.wiring import buildOutboundPolicy, buildReporter
 
         smtp = config.smtp
         reactor = resources.reactor
         directory = smtp.queue_directory or (config.server.state_directory / "queue")
-        return OutboundQueue(
+        resolver = _LazyResolver(lambda: twistedResolver(smtp.resolvers, reactor))
+        runner = _reactorPoolRunner(reactor)
+        tlsPolicy = buildOutboundPolicy(config, reactor=reactor, clock=reactor, runner=runner)
+        queue = OutboundQueue(
             directory,
             reactor=reactor,
             clock=reactor,
-            resolver=_LazyResolver(lambda: twistedResolver(smtp.resolvers, reactor)),
+            resolver=resolver,
             hostname=self.hostname,
             runner=_reactorPoolRunner(reactor),
             port=smtp.relay_port,
@@ -228,7 +233,10 @@ class _Backend:
             totalConcurrency=smtp.default_process_limit,
             postmaster=_qualify(smtp.double_bounce_recipient or "postmaster", config.server.domain),
             signer=makeSigner(config),
+            tlsPolicy=tlsPolicy,
         )
+        self.tlsReporter = buildReporter(config, tlsPolicy, queue, resolver, reactor)
+        return queue
 
 
 def _qualify(address: str, domain: str) -> str:
@@ -277,6 +285,10 @@ def _backend(config, resources) -> _Backend:
         if backend.outbound is not None:
             # One queue per process, whichever SMTP listeners are enabled.
             resources.addProcessService("outbound-queue", QueueService(backend.outbound))
+        if backend.tlsReporter is not None:
+            from twisted_maillab.tlspolicy.wiring import ReporterService
+
+            resources.addProcessService("tls-reports", ReporterService(backend.tlsReporter))
         # maillab sendmail and maillab queue reach the daemon here.
         from twisted_maillab.smtp.localsubmit import buildLocalServices
 
