@@ -31,6 +31,7 @@ import as a L{PluginError}, one line naming it, and the start stops.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from importlib import import_module
 
@@ -125,6 +126,36 @@ def _pluginsPackage():
 SHIPPED = "twisted.plugins.maillab_services"
 
 
+def _brokenModules(package) -> list[tuple[str, BaseException]]:
+    """
+    The plugin modules that do not import, with their error, found by
+    importing the ones L{getCache} would import: those its C{dropin.cache}
+    does not list, or lists from before the module's file last changed
+    (its rule).  Up-to-date modules are not imported, as with getCache.
+    """
+    buckets: dict = {}
+    for module in getModule(package.__name__).iterModules():
+        buckets.setdefault(module.filePath.parent(), []).append(module)
+    broken = []
+    for directory, modules in buckets.items():
+        cachePath = directory.child("dropin.cache")
+        try:
+            cachedAt = cachePath.getModificationTime()
+            with cachePath.open("r") as f:
+                cached = pickle.load(f)
+        except BaseException:
+            cached, cachedAt = {}, 0
+        for module in modules:
+            key = module.name.rpartition(".")[2]
+            if key in cached and module.filePath.getModificationTime() < cachedAt:
+                continue
+            try:
+                module.load()
+            except BaseException as e:
+                broken.append((module.name, e))
+    return broken
+
+
 def discover(package=None) -> tuple[list[Plugin], list[PluginError]]:
     """
     Every L{IServiceBuilder} plugin below C{package} (default
@@ -137,16 +168,14 @@ def discover(package=None) -> tuple[list[Plugin], list[PluginError]]:
     """
     if package is None:
         package = _pluginsPackage()
+    problems = [
+        PluginError(name, f"cannot be imported: {describe(error)}")
+        for name, error in _brokenModules(package)
+    ]
+    if problems:
+        # getCache would log each one's traceback again; the start stops.
+        return [], problems
     cache = getCache(package)
-    problems: list[PluginError] = []
-    # getCache leaves out a module that raised on import (and logs it).
-    for module in getModule(package.__name__).iterModules():
-        if module.name.rpartition(".")[2] in cache:
-            continue
-        try:
-            module.load()
-        except BaseException as e:
-            problems.append(PluginError(module.name, f"cannot be imported: {describe(e)}"))
     found = []
     for key in sorted(cache):
         dropin = cache[key]
