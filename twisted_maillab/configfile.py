@@ -101,10 +101,8 @@ def loadString(text: str, path: str | Path = "<string>", sections=None) -> Confi
             bad = text.splitlines()[lineno - 1].strip()
             errors.append(ConfigError(path, None, None, f"cannot parse line {bad!r}", lineno))
 
-    if sections is None:
-        sections = _knownSections(parser.sections())
+    known = _knownSections(parser.sections()) if sections is None else sections
     context = _Context(path.parent.resolve() if path.parent else Path.cwd())
-    known = sections
     sections: dict[str, Section] = {}
     for name in parser.sections():
         if name not in known:

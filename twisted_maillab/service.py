@@ -18,7 +18,6 @@ from twisted.application import service
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
-
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
@@ -412,9 +411,10 @@ def builderFor(config: Config, name: str, builders=None):
 
 def startOrder(config: Config, builders: list) -> list:
     """
-    C{(section, builder)} pairs in start order: the order of the sections
-    in the config, except that a builder's C{after} sections (those that
-    are enabled) start before it.  Services stop in the reverse order.
+    C{(section, builder)} pairs in start order: the order of
+    L{Config.listeners} (the shipped sections, then the plugins'), except
+    that a builder's C{after} sections (those that are enabled) start
+    before it.  Services stop in the reverse order.
 
     @raise ConfigError: the C{after} declarations make a cycle.
     """
