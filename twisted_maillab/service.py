@@ -329,6 +329,12 @@ class SectionBuilder:
         return f"<SectionBuilder [{self.section}] {self.target}>"
 
 
+# The table as this module made it, for twisted/plugins/maillab_services.py:
+# a plugin module imported while a test has replaced BUILDERS would leave
+# that replacement in the plugin cache.
+SHIPPED_BUILDERS = BUILDERS
+
+
 def defaultBuilders() -> list:
     """
     The shipped builders, one per section of L{BUILDERS}.

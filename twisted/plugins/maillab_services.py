@@ -5,6 +5,6 @@
 # imports the service composition.
 from twisted_maillab import service as _service
 
-for _section, _target in _service.BUILDERS.items():
+for _section, _target in _service.SHIPPED_BUILDERS.items():
     globals()[f"maillab_{_section}"] = _service.SectionBuilder(_section, _target)
 del _section, _target
