@@ -16,7 +16,10 @@ from twisted.application import service as appservice
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
+from zope.interface.verify import verifyObject
+
 from twisted_maillab import plugins, service
+from twisted_maillab.interfaces import IServiceBuilder
 from twisted_maillab.config import ConfigError, loadString
 
 
@@ -98,6 +101,9 @@ class DiscoveryTests(unittest.TestCase):
         builders = [
             b for b in service.availableBuilders(plugins_.package) if b.section in ("finger",)
         ] + [service.SectionBuilder("pop3", f"{__name__}:buildNothing")]
+        for builder in builders + [found[0].builder]:
+            self.assertTrue(verifyObject(IServiceBuilder, builder))
+        self.assertIs(builders[0].sectionClass, sections["finger"])
         pairs = [(config.finger, service.builderFor(config, "finger", builders))]
         pairs.append((config.pop3, builders[-1]))
         # [finger] is first in the file, but starts after [pop3].

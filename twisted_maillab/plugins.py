@@ -199,29 +199,29 @@ def discover(package=None) -> tuple[list[Plugin], list[PluginError]]:
 
 def sectionClassOf(plugin: Plugin):
     """
-    The plugin's section class, checked.  L{None} for a section this
-    package declares itself (the shipped builders).
+    The plugin's section class, checked.
 
-    @raise PluginError: the class does not import, or is not a
-        L{ListenerSection} named like the plugin's section.
+    @raise PluginError: the plugin names a section of maillab's own, or its
+        class does not import, or is not a L{ListenerSection} named like
+        the plugin's section.
     """
     builder = plugin.builder
+    if builder.section in SECTIONS:
+        raise PluginError(plugin.name, f"[{builder.section}] is a section of maillab itself")
     try:
-        cls = getattr(builder, "sectionClass", None)
+        cls = builder.sectionClass
+    except AttributeError:
+        cls = None
     except BaseException as e:
         raise PluginError(plugin.name, f"its section class cannot be imported: {describe(e)}") from None
     if cls is None:
-        if builder.section not in SECTIONS:
-            raise PluginError(plugin.name, f"[{builder.section}] has no section class")
-        return None
+        raise PluginError(plugin.name, f"[{builder.section}] has no section class")
     if not (isinstance(cls, type) and issubclass(cls, ListenerSection)):
         raise PluginError(plugin.name, f"its section class {cls!r} is not a ListenerSection")
     if cls.name != builder.section:
         raise PluginError(
             plugin.name, f"its section class is named [{cls.name}], not [{builder.section}]"
         )
-    if builder.section in SECTIONS:
-        raise PluginError(plugin.name, f"[{builder.section}] is a section of maillab itself")
     return cls
 
 
@@ -242,8 +242,6 @@ def pluginSections(package=None) -> dict:
             cls = sectionClassOf(plugin)
         except PluginError as e:
             problems.append(e)
-            continue
-        if cls is None:
             continue
         name = cls.name
         if name in owners:

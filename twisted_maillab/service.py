@@ -349,8 +349,13 @@ class _PluginBuilder:
     """
 
     def __init__(self, plugin):
+        """
+        @raise PluginError: its section class is not usable.
+        """
         self.plugin = plugin
         self.section = plugin.builder.section
+        self.sectionClass = sectionClassOf(plugin)
+        # IServiceBuilder.after, which a plugin may leave out: none.
         self.after = tuple(getattr(plugin.builder, "after", ()))
 
     def __call__(self, config, resources):
@@ -384,11 +389,9 @@ def availableBuilders(package=None) -> list:
     builders = defaultBuilders()
     for plugin in found:
         try:
-            sectionClassOf(plugin)
+            builders.append(_PluginBuilder(plugin))
         except PluginError as e:
             problems.append(e)
-            continue
-        builders.append(_PluginBuilder(plugin))
     if len(problems) == 1:
         raise problems[0]
     if problems:
