@@ -20,6 +20,7 @@ from twisted.python import log
 
 from twisted_maillab.config import load
 from twisted_maillab.pop3.maildrop import maildropFactory
+from twisted_maillab.pop3.protocol import SessionLocks
 from twisted_maillab.pop3.twistedseam import registerTwistedPOP3
 from twisted_maillab.service import Resources
 
@@ -42,7 +43,8 @@ def main(argv):
     parser.add_argument("--listen", default="tcp:10111:interface=127.0.0.1")
     args = parser.parse_args(argv)
     resources = Resources(load(args.config), reactor)
-    registerTwistedPOP3(resources.portal.realm, maildropFactory(resources.store))
+    # One session per maildrop (RFC 1939 8), within this process.
+    registerTwistedPOP3(resources.portal.realm, maildropFactory(resources.store), SessionLocks())
     log.startLogging(sys.stdout)
 
     def listening(port):

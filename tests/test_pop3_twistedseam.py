@@ -13,6 +13,7 @@ import socket
 from io import BytesIO
 from pathlib import Path
 
+from twisted.cred.error import LoginDenied
 from twisted.internet import defer, protocol, reactor, threads
 from twisted.mail import pop3
 from twisted.mail.maildir import MaildirMailbox
@@ -22,7 +23,8 @@ from zope.interface.verify import verifyObject
 from twisted_maillab.auth import makePortal
 from twisted_maillab.auth.pool import runSynchronously
 from twisted_maillab.pop3.maildrop import StoreMaildrop, maildropFactory
-from twisted_maillab.pop3.protocol import POP3Factory
+from twisted_maillab.interfaces import IPOP3Maildrop
+from twisted_maillab.pop3.protocol import POP3Factory, SessionLocks
 from twisted_maillab.pop3.twistedseam import (
     MaildropMailbox,
     MailboxMaildrop,
@@ -112,7 +114,8 @@ def session(port: int, commands) -> dict:
 class StockPOP3OverOurStoreTests(unittest.TestCase):
     def setUp(self):
         self.f = Fixture(self)
-        registerTwistedPOP3(self.f.portal.realm, maildropFactory(self.f.store))
+        self.locks = SessionLocks()
+        registerTwistedPOP3(self.f.portal.realm, maildropFactory(self.f.store), self.locks)
         self.port = self.f.listen(self, StockPOP3Factory(self.f.portal))
 
     @defer.inlineCallbacks
@@ -142,6 +145,45 @@ class StockPOP3OverOurStoreTests(unittest.TestCase):
         yield self.waitFor(lambda: len(self.f.files()) == 2)
         self.assertEqual(self.f.ourUidls(), [uidls[0], uidls[2]])
         self.assertEqual(len(before), 3)
+
+    @defer.inlineCallbacks
+    def test_oneSessionPerMaildrop(self):
+        """
+        With our listeners' locks, a second session, stock or ours, is
+        refused while one holds the maildrop (RFC 1939 8).
+        """
+        ours = self.f.listen(self, POP3Factory(self.f.portal, clock=reactor, locks=self.locks))
+        self.f.portal.realm.registerAvatarFactory(IPOP3Maildrop, maildropFactory(self.f.store))
+
+        def refused(port):
+            client = poplib.POP3("127.0.0.1", port, timeout=30)
+            try:
+                client.user("edouard")
+                with self.assertRaises(poplib.error_proto) as caught:
+                    client.pass_("pw")
+                return caught.exception.args[0]
+            finally:
+                client.close()
+
+        def commands(client, out):
+            out["stock"] = refused(self.port)
+            out["ours"] = refused(ours)
+            out["quit"] = client.quit()
+
+        out = yield threads.deferToThread(session, self.port, commands)
+        self.assertTrue(out["stock"].startswith(b"-ERR Access denied"), out["stock"])
+        # The portal logs a refusal from the realm as an auth error.
+        self.assertEqual(len(self.flushLoggedErrors(LoginDenied)), 1)
+        self.assertEqual(out["ours"], b"-ERR [IN-USE] Mailbox is locked by another POP3 session.")
+        # Released at the end of the session.
+        yield self.waitFor(lambda: not self.locks._held)
+
+        def again(client, out):
+            out["stat"] = client.stat()
+            client.quit()
+
+        out = yield threads.deferToThread(session, ours, again)
+        self.assertEqual(out["stat"][0], 3)
 
     @defer.inlineCallbacks
     def test_droppedSessionDeletesNothing(self):

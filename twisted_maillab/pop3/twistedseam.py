@@ -14,8 +14,9 @@ Our POP3 maildrops and Twisted's C{twisted.mail.pop3.IMailbox}, both ways.
     deleted before QUIT); C{sync} at QUIT commits the session's deletions,
     and the avatar's logout waits for that commit before it releases the
     folder.  UIDLs are the store's (equal to our own POP3 server's and
-    Dovecot's).  Not carried over from our server: the session lock
-    (RFC 2449 IN-USE), \\Seen on retrieved messages (Twisted does not say
+    Dovecot's).  Given our listeners' L{SessionLocks}, a session holds the
+    maildrop as theirs do (RFC 1939 8).  Not carried over from our server:
+    \\Seen on retrieved messages (Twisted does not say
     which C{getMessage} calls are RETR rather than TOP), and the size
     limits, dot-stuffing of a first line and STLS Twisted's C{POP3} lacks.
   - L{MailboxMaildrop}: a Twisted C{pop3.IMailbox} avatar (such as
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 from io import BytesIO
 
+from twisted.cred.error import LoginDenied
 from twisted.internet import defer, threads
 from twisted.mail import pop3
 from twisted.python.failure import Failure
@@ -65,27 +67,45 @@ class MaildropMailbox:
     @ivar messages: its snapshot (L{MessageInfo}s).
     """
 
-    def __init__(self, maildrop, messages):
+    def __init__(self, maildrop, messages, release=None):
+        """
+        @param release: called once the session is over (a lock to free).
+        """
         self.maildrop = maildrop
         self.messages = tuple(messages)
         self.deleted: set[int] = set()
         self._committing = None
         self._loggedOut = False
+        self._release = release
 
     @classmethod
-    def open(cls, maildrop) -> defer.Deferred:
+    def open(cls, maildrop, locks=None) -> defer.Deferred:
         """
         Open C{maildrop} (its listing is made in the store's pool).
 
-        @return: L{Deferred} of a L{MaildropMailbox}.
+        @param locks: the L{twisted_maillab.pop3.protocol.SessionLocks} of
+            our own POP3 listeners, to share their one session per maildrop
+            (RFC 1939 8); L{None}: no lock.
+        @return: L{Deferred} of a L{MaildropMailbox}; fails with
+            L{LoginDenied} when another session holds the maildrop.
         """
+        release = None
+        if locks is not None:
+            key = maildrop.lockKey
+            if not locks.acquire(key):
+                maildrop.logout()
+                # RFC 2449 8.1.2 IN-USE; Twisted's POP3 says "Access denied".
+                return defer.fail(LoginDenied("the mailbox is in use by another POP3 session"))
+            release = lambda: locks.release(key)  # noqa: E731
         d = defer.maybeDeferred(maildrop.open)
 
         def failed(failure):
             maildrop.logout()
+            if release is not None:
+                release()
             return failure
 
-        return d.addCallbacks(lambda messages: cls(maildrop, messages), failed)
+        return d.addCallbacks(lambda messages: cls(maildrop, messages, release), failed)
 
     def _index(self, i) -> int:
         if not isinstance(i, int) or not 0 <= i < len(self.messages):
@@ -146,21 +166,29 @@ class MaildropMailbox:
             return
         self._loggedOut = True
         if self._committing is None:
-            self.maildrop.logout()
+            self._end()
         else:
-            self._committing.addBoth(lambda result: self.maildrop.logout())
+            self._committing.addBoth(lambda result: self._end())
+
+    def _end(self):
+        self.maildrop.logout()
+        if self._release is not None:
+            self._release()
 
 
-def registerTwistedPOP3(realm, makeMaildrop) -> None:
+def registerTwistedPOP3(realm, makeMaildrop, locks=None) -> None:
     """
     Make the realm answer logins asking for Twisted's C{pop3.IMailbox}
     with a L{MaildropMailbox}.
 
     @param makeMaildrop: C{account -> IPOP3Maildrop}, e.g.
         L{twisted_maillab.pop3.maildrop.maildropFactory}C{(store)}.
+    @param locks: a L{twisted_maillab.pop3.protocol.SessionLocks}: one
+        session per maildrop, shared with our own POP3 listeners when it is
+        theirs.
     """
     realm.registerAvatarFactory(
-        pop3.IMailbox, lambda account: MaildropMailbox.open(makeMaildrop(account))
+        pop3.IMailbox, lambda account: MaildropMailbox.open(makeMaildrop(account), locks)
     )
 
 
