@@ -26,12 +26,19 @@ def problems(config: Config) -> list[ConfigError]:
     the reader accepted, found without side effects.
     """
     from twisted_maillab import tls
-    from twisted_maillab.service import builderFor
+    from twisted_maillab.service import availableBuilders, builderFor
 
     found: list[ConfigError] = []
-    for section in config.listeners():
+    try:
+        # The shipped builders and the service plugins' (a broken plugin
+        # stops a start: it is a problem here too).
+        builders = availableBuilders()
+    except ConfigError as e:
+        found.extend(e.errors)
+        builders = None
+    for section in config.listeners() if builders is not None else ():
         try:
-            builderFor(config, section.name)
+            builderFor(config, section.name, builders)
         except ConfigError as e:
             found.append(e)
     if config.http.enabled and config.http.https and not config.tls.configured:

@@ -1137,7 +1137,7 @@ def reference() -> str:
     return "\n".join(out)
 
 
-def load(path: str | Path) -> "Config":
+def load(path: str | Path, sections=None) -> "Config":
     """
     Read a configuration file: L{twisted_maillab.configfile.load}.
     """
@@ -1146,13 +1146,13 @@ def load(path: str | Path) -> "Config":
     # import cycle.
     from twisted_maillab import configfile
 
-    return configfile.load(path)
+    return configfile.load(path, sections)
 
 
-def loadString(text: str, path: str | Path = "<string>") -> "Config":
+def loadString(text: str, path: str | Path = "<string>", sections=None) -> "Config":
     """
     Read configuration text: L{twisted_maillab.configfile.loadString}.
     """
     from twisted_maillab import configfile
 
-    return configfile.loadString(text, path)
+    return configfile.loadString(text, path, sections)

@@ -62,9 +62,14 @@ def _keyLines(text: str, path: Path) -> tuple[dict[tuple[str, str | None], int],
     return lines, errors
 
 
-def loadString(text: str, path: str | Path = "<string>") -> Config:
+def loadString(text: str, path: str | Path = "<string>", sections=None) -> Config:
     """
     Parse ini text; C{path} names it in errors and anchors relative paths.
+
+    The sections known are L{SECTIONS} and, when the text has a section
+    that is not one of them, those added by service plugins
+    (L{twisted_maillab.plugins.pluginSections}), or C{sections} (name ->
+    L{Section} class) when given.
 
     Every key is checked before anything is refused: each unknown section
     or key, each bad value, each section's first cross-key problem and
@@ -96,23 +101,24 @@ def loadString(text: str, path: str | Path = "<string>") -> Config:
             bad = text.splitlines()[lineno - 1].strip()
             errors.append(ConfigError(path, None, None, f"cannot parse line {bad!r}", lineno))
 
+    known = _knownSections(parser.sections()) if sections is None else sections
     context = _Context(path.parent.resolve() if path.parent else Path.cwd())
     sections: dict[str, Section] = {}
     for name in parser.sections():
-        if name not in SECTIONS:
+        if name not in known:
             errors.append(
                 ConfigError(
                     path,
                     name,
                     None,
-                    "unknown section (known: " + ", ".join(SECTIONS) + ")",
+                    "unknown section (known: " + ", ".join(known) + ")",
                     lines.get((name, None)),
                 )
             )
     # (section, listen values) of every enabled listener, even in a section
     # refused for another key: a bad key elsewhere hides no collision.
     listening: list[tuple[str, tuple]] = []
-    for name, cls in SECTIONS.items():
+    for name, cls in known.items():
         raw = dict(parser.items(name)) if parser.has_section(name) else {}
         values: dict[str, Any] = {}
         section = _buildSection(cls, raw, path, lines, context, errors, values)
@@ -130,6 +136,21 @@ def loadString(text: str, path: str | Path = "<string>") -> Config:
     if errors:
         raise ConfigErrors(errors)
     return config
+
+
+def _knownSections(names) -> dict:
+    """
+    L{SECTIONS}, and the plugins' sections when C{names} has others: a
+    plugin is only looked for (and imported) when the file names its
+    section.
+
+    @raise twisted_maillab.plugins.PluginError: a plugin cannot be used.
+    """
+    if all(name in SECTIONS for name in names):
+        return dict(SECTIONS)
+    from twisted_maillab.plugins import pluginSections
+
+    return {**SECTIONS, **pluginSections()}
 
 
 def _listenerCollisions(
@@ -222,7 +243,7 @@ def _buildSection(cls, raw, path, lines, context, errors, values) -> Section | N
     return section
 
 
-def load(path: str | Path) -> Config:
+def load(path: str | Path, sections=None) -> Config:
     """
     Read and parse an ini file.
 
@@ -235,4 +256,4 @@ def load(path: str | Path) -> Config:
         raise ConfigError(path, None, None, "no such file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(path, None, None, f"cannot be read: {e}") from None
-    return loadString(text, path)
+    return loadString(text, path, sections)

@@ -11,10 +11,22 @@ class IServiceBuilder(Interface):
     """
     Builds the service for one configuration section (C{[dns]}, C{[smtp]},
     ...).  L{twisted_maillab.service.makeService} calls one builder per
-    enabled listening section.
+    enabled listening section.  Builders are found as C{twisted.plugin}
+    plugins (an object providing this and L{twisted.plugin.IPlugin} in a
+    C{twisted/plugins/} module): the shipped ones and those of other
+    packages alike (L{twisted_maillab.plugins}).
     """
 
     section = Attribute("The name of the ini section this builder serves.")
+    sectionClass = Attribute(
+        "The L{twisted_maillab.config.ListenerSection} subclass declaring the "
+        "section's keys (its C{name} is L{section}), which the config reader "
+        "checks like its own; L{None} for the sections maillab declares."
+    )
+    after = Attribute(
+        "Names of sections whose services must start before this one's (and "
+        "stop after it); C{()} for none."
+    )
 
     def __call__(config, resources):
         """

@@ -17,14 +17,21 @@ from importlib import import_module
 from twisted.application import service
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
-from twisted.logger import Logger
 from twisted.internet.interfaces import ILoggingContext
-
+from twisted.logger import Logger
+from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from twisted_maillab import listeners, tls
-from twisted_maillab.config import IMPLICIT_TLS, Config, ConfigError, ListenerSection
+from twisted_maillab.config import (
+    IMPLICIT_TLS,
+    Config,
+    ConfigError,
+    ConfigErrors,
+    ListenerSection,
+)
 from twisted_maillab.interfaces import IServiceBuilder
+from twisted_maillab.plugins import PluginError, describe, discover, sectionClassOf
 from twisted_maillab.systemd import NotifyService
 
 log = Logger()
@@ -363,12 +370,18 @@ class CountingFactory:
         return built
 
 
-@implementer(IServiceBuilder)
+@implementer(IPlugin, IServiceBuilder)
 class SectionBuilder:
     """
     A builder named by C{"module:callable"}, imported only when its section
-    is enabled, so an unused protocol costs nothing at start.
+    is enabled, so an unused protocol costs nothing at start.  The shipped
+    ones are registered as plugins (C{twisted/plugins/maillab_services.py})
+    like a third party's L{twisted_maillab.plugins.ServicePlugin}; their
+    sections are declared in L{twisted_maillab.config.SECTIONS}.
     """
+
+    sectionClass = None
+    after = ()
 
     def __init__(self, section: str, target: str):
         self.section = section
@@ -382,6 +395,12 @@ class SectionBuilder:
         return f"<SectionBuilder [{self.section}] {self.target}>"
 
 
+# The table as this module made it, for twisted/plugins/maillab_services.py:
+# a plugin module imported while a test has replaced BUILDERS would leave
+# that replacement in the plugin cache.
+SHIPPED_BUILDERS = BUILDERS
+
+
 def defaultBuilders() -> list:
     """
     The shipped builders, one per section of L{BUILDERS}.
@@ -389,14 +408,71 @@ def defaultBuilders() -> list:
     return [SectionBuilder(section, target) for section, target in BUILDERS.items()]
 
 
+@implementer(IServiceBuilder)
+class _PluginBuilder:
+    """
+    A third party's builder: its failures name the plugin on one line.
+    """
+
+    def __init__(self, plugin):
+        """
+        @raise PluginError: its section class is not usable.
+        """
+        self.plugin = plugin
+        self.section = plugin.builder.section
+        self.sectionClass = sectionClassOf(plugin)
+        # IServiceBuilder.after, which a plugin may leave out: none.
+        self.after = tuple(getattr(plugin.builder, "after", ()))
+
+    def __call__(self, config, resources):
+        try:
+            built = self.plugin.builder(config, resources)
+        except ConfigError:
+            raise
+        except Exception as e:
+            raise PluginError(
+                self.plugin.name, f"cannot build [{self.section}]: {describe(e)}"
+            ) from None
+        if not service.IService.providedBy(built):
+            raise PluginError(
+                self.plugin.name, f"its builder for [{self.section}] returned {built!r}, not a service"
+            )
+        return built
+
+    def __repr__(self):
+        return f"<plugin {self.plugin.name} [{self.section}]>"
+
+
+def availableBuilders(package=None) -> list:
+    """
+    The shipped builders (L{BUILDERS}) and every service plugin's
+    (L{twisted_maillab.plugins.discover}).
+
+    @raise PluginError: a plugin module does not import, or a plugin is
+        not usable (L{ConfigErrors} of them all when there are several).
+    """
+    found, problems = discover(package)
+    builders = defaultBuilders()
+    for plugin in found:
+        try:
+            builders.append(_PluginBuilder(plugin))
+        except PluginError as e:
+            problems.append(e)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise ConfigErrors(problems)
+    return builders
+
+
 def builderFor(config: Config, name: str, builders=None):
     """
     The builder for an enabled section (the last of C{builders} for it;
-    default: the shipped ones), or a L{ConfigError} saying that this
+    default: L{availableBuilders}), or a L{ConfigError} saying that this
     version has no such service.
     """
     found = None
-    for builder in defaultBuilders() if builders is None else builders:
+    for builder in availableBuilders() if builders is None else builders:
         if not IServiceBuilder.providedBy(builder):
             raise TypeError(f"{builder!r} does not provide IServiceBuilder")
         if builder.section == name:
@@ -406,6 +482,33 @@ def builderFor(config: Config, name: str, builders=None):
             name, "enabled", f"the {name} service is not implemented in this version"
         )
     return found
+
+
+def startOrder(config: Config, builders: list) -> list:
+    """
+    C{(section, builder)} pairs in start order: the order of
+    L{Config.listeners} (the shipped sections, then the plugins'), except
+    that a builder's C{after} sections (those that are enabled) start
+    before it.  Services stop in the reverse order.
+
+    @raise ConfigError: the C{after} declarations make a cycle.
+    """
+    pending = list(builders)
+    enabled = {section.name for section, _ in pending}
+    placed: list = []
+    while pending:
+        done = {section.name for section, _ in placed}
+        for index, (section, builder) in enumerate(pending):
+            waits = set(getattr(builder, "after", ())) & enabled
+            if waits <= done:
+                placed.append(pending.pop(index))
+                break
+        else:
+            names = ", ".join(f"[{section.name}]" for section, _ in pending)
+            raise config.error(
+                pending[0][0].name, "enabled", f"the services {names} each wait for another to start"
+            )
+    return placed
 
 
 def _prepareState(config: Config) -> None:
@@ -457,7 +560,8 @@ def makeService(config: Config, reactor=None, builders=None, zoneSource=None) ->
 
     @param reactor: defaults to the global reactor.
     @param builders: the L{IServiceBuilder}s to build enabled sections with
-        (default L{defaultBuilders}); for a section named by several, the
+        (default L{availableBuilders}: the shipped ones and the service
+        plugins); for a section named by several, the
         last wins, so an application can replace one shipped builder by
         appending its own to C{defaultBuilders()}, or serve a section of
         its own.
@@ -467,9 +571,11 @@ def makeService(config: Config, reactor=None, builders=None, zoneSource=None) ->
     """
     if reactor is None:
         from twisted.internet import reactor
-    builders = defaultBuilders() if builders is None else list(builders)
+    builders = availableBuilders() if builders is None else list(builders)
     sections = config.listeners()
-    builders = [(section, builderFor(config, section.name, builders)) for section in sections]
+    builders = startOrder(
+        config, [(section, builderFor(config, section.name, builders)) for section in sections]
+    )
     resources = Resources(config, reactor, zoneSource=zoneSource)
     _prepareState(config)
     _announceDemoAccounts(config)

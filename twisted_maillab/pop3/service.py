@@ -23,7 +23,10 @@ class _Backend:
         self.portal = resources.portal
         self.store = resources.store
         self.locks = SessionLocks()
-        self.portal.realm.registerAvatarFactory(IPOP3Maildrop, maildropFactory(self.store))
+        try:
+            self.portal.realm.registerAvatarFactory(IPOP3Maildrop, maildropFactory(self.store))
+        except ValueError:
+            pass  # registered by an embedding application: use theirs
 
 
 def _backend(resources) -> _Backend:
