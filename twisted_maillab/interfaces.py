@@ -275,14 +275,20 @@ class IFolder(Interface):
     def openMessageDeferred(uid):
         """openMessage in the thread pool: Deferred binary file object."""
 
+    def openMessageInThread(uid):
+        """openMessage for code already running in the store's thread pool."""
+
     def prefetch(uids):
         """Deferred: stat internal dates/sizes of many messages in a thread."""
 
     def recentUids():
-        """UIDs still in new/."""
+        """UIDs no session claimed yet (in new/, or written to cur/ by APPEND/COPY/MOVE)."""
+
+    def takeRecent(within=None, origin=None):
+        """Claim now (set of UIDs recent for the caller only); new/ moves to cur/ later."""
 
     def claimRecent(origin=None):
-        """Move new/ to cur/; Deferred list of the UIDs now recent for the caller."""
+        """takeRecent of all; Deferred sorted list, fired once new/ is moved to cur/."""
 
     def setFlags(uids, flags, mode="replace", origin=None):
         """Deferred {uid: flags}; mode replace/add/remove."""

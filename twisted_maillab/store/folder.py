@@ -108,6 +108,7 @@ class Folder(FolderSync, FolderOperations):
         self._uids: list[int] = []
         self._uidsSorted = True
         self._newUids: set[int] = set()  # messages in new/ (\\Recent)
+        self._claiming: set[int] = set()  # in new/, claimed, not yet moved
         self._pending: dict[str, tuple[int, str]] = {}
         self.keywords = dovecot.Keywords()
         self._keywordsStamp = None
@@ -185,11 +186,18 @@ class Folder(FolderSync, FolderOperations):
                 result.add(self.keywords.nameOf(letter))
         return frozenset(result)
 
+    @property
+    def _recentKey(self) -> tuple[str, str]:
+        return (self.mailboxes.path, self.name)
+
     def recentUids(self) -> list[int]:
         """
-        UIDs of messages still in C{new/} (nobody claimed them yet).
+        UIDs of the messages no session claimed yet: those in C{new/} and
+        those that arrived in C{cur/} (see L{twisted_maillab.store.recent}).
         """
-        return sorted(self._newUids)
+        self._claiming &= self._newUids
+        others = self.store.recent.peek(self._recentKey, self.uidValidity)
+        return sorted((self._newUids - self._claiming) | (others & self.messages.keys()))
 
     def unseenCount(self) -> int:
         return sum(1 for m in self.messages.values() if "S" not in m.letters)
@@ -296,6 +304,24 @@ class Folder(FolderSync, FolderOperations):
 
         d = self.store.run(_mapErrors(self._openFile, self.name), uid)
         return d.addCallbacks(self._openedFile, vanished)
+
+    def openMessageInThread(self, uid: int):
+        """
+        L{openMessage} for code already running in the store's thread pool
+        (a SEARCH reading bodies): blocking, and it leaves the index and
+        the clock alone; when the file had moved, the refresh that records
+        it is scheduled on the reactor thread.
+
+        @raise MessageVanished: expunged by another process.
+        @raise UnsafePath: a symlink, FIFO or foreign file took its place.
+        """
+        f, relocated = self._openFile(uid)
+        if relocated:
+            if inWorker():
+                self.store.reactor.callFromThread(self._scheduleRefresh, True, True)
+            else:
+                self._scheduleRefresh(True, True)
+        return f
 
     def prefetch(self, uids):
         """
@@ -534,6 +560,7 @@ class Folder(FolderSync, FolderOperations):
             self.byBase.clear()
             self._uids = []
             self._newUids = set()
+            self.store.recent.forget(self._recentKey)
         if sync.header is not None:
             self.header = sync.header
         if sync.uidlistState is not None:
@@ -556,6 +583,7 @@ class Folder(FolderSync, FolderOperations):
         if removed:
             gone = set(removed)
             self._uids = [uid for uid in self._uids if uid not in gone]
+            self.store.recent.discard(self._recentKey, gone)
         changed = []
         for uid, info, isNew in sync.updated:
             message = self.messages.get(uid)
@@ -614,15 +642,60 @@ class Folder(FolderSync, FolderOperations):
     # Operations: the thread side is in FolderOperations
 
 
+    def takeRecent(self, within=None, origin=None) -> set[int]:
+        """
+        Claim the recent messages now, on the reactor thread, so that no
+        other session gets them (RFC 3501 2.3.2: one session sees a message
+        as recent); those in C{new/} are then moved to C{cur/} (Dovecot
+        does this when a session sees new mail) in the background.
+
+        @param within: claim only these UIDs (the ones the session numbers).
+        @return: the claimed UIDs: the caller's \\Recent set.
+        """
+        return self._claim(within, origin)[0]
+
     def claimRecent(self, origin=None):
         """
-        Move every message of C{new/} to C{cur/} (Dovecot does this when a
-        session sees new mail), making it non-recent for everybody else.
+        L{takeRecent} of every recent message, firing once those in
+        C{new/} are in C{cur/}.
 
-        @return: Deferred firing with the claimed UIDs: the caller's
-            \\Recent set (RFC 3501 2.3.2: one session sees a message as recent).
+        @return: Deferred firing with the claimed UIDs, ascending.
         """
-        return self._locked(self._claimWork, origin=origin)
+        claimed, moved = self._claim(None, origin)
+        return moved.addCallback(lambda _: sorted(claimed))
+
+    def _claim(self, within, origin):
+        self._reactorOnly()
+        candidates = set(self.recentUids())
+        if within is not None:
+            candidates &= set(within)
+        claimed = candidates | self.store.recent.take(self._recentKey, self.uidValidity, candidates)
+        toMove = sorted(uid for uid in claimed if uid in self._newUids)
+        if not toMove:
+            return claimed, defer.succeed([])
+        self._claiming.update(toMove)
+
+        def failed(f):
+            log.failure("moving claimed messages of {name} to cur/ failed", f, name=self.name)
+            return []
+
+        return claimed, self._locked(self._claimWork, toMove, origin=origin).addErrback(failed)
+
+    def _unclaimedNew(self, uids) -> set[int]:
+        """
+        The UIDs among C{uids} in C{new/} that no session claimed: an
+        operation that moves them to C{cur/} must keep them recent.
+        """
+        self._claiming &= self._newUids
+        return (self._newUids - self._claiming) & set(uids)
+
+    def _arrived(self, uids) -> None:
+        """
+        Messages written to C{cur/} by this process (APPEND with flags,
+        COPY, MOVE) or moved there by a flag change before any session
+        claimed them: recent until a session does.
+        """
+        self.store.recent.add(self._recentKey, self.uidValidity, uids)
 
 
     def setFlags(self, uids, flags, mode: str = "replace", origin=None):
@@ -638,8 +711,16 @@ class Folder(FolderSync, FolderOperations):
         """
         if mode not in ("replace", "add", "remove"):
             raise ValueError(mode)
-        d = self._locked(self._flagsWork, list(uids), list(flags), mode, origin=origin)
-        return d.addCallback(lambda done: {uid: self.flags(uid) for uid in done if uid in self.messages})
+        uids = list(uids)
+        unclaimed = self._unclaimedNew(uids)
+
+        def done(changed):
+            # still recent for the first session, though now in cur/
+            self._arrived(uid for uid in unclaimed if uid in self.messages and not self.messages[uid].isNew)
+            return {uid: self.flags(uid) for uid in changed if uid in self.messages}
+
+        d = self._locked(self._flagsWork, uids, list(flags), mode, origin=origin)
+        return d.addCallback(done)
 
 
     def expunge(self, uids=None, origin=None):
@@ -662,7 +743,14 @@ class Folder(FolderSync, FolderOperations):
         @return: Deferred firing with the new UID (for UIDPLUS APPENDUID).
         @raise QuotaExceeded: over the Maildir++ quota.
         """
-        return self._locked(self._appendWork, source, list(flags), internalDate, origin=origin)
+        def appended(uid):
+            message = self.messages.get(uid)
+            if message is not None and not message.isNew:
+                self._arrived([uid])
+            return uid
+
+        d = self._locked(self._appendWork, source, list(flags), internalDate, origin=origin)
+        return d.addCallback(appended)
 
     def copyTo(self, uids, target: "Folder", origin=None, move: bool = False):
         """
@@ -684,6 +772,9 @@ class Folder(FolderSync, FolderOperations):
             try:
                 srcSync, dstSync, pairs = yield self.store.run(_mapErrors(self._copyWork, self.name), uids, target, move)
                 self._apply(srcSync, origin)
+                # before the target's listeners hear of them: a session
+                # that has the target selected claims them at once
+                target._arrived(t for _, t in pairs)
                 target._apply(dstSync, origin)
             finally:
                 release()

@@ -417,6 +417,7 @@ class Mailboxes:
             folder = self._open.get(key)
             if folder is not None:
                 folder._detach()
+            self.store.recent.forget((self.path, key))
             # RFC 3501 6.3.6: the subscription stays (a client lists it as
             # \NonExistent and may create the mailbox again).
 
@@ -485,6 +486,8 @@ class Mailboxes:
             d = self._thread(self._renameInboxWork, new)
 
             def refreshInbox(moved):
+                # the messages get new UIDs in the new folder
+                self.store.recent.forget((self.path, "INBOX"))
                 inbox = self._open.get("INBOX")
                 if inbox is not None:
                     return inbox.refresh(full=True).addCallback(lambda _: moved)
@@ -502,6 +505,7 @@ class Mailboxes:
             for key in list(self._open):
                 if key == old or key.startswith(old + self.separator):
                     self._open[key]._detach()
+            self.store.recent.rename(self.path, old, new, self.separator)
 
             def work():
                 names = self._subscriptionsWork()
