@@ -130,3 +130,81 @@ class RecentOutsideNewTests(unittest.TestCase):
         self.assertFalse(folder.message(1).isNew)
         self.assertIn(b"* 1 RECENT\r\n", a.command(b"s1 SELECT INBOX"))
         self.assertEqual(a.lines(b"f1 FETCH 1 FLAGS"), [b"* 1 FETCH (FLAGS (\\Seen \\Recent))", b"f1 OK FETCH completed"])
+
+    def test_imaptestCopy(self):
+        # Dovecot imaptest's "copy" script (failed before: the copies were
+        # not recent for the session that had the target selected)
+        a, b = self.a, self.other()
+        a.command(b"s1 SELECT INBOX")
+        for subject in (b"2", b"3", b"4", b"5"):
+            a.send(b"a1 APPEND INBOX {11+}\r\nSubject: %s\r\n\r\n" % subject)
+        self.assertIn(b"* 0 RECENT\r\n", b.command(b"s2 SELECT Archive"))
+        a.command(b"t1 STORE 1 FLAGS (\\Seen)")
+        a.command(b"t2 STORE 2 FLAGS (\\Answered \\Flagged)")
+        a.command(b"t3 STORE 5 FLAGS (\\Flagged $keyword1 $keyword2)")
+        self.assertIn(b"c1 OK [COPYUID", a.command(b"c1 COPY 1:2,4 Archive"))
+        self.assertEqual(b.lines(b"n1 NOOP"), [b"* 3 EXISTS", b"* 3 RECENT", b"n1 OK NOOP completed"])
+        self.assertEqual(
+            b.lines(b"f1 FETCH 1:3 FLAGS"),
+            [
+                b"* 1 FETCH (FLAGS (\\Seen \\Recent))",
+                b"* 2 FETCH (FLAGS (\\Answered \\Flagged \\Recent))",
+                b"* 3 FETCH (FLAGS (\\Recent))",
+                b"f1 OK FETCH completed",
+            ],
+        )
+        b.command(b"t4 STORE 3 +FLAGS ($keyword1 $keyword2)")
+        self.assertIn(b"c2 OK [COPYUID", a.command(b"c2 COPY 5 Archive"))
+        self.assertEqual(b.lines(b"n2 NOOP"), [b"* 4 EXISTS", b"* 4 RECENT", b"n2 OK NOOP completed"])
+        self.assertEqual(
+            b.lines(b"f2 FETCH 4 FLAGS"),
+            [b"* 4 FETCH (FLAGS (\\Flagged \\Recent $keyword1 $keyword2))", b"f2 OK FETCH completed"],
+        )
+
+
+class SessionStateTests(unittest.TestCase):
+    def setUp(self):
+        self.h = Harness(self)
+        deliver(self.h, b"Subject: one\n\nx\n")
+        self.h.login()
+
+    def test_enableOnlyInTheAuthenticatedState(self):
+        # RFC 5161 3: "The ENABLE command is only valid in the
+        # authenticated state, before any mailbox is selected."
+        h = self.h
+        self.assertEqual(h.lines(b"e1 ENABLE CONDSTORE"), [b"* ENABLED", b"e1 OK ENABLE completed"])
+        h.command(b"s1 SELECT INBOX")
+        self.assertEqual(h.lines(b"e2 ENABLE CONDSTORE"), [b"e2 BAD Not allowed with a mailbox selected"])
+        h.command(b"u1 UNSELECT")
+        self.assertEqual(h.lines(b"e3 ENABLE CONDSTORE"), [b"* ENABLED", b"e3 OK ENABLE completed"])
+
+    def test_renameTheSelectedMailbox(self):
+        # RFC 3501 6.3.5 does not end the session: it stays on the mailbox
+        # under its new name, with the same UIDs
+        h = self.h
+        h.command(b"c1 CREATE Box")
+        h.send(b"a1 APPEND Box {11+}\r\nSubject: y\r\n\r\n")
+        h.command(b"s1 SELECT Box")
+        self.assertEqual(h.lines(b"r1 RENAME Box Renamed"), [b"r1 OK RENAME completed"])
+        self.assertEqual(h.lines(b"n1 NOOP"), [b"n1 OK NOOP completed"])
+        self.assertEqual(h.lines(b"f1 UID FETCH 1 FLAGS"), [b"* 1 FETCH (UID 1 FLAGS (\\Recent))", b"f1 OK FETCH completed"])
+        reply = h.send(b"a2 APPEND Renamed {11+}\r\nSubject: z\r\n\r\n")
+        self.assertRegex(reply, rb"\A\* 2 EXISTS\r\n\* 2 RECENT\r\na2 OK \[APPENDUID \d+ 2\] APPEND completed\r\n\Z")
+        self.assertEqual(h.lines(b"t1 STORE 2 +FLAGS (\\Flagged)"), [b"* 2 FETCH (FLAGS (\\Flagged \\Recent))", b"t1 OK STORE completed"])
+        self.assertEqual(
+            h.lines(b"s2 STATUS Renamed (MESSAGES)"), [b"* STATUS Renamed (MESSAGES 2)", b"s2 OK STATUS completed"]
+        )
+        self.assertEqual(h.lines(b"l1 LIST \"\" Box"), [b"l1 OK LIST completed"])
+        # renaming it again, and a child with it
+        h.command(b"c2 CREATE Renamed/Child")
+        self.assertEqual(h.lines(b"r2 RENAME Renamed Again"), [b"r2 OK RENAME completed"])
+        self.assertEqual(h.lines(b"f2 FETCH 1:* UID"), [b"* 1 FETCH (UID 1)", b"* 2 FETCH (UID 2)", b"f2 OK FETCH completed"])
+        self.assertEqual(
+            h.lines(b"l2 LIST \"\" Again*"),
+            [b"* LIST (\\HasChildren) \"/\" Again", b"* LIST (\\HasNoChildren) \"/\" Again/Child", b"l2 OK LIST completed"],
+        )
+        # a deleted mailbox still ends the session (RFC 3501 7.1.5)
+        other = Harness(self, store=h.store, account=h.account)
+        other.login()
+        self.assertEqual(other.lines(b"d1 DELETE Again"), [b"d1 OK DELETE completed"])
+        self.assertEqual(h.lines(b"n2 NOOP")[0], b"* BYE The selected mailbox was deleted or renamed")

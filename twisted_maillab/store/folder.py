@@ -438,8 +438,8 @@ class Folder(FolderSync, FolderOperations):
 
     def _detach(self) -> None:
         """
-        The folder was deleted or renamed (IMAP DELETE/RENAME, maybe by
-        another session): sessions holding it are told to reselect, further
+        The folder was deleted (IMAP DELETE, maybe by another session; a
+        RENAME by this process moves it instead, see L{_renamed}): sessions holding it are told to reselect, further
         operations fail with L{MailboxNotFound}, and the next
         L{Mailboxes.open} of the name gets a fresh folder.  The directory
         fds stay open until the last holder calls L{close}: closing them
@@ -455,6 +455,25 @@ class Folder(FolderSync, FolderOperations):
         self._publish("folderReset", None)
         if self._refs <= 0:
             self._reallyClose()
+
+    def _renamed(self, name: str, dirName: str) -> None:
+        """
+        The folder's directory was renamed (IMAP RENAME, by this process):
+        the folder goes on under its new name.  Its directory fds still
+        name the same directories (a rename moves the name, not the
+        inode), so the index, the UIDs (the uidlist moved with the
+        directory) and the sessions that have it selected stay valid
+        (RFC 3501 6.3.5 does not end them); only the name, the store's
+        key for it and the inotify watches (set by path) change.
+        """
+        self._reactorOnly()
+        if self._defunct or self._closed:
+            return
+        self.mailboxes._forget(self)
+        self.name, self.dirName = name, dirName
+        self.mailboxes._open[name] = self
+        self._stopWatching()
+        self._watch = self.store._watchFolder(self)
 
     def _stopWatching(self) -> None:
         # no more inotify events or refreshes for a folder going away

@@ -500,11 +500,12 @@ class Mailboxes:
             return defer.fail(e)
 
         def resubscribe(_):
-            # only now that the rename happened: sessions that have the
-            # folder (or a child) selected are told to reselect
+            # only now that the rename happened: open folders (and the
+            # sessions that have them selected) follow their directories
             for key in list(self._open):
                 if key == old or key.startswith(old + self.separator):
-                    self._open[key]._detach()
+                    renamed = new + key[len(old) :]
+                    self._open[key]._renamed(renamed, dovecot.folderDirName(renamed, self.separator))
             self.store.recent.rename(self.path, old, new, self.separator)
 
             def work():
