@@ -208,3 +208,122 @@ class SessionStateTests(unittest.TestCase):
         other.login()
         self.assertEqual(other.lines(b"d1 DELETE Again"), [b"d1 OK DELETE completed"])
         self.assertEqual(h.lines(b"n2 NOOP")[0], b"* BYE The selected mailbox was deleted or renamed")
+
+
+# imaptest's append-binary message: a binary part with a NUL and 8-bit octets
+_BINARY_MESSAGE = (
+    b"From: user@domain.org\r\nDate: Sat, 24 Mar 2007 23:00:00 +0200\r\nMime-Version: 1.0\r\n"
+    b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+    b"\x00-\xe4\r\n\r\n"
+)
+
+
+class BinaryAppendTests(unittest.TestCase):
+    """
+    RFC 3516 4.3: APPEND takes a literal8 (C{~{N}}), which may carry NUL.
+    The server stores binary parts base64-encoded: BINARY[] gives the
+    octets back (in a literal8, RFC 3516 4.2), BODY[] never holds a NUL
+    (RFC 3501 CHAR8) nor is it a literal8.
+    """
+
+    def setUp(self):
+        self.h = Harness(self)
+        self.h.login()
+
+    def test_capability(self):
+        self.assertIn(b" BINARY ", self.h.command(b"c1 CAPABILITY").split(b"\r\n")[0] + b" ")
+
+    def test_imaptestAppendBinary(self):
+        h = self.h
+        reply = h.send(b"a1 APPEND INBOX ~{%d}\r\n" % len(_BINARY_MESSAGE))
+        self.assertEqual(reply, b"+ Ready for literal data\r\n")
+        self.assertRegex(h.send(_BINARY_MESSAGE + b"\r\n"), rb"\Aa1 OK \[APPENDUID \d+ 1\] APPEND completed\r\n\Z")
+        h.command(b"s1 SELECT INBOX")
+        self.assertEqual(
+            h.command(b"f1 FETCH 1 (BODY.PEEK[1])"),
+            b"* 1 FETCH (BODY[1] {14}\r\nAC3kDQoNCg==\r\n)\r\nf1 OK FETCH completed\r\n",
+        )
+        self.assertEqual(
+            h.command(b"f2 FETCH 1 (BINARY.SIZE[1] BINARY.PEEK[1])"),
+            b"* 1 FETCH (BINARY.SIZE[1] 7 BINARY[1] ~{7}\r\n\x00-\xe4\r\n\r\n)\r\nf2 OK FETCH completed\r\n",
+        )
+        header = h.command(b"f3 FETCH 1 (BODY.PEEK[HEADER.FIELDS (CONTENT-TRANSFER-ENCODING)])")
+        self.assertIn(b"Content-Transfer-Encoding: base64\r\n\r\n", header)
+
+    def test_nonSynchronisingAndMultipart(self):
+        h = self.h
+        message = (
+            b"Subject: m\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+            b"Content-Type: text/plain\r\n\r\ntext\r\n--b\r\nContent-Type: image/png\r\n\r\n"
+            b"\x89PNG\x00\x00\r\n--b--\r\n"
+        )
+        reply = h.send(b"a1 APPEND INBOX (\\Seen) ~{%d+}\r\n%s\r\n" % (len(message), message))
+        self.assertRegex(reply, rb"\Aa1 OK \[APPENDUID \d+ 1\] APPEND completed\r\n\Z")
+        h.command(b"s1 SELECT INBOX")
+        # the text part is kept as it was; the part with NULs is base64
+        self.assertEqual(
+            h.lines(b"f1 FETCH 1 (BODY.PEEK[1] BINARY.PEEK[2] BODY.PEEK[2.MIME])"),
+            [
+                b"* 1 FETCH (BODY[1] {4}",
+                b"text BINARY[2] ~{6}",
+                b"\x89PNG\x00\x00 BODY[2.MIME] {62}",
+                b"Content-Type: image/png",
+                b"Content-Transfer-Encoding: base64",
+                b"",
+                b")",
+                b"f1 OK FETCH completed",
+            ],
+        )
+
+    def test_withoutBinaryPartsStoredAsSent(self):
+        h = self.h
+        message = b"Subject: plain\r\n\r\n8-bit \xe9t\xe9\r\n"
+        h.send(b"a1 APPEND INBOX ~{%d+}\r\n%s\r\n" % (len(message), message))
+        h.command(b"s1 SELECT INBOX")
+        self.assertEqual(
+            h.command(b"f1 FETCH 1 BODY.PEEK[]"),
+            b"* 1 FETCH (BODY[] {%d}\r\n%s)\r\nf1 OK FETCH completed\r\n" % (len(message), message),
+        )
+
+    def test_bigLiteral8IsSpooledAndEncoded(self):
+        h = self.h
+        body = bytes(range(256)) * 1024  # 256 KiB with NULs: spooled
+        message = b"Subject: big\r\nContent-Transfer-Encoding: binary\r\n\r\n" + body
+        self.assertEqual(h.send(b"a1 APPEND INBOX ~{%d}\r\n" % len(message)), b"+ Ready for literal data\r\n")
+        self.assertRegex(h.send(message + b"\r\n"), rb"\Aa1 OK \[APPENDUID \d+ 1\] APPEND completed\r\n\Z")
+        h.command(b"s1 SELECT INBOX")
+        self.assertEqual(h.lines(b"f1 FETCH 1 BINARY.SIZE[1]"), [b"* 1 FETCH (BINARY.SIZE[1] %d)" % len(body), b"f1 OK FETCH completed"])
+        reply = h.command(b"f2 FETCH 1 BINARY.PEEK[1]")
+        self.assertEqual(reply, b"* 1 FETCH (BINARY[1] ~{%d}\r\n%s)\r\nf2 OK FETCH completed\r\n" % (len(body), body))
+        self.assertNotIn(b"\x00", h.command(b"f3 FETCH 1 BODY.PEEK[]"))
+
+    def test_limits(self):
+        h = self.h
+        h.proto.assembler.appendLimit = 100
+        # RFC 7889: refused before any octet is read, no continuation
+        self.assertEqual(
+            h.lines(b"a1 APPEND INBOX ~{101}"), [b"a1 NO [TOOBIG] literal of 101 octets is beyond the limit of 100"]
+        )
+        # a literal8 within the limit still works after that
+        self.assertRegex(h.send(b"a2 APPEND INBOX ~{3+}\r\na\x00b\r\n"), rb"\Aa2 OK \[APPENDUID \d+ 1\] APPEND completed\r\n\Z")
+        # NUL needs a literal8 (RFC 3501 CHAR8)
+        self.assertIn(b"a3 BAD", h.send(b"a3 APPEND INBOX {3+}\r\na\x00b\r\n"))
+        # a literal8 outside APPEND is a syntax error (RFC 3516 4.3)
+        self.assertIn(b"l1 BAD", h.send(b"l1 LIST \"\" ~{1+}\r\n*\r\n"))
+        # a non-synchronising literal beyond the limit cannot be skipped:
+        # the connection ends (RFC 7888 4, RFC 7889 4)
+        self.assertEqual(
+            h.send(b"a4 APPEND INBOX ~{101+}\r\n"), b"* BYE [TOOBIG] literal of 101 octets is beyond the limit of 100\r\n"
+        )
+        self.assertTrue(h.transport.disconnecting)
+
+    def test_unknownTransferEncoding(self):
+        # RFC 3516 4.2: BINARY of a part whose encoding the server cannot
+        # decode is NO [UNKNOWN-CTE]; BODY still works
+        h = self.h
+        message = b"Subject: u\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 x\r\n`\r\nend\r\n"
+        h.send(b"a1 APPEND INBOX ~{%d+}\r\n%s\r\n" % (len(message), message))
+        h.command(b"s1 SELECT INBOX")
+        self.assertEqual(h.lines(b"f1 FETCH 1 BINARY.PEEK[1]"), [b"f1 NO [UNKNOWN-CTE] Unknown Content-Transfer-Encoding"])
+        self.assertEqual(h.lines(b"f2 FETCH 1 BINARY.SIZE[1]"), [b"f2 NO [UNKNOWN-CTE] Unknown Content-Transfer-Encoding"])
+        self.assertIn(b"f3 OK", h.command(b"f3 FETCH 1 BODY.PEEK[1]"))

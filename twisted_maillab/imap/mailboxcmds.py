@@ -16,6 +16,7 @@ import re
 from twisted.internet import defer
 
 from twisted_maillab.imap import response as R
+from twisted_maillab.imap.binaryappend import storableBinary
 from twisted_maillab.store.errors import (
     InvalidMailboxName,
     MailboxExists,
@@ -307,7 +308,16 @@ class MailboxCommands:
             for message, source in zip(args.messages, sources):
                 flags = [f for f in message.flags if f.lower() != "\\recent"]
                 date = message.internalDate.timestamp() if message.internalDate is not None else None
-                uids.append(await folder.append(source, flags, date))
+                if message.binary:
+                    # RFC 3516 4.3: binary parts are stored base64-encoded
+                    stored = await folder.store.run(storableBinary, source)
+                else:
+                    stored = source
+                try:
+                    uids.append(await folder.append(stored, flags, date))
+                finally:
+                    if stored is not source:
+                        stored.close()
         except QuotaExceeded as e:
             return self.no(command, e.message.encode("utf-8", "replace"), R.OVERQUOTA)
         finally:

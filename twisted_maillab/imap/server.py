@@ -537,6 +537,7 @@ class IMAPServer(Protocol, SelectedCommands, FetchCommands, MailboxCommands):
             b"ESEARCH",
             b"SORT",
             b"MULTIAPPEND",
+            b"BINARY",
             b"STATUS=SIZE",
             b"APPENDLIMIT=%d" % self.factory.appendLimit,
         ]
