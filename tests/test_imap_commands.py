@@ -175,7 +175,8 @@ class MailboxCommandTests(unittest.TestCase):
     def test_specialUseAndChildren(self):
         """
         RFC 6154: the configured roles on LIST; LIST (SPECIAL-USE) lists
-        only those; CREATE ... USE only with the configured role.
+        only those; CREATE ... USE cannot override a configured role
+        (more in tests.test_imap_compliance).
         """
         h = Harness(self)
         h.store.specialFolders = (("Sent", "\\Sent"), ("Trash", "\\Trash"))
@@ -189,8 +190,7 @@ class MailboxCommandTests(unittest.TestCase):
              b"l1 OK LIST completed"],
         )
         self.assertEqual(
-            h.lines(b"c4 CREATE Junk (USE (\\Junk))"),
-            [b"c4 NO [USEATTR] Special-use attributes are set in the server configuration"],
+            h.lines(b"c4 CREATE Sent (USE (\\Junk))"), [b"c4 NO [USEATTR] The configuration makes Sent \\Sent"]
         )
 
     def test_mutf7Names(self):

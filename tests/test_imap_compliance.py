@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from twisted.trial import unittest
 
+from twisted_maillab.store.mailboxes import SPECIAL_USE_FILE
 from twisted_maillab.store.testing import deliverNow
 
 from tests.imap_support import Harness
@@ -327,3 +328,79 @@ class BinaryAppendTests(unittest.TestCase):
         self.assertEqual(h.lines(b"f1 FETCH 1 BINARY.PEEK[1]"), [b"f1 NO [UNKNOWN-CTE] Unknown Content-Transfer-Encoding"])
         self.assertEqual(h.lines(b"f2 FETCH 1 BINARY.SIZE[1]"), [b"f2 NO [UNKNOWN-CTE] Unknown Content-Transfer-Encoding"])
         self.assertIn(b"f3 OK", h.command(b"f3 FETCH 1 BODY.PEEK[1]"))
+
+
+class CreateSpecialUseTests(unittest.TestCase):
+    """
+    RFC 6154 3 CREATE-SPECIAL-USE: C{CREATE name (USE (attr))} creates the
+    mailbox with that role, kept in the folder (L{SPECIAL_USE_FILE}) and
+    shown by LIST; a role that cannot be given is C{NO [USEATTR]} and
+    nothing is created.
+    """
+
+    def setUp(self):
+        self.h = Harness(self)
+        self.h.store.specialFolders = (("Sent", "\\Sent"),)
+        deliver(self.h, b"Subject: one\n\nx\n")  # the Maildir exists
+        self.h.login()
+
+    def test_capability(self):
+        self.assertIn(b" CREATE-SPECIAL-USE ", self.h.command(b"c1 CAPABILITY").split(b"\r\n")[0] + b" ")
+
+    def test_createWithRole(self):
+        h = self.h
+        # RFC 6154 5.2 example
+        self.assertEqual(h.lines(b"t1 CREATE MySpecialArchive (USE (\\Archive))"), [b"t1 OK CREATE completed"])
+        self.assertEqual(h.lines(b"t2 CREATE Brouillons (USE (\\drafts))"), [b"t2 OK CREATE completed"])
+        self.assertEqual(
+            h.lines(b'l1 LIST "" *'),
+            [
+                b'* LIST (\\HasNoChildren) "/" INBOX',
+                b'* LIST (\\HasNoChildren \\Drafts) "/" Brouillons',
+                b'* LIST (\\HasNoChildren \\Archive) "/" MySpecialArchive',
+                b"l1 OK LIST completed",
+            ],
+        )
+        self.assertEqual(
+            h.lines(b'l2 LIST (SPECIAL-USE) "" *'),
+            [
+                b'* LIST (\\HasNoChildren \\Drafts) "/" Brouillons',
+                b'* LIST (\\HasNoChildren \\Archive) "/" MySpecialArchive',
+                b"l2 OK LIST completed",
+            ],
+        )
+        folder = h.account.maildir / ".MySpecialArchive"
+        self.assertEqual((folder / SPECIAL_USE_FILE).read_bytes(), b"\\Archive\n")
+        self.assertTrue((folder / "cur").is_dir() and (folder / "maildirfolder").exists())
+        # the role moves with the folder and goes with it
+        self.assertEqual(h.lines(b"r1 RENAME MySpecialArchive Old"), [b"r1 OK RENAME completed"])
+        self.assertEqual(
+            h.lines(b'l3 LIST "" Old'), [b'* LIST (\\HasNoChildren \\Archive) "/" Old', b"l3 OK LIST completed"]
+        )
+        h.command(b"d1 DELETE Old")
+        h.command(b"c1 CREATE Old")
+        self.assertEqual(h.lines(b'l4 LIST "" Old'), [b'* LIST (\\HasNoChildren) "/" Old', b"l4 OK LIST completed"])
+
+    def test_configuredRoleWins(self):
+        h = self.h
+        self.assertEqual(h.lines(b"c1 CREATE Sent (USE (\\Sent))"), [b"c1 OK CREATE completed"])
+        self.assertFalse((h.account.maildir / ".Sent" / SPECIAL_USE_FILE).exists())
+        self.assertEqual(h.lines(b"c2 CREATE Sent (USE (\\Trash))"), [b"c2 NO [USEATTR] The configuration makes Sent \\Sent"])
+        # a role file another program left on a configured folder is ignored
+        (h.account.maildir / ".Sent" / SPECIAL_USE_FILE).write_bytes(b"\\Trash\n")
+        self.assertEqual(h.lines(b'l1 LIST "" Sent'), [b'* LIST (\\HasNoChildren \\Sent) "/" Sent', b"l1 OK LIST completed"])
+
+    def test_unsupportedAttributes(self):
+        h = self.h
+        for tag, use in ((b"c1", b"\\All"), (b"c2", b"\\Flagged"), (b"c3", b"\\Important")):
+            self.assertEqual(
+                h.lines(tag + b" CREATE Virtual (USE (" + use + b"))"), [tag + b" NO [USEATTR] " + use + b" is not supported"]
+            )
+        self.assertEqual(h.lines(b"c4 CREATE Two (USE (\\Junk \\Trash))"), [b"c4 NO [USEATTR] One special-use attribute per mailbox"])
+        self.assertEqual(h.lines(b"c5 CREATE Bad (USE (\\Inbox))")[0][:18], b"c5 NO [USEATTR] \\I")
+        # nothing was created
+        self.assertEqual(h.lines(b'l1 LIST "" *'), [b'* LIST (\\HasNoChildren) "/" INBOX', b"l1 OK LIST completed"])
+        self.assertEqual(
+            h.lines(b"c6 CREATE Brouillons (USE (\\Drafts))"), [b"c6 OK CREATE completed"]
+        )
+        self.assertEqual(h.lines(b"c7 CREATE Brouillons (USE (\\Drafts))"), [b"c7 NO [ALREADYEXISTS] Mailbox already exists"])

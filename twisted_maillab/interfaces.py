@@ -222,8 +222,12 @@ class IMailboxes(Interface):
             with C{folder.close()}.
         """
 
-    def create(name):
-        """Create a folder (MailboxExists, InvalidMailboxName on error)."""
+    def create(name, specialUse=None):
+        """
+        Create a folder (MailboxExists, InvalidMailboxName on error), with a
+        special-use role (RFC 6154 3: C{"\\Drafts"}...) that L{list} reports
+        unless the configuration gives the name another.
+        """
 
     def delete(name):
         """Delete a folder and its messages."""

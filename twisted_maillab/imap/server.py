@@ -532,6 +532,7 @@ class IMAPServer(Protocol, SelectedCommands, FetchCommands, MailboxCommands):
             b"MOVE",
             b"CHILDREN",
             b"SPECIAL-USE",
+            b"CREATE-SPECIAL-USE",
             b"LIST-EXTENDED",
             b"LIST-STATUS",
             b"ESEARCH",
