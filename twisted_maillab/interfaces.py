@@ -291,8 +291,8 @@ class IFolder(Interface):
     def takeRecent(within=None, origin=None):
         """Claim now (set of UIDs recent for the caller only); new/ moves to cur/ later."""
 
-    def claimRecent(origin=None):
-        """takeRecent of all; Deferred sorted list, fired once new/ is moved to cur/."""
+    def claimRecent(origin=None, within=None):
+        """takeRecent; Deferred sorted list, fired once the claimed new/ files are in cur/."""
 
     def setFlags(uids, flags, mode="replace", origin=None):
         """Deferred {uid: flags}; mode replace/add/remove."""

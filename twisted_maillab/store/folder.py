@@ -673,14 +673,15 @@ class Folder(FolderSync, FolderOperations):
         """
         return self._claim(within, origin)[0]
 
-    def claimRecent(self, origin=None):
+    def claimRecent(self, origin=None, within=None):
         """
-        L{takeRecent} of every recent message, firing once those in
-        C{new/} are in C{cur/}.
+        L{takeRecent}, firing once the claimed messages of C{new/} are in
+        C{cur/} (a POP3 RETR claims the one message it sent, as Dovecot's
+        POP3 does).
 
         @return: Deferred firing with the claimed UIDs, ascending.
         """
-        claimed, moved = self._claim(None, origin)
+        claimed, moved = self._claim(within, origin)
         return moved.addCallback(lambda _: sorted(claimed))
 
     def _claim(self, within, origin):
