@@ -77,6 +77,24 @@ class RecentOutsideNewTests(unittest.TestCase):
         self.assertIn(b"* 0 RECENT\r\n", c.command(b"s3 SELECT Archive"))
         self.assertEqual(c.lines(b"r2 SEARCH RECENT"), [b"* SEARCH", b"r2 OK SEARCH completed"])
 
+    def test_idleSessionClaimsWhatIsPushed(self):
+        # RFC 3501 2.3.2: the session that has the mailbox selected when
+        # the message arrives, told at once in IDLE (RFC 2177)
+        a, b = self.a, self.other()
+        b.command(b"s1 SELECT Archive")
+        self.assertEqual(b.command(b"i1 IDLE"), b"+ idling\r\n")
+        a.send(b"a1 APPEND Archive (\\Seen) {11+}\r\nSubject: y\r\n\r\n")
+        a.command(b"s2 SELECT INBOX")
+        a.command(b"c1 COPY 1 Archive")
+        b.clock.advance(0)
+        # one push for both (IDLE pushes are coalesced)
+        self.assertEqual(b.take(), b"* 2 EXISTS\r\n* 2 RECENT\r\n")
+        self.assertEqual(b.command(b"done"), b"i1 OK IDLE terminated\r\n")
+        self.assertEqual(
+            a.lines(b"s3 STATUS Archive (MESSAGES RECENT)"),
+            [b"* STATUS Archive (MESSAGES 2 RECENT 0)", b"s3 OK STATUS completed"],
+        )
+
     def test_moveIsRecentInTheTarget(self):
         a = self.a
         a.command(b"s1 SELECT INBOX")

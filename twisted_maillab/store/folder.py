@@ -439,8 +439,9 @@ class Folder(FolderSync, FolderOperations):
     def _detach(self) -> None:
         """
         The folder was deleted (IMAP DELETE, maybe by another session; a
-        RENAME by this process moves it instead, see L{_renamed}): sessions holding it are told to reselect, further
-        operations fail with L{MailboxNotFound}, and the next
+        RENAME by this process moves it instead, see L{_renamed}):
+        sessions holding it are told to reselect, further operations fail
+        with L{MailboxNotFound}, and the next
         L{Mailboxes.open} of the name gets a fresh folder.  The directory
         fds stay open until the last holder calls L{close}: closing them
         under a session that is still reading would hand its fd numbers to
@@ -552,10 +553,14 @@ class Folder(FolderSync, FolderOperations):
             return
         self._scheduleRefresh(forceNew=subdir == "new", forceCur=subdir == "cur")
 
-    def _locked(self, work, *args, origin=None):
+    def _locked(self, work, *args, origin=None, arrivals=None):
         """
         Run C{work(*args)} in a thread under the folder lock, apply the
         returned L{_Sync}, publish, and fire with its C{result}.
+
+        @param arrivals: C{arrivals(sync) -> UIDs} that are recent though in
+            C{cur/} (see L{_arrived}), recorded before listeners hear of
+            the change (an IDLE session claims them when told).
         """
         if self._closed:
             return defer.fail(ServerBug(f"folder {self.name} is closed"))
@@ -565,6 +570,8 @@ class Folder(FolderSync, FolderOperations):
         @defer.inlineCallbacks
         def run():
             sync = yield self.store.run(_mapErrors(work, self.name), *args)
+            if arrivals is not None:
+                self._arrived(arrivals(sync))
             self._apply(sync, origin)
             return sync.result
 
@@ -734,13 +741,12 @@ class Folder(FolderSync, FolderOperations):
         uids = list(uids)
         unclaimed = self._unclaimedNew(uids)
 
-        def done(changed):
+        def moved(sync):
             # still recent for the first session, though now in cur/
-            self._arrived(uid for uid in unclaimed if uid in self.messages and not self.messages[uid].isNew)
-            return {uid: self.flags(uid) for uid in changed if uid in self.messages}
+            return [uid for uid, _, isNew in sync.updated if uid in unclaimed and not isNew]
 
-        d = self._locked(self._flagsWork, uids, list(flags), mode, origin=origin)
-        return d.addCallback(done)
+        d = self._locked(self._flagsWork, uids, list(flags), mode, origin=origin, arrivals=moved)
+        return d.addCallback(lambda done: {uid: self.flags(uid) for uid in done if uid in self.messages})
 
 
     def expunge(self, uids=None, origin=None):
@@ -763,14 +769,10 @@ class Folder(FolderSync, FolderOperations):
         @return: Deferred firing with the new UID (for UIDPLUS APPENDUID).
         @raise QuotaExceeded: over the Maildir++ quota.
         """
-        def appended(uid):
-            message = self.messages.get(uid)
-            if message is not None and not message.isNew:
-                self._arrived([uid])
-            return uid
+        def inCur(sync):
+            return [m.uid for m in sync.added if m.uid == sync.result and not m.isNew]
 
-        d = self._locked(self._appendWork, source, list(flags), internalDate, origin=origin)
-        return d.addCallback(appended)
+        return self._locked(self._appendWork, source, list(flags), internalDate, origin=origin, arrivals=inCur)
 
     def copyTo(self, uids, target: "Folder", origin=None, move: bool = False):
         """
