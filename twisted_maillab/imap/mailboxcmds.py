@@ -187,7 +187,7 @@ class MailboxCommands:
             if use[0] not in CREATABLE_SPECIAL_USES:
                 return self.no(command, use[0].encode("ascii") + b" is not supported", b"USEATTR")
             role = None if configured == use[0] else use[0]
-        d = mailboxes.create(name, role) if role is not None else mailboxes.create(name)
+        d = mailboxes.create(name, role)
 
         def failed(failure):
             error = failure.trap(MailboxExists, InvalidMailboxName)

@@ -19,7 +19,6 @@ import threading
 from collections import OrderedDict
 
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from twisted_maillab.imap import mimeheader
 from twisted_maillab.imap import response as R
@@ -30,8 +29,6 @@ from twisted_maillab.store.reading import virtualSizes
 from twisted_maillab.store.view import FolderView
 
 __all__ = ["HeaderCache", "SelectedCommands", "SessionView", "SYSTEM_FLAGS", "sessionFlags"]
-
-log = Logger()
 
 # The order Dovecot lists them in.
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
