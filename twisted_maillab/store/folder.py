@@ -188,7 +188,7 @@ class Folder(FolderSync, FolderOperations):
 
     @property
     def _recentKey(self) -> tuple[str, str]:
-        return (self.mailboxes.path, self.name)
+        return (self.mailboxes.recentRoot, self.name)
 
     def recentUids(self) -> list[int]:
         """

@@ -116,6 +116,15 @@ class Mailboxes:
         self._open: dict[str, Folder] = {}
         self._opening: dict[str, defer.Deferred] = {}
 
+    @property
+    def recentRoot(self) -> str:
+        """
+        The Maildir as the store's
+        L{twisted_maillab.store.recent.RecentSet} keys it (however the
+        account spells its path).
+        """
+        return os.path.normpath(self.path)
+
     # -- thread helpers --------------------------------------------------
 
     def _rootFd(self, create: bool = False) -> int:
@@ -476,7 +485,7 @@ class Mailboxes:
             folder = self._open.get(key)
             if folder is not None:
                 folder._detach()
-            self.store.recent.forget((self.path, key))
+            self.store.recent.forget((self.recentRoot, key))
             # RFC 3501 6.3.6: the subscription stays (a client lists it as
             # \NonExistent and may create the mailbox again).
 
@@ -546,7 +555,7 @@ class Mailboxes:
 
             def refreshInbox(moved):
                 # the messages get new UIDs in the new folder
-                self.store.recent.forget((self.path, "INBOX"))
+                self.store.recent.forget((self.recentRoot, "INBOX"))
                 inbox = self._open.get("INBOX")
                 if inbox is not None:
                     return inbox.refresh(full=True).addCallback(lambda _: moved)
@@ -565,7 +574,7 @@ class Mailboxes:
                 if key == old or key.startswith(old + self.separator):
                     renamed = new + key[len(old) :]
                     self._open[key]._renamed(renamed, dovecot.folderDirName(renamed, self.separator))
-            self.store.recent.rename(self.path, old, new, self.separator)
+            self.store.recent.rename(self.recentRoot, old, new, self.separator)
 
             def work():
                 names = self._subscriptionsWork()
