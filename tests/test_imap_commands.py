@@ -175,7 +175,8 @@ class MailboxCommandTests(unittest.TestCase):
     def test_specialUseAndChildren(self):
         """
         RFC 6154: the configured roles on LIST; LIST (SPECIAL-USE) lists
-        only those; CREATE ... USE only with the configured role.
+        only those; CREATE ... USE cannot override a configured role
+        (more in tests.test_imap_compliance).
         """
         h = Harness(self)
         h.store.specialFolders = (("Sent", "\\Sent"), ("Trash", "\\Trash"))
@@ -189,8 +190,7 @@ class MailboxCommandTests(unittest.TestCase):
              b"l1 OK LIST completed"],
         )
         self.assertEqual(
-            h.lines(b"c4 CREATE Junk (USE (\\Junk))"),
-            [b"c4 NO [USEATTR] Special-use attributes are set in the server configuration"],
+            h.lines(b"c4 CREATE Sent (USE (\\Junk))"), [b"c4 NO [USEATTR] The configuration makes Sent \\Sent"]
         )
 
     def test_mutf7Names(self):
@@ -556,7 +556,7 @@ class AppendSpoolTests(unittest.TestCase):
         reply = h.send(big[150000:] + b"\r\n")
         self.assertRegex(reply, rb"\A\* 1 EXISTS\r\n\* \d RECENT\r\na1 OK \[APPENDUID \d+ 1\] APPEND completed\r\n\Z")
         reply = h.command(b"f1 FETCH 1 (FLAGS BODY.PEEK[])")
-        self.assertEqual(reply, b"* 1 FETCH (FLAGS (\\Seen) BODY[] {%d}\r\n" % len(big) + big + b")\r\nf1 OK FETCH completed\r\n")
+        self.assertEqual(reply, b"* 1 FETCH (FLAGS (\\Seen \\Recent) BODY[] {%d}\r\n" % len(big) + big + b")\r\nf1 OK FETCH completed\r\n")
 
     def test_multiappendMixed(self):
         """
@@ -613,25 +613,21 @@ class HeaderCacheTests(unittest.TestCase):
         A SEARCH that only needs headers reads each file once; the next
         one answers from the cache.  BODY searches still read the files.
         """
-        from twisted_maillab.imap import session
+        from twisted_maillab.store.folder import Folder
 
         h = Harness(self)
         for word in (b"alpha", b"bravo", b"alpha"):
             deliver(h, b"Subject: %s\nFrom: x@y.z\n\nbody %s\n" % (word, word))
         h.select()
         opened = []
-        original = session._threadOpener
+        original = Folder.openMessageInThread
 
-        def counting(folder):
-            openFile = original(folder)
+        def counting(folder, uid):
+            opened.append(uid)
+            return original(folder, uid)
 
-            def openMessage(uid):
-                opened.append(uid)
-                return openFile(uid)
-
-            return openMessage
-
-        self.patch(session, "_threadOpener", counting)
+        # SEARCH reads files through the store's public API only
+        self.patch(Folder, "openMessageInThread", counting)
         self.assertEqual(h.lines(b"s1 SEARCH SUBJECT alpha"), [b"* SEARCH 1 3", b"s1 OK SEARCH completed"])
         self.assertEqual(sorted(opened), [1, 2, 3])
         del opened[:]
@@ -712,7 +708,9 @@ class ImaptestFindingsTests(unittest.TestCase):
             h.lines(b"f1 FETCH 1:* (UID FLAGS)"),
             [
                 b"* 1 FETCH (UID 2 FLAGS (\\Recent))",
-                b"* 2 FETCH (UID 3 FLAGS (\\Flagged $kw))",
+                # the session that has the mailbox selected when the
+                # message arrives sees it as recent (RFC 3501 2.3.2)
+                b"* 2 FETCH (UID 3 FLAGS (\\Flagged \\Recent $kw))",
                 b"f1 OK FETCH completed",
             ],
         )

@@ -151,6 +151,8 @@ class StoreMaildropTests(unittest.TestCase):
         self.assertEqual(len(files["new"]), 2)
         self.assertEqual(len(files["cur"]), 1)
         self.assertTrue(files["cur"][0].endswith(":2,"), files)
+        # no longer recent for IMAP (the POP3 session claimed it)
+        self.assertEqual(len(self.drop.folder.recentUids()), 2)
 
     def test_commit(self):
         syncResult(self.drop.commit(frozenset({0}), frozenset({0, 1})))

@@ -272,14 +272,18 @@ class FolderUnderOtherSessionsTests(unittest.TestCase):
         yield self.assertFailure(self.mailboxes.open("Archive"), MailboxNotFound)
 
     @defer.inlineCallbacks
-    def test_renameDetachesAfterItHappened(self):
+    def test_renameMovesTheOpenFolder(self):
+        # RFC 3501 6.3.5: the sessions holding the folder stay valid; the
+        # open folder follows its directory under the new name
         yield self.mailboxes.rename("Archive", "Old")
-        self.assertEqual(self.listener.resets, 1)
-        self.assertFalse(self.held._closed)
+        self.assertEqual(self.listener.resets, 0)
+        self.assertEqual(self.held.name, "Old")
         renamed = yield self.mailboxes.open("Old")
-        self.assertIsNot(renamed, self.held)
+        self.assertIs(renamed, self.held)
         self.assertEqual(renamed.uids(), [1])
+        yield self.assertFailure(self.mailboxes.open("Archive"), MailboxNotFound)
         renamed.close()
+        self.assertFalse(self.held._closed)
         self.held.close()
         self.assertTrue(self.held._closed)
 

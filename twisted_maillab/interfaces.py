@@ -234,8 +234,12 @@ class IMailboxes(Interface):
             with C{folder.close()}.
         """
 
-    def create(name):
-        """Create a folder (MailboxExists, InvalidMailboxName on error)."""
+    def create(name, specialUse=None):
+        """
+        Create a folder (MailboxExists, InvalidMailboxName on error), with a
+        special-use role (RFC 6154 3: C{"\\Drafts"}...) that L{list} reports
+        unless the configuration gives the name another.
+        """
 
     def delete(name):
         """Delete a folder and its messages."""
@@ -287,14 +291,20 @@ class IFolder(Interface):
     def openMessageDeferred(uid):
         """openMessage in the thread pool: Deferred binary file object."""
 
+    def openMessageInThread(uid):
+        """openMessage for code already running in the store's thread pool."""
+
     def prefetch(uids):
         """Deferred: stat internal dates/sizes of many messages in a thread."""
 
     def recentUids():
-        """UIDs still in new/."""
+        """UIDs no session claimed yet (in new/, or written to cur/ by APPEND/COPY/MOVE)."""
 
-    def claimRecent(origin=None):
-        """Move new/ to cur/; Deferred list of the UIDs now recent for the caller."""
+    def takeRecent(within=None, origin=None):
+        """Claim now (set of UIDs recent for the caller only); new/ moves to cur/ later."""
+
+    def claimRecent(origin=None, within=None):
+        """takeRecent; Deferred sorted list, fired once the claimed new/ files are in cur/."""
 
     def setFlags(uids, flags, mode="replace", origin=None):
         """Deferred {uid: flags}; mode replace/add/remove."""

@@ -40,8 +40,15 @@ class IMAPAccount:
     def __init__(self, store, account):
         self.store = store
         self.account = account
-        self.mailboxes = store.mailboxes(account)
         self.userKey = ("maildir", os.path.normpath(os.fspath(account.maildir)))
+
+    @property
+    def mailboxes(self):
+        # Asked of the store each time, never kept: an account's Mailboxes
+        # is forgotten when idle, and a session holding a retired one would
+        # open folders of its own, which the other sessions' changes (a
+        # COPY into the folder they have selected) never reach.
+        return self.store.mailboxes(self.account)
 
     def logout(self):
         pass

@@ -16,12 +16,14 @@ import re
 from twisted.internet import defer
 
 from twisted_maillab.imap import response as R
+from twisted_maillab.imap.binaryappend import storableBinary
 from twisted_maillab.store.errors import (
     InvalidMailboxName,
     MailboxExists,
     MailboxNotFound,
     QuotaExceeded,
 )
+from twisted_maillab.store.mailboxes import CREATABLE_SPECIAL_USES
 from twisted_maillab.store.reading import virtualSizes
 
 __all__ = ["MailboxCommands", "patternMatcher"]
@@ -170,11 +172,22 @@ class MailboxCommands:
         if name.upper() == "INBOX":
             return self.no(command, b"INBOX already exists", R.ALREADYEXISTS)
         mailboxes = self.avatar.mailboxes
+        role = None
         use = command.args.specialUse
-        if use and tuple(use) != ((mailboxes.specialUse(name),) if mailboxes.specialUse(name) else ()):
-            # RFC 6154 3: special-use roles come from the configuration.
-            return self.no(command, b"Special-use attributes are set in the server configuration", b"USEATTR")
-        d = mailboxes.create(name)
+        if use:
+            # RFC 6154 3: a role we cannot give is NO [USEATTR], and the
+            # mailbox is not created
+            configured = mailboxes.specialUse(name)
+            if len(set(use)) > 1:
+                return self.no(command, b"One special-use attribute per mailbox", b"USEATTR")
+            if configured is not None and configured != use[0]:
+                # the configuration's roles win
+                text = f"The configuration makes {name} {configured}".encode("utf-8")
+                return self.no(command, text, b"USEATTR")
+            if use[0] not in CREATABLE_SPECIAL_USES:
+                return self.no(command, use[0].encode("ascii") + b" is not supported", b"USEATTR")
+            role = None if configured == use[0] else use[0]
+        d = mailboxes.create(name, role)
 
         def failed(failure):
             error = failure.trap(MailboxExists, InvalidMailboxName)
@@ -307,7 +320,16 @@ class MailboxCommands:
             for message, source in zip(args.messages, sources):
                 flags = [f for f in message.flags if f.lower() != "\\recent"]
                 date = message.internalDate.timestamp() if message.internalDate is not None else None
-                uids.append(await folder.append(source, flags, date))
+                if message.binary:
+                    # RFC 3516 4.3: binary parts are stored base64-encoded
+                    stored = await folder.store.run(storableBinary, source)
+                else:
+                    stored = source
+                try:
+                    uids.append(await folder.append(stored, flags, date))
+                finally:
+                    if stored is not source:
+                        stored.close()
         except QuotaExceeded as e:
             return self.no(command, e.message.encode("utf-8", "replace"), R.OVERQUOTA)
         finally:

@@ -48,6 +48,19 @@ class _Base64:
         return b""
 
 
+def _qpLine(line: bytes, ended: bool) -> bytes:
+    """
+    One quoted-printable line, without its line end.  RFC 2045 6.7: the
+    whitespace that ends a line is transport padding and is deleted (rule
+    3), then a final C{=} is a soft line break (rule 5), even when padding
+    followed it; a hard line break is CRLF in the decoded content.
+    """
+    line = line.rstrip(b" \t")
+    if line.endswith(b"="):
+        return binascii.a2b_qp(line[:-1])
+    return binascii.a2b_qp(line) + (b"\r\n" if ended else b"")
+
+
 class _QuotedPrintable:
     def __init__(self):
         self._pending = b""
@@ -57,11 +70,14 @@ class _QuotedPrintable:
         # Only whole lines: an escape or a soft break can straddle chunks.
         cut = data.rfind(b"\n") + 1
         self._pending = data[cut:]
-        return binascii.a2b_qp(data[:cut]) if cut else b""
+        if not cut:
+            return b""
+        lines = data[: cut - 1].split(b"\n")
+        return b"".join(_qpLine(line[:-1] if line.endswith(b"\r") else line, True) for line in lines)
 
     def finish(self) -> bytes:
         data, self._pending = self._pending, b""
-        return binascii.a2b_qp(data) if data else b""
+        return _qpLine(data, False) if data else b""
 
 
 class _Identity:

@@ -2,7 +2,7 @@
 The IMAP4rev1 server protocol (RFC 3501, with the RFC 9051 behaviour
 clients rely on): connection, command dispatch, the not-authenticated
 state (CAPABILITY, STARTTLS, LOGIN, AUTHENTICATE) and the commands valid
-in every state (NOOP, LOGOUT, ID, ENABLE, IDLE).
+in every state (NOOP, LOGOUT, ID), ENABLE and IDLE.
 
 The other states' commands live beside it, one module per responsibility,
 mixed into L{IMAPServer}: L{twisted_maillab.imap.session} (the selected
@@ -374,6 +374,9 @@ class IMAPServer(Protocol, SelectedCommands, FetchCommands, MailboxCommands):
     AUTH = frozenset({AUTHENTICATED, SELECTED})
     SEL = frozenset({SELECTED})
     NOAUTH = frozenset({NOT_AUTHENTICATED})
+    # RFC 5161 3: "The ENABLE command is only valid in the authenticated
+    # state"; a client that sends it with a mailbox selected gets BAD.
+    AUTHONLY = frozenset({AUTHENTICATED})
 
     COMMANDS = {
         "CAPABILITY": ANY,
@@ -383,7 +386,7 @@ class IMAPServer(Protocol, SelectedCommands, FetchCommands, MailboxCommands):
         "STARTTLS": NOAUTH,
         "LOGIN": NOAUTH,
         "AUTHENTICATE": NOAUTH,
-        "ENABLE": AUTH,
+        "ENABLE": AUTHONLY,
         "SELECT": AUTH,
         "EXAMINE": AUTH,
         "CREATE": AUTH,
@@ -420,6 +423,8 @@ class IMAPServer(Protocol, SelectedCommands, FetchCommands, MailboxCommands):
                 text = b"Log in first"
             elif states is self.SEL:
                 text = b"No mailbox selected"
+            elif states is self.AUTHONLY:
+                text = b"Not allowed with a mailbox selected"
             else:
                 text = b"Already logged in"
             self.write(R.tagged(command.tag, b"BAD", text))
@@ -527,11 +532,13 @@ class IMAPServer(Protocol, SelectedCommands, FetchCommands, MailboxCommands):
             b"MOVE",
             b"CHILDREN",
             b"SPECIAL-USE",
+            b"CREATE-SPECIAL-USE",
             b"LIST-EXTENDED",
             b"LIST-STATUS",
             b"ESEARCH",
             b"SORT",
             b"MULTIAPPEND",
+            b"BINARY",
             b"STATUS=SIZE",
             b"APPENDLIMIT=%d" % self.factory.appendLimit,
         ]

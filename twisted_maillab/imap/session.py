@@ -19,7 +19,6 @@ import threading
 from collections import OrderedDict
 
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from twisted_maillab.imap import mimeheader
 from twisted_maillab.imap import response as R
@@ -30,8 +29,6 @@ from twisted_maillab.store.reading import virtualSizes
 from twisted_maillab.store.view import FolderView
 
 __all__ = ["HeaderCache", "SelectedCommands", "SessionView", "SYSTEM_FLAGS", "sessionFlags"]
-
-log = Logger()
 
 # The order Dovecot lists them in.
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
@@ -177,18 +174,15 @@ class SelectedCommands:
             self.recent &= set(view.uids)
         if changes.exists is not None:
             folder = view.folder
-            new = [uid for uid in folder.recentUids() if uid not in self.recent and not view.gone(uid)]
-            known = set(view.uids)
-            new = [uid for uid in new if uid in known]
-            if new:
-                self.recent.update(new)
-            if new and not self.readOnly:
+            known = {uid for uid in view.uids if not view.gone(uid)}
+            if self.readOnly:
+                # EXAMINE, like STATUS, claims nothing
+                new = set(folder.recentUids()) & known
+            else:
                 # RFC 3501 2.3.2: this session is the one that sees them as
-                # recent; claiming moves them to cur/ for everybody else
-                # (EXAMINE, like STATUS, claims nothing).
-                folder.claimRecent(origin=view).addErrback(
-                    lambda f: log.failure("imap: claiming recent messages failed", f)
-                )
+                # recent, claimed at once so no other session does
+                new = folder.takeRecent(known, origin=view)
+            self.recent.update(new)
             out.append(R.exists(changes.exists))
             out.append(R.recent(len(self.recent)))
         if changes.flagsChanged:
@@ -563,20 +557,6 @@ def _lastUid(view) -> int:
     return uids[-1] if uids else 0
 
 
-def _threadOpener(folder):
-    """
-    C{openMessage(uid) -> file} for code running in the store's thread
-    pool: the folder's blocking open (L{Folder.openMessage} schedules a
-    refresh on the reactor when the file moved, which a thread may not do).
-    """
-
-    def openMessage(uid):
-        f, _relocated = folder._openFile(uid)
-        return f
-
-    return openMessage
-
-
 # The search keys that read more than the header block (RFC 3501 6.4.4).
 _BODY_KEYS = frozenset({"BODY", "TEXT"})
 
@@ -613,7 +593,7 @@ class HeaderCache:
         C{openMessage(uid) -> file} for the pool: a file carrying just the
         cached header fields when the program needs nothing else.
         """
-        openFile = _threadOpener(folder)
+        openFile = folder.openMessageInThread
         if names & _BODY_KEYS:
             return openFile
         prefix = (folder.mailboxes.path, folder.name, folder.uidValidity)

@@ -97,15 +97,15 @@ class StoreMaildrop:
         return defer.succeed(ThreadedReader(f, self.store.run))
 
     def retrieved(self, index):
-        # An "add nothing" flag change moves the file new/ -> cur/ keeping
-        # its flags (Folder.setFlags moves every message it touches).
+        # Claiming the message moves it new/ -> cur/ keeping its flags: it
+        # is no longer \Recent for IMAP sessions (as with Dovecot's POP3).
         uid = self.uids[index]
         try:
             if not self.folder.message(uid).isNew:
                 return defer.succeed(None)  # already in cur/: nothing to do
         except MessageVanished:
             return defer.succeed(None)
-        return self.folder.setFlags([uid], [], "add")
+        return self.folder.claimRecent(within=[uid])
 
     @defer.inlineCallbacks
     def commit(self, deleted, seen):

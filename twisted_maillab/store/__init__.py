@@ -22,7 +22,9 @@ UIDVALIDITY in hex, lower-case digits as Dovecot 2.3 prints them), or the
 uidlist C{P} extension when present.
 
 \\Recent is C{new/} versus C{cur/}: a message is recent until a session
-claims it (L{Folder.claimRecent} moves it to C{cur/}).
+claims it (L{Folder.claimRecent} moves it to C{cur/}); messages written
+straight to C{cur/} (APPEND with flags, COPY, MOVE) are recent until
+claimed too (L{twisted_maillab.store.recent}).
 
 Ownership: C{fchown} plus precautions, not C{setfsuid}
 ======================================================

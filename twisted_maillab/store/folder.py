@@ -108,6 +108,7 @@ class Folder(FolderSync, FolderOperations):
         self._uids: list[int] = []
         self._uidsSorted = True
         self._newUids: set[int] = set()  # messages in new/ (\\Recent)
+        self._claiming: set[int] = set()  # in new/, claimed, not yet moved
         self._pending: dict[str, tuple[int, str]] = {}
         self.keywords = dovecot.Keywords()
         self._keywordsStamp = None
@@ -185,11 +186,18 @@ class Folder(FolderSync, FolderOperations):
                 result.add(self.keywords.nameOf(letter))
         return frozenset(result)
 
+    @property
+    def _recentKey(self) -> tuple[str, str]:
+        return (self.mailboxes.recentRoot, self.name)
+
     def recentUids(self) -> list[int]:
         """
-        UIDs of messages still in C{new/} (nobody claimed them yet).
+        UIDs of the messages no session claimed yet: those in C{new/} and
+        those that arrived in C{cur/} (see L{twisted_maillab.store.recent}).
         """
-        return sorted(self._newUids)
+        self._claiming &= self._newUids
+        others = self.store.recent.peek(self._recentKey, self.uidValidity)
+        return sorted((self._newUids - self._claiming) | (others & self.messages.keys()))
 
     def unseenCount(self) -> int:
         return sum(1 for m in self.messages.values() if "S" not in m.letters)
@@ -296,6 +304,24 @@ class Folder(FolderSync, FolderOperations):
 
         d = self.store.run(_mapErrors(self._openFile, self.name), uid)
         return d.addCallbacks(self._openedFile, vanished)
+
+    def openMessageInThread(self, uid: int):
+        """
+        L{openMessage} for code already running in the store's thread pool
+        (a SEARCH reading bodies): blocking, and it leaves the index and
+        the clock alone; when the file had moved, the refresh that records
+        it is scheduled on the reactor thread.
+
+        @raise MessageVanished: expunged by another process.
+        @raise UnsafePath: a symlink, FIFO or foreign file took its place.
+        """
+        f, relocated = self._openFile(uid)
+        if relocated:
+            if inWorker():
+                self.store.reactor.callFromThread(self._scheduleRefresh, True, True)
+            else:
+                self._scheduleRefresh(True, True)
+        return f
 
     def prefetch(self, uids):
         """
@@ -412,9 +438,10 @@ class Folder(FolderSync, FolderOperations):
 
     def _detach(self) -> None:
         """
-        The folder was deleted or renamed (IMAP DELETE/RENAME, maybe by
-        another session): sessions holding it are told to reselect, further
-        operations fail with L{MailboxNotFound}, and the next
+        The folder was deleted (IMAP DELETE, maybe by another session; a
+        RENAME by this process moves it instead, see L{_renamed}):
+        sessions holding it are told to reselect, further operations fail
+        with L{MailboxNotFound}, and the next
         L{Mailboxes.open} of the name gets a fresh folder.  The directory
         fds stay open until the last holder calls L{close}: closing them
         under a session that is still reading would hand its fd numbers to
@@ -429,6 +456,25 @@ class Folder(FolderSync, FolderOperations):
         self._publish("folderReset", None)
         if self._refs <= 0:
             self._reallyClose()
+
+    def _renamed(self, name: str, dirName: str) -> None:
+        """
+        The folder's directory was renamed (IMAP RENAME, by this process):
+        the folder goes on under its new name.  Its directory fds still
+        name the same directories (a rename moves the name, not the
+        inode), so the index, the UIDs (the uidlist moved with the
+        directory) and the sessions that have it selected stay valid
+        (RFC 3501 6.3.5 does not end them); only the name, the store's
+        key for it and the inotify watches (set by path) change.
+        """
+        self._reactorOnly()
+        if self._defunct or self._closed:
+            return
+        self.mailboxes._forget(self)
+        self.name, self.dirName = name, dirName
+        self.mailboxes._open[name] = self
+        self._stopWatching()
+        self._watch = self.store._watchFolder(self)
 
     def _stopWatching(self) -> None:
         # no more inotify events or refreshes for a folder going away
@@ -507,10 +553,14 @@ class Folder(FolderSync, FolderOperations):
             return
         self._scheduleRefresh(forceNew=subdir == "new", forceCur=subdir == "cur")
 
-    def _locked(self, work, *args, origin=None):
+    def _locked(self, work, *args, origin=None, arrivals=None):
         """
         Run C{work(*args)} in a thread under the folder lock, apply the
         returned L{_Sync}, publish, and fire with its C{result}.
+
+        @param arrivals: C{arrivals(sync) -> UIDs} that are recent though in
+            C{cur/} (see L{_arrived}), recorded before listeners hear of
+            the change (an IDLE session claims them when told).
         """
         if self._closed:
             return defer.fail(ServerBug(f"folder {self.name} is closed"))
@@ -520,6 +570,8 @@ class Folder(FolderSync, FolderOperations):
         @defer.inlineCallbacks
         def run():
             sync = yield self.store.run(_mapErrors(work, self.name), *args)
+            if arrivals is not None:
+                self._arrived(arrivals(sync))
             self._apply(sync, origin)
             return sync.result
 
@@ -534,6 +586,7 @@ class Folder(FolderSync, FolderOperations):
             self.byBase.clear()
             self._uids = []
             self._newUids = set()
+            self.store.recent.forget(self._recentKey)
         if sync.header is not None:
             self.header = sync.header
         if sync.uidlistState is not None:
@@ -556,6 +609,7 @@ class Folder(FolderSync, FolderOperations):
         if removed:
             gone = set(removed)
             self._uids = [uid for uid in self._uids if uid not in gone]
+            self.store.recent.discard(self._recentKey, gone)
         changed = []
         for uid, info, isNew in sync.updated:
             message = self.messages.get(uid)
@@ -614,15 +668,61 @@ class Folder(FolderSync, FolderOperations):
     # Operations: the thread side is in FolderOperations
 
 
-    def claimRecent(self, origin=None):
+    def takeRecent(self, within=None, origin=None) -> set[int]:
         """
-        Move every message of C{new/} to C{cur/} (Dovecot does this when a
-        session sees new mail), making it non-recent for everybody else.
+        Claim the recent messages now, on the reactor thread, so that no
+        other session gets them (RFC 3501 2.3.2: one session sees a message
+        as recent); those in C{new/} are then moved to C{cur/} (Dovecot
+        does this when a session sees new mail) in the background.
 
-        @return: Deferred firing with the claimed UIDs: the caller's
-            \\Recent set (RFC 3501 2.3.2: one session sees a message as recent).
+        @param within: claim only these UIDs (the ones the session numbers).
+        @return: the claimed UIDs: the caller's \\Recent set.
         """
-        return self._locked(self._claimWork, origin=origin)
+        return self._claim(within, origin)[0]
+
+    def claimRecent(self, origin=None, within=None):
+        """
+        L{takeRecent}, firing once the claimed messages of C{new/} are in
+        C{cur/} (a POP3 RETR claims the one message it sent, as Dovecot's
+        POP3 does).
+
+        @return: Deferred firing with the claimed UIDs, ascending.
+        """
+        claimed, moved = self._claim(within, origin)
+        return moved.addCallback(lambda _: sorted(claimed))
+
+    def _claim(self, within, origin):
+        self._reactorOnly()
+        candidates = set(self.recentUids())
+        if within is not None:
+            candidates &= set(within)
+        claimed = candidates | self.store.recent.take(self._recentKey, self.uidValidity, candidates)
+        toMove = sorted(uid for uid in claimed if uid in self._newUids)
+        if not toMove:
+            return claimed, defer.succeed([])
+        self._claiming.update(toMove)
+
+        def failed(f):
+            log.failure("moving claimed messages of {name} to cur/ failed", f, name=self.name)
+            return []
+
+        return claimed, self._locked(self._claimWork, toMove, origin=origin).addErrback(failed)
+
+    def _unclaimedNew(self, uids) -> set[int]:
+        """
+        The UIDs among C{uids} in C{new/} that no session claimed: an
+        operation that moves them to C{cur/} must keep them recent.
+        """
+        self._claiming &= self._newUids
+        return (self._newUids - self._claiming) & set(uids)
+
+    def _arrived(self, uids) -> None:
+        """
+        Messages written to C{cur/} by this process (APPEND with flags,
+        COPY, MOVE) or moved there by a flag change before any session
+        claimed them: recent until a session does.
+        """
+        self.store.recent.add(self._recentKey, self.uidValidity, uids)
 
 
     def setFlags(self, uids, flags, mode: str = "replace", origin=None):
@@ -638,7 +738,14 @@ class Folder(FolderSync, FolderOperations):
         """
         if mode not in ("replace", "add", "remove"):
             raise ValueError(mode)
-        d = self._locked(self._flagsWork, list(uids), list(flags), mode, origin=origin)
+        uids = list(uids)
+        unclaimed = self._unclaimedNew(uids)
+
+        def moved(sync):
+            # still recent for the first session, though now in cur/
+            return [uid for uid, _, isNew in sync.updated if uid in unclaimed and not isNew]
+
+        d = self._locked(self._flagsWork, uids, list(flags), mode, origin=origin, arrivals=moved)
         return d.addCallback(lambda done: {uid: self.flags(uid) for uid in done if uid in self.messages})
 
 
@@ -662,7 +769,10 @@ class Folder(FolderSync, FolderOperations):
         @return: Deferred firing with the new UID (for UIDPLUS APPENDUID).
         @raise QuotaExceeded: over the Maildir++ quota.
         """
-        return self._locked(self._appendWork, source, list(flags), internalDate, origin=origin)
+        def inCur(sync):
+            return [m.uid for m in sync.added if m.uid == sync.result and not m.isNew]
+
+        return self._locked(self._appendWork, source, list(flags), internalDate, origin=origin, arrivals=inCur)
 
     def copyTo(self, uids, target: "Folder", origin=None, move: bool = False):
         """
@@ -684,6 +794,9 @@ class Folder(FolderSync, FolderOperations):
             try:
                 srcSync, dstSync, pairs = yield self.store.run(_mapErrors(self._copyWork, self.name), uids, target, move)
                 self._apply(srcSync, origin)
+                # before the target's listeners hear of them: a session
+                # that has the target selected claims them at once
+                target._arrived(t for _, t in pairs)
                 target._apply(dstSync, origin)
             finally:
                 release()

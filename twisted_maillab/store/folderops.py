@@ -35,13 +35,13 @@ class FolderOperations:
     # ------------------------------------------------------------------
     # Recent
 
-    def _claimWork(self) -> _Sync:
+    def _claimWork(self, uids) -> _Sync:
         sync = _Sync()
         claimed = []
         newFd, curFd = self._fds["new"], self._fds["cur"]
-        for uid in self.uids():
-            message = self.messages[uid]
-            if not message.isNew:
+        for uid in uids:
+            message = self.messages.get(uid)
+            if message is None or not message.isNew:
                 continue
             info = dovecot.buildInfo(message.info, message.letters)
             target = f"{message.base}:{info}"

@@ -73,6 +73,18 @@ class _SharedDirs:
             os.close(fd)
 
 
+#: The file in a Maildir++ folder that keeps the special-use role a client
+#: gave it at CREATE (RFC 6154 3): one line, e.g. C{\\Drafts}.  Dovecot
+#: ignores it (its roles come from its configuration), and it moves and
+#: goes with the folder's directory on RENAME and DELETE.
+SPECIAL_USE_FILE = "maillab-special-use"
+
+#: The roles a client may give a folder it creates: those of real
+#: folders.  C{\\All} and C{\\Flagged} name virtual mailboxes, which the
+#: store does not have.
+CREATABLE_SPECIAL_USES = frozenset({"\\Archive", "\\Drafts", "\\Junk", "\\Sent", "\\Trash"})
+
+
 def _folderKey(name: str) -> str:
     return "INBOX" if name.upper() == "INBOX" else name
 
@@ -103,6 +115,15 @@ class Mailboxes:
         self._dirsLock = threading.Lock()
         self._open: dict[str, Folder] = {}
         self._opening: dict[str, defer.Deferred] = {}
+
+    @property
+    def recentRoot(self) -> str:
+        """
+        The Maildir as the store's
+        L{twisted_maillab.store.recent.RecentSet} keys it (however the
+        account spells its path).
+        """
+        return os.path.normpath(self.path)
 
     # -- thread helpers --------------------------------------------------
 
@@ -317,6 +338,8 @@ class Mailboxes:
     def _listWork(self):
         rootFd = self._rootFd()
         names = []
+        created = {}
+        configured = dict(self.store.specialFolders)
         for entry in os.scandir(rootFd):
             if not entry.is_dir(follow_symlinks=False):
                 continue
@@ -324,8 +347,32 @@ class Mailboxes:
             if name is None or name.upper() == "INBOX":
                 continue
             names.append(name)
+            if name not in configured:
+                role = self._readSpecialUse(entry.name, rootFd)
+                if role is not None:
+                    created[name] = role
         subscribed = set(self._subscriptionsWork())
-        return names, subscribed
+        return names, subscribed, created
+
+    def _readSpecialUse(self, dirName: str, rootFd: int) -> str | None:
+        """
+        Thread: the role a client gave the folder at CREATE (RFC 6154 3),
+        from its L{SPECIAL_USE_FILE}, or L{None}.
+        """
+        try:
+            fd = _fs.openDir(dirName, rootFd)
+        except OSError:
+            return None
+        try:
+            data = _fs.readSmallFile(SPECIAL_USE_FILE, fd, self.owner, limit=1024)
+        except (OSError, StoreError):
+            return None  # unreadable or unsafe: no role, the folder still lists
+        finally:
+            os.close(fd)
+        if data is None:
+            return None
+        role = data.decode("ascii", "replace").strip()
+        return role if role in CREATABLE_SPECIAL_USES else None
 
     def list(self):
         """
@@ -337,14 +384,15 @@ class Mailboxes:
         """
 
         def build(result):
-            names, subscribed = result
+            names, subscribed, created = result
             existing = set(names)
             everything = set(existing)
             for name in names:
                 parts = name.split(self.separator)
                 for i in range(1, len(parts)):
                     everything.add(self.separator.join(parts[:i]))
-            roles = dict(self.store.specialFolders)
+            # a role from the configuration wins over one given at CREATE
+            roles = {**created, **dict(self.store.specialFolders)}
             out = [FolderInfo("INBOX", None, "INBOX" in subscribed, False, True)]
             for name in sorted(everything, key=lambda n: n.lower()):
                 prefix = name + self.separator
@@ -354,7 +402,7 @@ class Mailboxes:
 
         return self._thread(self._listWork).addCallback(build)
 
-    def _createWork(self, name: str, mustNotExist: bool) -> None:
+    def _createWork(self, name: str, mustNotExist: bool, specialUse: str | None = None) -> None:
         rootFd = self._rootFd(create=True)
         dirName = dovecot.folderDirName(name, self.separator)
         try:
@@ -366,30 +414,50 @@ class Mailboxes:
         try:
             os.fchmod(fd, _fs.DIR_MODE)
             self.owner.chown(fd)
+            if specialUse is not None:
+                # before the Maildir is complete: a crash leaves a folder
+                # without cur/, which nobody lists as a mailbox with a
+                # role it was not given
+                _fs.replaceFile(SPECIAL_USE_FILE, fd, self.owner, specialUse.encode("ascii") + b"\n", self.store.fsync)
             for sub in ("cur", "new", "tmp"):
                 os.close(_fs.makeDir(sub, fd, self.owner))
             try:
                 os.close(_fs.createFile(dovecot.MAILDIRFOLDER, fd, self.owner))
             except FileExistsError:
                 pass
+        except BaseException:
+            if specialUse is not None and mustNotExist:
+                # RFC 6154 3: a mailbox whose role cannot be set is not created
+                os.close(fd)
+                fd = None
+                _fs.removeTree(dirName, rootFd)
+            raise
         finally:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
 
-    def create(self, name: str):
+    def create(self, name: str, specialUse: str | None = None):
         """
         Create a folder (IMAP CREATE).  Parents need not exist (Maildir++
         is flat).
 
+        @param specialUse: a role for it (RFC 6154 3 CREATE-SPECIAL-USE),
+            one of L{CREATABLE_SPECIAL_USES}, kept in the folder's
+            L{SPECIAL_USE_FILE}; a role the configuration gives the name
+            wins over it in L{list}.
         @raise MailboxExists: (errback) it exists.
         @raise InvalidMailboxName: (errback) Maildir++ cannot hold the name.
+        @raise ValueError: (errback) C{specialUse} is not a role we keep.
         """
         if name.upper() == "INBOX":
             return defer.fail(MailboxExists("INBOX always exists"))
+        if specialUse is not None and specialUse not in CREATABLE_SPECIAL_USES:
+            return defer.fail(ValueError(f"{specialUse} cannot be given to a folder"))
         try:
             dovecot.folderDirName(name, self.separator)
         except InvalidMailboxName as e:
             return defer.fail(e)
-        return self._thread(self._createWork, name, True)
+        return self._thread(self._createWork, name, True, specialUse)
 
     def _deleteWork(self, name: str) -> None:
         rootFd = self._rootFd()
@@ -417,6 +485,7 @@ class Mailboxes:
             folder = self._open.get(key)
             if folder is not None:
                 folder._detach()
+            self.store.recent.forget((self.recentRoot, key))
             # RFC 3501 6.3.6: the subscription stays (a client lists it as
             # \NonExistent and may create the mailbox again).
 
@@ -485,6 +554,8 @@ class Mailboxes:
             d = self._thread(self._renameInboxWork, new)
 
             def refreshInbox(moved):
+                # the messages get new UIDs in the new folder
+                self.store.recent.forget((self.recentRoot, "INBOX"))
                 inbox = self._open.get("INBOX")
                 if inbox is not None:
                     return inbox.refresh(full=True).addCallback(lambda _: moved)
@@ -497,11 +568,13 @@ class Mailboxes:
             return defer.fail(e)
 
         def resubscribe(_):
-            # only now that the rename happened: sessions that have the
-            # folder (or a child) selected are told to reselect
+            # only now that the rename happened: open folders (and the
+            # sessions that have them selected) follow their directories
             for key in list(self._open):
                 if key == old or key.startswith(old + self.separator):
-                    self._open[key]._detach()
+                    renamed = new + key[len(old) :]
+                    self._open[key]._renamed(renamed, dovecot.folderDirName(renamed, self.separator))
+            self.store.recent.rename(self.recentRoot, old, new, self.separator)
 
             def work():
                 names = self._subscriptionsWork()

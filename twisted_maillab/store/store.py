@@ -22,6 +22,7 @@ from twisted_maillab.store.delivery import CommitBatcher, DeliveryTransaction
 from twisted_maillab.store.errors import StoreError
 from twisted_maillab.store.firstlogin import FirstLogin
 from twisted_maillab.store.mailboxes import FolderInfo, Mailboxes, _folderKey
+from twisted_maillab.store.recent import RecentSet
 from twisted_maillab.store.workers import WorkerPool
 
 if TYPE_CHECKING:
@@ -186,6 +187,8 @@ class Store:
             runner = self._runInPool
         self.run = runner
         self._mailboxes: dict[str, Mailboxes] = {}
+        #: \\Recent outside new/, kept while the process runs
+        self.recent = RecentSet()
         self.directorySyncs = DirectorySyncs()
         self.commits = CommitBatcher(self)
         self._inotify = None
