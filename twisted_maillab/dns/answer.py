@@ -332,9 +332,14 @@ class ResponseTable:
             # commonest UDP shapes, if that fits; else nothing.
             common = ()
             shapes = shapes[:2]
-            held = sum(len(node.rrsets) for zone in self.zones for node in zone.nodes.values())
-            if held * len(shapes) > self.budget:
-                return 0
+            held = 0
+            for zone in self.zones:
+                for node in zone.nodes.values():
+                    held += len(node.rrsets)
+                    if held * len(shapes) > self.budget:
+                        # Stop counting: a large zone's names are made
+                        # from their compact records one by one.
+                        return 0
         for zone in self.zones:
             for node in zone.nodes.values():
                 types = set(common) | set(node.rrsets)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import signal as _signal
+import sys
 
 from twisted.application import service
 from twisted.internet import defer, threads
@@ -52,20 +53,21 @@ class FileZoneSource:
 def loadQuietly(load):
     """
     Call C{load} (an L{IZoneSource}'s) with Python's cyclic garbage
-    collector paused, then freeze what is alive (L{gc.freeze}).  Zone data
-    holds no reference cycles, so reference counting alone frees an old
-    zone; but each full collection walks every object, and during the
-    reload of a zone of a million names those walks held the interpreter,
-    and so the reactor thread, for seconds (and made the load twice as
-    slow).  The cost: objects alive at a load that later become cyclic
-    garbage are not collected.
+    collector paused: while a large zone is read, each full collection
+    would walk every object made so far, in the loading thread but
+    holding the interpreter, and so the reactor thread.
+
+    Nothing is frozen (L{gc.freeze}) afterwards: a zone's names are kept
+    as bytes (L{twisted_maillab.dns.compact}), which the collector does
+    not track, so a collection after a load of a million names walks
+    about as much as before it; and what a freeze keeps out of every
+    collection would include whatever else was alive at that moment,
+    never collected if it later became cyclic garbage, at each reload.
     """
     enabled = gc.isenabled()
     gc.disable()
     try:
-        zones = load()
-        gc.freeze()
-        return zones
+        return load()
     finally:
         if enabled:
             gc.enable()
@@ -240,8 +242,10 @@ class DNSService(service.MultiService):
             self._reloadWaiters.append(waiter)
             return waiter
         log.info("dns: reloading the zones")
-        d = self.deferToThread(loadQuietly, self.source.load)
-        d.addCallbacks(self._loaded, self._loadFailed)
+        # Comparing a zone whose serial did not change with the one served
+        # walks both: that too in the pool thread.
+        d = self.deferToThread(_loadAndChoose, self.source.load, self.server.zones.byOrigin)
+        d.addCallbacks(self._chosen, self._loadFailed)
         self._reloading = d
 
         def done(result):
@@ -266,39 +270,29 @@ class DNSService(service.MultiService):
             log.failure("dns: reload failed, still serving the old data", failure)
         return []
 
-    def _loaded(self, newZones: list[Zone]):
-        current = self.server.zones.byOrigin
-        chosen = []
-        raised = []
-        for zone in newZones:
-            old = current.get(zone.originKey)
-            if old is None:
-                chosen.append(zone)
-                raised.append(zone)
-                continue
-            if _serialGreater(zone.serial, old.serial):
-                chosen.append(zone)
-                raised.append(zone)
-                log.info("dns: zone {zone} serial {old} -> {new}", zone=N.toText(zone.origin), old=old.serial, new=zone.serial)
-            else:
-                if zone.fingerprint() != old.fingerprint():
-                    log.warn(
-                        "dns: zone {zone} changed but its serial {serial} did not increase; keeping the old data",
-                        zone=N.toText(zone.origin),
-                        serial=zone.serial,
-                    )
-                chosen.append(old)
+    def _chosen(self, choice):
+        chosen, raised, unchanged = choice
+        for zone, oldSerial in raised:
+            if oldSerial is not None:
+                log.info("dns: zone {zone} serial {old} -> {new}", zone=N.toText(zone.origin), old=oldSerial, new=zone.serial)
+        for zone in unchanged:
+            log.warn(
+                "dns: zone {zone} changed but its serial {serial} did not increase; keeping the old data",
+                zone=N.toText(zone.origin),
+                serial=zone.serial,
+            )
         if not raised:
             return []
+        raised = [zone for zone, _ in raised]
         zones = Zones(chosen)
         d = self.deferToThread(self._table, zones)
 
         def install(table):
             previous = self.server.state
             self.server.install(zones, table)
-            # The old zones and table are freed in a pool thread, which
-            # holds the last reference: freeing a large zone object by
-            # object would hold the reactor thread.
+            # The old zones and table are freed in a pool thread, piece by
+            # piece (see _release): freed whole, a large zone would hold
+            # the interpreter, and so the reactor thread.
             self.deferToThread(_release, previous)
             del previous
             self.lastNotify = self.notify(raised)
@@ -324,10 +318,70 @@ class DNSService(service.MultiService):
         return defer.gatherResults(senders)
 
 
+def _loadAndChoose(load, current: dict):
+    """
+    In a pool thread: load the zones (L{loadQuietly}) and L{_choose}.
+    """
+    return _choose(loadQuietly(load), current)
+
+
+def _choose(newZones: list[Zone], current: dict):
+    """
+    Which zones to serve after a reload: a new zone replaces the one
+    served only when its SOA serial is higher (RFC 1982).
+
+    @return: C{(chosen, raised, unchanged)}: the zones to serve, the
+        C{(new zone, old serial or None)} of those replaced or added (not
+        the old zone: the reactor thread must not keep it alive, see
+        L{_release}), and the new zones
+        that differ from the served ones without a higher serial.
+    """
+    chosen = []
+    raised = []
+    unchanged = []
+    for zone in newZones:
+        old = current.get(zone.originKey)
+        if old is None or _serialGreater(zone.serial, old.serial):
+            chosen.append(zone)
+            raised.append((zone, None if old is None else old.serial))
+            continue
+        if zone.fingerprint() != old.fingerprint():
+            unchanged.append(zone)
+        chosen.append(old)
+    return chosen, raised, unchanged
+
+
 def _release(state) -> None:
     """
-    Nothing: called in a pool thread with the last reference to C{state}.
+    Free the zones and table of C{state} (a replaced L{DNSServer.state})
+    an entry at a time, in a pool thread: between two the reactor thread
+    can take the interpreter, where freeing a dict of a million names in
+    one go holds it for most of a second.
+
+    Only what nothing else still uses is emptied (a zone kept by the new
+    state because its serial did not change, a zone transfer in progress,
+    a NOTIFY being sent): C{sys.getrefcount} tells, since every holder of
+    a zone holds a reference to it.  The rest is freed by reference
+    counting when its last user lets go.
     """
+    zones, table = state
+    del state
+    retired = list(zones.byOrigin.values())
+    zones.byOrigin.clear()
+    del zones
+    # The table's dicts: held by the table alone.
+    for attribute in ("table", "permanent"):
+        mapping = getattr(table, attribute)
+        if sys.getrefcount(mapping) <= 3:  # the attribute, this name, the call
+            while mapping:
+                mapping.popitem()
+        del mapping
+    del table
+    while retired:
+        zone = retired.pop()
+        if sys.getrefcount(zone) <= 2:  # this name and the call
+            zone.nodes.release()
+        del zone
 
 
 def _hostPort(endpoint, description: str):

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from twisted_maillab.config import ConfigError
 from twisted_maillab.dns import names as N
-from twisted_maillab.dns.names import Name, NameRef, Rdata, RRset
+from twisted_maillab.dns import compact
+from twisted_maillab.dns.names import Name, NameRef, Node, Rdata, RRset
 
 __all__ = ["ZoneError", "Problem", "Zone", "loadZone", "parseZoneText", "parseOrigin", "highestCut"]
 
@@ -98,31 +99,48 @@ class _Entry:
     it began with whitespace (RFC 1035 5.1: owner is the previous one).
     """
 
-    __slots__ = ("line", "blankOwner", "tokens")
+    __slots__ = ("line", "blankOwner", "tokens", "end", "nextLine")
 
-    def __init__(self, line, blankOwner, tokens):
+    def __init__(self, line, blankOwner, tokens, end=0, nextLine=0):
         self.line = line
         self.blankOwner = blankOwner
         self.tokens = tokens
+        # Where the text after this entry starts: offset and line number.
+        self.end = end
+        self.nextLine = nextLine
 
 
 _SPECIAL = re.compile(r'[;()"\\]')
 
 
-def _tokenize(text: str, path: str, problems: list[Problem]):
+# The commonest line of a large zone: an owner in lower case (or a blank),
+# an optional decimal TTL, class IN, a type a name can hold compactly and
+# simple data, nothing else (no comment, parenthesis, escape or quote
+# inside a string).  L{_Parser} reads such lines without making tokens;
+# any line it declines goes through the tokenizer and the full reader.
+_FAST_LINE = re.compile(
+    r"(?:([-a-z0-9_*][-a-z0-9_.*]*)|(?=[ \t]))[ \t]+(?:([0-9]+)[ \t]+)?(?:IN[ \t]+)?(A|AAAA|MX|TXT)[ \t]+"
+    r'([^\s;()"\\]+(?:[ \t]+[^\s;()"\\]+)*|"[^"\\\n]*")[ \t\r]*$',
+    re.MULTILINE,
+)
+
+
+def _tokenize(text: str, path: str, problems: list[Problem], start: int = 0, firstLine: int = 1):
     """
     Split master-file text into L{_Entry} objects (RFC 1035 5.1): C{;}
     starts a comment outside quotes, C{( )} join lines, C{"..."} is one
     token with C{\\X} and C{\\DDD} escapes.
+
+    @param start: the offset to start at (the start of line C{firstLine}).
     """
     tokens: list[Token] = []
     blankOwner = False
     entryLine = 0
     paren = 0
     parenLine = 0
-    line = 1
+    line = firstLine
     atLineStart = True
-    i = 0
+    i = start
     n = len(text)
     while i < n:
         if atLineStart and paren == 0 and not tokens:
@@ -136,7 +154,7 @@ def _tokenize(text: str, path: str, problems: list[Problem]):
             if not _SPECIAL.search(whole):
                 parts = whole.split()
                 if parts:
-                    yield _Entry(line, whole[:1] in " \t\r", [Token(part, False, line) for part in parts])
+                    yield _Entry(line, whole[:1] in " \t\r", [Token(part, False, line) for part in parts], end + 1, line + 1)
                 line += 1
                 i = end + 1
                 continue
@@ -146,7 +164,7 @@ def _tokenize(text: str, path: str, problems: list[Problem]):
             i += 1
             atLineStart = True
             if paren == 0 and tokens:
-                yield _Entry(entryLine, blankOwner, tokens)
+                yield _Entry(entryLine, blankOwner, tokens, i, line)
                 tokens = []
             continue
         if c in " \t\r":
@@ -222,7 +240,7 @@ def _tokenize(text: str, path: str, problems: list[Problem]):
     if paren:
         problems.append(Problem(path, parenLine, "'(' is never closed"))
     if tokens:
-        yield _Entry(entryLine, blankOwner, tokens)
+        yield _Entry(entryLine, blankOwner, tokens, n + 1, line)
 
 
 # ---------------------------------------------------------------------------
@@ -589,25 +607,15 @@ def _parseClass(text: str) -> int | None:
 # The zone.
 
 
-class Node:
-    """
-    One name of the zone: its RRsets by type, in the order first read.
-    """
-
-    __slots__ = ("name", "rrsets")
-
-    def __init__(self, name: Name):
-        self.name = name
-        self.rrsets: dict[int, RRset] = {}
-
-
 class Zone:
     """
     The data of one zone.
 
     @ivar origin: the apex name.
     @ivar nodes: lookup key -> L{Node}, including empty non-terminals
-        (RFC 4592 2.2.2), which have no RRsets.
+        (RFC 4592 2.2.2), which have no RRsets: a
+        L{twisted_maillab.dns.compact.NodeMap}, which keeps most names of
+        a large zone as bytes.
     @ivar cuts: keys of delegation points (NS below the apex).
     @ivar path: the main file.
     @ivar warnings: L{Problem}s that did not stop the load.
@@ -617,7 +625,9 @@ class Zone:
         self.origin = origin
         self.originKey = N.key(origin)
         self.path = path
-        self.nodes: dict[Name, Node] = {}
+        # Files records were read from (compact records keep an index).
+        self.paths: list[str] = []
+        self.nodes = compact.NodeMap(self.paths)
         self.cuts: set[Name] = set()
         self.dnames: set[Name] = set()
         self.warnings: list[Problem] = []
@@ -667,19 +677,68 @@ class Zone:
             (N.key(r.owner), r.rtype, r.ttl, d.canonical()) for r in self.rrsets() for d in r.rdatas
         )
 
+    def setSerial(self, serial: int) -> None:
+        """
+        Serve C{serial} in the SOA (RFC 1035 3.3.13) from now on, e.g. once
+        generated records were added with L{_Parser.parseText}.
+        """
+        soa = self.soa
+        old = soa.rdatas[0]
+        timers = struct.pack("!I", serial & MAX_UINT32) + old.parts[2][4:]
+        soa.rdatas[0] = Rdata(old.parts[:2] + (timers,), old.target)
+
+    def pathIndex(self, path: str) -> int:
+        """
+        The index of C{path} in L{paths}, added if new.
+        """
+        try:
+            return self.paths.index(path)
+        except ValueError:
+            self.paths.append(path)
+            return len(self.paths) - 1
+
+    def _addParents(self, wireKey: bytes, owner: Name, ownerKey: Name) -> None:
+        # Empty non-terminals exist (RFC 4592 2.2.2), so queries for them
+        # answer NODATA, not NXDOMAIN.
+        entries = self.nodes.entries
+        offset = 0
+        for i in range(1, len(ownerKey) - len(self.originKey)):
+            offset += len(ownerKey[i - 1]) + 1
+            parent = wireKey[offset:]
+            if parent not in entries:
+                entries[parent] = Node(owner[i:])
+
+    def addCompact(self, wireKey: bytes, name: Name | None, rtype: int, ttl: int, line: int, pathIndex: int, data: bytes) -> bool:
+        """
+        Add one record to a compact name (see L{twisted_maillab.dns.compact}):
+        C{wireKey} is the lower-cased owner in wire form, C{name} its labels
+        when it may need empty non-terminals above it.
+
+        @return: whether it was added; when not (the name is a L{Node}, or
+            already holds this type, so duplicates and TTLs must be
+            checked), the caller adds it with L{add}.
+        """
+        entries = self.nodes.entries
+        value = entries.get(wireKey)
+        if value is None:
+            entries[wireKey] = compact.packHeader(rtype, ttl, line, pathIndex, len(data)) + data
+            if name is not None and len(name) > len(self.originKey) + 1:
+                self._addParents(wireKey, name, name)
+            return True
+        if value.__class__ is bytes and rtype not in compact.types(value):
+            entries[wireKey] = value + compact.packHeader(rtype, ttl, line, pathIndex, len(data)) + data
+            return True
+        return False
+
     def add(self, owner: Name, rtype: int, ttl: int, rdata: Rdata, path: str, line: int, problems):
         labels = self._labels
         ownerKey = tuple([labels.setdefault(label, label) for label in N.key(owner)])
         owner = ownerKey if owner == ownerKey else tuple([labels.setdefault(label, label) for label in owner])
-        node = self.nodes.get(ownerKey)
+        wireKey = N.toWire(ownerKey)
+        node = self.nodes.materialize(wireKey)
         if node is None:
-            node = self.nodes[ownerKey] = Node(owner)
-            # Empty non-terminals exist (RFC 4592 2.2.2), so queries for
-            # them answer NODATA, not NXDOMAIN.
-            for i in range(1, len(ownerKey) - len(self.originKey)):
-                parent = ownerKey[i:]
-                if parent not in self.nodes:
-                    self.nodes[parent] = Node(owner[i:])
+            node = self.nodes.entries[wireKey] = Node(owner)
+            self._addParents(wireKey, owner, ownerKey)
         rrset = node.rrsets.get(rtype)
         if rrset is None:
             rrset = node.rrsets[rtype] = RRset(owner, rtype, ttl, line, path)
@@ -729,8 +788,15 @@ class _Parser:
         self.parseText(text, str(path), origin, depth)
 
     def parseText(self, text: str, path: str, origin: Name, depth: int = 0):
-        lastOwner: Name | None = None
-        for entry in _tokenize(text, path, self.problems):
+        """
+        Read master-file text into the zone (which may already hold
+        records: they are added to).
+        """
+        # The previous owner (RFC 1035 5.1: a blank owner repeats it), as
+        # labels, or as the wire key of a compact name.
+        last: list = [None]
+        current = [origin]
+        for entry in self._entries(text, path, current, last):
             tokens = entry.tokens
             first = tokens[0]
             if not entry.blankOwner and not first.quoted and first.text.startswith("$"):
@@ -740,7 +806,7 @@ class _Parser:
                     if directive == "$ORIGIN":
                         if len(args) != 1:
                             raise ValueError("$ORIGIN takes one name")
-                        origin = parseName(args[0].text, origin)
+                        origin = current[0] = parseName(args[0].text, origin)
                     elif directive == "$TTL":
                         if len(args) != 1:
                             raise ValueError("$TTL takes one TTL")
@@ -763,10 +829,155 @@ class _Parser:
                 except ValueError as e:
                     self.error(path, entry.line, str(e))
                 continue
+            lastOwner = last[0]
+            if lastOwner.__class__ is bytes:
+                lastOwner = compact.wireToName(lastOwner)
             try:
-                lastOwner = self.parseRecord(entry, path, origin, lastOwner)
+                last[0] = self.parseRecord(entry, path, origin, lastOwner)
             except ValueError as e:
                 self.error(path, entry.line, str(e))
+
+    def _entries(self, text: str, path: str, current: list, last: list):
+        """
+        The entries of C{text} for L{parseText} to read, less the lines
+        of L{_FAST_LINE} form, which are stored here, line by line, when
+        they can be (see L{_fastReader}); from any other line on, the
+        tokenizer makes the next entry (which may span lines).
+        """
+        read = self._fastReader(path, current, last)
+        match = _FAST_LINE.match
+        lines = text.split("\n")
+        count = len(lines)
+        index = 0
+        position = 0
+        while index < count:
+            line = lines[index]
+            found = match(line)
+            if found is not None and read(found, index + 1):
+                position += len(line) + 1
+                index += 1
+                continue
+            if not line or line.isspace() or line.lstrip()[0] == ";":
+                position += len(line) + 1
+                index += 1
+                continue
+            for entry in _tokenize(text, path, self.problems, position, index + 1):
+                yield entry
+                break
+            else:
+                return
+            position = entry.end
+            index = entry.nextLine - 1 if position <= len(text) else count
+
+    def _fastReader(self, path: str, current: list, last: list):
+        """
+        The reader of L{_FAST_LINE} lines for L{_tokenize}: it stores the
+        record compactly and returns true, or returns false (the line is
+        then read by L{parseRecord}, which reports what is wrong with it,
+        or the name is not one a compact entry can hold).
+        """
+        zone = self.zone
+        pathIndex = zone.pathIndex(path)
+        zoneKey = zone.originKey
+        depth = len(zoneKey)
+        addCompact = zone.addCompact
+        entries = zone.nodes.entries
+        packHeader = compact.packHeader
+        inet_pton = socket.inet_pton
+        AF_INET = socket.AF_INET
+        # The origin names are relative to, and its wire form when names
+        # below it may be compact (lower case, inside the zone).
+        relative: list = [None, None]
+
+        def read(match, line: int) -> bool:
+            owner, ttlText, typeText, data = match.groups()
+            origin = current[0]
+            name = None
+            if owner is None:
+                wireKey = last[0]
+                if wireKey.__class__ is not bytes:
+                    return False
+            elif "." not in owner:
+                if relative[0] is not origin:
+                    relative[0] = origin
+                    inside = origin == N.key(origin) and N.isSubdomain(origin, zoneKey)
+                    relative[1] = N.toWire(origin) if inside else None
+                originWire = relative[1]
+                if originWire is None or len(owner) > 63:
+                    return False
+                wireKey = (chr(len(owner)) + owner).encode("latin-1") + originWire
+                if len(wireKey) > 255:
+                    return False
+                if len(origin) != depth:
+                    name = (wireKey[1 : len(owner) + 1],) + origin
+            else:
+                try:
+                    name = parseName(owner, origin)
+                except ValueError:
+                    return False
+                if len(name) <= depth or name[len(name) - depth :] != zoneKey or name != N.key(name):
+                    return False
+                wireKey = N.toWire(name)
+            if ttlText is None:
+                ttl = self.defaultTTL
+                if ttl is None:
+                    ttl = self.lastTTL
+                    if ttl is None:
+                        return False
+            else:
+                ttl = int(ttlText)
+                if ttl > MAX_TTL:
+                    return False
+            if typeText == "A":
+                try:
+                    rdata = inet_pton(AF_INET, data)
+                except (OSError, ValueError):
+                    return False
+                rtype = N.A
+            elif typeText == "TXT":
+                if data[0] == '"':
+                    pieces = [data[1:-1]]
+                else:
+                    pieces = data.split()
+                    if any(piece[0] == "#" for piece in pieces):
+                        return False
+                strings = [piece.encode("latin-1") for piece in pieces]
+                if any(len(string) > 255 for string in strings):
+                    return False
+                rdata = b"".join(bytes((len(string),)) + string for string in strings)
+                rtype = N.TXT
+            elif typeText == "MX":
+                fields = data.split()
+                if len(fields) != 2 or not fields[0].isascii() or not fields[0].isdigit() or fields[1][0] == "#":
+                    return False
+                preference = int(fields[0])
+                if preference > 0xFFFF:
+                    return False
+                try:
+                    exchange = parseName(fields[1], origin)
+                except ValueError:
+                    return False
+                rdata = struct.pack("!H", preference) + N.toWire(exchange)
+                rtype = N.MX
+            else:
+                try:
+                    rdata = ipaddress.IPv6Address(data).packed
+                except ValueError:
+                    return False
+                rtype = N.AAAA
+            if wireKey not in entries:
+                # A new name: what addCompact does first, without the call.
+                entries[wireKey] = packHeader(rtype, ttl, line, pathIndex, len(rdata)) + rdata
+                if name is not None and len(name) > depth + 1:
+                    zone._addParents(wireKey, name, name)
+            elif not addCompact(wireKey, name, rtype, ttl, line, pathIndex, rdata):
+                return False
+            if ttlText is not None:
+                self.lastTTL = ttl
+            last[0] = wireKey
+            return True
+
+        return read
 
     def parseRecord(self, entry: _Entry, path: str, origin: Name, lastOwner):
         tokens = list(entry.tokens)
