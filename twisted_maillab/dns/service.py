@@ -7,6 +7,7 @@ L{DNSService.reload}, and NOTIFY the secondaries.
 from __future__ import annotations
 
 import gc
+import os
 import signal as _signal
 import sys
 
@@ -18,6 +19,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_maillab.dns import names as N
+from twisted_maillab.dns import zonecache
 from twisted_maillab.interfaces import IZoneSource
 from twisted_maillab.dns.answer import ResponseTable, Zones
 from twisted_maillab.dns.server import (
@@ -41,13 +43,17 @@ class FileZoneSource:
     Zones from BIND master files: the C{[dns] zones} key.
 
     @ivar specs: C{(origin, path)} of each zone.
+    @ivar cacheDirectory: where zones are saved once parsed and read back
+        while their files do not change (L{twisted_maillab.dns.zonecache}),
+        or L{None}.
     """
 
-    def __init__(self, specs):
+    def __init__(self, specs, cacheDirectory=None):
         self.specs = tuple(specs)
+        self.cacheDirectory = cacheDirectory
 
     def load(self) -> list[Zone]:
-        return loadZones(self.specs)
+        return loadZones(self.specs, self.cacheDirectory)
 
 
 def loadQuietly(load):
@@ -73,20 +79,42 @@ def loadQuietly(load):
             gc.enable()
 
 
-def loadZones(specs) -> list[Zone]:
+def loadZones(specs, cacheDirectory=None) -> list[Zone]:
     """
     Load every C{(origin, path)}; blocking (run it in a thread once the
     reactor runs).
 
+    @param cacheDirectory: where parsed zones are saved and read back while
+        their files are unchanged, or L{None} to parse every time.
     @raise ZoneError: for the first zone with errors, naming file and lines.
     """
     zones = []
     for origin, path in specs:
-        zone = loadZone(path, parseOrigin(origin))
+        zone = _loadZone(path, parseOrigin(origin), cacheDirectory)
         for warning in zone.warnings:
             log.warn("{finding}", finding=str(warning))
         zones.append(zone)
     return zones
+
+
+def _loadZone(path, origin, cacheDirectory) -> Zone:
+    """
+    One zone: its saved form when its files did not change, else parsed
+    (and then saved).
+    """
+    if cacheDirectory is None:
+        return loadZone(path, origin)
+    zone = zonecache.load(cacheDirectory, path, origin)
+    if zone is not None:
+        log.info("dns: zone {zone} read from {cache} (its files did not change)", zone=N.toText(origin), cache=str(zonecache.cachePath(cacheDirectory, origin, path)))
+        return zone
+    zone = loadZone(path, origin)
+    try:
+        os.makedirs(cacheDirectory, mode=0o700, exist_ok=True)
+        zonecache.save(cacheDirectory, zone)
+    except OSError as e:
+        log.warn("dns: cannot save zone {zone} in {directory}: {error}", zone=N.toText(origin), directory=str(cacheDirectory), error=e.strerror or str(e))
+    return zone
 
 
 class _UDPAndTCP(service.Service):

@@ -15,7 +15,9 @@ L{twisted_maillab.dns.integrity}.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import os
 import re
 import socket
 import struct
@@ -123,6 +125,23 @@ _FAST_LINE = re.compile(
     r'([^\s;()"\\]+(?:[ \t]+[^\s;()"\\]+)*|"[^"\\\n]*")[ \t\r]*$',
     re.MULTILINE,
 )
+
+
+def _lines(text: str, chunk: int = 65536):
+    """
+    The lines of C{text}, as C{text.split("\\n")} gives them, split a
+    chunk at a time: one split of a large zone holds the interpreter for
+    tens of milliseconds (a reload runs beside the reactor thread).
+    """
+    start = 0
+    n = len(text)
+    while start + chunk < n:
+        end = text.find("\n", start + chunk)
+        if end == -1:
+            break
+        yield from text[start:end].split("\n")
+        start = end + 1
+    yield from text[start:].split("\n")
 
 
 def _tokenize(text: str, path: str, problems: list[Problem], start: int = 0, firstLine: int = 1):
@@ -627,6 +646,9 @@ class Zone:
         self.path = path
         # Files records were read from (compact records keep an index).
         self.paths: list[str] = []
+        # (path, size, mtime_ns, inode, sha256) of each file as it was
+        # read by loadZone (see twisted_maillab.dns.zonecache).
+        self.sources: list[tuple] = []
         self.nodes = compact.NodeMap(self.paths)
         self.cuts: set[Name] = set()
         self.dnames: set[Name] = set()
@@ -752,11 +774,18 @@ class Zone:
 
 
 class _Parser:
+    # Whether lines of the _FAST_LINE form are stored compactly (tests
+    # compare with the zone read without).
+    fastLines = True
+
     def __init__(self, zone: Zone, problems: list[Problem], defaultTTL: int | None):
         self.zone = zone
         self.problems = problems
         self.defaultTTL = defaultTTL
         self.lastTTL: int | None = None
+        # (path, size, mtime_ns, inode, sha256) of each file read, as it
+        # was read: what a saved form of the zone depends on.
+        self.sources: list[tuple] = []
 
     def error(self, path, line, reason):
         self.problems.append(Problem(path, line, reason))
@@ -779,10 +808,12 @@ class _Parser:
         try:
             with open(path, "rb") as f:
                 raw = f.read()
+                stat = os.fstat(f.fileno())
         except OSError as e:
             where = includedFrom or (str(path), 0)
             self.error(where[0], where[1], f"cannot read {path}: {e.strerror or e}")
             return
+        self.sources.append((str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino, hashlib.sha256(raw).hexdigest()))
         # One character per byte: data (TXT, escapes) comes out byte-exact.
         text = raw.decode("latin-1")
         self.parseText(text, str(path), origin, depth)
@@ -844,14 +875,18 @@ class _Parser:
         they can be (see L{_fastReader}); from any other line on, the
         tokenizer makes the next entry (which may span lines).
         """
+        if not self.fastLines:
+            yield from _tokenize(text, path, self.problems)
+            return
         read = self._fastReader(path, current, last)
         match = _FAST_LINE.match
-        lines = text.split("\n")
-        count = len(lines)
-        index = 0
-        position = 0
-        while index < count:
-            line = lines[index]
+        index = 0  # the line number, minus one
+        position = 0  # where that line starts in the text
+        skip = 0  # lines before this one were read by the tokenizer
+        for line in _lines(text):
+            if index < skip:
+                index += 1
+                continue
             found = match(line)
             if found is not None and read(found, index + 1):
                 position += len(line) + 1
@@ -866,8 +901,11 @@ class _Parser:
                 break
             else:
                 return
+            if entry.end > len(text):
+                return
             position = entry.end
-            index = entry.nextLine - 1 if position <= len(text) else count
+            skip = entry.nextLine - 1
+            index += 1
 
     def _fastReader(self, path: str, current: list, last: list):
         """
@@ -1123,6 +1161,7 @@ def loadZone(path: str | Path, origin: Name) -> Zone:
     problems: list[Problem] = []
     parser = _Parser(zone, problems, None)
     parser.parseFile(Path(path), origin, 0, (str(path), 0))
+    zone.sources = parser.sources
     if not any(p.severity == "error" for p in problems):
         checkZone(zone, problems)
     zone.warnings = [p for p in problems if p.severity != "error"]
