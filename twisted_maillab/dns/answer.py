@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 
+from twisted_maillab.dns import compact
 from twisted_maillab.dns import names as N
 from twisted_maillab.dns import wire
 from twisted_maillab.dns.names import Name, NameRef, Rdata, RRset
@@ -334,11 +335,10 @@ class ResponseTable:
             shapes = shapes[:2]
             held = 0
             for zone in self.zones:
-                for node in zone.nodes.values():
-                    held += len(node.rrsets)
+                for value in zone.nodes.entries.values():
+                    # Counted without making the nodes of compact names.
+                    held += len(compact.types(value)) if value.__class__ is bytes else len(value.rrsets)
                     if held * len(shapes) > self.budget:
-                        # Stop counting: a large zone's names are made
-                        # from their compact records one by one.
                         return 0
         for zone in self.zones:
             for node in zone.nodes.values():
