@@ -30,7 +30,7 @@ import os
 import pickle
 from pathlib import Path
 
-from twisted_maillab.atomicwrite import replaceFile
+from twisted_maillab.atomicwrite import writeAll
 from twisted_maillab.dns import names as N
 from twisted_maillab.dns.zone import Zone
 
@@ -108,8 +108,23 @@ def save(directory, zone: Zone) -> Path:
     if chunk:
         chunks.append(marshal.dumps(chunk))
     model = pickle.dumps((zone.origin, zone.path, zone.paths, nodeKeys, nodes, zone.cuts, zone.dnames, zone.warnings), 5)
+    header = marshal.dumps((list(zone.sources), model, [len(chunk) for chunk in chunks]))
     target = cachePath(directory, zone.origin, zone.path)
-    replaceFile(target, MAGIC + marshal.dumps((list(zone.sources), model, chunks)), fsync=False, syncDir=False)
+    # Written piece by piece (os.write lets other threads run): joining
+    # tens of megabytes first would hold the interpreter while it copies.
+    temporary = f"{target}.tmp.{os.getpid()}"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        writeAll(fd, MAGIC + len(header).to_bytes(8, "big") + header)
+        for chunk in chunks:
+            writeAll(fd, chunk)
+    except BaseException:
+        os.close(fd)
+        os.unlink(temporary)
+        raise
+    os.close(fd)
+    os.replace(temporary, target)
     return target
 
 
@@ -127,9 +142,17 @@ def load(directory, path, origin) -> Zone | None:
         return None
     if not data.startswith(MAGIC):
         return None
+    view = memoryview(data)
     try:
-        sources, model, chunks = marshal.loads(memoryview(data)[len(MAGIC) :])
-        del data
+        start = len(MAGIC) + 8
+        end = start + int.from_bytes(view[len(MAGIC) : start], "big")
+        sources, model, lengths = marshal.loads(view[start:end])
+        chunks = []
+        for length in lengths:
+            chunks.append(view[end : end + length])
+            end += length
+        if end != len(data):
+            return None
         if not sources or sources[0][0] != str(path) or not _fresh(sources):
             return None
         savedOrigin, savedPath, paths, nodeKeys, nodes, cuts, dnames, warnings = _ModelUnpickler(io.BytesIO(model)).load()
