@@ -469,6 +469,7 @@ class _Parser:
         self.sources.append((str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino, hashlib.sha256(raw).hexdigest()))
         # One character per byte: data (TXT, escapes) comes out byte-exact.
         text = raw.decode("latin-1")
+        del raw  # a large zone's bytes need not stay beside its text
         self.parseText(text, str(path), origin, depth)
 
     def parseText(self, text: str, path: str, origin: Name, depth: int = 0):
