@@ -17,7 +17,13 @@ first answer and the resident memory (NSD: all its processes), then
 maillab's memory after a query for each of 20,000 names and the longest
 wait for an answer while it reloads the zone (SIGHUP, serial raised).
 
-    .venv/bin/python bench/dns_bench.py --zone-size 10000,100000
+    .venv/bin/python bench/dns_bench.py --zone-size 10000,100000 [--repeat 3]
+
+The floor (maillab with a zone of one name) is printed first; a second
+start with the file unchanged reads the zone saved by the first
+(C{[dns] zone_cache}), and is shown beside.  With C{--repeat N} each
+server is started N times and the shortest time kept (the machine may be
+shared).
 
 Needs: apt-get install -y dnsperf nsd.
 """
@@ -230,7 +236,7 @@ def stop(process) -> None:
         process.wait()
 
 
-def floor() -> float:
+def floor(repeat: int = 3) -> float:
     """
     The time maillab takes to answer with a zone of one name: interpreter,
     imports, configuration, listening; what no zone can make shorter.
@@ -241,7 +247,7 @@ def floor() -> float:
         with open(zonePath, "w") as f:
             f.write(generatedZone(1))
         times = []
-        for _ in range(3):
+        for _ in range(repeat):
             port = freePort()
             process = startSized(directory, zonePath, port)
             try:
@@ -253,7 +259,25 @@ def floor() -> float:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def zoneSize(names: int, floorTime: float) -> None:
+def bestOf(repeat: int, start, stopIt) -> tuple:
+    """
+    Start a server C{repeat} times: the shortest time to the first answer
+    (the machine is shared: the others measure its load) and its memory.
+    """
+    best = None
+    for _ in range(repeat):
+        process, port = start()
+        try:
+            ready = waitUntilAnswers(port, process, "server")
+            memory = rss([process.pid])
+        finally:
+            stopIt(process)
+        if best is None or ready < best[0]:
+            best = (ready, memory)
+    return best
+
+
+def zoneSize(names: int, floorTime: float, repeat: int = 1) -> None:
     directory = tempfile.mkdtemp(prefix="maillab-dnssize-")
     zonePath = os.path.join(directory, "bench.zone")
     text = generatedZone(names)
@@ -262,15 +286,28 @@ def zoneSize(names: int, floorTime: float) -> None:
     processes = []
     nsd = NSD(_Dummy(), {SIZE_ORIGIN: text})
     try:
-        nsd.process = subprocess.Popen([nsd.binary, "-d", "-c", nsd.conf], stdout=open(nsd.log, "w"), stderr=subprocess.STDOUT)
-        nsdReady = waitUntilAnswers(nsd.port, nsd.process, "nsd")
-        nsdRss = rss([nsd.process.pid])
-        nsd.stop()
-        port = freePort()
-        process = startSized(directory, zonePath, port)
+
+        def startNSD():
+            nsd.process = subprocess.Popen([nsd.binary, "-d", "-c", nsd.conf], stdout=open(nsd.log, "w"), stderr=subprocess.STDOUT)
+            return nsd.process, nsd.port
+
+        nsdReady, nsdRss = bestOf(repeat, startNSD, stop)
+        saved = os.path.join(directory, "state", "dns")
+
+        def startCold():
+            # Without a saved zone: the file is parsed.
+            shutil.rmtree(saved, ignore_errors=True)
+            port = freePort()
+            return startSized(directory, zonePath, port), port
+
+        if repeat > 1:
+            ready, readyRss = bestOf(repeat - 1, startCold, stop)
+        process, port = startCold()
         processes.append(process)
-        ready = waitUntilAnswers(port, process, "maillab")
-        readyRss = rss([process.pid])
+        lastReady = waitUntilAnswers(port, process, "maillab")
+        lastRss = rss([process.pid])
+        if repeat == 1 or lastReady < ready:
+            ready, readyRss = lastReady, lastRss
         for i in range(0, names, max(1, names // 20000)):
             udpQuery(port, buildQuery(f"h{i}.{SIZE_ORIGIN}", N.A, edns=1232), timeout=1)
         queriedRss = rss([process.pid])
@@ -298,11 +335,12 @@ def zoneSize(names: int, floorTime: float) -> None:
         processes.remove(process)
         # A restart with the file unchanged reads the zone saved at the
         # reload ([dns] zone_cache).
-        port = freePort()
-        process = startSized(directory, zonePath, port)
-        processes.append(process)
-        warm = waitUntilAnswers(port, process, "maillab")
-        warmRss = rss([process.pid])
+
+        def startWarm():
+            port = freePort()
+            return startSized(directory, zonePath, port), port
+
+        warm, warmRss = bestOf(repeat, startWarm, stop)
         mib = 1024 * 1024
         print(
             f"{names:>9,} names: NSD ready {nsdReady:5.2f} s, RSS {nsdRss / mib:4.0f} MiB | maillab ready {ready:6.2f} s "
@@ -327,11 +365,12 @@ def main(argv=None) -> int:
     parser.add_argument("--modes", default="udp,tcp")
     parser.add_argument("--edns", action="store_true", help="queries carry an EDNS0 OPT record (dnsperf -e)")
     parser.add_argument("--zone-size", help="N[,N...]: startup time and memory on generated zones of N names instead")
+    parser.add_argument("--repeat", type=int, default=1, help="with --zone-size: start each server this many times, keep the shortest")
     args = parser.parse_args(argv)
     if args.zone_size:
         if not os.path.exists("/usr/sbin/nsd") and shutil.which("nsd") is None:
             raise SystemExit("nsd is missing: apt-get install -y nsd")
-        floorTime = floor()
+        floorTime = floor(max(3, args.repeat))
         sizes = [int(names.replace("_", "")) for names in args.zone_size.split(",")]
         print(
             f"floor: maillab answers {floorTime:.2f} s after it starts with a zone of one name "
@@ -340,7 +379,7 @@ def main(argv=None) -> int:
             flush=True,
         )
         for names in sizes:
-            zoneSize(names, floorTime)
+            zoneSize(names, floorTime, args.repeat)
         return 0
     for tool, package in (("dnsperf", "dnsperf"), ("nsd", "nsd")):
         if shutil.which(tool) is None and not os.path.exists(f"/usr/sbin/{tool}"):
