@@ -153,3 +153,52 @@ class ZoneCacheTests(unittest.TestCase):
         FileZoneSource([(ORIGIN, self.path)]).load()
         self.assertFalse(os.path.exists(other))
         self.assertEqual(loadZone(self.path, self.origin).serial, 1)
+
+
+class ChooseTests(unittest.TestCase):
+    """
+    What a reload keeps (L{twisted_maillab.dns.service._choose}).
+    """
+
+    def setUp(self):
+        self.directory = self.mktemp()
+        os.makedirs(self.directory)
+        self.path = os.path.join(self.directory, "example.org.zone")
+        with open(self.path, "w") as f:
+            f.write(ZONE.format(serial=1))
+        with open(os.path.join(self.directory, "more.zone"), "w") as f:
+            f.write(MORE)
+        self.old = loadZones([(ORIGIN, self.path)])[0]
+
+    def test_sameFilesNotCompared(self):
+        """
+        A zone read from the same bytes is the same zone: the old one is
+        kept without comparing records, and the new one is emptied.
+        """
+        from twisted_maillab.dns.service import _choose
+        from twisted_maillab.dns.zone import Zone
+
+        new = loadZones([(ORIGIN, self.path)])[0]
+        self.patch(Zone, "fingerprint", lambda zone: self.fail("compared"))
+        chosen, raised, unchanged = _choose([new], {self.old.originKey: self.old})
+        self.assertEqual((chosen, raised, unchanged), ([self.old], [], []))
+        self.assertEqual(len(new.nodes), 0)
+        self.assertGreater(len(self.old.nodes), 0)
+
+    def test_changedWithoutSerial(self):
+        """
+        Other contents under the same serial: the old zone stays, the new
+        one is reported; a higher serial replaces it.
+        """
+        from twisted_maillab.dns.service import _choose
+
+        with open(self.path, "a") as f:
+            f.write("h9 A 192.0.2.99\n")
+        new = loadZones([(ORIGIN, self.path)])[0]
+        chosen, raised, unchanged = _choose([new], {self.old.originKey: self.old})
+        self.assertEqual((chosen, raised, unchanged), ([self.old], [], [(self.old.origin, 1)]))
+        with open(self.path, "w") as f:
+            f.write(ZONE.format(serial=2))
+        new = loadZones([(ORIGIN, self.path)])[0]
+        chosen, raised, unchanged = _choose([new], {self.old.originKey: self.old})
+        self.assertEqual((chosen, raised, unchanged), ([new], [(new, 1)], []))

@@ -303,11 +303,11 @@ class DNSService(service.MultiService):
         for zone, oldSerial in raised:
             if oldSerial is not None:
                 log.info("dns: zone {zone} serial {old} -> {new}", zone=N.toText(zone.origin), old=oldSerial, new=zone.serial)
-        for zone in unchanged:
+        for origin, serial in unchanged:
             log.warn(
                 "dns: zone {zone} changed but its serial {serial} did not increase; keeping the old data",
-                zone=N.toText(zone.origin),
-                serial=zone.serial,
+                zone=N.toText(origin),
+                serial=serial,
             )
         if not raised:
             return []
@@ -361,8 +361,9 @@ def _choose(newZones: list[Zone], current: dict):
     @return: C{(chosen, raised, unchanged)}: the zones to serve, the
         C{(new zone, old serial or None)} of those replaced or added (not
         the old zone: the reactor thread must not keep it alive, see
-        L{_release}), and the new zones
-        that differ from the served ones without a higher serial.
+        L{_release}), and C{(origin, serial)} of the new zones that differ
+        from the served ones without a higher serial (emptied, as every
+        new zone not served).
     """
     chosen = []
     raised = []
@@ -373,9 +374,13 @@ def _choose(newZones: list[Zone], current: dict):
             chosen.append(zone)
             raised.append((zone, None if old is None else old.serial))
             continue
-        if zone.fingerprint() != old.fingerprint():
-            unchanged.append(zone)
+        # Read from the same bytes (the digests of every file are equal):
+        # the same zone, without comparing every record.
+        if not (zone.sources and zone.sources == old.sources) and zone.fingerprint() != old.fingerprint():
+            unchanged.append((zone.origin, zone.serial))
         chosen.append(old)
+        # Not served: freed here an entry at a time (see _release).
+        zone.nodes.release()
     return chosen, raised, unchanged
 
 

@@ -791,5 +791,9 @@ def loadZone(path: str | Path, origin: Name) -> Zone:
         checkZone(zone, problems)
     zone.warnings = [p for p in problems if p.severity != "error"]
     if any(p.severity == "error" for p in problems):
+        # Emptied an entry at a time: the traceback would keep the zone
+        # alive until the reactor thread drops it, and freed whole there a
+        # large zone holds it (see twisted_maillab.dns.service._release).
+        zone.nodes.release()
         raise ZoneError(path, problems, N.toText(origin))
     return zone
