@@ -290,6 +290,44 @@ class ReloadTests(_Base):
         self.assertEqual(signal.getsignal(signal.SIGHUP), previous)
 
 
+class SavedZoneTests(_Base):
+    @defer.inlineCallbacks
+    def test_restartReadsSavedZoneNeverStale(self):
+        """
+        A start saves the parsed zone in the state directory; a restart
+        with the file unchanged reads it (the saved file is not written
+        again); an edit that keeps the file's size and modification time
+        is served after the next start, not the saved data.
+        """
+        from twisted_maillab.dns import zonecache
+        from twisted_maillab.dns.zone import parseOrigin
+
+        state = os.path.abspath(self.mktemp())
+        extra = f"[server]\nstate_directory = {state}\n"
+        self.startDNS(seedText(4, "www A 192.168.1.80\n"), extra=extra)
+        saved = zonecache.cachePath(os.path.join(state, "dns"), parseOrigin("domaineel.rt"), self.zonePath)
+        self.assertTrue(os.path.exists(saved))
+        written = os.stat(saved).st_mtime_ns
+
+        @defer.inlineCallbacks
+        def www():
+            answers, _, _ = yield self.resolver().lookupAddress("www.domaineel.rt")
+            return [a.payload.dottedQuad() for a in answers if a.type == dns.A]
+
+        self.assertEqual((yield www()), ["192.168.1.80"])
+        yield self.top.stopService()
+        self.startDNS(zoneFile=self.zonePath, extra=extra)
+        self.assertEqual((yield www()), ["192.168.1.80"])
+        self.assertEqual(os.stat(saved).st_mtime_ns, written)
+        yield self.top.stopService()
+        before = os.stat(self.zonePath)
+        self.writeZone(seedText(4, "www A 192.168.1.81\n"))
+        os.utime(self.zonePath, ns=(before.st_atime_ns, before.st_mtime_ns))
+        self.assertEqual(os.stat(self.zonePath).st_size, before.st_size)
+        self.startDNS(zoneFile=self.zonePath, extra=extra)
+        self.assertEqual((yield www()), ["192.168.1.81"])
+
+
 class FakeSignals:
     SIGHUP = signal.SIGHUP
     SIG_DFL = signal.SIG_DFL
