@@ -56,24 +56,30 @@ class FileZoneSource:
         return loadZones(self.specs, self.cacheDirectory)
 
 
-def loadQuietly(load):
+def loadQuietly(load, freeze: bool = False):
     """
     Call C{load} (an L{IZoneSource}'s) with Python's cyclic garbage
     collector paused: while a large zone is read, each full collection
     would walk every object made so far, in the loading thread but
     holding the interpreter, and so the reactor thread.
 
-    Nothing is frozen (L{gc.freeze}) afterwards: a zone's names are kept
-    as bytes (L{twisted_maillab.dns.compact}), which the collector does
-    not track, so a collection after a load of a million names walks
-    about as much as before it; and what a freeze keeps out of every
-    collection would include whatever else was alive at that moment,
-    never collected if it later became cyclic garbage, at each reload.
+    A reload freezes nothing (L{gc.freeze}): a zone's names are kept as
+    bytes (L{twisted_maillab.dns.compact}), which the collector does not
+    track, so a collection after a load of a million names walks about as
+    much as before it; and what a freeze keeps out of every collection
+    would include whatever else was alive at that moment (sessions of the
+    other services), never collected if it later became cyclic garbage,
+    at each reload.  At start-up (C{freeze}) what is alive is the
+    modules, the configuration and the zones, there for good: frozen,
+    the collections made while serving do not walk them.
     """
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return load()
+        zones = load()
+        if freeze:
+            gc.freeze()
+        return zones
     finally:
         if enabled:
             gc.enable()
@@ -435,7 +441,7 @@ def makeDNSService(config, resources) -> DNSService:
     """
     section = config.dns
     source = resources.zoneSource
-    zones = loadQuietly(source.load)
+    zones = loadQuietly(source.load, freeze=True)
     reactor = resources.reactor
     limiter = None
     if section.rate_limit:
