@@ -153,7 +153,7 @@ def load(directory, path, origin) -> Zone | None:
             end += length
         if end != len(data):
             return None
-        if not sources or sources[0][0] != str(path) or not _fresh(sources):
+        if not sources or sources[0][0] != str(Path(path)) or not _fresh(sources):
             return None
         savedOrigin, savedPath, paths, nodeKeys, nodes, cuts, dnames, warnings = _ModelUnpickler(io.BytesIO(model)).load()
     except (ValueError, EOFError, TypeError, pickle.UnpicklingError, AttributeError):
