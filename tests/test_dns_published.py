@@ -140,9 +140,24 @@ class PublishingZoneSourceTests(_ZoneDirectory):
 
     def test_generatedCNAMEBesideFileDataIsAnError(self):
         # The zone-wide checks run again on the merged zone.
-        LinesPublisher.lines = ["smtp MX 10 serveur.domaineel.rt."]
+        LinesPublisher.lines = ["serveur CNAME smtp.domaineel.rt."]
         error = self.assertRaises(ZoneError, self.load)
         self.assertTrue(any("CNAME" in p.reason for p in error.problems), error.problems)
+
+    def test_aliasInTheFileWins(self):
+        """
+        A generated record at a name the file makes a CNAME is left out
+        with a warning (RFC 1034 3.6.2): a shipped config's host name may
+        be an alias of the server's name in the zone.
+        """
+        LinesPublisher.lines = ['smtp TXT "v=spf1 mx -all"', "_imaps._tcp SRV 0 1 993 serveur.domaineel.rt."]
+        zone = self.load()
+        node = zone.nodes[(b"smtp", b"domaineel", b"rt")]
+        self.assertEqual(set(node.rrsets), {dns.CNAME})
+        self.assertIn(dns.SRV, zone.nodes[(b"_imaps", b"_tcp", b"domaineel", b"rt")].rrsets)
+        [warning] = [w for w in zone.warnings if "not published" in w.reason]
+        self.assertEqual((warning.path, warning.line), ("<generated: test records>", 1))
+        self.assertIn("makes the name an alias (CNAME)", warning.reason)
 
     def test_outOfZoneIsAnError(self):
         LinesPublisher.lines = ["www.example.com. A 192.0.2.1"]

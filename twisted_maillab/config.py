@@ -496,6 +496,11 @@ class DNSSection(ListenerSection):
         (),
         "zones served, as ORIGIN:PATH (BIND master files; PATH alone takes the origin from the file name)",
     )
+    zone_cache: bool = option(
+        parseBoolean,
+        True,
+        "save each parsed zone in <state_directory>/dns and read it back while its files are unchanged",
+    )
     allow_transfer: tuple = option(
         parseList(parseNetwork), (), "networks allowed AXFR/IXFR over TCP (default: nobody)"
     )

@@ -228,7 +228,9 @@ class Resources(SharedBackends):
         if self._zoneSource is None:
             from twisted_maillab.dns.service import FileZoneSource
 
-            self._zoneSource = FileZoneSource(self.config.dns.zones)
+            section = self.config.dns
+            cache = self.config.server.state_directory / "dns" if section.zone_cache else None
+            self._zoneSource = FileZoneSource(section.zones, cache)
         if not self._published:
             from twisted_maillab.dns.published import zoneSourceFor
 

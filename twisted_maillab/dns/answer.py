@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 
+from twisted_maillab.dns import compact
 from twisted_maillab.dns import names as N
 from twisted_maillab.dns import wire
 from twisted_maillab.dns.names import Name, NameRef, Rdata, RRset
@@ -332,9 +333,13 @@ class ResponseTable:
             # commonest UDP shapes, if that fits; else nothing.
             common = ()
             shapes = shapes[:2]
-            held = sum(len(node.rrsets) for zone in self.zones for node in zone.nodes.values())
-            if held * len(shapes) > self.budget:
-                return 0
+            held = 0
+            for zone in self.zones:
+                for value in zone.nodes.entries.values():
+                    # Counted without making the nodes of compact names.
+                    held += len(compact.types(value)) if value.__class__ is bytes else len(value.rrsets)
+                    if held * len(shapes) > self.budget:
+                        return 0
         for zone in self.zones:
             for node in zone.nodes.values():
                 types = set(common) | set(node.rrsets)

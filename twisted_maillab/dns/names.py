@@ -206,3 +206,15 @@ class RRset:
 
     def __repr__(self):
         return f"RRset({toText(self.owner)} {self.ttl} {typeText(self.rtype)} x{len(self.rdatas)})"
+
+
+class Node:
+    """
+    One name of a zone: its RRsets by type, in the order first read.
+    """
+
+    __slots__ = ("name", "rrsets")
+
+    def __init__(self, name: Name):
+        self.name = name
+        self.rrsets: dict[int, RRset] = {}

@@ -123,7 +123,7 @@ class PublishingZoneSource:
         for zone in zones:
             origin = N.toText(zone.origin).lower()
             produced = []
-            problems = []
+            generated = []
             for publisher in self.publishers:
                 try:
                     lines = [str(line) for line in publisher.records(self.config, origin)]
@@ -131,15 +131,20 @@ class PublishingZoneSource:
                     raise self.config.error("dns", "publish_mail_records", f"zone {origin}: {publisher.name}: {e}") from e
                 if not lines:
                     continue
-                problems += addRecords(zone, "\n".join(lines) + "\n", f"<generated: {publisher.name}>", DEFAULT_TTL)
+                generated += addRecords(zone, "\n".join(lines) + "\n", f"<generated: {publisher.name}>", DEFAULT_TTL)
                 produced += lines
+            checks = []
             if produced:
                 # The zone-wide checks again: a generated name can clash
-                # with the file's (a CNAME owner, data below a delegation).
-                checkZone(zone, problems)
-            errors = [p for p in problems if p.severity == "error"]
+                # with the file's (data below a delegation or a DNAME).
+                checkZone(zone, checks)
+            errors = [p for p in generated + checks if p.severity == "error"]
             if errors:
                 raise ZoneError(zone.path, errors, origin)
+            # The file's own warnings were logged when it was read.
+            for warning in generated:
+                log.warn("{finding}", finding=str(warning))
+            zone.warnings = list(zone.warnings) + generated
             digest = hashlib.sha256("\n".join(sorted(produced)).encode()).hexdigest()
             fileSerial = zone.serial
             served = servedSerial(previous.get(origin), fileSerial, digest)

@@ -7,7 +7,9 @@ L{DNSService.reload}, and NOTIFY the secondaries.
 from __future__ import annotations
 
 import gc
+import os
 import signal as _signal
+import sys
 
 from twisted.application import service
 from twisted.internet import defer, threads
@@ -17,6 +19,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_maillab.dns import names as N
+from twisted_maillab.dns import zonecache
 from twisted_maillab.interfaces import IZoneSource
 from twisted_maillab.dns.answer import ResponseTable, Zones
 from twisted_maillab.dns.server import (
@@ -40,51 +43,84 @@ class FileZoneSource:
     Zones from BIND master files: the C{[dns] zones} key.
 
     @ivar specs: C{(origin, path)} of each zone.
+    @ivar cacheDirectory: where zones are saved once parsed and read back
+        while their files do not change (L{twisted_maillab.dns.zonecache}),
+        or L{None}.
     """
 
-    def __init__(self, specs):
+    def __init__(self, specs, cacheDirectory=None):
         self.specs = tuple(specs)
+        self.cacheDirectory = cacheDirectory
 
     def load(self) -> list[Zone]:
-        return loadZones(self.specs)
+        return loadZones(self.specs, self.cacheDirectory)
 
 
-def loadQuietly(load):
+def loadQuietly(load, freeze: bool = False):
     """
     Call C{load} (an L{IZoneSource}'s) with Python's cyclic garbage
-    collector paused, then freeze what is alive (L{gc.freeze}).  Zone data
-    holds no reference cycles, so reference counting alone frees an old
-    zone; but each full collection walks every object, and during the
-    reload of a zone of a million names those walks held the interpreter,
-    and so the reactor thread, for seconds (and made the load twice as
-    slow).  The cost: objects alive at a load that later become cyclic
-    garbage are not collected.
+    collector paused: while a large zone is read, each full collection
+    would walk every object made so far, in the loading thread but
+    holding the interpreter, and so the reactor thread.
+
+    A reload freezes nothing (L{gc.freeze}): a zone's names are kept as
+    bytes (L{twisted_maillab.dns.compact}), which the collector does not
+    track, so a collection after a load of a million names walks about as
+    much as before it; and what a freeze keeps out of every collection
+    would include whatever else was alive at that moment (sessions of the
+    other services), never collected if it later became cyclic garbage,
+    at each reload.  At start-up (C{freeze}) what is alive is the
+    modules, the configuration and the zones, there for good: frozen,
+    the collections made while serving do not walk them.
     """
     enabled = gc.isenabled()
     gc.disable()
     try:
         zones = load()
-        gc.freeze()
+        if freeze:
+            gc.freeze()
         return zones
     finally:
         if enabled:
             gc.enable()
 
 
-def loadZones(specs) -> list[Zone]:
+def loadZones(specs, cacheDirectory=None) -> list[Zone]:
     """
     Load every C{(origin, path)}; blocking (run it in a thread once the
     reactor runs).
 
+    @param cacheDirectory: where parsed zones are saved and read back while
+        their files are unchanged, or L{None} to parse every time.
     @raise ZoneError: for the first zone with errors, naming file and lines.
     """
     zones = []
     for origin, path in specs:
-        zone = loadZone(path, parseOrigin(origin))
+        zone = _loadZone(path, parseOrigin(origin), cacheDirectory)
         for warning in zone.warnings:
             log.warn("{finding}", finding=str(warning))
         zones.append(zone)
     return zones
+
+
+def _loadZone(path, origin, cacheDirectory) -> Zone:
+    """
+    One zone: its saved form when its files did not change, else parsed
+    (and then saved).
+    """
+    if cacheDirectory is None:
+        return loadZone(path, origin)
+    zone = zonecache.load(cacheDirectory, path, origin)
+    if zone is not None:
+        log.info("dns: zone {zone} read from {cache} (its files did not change)", zone=N.toText(origin), cache=str(zonecache.cachePath(cacheDirectory, origin, path)))
+        return zone
+    zone = loadZone(path, origin)
+    try:
+        os.makedirs(cacheDirectory, mode=0o700, exist_ok=True)
+        zonecache.save(cacheDirectory, zone)
+    except OSError as e:
+        log.warn("dns: cannot save zone {zone} in {directory}: {error}", zone=N.toText(origin), directory=str(cacheDirectory), error=e.strerror or str(e))
+    return zone
 
 
 class _UDPAndTCP(service.Service):
@@ -240,8 +276,10 @@ class DNSService(service.MultiService):
             self._reloadWaiters.append(waiter)
             return waiter
         log.info("dns: reloading the zones")
-        d = self.deferToThread(loadQuietly, self.source.load)
-        d.addCallbacks(self._loaded, self._loadFailed)
+        # Comparing a zone whose serial did not change with the one served
+        # walks both: that too in the pool thread.
+        d = self.deferToThread(_loadAndChoose, self.source.load, self.server.zones.byOrigin)
+        d.addCallbacks(self._chosen, self._loadFailed)
         self._reloading = d
 
         def done(result):
@@ -266,39 +304,29 @@ class DNSService(service.MultiService):
             log.failure("dns: reload failed, still serving the old data", failure)
         return []
 
-    def _loaded(self, newZones: list[Zone]):
-        current = self.server.zones.byOrigin
-        chosen = []
-        raised = []
-        for zone in newZones:
-            old = current.get(zone.originKey)
-            if old is None:
-                chosen.append(zone)
-                raised.append(zone)
-                continue
-            if _serialGreater(zone.serial, old.serial):
-                chosen.append(zone)
-                raised.append(zone)
-                log.info("dns: zone {zone} serial {old} -> {new}", zone=N.toText(zone.origin), old=old.serial, new=zone.serial)
-            else:
-                if zone.fingerprint() != old.fingerprint():
-                    log.warn(
-                        "dns: zone {zone} changed but its serial {serial} did not increase; keeping the old data",
-                        zone=N.toText(zone.origin),
-                        serial=zone.serial,
-                    )
-                chosen.append(old)
+    def _chosen(self, choice):
+        chosen, raised, unchanged = choice
+        for zone, oldSerial in raised:
+            if oldSerial is not None:
+                log.info("dns: zone {zone} serial {old} -> {new}", zone=N.toText(zone.origin), old=oldSerial, new=zone.serial)
+        for origin, serial in unchanged:
+            log.warn(
+                "dns: zone {zone} changed but its serial {serial} did not increase; keeping the old data",
+                zone=N.toText(origin),
+                serial=serial,
+            )
         if not raised:
             return []
+        raised = [zone for zone, _ in raised]
         zones = Zones(chosen)
         d = self.deferToThread(self._table, zones)
 
         def install(table):
             previous = self.server.state
             self.server.install(zones, table)
-            # The old zones and table are freed in a pool thread, which
-            # holds the last reference: freeing a large zone object by
-            # object would hold the reactor thread.
+            # The old zones and table are freed in a pool thread, piece by
+            # piece (see _release): freed whole, a large zone would hold
+            # the interpreter, and so the reactor thread.
             self.deferToThread(_release, previous)
             del previous
             self.lastNotify = self.notify(raised)
@@ -324,10 +352,75 @@ class DNSService(service.MultiService):
         return defer.gatherResults(senders)
 
 
+def _loadAndChoose(load, current: dict):
+    """
+    In a pool thread: load the zones (L{loadQuietly}) and L{_choose}.
+    """
+    return _choose(loadQuietly(load), current)
+
+
+def _choose(newZones: list[Zone], current: dict):
+    """
+    Which zones to serve after a reload: a new zone replaces the one
+    served only when its SOA serial is higher (RFC 1982).
+
+    @return: C{(chosen, raised, unchanged)}: the zones to serve, the
+        C{(new zone, old serial or None)} of those replaced or added (not
+        the old zone: the reactor thread must not keep it alive, see
+        L{_release}), and C{(origin, serial)} of the new zones that differ
+        from the served ones without a higher serial (emptied, as every
+        new zone not served).
+    """
+    chosen = []
+    raised = []
+    unchanged = []
+    for zone in newZones:
+        old = current.get(zone.originKey)
+        if old is None or _serialGreater(zone.serial, old.serial):
+            chosen.append(zone)
+            raised.append((zone, None if old is None else old.serial))
+            continue
+        # Read from the same bytes (the digests of every file are equal):
+        # the same zone, without comparing every record.
+        if not (zone.sources and zone.sources == old.sources) and zone.fingerprint() != old.fingerprint():
+            unchanged.append((zone.origin, zone.serial))
+        chosen.append(old)
+        # Not served: freed here an entry at a time (see _release).
+        zone.nodes.release()
+    return chosen, raised, unchanged
+
+
 def _release(state) -> None:
     """
-    Nothing: called in a pool thread with the last reference to C{state}.
+    Free the zones and table of C{state} (a replaced L{DNSServer.state})
+    an entry at a time, in a pool thread: between two the reactor thread
+    can take the interpreter, where freeing a dict of a million names in
+    one go holds it for most of a second.
+
+    Only what nothing else still uses is emptied (a zone kept by the new
+    state because its serial did not change, a zone transfer in progress,
+    a NOTIFY being sent): C{sys.getrefcount} tells, since every holder of
+    a zone holds a reference to it.  The rest is freed by reference
+    counting when its last user lets go.
     """
+    zones, table = state
+    del state
+    retired = list(zones.byOrigin.values())
+    zones.byOrigin.clear()
+    del zones
+    # The table's dicts: held by the table alone.
+    for attribute in ("table", "permanent"):
+        mapping = getattr(table, attribute)
+        if sys.getrefcount(mapping) <= 3:  # the attribute, this name, the call
+            while mapping:
+                mapping.popitem()
+        del mapping
+    del table
+    while retired:
+        zone = retired.pop()
+        if sys.getrefcount(zone) <= 2:  # this name and the call
+            zone.nodes.release()
+        del zone
 
 
 def _hostPort(endpoint, description: str):
@@ -348,7 +441,7 @@ def makeDNSService(config, resources) -> DNSService:
     """
     section = config.dns
     source = resources.zoneSource
-    zones = loadQuietly(source.load)
+    zones = loadQuietly(source.load, freeze=True)
     reactor = resources.reactor
     limiter = None
     if section.rate_limit:

@@ -7,15 +7,21 @@ Every problem names the file, the line and the reason.  Parsing goes on
 after an error so one run reports every broken line; any error makes
 L{loadZone} raise L{ZoneError} and nothing of the file is served.
 
-Its length (past 800 lines) is the master-file grammar: the tokenizer,
-the directives and one reader per record type, which share the tokenizer's
-state and error reporting; the checks that look at the whole zone are in
-L{twisted_maillab.dns.integrity}.
+The tokenizer, the directives and the zone model are here; the readers
+of names, TTLs and each type's data are in L{twisted_maillab.dns.rdata},
+the checks that look at the whole zone in
+L{twisted_maillab.dns.integrity}.  Most lines of a large zone (a plain
+A, AAAA, TXT or MX record) are read without tokens into the compact
+store of L{twisted_maillab.dns.compact}; any other line, and any of those
+that is not plain after all, goes through the tokenizer and the full
+reader, which report what is wrong with it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import os
 import re
 import socket
 import struct
@@ -24,7 +30,21 @@ from pathlib import Path
 
 from twisted_maillab.config import ConfigError
 from twisted_maillab.dns import names as N
-from twisted_maillab.dns.names import Name, NameRef, Rdata, RRset
+from twisted_maillab.dns import compact
+from twisted_maillab.dns.names import Name, Node, Rdata, RRset
+from twisted_maillab.dns.rdata import (  # noqa: F401 (parseName, parseTTL: part of this module's API)
+    MAX_UINT32,
+    RDATA_PARSERS,
+    _TTL_RE,
+    _extra,
+    _fromGeneric,
+    _parseClass,
+    _parseType,
+    _rdUnknown,
+    parseName,
+    parseOrigin,
+    parseTTL,
+)
 
 __all__ = ["ZoneError", "Problem", "Zone", "loadZone", "addRecords", "parseZoneText", "parseOrigin", "highestCut"]
 
@@ -32,7 +52,6 @@ __all__ = ["ZoneError", "Problem", "Zone", "loadZone", "addRecords", "parseZoneT
 # exhaust memory or recurse forever.
 MAX_INCLUDE_DEPTH = 8
 MAX_TTL = 2**31 - 1  # RFC 2181 8
-MAX_UINT32 = 2**32 - 1  # a TTL or SOA timer field on the wire
 
 
 @dataclass(frozen=True)
@@ -87,9 +106,6 @@ class Token:
 
 
 _TTL_RE = re.compile(r"^(?:\d+|(?:\d+[smhdw])+)$", re.IGNORECASE)
-_TTL_PART_RE = re.compile(r"(\d+)([smhdw]?)", re.IGNORECASE)
-_TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_CLASSES = {"IN": N.IN, "CH": N.CH, "CS": 2, "HS": 4}
 
 
 class _Entry:
@@ -98,31 +114,65 @@ class _Entry:
     it began with whitespace (RFC 1035 5.1: owner is the previous one).
     """
 
-    __slots__ = ("line", "blankOwner", "tokens")
+    __slots__ = ("line", "blankOwner", "tokens", "end", "nextLine")
 
-    def __init__(self, line, blankOwner, tokens):
+    def __init__(self, line, blankOwner, tokens, end=0, nextLine=0):
         self.line = line
         self.blankOwner = blankOwner
         self.tokens = tokens
+        # Where the text after this entry starts: offset and line number.
+        self.end = end
+        self.nextLine = nextLine
 
 
 _SPECIAL = re.compile(r'[;()"\\]')
 
 
-def _tokenize(text: str, path: str, problems: list[Problem]):
+# The commonest line of a large zone: an owner in lower case (or a blank),
+# an optional decimal TTL, class IN, a type a name can hold compactly and
+# simple data, nothing else (no comment, parenthesis, escape or quote
+# inside a string).  L{_Parser} reads such lines without making tokens;
+# any line it declines goes through the tokenizer and the full reader.
+_FAST_LINE = re.compile(
+    r"(?:([-a-z0-9_*][-a-z0-9_.*]*)|(?=[ \t]))[ \t]+(?:([0-9]+)[ \t]+)?(?:IN[ \t]+)?(A|AAAA|MX|TXT)[ \t]+"
+    r'([^\s;()"\\]+(?:[ \t]+[^\s;()"\\]+)*|"[^"\\\n]*")[ \t\r]*$',
+    re.MULTILINE,
+)
+
+
+def _lines(text: str, chunk: int = 65536):
+    """
+    The lines of C{text}, as C{text.split("\\n")} gives them, split a
+    chunk at a time: one split of a large zone holds the interpreter for
+    tens of milliseconds (a reload runs beside the reactor thread).
+    """
+    start = 0
+    n = len(text)
+    while start + chunk < n:
+        end = text.find("\n", start + chunk)
+        if end == -1:
+            break
+        yield from text[start:end].split("\n")
+        start = end + 1
+    yield from text[start:].split("\n")
+
+
+def _tokenize(text: str, path: str, problems: list[Problem], start: int = 0, firstLine: int = 1):
     """
     Split master-file text into L{_Entry} objects (RFC 1035 5.1): C{;}
     starts a comment outside quotes, C{( )} join lines, C{"..."} is one
     token with C{\\X} and C{\\DDD} escapes.
+
+    @param start: the offset to start at (the start of line C{firstLine}).
     """
     tokens: list[Token] = []
     blankOwner = False
     entryLine = 0
     paren = 0
     parenLine = 0
-    line = 1
+    line = firstLine
     atLineStart = True
-    i = 0
+    i = start
     n = len(text)
     while i < n:
         if atLineStart and paren == 0 and not tokens:
@@ -136,7 +186,7 @@ def _tokenize(text: str, path: str, problems: list[Problem]):
             if not _SPECIAL.search(whole):
                 parts = whole.split()
                 if parts:
-                    yield _Entry(line, whole[:1] in " \t\r", [Token(part, False, line) for part in parts])
+                    yield _Entry(line, whole[:1] in " \t\r", [Token(part, False, line) for part in parts], end + 1, line + 1)
                 line += 1
                 i = end + 1
                 continue
@@ -146,7 +196,7 @@ def _tokenize(text: str, path: str, problems: list[Problem]):
             i += 1
             atLineStart = True
             if paren == 0 and tokens:
-                yield _Entry(entryLine, blankOwner, tokens)
+                yield _Entry(entryLine, blankOwner, tokens, i, line)
                 tokens = []
             continue
         if c in " \t\r":
@@ -222,383 +272,11 @@ def _tokenize(text: str, path: str, problems: list[Problem]):
     if paren:
         problems.append(Problem(path, parenLine, "'(' is never closed"))
     if tokens:
-        yield _Entry(entryLine, blankOwner, tokens)
-
-
-# ---------------------------------------------------------------------------
-# Names, numbers, TTLs.
-
-
-def _encodeText(text: str) -> bytes:
-    # Files are decoded one character per byte (latin-1), so this gives the
-    # file's bytes back; text given as str by a caller may hold any
-    # character, which is then written in UTF-8.
-    try:
-        return text.encode("latin-1")
-    except UnicodeEncodeError:
-        return text.encode("utf-8")
-
-
-def parseName(text: str, origin: Name | None) -> Name:
-    """
-    Parse a presentation-form name (RFC 1035 5.1): C{@} is the origin, a
-    name without a trailing dot is relative to it, C{\\.} and C{\\DDD}
-    escape bytes.
-
-    @raise ValueError: with the reason.
-    """
-    if text == "@":
-        if origin is None:
-            raise ValueError("'@' used but no origin is known")
-        return origin
-    if text == ".":
-        return ()
-    if "\\" not in text:
-        # Without escapes a dot always separates labels.
-        absolute = text.endswith(".")
-        labels = (text[:-1] if absolute else text).split(".")
-        if "" in labels:
-            raise ValueError(f"empty label in name {text!r}")
-        return _checkedName(text, [_encodeText(label) for label in labels], absolute, origin)
-    labels = []
-    current = bytearray()
-    i = 0
-    absolute = False
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if c == "\\":
-            if i + 3 < n + 0 and text[i + 1 : i + 4].isdigit() and len(text[i + 1 : i + 4]) == 3:
-                value = int(text[i + 1 : i + 4])
-                if value > 255:
-                    raise ValueError(f"bad escape \\{text[i+1:i+4]} in name {text!r}")
-                current.append(value)
-                i += 4
-                continue
-            if i + 1 >= n:
-                raise ValueError(f"name {text!r} ends with a lone backslash")
-            current.extend(_encodeText(text[i + 1]))
-            i += 2
-            continue
-        if c == ".":
-            if not current:
-                raise ValueError(f"empty label in name {text!r}")
-            labels.append(bytes(current))
-            current = bytearray()
-            i += 1
-            if i == n:
-                absolute = True
-            continue
-        current.extend(_encodeText(c))
-        i += 1
-    if current:
-        labels.append(bytes(current))
-    return _checkedName(text, labels, absolute, origin)
-
-
-def _checkedName(text: str, labels: list, absolute: bool, origin: Name | None) -> Name:
-    for label in labels:
-        if len(label) > 63:
-            raise ValueError(f"label longer than 63 octets in {text!r} (RFC 1035 2.3.4)")
-    if not absolute:
-        if origin is None:
-            raise ValueError(f"relative name {text!r} but no origin is known")
-        labels.extend(origin)
-    name = tuple(labels)
-    if len(N.toWire(name)) > 255:
-        raise ValueError(f"name {text!r} is longer than 255 octets (RFC 1035 2.3.4)")
-    return name
-
-
-def parseOrigin(text: str) -> Name:
-    """
-    A zone origin from the configuration: always absolute.
-    """
-    text = text.strip()
-    if not text.endswith("."):
-        text += "."
-    return parseName(text, None)
-
-
-def parseTTL(text: str) -> int:
-    """
-    A TTL or SOA timer: seconds, or BIND units (C{1h30m}, C{2w}), at most
-    2^32-1 (a record TTL above 2^31-1 is the caller's warning: see
-    L{_Parser.recordTTL}).
-
-    @raise ValueError: with the reason.
-    """
-    if not _TTL_RE.match(text):
-        raise ValueError(f"{text!r} is not a TTL")
-    total = sum(
-        int(number) * _TTL_UNITS[unit.lower()] for number, unit in _TTL_PART_RE.findall(text)
-    )
-    if total > MAX_UINT32:
-        raise ValueError(f"{text} does not fit in 32 bits (TTLs and SOA timers are 32-bit fields)")
-    return total
-
-
-def _int(text: str, bits: int, what: str) -> int:
-    if not text.isdigit():
-        raise ValueError(f"{what} {text!r} is not a number")
-    value = int(text)
-    if value >= 1 << bits:
-        raise ValueError(f"{what} {value} does not fit in {bits} bits")
-    return value
-
-
-def _hex(tokens: list[Token], what: str) -> bytes:
-    text = "".join(t.text for t in tokens)
-    try:
-        return bytes.fromhex(text)
-    except ValueError:
-        raise ValueError(f"{what} is not hexadecimal") from None
-
-
-def _charString(token: Token) -> list[bytes]:
-    """
-    A <character-string> (RFC 1035 3.3): bare tokens may carry escapes.
-    Longer than 255 octets is split into several strings.
-    """
-    if token.quoted:
-        data = _encodeText(token.text)
-    else:
-        data = _unescape(token.text)
-    if not data:
-        return [b""]
-    return [data[i : i + 255] for i in range(0, len(data), 255)]
-
-
-def _unescape(text: str) -> bytes:
-    out = bytearray()
-    i = 0
-    while i < len(text):
-        c = text[i]
-        if c == "\\" and i + 1 < len(text):
-            if text[i + 1 : i + 4].isdigit() and len(text[i + 1 : i + 4]) == 3:
-                out.append(int(text[i + 1 : i + 4]) & 0xFF)
-                i += 4
-                continue
-            out.extend(_encodeText(text[i + 1]))
-            i += 2
-            continue
-        out.extend(_encodeText(c))
-        i += 1
-    return bytes(out)
-
-
-def _cs(data: bytes) -> bytes:
-    return bytes((len(data),)) + data
-
-
-# ---------------------------------------------------------------------------
-# Record data, per type.  Each takes the data tokens and the origin and
-# returns an Rdata, or raises ValueError with the reason.
-
-
-def _expect(tokens, count, usage):
-    if len(tokens) < count:
-        raise ValueError(f"missing data: expected {usage}")
-    if len(tokens) > count:
-        raise _extra(tokens[count], usage)
-
-
-def _extra(token: Token, usage: str) -> ValueError:
-    if token.text.startswith("#") and not token.quoted:
-        return ValueError(
-            f"{token.text!r}: '#' does not start a comment in a zone file, "
-            "use ';' (RFC 1035 5.1)"
-        )
-    return ValueError(f"extra text {token.text!r} after the data (expected {usage})")
-
-
-def _rdA(tokens, origin):
-    _expect(tokens, 1, "an IPv4 address")
-    try:
-        # inet_pton is as strict as ipaddress (four decimal octets, no
-        # leading zeros) and ten times faster on a large zone.
-        return Rdata([socket.inet_pton(socket.AF_INET, tokens[0].text)])
-    except (OSError, ValueError):
-        raise ValueError(f"{tokens[0].text!r} is not an IPv4 address") from None
-
-
-def _rdAAAA(tokens, origin):
-    _expect(tokens, 1, "an IPv6 address")
-    try:
-        return Rdata([ipaddress.IPv6Address(tokens[0].text).packed])
-    except ValueError:
-        raise ValueError(f"{tokens[0].text!r} is not an IPv6 address") from None
-
-
-def _nameType(compress):
-    def parse(tokens, origin):
-        _expect(tokens, 1, "a domain name")
-        name = parseName(tokens[0].text, origin)
-        return Rdata([NameRef(name, compress)], target=name)
-
-    return parse
-
-
-def _rdMX(tokens, origin):
-    _expect(tokens, 2, "PREFERENCE EXCHANGE")
-    exchange = parseName(tokens[1].text, origin)
-    return Rdata([struct.pack("!H", _int(tokens[0].text, 16, "preference")), NameRef(exchange, True)], target=exchange)
-
-
-def _rdSOA(tokens, origin):
-    usage = "MNAME RNAME SERIAL REFRESH RETRY EXPIRE MINIMUM"
-    if len(tokens) < 7:
-        if len(tokens) == 6 and tokens[1].text.isdigit():
-            raise ValueError(
-                f"SOA has 6 fields, 7 are needed ({usage}): the RNAME (the "
-                f"administrator's mailbox, e.g. root.{N.toText(origin) if origin else 'example.'}) "
-                f"is missing after the MNAME {tokens[0].text!r}"
-            )
-        raise ValueError(f"SOA has {len(tokens)} fields, 7 are needed ({usage})")
-    if len(tokens) > 7:
-        raise _extra(tokens[7], usage)
-    mname = parseName(tokens[0].text, origin)
-    rname = parseName(tokens[1].text, origin)
-    serial = _int(tokens[2].text, 32, "serial")
-    times = [parseTTL(t.text) for t in tokens[3:7]]
-    return Rdata([NameRef(mname, True), NameRef(rname, True), struct.pack("!5I", serial, *times)])
-
-
-def _rdTXT(tokens, origin):
-    if not tokens:
-        raise ValueError("missing data: expected one or more strings")
-    parts = []
-    for token in tokens:
-        if token.text.startswith("#") and not token.quoted and token is not tokens[0]:
-            raise _extra(token, "quoted strings")
-        parts.extend(_cs(piece) for piece in _charString(token))
-    return Rdata([b"".join(parts)])
-
-
-def _rdHINFO(tokens, origin):
-    _expect(tokens, 2, "CPU OS")
-    return Rdata([b"".join(_cs(_charString(t)[0]) for t in tokens)])
-
-
-def _rdSRV(tokens, origin):
-    _expect(tokens, 4, "PRIORITY WEIGHT PORT TARGET")
-    target = parseName(tokens[3].text, origin)
-    numbers = [_int(t.text, 16, what) for t, what in zip(tokens, ("priority", "weight", "port"))]
-    # RFC 2782: the target is not compressed.
-    return Rdata([struct.pack("!3H", *numbers), NameRef(target, False)], target=target)
-
-
-def _rdNAPTR(tokens, origin):
-    _expect(tokens, 6, "ORDER PREFERENCE FLAGS SERVICES REGEXP REPLACEMENT")
-    head = struct.pack("!2H", _int(tokens[0].text, 16, "order"), _int(tokens[1].text, 16, "preference"))
-    strings = b"".join(_cs(_charString(t)[0]) for t in tokens[2:5])
-    return Rdata([head + strings, NameRef(parseName(tokens[5].text, origin), False)])
-
-
-def _rdCAA(tokens, origin):
-    _expect(tokens, 3, "FLAGS TAG VALUE")
-    flags = _int(tokens[0].text, 8, "flags")
-    tag = tokens[1].text.encode("ascii", "replace")
-    if not re.fullmatch(rb"[A-Za-z0-9]{1,15}", tag):
-        raise ValueError(f"CAA tag {tokens[1].text!r} must be 1-15 letters or digits (RFC 8659 4.1)")
-    value = _encodeText(tokens[2].text) if tokens[2].quoted else _unescape(tokens[2].text)
-    return Rdata([bytes((flags, len(tag))) + tag + value])
-
-
-def _rdTLSA(tokens, origin):
-    if len(tokens) < 4:
-        raise ValueError("missing data: expected USAGE SELECTOR MATCHING-TYPE HEX")
-    head = bytes(_int(t.text, 8, what) for t, what in zip(tokens, ("usage", "selector", "matching type")))
-    return Rdata([head + _hex(tokens[3:], "certificate association data")])
-
-
-def _rdSSHFP(tokens, origin):
-    if len(tokens) < 3:
-        raise ValueError("missing data: expected ALGORITHM TYPE HEX")
-    head = bytes(_int(t.text, 8, what) for t, what in zip(tokens, ("algorithm", "fingerprint type")))
-    return Rdata([head + _hex(tokens[2:], "fingerprint")])
-
-
-def _rdDS(tokens, origin):
-    if len(tokens) < 4:
-        raise ValueError("missing data: expected KEYTAG ALGORITHM DIGEST-TYPE HEX")
-    head = struct.pack(
-        "!HBB",
-        _int(tokens[0].text, 16, "key tag"),
-        _int(tokens[1].text, 8, "algorithm"),
-        _int(tokens[2].text, 8, "digest type"),
-    )
-    return Rdata([head + _hex(tokens[3:], "digest")])
-
-
-RDATA_PARSERS = {
-    N.A: _rdA,
-    N.AAAA: _rdAAAA,
-    N.NS: _nameType(True),
-    N.CNAME: _nameType(True),
-    N.PTR: _nameType(True),
-    N.DNAME: _nameType(False),  # RFC 6672 2.5: not compressed
-    N.MX: _rdMX,
-    N.SOA: _rdSOA,
-    N.TXT: _rdTXT,
-    N.SPF: _rdTXT,
-    N.HINFO: _rdHINFO,
-    N.SRV: _rdSRV,
-    N.NAPTR: _rdNAPTR,
-    N.CAA: _rdCAA,
-    N.TLSA: _rdTLSA,
-    N.SSHFP: _rdSSHFP,
-    N.DS: _rdDS,
-}
-
-
-def _rdUnknown(tokens):
-    """
-    RFC 3597 5: C{\\# LENGTH HEX...}.
-    """
-    if len(tokens) < 2:
-        raise ValueError("generic data needs '\\# LENGTH HEX' (RFC 3597 5)")
-    length = _int(tokens[1].text, 16, "length")
-    data = _hex(tokens[2:], "generic data") if length else b""
-    if len(data) != length:
-        raise ValueError(f"generic data has {len(data)} octets, the length says {length} (RFC 3597 5)")
-    return Rdata([data])
-
-
-def _parseType(text: str) -> int | None:
-    upper = text.upper()
-    if upper in N.TYPE_NAMES:
-        return N.TYPE_NAMES[upper]
-    match = re.fullmatch(r"TYPE(\d{1,5})", upper)
-    if match and int(match.group(1)) < 65536:
-        return int(match.group(1))
-    return None
-
-
-def _parseClass(text: str) -> int | None:
-    upper = text.upper()
-    if upper in _CLASSES:
-        return _CLASSES[upper]
-    match = re.fullmatch(r"CLASS(\d{1,5})", upper)
-    if match and int(match.group(1)) < 65536:
-        return int(match.group(1))
-    return None
+        yield _Entry(entryLine, blankOwner, tokens, n + 1, line)
 
 
 # ---------------------------------------------------------------------------
 # The zone.
-
-
-class Node:
-    """
-    One name of the zone: its RRsets by type, in the order first read.
-    """
-
-    __slots__ = ("name", "rrsets")
-
-    def __init__(self, name: Name):
-        self.name = name
-        self.rrsets: dict[int, RRset] = {}
 
 
 class Zone:
@@ -607,7 +285,9 @@ class Zone:
 
     @ivar origin: the apex name.
     @ivar nodes: lookup key -> L{Node}, including empty non-terminals
-        (RFC 4592 2.2.2), which have no RRsets.
+        (RFC 4592 2.2.2), which have no RRsets: a
+        L{twisted_maillab.dns.compact.NodeMap}, which keeps most names of
+        a large zone as bytes.
     @ivar cuts: keys of delegation points (NS below the apex).
     @ivar path: the main file.
     @ivar warnings: L{Problem}s that did not stop the load.
@@ -617,7 +297,12 @@ class Zone:
         self.origin = origin
         self.originKey = N.key(origin)
         self.path = path
-        self.nodes: dict[Name, Node] = {}
+        # Files records were read from (compact records keep an index).
+        self.paths: list[str] = []
+        # (path, size, mtime_ns, inode, sha256) of each file as it was
+        # read by loadZone (see twisted_maillab.dns.zonecache).
+        self.sources: list[tuple] = []
+        self.nodes = compact.NodeMap(self.paths)
         self.cuts: set[Name] = set()
         self.dnames: set[Name] = set()
         self.warnings: list[Problem] = []
@@ -669,28 +354,66 @@ class Zone:
 
     def setSerial(self, serial: int) -> None:
         """
-        Serve C{serial} in the SOA instead of the file's: the zone's data
-        also comes from elsewhere (L{twisted_maillab.dns.published}).
+        Serve C{serial} in the SOA (RFC 1035 3.3.13) from now on, e.g. once
+        generated records were added with L{_Parser.parseText}.
         """
         soa = self.soa
-        rdata = soa.rdatas[0]
-        fields = list(struct.unpack("!5I", rdata.parts[2]))
-        fields[0] = serial
-        soa.rdatas[0] = Rdata([rdata.parts[0], rdata.parts[1], struct.pack("!5I", *fields)], rdata.target)
+        old = soa.rdatas[0]
+        timers = struct.pack("!I", serial & MAX_UINT32) + old.parts[2][4:]
+        soa.rdatas[0] = Rdata(old.parts[:2] + (timers,), old.target)
+
+    def pathIndex(self, path: str) -> int:
+        """
+        The index of C{path} in L{paths}, added if new.
+        """
+        try:
+            return self.paths.index(path)
+        except ValueError:
+            self.paths.append(path)
+            return len(self.paths) - 1
+
+    def _addParents(self, wireKey: bytes, owner: Name, ownerKey: Name) -> None:
+        # Empty non-terminals exist (RFC 4592 2.2.2), so queries for them
+        # answer NODATA, not NXDOMAIN.
+        entries = self.nodes.entries
+        offset = 0
+        for i in range(1, len(ownerKey) - len(self.originKey)):
+            offset += len(ownerKey[i - 1]) + 1
+            parent = wireKey[offset:]
+            if parent not in entries:
+                entries[parent] = Node(owner[i:])
+
+    def addCompact(self, wireKey: bytes, name: Name | None, rtype: int, ttl: int, line: int, pathIndex: int, data: bytes) -> bool:
+        """
+        Add one record to a compact name (see L{twisted_maillab.dns.compact}):
+        C{wireKey} is the lower-cased owner in wire form, C{name} its labels
+        when it may need empty non-terminals above it.
+
+        @return: whether it was added; when not (the name is a L{Node}, or
+            already holds this type, so duplicates and TTLs must be
+            checked), the caller adds it with L{add}.
+        """
+        entries = self.nodes.entries
+        value = entries.get(wireKey)
+        if value is None:
+            entries[wireKey] = compact.packHeader(rtype, ttl, line, pathIndex, len(data)) + data
+            if name is not None and len(name) > len(self.originKey) + 1:
+                self._addParents(wireKey, name, name)
+            return True
+        if value.__class__ is bytes and rtype not in compact.types(value):
+            entries[wireKey] = value + compact.packHeader(rtype, ttl, line, pathIndex, len(data)) + data
+            return True
+        return False
 
     def add(self, owner: Name, rtype: int, ttl: int, rdata: Rdata, path: str, line: int, problems):
         labels = self._labels
         ownerKey = tuple([labels.setdefault(label, label) for label in N.key(owner)])
         owner = ownerKey if owner == ownerKey else tuple([labels.setdefault(label, label) for label in owner])
-        node = self.nodes.get(ownerKey)
+        wireKey = N.toWire(ownerKey)
+        node = self.nodes.materialize(wireKey)
         if node is None:
-            node = self.nodes[ownerKey] = Node(owner)
-            # Empty non-terminals exist (RFC 4592 2.2.2), so queries for
-            # them answer NODATA, not NXDOMAIN.
-            for i in range(1, len(ownerKey) - len(self.originKey)):
-                parent = ownerKey[i:]
-                if parent not in self.nodes:
-                    self.nodes[parent] = Node(owner[i:])
+            node = self.nodes.entries[wireKey] = Node(owner)
+            self._addParents(wireKey, owner, ownerKey)
         rrset = node.rrsets.get(rtype)
         if rrset is None:
             rrset = node.rrsets[rtype] = RRset(owner, rtype, ttl, line, path)
@@ -704,11 +427,18 @@ class Zone:
 
 
 class _Parser:
+    # Whether lines of the _FAST_LINE form are stored compactly (tests
+    # compare with the zone read without).
+    fastLines = True
+
     def __init__(self, zone: Zone, problems: list[Problem], defaultTTL: int | None):
         self.zone = zone
         self.problems = problems
         self.defaultTTL = defaultTTL
         self.lastTTL: int | None = None
+        # (path, size, mtime_ns, inode, sha256) of each file read, as it
+        # was read: what a saved form of the zone depends on.
+        self.sources: list[tuple] = []
 
     def error(self, path, line, reason):
         self.problems.append(Problem(path, line, reason))
@@ -731,17 +461,27 @@ class _Parser:
         try:
             with open(path, "rb") as f:
                 raw = f.read()
+                stat = os.fstat(f.fileno())
         except OSError as e:
             where = includedFrom or (str(path), 0)
             self.error(where[0], where[1], f"cannot read {path}: {e.strerror or e}")
             return
+        self.sources.append((str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino, hashlib.sha256(raw).hexdigest()))
         # One character per byte: data (TXT, escapes) comes out byte-exact.
         text = raw.decode("latin-1")
+        del raw  # a large zone's bytes need not stay beside its text
         self.parseText(text, str(path), origin, depth)
 
     def parseText(self, text: str, path: str, origin: Name, depth: int = 0):
-        lastOwner: Name | None = None
-        for entry in _tokenize(text, path, self.problems):
+        """
+        Read master-file text into the zone (which may already hold
+        records: they are added to).
+        """
+        # The previous owner (RFC 1035 5.1: a blank owner repeats it), as
+        # labels, or as the wire key of a compact name.
+        last: list = [None]
+        current = [origin]
+        for entry in self._entries(text, path, current, last):
             tokens = entry.tokens
             first = tokens[0]
             if not entry.blankOwner and not first.quoted and first.text.startswith("$"):
@@ -751,7 +491,7 @@ class _Parser:
                     if directive == "$ORIGIN":
                         if len(args) != 1:
                             raise ValueError("$ORIGIN takes one name")
-                        origin = parseName(args[0].text, origin)
+                        origin = current[0] = parseName(args[0].text, origin)
                     elif directive == "$TTL":
                         if len(args) != 1:
                             raise ValueError("$TTL takes one TTL")
@@ -774,10 +514,162 @@ class _Parser:
                 except ValueError as e:
                     self.error(path, entry.line, str(e))
                 continue
+            lastOwner = last[0]
+            if lastOwner.__class__ is bytes:
+                lastOwner = compact.wireToName(lastOwner)
             try:
-                lastOwner = self.parseRecord(entry, path, origin, lastOwner)
+                last[0] = self.parseRecord(entry, path, origin, lastOwner)
             except ValueError as e:
                 self.error(path, entry.line, str(e))
+
+    def _entries(self, text: str, path: str, current: list, last: list):
+        """
+        The entries of C{text} for L{parseText} to read, less the lines
+        of L{_FAST_LINE} form, which are stored here, line by line, when
+        they can be (see L{_fastReader}); from any other line on, the
+        tokenizer makes the next entry (which may span lines).
+        """
+        if not self.fastLines:
+            yield from _tokenize(text, path, self.problems)
+            return
+        read = self._fastReader(path, current, last)
+        match = _FAST_LINE.match
+        index = 0  # the line number, minus one
+        position = 0  # where that line starts in the text
+        skip = 0  # lines before this one were read by the tokenizer
+        for line in _lines(text):
+            if index < skip:
+                index += 1
+                continue
+            found = match(line)
+            if found is not None and read(found, index + 1):
+                position += len(line) + 1
+                index += 1
+                continue
+            if not line or line.isspace() or line.lstrip()[0] == ";":
+                position += len(line) + 1
+                index += 1
+                continue
+            for entry in _tokenize(text, path, self.problems, position, index + 1):
+                yield entry
+                break
+            else:
+                return
+            if entry.end > len(text):
+                return
+            position = entry.end
+            skip = entry.nextLine - 1
+            index += 1
+
+    def _fastReader(self, path: str, current: list, last: list):
+        """
+        The reader of L{_FAST_LINE} lines for L{_tokenize}: it stores the
+        record compactly and returns true, or returns false (the line is
+        then read by L{parseRecord}, which reports what is wrong with it,
+        or the name is not one a compact entry can hold).
+        """
+        zone = self.zone
+        pathIndex = zone.pathIndex(path)
+        zoneKey = zone.originKey
+        depth = len(zoneKey)
+        addCompact = zone.addCompact
+        entries = zone.nodes.entries
+        packHeader = compact.packHeader
+        inet_pton = socket.inet_pton
+        AF_INET = socket.AF_INET
+        # The origin names are relative to, and its wire form when names
+        # below it may be compact (lower case, inside the zone).
+        relative: list = [None, None]
+
+        def read(match, line: int) -> bool:
+            owner, ttlText, typeText, data = match.groups()
+            origin = current[0]
+            name = None
+            if owner is None:
+                wireKey = last[0]
+                if wireKey.__class__ is not bytes:
+                    return False
+            elif "." not in owner:
+                if relative[0] is not origin:
+                    relative[0] = origin
+                    inside = origin == N.key(origin) and N.isSubdomain(origin, zoneKey)
+                    relative[1] = N.toWire(origin) if inside else None
+                originWire = relative[1]
+                if originWire is None or len(owner) > 63:
+                    return False
+                wireKey = (chr(len(owner)) + owner).encode("latin-1") + originWire
+                if len(wireKey) > 255:
+                    return False
+                if len(origin) != depth:
+                    name = (wireKey[1 : len(owner) + 1],) + origin
+            else:
+                try:
+                    name = parseName(owner, origin)
+                except ValueError:
+                    return False
+                if len(name) <= depth or name[len(name) - depth :] != zoneKey or name != N.key(name):
+                    return False
+                wireKey = N.toWire(name)
+            if ttlText is None:
+                ttl = self.defaultTTL
+                if ttl is None:
+                    ttl = self.lastTTL
+                    if ttl is None:
+                        return False
+            else:
+                ttl = int(ttlText)
+                if ttl > MAX_TTL:
+                    return False
+            if typeText == "A":
+                try:
+                    rdata = inet_pton(AF_INET, data)
+                except (OSError, ValueError):
+                    return False
+                rtype = N.A
+            elif typeText == "TXT":
+                if data[0] == '"':
+                    pieces = [data[1:-1]]
+                else:
+                    pieces = data.split()
+                    if any(piece[0] == "#" for piece in pieces):
+                        return False
+                strings = [piece.encode("latin-1") for piece in pieces]
+                if any(len(string) > 255 for string in strings):
+                    return False
+                rdata = b"".join(bytes((len(string),)) + string for string in strings)
+                rtype = N.TXT
+            elif typeText == "MX":
+                fields = data.split()
+                if len(fields) != 2 or not fields[0].isascii() or not fields[0].isdigit() or fields[1][0] == "#":
+                    return False
+                preference = int(fields[0])
+                if preference > 0xFFFF:
+                    return False
+                try:
+                    exchange = parseName(fields[1], origin)
+                except ValueError:
+                    return False
+                rdata = struct.pack("!H", preference) + N.toWire(exchange)
+                rtype = N.MX
+            else:
+                try:
+                    rdata = ipaddress.IPv6Address(data).packed
+                except ValueError:
+                    return False
+                rtype = N.AAAA
+            if wireKey not in entries:
+                # A new name: what addCompact does first, without the call.
+                entries[wireKey] = packHeader(rtype, ttl, line, pathIndex, len(rdata)) + rdata
+                if name is not None and len(name) > depth + 1:
+                    zone._addParents(wireKey, name, name)
+            elif not addCompact(wireKey, name, rtype, ttl, line, pathIndex, rdata):
+                return False
+            if ttlText is not None:
+                self.lastTTL = ttl
+            last[0] = wireKey
+            return True
+
+        return read
 
     def parseRecord(self, entry: _Entry, path: str, origin: Name, lastOwner):
         tokens = list(entry.tokens)
@@ -850,35 +742,6 @@ class _Parser:
         return owner
 
 
-def _fromGeneric(rtype, rdata):
-    from twisted_maillab.dns.wire import readName
-
-    data = rdata.parts[0]
-    try:
-        if rtype in (N.NS, N.CNAME, N.PTR, N.DNAME):
-            name, end = readName(data, 0)
-            if end != len(data):
-                raise ValueError
-            return Rdata([NameRef(name, rtype != N.DNAME)], target=name)
-        if rtype == N.MX:
-            name, end = readName(data, 2)
-            if end != len(data):
-                raise ValueError
-            return Rdata([data[:2], NameRef(name, True)], target=name)
-        if rtype == N.SRV:
-            name, end = readName(data, 6)
-            if end != len(data):
-                raise ValueError
-            return Rdata([data[:6], NameRef(name, False)], target=name)
-        mname, end = readName(data, 0)
-        rname, end = readName(data, end)
-        if len(data) - end != 20:
-            raise ValueError
-        return Rdata([NameRef(mname, True), NameRef(rname, True), data[end:]])
-    except (ValueError, IndexError):
-        raise ValueError(f"generic data is not a valid {N.typeText(rtype)}") from None
-
-
 def highestCut(zone: Zone, nameKey: Name) -> Name | None:
     """
     The highest delegation point at or above C{nameKey}, if any (the
@@ -917,7 +780,8 @@ def addRecords(zone: Zone, text: str, path: str, defaultTTL: int) -> list[Proble
     owner and type the zone already has is an error naming the zone file's
     line: merging the two into one RRset (RFC 2181 5) would let generated
     data change what the administrator wrote, or the reverse.  Names
-    outside the zone and SOA records are errors too.
+    outside the zone and SOA records are errors too; a record at a name the
+    zone makes an alias (CNAME) is left out with a warning.
 
     @return: every problem; the zone must not be served if one is an error.
     """
@@ -941,6 +805,14 @@ def addRecords(zone: Zone, text: str, path: str, defaultTTL: int) -> list[Proble
                 )
             elif rtype == N.SOA:
                 problems.append(Problem(path, rrset.line, f"{where}: only the zone file gives the SOA"))
+            elif existing is not None and N.CNAME in existing.rrsets:
+                # The file makes the name an alias, which holds no other
+                # data (RFC 1034 3.6.2); a query for the generated type
+                # follows the alias, so the record is not lost but moot.
+                alias = existing.rrsets[N.CNAME]
+                problems.append(
+                    Problem(path, rrset.line, f"{where} not published: {alias.path} line {alias.line} makes the name an alias (CNAME)", "warning")
+                )
             else:
                 for rdata in rrset.rdatas:
                     zone.add(rrset.owner, rtype, rrset.ttl, rdata, path, rrset.line, problems)
@@ -960,9 +832,14 @@ def loadZone(path: str | Path, origin: Name) -> Zone:
     problems: list[Problem] = []
     parser = _Parser(zone, problems, None)
     parser.parseFile(Path(path), origin, 0, (str(path), 0))
+    zone.sources = parser.sources
     if not any(p.severity == "error" for p in problems):
         checkZone(zone, problems)
     zone.warnings = [p for p in problems if p.severity != "error"]
     if any(p.severity == "error" for p in problems):
+        # Emptied an entry at a time: the traceback would keep the zone
+        # alive until the reactor thread drops it, and freed whole there a
+        # large zone holds it (see twisted_maillab.dns.service._release).
+        zone.nodes.release()
         raise ZoneError(path, problems, N.toText(origin))
     return zone
