@@ -581,13 +581,21 @@ def _threadOpener(folder):
 _BODY_KEYS = frozenset({"BODY", "TEXT"})
 
 
-class _HeaderFile(io.BytesIO):
+class _HeaderFile:
     """
-    A message reduced to its header block, with its parsed fields (see
-    L{S.headerFields}).
+    A message reduced to its header block: its parsed fields (see
+    L{S.headerFields}) and the decoded texts searches made of them (see
+    L{S.headerTexts}), shared with the cache entry.
     """
 
-    headerFields = None
+    __slots__ = ("headerFields", "headerTexts")
+
+    def __init__(self, fields, texts):
+        self.headerFields = fields
+        self.headerTexts = texts
+
+    def close(self) -> None:
+        pass
 
 
 class HeaderCache:
@@ -599,7 +607,9 @@ class HeaderCache:
     thread) nor parses a header.  A Maildir file never changes under its
     UID, so entries need no invalidation.  Least recently used dropped
     first, bounded by the header octets they came from.  Used from the
-    store's pool threads: guarded by a lock.
+    store's pool threads: guarded by a lock.  An entry also keeps the
+    decoded, case-folded text of the fields searches looked at, so the
+    memory used is at most about twice C{limit}.
     """
 
     def __init__(self, limit: int = 32 * 1024 * 1024):
@@ -630,11 +640,11 @@ class HeaderCache:
                     header = S.readHeader(f)
                 finally:
                     f.close()
-                entry = (len(header), mimeheader.parseFields(header))
+                # the decoded texts a search adds to the entry's dict are
+                # at most about the header's size again (see the limit)
+                entry = (len(header), mimeheader.parseFields(header), {})
                 self._put(key, entry)
-            f = _HeaderFile()
-            f.headerFields = entry[1]
-            return f
+            return _HeaderFile(entry[1], entry[2])
 
         return openMessage
 

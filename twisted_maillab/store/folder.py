@@ -62,6 +62,12 @@ __all__ = ["Folder", "Message", "openFolderDirs"]
 
 log = Logger()
 
+# The most distinct info strings whose flags Folder.flags() remembers.
+_FLAGS_MEMO = 4096
+# The most inotify events kept while the folder is locked; past it, the
+# next refresh lists both directories instead.
+_HELD_EVENTS = 10000
+
 
 def _twoLocks(first: defer.DeferredLock, second: defer.DeferredLock):
     """
@@ -111,6 +117,8 @@ class Folder(FolderSync, FolderOperations):
         self._pending: dict[str, tuple[int, str]] = {}
         self.keywords = dovecot.Keywords()
         self._keywordsStamp = None
+        # info string -> flags, for the current keywords (see flags())
+        self._flagsByInfo: dict = {}
         self.header = dovecot.UidlistHeader()
         self._ustate = dovecot.UidlistState()
         self._stamps = (None, None)
@@ -124,6 +132,8 @@ class Folder(FolderSync, FolderOperations):
         self._watch = None
         self._refreshCall = None
         self._forceNew = self._forceCur = False
+        self._heldEvents: list = []  # inotify events that arrived while working
+        self._working = 0
 
     def _reactorOnly(self) -> None:
         """
@@ -177,13 +187,24 @@ class Folder(FolderSync, FolderOperations):
         The message's flags: C{\\Seen}... and keyword names (no C{\\Recent}:
         that is per session, see L{claimRecent}).
         """
+        info = self.message(uid).info
+        # A folder's messages share a handful of info strings ("2,S",
+        # "2,FS"...): SEARCH, EXPUNGE and STORE ask for the flags of every
+        # message, so each distinct one is decoded once per keyword table.
+        known = self._flagsByInfo.get(info)
+        if known is not None:
+            return known
         result = set()
-        for letter in self.message(uid).letters:
+        for letter in dovecot.infoLetters(info):
             if letter in dovecot.SYSTEM_FLAGS:
                 result.add(dovecot.SYSTEM_FLAGS[letter])
             elif letter in dovecot.KEYWORD_LETTERS:
                 result.add(self.keywords.nameOf(letter))
-        return frozenset(result)
+        result = frozenset(result)
+        if len(self._flagsByInfo) >= _FLAGS_MEMO:
+            self._flagsByInfo.clear()
+        self._flagsByInfo[info] = result
+        return result
 
     def recentUids(self) -> list[int]:
         """
@@ -492,11 +513,25 @@ class Folder(FolderSync, FolderOperations):
         """
         Called by the store's watcher.  Ignore events for changes the index
         already reflects (our own renames); otherwise schedule a refresh.
+        While an operation holds the folder lock, its own renames may be
+        reported before its result is applied: such events are judged
+        once it is (L{_apply}), against the index that includes them.
         """
         if subdir is None:
-            if name.startswith(dovecot.UIDLIST) or name.startswith(dovecot.KEYWORDS):
+            # Only the files themselves: their dotlocks and Dovecot's
+            # .tmp rewrite end in an event on the file (close or rename).
+            if name == dovecot.UIDLIST or name == dovecot.KEYWORDS:
                 self._scheduleRefresh()
             return
+        if self._working:
+            if len(self._heldEvents) < _HELD_EVENTS:
+                self._heldEvents.append((subdir, name, gone))
+            else:
+                self._scheduleRefresh(forceNew=True, forceCur=True)
+            return
+        self._messageEvent(subdir, name, gone)
+
+    def _messageEvent(self, subdir: str, name: str, gone: bool) -> None:
         base, info = dovecot.splitName(name)
         uid = self.byBase.get(base)
         message = self.messages.get(uid) if uid is not None else None
@@ -519,11 +554,28 @@ class Folder(FolderSync, FolderOperations):
 
         @defer.inlineCallbacks
         def run():
-            sync = yield self.store.run(_mapErrors(work, self.name), *args)
-            self._apply(sync, origin)
+            self._holdEvents()
+            try:
+                sync = yield self.store.run(_mapErrors(work, self.name), *args)
+                self._apply(sync, origin)
+            finally:
+                self._releaseEvents()
             return sync.result
 
         return self._lock.run(run)
+
+    def _holdEvents(self) -> None:
+        # an operation's thread work starts: see _inotifyEvent
+        self._working += 1
+
+    def _releaseEvents(self) -> None:
+        # its result is applied (or it failed): judge what arrived meanwhile
+        self._working -= 1
+        if self._working:
+            return
+        held, self._heldEvents = self._heldEvents, []
+        for event in held:
+            self._messageEvent(*event)
 
     def _apply(self, sync: _Sync, origin, publish: bool = True) -> None:
         self._reactorOnly()
@@ -540,6 +592,7 @@ class Folder(FolderSync, FolderOperations):
             self._ustate = sync.uidlistState
         if sync.keywords is not None:
             self.keywords = sync.keywords
+            self._flagsByInfo = {}
             self._keywordsStamp = sync.keywordsStamp
         if sync.stamps is not None:
             self._stamps = sync.stamps
@@ -681,11 +734,15 @@ class Folder(FolderSync, FolderOperations):
             if target is self:
                 raise StoreError("copy into the same folder")
             release = yield _twoLocks(self._lock, target._lock)
+            self._holdEvents()
+            target._holdEvents()
             try:
                 srcSync, dstSync, pairs = yield self.store.run(_mapErrors(self._copyWork, self.name), uids, target, move)
                 self._apply(srcSync, origin)
                 target._apply(dstSync, origin)
             finally:
+                target._releaseEvents()
+                self._releaseEvents()
                 release()
             return pairs
 
