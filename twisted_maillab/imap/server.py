@@ -38,7 +38,7 @@ from zope.interface import implementer
 from twisted_maillab import lines
 from twisted_maillab.auth.pool import AuthenticationUnavailable
 from twisted_maillab.auth.sasl import challengers
-from twisted_maillab.sendnow import noDelay
+from twisted_maillab.sendnow import noDelay, quickAck
 from twisted_maillab.imap import appendspool
 from twisted_maillab.imap import response as R
 from twisted_maillab.imap.account import IIMAPAccount
@@ -300,6 +300,9 @@ class IMAPServer(Protocol, SelectedCommands, FetchCommands, MailboxCommands):
                     self._appendLiterals.append(e)
             else:
                 await self.engine.readOctets(size, self.assembler.feed)
+            # The rest of the command line may be stuck behind the
+            # literal's delayed acknowledgement (see quickAck).
+            quickAck(self.transport)
             line = await self.engine.readLine()
             event = self._feed(line)
             if isinstance(event, (int, _Spooled)):
