@@ -17,7 +17,8 @@ CHECK_TESTS := tests.test_addresses tests.test_config tests.test_service \
 	tests.test_pop3 tests.test_store tests.test_store_contract tests.test_store_workers tests.test_store_view \
 	tests.test_dns_zone tests.test_dns_answer tests.test_dns_support tests.test_auth.test_portal \
 	tests.test_imap_parser tests.test_imap_response tests.test_layering tests.test_atomicwrite tests.test_composition \
-	tests.test_imap_server tests.test_imap_commands tests.test_imap_service
+	tests.test_imap_server tests.test_imap_commands tests.test_imap_service \
+	tests.test_store_ownchanges tests.test_imap_latency
 
 .PHONY: run test check bench clean
 

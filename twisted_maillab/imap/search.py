@@ -33,7 +33,7 @@ from __future__ import annotations
 import datetime
 import email.utils
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from twisted_maillab.imap import mimeheader
 from twisted_maillab.imap.mimedecode import UnknownCTE, decodeWords, decoderFor, textDecoder
@@ -87,7 +87,7 @@ class Not:
     item: object
 
 
-@dataclass
+@dataclass(slots=True)
 class MessageData:
     """
     What the caller knows of one message without opening it.
@@ -100,7 +100,7 @@ class MessageData:
 
     uid: int
     seq: int
-    flags: frozenset = field(default_factory=frozenset)
+    flags: frozenset = frozenset()
     internalDate: float = 0.0
     size: int = 0
 

@@ -477,14 +477,20 @@ class SelectedCommands:
         if needDates:
             await folder.prefetch(uids)
         out = []
+        recent = self.recent
+        flagsOf = folder.flags
+        withRecent = {}  # a message's flags -> the same and \\Recent
         for seq, uid in enumerate(uids, 1):
             try:
-                flags = folder.flags(uid)
+                flags = flagsOf(uid)
                 date = folder.internalDate(uid) if needDates else 0.0
             except MessageVanished:
                 continue
-            if uid in self.recent:
-                flags = flags | {"\\Recent"}
+            if uid in recent:
+                marked = withRecent.get(flags)
+                if marked is None:
+                    marked = withRecent[flags] = flags | {"\\Recent"}
+                flags = marked
             out.append(S.MessageData(uid, seq, flags, date, sizes.get(uid, 0)))
         return out
 
@@ -642,9 +648,9 @@ class HeaderCache:
                     f.close()
                 # the decoded texts a search adds to the entry's dict are
                 # at most about the header's size again (see the limit)
-                entry = (len(header), mimeheader.parseFields(header), {})
+                entry = (len(header), _HeaderFile(mimeheader.parseFields(header), {}))
                 self._put(key, entry)
-            return _HeaderFile(entry[1], entry[2])
+            return entry[1]
 
         return openMessage
 

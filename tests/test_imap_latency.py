@@ -1,0 +1,99 @@
+"""
+What keeps long IMAP sessions fast: a literal is acknowledged at once
+(so a client's CRLF after it is not held by Nagle's algorithm), and a
+repeated SEARCH over header fields reuses the decoded texts the header
+cache keeps with each message.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from twisted.internet import defer, protocol, reactor
+from twisted.trial import unittest
+
+from twisted_maillab import sendnow
+from twisted_maillab.imap import server
+from twisted_maillab.store.testing import deliverNow
+
+from tests.imap_support import Harness
+
+
+class LiteralAckTests(unittest.TestCase):
+    def test_literalAcknowledgedBeforeTheRestOfTheLine(self):
+        """
+        Once a literal's octets are in, the server acknowledges them at
+        once, before the rest of the command line arrives.
+        """
+        h = Harness(self)
+        h.login()
+        calls = []
+        self.patch(server, "quickAck", calls.append)
+        self.assertEqual(h.send(b"a1 APPEND INBOX (\\Seen) {12}\r\n"), b"+ Ready for literal data\r\n")
+        self.assertEqual(calls, [])
+        self.assertEqual(h.send(b"Subject: x"), b"")
+        self.assertEqual(calls, [])
+        self.assertEqual(h.send(b"\r\n"), b"")
+        self.assertEqual(calls, [h.transport])
+        reply = h.send(b"\r\n")
+        self.assertRegex(reply, rb"a1 OK \[APPENDUID \d+ 1\] APPEND completed\r\n\Z")
+        self.assertEqual(len(calls), 1)
+
+    def test_quickAckOnATCPConnection(self):
+        """
+        On a real TCP connection L{sendnow.quickAck} turns the socket's
+        quick-acknowledgement mode on (Linux C{TCP_QUICKACK}).
+        """
+        seen = defer.Deferred()
+
+        class Receiver(protocol.Protocol):
+            def dataReceived(self, data):
+                sock = self.transport.socket
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
+                before = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK)
+                sendnow.quickAck(self.transport)
+                after = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK)
+                self.transport.loseConnection()
+                seen.callback((before, after))
+
+        factory = protocol.Factory.forProtocol(Receiver)
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client = socket.create_connection(("127.0.0.1", port.getHost().port))
+        self.addCleanup(client.close)
+        client.sendall(b"x")
+        return seen.addCallback(self.assertEqual, (0, 1))
+
+    def test_quickAckElsewhereDoesNothing(self):
+        # a test transport, or anything that is not a TCP connection
+        from twisted.internet.testing import StringTransport
+
+        sendnow.quickAck(StringTransport())
+        sendnow.quickAck(object())
+
+
+class SearchHeaderTextTests(unittest.TestCase):
+    def setUp(self):
+        self.h = Harness(self)
+        deliverNow(self.h.store, self.h.account, b"From: Zoe <zoe@example.org>\r\nSubject: =?utf-8?q?caf=C3=A9?= menu\r\n\r\nx\r\n")
+        deliverNow(self.h.store, self.h.account, b"From: bob@example.org\r\nSubject: Lunch\r\n\r\ny\r\n")
+        self.h.select()
+
+    def test_repeatedSearchReusesDecodedTexts(self):
+        h = self.h
+        for _ in range(2):
+            self.assertEqual(
+                h.lines(b"s1 SEARCH CHARSET UTF-8 SUBJECT {5+}\r\nCAF\xc3\x89 UNFLAGGED"),
+                [b"* SEARCH 1", b"s1 OK SEARCH completed"],
+            )
+            self.assertEqual(h.lines(b"s2 SEARCH FROM zoe@EXAMPLE.org"), [b"* SEARCH 1", b"s2 OK SEARCH completed"])
+            self.assertEqual(h.lines(b"s3 SEARCH OR SUBJECT lunch FROM zoe"), [b"* SEARCH 1 2", b"s3 OK SEARCH completed"])
+        self.assertEqual(len(h.factory.headers._entries), 2)
+        entries = [cached.headerTexts for _, cached in h.factory.headers._entries.values()]
+        self.assertEqual(
+            sorted(entry[(b"subject", False)] for entry in entries), [("café menu",), ("lunch",)]
+        )
+        self.assertEqual(
+            sorted(entry[(b"from", True)] for entry in entries),
+            [("bob@example.org", "bob@example.org"), ("zoe <zoe@example.org>", "zoe <zoe@example.org>")],
+        )
