@@ -166,3 +166,16 @@ class OwnChangesTests(unittest.TestCase):
         yield self.folder.refresh()
         self.assertEqual(self.folder.flags(1), {"Home"})
         self.assertEqual(self.folder.flags(3), frozenset())
+
+    @defer.inlineCallbacks
+    def test_flagsOfManyAndUidsWithFlag(self):
+        yield self.folder.setFlags([1, 3], ["\\Deleted"], "add")
+        yield self.folder.setFlags([3], ["\\Seen"], "add")
+        self.assertEqual(self.folder.uidsWithFlag("\\Deleted"), [1, 3])
+        self.assertEqual(self.folder.uidsWithFlag("\\seen"), [3])
+        self.assertEqual(self.folder.uidsWithFlag("\\Flagged"), [])
+        yield self.folder.expunge([1])
+        self.assertEqual(
+            self.folder.flagsOfMany([1, 2, 3]), [None, frozenset(), frozenset({"\\Deleted", "\\Seen"})]
+        )
+        self.assertEqual(self.folder.uidsWithFlag("\\Deleted"), [3])

@@ -333,7 +333,8 @@ class SelectedCommands:
             if not uids:
                 return self.ok(command)
         else:
-            uids = [uid for uid in view.uids if not view.gone(uid) and "\\Deleted" in folder.flags(uid)]
+            numbered = set(view.uids)
+            uids = [uid for uid in folder.uidsWithFlag("\\Deleted") if uid in numbered and not view.gone(uid)]
         d = folder.expunge(uids, origin=view)
 
         def done(expunged):
@@ -478,11 +479,11 @@ class SelectedCommands:
             await folder.prefetch(uids)
         out = []
         recent = self.recent
-        flagsOf = folder.flags
         withRecent = {}  # a message's flags -> the same and \\Recent
-        for seq, uid in enumerate(uids, 1):
+        for seq, uid, flags in zip(range(1, len(uids) + 1), uids, folder.flagsOfMany(uids)):
+            if flags is None:
+                continue  # expunged meanwhile
             try:
-                flags = flagsOf(uid)
                 date = folder.internalDate(uid) if needDates else 0.0
             except MessageVanished:
                 continue

@@ -206,6 +206,41 @@ class Folder(FolderSync, FolderOperations):
         self._flagsByInfo[info] = result
         return result
 
+    def flagsOfMany(self, uids) -> list:
+        """
+        L{flags} of each of C{uids}, L{None} for one that no longer
+        exists: one call for a whole folder (SEARCH), not one per message.
+        """
+        messages = self.messages
+        known = self._flagsByInfo
+        out = []
+        for uid in uids:
+            message = messages.get(uid)
+            if message is None:
+                out.append(None)
+                continue
+            flags = known.get(message.info)
+            out.append(self.flags(uid) if flags is None else flags)
+        return out
+
+    def uidsWithFlag(self, flag: str) -> list[int]:
+        """
+        The UIDs of the messages that have the system flag C{flag}
+        (C{"\\Deleted"}: EXPUNGE), ascending.
+        """
+        letter = dovecot.FLAG_LETTERS[flag.lower()]
+        has: dict = {}  # info string -> whether it holds the letter
+        out = []
+        for uid, message in self.messages.items():
+            info = message.info
+            found = has.get(info)
+            if found is None:
+                found = has[info] = letter in dovecot.infoLetters(info)
+            if found:
+                out.append(uid)
+        out.sort()
+        return out
+
     def recentUids(self) -> list[int]:
         """
         UIDs of messages still in C{new/} (nobody claimed them yet).
