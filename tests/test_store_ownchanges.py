@@ -179,3 +179,40 @@ class OwnChangesTests(unittest.TestCase):
             self.folder.flagsOfMany([1, 2, 3]), [None, frozenset(), frozenset({"\\Deleted", "\\Seen"})]
         )
         self.assertEqual(self.folder.uidsWithFlag("\\Deleted"), [3])
+
+
+class AppendDurabilityTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_appendedMessageIsDurableBeforeItsUid(self):
+        """
+        With C{fsync} on, an APPEND's UID comes after the message file,
+        the directory it was renamed into and C{dovecot-uidlist} were
+        synced; the message is in the Maildir once the pool is stopped.
+        """
+        account = makeAccount(self)
+        store = makeTestStore(self, inotify=False, fsync=True)
+        yield deliver(store, account)
+        folder = yield store.mailboxes(account).open()
+        synced = []
+        realFsync, realFdatasync = os.fsync, os.fdatasync
+
+        def fsync(fd):
+            synced.append(os.fstat(fd).st_ino)
+            realFsync(fd)
+
+        def fdatasync(fd):
+            synced.append(os.fstat(fd).st_ino)
+            realFdatasync(fd)
+
+        self.patch(os, "fsync", fsync)
+        self.patch(os, "fdatasync", fdatasync)
+        uid = yield folder.append(b"Subject: durable\r\n\r\nx\r\n", ["\\Seen"])
+        name = folder.message(uid).filename
+        folder.close()
+        yield store.close()
+        path = account.maildir / "cur" / name
+        self.assertEqual(path.read_bytes(), b"Subject: durable\r\n\r\nx\r\n")
+        for inode in (path, account.maildir / "cur", account.maildir / "dovecot-uidlist"):
+            self.assertIn(os.stat(inode).st_ino, synced, inode)
+        records = (account.maildir / "dovecot-uidlist").read_text().splitlines()
+        self.assertTrue(any(line.startswith(f"{uid} ") and line.endswith(name.partition(":")[0]) for line in records))
