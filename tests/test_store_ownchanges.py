@@ -206,7 +206,10 @@ class AppendDurabilityTests(unittest.TestCase):
 
         self.patch(os, "fsync", fsync)
         self.patch(os, "fdatasync", fdatasync)
+        groupCommits = store.directorySyncs.fsyncs
         uid = yield folder.append(b"Subject: durable\r\n\r\nx\r\n", ["\\Seen"])
+        # the directory fsync is the deliveries' group commit
+        self.assertEqual(store.directorySyncs.fsyncs, groupCommits + 1)
         name = folder.message(uid).filename
         folder.close()
         yield store.close()

@@ -278,7 +278,10 @@ class FolderOperations:
                 pass
             raise
         if self.store.fsync:
-            os.fsync(self._fds["new" if isNew else "cur"])
+            # group commit with deliveries into the same directory (their
+            # key for new/: see DeliveryTransaction._newDirectories)
+            key = (self.mailboxes.path, self.dirName) if isNew else (self.mailboxes.path, self.dirName, "cur")
+            self.store.directorySyncs.sync(self._fds["new" if isNew else "cur"], key)
         self.mailboxes._quotaUpdate(size, 1)
         sync = self._syncWork(False, False, {base: (isNew, info)}, before=before)
         if keywords is not None:
