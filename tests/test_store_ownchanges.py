@@ -138,17 +138,21 @@ class OwnChangesTests(unittest.TestCase):
         self.assertTrue(self.folder._refreshCall.active())
         self.assertTrue(self.folder._forceCur)
 
-    def test_onlyUidlistAndKeywordsEventsInFolderDirectory(self):
+    def test_metadataEventsInFolderDirectory(self):
         """
-        The dotlocks and Dovecot's temporary file come and go around every
-        uidlist change; the change itself is an event on the file.
+        Of the folder directory's events, a change of the uidlist or the
+        keywords, or the uidlist's dotlock going away, call for a refresh;
+        a lock appearing or a rewrite's temporary file do not.
         """
-        for name in ("dovecot-uidlist.lock", "dovecot-keywords.lock", "dovecot-uidlist.tmp"):
+        for name in ("dovecot-uidlist.lock", "dovecot-keywords.lock", "dovecot-uidlist.tmp", "subscriptions"):
             self.folder._inotifyEvent(None, name, False)
+        for name in ("dovecot-keywords.lock", "dovecot-uidlist.tmp"):
             self.folder._inotifyEvent(None, name, True)
         self.assertIsNone(self.folder._refreshCall)
-        self.folder._inotifyEvent(None, "dovecot-uidlist", False)
-        self.assertTrue(self.folder._refreshCall.active())
+        for name, gone in (("dovecot-uidlist", False), ("dovecot-keywords", False), ("dovecot-uidlist.lock", True)):
+            self.folder._inotifyEvent(None, name, gone)
+            self.assertTrue(self.folder._refreshCall.active(), name)
+            self.folder._refreshCall.cancel()
 
     @defer.inlineCallbacks
     def test_flagsFollowKeywordTable(self):

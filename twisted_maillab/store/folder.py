@@ -67,6 +67,8 @@ _FLAGS_MEMO = 4096
 # The most inotify events kept while the folder is locked; past it, the
 # next refresh lists both directories instead.
 _HELD_EVENTS = 10000
+_METADATA = frozenset({dovecot.UIDLIST, dovecot.KEYWORDS})
+_UIDLIST_LOCK = dovecot.UIDLIST + ".lock"
 
 
 def _twoLocks(first: defer.DeferredLock, second: defer.DeferredLock):
@@ -553,9 +555,11 @@ class Folder(FolderSync, FolderOperations):
         once it is (L{_apply}), against the index that includes them.
         """
         if subdir is None:
-            # Only the files themselves: their dotlocks and Dovecot's
-            # .tmp rewrite end in an event on the file (close or rename).
-            if name == dovecot.UIDLIST or name == dovecot.KEYWORDS:
+            # The files themselves (a rewrite renamed over them, an append
+            # closed), or the uidlist's dotlock going away (a writer that
+            # keeps the file open is done with it); not the lock appearing
+            # or the temporary files of a rewrite.
+            if name in _METADATA or (gone and name == _UIDLIST_LOCK):
                 self._scheduleRefresh()
             return
         if self._working:
