@@ -447,8 +447,8 @@ class ParseBatchTests(unittest.TestCase):
         calls = []
         original = fetch._prepareBatch
 
-        def counting(entries, items):
-            result = original(entries, items)
+        def counting(openFile, entries, items):
+            result = original(openFile, entries, items)
             calls.append(len(result))
             return result
 

@@ -7,6 +7,7 @@ cache keeps with each message.
 
 from __future__ import annotations
 
+import os
 import socket
 
 from twisted.internet import defer, protocol, reactor
@@ -97,3 +98,40 @@ class SearchHeaderTextTests(unittest.TestCase):
             sorted(entry[(b"from", True)] for entry in entries),
             [("bob@example.org", "bob@example.org"), ("zoe <zoe@example.org>", "zoe <zoe@example.org>")],
         )
+
+
+class FetchOpensInPoolTests(unittest.TestCase):
+    def setUp(self):
+        self.h = Harness(self)
+        for i in range(3):
+            deliverNow(self.h.store, self.h.account, b"Subject: %d\r\n\r\nbody %d\r\n" % (i, i))
+        self.h.select()
+        self.folder = self.h.proto.view.folder
+
+    def test_fileRemovedByAnotherProgram(self):
+        """
+        A message file another program removed is left out of the FETCH
+        (RFC 5530 EXPUNGEISSUED), and the folder refreshes soon after,
+        listing again: the session then hears of the expunge.
+        """
+        message = self.folder.message(2)
+        os.unlink(self.h.account.maildir / message.subdir / message.filename)
+        self.assertEqual(
+            self.h.lines(b"f1 FETCH 1:3 BODY.PEEK[TEXT]"),
+            [b"* 1 FETCH (BODY[TEXT] {8}", b"body 0", b")", b"* 3 FETCH (BODY[TEXT] {8}", b"body 2", b")",
+             b"f1 OK [EXPUNGEISSUED] Some messages were already expunged"],
+        )
+        self.h.store.clock.advance(1)
+        self.assertEqual(self.h.lines(b"n1 NOOP"), [b"* 2 EXPUNGE", b"n1 OK NOOP completed"])
+
+    def test_fileRenamedByAnotherProgram(self):
+        # a flag change by another program: found under its new name
+        message = self.folder.message(1)
+        cur = self.h.account.maildir / "cur"
+        os.rename(self.h.account.maildir / message.subdir / message.filename, cur / (message.base + ":2,F"))
+        self.assertEqual(
+            self.h.lines(b"f1 FETCH 1 (BODY.PEEK[TEXT])"),
+            [b"* 1 FETCH (BODY[TEXT] {8}", b"body 0", b")", b"f1 OK FETCH completed"],
+        )
+        self.h.store.clock.advance(1)
+        self.assertEqual(self.h.lines(b"n1 NOOP"), [b"* 1 FETCH (FLAGS (\\Flagged \\Recent))", b"n1 OK NOOP completed"])

@@ -32,7 +32,12 @@ C{cur/} without a C{stat} per file (sizes come from C{,S=}/C{,W=} in the
 names; internal dates are read lazily).  Later refreshes read only what was
 appended to the uidlist (same inode, larger size) and relist a directory
 only when its mtime changed or inotify named a file the index does not
-expect.
+expect.  The folder's own renames and unlinks (STORE, APPEND, EXPUNGE,
+claiming \\Recent) change the mtimes too: when a directory was unchanged
+since the last listing just before them, its new mtime is taken as seen
+(L{FolderSync._ownStamps}), and inotify events that arrive while such an
+operation is in flight are judged once its result is applied, so a long
+IMAP session does not relist thousands of names after each command.
 """
 
 from __future__ import annotations
@@ -354,6 +359,27 @@ class Folder(FolderSync, FolderOperations):
 
         d = self.store.run(_mapErrors(self._openFile, self.name), uid)
         return d.addCallbacks(self._openedFile, vanished)
+
+    def openMessageInThread(self, uid: int):
+        """
+        Thread (the store's pool): L{openMessage} for code already running
+        there, reading many messages in one job.  It touches nothing the
+        reactor owns: when the file had been renamed or is gone, the
+        caller tells the folder with L{filesMoved} back on the reactor.
+
+        @return: C{(file, relocated)}: a binary file object, and whether
+            it was found under another name.
+        @raise MessageVanished: expunged by another process.
+        @raise UnsafePath: a symlink, FIFO or foreign file took its place.
+        """
+        return self._openFile(uid)
+
+    def filesMoved(self) -> None:
+        """
+        Reactor: message files were found renamed or missing (see
+        L{openMessageInThread}): refresh soon, listing both directories.
+        """
+        self._scheduleRefresh(forceNew=True, forceCur=True)
 
     def prefetch(self, uids):
         """
