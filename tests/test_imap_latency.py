@@ -135,3 +135,39 @@ class FetchOpensInPoolTests(unittest.TestCase):
         )
         self.h.store.clock.advance(1)
         self.assertEqual(self.h.lines(b"n1 NOOP"), [b"* 1 FETCH (FLAGS (\\Flagged \\Recent))", b"n1 OK NOOP completed"])
+
+
+class OneWritePerAnswerTests(unittest.TestCase):
+    def setUp(self):
+        self.a = Harness(self)
+        for i in range(3):
+            deliverNow(self.a.store, self.a.account, b"Subject: %d\r\n\r\nbody %d\r\n" % (i, i))
+        self.a.select()
+        self.b = Harness(self, store=self.a.store, account=self.a.account)
+        self.b.select()
+        self.writes = []
+        original = self.a.proto.engine.write
+
+        def write(data):
+            self.writes.append(data)
+            original(data)
+
+        self.a.proto.engine.write = write
+
+    def test_storeAndSearchAnswers(self):
+        """
+        A STORE's or a SEARCH's own responses, the updates another session
+        caused and the tagged OK leave in one write (one C{send}).
+        """
+        self.assertEqual(self.b.lines(b"b1 STORE 2 +FLAGS (\\Seen)")[-1], b"b1 OK STORE completed")
+        self.assertEqual(
+            self.a.lines(b"s1 STORE 1 +FLAGS (\\Flagged)"),
+            [b"* 1 FETCH (FLAGS (\\Flagged \\Recent))", b"* 2 FETCH (FLAGS (\\Seen \\Recent))", b"s1 OK STORE completed"],
+        )
+        self.assertEqual(len(self.writes), 1)
+        self.assertEqual(self.b.lines(b"b2 STORE 3 +FLAGS (\\Seen)")[-1], b"b2 OK STORE completed")
+        self.assertEqual(
+            self.a.lines(b"s2 SEARCH SEEN"),
+            [b"* SEARCH 2 3", b"* 3 FETCH (FLAGS (\\Seen \\Recent))", b"s2 OK SEARCH completed"],
+        )
+        self.assertEqual(len(self.writes), 2)

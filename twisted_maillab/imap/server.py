@@ -487,13 +487,16 @@ class IMAPServer(Protocol, SelectedCommands, FetchCommands, MailboxCommands):
         self.write(R.tagged(command.tag, b"NO", b"Internal server error", R.SERVERBUG))
         return None
 
-    def ok(self, command: Command, text: bytes | None = None, code: bytes | None = None) -> None:
+    def ok(self, command: Command, text: bytes | None = None, code: bytes | None = None, head: bytes = b"") -> None:
         """
         The tagged OK, after the untagged updates the command may carry
-        (RFC 3501 7: EXPUNGE only where 7.4.1 allows).
+        (RFC 3501 7: EXPUNGE only where 7.4.1 allows), in one write with
+        C{head}, the command's own last untagged responses: one C{send}
+        for a STORE or SEARCH answer, not three.
         """
-        self.sendUpdates(expunges=self.expungesAllowed(command))
-        self.write(R.tagged(command.tag, b"OK", text or command.name.encode("ascii") + b" completed", code))
+        updates = self.pendingUpdates(expunges=self.expungesAllowed(command))
+        tagged = R.tagged(command.tag, b"OK", text or command.name.encode("ascii") + b" completed", code)
+        self.write(head + updates + tagged)
 
     def no(self, command: Command, text: bytes, code: bytes | None = None) -> None:
         self.write(R.tagged(command.tag, b"NO", text, code))

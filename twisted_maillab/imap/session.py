@@ -159,9 +159,20 @@ class SelectedCommands:
         Report the folder's queued changes (RFC 3501 7: EXPUNGE, EXISTS,
         RECENT, FETCH FLAGS).
         """
+        out = self.pendingUpdates(expunges)
+        if out:
+            self.write(out)
+
+    def pendingUpdates(self, expunges: bool = True) -> bytes:
+        """
+        The untagged responses of L{sendUpdates}, for the caller to send
+        with its own (one C{send} rather than two).  A mailbox deleted
+        under the session is the exception: its BYE is sent here, and
+        the session closed.
+        """
         view = self.view
         if view is None or not view.pending:
-            return
+            return b""
         changes = view.takeChanges(expunges=expunges)
         if changes.reset:
             # RFC 3501 7.1.5: the mailbox was deleted or renamed under the
@@ -169,7 +180,7 @@ class SelectedCommands:
             self.write(R.untaggedStatus(b"BYE", b"The selected mailbox was deleted or renamed"))
             self.closeMailbox()
             self.engine.close()
-            return
+            return b""
         out = []
         for seq in changes.expunged:
             out.append(R.expunge(seq))
@@ -200,8 +211,7 @@ class SelectedCommands:
             except MessageVanished:
                 continue
             out.append(R.fetchResponse(seq, [(b"FLAGS", R.flags(flags))]))
-        if out:
-            self.write(b"".join(out))
+        return b"".join(out)
 
     def messages(self, command, sequenceSet) -> list | None:
         """
@@ -376,17 +386,16 @@ class SelectedCommands:
                 if command.uid:
                     items.append((b"UID", b"%d" % uid))
                 out.append(R.fetchResponse(seq, items))
-            self.write(b"".join(out))
-            self._storeDone(command, gone or len(result) < len(uids))
+            self._storeDone(command, gone or len(result) < len(uids), b"".join(out))
 
         return d.addCallback(stored)
 
-    def _storeDone(self, command, gone: bool):
+    def _storeDone(self, command, gone: bool, head: bytes = b""):
         if gone and not command.uid:
             # RFC 5530 EXPUNGEISSUED: some messages were expunged by
             # someone else; the others were stored.
-            return self.ok(command, b"Some messages were already expunged", R.EXPUNGEISSUED)
-        self.ok(command)
+            return self.ok(command, b"Some messages were already expunged", R.EXPUNGEISSUED, head)
+        self.ok(command, head=head)
 
     # -- COPY / MOVE ---------------------------------------------------------
 
@@ -514,10 +523,9 @@ class SelectedCommands:
         numbers = [m.uid if command.uid else m.seq for m in matched]
         if args.returnOptions is not None:
             # RFC 4731 ESEARCH
-            self.write(R.esearchResponse(command.tag, numbers, args.returnOptions, uid=command.uid))
+            self.ok(command, head=R.esearchResponse(command.tag, numbers, args.returnOptions, uid=command.uid))
         else:
-            self.write(R.searchResponse(numbers))
-        self.ok(command)
+            self.ok(command, head=R.searchResponse(numbers))
 
     def do_SORT(self, command):
         return defer.ensureDeferred(self._sort(command))
