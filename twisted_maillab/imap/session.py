@@ -14,7 +14,6 @@ C{ok}, C{no}, C{bad}, C{avatar}, C{state} and C{changesArrived}.
 from __future__ import annotations
 
 import bisect
-import io
 import threading
 from collections import OrderedDict
 
