@@ -619,17 +619,21 @@ class HeaderCache:
     repeated search neither reads a file (no system calls in the pool
     thread, each of which hands the GIL back and forth with the reactor
     thread) nor parses a header.  A Maildir file never changes under its
-    UID, so entries need no invalidation.  Least recently used dropped
-    first, bounded by the header octets they came from.  Used from the
-    store's pool threads: guarded by a lock.  An entry also keeps the
-    decoded, case-folded text of the fields searches looked at, so the
-    memory used is at most about twice C{limit}.
+    UID, so entries need no invalidation.  The oldest entries are
+    dropped first, bounded by the header octets they came from (a hit
+    does not reorder them: a SEARCH over a big folder looks every
+    message up, and with no bookkeeping per hit it is one dictionary
+    lookup each, without the lock).  Used from the store's pool threads:
+    changes are guarded by a lock.  An entry also keeps the decoded,
+    case-folded text of the fields searches looked at, so the memory used
+    is at most about twice C{limit}.
     """
 
     def __init__(self, limit: int = 32 * 1024 * 1024):
         self.limit = limit
         self.size = 0
-        self._entries: OrderedDict = OrderedDict()
+        self._entries: OrderedDict = OrderedDict()  # (prefix + (uid,)) -> entry, oldest first
+        self._byFolder: dict = {}  # prefix -> {uid: entry}, the same entries
         self._lock = threading.Lock()
 
     def opener(self, folder, names: set):
@@ -643,11 +647,8 @@ class HeaderCache:
         prefix = (folder.mailboxes.path, folder.name, folder.uidValidity)
 
         def openMessage(uid):
-            key = prefix + (uid,)
-            with self._lock:
-                entry = self._entries.get(key)
-                if entry is not None:
-                    self._entries.move_to_end(key)
+            entries = self._byFolder.get(prefix)
+            entry = None if entries is None else entries.get(uid)
             if entry is None:
                 f = openFile(uid)
                 try:
@@ -657,18 +658,24 @@ class HeaderCache:
                 # the decoded texts a search adds to the entry's dict are
                 # at most about the header's size again (see the limit)
                 entry = (len(header), _HeaderFile(mimeheader.parseFields(header), {}))
-                self._put(key, entry)
+                self._put(prefix, uid, entry)
             return entry[1]
 
         return openMessage
 
-    def _put(self, key, entry) -> None:
+    def _put(self, prefix, uid, entry) -> None:
+        key = prefix + (uid,)
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:
                 self.size -= old[0]
             self._entries[key] = entry
+            self._byFolder.setdefault(prefix, {})[uid] = entry
             self.size += entry[0]
             while self.size > self.limit and self._entries:
-                _, dropped = self._entries.popitem(last=False)
+                dropKey, dropped = self._entries.popitem(last=False)
                 self.size -= dropped[0]
+                entries = self._byFolder[dropKey[:-1]]
+                del entries[dropKey[-1]]
+                if not entries:
+                    del self._byFolder[dropKey[:-1]]
