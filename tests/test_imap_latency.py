@@ -171,3 +171,22 @@ class OneWritePerAnswerTests(unittest.TestCase):
             [b"* SEARCH 2 3", b"* 3 FETCH (FLAGS (\\Seen \\Recent))", b"s2 OK SEARCH completed"],
         )
         self.assertEqual(len(self.writes), 2)
+
+
+class SearchIndexDataTests(unittest.TestCase):
+    def test_datesSizesAndRecent(self):
+        """
+        What SEARCH reads from the index on the reactor thread (flags,
+        \\Recent, internal dates, sizes) is what the program sees where it
+        runs, in the pool.
+        """
+        h = Harness(self)
+        deliverNow(h.store, h.account, b"Subject: new\r\n\r\n" + b"x" * 500 + b"\r\n")
+        h.select()
+        reply = h.send(b'a1 APPEND INBOX (\\Seen) "01-Jan-2020 00:00:00 +0000" {20+}\r\nSubject: old\r\n\r\nyy\r\n\r\n')
+        self.assertIn(b"a1 OK", reply)
+        self.assertEqual(h.lines(b"s1 SEARCH BEFORE 1-Jan-2021"), [b"* SEARCH 2", b"s1 OK SEARCH completed"])
+        self.assertEqual(h.lines(b"s2 SEARCH SINCE 1-Jan-2021 RECENT"), [b"* SEARCH 1", b"s2 OK SEARCH completed"])
+        self.assertEqual(h.lines(b"s3 SEARCH LARGER 100"), [b"* SEARCH 1", b"s3 OK SEARCH completed"])
+        self.assertEqual(h.lines(b"s4 SEARCH SEEN SUBJECT old"), [b"* SEARCH 2", b"s4 OK SEARCH completed"])
+        self.assertEqual(h.lines(b"s5 SORT (ARRIVAL) US-ASCII ALL"), [b"* SORT 2 1", b"s5 OK SORT completed"])

@@ -471,12 +471,15 @@ class SelectedCommands:
 
     async def _messageData(self, program_names: set):
         """
-        L{S.MessageData} of every message of the view, with dates and
-        sizes only when the program needs them.
+        A callable building the L{S.MessageData} of every message of the
+        view, with dates and sizes only when the program needs them: what
+        the index says is read here, on the reactor thread; the objects
+        (thousands) are made where the callable runs, in the pool thread
+        with the search, so the reactor is not held up by them.
         """
         view = self.view
         folder = view.folder
-        uids = [uid for uid in view.uids]
+        uids = view.uids
         sizes = {}
         if program_names & {"LARGER", "SMALLER", "SIZE"}:
             sizes = await virtualSizes(folder, uids)
@@ -485,23 +488,37 @@ class SelectedCommands:
         needDates = bool(program_names & {"BEFORE", "ON", "SINCE", "ARRIVAL", "DATE"})
         if needDates:
             await folder.prefetch(uids)
-        out = []
-        recent = self.recent
-        withRecent = {}  # a message's flags -> the same and \\Recent
-        for seq, uid, flags in zip(range(1, len(uids) + 1), uids, folder.flagsOfMany(uids)):
-            if flags is None:
-                continue  # expunged meanwhile
-            try:
-                date = folder.internalDate(uid) if needDates else 0.0
-            except MessageVanished:
-                continue
-            if uid in recent:
-                marked = withRecent.get(flags)
-                if marked is None:
-                    marked = withRecent[flags] = flags | {"\\Recent"}
-                flags = marked
-            out.append(S.MessageData(uid, seq, flags, date, sizes.get(uid, 0)))
-        return out
+        flagsList = folder.flagsOfMany(uids)
+        dates = None
+        if needDates:
+            dates = []
+            for uid, flags in zip(uids, flagsList):
+                try:
+                    dates.append(folder.internalDate(uid) if flags is not None else None)
+                except MessageVanished:
+                    dates.append(None)
+        recent = frozenset(self.recent)
+
+        def build():
+            out = []
+            withRecent = {}  # a message's flags -> the same and \\Recent
+            for i, (uid, flags) in enumerate(zip(uids, flagsList)):
+                if flags is None:
+                    continue  # expunged meanwhile
+                date = 0.0
+                if dates is not None:
+                    date = dates[i]
+                    if date is None:
+                        continue
+                if uid in recent:
+                    marked = withRecent.get(flags)
+                    if marked is None:
+                        marked = withRecent[flags] = flags | {"\\Recent"}
+                    flags = marked
+                out.append(S.MessageData(uid, i + 1, flags, date, sizes.get(uid, 0)))
+            return out
+
+        return build
 
     def do_SEARCH(self, command):
         return defer.ensureDeferred(self._search(command))
@@ -509,12 +526,14 @@ class SelectedCommands:
     async def _search(self, command):
         args = command.args
         view = self.view
-        data = await self._messageData(_keyNames(args.criteria, set()))
+        build = await self._messageData(_keyNames(args.criteria, set()))
         program = _toProgram(args.criteria)
         opener = self.factory.headers.opener(view.folder, _keyNames(args.criteria, set()))
+        lastUid = _lastUid(view)
 
         def work():
-            return S.search(program, data, opener, args.charset or "US-ASCII", _lastUid(view), len(data))
+            data = build()
+            return S.search(program, data, opener, args.charset or "US-ASCII", lastUid, len(data))
 
         matched = await self._runSearch(command, view, work)
         if matched is None:
@@ -539,12 +558,14 @@ class SelectedCommands:
                 words.append("REVERSE")
             words.append(key)
         names = _keyNames(args.search, set()) | {key for _, key in args.criteria}
-        data = await self._messageData(names)
+        build = await self._messageData(names)
         program = _toProgram(args.search)
         opener = self.factory.headers.opener(view.folder, names)
+        lastUid = _lastUid(view)
 
         def work():
-            matched = S.search(program, data, opener, args.charset or "US-ASCII", _lastUid(view), len(data))
+            data = build()
+            matched = S.search(program, data, opener, args.charset or "US-ASCII", lastUid, len(data))
             return S.sort(words, matched, opener)
 
         ordered = await self._runSearch(command, view, work)
