@@ -18,7 +18,8 @@ CHECK_TESTS := tests.test_addresses tests.test_config tests.test_service \
 	tests.test_dns_zone tests.test_dns_compact tests.test_dns_zonecache tests.test_dns_answer tests.test_dns_support tests.test_auth.test_portal \
 	tests.test_imap_parser tests.test_imap_response tests.test_layering tests.test_atomicwrite tests.test_composition \
 	tests.test_imap_server tests.test_imap_commands tests.test_imap_service tests.test_http tests.test_mailauth tests.test_tlspolicy \
-	tests.test_dns_twistedseam tests.test_plugin_discovery tests.test_imap_compliance
+	tests.test_dns_twistedseam tests.test_plugin_discovery tests.test_imap_compliance \
+	tests.test_store_ownchanges tests.test_imap_latency
 
 .PHONY: run test check bench clean
 

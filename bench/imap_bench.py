@@ -24,6 +24,10 @@ one; short sessions also per session) for both servers and the ratio
 maillab/dovecot, after checking that both give the same UIDs and
 UIDVALIDITY on the same Maildir.  Dovecot runs with Debian's defaults
 except the per-user connection limit (raised for the bench's clients).
+Both keep their durable defaults, printed with the figures: maillab's
+C{[store] fsync = yes} (an APPEND is answered OK once the message file,
+its directory and C{dovecot-uidlist} are fsynced) and Dovecot's
+C{mail_fsync = optimized} (the file and the directory).
 
 Needs the Debian packages dovecot-core and dovecot-imapd.
 """
@@ -410,6 +414,11 @@ def main():
             mine, theirs = mLong[2][name] * 1000, dLong[2].get(name, float("nan")) * 1000
             print(f"  {name:38}{mine:>10.1f}{theirs:>10.1f}{mine / theirs:>8.2f}")
         print(f"maillab server peak RSS: {mPeak} kB")
+        mine = load(ini).store.fsync
+        theirs = subprocess.run(
+            ["doveconf", "-c", str(conf), "-h", "mail_fsync"], capture_output=True, text=True
+        ).stdout.strip() or "unknown"
+        print(f"durability (both on their defaults): maillab [store] fsync = {'yes' if mine else 'no'}, dovecot mail_fsync = {theirs}")
         print(
             f"same UIDVALIDITY and UIDs before the run: {mIdent == dIdent} "
             f"({len(mIdent[1])} / {len(dIdent[1])} messages)"

@@ -447,8 +447,8 @@ class ParseBatchTests(unittest.TestCase):
         calls = []
         original = fetch._prepareBatch
 
-        def counting(entries, items):
-            result = original(entries, items)
+        def counting(openFile, entries, items):
+            result = original(openFile, entries, items)
             calls.append(len(result))
             return result
 
@@ -641,10 +641,13 @@ class HeaderCacheTests(unittest.TestCase):
         from twisted_maillab.imap.session import HeaderCache
 
         cache = HeaderCache(limit=10)
-        cache._put(("a", 1), (6, []))
-        cache._put(("a", 2), (6, []))
+        cache._put(("a",), 1, (6, []))
+        cache._put(("a",), 2, (6, []))
         self.assertEqual(list(cache._entries), [("a", 2)])
+        self.assertEqual(cache._byFolder, {("a",): {2: (6, [])}})
         self.assertEqual(cache.size, 6)
+        cache._put(("b",), 1, (6, []))
+        self.assertEqual(cache._byFolder, {("b",): {1: (6, [])}})
 
 
 class ImaptestFindingsTests(unittest.TestCase):

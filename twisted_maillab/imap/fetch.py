@@ -4,8 +4,9 @@ RFC 3516).
 
 What the index knows (FLAGS, UID, INTERNALDATE, sizes) is answered on the
 reactor thread; everything that needs the message's MIME structure is
-computed by L{twisted_maillab.imap.structure} in the store's thread pool,
-one round trip per message, and the parsed structure is cached per
+computed by L{twisted_maillab.imap.structure} in the store's thread pool
+(files opened there too), one round trip per batch of messages, and the
+parsed structure is cached per
 message (it holds offsets, never body bytes).  Section contents up to
 L{INLINE_SIZE} are read in that same round trip; bigger ones are streamed
 from the file in chunks of at most 64 KiB, one thread round trip per
@@ -111,21 +112,53 @@ class _Streamed:
         self.literal8 = literal8
 
 
-def _prepareBatch(entries, items):
+def _prepareBatch(openFile, entries, items):
     """
-    Thread: L{_prepare} for each C{(file, cached structure)} in turn, until
-    the inline data read passes L{_BATCH_BYTES} (the rest waits for the
-    next round trip, so one batch holds a bounded amount of memory).
+    Thread: for each C{(uid, cached structure or None)} in turn, open the
+    message with C{openFile(uid) -> (file, relocated)} and L{_prepare} it,
+    until the inline data read passes L{_BATCH_BYTES} (the rest waits for
+    the next round trip, so one batch holds a bounded amount of memory).
+    Opening here rather than on the reactor thread spares it three system
+    calls per message, each a chance to wait for the GIL behind a pool
+    thread.
+
+    @return: per message, L{None} if it vanished (expunged by another
+        program, or its file is no longer safe to read), else C{(message,
+        values, file, relocated)} where C{file} is still open only when a
+        section is streamed from it (the caller closes it then).
     """
     results = []
     total = 0
-    for f, message in entries:
-        result = _prepare(f, message, items)
-        results.append(result)
-        total += sum(len(v) for v in result[1] if isinstance(v, bytes))
-        if total > _BATCH_BYTES:
-            break
+    try:
+        for uid, cached in entries:
+            try:
+                f, relocated = openFile(uid)
+            except StoreError:
+                results.append(None)
+                continue
+            try:
+                message, values = _prepare(f, cached, items)
+            except BaseException:
+                f.close()
+                raise
+            if not any(isinstance(v, _Streamed) for v in values):
+                f.close()
+                f = None
+            results.append((message, values, f, relocated))
+            total += sum(len(v) for v in values if isinstance(v, bytes))
+            if total > _BATCH_BYTES:
+                break
+    except BaseException:
+        _closeAll(results)
+        raise
     return results
+
+
+def _closeAll(results) -> None:
+    # the files kept open for streaming, when they will not be streamed
+    for result in results:
+        if result is not None and result[2] is not None:
+            result[2].close()
 
 
 def _prepare(f, message, items):
@@ -321,8 +354,8 @@ class FetchCommands:
 
     async def _fetchParsed(self, view, pairs, items, sizes, seenNow, flow) -> bool:
         """
-        Messages whose structure is needed: opened on the reactor thread
-        (an C{openat}), parsed and read in the pool a batch at a time.
+        Messages whose structure is needed: opened, parsed and read in the
+        pool a batch at a time.
         """
         folder = view.folder
         cache = self.factory.structures
@@ -337,30 +370,27 @@ class FetchCommands:
                 if view.gone(uid):
                     gone = True
                     continue
-                key = (folder.mailboxes.path, folder.name, folder.uidValidity, uid)
-                try:
-                    f = folder.openMessage(uid)
-                except (MessageVanished, StoreError):
-                    gone = True
-                    continue
-                batch.append((seq, uid, key, f))
+                batch.append((seq, uid, (folder.mailboxes.path, folder.name, folder.uidValidity, uid)))
             if not batch:
                 break
-            try:
-                results = await folder.store.run(_prepareBatch, [(f, cache.get(key)) for _, _, key, f in batch], items)
-            except BaseException:
-                for _, _, _, f in batch:
-                    f.close()
-                raise
+            results = await folder.store.run(
+                _prepareBatch, folder.openMessageInThread, [(uid, cache.get(key)) for _, uid, key in batch], items
+            )
             # What the pool did not get to (its output budget was spent)
             # goes first into the next batch.
-            for seq, uid, _, f in reversed(batch[len(results):]):
-                f.close()
+            for seq, uid, _ in reversed(batch[len(results):]):
                 todo.append((seq, uid))
+            if any(result is None or result[3] for result in results):
+                # a file vanished or was renamed by another program
+                folder.filesMoved()
             out = []
-            for (seq, uid, key, f), (message, values) in zip(batch, results):
+            for i, ((seq, uid, key), result) in enumerate(zip(batch, results)):
+                if result is None:
+                    gone = True
+                    continue
+                message, values, f, _ = result
                 cache.put(key, message)
-                if any(isinstance(v, _Streamed) for v in values):
+                if f is not None:
                     if out:
                         self.write(b"".join(out))
                         out = []
@@ -369,9 +399,9 @@ class FetchCommands:
                     finally:
                         folder.store.run(f.close)
                     if self.closed or self.view is not view:
+                        folder.store.run(_closeAll, results[i + 1 :])
                         return gone
                     continue
-                f.close()
                 try:
                     out.append(self._response(seq, uid, folder, items, values, message, sizes, seenNow))
                 except MessageVanished:

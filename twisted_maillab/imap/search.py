@@ -33,7 +33,7 @@ from __future__ import annotations
 import datetime
 import email.utils
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from twisted_maillab.imap import mimeheader
 from twisted_maillab.imap.mimedecode import UnknownCTE, decodeWords, decoderFor, textDecoder
@@ -87,7 +87,7 @@ class Not:
     item: object
 
 
-@dataclass
+@dataclass(slots=True)
 class MessageData:
     """
     What the caller knows of one message without opening it.
@@ -100,7 +100,7 @@ class MessageData:
 
     uid: int
     seq: int
-    flags: frozenset = field(default_factory=frozenset)
+    flags: frozenset = frozenset()
     internalDate: float = 0.0
     size: int = 0
 
@@ -234,6 +234,7 @@ class Searcher:
         self.maxSeq = maxSeq
         self.needles: dict[str, set[str]] = {"BODY": set(), "TEXT": set()}
         self._collect(self.program)
+        self._test = self._build(self.program)
 
     def _collect(self, node):
         if isinstance(node, And):
@@ -254,8 +255,9 @@ class Searcher:
         @return: C{(matched, undecided)}: lists of L{MessageData}.
         """
         matched, undecided = [], []
+        test = self._test
         for message in messages:
-            verdict = self._eval(self.program, message, None)
+            verdict = test(message, None)
             if verdict is None:
                 undecided.append(message)
             elif verdict:
@@ -267,72 +269,110 @@ class Searcher:
         Blocking: decide one message, reading its file C{f}.
         """
         content = _Content(f, self.needles)
-        return bool(self._eval(self.program, message, content))
+        return bool(self._test(message, content))
 
-    def _eval(self, node, message, content):
-        # Three-valued without content: None is "needs the file".
+    def _build(self, node):
+        """
+        The program as nested closures C{test(message, content)}, each
+        three-valued without content (L{None} is "needs the file"): a
+        SEARCH over a big folder runs it once or twice per message, so
+        the tree is walked and each key's case decided once, here.
+        """
         if isinstance(node, And):
-            result = True
-            for item in node.items:
-                value = self._eval(item, message, content)
-                if value is False:
-                    return False
-                if value is None:
-                    result = None
-            return result
-        if isinstance(node, Or):
-            left = self._eval(node.left, message, content)
-            if left is True:
-                return True
-            right = self._eval(node.right, message, content)
-            if right is True:
-                return True
-            return None if None in (left, right) else False
-        if isinstance(node, Not):
-            value = self._eval(node.item, message, content)
-            return None if value is None else not value
-        return self._key(node, message, content)
+            tests = [self._build(item) for item in node.items]
 
-    def _key(self, key, message, content):
+            def both(message, content):
+                result = True
+                for test in tests:
+                    value = test(message, content)
+                    if value is False:
+                        return False
+                    if value is None:
+                        result = None
+                return result
+
+            return both
+        if isinstance(node, Or):
+            leftTest, rightTest = self._build(node.left), self._build(node.right)
+
+            def either(message, content):
+                left = leftTest(message, content)
+                if left is True:
+                    return True
+                right = rightTest(message, content)
+                if right is True:
+                    return True
+                return None if None in (left, right) else False
+
+            return either
+        if isinstance(node, Not):
+            inner = self._build(node.item)
+
+            def negation(message, content):
+                value = inner(message, content)
+                return None if value is None else not value
+
+            return negation
+        return self._keyTest(node)
+
+    def _keyTest(self, key):
         name, args = key.name, key.args
         if name == "ALL":
-            return True
+            return lambda message, content: True
         if name in _FLAG_KEYS:
             flag, wanted = _FLAG_KEYS[name]
-            return (flag in message.flags) == wanted
+            return lambda message, content: (flag in message.flags) == wanted
         if name == "NEW":
-            return "\\Recent" in message.flags and "\\Seen" not in message.flags
+            return lambda message, content: "\\Recent" in message.flags and "\\Seen" not in message.flags
         if name == "OLD":
-            return "\\Recent" not in message.flags
+            return lambda message, content: "\\Recent" not in message.flags
         if name in ("KEYWORD", "UNKEYWORD"):
-            has = args[0] in {f.lower() for f in message.flags}
-            return has if name == "KEYWORD" else not has
+            keyword, wanted = args[0], name == "KEYWORD"
+            return lambda message, content: (keyword in {f.lower() for f in message.flags}) == wanted
         if name == "LARGER":
-            return message.size > args[0]
+            return lambda message, content: message.size > args[0]
         if name == "SMALLER":
-            return message.size < args[0]
+            return lambda message, content: message.size < args[0]
         if name == "UID":
-            return _inSet(message.uid, args[0], self.maxUid)
+            return lambda message, content: _inSet(message.uid, args[0], self.maxUid)
         if name == "SEQUENCE":
-            return _inSet(message.seq, args[0], self.maxSeq)
+            return lambda message, content: _inSet(message.seq, args[0], self.maxSeq)
         if name in ("BEFORE", "ON", "SINCE"):
-            return _compareDate(name, _localDate(message.internalDate), args[0])
+            return lambda message, content: _compareDate(name, _localDate(message.internalDate), args[0])
         if name not in _CONTENT_KEYS:
             raise ValueError(f"unknown search key {name}")
-        if content is None:
-            return None
         if name in ("SENTBEFORE", "SENTON", "SENTSINCE"):
-            sent = content.sentDate()
-            if sent is None:
-                # No usable Date: as old as can be (Dovecot's choice: it
-                # is SENTBEFORE any date).
-                sent = datetime.date(1970, 1, 1)
-            return _compareDate(name[4:], sent, args[0])
-        if name in _HEADER_KEYS:
-            return content.headerContains(_HEADER_KEYS[name], args[0], addresses=name != "SUBJECT")
-        if name == "HEADER":
-            return content.headerContains(args[0], args[1])
-        return content.found(name, args[0])
+
+            def sent(message, content):
+                if content is None:
+                    return None
+                date = content.sentDate()
+                if date is None:
+                    # No usable Date: as old as can be (Dovecot's choice:
+                    # it is SENTBEFORE any date).
+                    date = datetime.date(1970, 1, 1)
+                return _compareDate(name[4:], date, args[0])
+
+            return sent
+        if name in _HEADER_KEYS or name == "HEADER":
+            if name == "HEADER":
+                fieldName, needle, addresses = args[0], args[1], False
+            else:
+                fieldName, needle, addresses = _HEADER_KEYS[name], args[0], name != "SUBJECT"
+
+            def header(message, content):
+                if content is None:
+                    return None
+                return content.headerContains(fieldName, needle, addresses)
+
+            return header
+
+        def text(message, content):
+            if content is None:
+                return None
+            return content.found(name, args[0])
+
+        return text
 
 
 def _compareDate(name, date, wanted):
@@ -354,6 +394,17 @@ def headerFields(f) -> list:
     if fields is not None:
         return fields
     return mimeheader.parseFields(readHeader(f))
+
+
+def headerTexts(f) -> dict:
+    """
+    Where a search keeps the decoded, case-folded text of header fields
+    it looked at (see L{_Content.texts}): the C{headerTexts} dict a
+    cached message carries, shared by every search of that message, or
+    a new one for this search alone.
+    """
+    texts = getattr(f, "headerTexts", None)
+    return {} if texts is None else texts
 
 
 def readHeader(f) -> bytes:
@@ -397,6 +448,7 @@ class _Content:
         self.f = f
         self.needles = needles
         self._fields = None
+        self._texts = None
         self._found = None
 
     def fields(self):
@@ -404,13 +456,32 @@ class _Content:
             self._fields = headerFields(self.f)
         return self._fields
 
+    def texts(self, name: bytes, addresses: bool) -> tuple:
+        """
+        The decoded, case-folded values of the C{name} fields (and, for
+        address fields, their addresses as L{_addressText} writes them),
+        decoded once per message: a server's header cache keeps them
+        with the parsed fields, so a repeated SUBJECT or FROM search over
+        a big folder is a substring test per message.
+        """
+        if self._texts is None:
+            self._texts = headerTexts(self.f)
+        key = (name, addresses)
+        texts = self._texts.get(key)
+        if texts is None:
+            found = []
+            for fieldName, value in self.fields():
+                if fieldName != name:
+                    continue
+                found.append(decodeWords(mimeheader.unfold(value)).casefold())
+                if addresses:
+                    found.append(_addressText(value))
+            texts = self._texts[key] = tuple(found)
+        return texts
+
     def headerContains(self, name: bytes, needle: str, addresses: bool = False) -> bool:
-        for fieldName, value in self.fields():
-            if fieldName != name:
-                continue
-            if needle in decodeWords(mimeheader.unfold(value)).casefold():
-                return True
-            if addresses and needle in _addressText(value):
+        for text in self.texts(name, addresses):
+            if needle in text:
                 return True
         return False
 

@@ -38,7 +38,7 @@ from zope.interface import implementer
 from twisted_maillab import lines
 from twisted_maillab.auth.pool import AuthenticationUnavailable
 from twisted_maillab.auth.sasl import challengers
-from twisted_maillab.sendnow import noDelay
+from twisted_maillab.sendnow import noDelay, quickAck
 from twisted_maillab.imap import appendspool
 from twisted_maillab.imap import response as R
 from twisted_maillab.imap.account import IIMAPAccount
@@ -300,6 +300,9 @@ class IMAPServer(Protocol, SelectedCommands, FetchCommands, MailboxCommands):
                     self._appendLiterals.append(e)
             else:
                 await self.engine.readOctets(size, self.assembler.feed)
+            # The rest of the command line may be stuck behind the
+            # literal's delayed acknowledgement (see quickAck).
+            quickAck(self.transport)
             line = await self.engine.readLine()
             event = self._feed(line)
             if isinstance(event, (int, _Spooled)):
@@ -489,13 +492,16 @@ class IMAPServer(Protocol, SelectedCommands, FetchCommands, MailboxCommands):
         self.write(R.tagged(command.tag, b"NO", b"Internal server error", R.SERVERBUG))
         return None
 
-    def ok(self, command: Command, text: bytes | None = None, code: bytes | None = None) -> None:
+    def ok(self, command: Command, text: bytes | None = None, code: bytes | None = None, head: bytes = b"") -> None:
         """
         The tagged OK, after the untagged updates the command may carry
-        (RFC 3501 7: EXPUNGE only where 7.4.1 allows).
+        (RFC 3501 7: EXPUNGE only where 7.4.1 allows), in one write with
+        C{head}, the command's own last untagged responses: one C{send}
+        for a STORE or SEARCH answer, not three.
         """
-        self.sendUpdates(expunges=self.expungesAllowed(command))
-        self.write(R.tagged(command.tag, b"OK", text or command.name.encode("ascii") + b" completed", code))
+        updates = self.pendingUpdates(expunges=self.expungesAllowed(command))
+        tagged = R.tagged(command.tag, b"OK", text or command.name.encode("ascii") + b" completed", code)
+        self.write(head + updates + tagged)
 
     def no(self, command: Command, text: bytes, code: bytes | None = None) -> None:
         self.write(R.tagged(command.tag, b"NO", text, code))

@@ -14,7 +14,6 @@ C{ok}, C{no}, C{bad}, C{avatar}, C{state} and C{changesArrived}.
 from __future__ import annotations
 
 import bisect
-import io
 import threading
 from collections import OrderedDict
 
@@ -156,9 +155,20 @@ class SelectedCommands:
         Report the folder's queued changes (RFC 3501 7: EXPUNGE, EXISTS,
         RECENT, FETCH FLAGS).
         """
+        out = self.pendingUpdates(expunges)
+        if out:
+            self.write(out)
+
+    def pendingUpdates(self, expunges: bool = True) -> bytes:
+        """
+        The untagged responses of L{sendUpdates}, for the caller to send
+        with its own (one C{send} rather than two).  A mailbox deleted
+        under the session is the exception: its BYE is sent here, and
+        the session closed.
+        """
         view = self.view
         if view is None or not view.pending:
-            return
+            return b""
         changes = view.takeChanges(expunges=expunges)
         if changes.reset:
             # RFC 3501 7.1.5: the mailbox was deleted or renamed under the
@@ -166,7 +176,7 @@ class SelectedCommands:
             self.write(R.untaggedStatus(b"BYE", b"The selected mailbox was deleted or renamed"))
             self.closeMailbox()
             self.engine.close()
-            return
+            return b""
         out = []
         for seq in changes.expunged:
             out.append(R.expunge(seq))
@@ -194,8 +204,7 @@ class SelectedCommands:
             except MessageVanished:
                 continue
             out.append(R.fetchResponse(seq, [(b"FLAGS", R.flags(flags))]))
-        if out:
-            self.write(b"".join(out))
+        return b"".join(out)
 
     def messages(self, command, sequenceSet) -> list | None:
         """
@@ -327,7 +336,8 @@ class SelectedCommands:
             if not uids:
                 return self.ok(command)
         else:
-            uids = [uid for uid in view.uids if not view.gone(uid) and "\\Deleted" in folder.flags(uid)]
+            numbered = set(view.uids)
+            uids = [uid for uid in folder.uidsWithFlag("\\Deleted") if uid in numbered and not view.gone(uid)]
         d = folder.expunge(uids, origin=view)
 
         def done(expunged):
@@ -369,17 +379,16 @@ class SelectedCommands:
                 if command.uid:
                     items.append((b"UID", b"%d" % uid))
                 out.append(R.fetchResponse(seq, items))
-            self.write(b"".join(out))
-            self._storeDone(command, gone or len(result) < len(uids))
+            self._storeDone(command, gone or len(result) < len(uids), b"".join(out))
 
         return d.addCallback(stored)
 
-    def _storeDone(self, command, gone: bool):
+    def _storeDone(self, command, gone: bool, head: bytes = b""):
         if gone and not command.uid:
             # RFC 5530 EXPUNGEISSUED: some messages were expunged by
             # someone else; the others were stored.
-            return self.ok(command, b"Some messages were already expunged", R.EXPUNGEISSUED)
-        self.ok(command)
+            return self.ok(command, b"Some messages were already expunged", R.EXPUNGEISSUED, head)
+        self.ok(command, head=head)
 
     # -- COPY / MOVE ---------------------------------------------------------
 
@@ -456,12 +465,15 @@ class SelectedCommands:
 
     async def _messageData(self, program_names: set):
         """
-        L{S.MessageData} of every message of the view, with dates and
-        sizes only when the program needs them.
+        A callable building the L{S.MessageData} of every message of the
+        view, with dates and sizes only when the program needs them: what
+        the index says is read here, on the reactor thread; the objects
+        (thousands) are made where the callable runs, in the pool thread
+        with the search, so the reactor is not held up by them.
         """
         view = self.view
         folder = view.folder
-        uids = [uid for uid in view.uids]
+        uids = view.uids
         sizes = {}
         if program_names & {"LARGER", "SMALLER", "SIZE"}:
             sizes = await virtualSizes(folder, uids)
@@ -470,17 +482,37 @@ class SelectedCommands:
         needDates = bool(program_names & {"BEFORE", "ON", "SINCE", "ARRIVAL", "DATE"})
         if needDates:
             await folder.prefetch(uids)
-        out = []
-        for seq, uid in enumerate(uids, 1):
-            try:
-                flags = folder.flags(uid)
-                date = folder.internalDate(uid) if needDates else 0.0
-            except MessageVanished:
-                continue
-            if uid in self.recent:
-                flags = flags | {"\\Recent"}
-            out.append(S.MessageData(uid, seq, flags, date, sizes.get(uid, 0)))
-        return out
+        flagsList = folder.flagsOfMany(uids)
+        dates = None
+        if needDates:
+            dates = []
+            for uid, flags in zip(uids, flagsList):
+                try:
+                    dates.append(folder.internalDate(uid) if flags is not None else None)
+                except MessageVanished:
+                    dates.append(None)
+        recent = frozenset(self.recent)
+
+        def build():
+            out = []
+            withRecent = {}  # a message's flags -> the same and \\Recent
+            for i, (uid, flags) in enumerate(zip(uids, flagsList)):
+                if flags is None:
+                    continue  # expunged meanwhile
+                date = 0.0
+                if dates is not None:
+                    date = dates[i]
+                    if date is None:
+                        continue
+                if uid in recent:
+                    marked = withRecent.get(flags)
+                    if marked is None:
+                        marked = withRecent[flags] = flags | {"\\Recent"}
+                    flags = marked
+                out.append(S.MessageData(uid, i + 1, flags, date, sizes.get(uid, 0)))
+            return out
+
+        return build
 
     def do_SEARCH(self, command):
         return defer.ensureDeferred(self._search(command))
@@ -488,12 +520,14 @@ class SelectedCommands:
     async def _search(self, command):
         args = command.args
         view = self.view
-        data = await self._messageData(_keyNames(args.criteria, set()))
+        build = await self._messageData(_keyNames(args.criteria, set()))
         program = _toProgram(args.criteria)
         opener = self.factory.headers.opener(view.folder, _keyNames(args.criteria, set()))
+        lastUid = _lastUid(view)
 
         def work():
-            return S.search(program, data, opener, args.charset or "US-ASCII", _lastUid(view), len(data))
+            data = build()
+            return S.search(program, data, opener, args.charset or "US-ASCII", lastUid, len(data))
 
         matched = await self._runSearch(command, view, work)
         if matched is None:
@@ -501,10 +535,9 @@ class SelectedCommands:
         numbers = [m.uid if command.uid else m.seq for m in matched]
         if args.returnOptions is not None:
             # RFC 4731 ESEARCH
-            self.write(R.esearchResponse(command.tag, numbers, args.returnOptions, uid=command.uid))
+            self.ok(command, head=R.esearchResponse(command.tag, numbers, args.returnOptions, uid=command.uid))
         else:
-            self.write(R.searchResponse(numbers))
-        self.ok(command)
+            self.ok(command, head=R.searchResponse(numbers))
 
     def do_SORT(self, command):
         return defer.ensureDeferred(self._sort(command))
@@ -519,12 +552,14 @@ class SelectedCommands:
                 words.append("REVERSE")
             words.append(key)
         names = _keyNames(args.search, set()) | {key for _, key in args.criteria}
-        data = await self._messageData(names)
+        build = await self._messageData(names)
         program = _toProgram(args.search)
         opener = self.factory.headers.opener(view.folder, names)
+        lastUid = _lastUid(view)
 
         def work():
-            matched = S.search(program, data, opener, args.charset or "US-ASCII", _lastUid(view), len(data))
+            data = build()
+            matched = S.search(program, data, opener, args.charset or "US-ASCII", lastUid, len(data))
             return S.sort(words, matched, opener)
 
         ordered = await self._runSearch(command, view, work)
@@ -557,17 +592,46 @@ def _lastUid(view) -> int:
     return uids[-1] if uids else 0
 
 
+def _threadOpener(folder):
+    """
+    C{openMessage(uid) -> file} for code running in the store's thread
+    pool: L{Folder.openMessageInThread}, telling the folder on the reactor
+    thread when a file was found renamed or gone.
+    """
+    reactor = folder.store.reactor
+
+    def openMessage(uid):
+        try:
+            f, relocated = folder.openMessageInThread(uid)
+        except Exception:
+            reactor.callFromThread(folder.filesMoved)
+            raise
+        if relocated:
+            reactor.callFromThread(folder.filesMoved)
+        return f
+
+    return openMessage
+
+
 # The search keys that read more than the header block (RFC 3501 6.4.4).
 _BODY_KEYS = frozenset({"BODY", "TEXT"})
 
 
-class _HeaderFile(io.BytesIO):
+class _HeaderFile:
     """
-    A message reduced to its header block, with its parsed fields (see
-    L{S.headerFields}).
+    A message reduced to its header block: its parsed fields (see
+    L{S.headerFields}) and the decoded texts searches made of them (see
+    L{S.headerTexts}), shared with the cache entry.
     """
 
-    headerFields = None
+    __slots__ = ("headerFields", "headerTexts")
+
+    def __init__(self, fields, texts):
+        self.headerFields = fields
+        self.headerTexts = texts
+
+    def close(self) -> None:
+        pass
 
 
 class HeaderCache:
@@ -577,15 +641,21 @@ class HeaderCache:
     repeated search neither reads a file (no system calls in the pool
     thread, each of which hands the GIL back and forth with the reactor
     thread) nor parses a header.  A Maildir file never changes under its
-    UID, so entries need no invalidation.  Least recently used dropped
-    first, bounded by the header octets they came from.  Used from the
-    store's pool threads: guarded by a lock.
+    UID, so entries need no invalidation.  The oldest entries are
+    dropped first, bounded by the header octets they came from (a hit
+    does not reorder them: a SEARCH over a big folder looks every
+    message up, and with no bookkeeping per hit it is one dictionary
+    lookup each, without the lock).  Used from the store's pool threads:
+    changes are guarded by a lock.  An entry also keeps the decoded,
+    case-folded text of the fields searches looked at, so the memory used
+    is at most about twice C{limit}.
     """
 
     def __init__(self, limit: int = 32 * 1024 * 1024):
         self.limit = limit
         self.size = 0
-        self._entries: OrderedDict = OrderedDict()
+        self._entries: OrderedDict = OrderedDict()  # (prefix + (uid,)) -> entry, oldest first
+        self._byFolder: dict = {}  # prefix -> {uid: entry}, the same entries
         self._lock = threading.Lock()
 
     def opener(self, folder, names: set):
@@ -593,38 +663,41 @@ class HeaderCache:
         C{openMessage(uid) -> file} for the pool: a file carrying just the
         cached header fields when the program needs nothing else.
         """
-        openFile = folder.openMessageInThread
+        openFile = _threadOpener(folder)
         if names & _BODY_KEYS:
             return openFile
         prefix = (folder.mailboxes.path, folder.name, folder.uidValidity)
 
         def openMessage(uid):
-            key = prefix + (uid,)
-            with self._lock:
-                entry = self._entries.get(key)
-                if entry is not None:
-                    self._entries.move_to_end(key)
+            entries = self._byFolder.get(prefix)
+            entry = None if entries is None else entries.get(uid)
             if entry is None:
                 f = openFile(uid)
                 try:
                     header = S.readHeader(f)
                 finally:
                     f.close()
-                entry = (len(header), mimeheader.parseFields(header))
-                self._put(key, entry)
-            f = _HeaderFile()
-            f.headerFields = entry[1]
-            return f
+                # the decoded texts a search adds to the entry's dict are
+                # at most about the header's size again (see the limit)
+                entry = (len(header), _HeaderFile(mimeheader.parseFields(header), {}))
+                self._put(prefix, uid, entry)
+            return entry[1]
 
         return openMessage
 
-    def _put(self, key, entry) -> None:
+    def _put(self, prefix, uid, entry) -> None:
+        key = prefix + (uid,)
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:
                 self.size -= old[0]
             self._entries[key] = entry
+            self._byFolder.setdefault(prefix, {})[uid] = entry
             self.size += entry[0]
             while self.size > self.limit and self._entries:
-                _, dropped = self._entries.popitem(last=False)
+                dropKey, dropped = self._entries.popitem(last=False)
                 self.size -= dropped[0]
+                entries = self._byFolder[dropKey[:-1]]
+                del entries[dropKey[-1]]
+                if not entries:
+                    del self._byFolder[dropKey[:-1]]

@@ -60,8 +60,11 @@ Durability
 ==========
 Delivery writes C{tmp/<unique>}, fsyncs it, renames it into C{new/} (the
 commit point) and fsyncs C{new/}; concurrent deliveries to one folder share
-that directory fsync (group commit).  All fsyncs run in the store's thread
-pool, never on the reactor thread.
+that directory fsync (group commit).  An IMAP APPEND does the same (file,
+rename into C{new/} or C{cur/}, directory fsync shared with the
+deliveries), then appends its record to C{dovecot-uidlist} and
+C{fdatasync}s it before the UID is returned.  All fsyncs run in the store's
+thread pool, never on the reactor thread.
 """
 
 from __future__ import annotations

@@ -32,7 +32,12 @@ C{cur/} without a C{stat} per file (sizes come from C{,S=}/C{,W=} in the
 names; internal dates are read lazily).  Later refreshes read only what was
 appended to the uidlist (same inode, larger size) and relist a directory
 only when its mtime changed or inotify named a file the index does not
-expect.
+expect.  The folder's own renames and unlinks (STORE, APPEND, EXPUNGE,
+claiming \\Recent) change the mtimes too: when a directory was unchanged
+since the last listing just before them, its new mtime is taken as seen
+(L{FolderSync._ownStamps}), and inotify events that arrive while such an
+operation is in flight are judged once its result is applied, so a long
+IMAP session does not relist thousands of names after each command.
 """
 
 from __future__ import annotations
@@ -61,6 +66,14 @@ from twisted_maillab.store.workers import inWorker
 __all__ = ["Folder", "Message", "openFolderDirs"]
 
 log = Logger()
+
+# The most distinct info strings whose flags Folder.flags() remembers.
+_FLAGS_MEMO = 4096
+# The most inotify events kept while the folder is locked; past it, the
+# next refresh lists both directories instead.
+_HELD_EVENTS = 10000
+_METADATA = frozenset({dovecot.UIDLIST, dovecot.KEYWORDS})
+_UIDLIST_LOCK = dovecot.UIDLIST + ".lock"
 
 
 def _twoLocks(first: defer.DeferredLock, second: defer.DeferredLock):
@@ -112,6 +125,8 @@ class Folder(FolderSync, FolderOperations):
         self._pending: dict[str, tuple[int, str]] = {}
         self.keywords = dovecot.Keywords()
         self._keywordsStamp = None
+        # info string -> flags, for the current keywords (see flags())
+        self._flagsByInfo: dict = {}
         self.header = dovecot.UidlistHeader()
         self._ustate = dovecot.UidlistState()
         self._stamps = (None, None)
@@ -125,6 +140,8 @@ class Folder(FolderSync, FolderOperations):
         self._watch = None
         self._refreshCall = None
         self._forceNew = self._forceCur = False
+        self._heldEvents: list = []  # inotify events that arrived while working
+        self._working = 0
 
     def _reactorOnly(self) -> None:
         """
@@ -178,13 +195,59 @@ class Folder(FolderSync, FolderOperations):
         The message's flags: C{\\Seen}... and keyword names (no C{\\Recent}:
         that is per session, see L{claimRecent}).
         """
+        info = self.message(uid).info
+        # A folder's messages share a handful of info strings ("2,S",
+        # "2,FS"...): SEARCH, EXPUNGE and STORE ask for the flags of every
+        # message, so each distinct one is decoded once per keyword table.
+        known = self._flagsByInfo.get(info)
+        if known is not None:
+            return known
         result = set()
-        for letter in self.message(uid).letters:
+        for letter in dovecot.infoLetters(info):
             if letter in dovecot.SYSTEM_FLAGS:
                 result.add(dovecot.SYSTEM_FLAGS[letter])
             elif letter in dovecot.KEYWORD_LETTERS:
                 result.add(self.keywords.nameOf(letter))
-        return frozenset(result)
+        result = frozenset(result)
+        if len(self._flagsByInfo) >= _FLAGS_MEMO:
+            self._flagsByInfo.clear()
+        self._flagsByInfo[info] = result
+        return result
+
+    def flagsOfMany(self, uids) -> list:
+        """
+        L{flags} of each of C{uids}, L{None} for one that no longer
+        exists: one call for a whole folder (SEARCH), not one per message.
+        """
+        messages = self.messages
+        known = self._flagsByInfo
+        out = []
+        for uid in uids:
+            message = messages.get(uid)
+            if message is None:
+                out.append(None)
+                continue
+            flags = known.get(message.info)
+            out.append(self.flags(uid) if flags is None else flags)
+        return out
+
+    def uidsWithFlag(self, flag: str) -> list[int]:
+        """
+        The UIDs of the messages that have the system flag C{flag}
+        (C{"\\Deleted"}: EXPUNGE), ascending.
+        """
+        letter = dovecot.FLAG_LETTERS[flag.lower()]
+        has: dict = {}  # info string -> whether it holds the letter
+        out = []
+        for uid, message in self.messages.items():
+            info = message.info
+            found = has.get(info)
+            if found is None:
+                found = has[info] = letter in dovecot.infoLetters(info)
+            if found:
+                out.append(uid)
+        out.sort()
+        return out
 
     @property
     def _recentKey(self) -> tuple[str, str]:
@@ -307,21 +370,24 @@ class Folder(FolderSync, FolderOperations):
 
     def openMessageInThread(self, uid: int):
         """
-        L{openMessage} for code already running in the store's thread pool
-        (a SEARCH reading bodies): blocking, and it leaves the index and
-        the clock alone; when the file had moved, the refresh that records
-        it is scheduled on the reactor thread.
+        Thread (the store's pool): L{openMessage} for code already running
+        there, reading many messages in one job.  It touches nothing the
+        reactor owns: when the file had been renamed or is gone, the
+        caller tells the folder with L{filesMoved} back on the reactor.
 
+        @return: C{(file, relocated)}: a binary file object, and whether
+            it was found under another name.
         @raise MessageVanished: expunged by another process.
         @raise UnsafePath: a symlink, FIFO or foreign file took its place.
         """
-        f, relocated = self._openFile(uid)
-        if relocated:
-            if inWorker():
-                self.store.reactor.callFromThread(self._scheduleRefresh, True, True)
-            else:
-                self._scheduleRefresh(True, True)
-        return f
+        return self._openFile(uid)
+
+    def filesMoved(self) -> None:
+        """
+        Reactor: message files were found renamed or missing (see
+        L{openMessageInThread}): refresh soon, listing both directories.
+        """
+        self._scheduleRefresh(forceNew=True, forceCur=True)
 
     def prefetch(self, uids):
         """
@@ -538,11 +604,27 @@ class Folder(FolderSync, FolderOperations):
         """
         Called by the store's watcher.  Ignore events for changes the index
         already reflects (our own renames); otherwise schedule a refresh.
+        While an operation holds the folder lock, its own renames may be
+        reported before its result is applied: such events are judged
+        once it is (L{_apply}), against the index that includes them.
         """
         if subdir is None:
-            if name.startswith(dovecot.UIDLIST) or name.startswith(dovecot.KEYWORDS):
+            # The files themselves (a rewrite renamed over them, an append
+            # closed), or the uidlist's dotlock going away (a writer that
+            # keeps the file open is done with it); not the lock appearing
+            # or the temporary files of a rewrite.
+            if name in _METADATA or (gone and name == _UIDLIST_LOCK):
                 self._scheduleRefresh()
             return
+        if self._working:
+            if len(self._heldEvents) < _HELD_EVENTS:
+                self._heldEvents.append((subdir, name, gone))
+            else:
+                self._scheduleRefresh(forceNew=True, forceCur=True)
+            return
+        self._messageEvent(subdir, name, gone)
+
+    def _messageEvent(self, subdir: str, name: str, gone: bool) -> None:
         base, info = dovecot.splitName(name)
         uid = self.byBase.get(base)
         message = self.messages.get(uid) if uid is not None else None
@@ -569,13 +651,30 @@ class Folder(FolderSync, FolderOperations):
 
         @defer.inlineCallbacks
         def run():
-            sync = yield self.store.run(_mapErrors(work, self.name), *args)
-            if arrivals is not None:
-                self._arrived(arrivals(sync))
-            self._apply(sync, origin)
+            self._holdEvents()
+            try:
+                sync = yield self.store.run(_mapErrors(work, self.name), *args)
+                if arrivals is not None:
+                    self._arrived(arrivals(sync))
+                self._apply(sync, origin)
+            finally:
+                self._releaseEvents()
             return sync.result
 
         return self._lock.run(run)
+
+    def _holdEvents(self) -> None:
+        # an operation's thread work starts: see _inotifyEvent
+        self._working += 1
+
+    def _releaseEvents(self) -> None:
+        # its result is applied (or it failed): judge what arrived meanwhile
+        self._working -= 1
+        if self._working:
+            return
+        held, self._heldEvents = self._heldEvents, []
+        for event in held:
+            self._messageEvent(*event)
 
     def _apply(self, sync: _Sync, origin, publish: bool = True) -> None:
         self._reactorOnly()
@@ -593,6 +692,7 @@ class Folder(FolderSync, FolderOperations):
             self._ustate = sync.uidlistState
         if sync.keywords is not None:
             self.keywords = sync.keywords
+            self._flagsByInfo = {}
             self._keywordsStamp = sync.keywordsStamp
         if sync.stamps is not None:
             self._stamps = sync.stamps
@@ -791,6 +891,8 @@ class Folder(FolderSync, FolderOperations):
             if target is self:
                 raise StoreError("copy into the same folder")
             release = yield _twoLocks(self._lock, target._lock)
+            self._holdEvents()
+            target._holdEvents()
             try:
                 srcSync, dstSync, pairs = yield self.store.run(_mapErrors(self._copyWork, self.name), uids, target, move)
                 self._apply(srcSync, origin)
@@ -799,6 +901,8 @@ class Folder(FolderSync, FolderOperations):
                 target._arrived(t for _, t in pairs)
                 target._apply(dstSync, origin)
             finally:
+                target._releaseEvents()
+                self._releaseEvents()
                 release()
             return pairs
 

@@ -39,10 +39,13 @@ class FolderOperations:
         sync = _Sync()
         claimed = []
         newFd, curFd = self._fds["new"], self._fds["cur"]
+        before = None
         for uid in uids:
             message = self.messages.get(uid)
             if message is None or not message.isNew:
                 continue
+            if before is None:
+                before = self._dirStamps()
             info = dovecot.buildInfo(message.info, message.letters)
             target = f"{message.base}:{info}"
             try:
@@ -51,6 +54,8 @@ class FolderOperations:
                 continue  # someone else claimed or expunged it; the refresh will say
             sync.updated.append((uid, info, False))
             claimed.append(uid)
+        if before is not None:
+            sync.stamps = self._ownStamps(before, self._dirStamps())
         sync.result = claimed
         return sync
 
@@ -109,6 +114,7 @@ class FolderOperations:
         wanted = set(letters)
         result = {}
         missing = []
+        before = self._dirStamps()
         for uid in uids:
             message = self.messages.get(uid)
             if message is None:
@@ -152,6 +158,9 @@ class FolderOperations:
                     continue
                 sync.updated.append((uid, info, False))
                 result[uid] = message
+        if sync.stamps is None and sync.updated:
+            # (after a resync its listing's stamps stand: see _ownStamps)
+            sync.stamps = self._ownStamps(before, self._dirStamps())
         sync.result = result
         return sync
 
@@ -188,6 +197,7 @@ class FolderOperations:
             uids = [uid for uid, m in self.messages.items() if "T" in m.letters]
         removedBytes = removedCount = 0
         missing = []
+        before = self._dirStamps()
         for uid in sorted(uids):
             message = self.messages.get(uid)
             if message is None:
@@ -219,6 +229,8 @@ class FolderOperations:
                 sync.removed.append(uid)
                 removedBytes += size
                 removedCount += 1
+        if sync.stamps is None and sync.removed:
+            sync.stamps = self._ownStamps(before, self._dirStamps())
         if removedCount:
             self.mailboxes._quotaUpdate(-removedBytes, -removedCount)
         sync.result = sorted(set(sync.removed))
@@ -257,6 +269,7 @@ class FolderOperations:
             isNew = not letters
             info = None if isNew else dovecot.buildInfo(None, letters)
             name = base if info is None else f"{base}:{info}"
+            before = self._dirStamps()
             os.rename(unique, name, src_dir_fd=tmpFd, dst_dir_fd=self._fds["new" if isNew else "cur"])
         except BaseException:
             try:
@@ -265,9 +278,12 @@ class FolderOperations:
                 pass
             raise
         if self.store.fsync:
-            os.fsync(self._fds["new" if isNew else "cur"])
+            # group commit with deliveries into the same directory (their
+            # key for new/: see DeliveryTransaction._newDirectories)
+            key = (self.mailboxes.path, self.dirName) if isNew else (self.mailboxes.path, self.dirName, "cur")
+            self.store.directorySyncs.sync(self._fds["new" if isNew else "cur"], key)
         self.mailboxes._quotaUpdate(size, 1)
-        sync = self._syncWork(False, False, {base: (isNew, info)})
+        sync = self._syncWork(False, False, {base: (isNew, info)}, before=before)
         if keywords is not None:
             sync.keywords = keywords
         sync.result = next(m.uid for m in sync.added if m.base == base)

@@ -345,19 +345,42 @@ class FolderSync:
             out[base] = intern(info) if sep else None
         return out
 
-    def _syncWork(self, forceNew: bool, forceCur: bool, extra: dict | None, initial: bool = False) -> _Sync:
+    def _dirStamps(self) -> tuple:
+        """
+        Thread: the modification times (ns) of C{new/} and C{cur/}.
+        """
+        return os.fstat(self._fds["new"]).st_mtime_ns, os.fstat(self._fds["cur"]).st_mtime_ns
+
+    def _ownStamps(self, before: tuple, after: tuple) -> tuple:
+        """
+        Thread: the directory stamps the index matches once an operation's
+        own renames and unlinks are applied.  A directory whose mtime was
+        still the one of our last listing just before them (C{before})
+        changed only by them, so its new mtime (C{after}) is ours and the
+        next refresh need not list it (thousands of names, in Python, for
+        every STORE or APPEND otherwise).  A directory that had changed
+        keeps the old stamp and is listed next time.  Another program's
+        change in the same instant is reported by inotify, which forces a
+        listing, or by the periodic rescan.
+        """
+        return tuple(now if was == seen else seen for was, seen, now in zip(before, self._stamps, after))
+
+    def _syncWork(
+        self, forceNew: bool, forceCur: bool, extra: dict | None, initial: bool = False, before: tuple | None = None
+    ) -> _Sync:
         """
         Thread: compare the index with the disk.
 
         @param extra: files this process just placed, C{{base: (isNew,
             info)}}, added without relisting.
+        @param before: the directory stamps just before this process
+            placed them (see L{_ownStamps}).
         """
         sync = _Sync()
-        newFd, curFd = self._fds["new"], self._fds["cur"]
-        stampNew = os.fstat(newFd).st_mtime_ns
-        stampCur = os.fstat(curFd).st_mtime_ns
-        listNew = forceNew or stampNew != self._stamps[0]
-        listCur = forceCur or stampCur != self._stamps[1]
+        stampNew, stampCur = self._dirStamps()
+        listed = self._stamps if before is None else self._ownStamps(before, (stampNew, stampCur))
+        listNew = forceNew or stampNew != listed[0]
+        listCur = forceCur or stampCur != listed[1]
 
         # 1. the uidlist, read without the lock (Dovecot does the same)
         records, ustate, reset = self._readUidlist(self._ustate)
@@ -416,8 +439,8 @@ class FolderSync:
                 other = "cur" if only == "new" else "new"
                 listings[other] = self._listDir(other)
         sync.stamps = (
-            stampNew if "new" in listings else self._stamps[0],
-            stampCur if "cur" in listings else self._stamps[1],
+            stampNew if "new" in listings else listed[0],
+            stampCur if "cur" in listings else listed[1],
         )
         listed = set(listings)
         if extra:
