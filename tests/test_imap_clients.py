@@ -241,7 +241,11 @@ SyncState *
             "set index_format = '%4C %Z %s'\n"
             "set sort = mailbox-order\n"
         )
-        socketPath = str(server.root / "tmux.sock")
+        # A tmux server of its own per call: after "q" the previous one
+        # exits, and a new session started on its socket while it does
+        # fails ("server exited unexpectedly").
+        self.tmuxServers = getattr(self, "tmuxServers", 0) + 1
+        socketPath = str(server.root / f"tmux{self.tmuxServers}.sock")
         tmuxCmd = [tmux, "-S", socketPath]
         env = {**os.environ, "TERM": "xterm", "HOME": str(server.root)}
         run(
