@@ -109,7 +109,11 @@ def scanUsage(rootFd: int) -> tuple[int, int]:
 
     folder(rootFd)
     with _fs.scanDir(rootFd) as entries:
-        dirs = [e.name for e in entries if e.name.startswith(".") and e.name not in (".", "..") and e.is_dir(follow_symlinks=False)]
+        dirs = [
+            e.name
+            for e in entries
+            if e.name.startswith(".") and e.name not in (".", "..") and e.is_dir(follow_symlinks=False)
+        ]
     for name in dirs:
         try:
             fd = _fs.openDir(name, rootFd)
