@@ -14,7 +14,7 @@ INSTALL := $(BIN)/pip install --quiet -e '.[test]' --config-settings editable_mo
 # them starts twistd, a real client or a peer server.
 CHECK_TESTS := tests.test_addresses tests.test_config tests.test_service \
 	tests.test_sendnow tests.test_lines tests.test_smtp tests.test_smtp_commit tests.test_smtp_outbound \
-	tests.test_pop3 tests.test_store tests.test_store_contract tests.test_store_workers tests.test_store_view \
+	tests.test_pop3 tests.test_store tests.test_store_contract tests.test_store_workers tests.test_store_view tests.test_store_sharedfd \
 	tests.test_dns_zone tests.test_dns_compact tests.test_dns_zonecache tests.test_dns_answer tests.test_dns_support tests.test_auth.test_portal \
 	tests.test_imap_parser tests.test_imap_response tests.test_layering tests.test_atomicwrite tests.test_composition \
 	tests.test_imap_server tests.test_imap_commands tests.test_imap_service tests.test_http tests.test_mailauth tests.test_tlspolicy \

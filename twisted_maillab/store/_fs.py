@@ -11,6 +11,7 @@ model (C{fchown} plus precautions, not C{setfsuid}).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from dataclasses import dataclass
@@ -201,6 +202,44 @@ def replaceFile(name: str, dirFd: int, owner: Owner, data: bytes, fsync: bool = 
     the account (see L{twisted_maillab.atomicwrite.replaceFile}).
     """
     atomicwrite.replaceFile(name, data, dirFd=dirFd, mode=FILE_MODE, owner=owner.chown, fsync=fsync, syncDir=False)
+
+
+def _ownDescription(dirFd: int) -> int:
+    # os.listdir(fd) and os.scandir(fd) read through a dup() of fd, and a
+    # dup shares the directory's read position (one open file description,
+    # getdents(2)) with the fd and every other dup.  Two threads listing
+    # the same fd at once (a folder refresh under its lock, a FETCH looking
+    # for a renamed file outside it) would each get part of the directory,
+    # starting where the other stopped: messages would look expunged.
+    # Opening "." relative to the fd gives a description of our own.
+    return os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dirFd)
+
+
+def listNames(dirFd: int) -> list[str]:
+    """
+    Thread: the names in the directory C{dirFd}, complete even while other
+    threads list the same fd (see L{_ownDescription}).
+    """
+    fd = _ownDescription(dirFd)
+    try:
+        return os.listdir(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def scanDir(dirFd: int):
+    """
+    Thread: C{with scanDir(fd) as entries:} L{os.scandir} of the directory
+    C{dirFd} through a description of its own (see L{listNames}); the
+    entries' C{stat()} works inside the block.
+    """
+    fd = _ownDescription(dirFd)
+    try:
+        with os.scandir(fd) as entries:
+            yield entries
+    finally:
+        os.close(fd)
 
 
 def removeTree(name: str, dirFd: int) -> None:

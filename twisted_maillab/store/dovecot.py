@@ -496,7 +496,7 @@ def nextUidValidity(rootFd: int, owner: _fs.Owner, now: float | None = None) -> 
             current = None
     if current is None:
         markers = []
-        for name in os.listdir(rootFd):
+        for name in _fs.listNames(rootFd):
             if name.startswith(UIDVALIDITY + "."):
                 try:
                     markers.append(int(name[len(UIDVALIDITY) + 1 :], 16))

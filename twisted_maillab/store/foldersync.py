@@ -109,19 +109,20 @@ class FolderSync:
         """
         removed = 0
         tmpFd = self._fds["tmp"]
-        for entry in os.scandir(tmpFd):
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if _stat.S_ISDIR(st.st_mode):
-                continue
-            if st.st_mtime < now - TMP_MAX_AGE and st.st_atime < now - TMP_MAX_AGE:
+        with _fs.scanDir(tmpFd) as entries:
+            for entry in entries:
                 try:
-                    os.unlink(entry.name, dir_fd=tmpFd)
-                    removed += 1
+                    st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
-                    pass
+                    continue
+                if _stat.S_ISDIR(st.st_mode):
+                    continue
+                if st.st_mtime < now - TMP_MAX_AGE and st.st_atime < now - TMP_MAX_AGE:
+                    try:
+                        os.unlink(entry.name, dir_fd=tmpFd)
+                        removed += 1
+                    except FileNotFoundError:
+                        pass
         return removed
 
     def _findAndStat(self, message: Message):
@@ -171,7 +172,7 @@ class FolderSync:
         @return: C{(subdir, filename)} or L{None}.
         """
         for subdir in ("cur", "new"):
-            for name in os.listdir(self._fds[subdir]):
+            for name in _fs.listNames(self._fds[subdir]):
                 if name.partition(":")[0] == message.base:
                     return subdir, name
         return None
@@ -338,7 +339,9 @@ class FolderSync:
     def _listDir(self, subdir: str) -> dict[str, str | None]:
         out = {}
         intern = _intern
-        for name in os.listdir(self._fds[subdir]):
+        # not os.listdir(fd): FETCH and SEARCH list the same fds outside
+        # the folder lock when a file was renamed (see _fs.listNames)
+        for name in _fs.listNames(self._fds[subdir]):
             if name[0] == ".":
                 continue  # Maildir spec: dot files are not messages
             base, sep, info = name.partition(":")

@@ -340,15 +340,16 @@ class Mailboxes:
         names = []
         created = {}
         configured = dict(self.store.specialFolders)
-        for entry in os.scandir(rootFd):
-            if not entry.is_dir(follow_symlinks=False):
-                continue
-            name = dovecot.folderNameFromDir(entry.name, self.separator)
+        # the root fd is shared by every session's LIST (see _fs.listNames)
+        with _fs.scanDir(rootFd) as entries:
+            dirs = [entry.name for entry in entries if entry.is_dir(follow_symlinks=False)]
+        for dirName in dirs:
+            name = dovecot.folderNameFromDir(dirName, self.separator)
             if name is None or name.upper() == "INBOX":
                 continue
             names.append(name)
             if name not in configured:
-                role = self._readSpecialUse(entry.name, rootFd)
+                role = self._readSpecialUse(dirName, rootFd)
                 if role is not None:
                     created[name] = role
         subscribed = set(self._subscriptionsWork())
@@ -495,7 +496,8 @@ class Mailboxes:
         rootFd = self._rootFd()
         oldDir = dovecot.folderDirName(old, self.separator)
         newDir = dovecot.folderDirName(new, self.separator)
-        existing = [e.name for e in os.scandir(rootFd) if e.is_dir(follow_symlinks=False)]
+        with _fs.scanDir(rootFd) as entries:
+            existing = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
         if oldDir not in existing:
             raise MailboxNotFound(f"{old}: no such mailbox")
         if newDir in existing:

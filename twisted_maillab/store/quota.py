@@ -108,16 +108,21 @@ def scanUsage(rootFd: int) -> tuple[int, int]:
                 os.close(fd)
 
     folder(rootFd)
-    for entry in os.scandir(rootFd):
-        if entry.name.startswith(".") and entry.name not in (".", "..") and entry.is_dir(follow_symlinks=False):
-            try:
-                fd = _fs.openDir(entry.name, rootFd)
-            except OSError:
-                continue
-            try:
-                folder(fd)
-            finally:
-                os.close(fd)
+    with _fs.scanDir(rootFd) as entries:
+        dirs = [
+            e.name
+            for e in entries
+            if e.name.startswith(".") and e.name not in (".", "..") and e.is_dir(follow_symlinks=False)
+        ]
+    for name in dirs:
+        try:
+            fd = _fs.openDir(name, rootFd)
+        except OSError:
+            continue
+        try:
+            folder(fd)
+        finally:
+            os.close(fd)
     return total, count
 
 

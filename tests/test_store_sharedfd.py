@@ -1,0 +1,152 @@
+"""
+A folder's directory listings stay complete while another thread lists the
+same directory fd.
+
+C{os.listdir(fd)} reads through a C{dup} of C{fd}, which shares the read
+position (one open file description) with C{fd} and every other C{dup}: a
+FETCH or SEARCH that looks for a renamed message file in the store's pool
+(outside the folder lock) and a refresh under the lock, listing C{cur/} at
+the same moment, each got part of the directory.  The refresh then took the
+messages it did not see for expunged: sessions were told EXPUNGE for
+messages still on disk (RFC 3501 7.4.1 makes that final), their message
+count dropped and a FETCH of a number they had been given was refused, and
+the files came back with new UIDs.  Here the other thread's listing is
+held half-way (an C{os.scandir} iterator on the shared fd that has read its
+first batch), which is the state the race leaves the fd in, so the tests
+are deterministic.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.trial import unittest
+
+from twisted_maillab.store import _fs
+from twisted_maillab.store.testing import synchronousStore, temporaryAccount
+
+# Enough names that a listing takes several getdents(2) calls (glibc reads
+# 32 KiB at a time, a few hundred of these names).
+_COUNT = 1500
+
+
+def _name(i: int) -> str:
+    return f"{1700000000 + i}.M{i:06d}P4242Q{i}.other.example.org,S=64,W=66"
+
+
+class _Expunges:
+    """
+    A folder listener recording what the folder reported expunged.
+    """
+
+    def __init__(self):
+        self.uids: list[int] = []
+
+    def messagesExpunged(self, folder, uids) -> None:
+        self.uids.extend(uids)
+
+
+class HalfReadFd:
+    """
+    Another thread's listing of C{fd}, stopped after its first batch.
+    """
+
+    def __init__(self, testCase, fd: int):
+        self.entries = os.scandir(fd)
+        testCase.addCleanup(self.entries.close)
+        next(self.entries)
+
+
+class ListNamesTests(unittest.TestCase):
+    def setUp(self):
+        self.path = self.mktemp()
+        os.mkdir(self.path)
+        for i in range(_COUNT):
+            with open(os.path.join(self.path, _name(i)), "wb"):
+                pass
+        self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        self.addCleanup(os.close, self.fd)
+
+    def test_completeWhileSharedFdIsHalfRead(self):
+        """
+        L{_fs.listNames} returns every name even when the fd's shared
+        position is in the middle of the directory.
+        """
+        HalfReadFd(self, self.fd)
+        self.assertEqual(len(_fs.listNames(self.fd)), _COUNT)
+
+    def test_scanDirCompleteWhileSharedFdIsHalfRead(self):
+        """
+        L{_fs.scanDir} too, and its entries can be stat'ed inside the block.
+        """
+        HalfReadFd(self, self.fd)
+        with _fs.scanDir(self.fd) as entries:
+            sizes = [entry.stat(follow_symlinks=False).st_size for entry in entries]
+        self.assertEqual(sizes, [0] * _COUNT)
+
+    def test_sharedFdIsNotMoved(self):
+        """
+        Listing leaves the other reader's position alone: it goes on
+        where it stopped and, with its first batch, sees every name once.
+        """
+        reader = HalfReadFd(self, self.fd)
+        _fs.listNames(self.fd)
+        rest = [entry.name for entry in reader.entries]
+        self.assertEqual(len(rest) + 1, _COUNT)
+
+
+class FolderListingTests(unittest.TestCase):
+    def setUp(self):
+        self.store = synchronousStore()
+        self.addCleanup(self.store.close)
+        self.account = temporaryAccount(self.mktemp())
+        self.folder = self.successResultOf(self.store.mailboxes(self.account).open())
+        self.addCleanup(self.folder.close)
+        cur = self.account.maildir / "cur"
+        for i in range(_COUNT):
+            (cur / f"{_name(i)}:2,S").write_bytes(b"Subject: x\r\n\r\n" + b"y" * 48 + b"\r\n")
+        self.successResultOf(self.folder.refresh(full=True))
+        self.uids = list(self.folder.uids())
+        self.assertEqual(len(self.uids), _COUNT)
+        self.expunges = _Expunges()
+        self.folder.subscribe(self.expunges)
+
+    def test_refreshWhileAnotherListingIsHalfWay(self):
+        """
+        A refresh that lists C{cur/} while another thread's listing of the
+        same fd is half-way sees every message: nothing is reported
+        expunged and no message gets a new UID.
+        """
+        HalfReadFd(self, self.folder._fds["cur"])
+        self.successResultOf(self.folder.refresh(full=True))
+        self.assertEqual(self.expunges.uids, [])
+        self.assertEqual(self.folder.uids(), self.uids)
+
+    def test_findRenamedWhileAnotherListingIsHalfWay(self):
+        """
+        Opening a message another program renamed (the FETCH path in the
+        pool, outside the folder lock) finds it while a listing of the same
+        fd is half-way, and the refresh it asks for expunges nothing.
+        """
+        cur = self.account.maildir / "cur"
+        # a name another listing's first batch returns: the half-read fd
+        # has gone past it
+        with os.scandir(cur) as entries:
+            first = next(entries).name
+        base = first.partition(":")[0]
+        uid = self.folder.byBase[base]
+        # the index knows the file as flagged; then another program
+        # renames it back (its flags changed)
+        os.rename(cur / first, cur / f"{base}:2,FS")
+        self.successResultOf(self.folder.refresh(full=True))
+        self.assertEqual(self.folder.flags(uid), {"\\Seen", "\\Flagged"})
+        os.rename(cur / f"{base}:2,FS", cur / first)
+        HalfReadFd(self, self.folder._fds["cur"])
+        f, relocated = self.folder.openMessageInThread(uid)
+        f.close()
+        self.assertTrue(relocated)
+        self.folder.filesMoved()
+        self.store.clock.advance(1)
+        self.assertEqual(self.expunges.uids, [])
+        self.assertEqual(self.folder.uids(), self.uids)
+        self.assertEqual(self.folder.flags(uid), {"\\Seen"})
