@@ -25,7 +25,6 @@ __all__ = [
     "publicPort",
     "loginIsAddress",
     "loginName",
-    "mailDomains",
 ]
 
 # Listener section -> protocol, in the order clients should prefer them:
@@ -112,18 +111,6 @@ def clientServices(config: Config) -> list[MailService]:
             security = "STARTTLS" if tls else "plain"
         found.append(MailService(name, protocol, hostname, port, security))
     return found
-
-
-def mailDomains(config: Config) -> list[str]:
-    """
-    The domains whose addresses log in here, the primary one first
-    (C{[server] domain}, then C{[auth] local_domains}).
-    """
-    domains = [config.server.domain.rstrip(".").lower()]
-    for domain in config.auth.local_domains:
-        if domain not in domains:
-            domains.append(domain)
-    return domains
 
 
 def loginIsAddress(config: Config) -> bool:

@@ -1092,6 +1092,17 @@ class Config:
         except KeyError:
             raise AttributeError(name) from None
 
+    def mailDomains(self) -> list[str]:
+        """
+        The domains whose addresses are ours, the primary one first:
+        C{[server] domain}, then C{[auth] local_domains}.
+        """
+        domains = [self.server.domain.rstrip(".").lower()]
+        for domain in self.auth.local_domains:
+            if domain not in domains:
+                domains.append(domain)
+        return domains
+
     def listeners(self) -> list[ListenerSection]:
         """
         The enabled listening sections, in file order of L{SECTIONS}.

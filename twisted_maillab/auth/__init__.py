@@ -57,12 +57,8 @@ def usernameRules(config) -> UsernameRules:
     then C{[auth] local_domains}.
     """
     auth = config.auth
-    domains = [config.server.domain.rstrip(".").lower()]
-    for domain in auth.local_domains:
-        if domain not in domains:
-            domains.append(domain)
     return UsernameRules(
-        localDomains=tuple(domains),
+        localDomains=tuple(config.mailDomains()),
         caseSensitive=auth.username_case == "sensitive",
         delimiters=auth.recipient_delimiter,
     )

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from zope.interface import implementer
 
-from twisted_maillab.clientsettings import clientServices, mailDomains, publicHostname, publicPort
+from twisted_maillab.clientsettings import clientServices, publicHostname, publicPort
 from twisted_maillab.interfaces import IRecordPublisher
 
 __all__ = ["ServiceRecords", "SERVICES"]
@@ -54,7 +54,7 @@ class ServiceRecords:
     name = "mail service records (RFC 6186 SRV, autoconfig, autodiscover)"
 
     def records(self, config, origin: str) -> list[str]:
-        if origin.rstrip(".") not in mailDomains(config):
+        if origin.rstrip(".") not in config.mailDomains():
             return []
         running = {service.listener: service for service in clientServices(config)}
         lines = []

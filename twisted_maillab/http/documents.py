@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from xml.etree import ElementTree as ET
 
-from twisted_maillab.clientsettings import clientServices, loginName, mailDomains
+from twisted_maillab.clientsettings import clientServices, loginName
 
 __all__ = [
     "BadRequest",
@@ -53,7 +53,7 @@ class UnknownDomain(LookupError):
 
 def checkAddress(config, address: str) -> str:
     """
-    C{address}, checked: well formed and in one of L{mailDomains}.
+    C{address}, checked: well formed and in one of L{Config.mailDomains}.
 
     @raise BadRequest: not an address.
     @raise UnknownDomain: not one of ours.
@@ -63,7 +63,7 @@ def checkAddress(config, address: str) -> str:
         raise BadRequest("not an email address")
     local, _, domain = address.rpartition("@")
     domain = domain.rstrip(".").lower()
-    if domain not in mailDomains(config):
+    if domain not in config.mailDomains():
         raise UnknownDomain(f"{domain} is not a domain of this server")
     return f"{local}@{domain}"
 
@@ -82,7 +82,7 @@ def autoconfigDocument(config, domain: str | None = None) -> bytes:
     The login is a placeholder Thunderbird fills in (C{%EMAILADDRESS%} or
     C{%EMAILLOCALPART%}).
     """
-    domains = mailDomains(config)
+    domains = config.mailDomains()
     domain = domain or domains[0]
     root = ET.Element("clientConfig", version="1.1")
     provider = ET.SubElement(root, "emailProvider", id=domain)

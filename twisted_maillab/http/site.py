@@ -135,7 +135,7 @@ class AutoconfigResource(resource.Resource):
             host = request.getRequestHostname().decode("ascii", "replace").lower().rstrip(".")
             if host.startswith("autoconfig."):
                 candidate = host[len("autoconfig.") :]
-                if candidate in documents.mailDomains(self.config):
+                if candidate in self.config.mailDomains():
                     domain = candidate
         request.setHeader(b"content-type", b"text/xml; charset=utf-8")
         return documents.autoconfigDocument(self.config, domain)

@@ -87,7 +87,7 @@ def signingDomains(config) -> list[str]:
     The domains we sign for and publish records of: C{[mailauth]
     dkim_domains}, else C{[server] domain} and C{[auth] local_domains}.
     """
-    domains = config.mailauth.dkim_domains or (config.server.domain, *config.auth.local_domains)
+    domains = config.mailauth.dkim_domains or config.mailDomains()
     seen = []
     for domain in domains:
         domain = domain.lower().rstrip(".")

@@ -27,14 +27,6 @@ def _hostname(config) -> str:
     return (config.smtp.myhostname or config.server.hostname).lower().rstrip(".")
 
 
-def ourDomains(config) -> list[str]:
-    domains = [config.server.domain.lower().rstrip(".")]
-    for domain in config.auth.local_domains:
-        if domain not in domains:
-            domains.append(domain)
-    return domains
-
-
 def policyText(config) -> str | None:
     """
     Our MTA-STS policy file (RFC 8461 3.2, CRLF line ends), or L{None}
@@ -80,7 +72,7 @@ class TLSRecordPublisher:
         zone = origin.rstrip(".").lower()
         smtp = config.smtp
         out = []
-        if zone in ourDomains(config):
+        if zone in config.mailDomains():
             text = policyText(config)
             if text is not None:
                 out.append(f'_mta-sts IN TXT "v=STSv1; id={policyId(text)}"')
@@ -107,7 +99,7 @@ class MTASTSPolicyResource(Resource):
     def __init__(self, config):
         super().__init__()
         self.text = policyText(config)
-        self.hosts = {f"mta-sts.{domain}" for domain in ourDomains(config)}
+        self.hosts = {f"mta-sts.{domain}" for domain in config.mailDomains()}
 
     def render_GET(self, request):
         host = (request.getHeader(b"host") or b"").decode("latin-1").lower()
