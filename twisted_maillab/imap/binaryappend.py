@@ -44,28 +44,28 @@ def _leaves(part):
         yield part
 
 
-def _hasNul(f, start: int, end: int) -> bool:
+def _ranged(f, start: int, end: int, size: int):
+    """
+    The octets C{start} to C{end} of C{f} in chunks of at most C{size}
+    (fewer if the file is shorter).
+    """
     f.seek(start)
     left = end - start
     while left > 0:
-        chunk = f.read(min(_SCAN, left))
+        chunk = f.read(min(size, left))
         if not chunk:
-            break
-        if b"\0" in chunk:
-            return True
+            return
         left -= len(chunk)
-    return False
+        yield chunk
+
+
+def _hasNul(f, start: int, end: int) -> bool:
+    return any(b"\0" in chunk for chunk in _ranged(f, start, end, _SCAN))
 
 
 def _copy(f, out, start: int, end: int) -> None:
-    f.seek(start)
-    left = end - start
-    while left > 0:
-        chunk = f.read(min(_SCAN, left))
-        if not chunk:
-            break
+    for chunk in _ranged(f, start, end, _SCAN):
         out.write(chunk)
-        left -= len(chunk)
 
 
 def _newHeader(header: bytes) -> bytes:
@@ -82,13 +82,7 @@ def _newHeader(header: bytes) -> bytes:
 
 
 def _encode(f, out, start: int, end: int) -> None:
-    f.seek(start)
-    left = end - start
-    while left > 0:
-        chunk = f.read(min(_CHUNK, left))
-        if not chunk:
-            break
-        left -= len(chunk)
+    for chunk in _ranged(f, start, end, _CHUNK):
         encoded = base64.b64encode(chunk)
         for i in range(0, len(encoded), 76):
             out.write(encoded[i : i + 76] + b"\r\n")
