@@ -215,28 +215,25 @@ class Resources(SharedBackends):
     def __init__(self, config: Config, reactor, zoneSource=None):
         self.config = config
         self.reactor = reactor
-        self._zoneSource = zoneSource
-        self._published = False
+        self._givenZoneSource = zoneSource
 
-    @property
+    @cached_property
     def zoneSource(self):
         """
         Where C{[dns]} gets its zones (L{twisted_maillab.interfaces.IZoneSource}):
         the one L{makeService} was given, else the C{[dns] zones} files;
         with the generated records when C{[dns] publish_mail_records} is on.
         """
-        if self._zoneSource is None:
+        from twisted_maillab.dns.published import zoneSourceFor
+
+        source = self._givenZoneSource
+        if source is None:
             from twisted_maillab.dns.service import FileZoneSource
 
             section = self.config.dns
             cache = self.config.server.state_directory / "dns" if section.zone_cache else None
-            self._zoneSource = FileZoneSource(section.zones, cache)
-        if not self._published:
-            from twisted_maillab.dns.published import zoneSourceFor
-
-            self._zoneSource = zoneSourceFor(self.config, self._zoneSource)
-            self._published = True
-        return self._zoneSource
+            source = FileZoneSource(section.zones, cache)
+        return zoneSourceFor(self.config, source)
 
     @cached_property
     def tlsContext(self):
