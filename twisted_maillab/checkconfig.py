@@ -50,27 +50,24 @@ def problems(config: Config) -> list[ConfigError]:
         except ConfigError as e:
             found.append(config.error("tls", e.key, e.reason))
     if config.dns.enabled:
-        from twisted_maillab.dns.service import loadZones
+        from twisted_maillab.dns.published import zoneSourceFor
+        from twisted_maillab.dns.service import FileZoneSource
+        from twisted_maillab.dns.zone import ZoneError
 
         for origin, path in config.dns.zones:
             try:
-                loadZones([(origin, path)])
-            except ConfigError as e:
-                # A ZoneError lists each of the zone file's errors.
-                for problem in getattr(e, "problems", None) or [e.reason]:
+                # Each zone as it would be served, with the generated
+                # records; checking must not raise the served serials.
+                zoneSourceFor(config, FileZoneSource([(origin, path)]), persist=False).load()
+            except ZoneError as e:
+                # Each error of the file, and of the generated records.
+                for problem in e.problems or [e.reason]:
                     found.append(
                         config.error("dns", "zones", f"zone {origin}: {problem}", str(path))
                     )
-        if not found and config.dns.publish_mail_records:
-            from twisted_maillab.dns.published import zoneSourceFor
-            from twisted_maillab.dns.service import FileZoneSource
-
-            try:
-                # Checking must not raise the served serials.
-                zoneSourceFor(config, FileZoneSource(config.dns.zones), persist=False).load()
             except ConfigError as e:
-                for problem in getattr(e, "problems", None) or [e.reason]:
-                    found.append(config.error("dns", "publish_mail_records", str(problem)))
+                # A record publisher failed: the error names it.
+                found.append(e)
     return found
 
 
