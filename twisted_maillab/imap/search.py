@@ -19,13 +19,14 @@ case, with its arguments:
     C{HEADER}: C{(fieldname, string)}; strings are bytes in the SEARCH
     CHARSET (or str, already decoded).
 
-Evaluation is split: L{Searcher.cheap} decides what it can from the index
-data the caller passes (L{MessageData}: flags, UID, sequence number, size,
-internal date) and returns the rest undecided; only those are opened and
-read (L{Searcher.matchesContent}, blocking: run it in the store's thread
-pool).  L{search} does both.  Text keys match case-insensitively on
-decoded text: RFC 2047 words in headers, quoted-printable and base64
-bodies, body charsets, streaming the file (a match may straddle chunks).
+Evaluation (L{Searcher.select}) runs over L{Columns}, the index data the
+caller passes (flags, UIDs, sequence numbers, sizes, internal dates), a
+key at a time over the messages still in question; only messages the
+index keys could not decide are opened and read (blocking: run it in the
+store's thread pool).  L{search} returns the matches as L{MessageData}.
+Text keys match case-insensitively on decoded text: RFC 2047 words in
+headers, quoted-printable and base64 bodies, body charsets, streaming the
+file (a match may straddle chunks).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from __future__ import annotations
 import datetime
 import email.utils
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from twisted_maillab.imap import mimeheader
 from twisted_maillab.imap.mimedecode import UnknownCTE, decodeWords, decoderFor, textDecoder
@@ -41,6 +42,7 @@ from twisted_maillab.imap.mimedecode import UnknownCTE, decodeWords, decoderFor,
 __all__ = [
     "And",
     "BadCharset",
+    "Columns",
     "Key",
     "MessageData",
     "Not",
@@ -216,6 +218,15 @@ class Searcher:
     """
     One compiled SEARCH program for one session's view of a folder.
 
+    The program is evaluated a key at a time over the list of messages
+    still in question (set algebra, not a test per message): an C{AND}
+    runs its index keys (flags, UIDs, sizes, dates) first and hands only
+    their survivors to the keys that read headers, and those to the body
+    keys; an C{OR} gives its right side only what the left did not take;
+    a C{NOT} keeps what its key left out.  A big folder's SEARCH is then
+    a few list comprehensions over its index, and a file is opened only
+    for a message the index could not decide.
+
     @param program: the L{And}/L{Or}/L{Not}/L{Key} tree.
     @param charset: the SEARCH CHARSET (default US-ASCII).
     @param maxUid: the largest UID in the mailbox (UID C{*}).
@@ -229,12 +240,11 @@ class Searcher:
         charset = (charset or "US-ASCII").upper()
         if charset not in SEARCH_CHARSETS:
             raise BadCharset(charset)
-        self.program = _compile(program, charset)
+        self.program = _order(_compile(program, charset))
         self.maxUid = maxUid
         self.maxSeq = maxSeq
         self.needles: dict[str, set[str]] = {"BODY": set(), "TEXT": set()}
         self._collect(self.program)
-        self._test = self._build(self.program)
 
     def _collect(self, node):
         if isinstance(node, And):
@@ -248,131 +258,233 @@ class Searcher:
         elif node.name in ("BODY", "TEXT"):
             self.needles[node.name].add(node.args[0])
 
-    def cheap(self, messages):
+    def select(self, columns: "Columns", openMessage) -> list[int]:
         """
-        Decide from index data alone.
-
-        @return: C{(matched, undecided)}: lists of L{MessageData}.
+        Blocking: the indexes into C{columns} of the matching messages,
+        in order.  A message whose file cannot be opened (C{OSError} or
+        any exception from C{openMessage(uid)}) when a key needs it is
+        left out.
         """
-        matched, undecided = [], []
-        test = self._test
-        for message in messages:
-            verdict = test(message, None)
-            if verdict is None:
-                undecided.append(message)
-            elif verdict:
-                matched.append(message)
-        return matched, undecided
+        run = _Run(self, columns, openMessage)
+        matched = run.evaluate(self.program, columns.present())
+        if run.gone:
+            matched = [i for i in matched if i not in run.gone]
+        return matched
 
     def matchesContent(self, message: MessageData, f) -> bool:
         """
-        Blocking: decide one message, reading its file C{f}.
+        Blocking: decide one message, reading its file C{f} (left open).
         """
-        content = _Content(f, self.needles)
-        return bool(self._test(message, content))
+        return bool(self.select(Columns.of([message]), lambda uid: _Unclosed(f)))
 
-    def _build(self, node):
-        """
-        The program as nested closures C{test(message, content)}, each
-        three-valued without content (L{None} is "needs the file"): a
-        SEARCH over a big folder runs it once or twice per message, so
-        the tree is walked and each key's case decided once, here.
-        """
+
+class _Unclosed:
+    """
+    A caller's file handed to a search, which closes what it opens: this
+    one stays open.
+    """
+
+    def __init__(self, f):
+        self._f = f
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def close(self) -> None:
+        pass
+
+
+# The cost class of each key: index data, the header block, the whole
+# message.  An AND evaluates its items in this order.
+def _cost(node) -> int:
+    if isinstance(node, Key):
+        if node.name in ("BODY", "TEXT"):
+            return 2
+        return 1 if node.name in _CONTENT_KEYS else 0
+    if isinstance(node, And):
+        return max((_cost(item) for item in node.items), default=0)
+    if isinstance(node, Or):
+        return max(_cost(node.left), _cost(node.right))
+    return _cost(node.item)
+
+
+def _order(node):
+    if isinstance(node, And):
+        return And(tuple(sorted((_order(item) for item in node.items), key=_cost)))
+    if isinstance(node, Or):
+        left, right = _order(node.left), _order(node.right)
+        return Or(left, right) if _cost(left) <= _cost(right) else Or(right, left)
+    if isinstance(node, Not):
+        return Not(_order(node.item))
+    return node
+
+
+class _Gone(Exception):
+    """
+    The message's file could not be opened.
+    """
+
+
+class _Run:
+    """
+    One evaluation of a L{Searcher}'s program over L{Columns}: the
+    messages' contents are opened lazily, once each.
+    """
+
+    def __init__(self, searcher: Searcher, columns: "Columns", openMessage):
+        self.searcher = searcher
+        self.columns = columns
+        self.openMessage = openMessage
+        self.contents: dict[int, _Content] = {}
+        self.gone: set[int] = set()
+
+    def evaluate(self, node, candidates: list[int]) -> list[int]:
+        if not candidates:
+            return candidates
         if isinstance(node, And):
-            tests = [self._build(item) for item in node.items]
-
-            def both(message, content):
-                result = True
-                for test in tests:
-                    value = test(message, content)
-                    if value is False:
-                        return False
-                    if value is None:
-                        result = None
-                return result
-
-            return both
+            for item in node.items:
+                candidates = self.evaluate(item, candidates)
+                if not candidates:
+                    break
+            return candidates
         if isinstance(node, Or):
-            leftTest, rightTest = self._build(node.left), self._build(node.right)
-
-            def either(message, content):
-                left = leftTest(message, content)
-                if left is True:
-                    return True
-                right = rightTest(message, content)
-                if right is True:
-                    return True
-                return None if None in (left, right) else False
-
-            return either
+            left = self.evaluate(node.left, candidates)
+            if len(left) == len(candidates):
+                return left
+            taken = set(left)
+            right = self.evaluate(node.right, [i for i in candidates if i not in taken])
+            return sorted(left + right) if right else left
         if isinstance(node, Not):
-            inner = self._build(node.item)
+            excluded = set(self.evaluate(node.item, candidates))
+            return [i for i in candidates if i not in excluded]
+        return self._key(node, candidates)
 
-            def negation(message, content):
-                value = inner(message, content)
-                return None if value is None else not value
+    def content(self, i: int) -> "_Content":
+        content = self.contents.get(i)
+        if content is None:
+            content = self.contents[i] = _Content(self.openMessage, self.columns.uids[i], self.searcher.needles)
+        return content
 
-            return negation
-        return self._keyTest(node)
+    def _withContent(self, candidates, test) -> list[int]:
+        out = []
+        for i in candidates:
+            try:
+                if test(self.content(i)):
+                    out.append(i)
+            except _Gone:
+                self.gone.add(i)
+        return out
 
-    def _keyTest(self, key):
+    def _key(self, key: Key, candidates: list[int]) -> list[int]:
         name, args = key.name, key.args
+        columns = self.columns
+        uids, flags = columns.uids, columns.flags
         if name == "ALL":
-            return lambda message, content: True
+            return candidates
+        if name in ("RECENT", "NEW", "OLD"):
+            recent = columns.recent
+            if name == "RECENT":
+                return [i for i in candidates if uids[i] in recent]
+            if name == "OLD":
+                return [i for i in candidates if uids[i] not in recent]
+            return [i for i in candidates if uids[i] in recent and "\\Seen" not in flags[i]]
         if name in _FLAG_KEYS:
             flag, wanted = _FLAG_KEYS[name]
-            return lambda message, content: (flag in message.flags) == wanted
-        if name == "NEW":
-            return lambda message, content: "\\Recent" in message.flags and "\\Seen" not in message.flags
-        if name == "OLD":
-            return lambda message, content: "\\Recent" not in message.flags
+            if wanted:
+                return [i for i in candidates if flag in flags[i]]
+            return [i for i in candidates if flag not in flags[i]]
         if name in ("KEYWORD", "UNKEYWORD"):
             keyword, wanted = args[0], name == "KEYWORD"
-            return lambda message, content: (keyword in {f.lower() for f in message.flags}) == wanted
-        if name == "LARGER":
-            return lambda message, content: message.size > args[0]
-        if name == "SMALLER":
-            return lambda message, content: message.size < args[0]
+            return [i for i in candidates if (keyword in {f.lower() for f in flags[i]}) == wanted]
+        if name in ("LARGER", "SMALLER"):
+            sizes, limit = columns.sizes, args[0]
+            if name == "LARGER":
+                return [i for i in candidates if sizes.get(uids[i], 0) > limit]
+            return [i for i in candidates if sizes.get(uids[i], 0) < limit]
         if name == "UID":
-            return lambda message, content: _inSet(message.uid, args[0], self.maxUid)
+            largest, ranges = self.searcher.maxUid, args[0]
+            return [i for i in candidates if _inSet(uids[i], ranges, largest)]
         if name == "SEQUENCE":
-            return lambda message, content: _inSet(message.seq, args[0], self.maxSeq)
+            largest, ranges, seq = self.searcher.maxSeq, args[0], columns.seq
+            return [i for i in candidates if _inSet(seq(i), ranges, largest)]
         if name in ("BEFORE", "ON", "SINCE"):
-            return lambda message, content: _compareDate(name, _localDate(message.internalDate), args[0])
-        if name not in _CONTENT_KEYS:
-            raise ValueError(f"unknown search key {name}")
+            dates, wanted = columns.dates, args[0]
+            return [i for i in candidates if _compareDate(name, _localDate(dates[i] if dates else 0.0), wanted)]
         if name in ("SENTBEFORE", "SENTON", "SENTSINCE"):
+            relation, wanted = name[4:], args[0]
 
-            def sent(message, content):
-                if content is None:
-                    return None
-                date = content.sentDate()
-                if date is None:
-                    # No usable Date: as old as can be (Dovecot's choice:
-                    # it is SENTBEFORE any date).
-                    date = datetime.date(1970, 1, 1)
-                return _compareDate(name[4:], date, args[0])
+            def sent(content):
+                # No usable Date: as old as can be (Dovecot's choice: it
+                # is SENTBEFORE any date).
+                return _compareDate(relation, content.sentDate() or datetime.date(1970, 1, 1), wanted)
 
-            return sent
+            return self._withContent(candidates, sent)
         if name in _HEADER_KEYS or name == "HEADER":
             if name == "HEADER":
                 fieldName, needle, addresses = args[0], args[1], False
             else:
                 fieldName, needle, addresses = _HEADER_KEYS[name], args[0], name != "SUBJECT"
+            return self._withContent(candidates, lambda content: content.headerContains(fieldName, needle, addresses))
+        if name in ("BODY", "TEXT"):
+            needle = args[0]
+            return self._withContent(candidates, lambda content: content.found(name, needle))
+        raise ValueError(f"unknown search key {name}")
 
-            def header(message, content):
-                if content is None:
-                    return None
-                return content.headerContains(fieldName, needle, addresses)
 
-            return header
+@dataclass(slots=True)
+class Columns:
+    """
+    What the caller knows of a view's messages without opening them, a
+    list per attribute in sequence order: a SEARCH over thousands of
+    messages makes no object per message, only per match
+    (L{Columns.row}).
 
-        def text(message, content):
-            if content is None:
-                return None
-            return content.found(name, args[0])
+    @ivar uids: the view's UIDs.
+    @ivar flags: each message's flags (a frozenset), or L{None} for one
+        expunged meanwhile (left out of every search).
+    @ivar dates: POSIX internal dates, or L{None} when no key needs them;
+        a L{None} entry leaves that message out.
+    @ivar sizes: RFC822.SIZE by UID (0 when missing).
+    @ivar recent: the UIDs the session has as \\Recent.
+    @ivar seqs: the sequence numbers, or L{None} for 1, 2, 3...
+    """
 
-        return text
+    uids: list
+    flags: list
+    dates: list | None = None
+    sizes: dict = field(default_factory=dict)
+    recent: frozenset = frozenset()
+    seqs: list | None = None
+
+    @classmethod
+    def of(cls, messages) -> "Columns":
+        """
+        The columns of L{MessageData} rows (C{\\Recent} in their flags).
+        """
+        messages = list(messages)
+        return cls(
+            uids=[m.uid for m in messages],
+            flags=[m.flags for m in messages],
+            dates=[m.internalDate for m in messages],
+            sizes={m.uid: m.size for m in messages},
+            recent=frozenset(m.uid for m in messages if "\\Recent" in m.flags),
+            seqs=[m.seq for m in messages],
+        )
+
+    def seq(self, i: int) -> int:
+        return i + 1 if self.seqs is None else self.seqs[i]
+
+    def present(self) -> list[int]:
+        flags, dates = self.flags, self.dates
+        if dates is None:
+            return [i for i, f in enumerate(flags) if f is not None]
+        return [i for i, f in enumerate(flags) if f is not None and dates[i] is not None]
+
+    def row(self, i: int) -> MessageData:
+        uid, flags = self.uids[i], self.flags[i]
+        if uid in self.recent and "\\Recent" not in flags:
+            flags = flags | {"\\Recent"}
+        return MessageData(uid, self.seq(i), flags, self.dates[i] if self.dates else 0.0, self.sizes.get(uid, 0))
 
 
 def _compareDate(name, date, wanted):
@@ -440,20 +552,38 @@ def _addressText(value: bytes) -> str:
 
 class _Content:
     """
-    A message file read lazily: its header fields once, its decoded text
-    once (all BODY and TEXT needles in one pass).
+    A message read lazily: its header fields once, its decoded text once
+    (all BODY and TEXT needles in one pass), the file open only while it
+    is read (a search over thousands of messages holds no descriptors).
+
+    @raise _Gone: from any method, when the file cannot be opened.
     """
 
-    def __init__(self, f, needles):
-        self.f = f
+    __slots__ = ("openMessage", "uid", "needles", "_fields", "_texts", "_found")
+
+    def __init__(self, openMessage, uid: int, needles):
+        self.openMessage = openMessage
+        self.uid = uid
         self.needles = needles
         self._fields = None
         self._texts = None
         self._found = None
 
+    def _read(self, reader):
+        try:
+            f = self.openMessage(self.uid)
+        except Exception:
+            raise _Gone(self.uid) from None
+        try:
+            if self._texts is None:
+                self._texts = headerTexts(f)
+            return reader(f)
+        finally:
+            f.close()
+
     def fields(self):
         if self._fields is None:
-            self._fields = headerFields(self.f)
+            self._fields = self._read(headerFields)
         return self._fields
 
     def texts(self, name: bytes, addresses: bool) -> tuple:
@@ -465,7 +595,7 @@ class _Content:
         a big folder is a substring test per message.
         """
         if self._texts is None:
-            self._texts = headerTexts(self.f)
+            self.fields()
         key = (name, addresses)
         texts = self._texts.get(key)
         if texts is None:
@@ -500,7 +630,7 @@ class _Content:
 
     def found(self, name: str, needle: str) -> bool:
         if self._found is None:
-            self._found = _scanText(self.f, self.needles)
+            self._found = self._read(lambda f: _scanText(f, self.needles))
         return needle in self._found[name]
 
 
@@ -605,33 +735,22 @@ def _texts(f, part):
 
 def search(program, messages, openMessage, charset: str = "US-ASCII", maxUid: int | None = None, maxSeq: int | None = None):
     """
-    Blocking: the messages (L{MessageData}, in sequence order) matching
-    C{program}; only those the index data cannot decide are opened with
-    C{openMessage(uid) -> binary file} (closed after).  A message whose
-    file is gone (C{OSError} or any exception from C{openMessage}) is
-    left out.
+    Blocking: the messages matching C{program}, as L{MessageData} in
+    sequence order.  C{messages} is L{Columns} or L{MessageData} rows in
+    sequence order; only those the index data cannot decide are opened
+    with C{openMessage(uid) -> binary file} (closed after).  A message
+    whose file is gone (C{OSError} or any exception from C{openMessage})
+    when a key needs it is left out.
 
     @raise BadCharset: see L{Searcher}.
     """
-    messages = list(messages)
+    columns = messages if isinstance(messages, Columns) else Columns.of(messages)
     if maxUid is None:
-        maxUid = max((m.uid for m in messages), default=0)
+        maxUid = max(columns.uids, default=0)
     if maxSeq is None:
-        maxSeq = max((m.seq for m in messages), default=0)
+        maxSeq = max((columns.seq(i) for i in range(len(columns.uids))), default=0)
     searcher = Searcher(program, charset, maxUid, maxSeq)
-    matched, undecided = searcher.cheap(messages)
-    for message in undecided:
-        try:
-            f = openMessage(message.uid)
-        except Exception:
-            continue
-        try:
-            if searcher.matchesContent(message, f):
-                matched.append(message)
-        finally:
-            f.close()
-    matched.sort(key=lambda m: m.seq)
-    return matched
+    return [columns.row(i) for i in searcher.select(columns, openMessage)]
 
 
 from twisted_maillab.imap.sort import baseSubject, sort  # noqa: E402  (re-exported)

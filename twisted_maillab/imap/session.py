@@ -463,17 +463,15 @@ class SelectedCommands:
 
     # -- SEARCH / SORT ---------------------------------------------------------
 
-    async def _messageData(self, program_names: set):
+    async def _messageData(self, program_names: set) -> S.Columns:
         """
-        A callable building the L{S.MessageData} of every message of the
-        view, with dates and sizes only when the program needs them: what
-        the index says is read here, on the reactor thread; the objects
-        (thousands) are made where the callable runs, in the pool thread
-        with the search, so the reactor is not held up by them.
+        The L{S.Columns} of the view's messages, with dates and sizes only
+        when the program needs them, read from the index here, on the
+        reactor thread (the search then runs in the pool).
         """
         view = self.view
         folder = view.folder
-        uids = view.uids
+        uids = list(view.uids)
         sizes = {}
         if program_names & {"LARGER", "SMALLER", "SIZE"}:
             sizes = await virtualSizes(folder, uids)
@@ -491,28 +489,7 @@ class SelectedCommands:
                     dates.append(folder.internalDate(uid) if flags is not None else None)
                 except MessageVanished:
                     dates.append(None)
-        recent = frozenset(self.recent)
-
-        def build():
-            out = []
-            withRecent = {}  # a message's flags -> the same and \\Recent
-            for i, (uid, flags) in enumerate(zip(uids, flagsList)):
-                if flags is None:
-                    continue  # expunged meanwhile
-                date = 0.0
-                if dates is not None:
-                    date = dates[i]
-                    if date is None:
-                        continue
-                if uid in recent:
-                    marked = withRecent.get(flags)
-                    if marked is None:
-                        marked = withRecent[flags] = flags | {"\\Recent"}
-                    flags = marked
-                out.append(S.MessageData(uid, i + 1, flags, date, sizes.get(uid, 0)))
-            return out
-
-        return build
+        return S.Columns(uids, flagsList, dates, sizes, frozenset(self.recent))
 
     def do_SEARCH(self, command):
         return defer.ensureDeferred(self._search(command))
@@ -520,14 +497,13 @@ class SelectedCommands:
     async def _search(self, command):
         args = command.args
         view = self.view
-        build = await self._messageData(_keyNames(args.criteria, set()))
+        columns = await self._messageData(_keyNames(args.criteria, set()))
         program = _toProgram(args.criteria)
         opener = self.factory.headers.opener(view.folder, _keyNames(args.criteria, set()))
         lastUid = _lastUid(view)
 
         def work():
-            data = build()
-            return S.search(program, data, opener, args.charset or "US-ASCII", lastUid, len(data))
+            return S.search(program, columns, opener, args.charset or "US-ASCII", lastUid, len(columns.uids))
 
         matched = await self._runSearch(command, view, work)
         if matched is None:
@@ -552,14 +528,13 @@ class SelectedCommands:
                 words.append("REVERSE")
             words.append(key)
         names = _keyNames(args.search, set()) | {key for _, key in args.criteria}
-        build = await self._messageData(names)
+        columns = await self._messageData(names)
         program = _toProgram(args.search)
         opener = self.factory.headers.opener(view.folder, names)
         lastUid = _lastUid(view)
 
         def work():
-            data = build()
-            matched = S.search(program, data, opener, args.charset or "US-ASCII", lastUid, len(data))
+            matched = S.search(program, columns, opener, args.charset or "US-ASCII", lastUid, len(columns.uids))
             return S.sort(words, matched, opener)
 
         ordered = await self._runSearch(command, view, work)
