@@ -4,7 +4,7 @@ same Maildirs, in one run, with the same clients (imaplib over 127.0.0.1,
 plain LOGIN: both allow it on loopback).
 
     .venv/bin/python bench/imap_bench.py [--messages 2000] [--users 4]
-        [--clients 8] [--seconds 10] [--processes 2]
+        [--clients 8] [--seconds 10] [--processes 2] [--phases short,long]
 
 Each server is started by the bench on its own loopback ports with its own
 config, then measured alone.  C{--clients} concurrent clients (threads
@@ -300,8 +300,9 @@ def run(name: str, argv, port: int, cwd: Path, args, users: list[str], log: Path
         if opened is not None:
             opened()
         try:
-            short = measure("short", port, args, users)
-            long = measure("long", port, args, users)
+            skipped = (float("nan"), float("nan"), {})
+            short = measure("short", port, args, users) if "short" in args.phases else skipped
+            long = measure("long", port, args, users) if "long" in args.phases else skipped
         except Exception:
             if log is not None and log.exists():
                 print(log.read_text()[-3000:], file=sys.stderr)
@@ -321,7 +322,13 @@ def main():
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--phases", default="short,long", help="short, long or both (default): measure only these (to profile one)"
+    )
     args = parser.parse_args()
+    args.phases = set(args.phases.split(","))
+    if not args.phases or not args.phases <= {"short", "long"}:
+        raise SystemExit("--phases: short, long or short,long")
     if not 20 <= args.messages or not 1 <= args.clients <= 200 or not 1 <= args.seconds <= 600:
         raise SystemExit("--messages at least 20, --clients 1..200, --seconds 1..600")
     args.processes = max(1, min(args.processes, args.clients))

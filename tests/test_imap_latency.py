@@ -92,11 +92,11 @@ class SearchHeaderTextTests(unittest.TestCase):
         self.assertEqual(len(h.factory.headers._entries), 2)
         entries = [cached.headerTexts for _, cached in h.factory.headers._entries.values()]
         self.assertEqual(
-            sorted(entry[(b"subject", False)] for entry in entries), [("café menu",), ("lunch",)]
+            sorted(entry[(b"subject", False)] for entry in entries), ["café menu", "lunch"]
         )
         self.assertEqual(
             sorted(entry[(b"from", True)] for entry in entries),
-            [("bob@example.org", "bob@example.org"), ("zoe <zoe@example.org>", "zoe <zoe@example.org>")],
+            ["bob@example.org\0bob@example.org", "zoe <zoe@example.org>\0zoe <zoe@example.org>"],
         )
 
 

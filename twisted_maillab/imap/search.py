@@ -319,6 +319,9 @@ def _order(node):
     return node
 
 
+_MISSING = object()
+
+
 class _Gone(Exception):
     """
     The message's file could not be opened.
@@ -375,6 +378,31 @@ class _Run:
                 self.gone.add(i)
         return out
 
+    def _header(self, key: tuple, needle: str, candidates: list[int]) -> list[int]:
+        """
+        The candidates whose C{key} field texts (see L{_Content.texts})
+        hold C{needle}: from the opener's column of texts where it keeps
+        one (a header cache), reading the rest.
+        """
+        textColumn = getattr(self.openMessage, "textColumn", None)
+        if textColumn is None or "\0" in needle:
+            return self._withContent(candidates, lambda content: content.headerContains(key[0], needle, key[1]))
+        get, remember = textColumn(key).get, self.openMessage.rememberText
+        uids = self.columns.uids
+        out = []
+        for i in candidates:
+            text = get(uids[i], _MISSING)
+            if text is _MISSING:
+                try:
+                    text = self.content(i).texts(*key)
+                except _Gone:
+                    self.gone.add(i)
+                    continue
+                remember(uids[i], key, text)
+            if text is not None and needle in text:
+                out.append(i)
+        return out
+
     def _key(self, key: Key, candidates: list[int]) -> list[int]:
         name, args = key.name, key.args
         columns = self.columns
@@ -424,7 +452,7 @@ class _Run:
                 fieldName, needle, addresses = args[0], args[1], False
             else:
                 fieldName, needle, addresses = _HEADER_KEYS[name], args[0], name != "SUBJECT"
-            return self._withContent(candidates, lambda content: content.headerContains(fieldName, needle, addresses))
+            return self._header((fieldName, addresses), needle, candidates)
         if name in ("BODY", "TEXT"):
             needle = args[0]
             return self._withContent(candidates, lambda content: content.found(name, needle))
@@ -511,9 +539,9 @@ def headerFields(f) -> list:
 def headerTexts(f) -> dict:
     """
     Where a search keeps the decoded, case-folded text of header fields
-    it looked at (see L{_Content.texts}): the C{headerTexts} dict a
-    cached message carries, shared by every search of that message, or
-    a new one for this search alone.
+    it looked at, by C{(field name, addresses)} (see L{_Content.texts}):
+    the C{headerTexts} dict a cached message carries, shared by every
+    search of that message, or a new one for this search alone.
     """
     texts = getattr(f, "headerTexts", None)
     return {} if texts is None else texts
@@ -586,19 +614,21 @@ class _Content:
             self._fields = self._read(headerFields)
         return self._fields
 
-    def texts(self, name: bytes, addresses: bool) -> tuple:
+    def texts(self, name: bytes, addresses: bool) -> str:
         """
         The decoded, case-folded values of the C{name} fields (and, for
         address fields, their addresses as L{_addressText} writes them),
-        decoded once per message: a server's header cache keeps them
-        with the parsed fields, so a repeated SUBJECT or FROM search over
-        a big folder is a substring test per message.
+        joined by NUL (which no search string holds, so no match spans
+        two), or L{None} when the message has no such field (even an
+        empty search string does not match it), decoded once per message: a server's header cache keeps
+        them with the parsed fields, so a repeated SUBJECT or FROM search
+        over a big folder is a substring test per message.
         """
         if self._texts is None:
             self.fields()
         key = (name, addresses)
-        texts = self._texts.get(key)
-        if texts is None:
+        texts = self._texts.get(key, _MISSING)
+        if texts is _MISSING:
             found = []
             for fieldName, value in self.fields():
                 if fieldName != name:
@@ -606,14 +636,12 @@ class _Content:
                 found.append(decodeWords(mimeheader.unfold(value)).casefold())
                 if addresses:
                     found.append(_addressText(value))
-            texts = self._texts[key] = tuple(found)
+            texts = self._texts[key] = "\0".join(found) if found else None
         return texts
 
     def headerContains(self, name: bytes, needle: str, addresses: bool = False) -> bool:
-        for text in self.texts(name, addresses):
-            if needle in text:
-                return True
-        return False
+        texts = self.texts(name, addresses)
+        return texts is not None and needle in texts
 
     def sentDate(self):
         for fieldName, value in self.fields():

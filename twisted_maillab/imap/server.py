@@ -759,7 +759,7 @@ class IMAPFactory(Factory):
         headers=None,
     ):
         from twisted_maillab.imap.fetch import StructureCache
-        from twisted_maillab.imap.session import HeaderCache
+        from twisted_maillab.imap.headercache import HeaderCache
 
         self.portal = portal
         self.clock = clock

@@ -17,7 +17,7 @@ from twisted_maillab.imap.account import IIMAPAccount, accountFactory
 from twisted_maillab.imap.fetch import StructureCache
 from twisted_maillab.imap.limits import ConnectionCounter
 from twisted_maillab.imap.server import IMAPFactory
-from twisted_maillab.imap.session import HeaderCache
+from twisted_maillab.imap.headercache import HeaderCache
 from twisted_maillab.imap.twistedseam import registerTwistedAccount
 
 __all__ = ["buildIMAP", "buildIMAPS"]

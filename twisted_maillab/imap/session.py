@@ -14,12 +14,9 @@ C{ok}, C{no}, C{bad}, C{avatar}, C{state} and C{changesArrived}.
 from __future__ import annotations
 
 import bisect
-import threading
-from collections import OrderedDict
 
 from twisted.internet import defer
 
-from twisted_maillab.imap import mimeheader
 from twisted_maillab.imap import response as R
 from twisted_maillab.imap import search as S
 from twisted_maillab.imap.parser import SearchKey
@@ -27,7 +24,7 @@ from twisted_maillab.store.errors import MailboxNotFound, MessageVanished, Quota
 from twisted_maillab.store.reading import virtualSizes
 from twisted_maillab.store.view import FolderView
 
-__all__ = ["HeaderCache", "SelectedCommands", "SessionView", "SYSTEM_FLAGS", "sessionFlags"]
+__all__ = ["SelectedCommands", "SessionView", "SYSTEM_FLAGS", "sessionFlags"]
 
 # The order Dovecot lists them in.
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
@@ -499,7 +496,7 @@ class SelectedCommands:
         view = self.view
         columns = await self._messageData(_keyNames(args.criteria, set()))
         program = _toProgram(args.criteria)
-        opener = self.factory.headers.opener(view.folder, _keyNames(args.criteria, set()))
+        opener = self.factory.headers.opener(view.folder, _keyNames(args.criteria, set()), _threadOpener(view.folder))
         lastUid = _lastUid(view)
 
         def work():
@@ -530,7 +527,7 @@ class SelectedCommands:
         names = _keyNames(args.search, set()) | {key for _, key in args.criteria}
         columns = await self._messageData(names)
         program = _toProgram(args.search)
-        opener = self.factory.headers.opener(view.folder, names)
+        opener = self.factory.headers.opener(view.folder, names, _threadOpener(view.folder))
         lastUid = _lastUid(view)
 
         def work():
@@ -586,93 +583,3 @@ def _threadOpener(folder):
         return f
 
     return openMessage
-
-
-# The search keys that read more than the header block (RFC 3501 6.4.4).
-_BODY_KEYS = frozenset({"BODY", "TEXT"})
-
-
-class _HeaderFile:
-    """
-    A message reduced to its header block: its parsed fields (see
-    L{S.headerFields}) and the decoded texts searches made of them (see
-    L{S.headerTexts}), shared with the cache entry.
-    """
-
-    __slots__ = ("headerFields", "headerTexts")
-
-    def __init__(self, fields, texts):
-        self.headerFields = fields
-        self.headerTexts = texts
-
-    def close(self) -> None:
-        pass
-
-
-class HeaderCache:
-    """
-    Parsed header fields of messages by (Maildir, folder, UIDVALIDITY,
-    UID), for SEARCH and SORT programs that only look at headers: a
-    repeated search neither reads a file (no system calls in the pool
-    thread, each of which hands the GIL back and forth with the reactor
-    thread) nor parses a header.  A Maildir file never changes under its
-    UID, so entries need no invalidation.  The oldest entries are
-    dropped first, bounded by the header octets they came from (a hit
-    does not reorder them: a SEARCH over a big folder looks every
-    message up, and with no bookkeeping per hit it is one dictionary
-    lookup each, without the lock).  Used from the store's pool threads:
-    changes are guarded by a lock.  An entry also keeps the decoded,
-    case-folded text of the fields searches looked at, so the memory used
-    is at most about twice C{limit}.
-    """
-
-    def __init__(self, limit: int = 32 * 1024 * 1024):
-        self.limit = limit
-        self.size = 0
-        self._entries: OrderedDict = OrderedDict()  # (prefix + (uid,)) -> entry, oldest first
-        self._byFolder: dict = {}  # prefix -> {uid: entry}, the same entries
-        self._lock = threading.Lock()
-
-    def opener(self, folder, names: set):
-        """
-        C{openMessage(uid) -> file} for the pool: a file carrying just the
-        cached header fields when the program needs nothing else.
-        """
-        openFile = _threadOpener(folder)
-        if names & _BODY_KEYS:
-            return openFile
-        prefix = (folder.mailboxes.path, folder.name, folder.uidValidity)
-
-        def openMessage(uid):
-            entries = self._byFolder.get(prefix)
-            entry = None if entries is None else entries.get(uid)
-            if entry is None:
-                f = openFile(uid)
-                try:
-                    header = S.readHeader(f)
-                finally:
-                    f.close()
-                # the decoded texts a search adds to the entry's dict are
-                # at most about the header's size again (see the limit)
-                entry = (len(header), _HeaderFile(mimeheader.parseFields(header), {}))
-                self._put(prefix, uid, entry)
-            return entry[1]
-
-        return openMessage
-
-    def _put(self, prefix, uid, entry) -> None:
-        key = prefix + (uid,)
-        with self._lock:
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self.size -= old[0]
-            self._entries[key] = entry
-            self._byFolder.setdefault(prefix, {})[uid] = entry
-            self.size += entry[0]
-            while self.size > self.limit and self._entries:
-                dropKey, dropped = self._entries.popitem(last=False)
-                self.size -= dropped[0]
-                entries = self._byFolder[dropKey[:-1]]
-                del entries[dropKey[-1]]
-                if not entries:
-                    del self._byFolder[dropKey[:-1]]
