@@ -638,7 +638,7 @@ class HeaderCacheTests(unittest.TestCase):
         self.assertEqual(sorted(opened), [1, 2, 3])
 
     def test_boundedInOctets(self):
-        from twisted_maillab.imap.session import HeaderCache
+        from twisted_maillab.imap.headercache import HeaderCache
 
         cache = HeaderCache(limit=10)
         cache._put(("a",), 1, (6, []))
@@ -648,6 +648,27 @@ class HeaderCacheTests(unittest.TestCase):
         self.assertEqual(cache.size, 6)
         cache._put(("b",), 1, (6, []))
         self.assertEqual(cache._byFolder, {("b",): {1: (6, [])}})
+
+    def test_textColumnsFollowTheEntries(self):
+        """
+        A folder's column of decoded texts holds only messages still in
+        the cache: a dropped entry takes its texts along, and a text for
+        a message no longer cached is not kept.
+        """
+        from twisted_maillab.imap.headercache import CachedOpener, HeaderCache
+
+        cache = HeaderCache(limit=10)
+        opener = CachedOpener(cache, ("a",), None)
+        key = (b"subject", False)
+        cache._put(("a",), 1, (6, []))
+        opener.rememberText(1, key, "lunch")
+        opener.rememberText(7, key, "never cached")
+        self.assertEqual(opener.textColumn(key), {1: "lunch"})
+        cache._put(("a",), 2, (6, []))
+        opener.rememberText(2, key, "menu")
+        self.assertEqual(opener.textColumn(key), {2: "menu"})
+        cache._put(("b",), 1, (6, []))
+        self.assertEqual(opener.textColumn(key), {})
 
 
 class ImaptestFindingsTests(unittest.TestCase):

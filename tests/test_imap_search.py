@@ -164,14 +164,15 @@ class DovecotSearchTests(unittest.TestCase):
         answer = self.dovecot.raw(b"SEARCH " + query)
         return [int(n) for n in re.search(rb"\* SEARCH([ 0-9]*)", answer).group(1).split()]
 
-    def compare(self, queries, charset):
+    def compare(self, queries, charset, opener=None):
         failures = []
         for wire, program in queries:
             prefix = b"CHARSET UTF-8 " if charset == "UTF-8" else b""
             # 8-bit strings go as LITERAL+ literals.
             query = re.sub(rb"\S*[\x80-\xff]\S*", lambda m: b"{%d+}\r\n%s" % (len(m.group(0)), m.group(0)), wire.encode())
             theirs = self.dovecotSearch(prefix + query)
-            mine = [m.seq for m in S.search(program, self.messages, self.openMessage, charset=charset)]
+            openMessage = self.openMessage if opener is None else opener(program)
+            mine = [m.seq for m in S.search(program, self.messages, openMessage, charset=charset)]
             if theirs != mine:
                 failures.append(f"SEARCH {wire}: dovecot {theirs}, maillab {mine}")
         if failures:
@@ -179,6 +180,40 @@ class DovecotSearchTests(unittest.TestCase):
 
     def test_searchKeys(self):
         self.compare(QUERIES, "US-ASCII")
+
+    def test_searchKeysThroughHeaderCache(self):
+        """
+        The same answers through the IMAP server's header cache, whose
+        columns of decoded texts the search reads instead of each
+        message: once filling it, once from it.
+        """
+        from twisted_maillab.imap.headercache import HeaderCache
+
+        def keyNames(node) -> set:
+            if isinstance(node, And):
+                return set().union(*(keyNames(item) for item in node.items))
+            if isinstance(node, Or):
+                return keyNames(node.left) | keyNames(node.right)
+            if isinstance(node, Not):
+                return keyNames(node.item)
+            return {node.name.upper()}
+
+        class Folder:
+            class mailboxes:
+                path = "/maildir"
+
+            name = "INBOX"
+            uidValidity = 1
+
+        cache = HeaderCache()
+
+        def opener(program):
+            return cache.opener(Folder, keyNames(program), self.openMessage)
+
+        self.compare(QUERIES, "US-ASCII", opener)
+        self.assertTrue(cache._columns)
+        del self.opened[:]
+        self.compare(QUERIES + UTF8_QUERIES, "UTF-8", opener)
 
     def test_searchUTF8(self):
         """
