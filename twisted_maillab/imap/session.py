@@ -178,10 +178,12 @@ class SelectedCommands:
         for seq in changes.expunged:
             out.append(R.expunge(seq))
         if changes.expunged:
-            self.recent &= set(view.uids)
+            self.recent = {uid for uid in self.recent if uid in view}
         if changes.exists is not None:
             folder = view.folder
-            known = {uid for uid in view.uids if not view.gone(uid)}
+            # the claimable ones among those the session numbers (the
+            # recent messages are few, the numbered ones may be many)
+            known = {uid for uid in folder.recentUids() if uid in view and not view.gone(uid)}
             if self.readOnly:
                 # EXAMINE, like STATUS, claims nothing
                 new = set(folder.recentUids()) & known
@@ -333,8 +335,7 @@ class SelectedCommands:
             if not uids:
                 return self.ok(command)
         else:
-            numbered = set(view.uids)
-            uids = [uid for uid in folder.uidsWithFlag("\\Deleted") if uid in numbered and not view.gone(uid)]
+            uids = [uid for uid in folder.uidsWithFlag("\\Deleted") if uid in view and not view.gone(uid)]
         d = folder.expunge(uids, origin=view)
 
         def done(expunged):
@@ -500,12 +501,15 @@ class SelectedCommands:
         lastUid = _lastUid(view)
 
         def work():
-            return S.search(program, columns, opener, args.charset or "US-ASCII", lastUid, len(columns.uids))
+            searcher = S.Searcher(program, args.charset or "US-ASCII", lastUid, len(columns.uids))
+            matched = searcher.select(columns, opener)
+            if command.uid:
+                return [columns.uids[i] for i in matched]
+            return [i + 1 for i in matched]
 
-        matched = await self._runSearch(command, view, work)
-        if matched is None:
+        numbers = await self._runSearch(command, view, work)
+        if numbers is None:
             return
-        numbers = [m.uid if command.uid else m.seq for m in matched]
         if args.returnOptions is not None:
             # RFC 4731 ESEARCH
             self.ok(command, head=R.esearchResponse(command.tag, numbers, args.returnOptions, uid=command.uid))
@@ -560,8 +564,7 @@ class SelectedCommands:
 
 
 def _lastUid(view) -> int:
-    uids = view.uids
-    return uids[-1] if uids else 0
+    return view.uidAt(len(view)) if len(view) else 0
 
 
 def _threadOpener(folder):

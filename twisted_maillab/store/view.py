@@ -79,6 +79,12 @@ class FolderView:
     def __len__(self) -> int:
         return len(self._uids)
 
+    def __contains__(self, uid: int) -> bool:
+        """
+        Whether the session numbers C{uid} (without copying L{uids}).
+        """
+        return uid in self._known
+
     @property
     def uids(self) -> list[int]:
         """
