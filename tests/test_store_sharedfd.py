@@ -150,3 +150,74 @@ class FolderListingTests(unittest.TestCase):
         self.assertEqual(self.expunges.uids, [])
         self.assertEqual(self.folder.uids(), self.uids)
         self.assertEqual(self.folder.flags(uid), {"\\Seen"})
+
+
+class RenamedDuringListingTests(unittest.TestCase):
+    """
+    readdir(3) may skip an entry renamed while the directory is read
+    (POSIX leaves it unspecified, and Linux does skip one that moves to a
+    slot already read): another program's flag change or move during our
+    listing must not look like an expunge.  The listing is made to miss
+    the file the way the race does: the other program renames it between
+    our listing's batches, and the listing returns neither name.
+    """
+
+    def setUp(self):
+        self.store = synchronousStore()
+        self.addCleanup(self.store.close)
+        self.account = temporaryAccount(self.mktemp())
+        self.folder = self.successResultOf(self.store.mailboxes(self.account).open())
+        self.addCleanup(self.folder.close)
+        self.cur = self.account.maildir / "cur"
+        for i in range(3):
+            (self.cur / f"{_name(i)}:2,S").write_bytes(b"Subject: x\r\n\r\ny\r\n")
+        self.successResultOf(self.folder.refresh(full=True))
+        self.uids = list(self.folder.uids())
+        self.assertEqual(len(self.uids), 3)
+        self.expunges = _Expunges()
+        self.folder.subscribe(self.expunges)
+
+    def missOnce(self, rename, hidden):
+        """
+        The next listing of C{cur/}: C{rename()} runs (another program)
+        and the listing leaves out every name of C{hidden} (bases).
+        """
+        real = _fs.listNames
+        calls = []
+        cur = self.folder._fds["cur"]
+
+        def listNames(fd):
+            names = real(fd)
+            if fd == cur and not calls:
+                calls.append(fd)
+                rename()
+                return [n for n in names if n.partition(":")[0] not in hidden]
+            return real(fd)
+
+        self.patch(_fs, "listNames", listNames)
+        return calls
+
+    def test_flagChangeDuringListing(self):
+        """
+        A file renamed in C{cur/} (Dovecot setting a flag) while C{cur/}
+        is listed keeps its UID and gets its new flags; nothing expunged.
+        """
+        base = _name(1)
+        uid = self.folder.byBase[base]
+        calls = self.missOnce(lambda: os.rename(self.cur / f"{base}:2,S", self.cur / f"{base}:2,FS"), {base})
+        self.successResultOf(self.folder.refresh(full=True))
+        self.assertTrue(calls)
+        self.assertEqual(self.expunges.uids, [])
+        self.assertEqual(self.folder.uids(), self.uids)
+        self.assertEqual(self.folder.flags(uid), {"\\Seen", "\\Flagged"})
+
+    def test_realExpungeStillSeen(self):
+        """
+        A file really removed by another program is still an expunge.
+        """
+        base = _name(0)
+        uid = self.folder.byBase[base]
+        self.missOnce(lambda: os.unlink(self.cur / f"{base}:2,S"), {base})
+        self.successResultOf(self.folder.refresh(full=True))
+        self.assertEqual(self.expunges.uids, [uid])
+        self.assertEqual(self.folder.uids(), [u for u in self.uids if u != uid])

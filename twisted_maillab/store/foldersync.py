@@ -348,6 +348,31 @@ class FolderSync:
             out[base] = intern(info) if sep else None
         return out
 
+    def _confirmGone(self, gone: list, messages, newFiles: dict, curFiles: dict) -> list:
+        """
+        Thread: the UIDs of C{gone} whose files a second listing of both
+        directories does not find either.  readdir(3) may skip an entry
+        renamed while the directory is read (POSIX leaves it unspecified):
+        another program's flag change (C{cur/} to C{cur/}) or move (C{new/}
+        to C{cur/}) during our listing would otherwise be taken for an
+        expunge, and a message its client still has would vanish from
+        ours.  A file found again goes into the listing C{newFiles} or
+        C{curFiles} (where it is now).  Only listings that miss a file
+        pay for this, and a message expunged by a session of this process
+        never does (it leaves the index before any listing).
+        """
+        again = (("new", self._listDir("new")), ("cur", self._listDir("cur")))
+        confirmed = []
+        for uid in gone:
+            base = messages[uid].base
+            for subdir, found in again:
+                if base in found:
+                    (newFiles if subdir == "new" else curFiles)[base] = found[base]
+                    break
+            else:
+                confirmed.append(uid)
+        return confirmed
+
     def _dirStamps(self) -> tuple:
         """
         Thread: the modification times (ns) of C{new/} and C{cur/}.
@@ -460,9 +485,14 @@ class FolderSync:
                 candidates = ((uid, messages[uid]) for uid in list(self._newUids) if uid in messages)
             else:
                 candidates = messages.items()
-            for uid, message in candidates:
-                if message.subdir in listed and message.base not in newFiles and message.base not in curFiles:
-                    sync.removed.append(uid)
+            gone = [
+                uid
+                for uid, message in candidates
+                if message.subdir in listed and message.base not in newFiles and message.base not in curFiles
+            ]
+            if gone:
+                gone = self._confirmGone(gone, messages, newFiles, curFiles)
+            sync.removed.extend(gone)
         unknown = []
         removedSet = set(sync.removed)
         updated = sync.updated
