@@ -16,6 +16,7 @@ from twisted.trial import unittest
 
 from tests.imap_dovecot import DovecotIMAP
 from tests.test_imap_structure import corpus, crlf
+from twisted_maillab.imap import messagetext
 from twisted_maillab.imap import search as S
 from twisted_maillab.imap.search import And, BadCharset, Key, MessageData, Not, Or, Searcher
 from twisted_maillab.imap.sort import baseSubject, parseCriteria, sort
@@ -285,7 +286,7 @@ class SearcherTests(unittest.TestCase):
         """
         A body match straddling two 64 KiB reads is found.
         """
-        body = b"x" * (S._READ - 3) + b"needle" + b"\n"
+        body = b"x" * (messagetext._READ - 3) + b"needle" + b"\n"
         message = MessageData(uid=1, seq=1)
         searcher = Searcher(Key("BODY", (b"NEEDLE",)))
         self.assertTrue(searcher.matchesContent(message, io.BytesIO(b"Subject: s\n\n" + body)))

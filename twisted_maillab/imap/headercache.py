@@ -9,7 +9,7 @@ import threading
 from collections import OrderedDict
 
 from twisted_maillab.imap import mimeheader
-from twisted_maillab.imap import search as S
+from twisted_maillab.imap import messagetext
 
 __all__ = ["CachedOpener", "HeaderCache"]
 
@@ -21,8 +21,8 @@ _BODY_KEYS = frozenset({"BODY", "TEXT"})
 class _HeaderFile:
     """
     A message reduced to its header block: its parsed fields (see
-    L{S.headerFields}) and the decoded texts searches made of them (see
-    L{S.headerTexts}), shared with the cache entry.
+    L{messagetext.headerFields}) and the decoded texts searches made of them (see
+    L{messagetext.headerTexts}), shared with the cache entry.
     """
 
     __slots__ = ("headerFields", "headerTexts")
@@ -106,7 +106,7 @@ class HeaderCache:
 class CachedOpener:
     """
     C{openMessage(uid) -> file} over a L{HeaderCache} for one folder,
-    which also offers the search (L{S.Searcher}) the decoded texts of a
+    which also offers the search (L{twisted_maillab.imap.search.Searcher}) the decoded texts of a
     field for the whole folder at once, as a dictionary by UID: a SUBJECT
     or FROM search repeated over thousands of messages is then one
     dictionary lookup and one substring test per message.
@@ -126,7 +126,7 @@ class CachedOpener:
         if entry is None:
             f = self._openFile(uid)
             try:
-                header = S.readHeader(f)
+                header = messagetext.readHeader(f)
             finally:
                 f.close()
             # the decoded texts a search adds to the entry's dict are
@@ -137,7 +137,7 @@ class CachedOpener:
 
     def textColumn(self, key: tuple) -> dict:
         """
-        C{{uid: text}} for C{key} (see L{S.headerTexts}): the texts
+        C{{uid: text}} for C{key} (see L{messagetext.headerTexts}): the texts
         searches already decoded, of messages still in the cache.
         """
         return self._cache._column(self._prefix, key)

@@ -127,7 +127,7 @@ def sort(criteria, messages, openMessage):
     for header keys, once each; an unreadable message sorts as if its
     header were empty.
     """
-    from twisted_maillab.imap.search import headerFields
+    from twisted_maillab.imap.messagetext import headerFields
 
     keys = parseCriteria(criteria)
     cache: dict[int, dict[bytes, bytes]] = {}
