@@ -38,7 +38,14 @@ def checkZone(zone: Zone, problems: list[Problem]) -> None:
         problems.append(Problem(path, apex.rrsets[N.SOA].line, "multiple SOA records at the apex (exactly one is allowed)"))
     if apex is None or N.NS not in apex.rrsets:
         problems.append(Problem(path, 0, f"zone {N.toText(zone.origin)} has no NS records at its apex"))
-    for node in entries.values():
+    # One pass over the names picks what the checks below look at: the
+    # names kept as nodes, and the compact names holding an MX (the only
+    # compact type with a target); in the zone's order, so findings come
+    # in file order as before.  A comprehension, about ten times as fast
+    # as a loop over a million names.
+    mx = b"\x00\x0f"
+    checked = [(wireKey, value) for wireKey, value in entries.items() if value.__class__ is not bytes or mx in value]
+    for _, node in checked:
         if node.__class__ is bytes:
             continue
         nodeKey = N.key(node.name)
@@ -60,11 +67,12 @@ def checkZone(zone: Zone, problems: list[Problem]) -> None:
             if len(cname.rdatas) > 1:
                 problems.append(Problem(cname.path, cname.line, f"{N.toText(node.name)}: more than one CNAME record"))
     paths = zone.paths
-    for wireKey, value in entries.items():
+    # Below a DNAME every name is checked (RFC 6672 2.3).
+    for wireKey, value in entries.items() if zone.dnames else checked:
         if value.__class__ is bytes:
             if zone.dnames:
                 _belowDNAME(zone, problems, zone.nodes.node(wireKey, value))
-            if b"\x00\x0f" in value:
+            if mx in value:
                 for rtype, _, line, pathIndex, data in compact.records(value):
                     if rtype != N.MX:
                         continue
@@ -74,7 +82,14 @@ def checkZone(zone: Zone, problems: list[Problem]) -> None:
                         # key) and has an address.
                         held = entries.get(data[2:].lower())
                         if held is not None:
-                            held = compact.types(held) if held.__class__ is bytes else held.rrsets
+                            if held.__class__ is bytes:
+                                # A compact name holds no CNAME: an
+                                # address first is enough.
+                                if held[0] == 0 and (held[1] == N.A or held[1] == N.AAAA):
+                                    continue
+                                held = compact.types(held)
+                            else:
+                                held = held.rrsets
                             if (N.A in held or N.AAAA in held) and N.CNAME not in held:
                                 continue
                     target = compact.wireToName(data, 2)

@@ -145,6 +145,14 @@ _FAST_LINE = re.compile(
 )
 
 
+# Any line: a L{_FAST_LINE} one (groups 1 to 4) or another (group 5), to
+# walk the text a line at a time with one C{finditer}.
+_EVERY_LINE = re.compile(
+    r"(?:(?:([-a-z0-9_*][-a-z0-9_.*]*)|(?=[ \t]))[ \t]+(?:([0-9]+)[ \t]+)?(?:IN[ \t]+)?(A|AAAA|MX|TXT)[ \t]+"
+    r'([^\s;()"\\]+(?:[ \t]+[^\s;()"\\]+)*|"[^"\\\n]*")[ \t\r]*|([^\n]*))(?:\n|\Z)'
+)
+
+
 def _lines(text: str, chunk: int = 65536):
     """
     The lines of C{text}, as C{text.split("\\n")} gives them, split a
@@ -533,38 +541,104 @@ class _Parser:
         of L{_FAST_LINE} form, which are stored here, line by line, when
         they can be (see L{_fastReader}); from any other line on, the
         tokenizer makes the next entry (which may span lines).
+
+        The lines are matched one after the other by one iteration of
+        L{_EVERY_LINE} over the text (no list of lines is made, and no
+        match holds the interpreter for long during a reload).  The
+        commonest of them (an owner of one label under the zone's
+        origin, an A, a quoted TXT or an MX to such a label) are stored
+        in the loop itself; the other L{_FAST_LINE} lines by
+        L{_fastReader}; the rest by the tokenizer, after which the
+        iteration starts again where its entry ended.
         """
         if not self.fastLines:
             yield from _tokenize(text, path, self.problems)
             return
         read = self._fastReader(path, current, last)
-        match = _FAST_LINE.match
-        index = 0  # the line number, minus one
-        position = 0  # where that line starts in the text
-        skip = 0  # lines before this one were read by the tokenizer
-        for line in _lines(text):
-            if index < skip:
-                index += 1
-                continue
-            found = match(line)
-            if found is not None and read(found, index + 1):
-                position += len(line) + 1
-                index += 1
-                continue
-            if not line or line.isspace() or line.lstrip()[0] == ";":
-                position += len(line) + 1
-                index += 1
-                continue
-            for entry in _tokenize(text, path, self.problems, position, index + 1):
+        zone = self.zone
+        zoneKey = zone.originKey
+        depth = len(zoneKey)
+        entries = zone.nodes.entries
+        pathIndex = zone.pathIndex(path)
+        packHeader = compact.packHeader
+        types = compact.types
+        inet_pton = socket.inet_pton
+        AF_INET = socket.AF_INET
+        A, TXT, MX = N.A, N.TXT, N.MX
+        lengths = [chr(i) for i in range(256)]
+        position = 0  # where the next line starts in the text
+        line = 0  # the number of the line before it
+        end = len(text)
+        while position <= end:
+            # The origin changes only through a $ORIGIN line, which the
+            # tokenizer reads: between two, the loop below may build the
+            # wire form of a one-label owner itself when the origin is the
+            # zone's (no empty non-terminal can lie between the two).
+            origin = current[0]
+            originWire = N.toWire(origin) if origin == zoneKey else None
+            resume = None
+            for found in _EVERY_LINE.finditer(text, position):
+                line += 1
+                owner, ttlText, typeText, data, other = found.groups()
+                if other is None:
+                    if originWire is not None and owner is not None and "." not in owner and len(owner) < 64:
+                        if ttlText is None:
+                            ttl = self.defaultTTL
+                        else:
+                            ttl = int(ttlText)
+                            if ttl > MAX_TTL:
+                                ttl = None
+                        rdata = None
+                        if ttl is None:
+                            pass
+                        elif typeText == "A":
+                            try:
+                                rdata = inet_pton(AF_INET, data)
+                                rtype = A
+                            except (OSError, ValueError):
+                                pass
+                        elif typeText == "TXT":
+                            if data[0] == '"' and len(data) < 258:
+                                rdata = (lengths[len(data) - 2] + data[1:-1]).encode("latin-1")
+                                rtype = TXT
+                        elif typeText == "MX":
+                            preference, _, exchange = data.partition(" ")
+                            if (
+                                preference.isdigit() and preference.isascii() and len(preference) < 6 and int(preference) <= 0xFFFF
+                                and exchange.isalnum() and exchange.isascii() and len(exchange) < 64
+                            ):
+                                rdata = struct.pack("!H", int(preference)) + (lengths[len(exchange)] + exchange).encode("latin-1") + originWire
+                                rtype = MX
+                        if rdata is not None:
+                            wireKey = (lengths[len(owner)] + owner).encode("latin-1") + originWire
+                            value = entries.get(wireKey)
+                            if value is None:
+                                entries[wireKey] = packHeader(rtype, ttl, line, pathIndex, len(rdata)) + rdata
+                            elif value.__class__ is bytes and rtype not in types(value):
+                                # What addCompact does, without the call.
+                                entries[wireKey] = value + packHeader(rtype, ttl, line, pathIndex, len(rdata)) + rdata
+                            else:
+                                rdata = None
+                            if rdata is not None:
+                                if ttlText is not None:
+                                    self.lastTTL = ttl
+                                last[0] = wireKey
+                                continue
+                    if read(found, line):
+                        continue
+                elif not other or other.isspace() or other.lstrip()[0] == ";":
+                    continue
+                resume = found.start()
+                break
+            if resume is None:
+                return
+            for entry in _tokenize(text, path, self.problems, resume, line):
                 yield entry
                 break
             else:
                 return
-            if entry.end > len(text):
-                return
             position = entry.end
-            skip = entry.nextLine - 1
-            index += 1
+            line = entry.nextLine - 1
 
     def _fastReader(self, path: str, current: list, last: list):
         """
@@ -587,7 +661,7 @@ class _Parser:
         relative: list = [None, None]
 
         def read(match, line: int) -> bool:
-            owner, ttlText, typeText, data = match.groups()
+            owner, ttlText, typeText, data = match.group(1, 2, 3, 4)
             origin = current[0]
             name = None
             if owner is None:
