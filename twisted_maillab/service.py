@@ -281,10 +281,14 @@ class Resources(SharedBackends):
     def metrics(self):
         """
         The tree's L{twisted_maillab.metrics.Metrics}, which C{[http]}
-        serves at C{/metrics}.
+        serves at C{/metrics}; without C{[http]} nothing would read them,
+        and the tree counts nothing (L{twisted_maillab.metrics.NULL_METRICS},
+        which also spares it importing C{prometheus_client}).
         """
-        from twisted_maillab.metrics import Metrics
+        from twisted_maillab.metrics import NULL_METRICS, Metrics
 
+        if not self.config.http.enabled:
+            return NULL_METRICS
         return Metrics()
 
     def endpoint(self, section: ListenerSection, description: str):

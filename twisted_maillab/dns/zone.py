@@ -138,36 +138,12 @@ _SPECIAL = re.compile(r'[;()"\\]')
 # simple data, nothing else (no comment, parenthesis, escape or quote
 # inside a string).  L{_Parser} reads such lines without making tokens;
 # any line it declines goes through the tokenizer and the full reader.
-_FAST_LINE = re.compile(
-    r"(?:([-a-z0-9_*][-a-z0-9_.*]*)|(?=[ \t]))[ \t]+(?:([0-9]+)[ \t]+)?(?:IN[ \t]+)?(A|AAAA|MX|TXT)[ \t]+"
-    r'([^\s;()"\\]+(?:[ \t]+[^\s;()"\\]+)*|"[^"\\\n]*")[ \t\r]*$',
-    re.MULTILINE,
-)
-
-
-# Any line: a L{_FAST_LINE} one (groups 1 to 4) or another (group 5), to
-# walk the text a line at a time with one C{finditer}.
+# Such a line fills groups 1 to 4 (owner, TTL, type, data); any other line
+# group 5, so that one C{finditer} walks the text a line at a time.
 _EVERY_LINE = re.compile(
     r"(?:(?:([-a-z0-9_*][-a-z0-9_.*]*)|(?=[ \t]))[ \t]+(?:([0-9]+)[ \t]+)?(?:IN[ \t]+)?(A|AAAA|MX|TXT)[ \t]+"
     r'([^\s;()"\\]+(?:[ \t]+[^\s;()"\\]+)*|"[^"\\\n]*")[ \t\r]*|([^\n]*))(?:\n|\Z)'
 )
-
-
-def _lines(text: str, chunk: int = 65536):
-    """
-    The lines of C{text}, as C{text.split("\\n")} gives them, split a
-    chunk at a time: one split of a large zone holds the interpreter for
-    tens of milliseconds (a reload runs beside the reactor thread).
-    """
-    start = 0
-    n = len(text)
-    while start + chunk < n:
-        end = text.find("\n", start + chunk)
-        if end == -1:
-            break
-        yield from text[start:end].split("\n")
-        start = end + 1
-    yield from text[start:].split("\n")
 
 
 def _tokenize(text: str, path: str, problems: list[Problem], start: int = 0, firstLine: int = 1):
@@ -440,7 +416,7 @@ class Zone:
 
 
 class _Parser:
-    # Whether lines of the _FAST_LINE form are stored compactly (tests
+    # Whether lines of the _EVERY_LINE form are stored compactly (tests
     # compare with the zone read without).
     fastLines = True
 
@@ -538,7 +514,7 @@ class _Parser:
     def _entries(self, text: str, path: str, current: list, last: list):
         """
         The entries of C{text} for L{parseText} to read, less the lines
-        of L{_FAST_LINE} form, which are stored here, line by line, when
+        of L{_EVERY_LINE} form, which are stored here, line by line, when
         they can be (see L{_fastReader}); from any other line on, the
         tokenizer makes the next entry (which may span lines).
 
@@ -547,7 +523,7 @@ class _Parser:
         match holds the interpreter for long during a reload).  The
         commonest of them (an owner of one label under the zone's
         origin, an A, a quoted TXT or an MX to such a label) are stored
-        in the loop itself; the other L{_FAST_LINE} lines by
+        in the loop itself; the other L{_EVERY_LINE} lines by
         L{_fastReader}; the rest by the tokenizer, after which the
         iteration starts again where its entry ended.
         """
@@ -642,7 +618,7 @@ class _Parser:
 
     def _fastReader(self, path: str, current: list, last: list):
         """
-        The reader of L{_FAST_LINE} lines for L{_tokenize}: it stores the
+        The reader of L{_EVERY_LINE} lines for L{_tokenize}: it stores the
         record compactly and returns true, or returns false (the line is
         then read by L{parseRecord}, which reports what is wrong with it,
         or the name is not one a compact entry can hold).
