@@ -138,12 +138,19 @@ _SPECIAL = re.compile(r'[;()"\\]')
 # simple data, nothing else (no comment, parenthesis, escape or quote
 # inside a string).  L{_Parser} reads such lines without making tokens;
 # any line it declines goes through the tokenizer and the full reader.
-# Such a line fills groups 1 to 4 (owner, TTL, type, data); any other line
-# group 5, so that one C{finditer} walks the text a line at a time.
+# Such a line fills groups 1 to 5 (the owner: one label, or more; TTL,
+# type, data); any other line group 6, so that one C{finditer} walks the
+# text a line at a time.
 _EVERY_LINE = re.compile(
-    r"(?:(?:([-a-z0-9_*][-a-z0-9_.*]*)|(?=[ \t]))[ \t]+(?:([0-9]+)[ \t]+)?(?:IN[ \t]+)?(A|AAAA|MX|TXT)[ \t]+"
+    r"(?:(?:([-a-z0-9_*]{1,63})(?=[ \t])|([-a-z0-9_*][-a-z0-9_.*]*)|(?=[ \t]))[ \t]+(?:([0-9]+)[ \t]+)?(?:IN[ \t]+)?(A|AAAA|MX|TXT)[ \t]+"
     r'([^\s;()"\\]+(?:[ \t]+[^\s;()"\\]+)*|"[^"\\\n]*")[ \t\r]*|([^\n]*))(?:\n|\Z)'
 )
+
+
+# An A record of a compact name (see L{twisted_maillab.dns.compact}):
+# its header and address packed in one call.
+_A_RECORD = struct.Struct("!HIIHH4s")
+assert _A_RECORD.size == compact.HEADER_SIZE + 4
 
 
 def _tokenize(text: str, path: str, problems: list[Problem], start: int = 0, firstLine: int = 1):
@@ -533,76 +540,80 @@ class _Parser:
         read = self._fastReader(path, current, last)
         zone = self.zone
         zoneKey = zone.originKey
-        depth = len(zoneKey)
         entries = zone.nodes.entries
+        setdefault = entries.setdefault
         pathIndex = zone.pathIndex(path)
         packHeader = compact.packHeader
+        packA = _A_RECORD.pack
+        A = N.A
         types = compact.types
         inet_pton = socket.inet_pton
         AF_INET = socket.AF_INET
-        A, TXT, MX = N.A, N.TXT, N.MX
+        TXT, MX = N.TXT, N.MX
         lengths = [chr(i) for i in range(256)]
         position = 0  # where the next line starts in the text
         line = 0  # the number of the line before it
         end = len(text)
         while position <= end:
-            # The origin changes only through a $ORIGIN line, which the
-            # tokenizer reads: between two, the loop below may build the
-            # wire form of a one-label owner itself when the origin is the
-            # zone's (no empty non-terminal can lie between the two).
+            # The origin changes only through a $ORIGIN line and the
+            # default TTL through a $TTL line, which the tokenizer reads:
+            # between two, the loop below may build the wire form of a
+            # one-label owner itself when the origin is the zone's (no
+            # empty non-terminal can lie between the two).
             origin = current[0]
             originWire = N.toWire(origin) if origin == zoneKey else None
+            defaultTTL = self.defaultTTL
             resume = None
             for found in _EVERY_LINE.finditer(text, position):
                 line += 1
-                owner, ttlText, typeText, data, other = found.groups()
-                if other is None:
-                    if originWire is not None and owner is not None and "." not in owner and len(owner) < 64:
-                        if ttlText is None:
-                            ttl = self.defaultTTL
-                        else:
-                            ttl = int(ttlText)
-                            if ttl > MAX_TTL:
-                                ttl = None
-                        rdata = None
-                        if ttl is None:
-                            pass
-                        elif typeText == "A":
-                            try:
-                                rdata = inet_pton(AF_INET, data)
-                                rtype = A
-                            except (OSError, ValueError):
-                                pass
-                        elif typeText == "TXT":
-                            if data[0] == '"' and len(data) < 258:
-                                rdata = (lengths[len(data) - 2] + data[1:-1]).encode("latin-1")
-                                rtype = TXT
-                        elif typeText == "MX":
-                            preference, _, exchange = data.partition(" ")
-                            if (
-                                preference.isdigit() and preference.isascii() and len(preference) < 6 and int(preference) <= 0xFFFF
-                                and exchange.isalnum() and exchange.isascii() and len(exchange) < 64
-                            ):
-                                rdata = struct.pack("!H", int(preference)) + (lengths[len(exchange)] + exchange).encode("latin-1") + originWire
-                                rtype = MX
-                        if rdata is not None:
-                            wireKey = (lengths[len(owner)] + owner).encode("latin-1") + originWire
-                            value = entries.get(wireKey)
-                            if value is None:
-                                entries[wireKey] = packHeader(rtype, ttl, line, pathIndex, len(rdata)) + rdata
-                            elif value.__class__ is bytes and rtype not in types(value):
-                                # What addCompact does, without the call.
-                                entries[wireKey] = value + packHeader(rtype, ttl, line, pathIndex, len(rdata)) + rdata
-                            else:
-                                rdata = None
-                            if rdata is not None:
-                                if ttlText is not None:
-                                    self.lastTTL = ttl
-                                last[0] = wireKey
-                                continue
-                    if read(found, line):
+                label, dotted, ttlText, typeText, data, other = found.groups()
+                if other is not None:
+                    if not other or other.isspace() or other.lstrip()[0] == ";":
                         continue
-                elif not other or other.isspace() or other.lstrip()[0] == ";":
+                    resume = found.start()
+                    break
+                if label is not None and originWire is not None:
+                    if ttlText is None:
+                        ttl = defaultTTL
+                    else:
+                        ttl = int(ttlText)
+                        if ttl > MAX_TTL:
+                            ttl = None
+                    blob = None
+                    if ttl is None:
+                        pass
+                    elif typeText == "A":
+                        try:
+                            blob = packA(A, ttl, line, pathIndex, 4, inet_pton(AF_INET, data))
+                        except (OSError, ValueError):
+                            pass
+                    elif typeText == "TXT":
+                        if data[0] == '"' and len(data) < 258:
+                            rdata = (lengths[len(data) - 2] + data[1:-1]).encode("latin-1")
+                            blob = packHeader(TXT, ttl, line, pathIndex, len(rdata)) + rdata
+                    elif typeText == "MX":
+                        preference, _, exchange = data.partition(" ")
+                        if (
+                            preference.isdigit() and preference.isascii() and len(preference) < 6 and int(preference) <= 0xFFFF
+                            and exchange.isalnum() and exchange.isascii() and len(exchange) < 64
+                        ):
+                            rdata = int(preference).to_bytes(2, "big") + (lengths[len(exchange)] + exchange).encode("latin-1") + originWire
+                            blob = packHeader(MX, ttl, line, pathIndex, len(rdata)) + rdata
+                    if blob is not None:
+                        wireKey = (lengths[len(label)] + label).encode("latin-1") + originWire
+                        value = setdefault(wireKey, blob)
+                        if value is not blob:
+                            # What addCompact does, without the call.
+                            if value.__class__ is bytes and blob[0] << 8 | blob[1] not in types(value):
+                                entries[wireKey] = value + blob
+                            else:
+                                blob = None
+                        if blob is not None:
+                            if ttlText is not None:
+                                self.lastTTL = ttl
+                            last[0] = wireKey
+                            continue
+                if read(found, line):
                     continue
                 resume = found.start()
                 break
@@ -637,7 +648,8 @@ class _Parser:
         relative: list = [None, None]
 
         def read(match, line: int) -> bool:
-            owner, ttlText, typeText, data = match.group(1, 2, 3, 4)
+            label, dotted, ttlText, typeText, data, _ = match.groups()
+            owner = dotted if label is None else label
             origin = current[0]
             name = None
             if owner is None:
