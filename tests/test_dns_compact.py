@@ -148,6 +148,67 @@ class FastLinesTests(unittest.TestCase):
         self.assertIn((42).to_bytes(4, "big") + (3600).to_bytes(4, "big"), response)
 
 
+# Lines at the edges of the one-label fast case: Windows line ends, a
+# record spanning lines before plain ones (their line numbers), $TTL and
+# $ORIGIN changes between plain lines, TTLs at and above 2^31-1, a
+# wildcard, labels of 63 and 64 octets, TXT strings of 255 and 256
+# octets, MX data with a tab or two spaces, a preference past 65535, a
+# duplicate, a last line without a newline.
+EDGES = (
+    "$TTL 300\r\n"
+    "@ SOA ns hostmaster ( 7 3600\n 600 86400 60 )\n"
+    "  NS ns\n"
+    "ns A 192.0.2.1\r\n"
+    "e1 A 192.0.2.2\n"
+    "e1 TXT ( \"spans\"\n \"lines\" )\n"
+    "e2 A 192.0.2.3\n"
+    "$TTL 600\n"
+    "e3 A 192.0.2.4\n"
+    "e4 2147483647 A 192.0.2.5\n"
+    "e5 2147483648 A 192.0.2.6\n"
+    "* A 192.0.2.7\n"
+    + "a" * 63 + " A 192.0.2.8\n"
+    + "b" * 64 + " A 192.0.2.9\n"
+    "e6 TXT \"" + "x" * 255 + "\"\n"
+    "e7 TXT \"" + "y" * 256 + "\"\n"
+    "e8 MX 10\te1\n"
+    "e9 MX 10  e1\n"
+    "e10 MX 65535 e1\n"
+    "e11 MX 65536 e1\n"
+    "e12 MX 010 e1\n"
+    "e13 MX 10 @\n"
+    "e14 A 192.0.2.10\n"
+    "e14 A 192.0.2.10\n"
+    "e15 TXT \"\"\n"
+    "\t\n"
+    "; comment\n"
+    "$ORIGIN sub.example.org.\n"
+    "e16 A 192.0.2.11\n"
+    "$ORIGIN example.org.\n"
+    "e17 A 192.0.2.12\n"
+    "e18 A 192.0.2.13"
+)
+
+
+class FastLineEdgesTests(unittest.TestCase):
+    def test_sameAsRecordByRecord(self):
+        """
+        The lines around the edges of the fast case give the zone, the
+        findings (file and line) and the answers of the record-by-record
+        reader.
+        """
+        fast, fastProblems = read(EDGES, True)
+        slow, slowProblems = read(EDGES, False)
+        self.assertEqual(dump(fast), dump(slow))
+        self.assertEqual(fastProblems, slowProblems)
+        self.assertEqual([p.line for p in fastProblems], [13, 16, 22, 24])
+        self.assertIn(N.key(parseOrigin("e18.example.org")), fast.nodes)
+        compact = {N.toText(NodeMapKey(k)) for k, v in fast.nodes.entries.items() if type(v) is bytes}
+        self.assertIn("e3.example.org.", compact)
+        self.assertEqual(fast.nodes[N.key(parseOrigin("e3.example.org"))].rrsets[N.A].ttl, 600)
+        self.assertEqual(fast.nodes[N.key(parseOrigin("e18.example.org"))].rrsets[N.A].line, 34)
+
+
 def NodeMapKey(wireKey):
     from twisted_maillab.dns.compact import wireToName
 
