@@ -567,6 +567,19 @@ class _Parser:
             for found in _EVERY_LINE.finditer(text, position):
                 line += 1
                 label, dotted, ttlText, typeText, data, other = found.groups()
+                if typeText == "A" and label is not None and ttlText is None and originWire is not None:
+                    # The commonest line of all, in as few steps as can be;
+                    # anything unusual (no default TTL, a bad address, a
+                    # name seen before) is left to the general case below.
+                    try:
+                        blob = packA(A, defaultTTL, line, pathIndex, 4, inet_pton(AF_INET, data))
+                    except (OSError, ValueError, struct.error):
+                        pass
+                    else:
+                        wireKey = (lengths[len(label)] + label).encode("latin-1") + originWire
+                        if setdefault(wireKey, blob) is blob:
+                            last[0] = wireKey
+                            continue
                 if other is not None:
                     if not other or other.isspace() or other.lstrip()[0] == ";":
                         continue
