@@ -208,6 +208,32 @@ class FastLineEdgesTests(unittest.TestCase):
         self.assertEqual(fast.nodes[N.key(parseOrigin("e3.example.org"))].rrsets[N.A].ttl, 600)
         self.assertEqual(fast.nodes[N.key(parseOrigin("e18.example.org"))].rrsets[N.A].line, 34)
 
+    def test_longZoneWithOtherLines(self):
+        """
+        A zone longer than one block of matched text, with lines the
+        tokenizer reads among the plain ones (an alias, a record over two
+        lines, a comment, a bad address), some across the blocks' ends,
+        reads as record by record, with the same line numbers.
+        """
+        lines = ["$TTL 300", "@ SOA ns hostmaster 7 3600 600 86400 60", "  NS ns", "ns A 192.0.2.1"]
+        for i in range(6000):
+            lines.append(f"n{i} A 10.0.{i >> 8}.{i & 255}")
+            if i % 7 == 0:
+                lines.append(f"c{i} CNAME n{i}")
+            if i % 11 == 0:
+                lines.append(f"n{i} TXT ( \"a\"\n  \"b\" )")
+            if i % 13 == 0:
+                lines.append(f"; {i}")
+            if i % 997 == 0:
+                lines.append(f"bad{i} A 10.0.0.256")
+        text = "\n".join(lines) + "\n"
+        self.assertGreater(len(text), 2 * 65536)
+        fast, fastProblems = read(text, True)
+        slow, slowProblems = read(text, False)
+        self.assertEqual(dump(fast), dump(slow))
+        self.assertEqual(fastProblems, slowProblems)
+        self.assertEqual(len([p for p in fastProblems if p.severity == "error"]), 7)
+
 
 def NodeMapKey(wireKey):
     from twisted_maillab.dns.compact import wireToName

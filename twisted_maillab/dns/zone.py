@@ -139,13 +139,16 @@ _SPECIAL = re.compile(r'[;()"\\]')
 # inside a string).  L{_Parser} reads such lines without making tokens;
 # any line it declines goes through the tokenizer and the full reader.
 # Such a line fills groups 1 to 5 (the owner: one label, or more; TTL,
-# type, data); any other line group 6, so that one C{finditer} walks the
-# text a line at a time.
+# type, data); any other line group 6, so that C{findall} over whole lines
+# gives one item per line.
 _EVERY_LINE = re.compile(
     r"(?:(?:([-a-z0-9_*]{1,63})(?=[ \t])|([-a-z0-9_*][-a-z0-9_.*]*)|(?=[ \t]))[ \t]+(?:([0-9]+)[ \t]+)?(?:IN[ \t]+)?(A|AAAA|MX|TXT)[ \t]+"
     r'([^\s;()"\\]+(?:[ \t]+[^\s;()"\\]+)*|"[^"\\\n]*")[ \t\r]*|([^\n]*))(?:\n|\Z)'
 )
 
+
+# The most characters of zone text matched in one call (whole lines).
+_BLOCK = 65536
 
 # An A record of a compact name (see L{twisted_maillab.dns.compact}):
 # its header and address packed in one call.
@@ -525,14 +528,13 @@ class _Parser:
         they can be (see L{_fastReader}); from any other line on, the
         tokenizer makes the next entry (which may span lines).
 
-        The lines are matched one after the other by one iteration of
-        L{_EVERY_LINE} over the text (no list of lines is made, and no
-        match holds the interpreter for long during a reload).  The
-        commonest of them (an owner of one label under the zone's
-        origin, an A, a quoted TXT or an MX to such a label) are stored
-        in the loop itself; the other L{_EVERY_LINE} lines by
-        L{_fastReader}; the rest by the tokenizer, after which the
-        iteration starts again where its entry ended.
+        The lines are matched a block of text at a time by L{_EVERY_LINE}
+        (no list of the file's lines is made, and no call holds the
+        interpreter for long during a reload).  The commonest of them (an
+        owner of one label under the zone's origin, an A, a quoted TXT or
+        an MX to such a label) are stored in the loop itself; the other
+        plain lines by L{_fastReader}; the rest by the tokenizer, after
+        which the matching starts again where its entry ended.
         """
         if not self.fastLines:
             yield from _tokenize(text, path, self.problems)
@@ -551,10 +553,18 @@ class _Parser:
         AF_INET = socket.AF_INET
         TXT, MX = N.TXT, N.MX
         lengths = [chr(i) for i in range(256)]
+        findall = _EVERY_LINE.findall
+        find = text.find
         position = 0  # where the next line starts in the text
         line = 0  # the number of the line before it
         end = len(text)
-        while position <= end:
+        # Lines are matched a block at a time (findall, up to L{_BLOCK}
+        # characters, whole lines): faster than a match object per line,
+        # and no match holds the interpreter for long during a reload.
+        # After a line the tokenizer read, the blocks start small and
+        # double, so a zone of many such lines is not matched twice over.
+        block = 256
+        while position < end:
             # The origin changes only through a $ORIGIN line and the
             # default TTL through a $TTL line, which the tokenizer reads:
             # between two, the loop below may build the wire form of a
@@ -563,76 +573,91 @@ class _Parser:
             origin = current[0]
             originWire = N.toWire(origin) if origin == zoneKey else None
             defaultTTL = self.defaultTTL
-            resume = None
-            for found in _EVERY_LINE.finditer(text, position):
-                line += 1
-                label, dotted, ttlText, typeText, data, other = found.groups()
-                if typeText == "A" and label is not None and ttlText is None and originWire is not None:
-                    # The commonest line of all, in as few steps as can be;
-                    # anything unusual (no default TTL, a bad address, a
-                    # name seen before) is left to the general case below.
-                    try:
-                        blob = packA(A, defaultTTL, line, pathIndex, 4, inet_pton(AF_INET, data))
-                    except (OSError, ValueError, struct.error):
-                        pass
-                    else:
-                        wireKey = (lengths[len(label)] + label).encode("latin-1") + originWire
-                        if setdefault(wireKey, blob) is blob:
-                            last[0] = wireKey
-                            continue
-                if other is not None:
-                    if not other or other.isspace() or other.lstrip()[0] == ";":
-                        continue
-                    resume = found.start()
-                    break
-                if label is not None and originWire is not None:
-                    if ttlText is None:
-                        ttl = defaultTTL
-                    else:
-                        ttl = int(ttlText)
-                        if ttl > MAX_TTL:
-                            ttl = None
-                    blob = None
-                    if ttl is None:
-                        pass
-                    elif typeText == "A":
+            resume = -1
+            while position < end:
+                stop = find("\n", position + block)
+                stop = end if stop == -1 else stop + 1
+                block = min(block * 2, _BLOCK)
+                lines = findall(text, position, stop)
+                # The last is the empty match at the block's end.
+                lines.pop()
+                for index, groups in enumerate(lines):
+                    line += 1
+                    label, dotted, ttlText, typeText, data, other = groups
+                    if typeText == "A" and label and not ttlText and originWire is not None:
+                        # The commonest line of all, in as few steps as can be;
+                        # anything unusual (no default TTL, a bad address, a
+                        # name seen before) is left to the general case below.
                         try:
-                            blob = packA(A, ttl, line, pathIndex, 4, inet_pton(AF_INET, data))
-                        except (OSError, ValueError):
+                            blob = packA(A, defaultTTL, line, pathIndex, 4, inet_pton(AF_INET, data))
+                        except (OSError, ValueError, struct.error):
                             pass
-                    elif typeText == "TXT":
-                        if data[0] == '"' and len(data) < 258:
-                            rdata = (lengths[len(data) - 2] + data[1:-1]).encode("latin-1")
-                            blob = packHeader(TXT, ttl, line, pathIndex, len(rdata)) + rdata
-                    elif typeText == "MX":
-                        preference, _, exchange = data.partition(" ")
-                        if (
-                            preference.isdigit() and preference.isascii() and len(preference) < 6 and int(preference) <= 0xFFFF
-                            and exchange.isalnum() and exchange.isascii() and len(exchange) < 64
-                        ):
-                            rdata = int(preference).to_bytes(2, "big") + (lengths[len(exchange)] + exchange).encode("latin-1") + originWire
-                            blob = packHeader(MX, ttl, line, pathIndex, len(rdata)) + rdata
-                    if blob is not None:
-                        wireKey = (lengths[len(label)] + label).encode("latin-1") + originWire
-                        value = setdefault(wireKey, blob)
-                        if value is not blob:
-                            # What addCompact does, without the call.
-                            if value.__class__ is bytes and blob[0] << 8 | blob[1] not in types(value):
-                                entries[wireKey] = value + blob
-                            else:
-                                blob = None
-                        if blob is not None:
-                            if ttlText is not None:
-                                self.lastTTL = ttl
-                            last[0] = wireKey
+                        else:
+                            wireKey = (lengths[len(label)] + label).encode("latin-1") + originWire
+                            if setdefault(wireKey, blob) is blob:
+                                last[0] = wireKey
+                                continue
+                    if not typeText:
+                        if not other or other.isspace() or other.lstrip()[0] == ";":
                             continue
-                if read(found, line):
-                    continue
-                resume = found.start()
-                break
-            if resume is None:
+                        resume = index
+                        break
+                    if label and originWire is not None:
+                        if not ttlText:
+                            ttl = defaultTTL
+                        else:
+                            ttl = int(ttlText)
+                            if ttl > MAX_TTL:
+                                ttl = None
+                        blob = None
+                        if ttl is None:
+                            pass
+                        elif typeText == "A":
+                            try:
+                                blob = packA(A, ttl, line, pathIndex, 4, inet_pton(AF_INET, data))
+                            except (OSError, ValueError):
+                                pass
+                        elif typeText == "TXT":
+                            if data[0] == '"' and len(data) < 258:
+                                rdata = (lengths[len(data) - 2] + data[1:-1]).encode("latin-1")
+                                blob = packHeader(TXT, ttl, line, pathIndex, len(rdata)) + rdata
+                        elif typeText == "MX":
+                            preference, _, exchange = data.partition(" ")
+                            if (
+                                preference.isdigit() and preference.isascii() and len(preference) < 6 and int(preference) <= 0xFFFF
+                                and exchange.isalnum() and exchange.isascii() and len(exchange) < 64
+                            ):
+                                rdata = int(preference).to_bytes(2, "big") + (lengths[len(exchange)] + exchange).encode("latin-1") + originWire
+                                blob = packHeader(MX, ttl, line, pathIndex, len(rdata)) + rdata
+                        if blob is not None:
+                            wireKey = (lengths[len(label)] + label).encode("latin-1") + originWire
+                            value = setdefault(wireKey, blob)
+                            if value is not blob:
+                                # What addCompact does, without the call.
+                                if value.__class__ is bytes and blob[0] << 8 | blob[1] not in types(value):
+                                    entries[wireKey] = value + blob
+                                else:
+                                    blob = None
+                            if blob is not None:
+                                if ttlText:
+                                    self.lastTTL = ttl
+                                last[0] = wireKey
+                                continue
+                    if read(groups, line):
+                        continue
+                    resume = index
+                    break
+                if resume >= 0:
+                    # Where that line starts: each of the lines before it
+                    # in the block ends with its newline.
+                    for _ in range(resume):
+                        position = find("\n", position) + 1
+                    break
+                position = stop
+            if resume < 0:
                 return
-            for entry in _tokenize(text, path, self.problems, resume, line):
+            block = 256
+            for entry in _tokenize(text, path, self.problems, position, line):
                 yield entry
                 break
             else:
@@ -660,9 +685,11 @@ class _Parser:
         # below it may be compact (lower case, inside the zone).
         relative: list = [None, None]
 
-        def read(match, line: int) -> bool:
-            label, dotted, ttlText, typeText, data, _ = match.groups()
-            owner = dotted if label is None else label
+        def read(groups, line: int) -> bool:
+            # The groups as findall gives them: "" for one that took no part.
+            label, dotted, ttlText, typeText, data, _ = groups
+            owner = label or dotted or None
+            ttlText = ttlText or None
             origin = current[0]
             name = None
             if owner is None:
