@@ -581,9 +581,9 @@ class _Parser:
                 lines = findall(text, position, stop)
                 # The last is the empty match at the block's end.
                 lines.pop()
-                for index, groups in enumerate(lines):
+                first = line  # the number of the line before the block
+                for label, dotted, ttlText, typeText, data, other in lines:
                     line += 1
-                    label, dotted, ttlText, typeText, data, other = groups
                     if typeText == "A" and label and not ttlText and originWire is not None:
                         # The commonest line of all, in as few steps as can be;
                         # anything unusual (no default TTL, a bad address, a
@@ -600,7 +600,7 @@ class _Parser:
                     if not typeText:
                         if not other or other.isspace() or other.lstrip()[0] == ";":
                             continue
-                        resume = index
+                        resume = line - first - 1
                         break
                     if label and originWire is not None:
                         if not ttlText:
@@ -643,9 +643,9 @@ class _Parser:
                                     self.lastTTL = ttl
                                 last[0] = wireKey
                                 continue
-                    if read(groups, line):
+                    if read((label, dotted, ttlText, typeText, data, other), line):
                         continue
-                    resume = index
+                    resume = line - first - 1
                     break
                 if resume >= 0:
                     # Where that line starts: each of the lines before it

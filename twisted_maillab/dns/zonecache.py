@@ -28,6 +28,7 @@ import io
 import marshal
 import os
 import pickle
+import threading
 from pathlib import Path
 
 from twisted_maillab.atomicwrite import writeAll
@@ -112,7 +113,11 @@ def save(directory, zone: Zone) -> Path:
     target = cachePath(directory, zone.origin, zone.path)
     # Written piece by piece (os.write lets other threads run): joining
     # tens of megabytes first would hold the interpreter while it copies.
-    temporary = f"{target}.tmp.{os.getpid()}"
+    # Named by process and thread: the save after a start (once the
+    # listeners are up) and a reload's may run at once in two pool
+    # threads.  The later replace wins; if that is the older zone, its
+    # sources no longer match the files and it is never read.
+    temporary = f"{target}.tmp.{os.getpid()}.{threading.get_ident()}"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         os.fchmod(fd, 0o600)
