@@ -216,8 +216,12 @@ class FastLineEdgesTests(unittest.TestCase):
         reads as record by record, with the same line numbers.
         """
         lines = ["$TTL 300", "@ SOA ns hostmaster 7 3600 600 86400 60", "  NS ns", "ns A 192.0.2.1"]
+        lines += ["deleg NS ns.deleg", "ns.deleg A 192.0.2.50"]
         for i in range(6000):
             lines.append(f"n{i} A 10.0.{i >> 8}.{i & 255}")
+            if i % 5 == 0:
+                # To the next name, to one below the cut, to none.
+                lines.append(f"n{i} MX 10 " + ("ns.deleg" if i % 15 == 0 else "missing" if i % 25 == 0 else f"n{i + 1}"))
             if i % 7 == 0:
                 lines.append(f"c{i} CNAME n{i}")
             if i % 11 == 0:
@@ -233,6 +237,7 @@ class FastLineEdgesTests(unittest.TestCase):
         self.assertEqual(dump(fast), dump(slow))
         self.assertEqual(fastProblems, slowProblems)
         self.assertEqual(len([p for p in fastProblems if p.severity == "error"]), 7)
+        self.assertTrue(any("missing" in p.reason for p in fastProblems))
 
 
 def NodeMapKey(wireKey):

@@ -67,33 +67,47 @@ def checkZone(zone: Zone, problems: list[Problem]) -> None:
             if len(cname.rdatas) > 1:
                 problems.append(Problem(cname.path, cname.line, f"{N.toText(node.name)}: more than one CNAME record"))
     paths = zone.paths
+    cuts = zone.cuts
+    dnames = zone.dnames
+    MX, A, AAAA, CNAME = N.MX, N.A, N.AAAA, N.CNAME
+    headerSize = compact.HEADER_SIZE
+    unpackHeader = compact.unpackHeader
     # Below a DNAME every name is checked (RFC 6672 2.3).
-    for wireKey, value in entries.items() if zone.dnames else checked:
+    for wireKey, value in entries.items() if dnames else checked:
         if value.__class__ is bytes:
-            if zone.dnames:
+            if dnames:
                 _belowDNAME(zone, problems, zone.nodes.node(wireKey, value))
-            if mx in value:
-                for rtype, _, line, pathIndex, data in compact.records(value):
-                    if rtype != N.MX:
-                        continue
-                    if not zone.cuts:
+            if mx not in value:
+                continue
+            # The records' headers walked in place (see compact.records).
+            offset = 0
+            n = len(value)
+            while offset < n:
+                start = offset + headerSize
+                end = start + (value[offset + 12] << 8 | value[offset + 13])
+                if value[offset] << 8 | value[offset + 1] == MX:
+                    if not cuts:
                         # The common case, found without making names: the
                         # exchange exists (lower-cased wire form is its
                         # key) and has an address.
-                        held = entries.get(data[2:].lower())
+                        held = entries.get(value[start + 2 : end].lower())
                         if held is not None:
                             if held.__class__ is bytes:
                                 # A compact name holds no CNAME: an
                                 # address first is enough.
-                                if held[0] == 0 and (held[1] == N.A or held[1] == N.AAAA):
+                                if held[0] == 0 and (held[1] == A or held[1] == AAAA):
+                                    offset = end
                                     continue
                                 held = compact.types(held)
                             else:
                                 held = held.rrsets
-                            if (N.A in held or N.AAAA in held) and N.CNAME not in held:
+                            if (A in held or AAAA in held) and CNAME not in held:
+                                offset = end
                                 continue
-                    target = compact.wireToName(data, 2)
-                    _checkTarget(zone, problems, compact.wireToName(wireKey), N.MX, target, paths[pathIndex], line)
+                    _, _, line, pathIndex, _ = unpackHeader(value, offset)
+                    target = compact.wireToName(value, start + 2)
+                    _checkTarget(zone, problems, compact.wireToName(wireKey), MX, target, paths[pathIndex], line)
+                offset = end
             continue
         node = value
         nodeKey = N.key(node.name)
