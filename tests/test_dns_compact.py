@@ -148,6 +148,98 @@ class FastLinesTests(unittest.TestCase):
         self.assertIn((42).to_bytes(4, "big") + (3600).to_bytes(4, "big"), response)
 
 
+# Lines at the edges of the one-label fast case: Windows line ends, a
+# record spanning lines before plain ones (their line numbers), $TTL and
+# $ORIGIN changes between plain lines, TTLs at and above 2^31-1, a
+# wildcard, labels of 63 and 64 octets, TXT strings of 255 and 256
+# octets, MX data with a tab or two spaces, a preference past 65535, a
+# duplicate, a last line without a newline.
+EDGES = (
+    "$TTL 300\r\n"
+    "@ SOA ns hostmaster ( 7 3600\n 600 86400 60 )\n"
+    "  NS ns\n"
+    "ns A 192.0.2.1\r\n"
+    "e1 A 192.0.2.2\n"
+    "e1 TXT ( \"spans\"\n \"lines\" )\n"
+    "e2 A 192.0.2.3\n"
+    "$TTL 600\n"
+    "e3 A 192.0.2.4\n"
+    "e4 2147483647 A 192.0.2.5\n"
+    "e5 2147483648 A 192.0.2.6\n"
+    "* A 192.0.2.7\n"
+    + "a" * 63 + " A 192.0.2.8\n"
+    + "b" * 64 + " A 192.0.2.9\n"
+    "e6 TXT \"" + "x" * 255 + "\"\n"
+    "e7 TXT \"" + "y" * 256 + "\"\n"
+    "e8 MX 10\te1\n"
+    "e9 MX 10  e1\n"
+    "e10 MX 65535 e1\n"
+    "e11 MX 65536 e1\n"
+    "e12 MX 010 e1\n"
+    "e13 MX 10 @\n"
+    "e14 A 192.0.2.10\n"
+    "e14 A 192.0.2.10\n"
+    "e15 TXT \"\"\n"
+    "\t\n"
+    "; comment\n"
+    "$ORIGIN sub.example.org.\n"
+    "e16 A 192.0.2.11\n"
+    "$ORIGIN example.org.\n"
+    "e17 A 192.0.2.12\n"
+    "e18 A 192.0.2.13"
+)
+
+
+class FastLineEdgesTests(unittest.TestCase):
+    def test_sameAsRecordByRecord(self):
+        """
+        The lines around the edges of the fast case give the zone, the
+        findings (file and line) and the answers of the record-by-record
+        reader.
+        """
+        fast, fastProblems = read(EDGES, True)
+        slow, slowProblems = read(EDGES, False)
+        self.assertEqual(dump(fast), dump(slow))
+        self.assertEqual(fastProblems, slowProblems)
+        self.assertEqual([p.line for p in fastProblems], [13, 16, 22, 24])
+        self.assertIn(N.key(parseOrigin("e18.example.org")), fast.nodes)
+        compact = {N.toText(NodeMapKey(k)) for k, v in fast.nodes.entries.items() if type(v) is bytes}
+        self.assertIn("e3.example.org.", compact)
+        self.assertEqual(fast.nodes[N.key(parseOrigin("e3.example.org"))].rrsets[N.A].ttl, 600)
+        self.assertEqual(fast.nodes[N.key(parseOrigin("e18.example.org"))].rrsets[N.A].line, 34)
+
+    def test_longZoneWithOtherLines(self):
+        """
+        A zone longer than one block of matched text, with lines the
+        tokenizer reads among the plain ones (an alias, a record over two
+        lines, a comment, a bad address), some across the blocks' ends,
+        reads as record by record, with the same line numbers.
+        """
+        lines = ["$TTL 300", "@ SOA ns hostmaster 7 3600 600 86400 60", "  NS ns", "ns A 192.0.2.1"]
+        lines += ["deleg NS ns.deleg", "ns.deleg A 192.0.2.50"]
+        for i in range(6000):
+            lines.append(f"n{i} A 10.0.{i >> 8}.{i & 255}")
+            if i % 5 == 0:
+                # To the next name, to one below the cut, to none.
+                lines.append(f"n{i} MX 10 " + ("ns.deleg" if i % 15 == 0 else "missing" if i % 25 == 0 else f"n{i + 1}"))
+            if i % 7 == 0:
+                lines.append(f"c{i} CNAME n{i}")
+            if i % 11 == 0:
+                lines.append(f"n{i} TXT ( \"a\"\n  \"b\" )")
+            if i % 13 == 0:
+                lines.append(f"; {i}")
+            if i % 997 == 0:
+                lines.append(f"bad{i} A 10.0.0.256")
+        text = "\n".join(lines) + "\n"
+        self.assertGreater(len(text), 2 * 65536)
+        fast, fastProblems = read(text, True)
+        slow, slowProblems = read(text, False)
+        self.assertEqual(dump(fast), dump(slow))
+        self.assertEqual(fastProblems, slowProblems)
+        self.assertEqual(len([p for p in fastProblems if p.severity == "error"]), 7)
+        self.assertTrue(any("missing" in p.reason for p in fastProblems))
+
+
 def NodeMapKey(wireKey):
     from twisted_maillab.dns.compact import wireToName
 

@@ -292,6 +292,29 @@ class ReloadTests(_Base):
 
 class SavedZoneTests(_Base):
     @defer.inlineCallbacks
+    def test_savedOnceListening(self):
+        """
+        A zone parsed at start-up is saved after the listeners are up, in
+        a pool thread (the first answer does not wait for the write):
+        not when the service is built, but once it started.
+        """
+        from twisted_maillab.dns import zonecache
+        from twisted_maillab.dns.zone import parseOrigin
+
+        state = os.path.abspath(self.mktemp())
+        saved = []
+
+        def check(dns_):
+            path = zonecache.cachePath(os.path.join(state, "dns"), parseOrigin("domaineel.rt"), self.zonePath)
+            saved.append(os.path.exists(path))
+            self.savedPath = path
+
+        dns_ = self.startDNS(extra=f"[server]\nstate_directory = {state}\n", configure=check)
+        self.assertEqual(saved, [False])
+        yield dns_.saved
+        self.assertTrue(os.path.exists(self.savedPath))
+
+    @defer.inlineCallbacks
     def test_restartReadsSavedZoneNeverStale(self):
         """
         A start saves the parsed zone in the state directory; a restart
@@ -304,7 +327,9 @@ class SavedZoneTests(_Base):
 
         state = os.path.abspath(self.mktemp())
         extra = f"[server]\nstate_directory = {state}\n"
-        self.startDNS(seedText(4, "www A 192.168.1.80\n"), extra=extra)
+        dns_ = self.startDNS(seedText(4, "www A 192.168.1.80\n"), extra=extra)
+        # Saved in a pool thread once the listeners are up.
+        yield dns_.saved
         saved = zonecache.cachePath(os.path.join(state, "dns"), parseOrigin("domaineel.rt"), self.zonePath)
         self.assertTrue(os.path.exists(saved))
         written = os.stat(saved).st_mtime_ns

@@ -214,6 +214,23 @@ class ComposeTests(unittest.TestCase):
         return d
 
 
+class MetricsTests(unittest.TestCase):
+    def test_countedOnlyWhenServed(self):
+        """
+        A tree with C{[http]}, which serves C{/metrics}, counts into a
+        L{Metrics} of its own; one without counts into C{NULL_METRICS}
+        (nothing would read the counts).
+        """
+        from twisted_maillab.metrics import NULL_METRICS, Metrics
+
+        without = service.Resources(parse(self, "[pop3]\nenabled = yes\nlisten = tcp:110\n"), MemoryReactorClock())
+        self.assertIs(without.metrics, NULL_METRICS)
+        without.metrics.watch("dns", object())
+        served = service.Resources(parse(self, "[http]\nenabled = yes\nlisten = tcp:8080\n"), MemoryReactorClock())
+        self.assertIsInstance(served.metrics, Metrics)
+        self.assertIsNot(served.metrics, NULL_METRICS)
+
+
 class TLSTests(unittest.TestCase):
     def setUp(self):
         self.directory = Path(self.mktemp()).resolve()

@@ -21,8 +21,6 @@ from __future__ import annotations
 import os
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, CounterMetricFamily
 from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 
@@ -73,6 +71,11 @@ class NullMetrics:
     def reactorLag(self, seconds: float) -> None:
         pass
 
+    def watch(self, kind: str, source) -> None:
+        """
+        See L{Metrics.watch}: nothing is read.
+        """
+
 
 NULL_METRICS = NullMetrics()
 
@@ -85,6 +88,11 @@ class Metrics(NullMetrics):
     """
 
     def __init__(self):
+        # Imported here, not with the module: the code that counts imports
+        # this module for NULL_METRICS, and a tree that serves no /metrics
+        # (no [http]) counts nothing (see twisted_maillab.service.Resources).
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
         self.registry = r = CollectorRegistry(auto_describe=True)
         self._connections = Counter(
             "maillab_connections", "Connections accepted, by listener", ["protocol"], registry=r
@@ -210,6 +218,8 @@ class _Watched:
         return []
 
     def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         queries = CounterMetricFamily(
             "maillab_dns_queries", "DNS responses sent, by response code", labels=["rcode"]
         )

@@ -224,8 +224,6 @@ class Resources(SharedBackends):
         the one L{makeService} was given, else the C{[dns] zones} files;
         with the generated records when C{[dns] publish_mail_records} is on.
         """
-        from twisted_maillab.dns.published import zoneSourceFor
-
         source = self._givenZoneSource
         if source is None:
             from twisted_maillab.dns.service import FileZoneSource
@@ -233,6 +231,11 @@ class Resources(SharedBackends):
             section = self.config.dns
             cache = self.config.server.state_directory / "dns" if section.zone_cache else None
             source = FileZoneSource(section.zones, cache)
+        if not self.config.dns.publish_mail_records:
+            # The publishing machinery is not even imported.
+            return source
+        from twisted_maillab.dns.published import zoneSourceFor
+
         return zoneSourceFor(self.config, source)
 
     @cached_property
@@ -281,10 +284,14 @@ class Resources(SharedBackends):
     def metrics(self):
         """
         The tree's L{twisted_maillab.metrics.Metrics}, which C{[http]}
-        serves at C{/metrics}.
+        serves at C{/metrics}; without C{[http]} nothing would read them,
+        and the tree counts nothing (L{twisted_maillab.metrics.NULL_METRICS},
+        which also spares it importing C{prometheus_client}).
         """
-        from twisted_maillab.metrics import Metrics
+        from twisted_maillab.metrics import NULL_METRICS, Metrics
 
+        if not self.config.http.enabled:
+            return NULL_METRICS
         return Metrics()
 
     def endpoint(self, section: ListenerSection, description: str):

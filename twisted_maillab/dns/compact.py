@@ -34,6 +34,7 @@ __all__ = ["NodeMap", "COMPACT_TYPES", "record", "records", "types"]
 _HEADER = struct.Struct("!HIIHH")
 HEADER_SIZE = _HEADER.size
 packHeader = _HEADER.pack
+unpackHeader = _HEADER.unpack_from
 
 # The types a compact name may hold: their rdata is bytes, except the MX
 # exchange (RFC 1035 3.3.9), a name at offset 2.

@@ -19,7 +19,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_maillab.dns import names as N
-from twisted_maillab.dns import zonecache
 from twisted_maillab.interfaces import IZoneSource
 from twisted_maillab.dns.answer import ResponseTable, Zones
 from twisted_maillab.dns.server import (
@@ -52,8 +51,15 @@ class FileZoneSource:
         self.specs = tuple(specs)
         self.cacheDirectory = cacheDirectory
 
-    def load(self) -> list[Zone]:
-        return loadZones(self.specs, self.cacheDirectory)
+    def load(self, unsaved: list | None = None) -> list[Zone]:
+        """
+        The zones (see L{loadZones}).
+
+        @param unsaved: when a list, the zones parsed (not read from their
+            saved form) are added to it for the caller to save with
+            L{saveZones}, instead of being saved here.
+        """
+        return loadZones(self.specs, self.cacheDirectory, unsaved)
 
 
 def loadQuietly(load, freeze: bool = False):
@@ -85,42 +91,89 @@ def loadQuietly(load, freeze: bool = False):
             gc.enable()
 
 
-def loadZones(specs, cacheDirectory=None) -> list[Zone]:
+# From this many names on, the memory a start-up load freed is handed back
+# to the system (L{returnFreedMemory}); below, it is not worth the call.
+TRIM_NAMES = 50_000
+
+
+def returnFreedMemory() -> None:
+    """
+    Hand the pages that loading freed back to the system, where the C
+    library allows it (glibc's C{malloc_trim}).
+
+    Reading a large zone grows and frees big blocks (the file's text, the
+    names' dict as it resizes) that the allocator keeps inside its heap
+    when other blocks lie above them: resident, but unused, a sixth of
+    the process after a million names.  glibc gives them back only when
+    asked, or by chance when a later large allocation in the same thread
+    consolidates the heap.
+    """
+    try:
+        import ctypes
+
+        trim = ctypes.CDLL(None).malloc_trim
+    except (ImportError, OSError, AttributeError):
+        return
+    trim(0)
+
+
+def loadZones(specs, cacheDirectory=None, unsaved: list | None = None) -> list[Zone]:
     """
     Load every C{(origin, path)}; blocking (run it in a thread once the
     reactor runs).
 
     @param cacheDirectory: where parsed zones are saved and read back while
         their files are unchanged, or L{None} to parse every time.
+    @param unsaved: when a list, C{(cacheDirectory, zone)} of each zone
+        to save is added to it instead of saving it (see L{saveZones}).
     @raise ZoneError: for the first zone with errors, naming file and lines.
     """
     zones = []
     for origin, path in specs:
-        zone = _loadZone(path, parseOrigin(origin), cacheDirectory)
+        zone = _loadZone(path, parseOrigin(origin), cacheDirectory, unsaved)
         for warning in zone.warnings:
             log.warn("{finding}", finding=str(warning))
         zones.append(zone)
     return zones
 
 
-def _loadZone(path, origin, cacheDirectory) -> Zone:
+def _loadZone(path, origin, cacheDirectory, unsaved=None) -> Zone:
     """
     One zone: its saved form when its files did not change, else parsed
-    (and then saved).
+    (and then saved, or added to C{unsaved}).
     """
     if cacheDirectory is None:
         return loadZone(path, origin)
+    # Imported only when zones are saved: a server that does not save
+    # them starts without it.
+    from twisted_maillab.dns import zonecache
+
     zone = zonecache.load(cacheDirectory, path, origin)
     if zone is not None:
         log.info("dns: zone {zone} read from {cache} (its files did not change)", zone=N.toText(origin), cache=str(zonecache.cachePath(cacheDirectory, origin, path)))
         return zone
     zone = loadZone(path, origin)
-    try:
-        os.makedirs(cacheDirectory, mode=0o700, exist_ok=True)
-        zonecache.save(cacheDirectory, zone)
-    except OSError as e:
-        log.warn("dns: cannot save zone {zone} in {directory}: {error}", zone=N.toText(origin), directory=str(cacheDirectory), error=e.strerror or str(e))
+    if unsaved is None:
+        saveZones([(cacheDirectory, zone)])
+    else:
+        unsaved.append((cacheDirectory, zone))
     return zone
+
+
+def saveZones(unsaved) -> None:
+    """
+    Save each C{(cacheDirectory, zone)} (L{twisted_maillab.dns.zonecache});
+    blocking.  A zone that cannot be saved is logged and parsed again at
+    the next start.
+    """
+    from twisted_maillab.dns import zonecache
+
+    for cacheDirectory, zone in unsaved:
+        try:
+            os.makedirs(cacheDirectory, mode=0o700, exist_ok=True)
+            zonecache.save(cacheDirectory, zone)
+        except OSError as e:
+            log.warn("dns: cannot save zone {zone} in {directory}: {error}", zone=N.toText(zone.origin), directory=str(cacheDirectory), error=e.strerror or str(e))
 
 
 class _UDPAndTCP(service.Service):
@@ -216,6 +269,12 @@ class DNSService(service.MultiService):
         self.notifyInterval = notifyInterval
         self.notifyRetries = notifyRetries
         self.lastNotify: defer.Deferred | None = None
+        # Zones parsed at start-up and not yet saved (see L{saveZones}):
+        # saved in a pool thread once the listeners are up, so a first
+        # start answers without waiting for the write; C{saved} fires
+        # when that is done.
+        self.unsaved: list = []
+        self.saved: defer.Deferred = defer.succeed(None)
         if deferToThread is None:
 
             def deferToThread(f, *args):
@@ -242,6 +301,10 @@ class DNSService(service.MultiService):
             log.warn("dns: not in the main thread, SIGHUP will not reload the zones")
         # BIND and NSD notify the secondaries when a zone is loaded.
         self.lastNotify = self.notify(list(self.server.zones))
+        if self.unsaved:
+            unsaved, self.unsaved = self.unsaved, []
+            self.saved = self.deferToThread(saveZones, unsaved)
+            self.saved.addErrback(lambda failure: log.failure("dns: saving the zones failed", failure))
 
     def stopService(self):
         if getattr(self, "_installed", False) and self.signals.getsignal(self.signals.SIGHUP) == self._sighup:
@@ -441,7 +504,15 @@ def makeDNSService(config, resources) -> DNSService:
     """
     section = config.dns
     source = resources.zoneSource
-    zones = loadQuietly(source.load, freeze=True)
+    unsaved: list = []
+    if isinstance(source, FileZoneSource):
+        # Served as read (no generated records are added to them): saved
+        # once the listeners are up.
+        zones = loadQuietly(lambda: source.load(unsaved), freeze=True)
+    else:
+        zones = loadQuietly(source.load, freeze=True)
+    if sum(len(zone.nodes) for zone in zones) >= TRIM_NAMES:
+        returnFreedMemory()
     reactor = resources.reactor
     limiter = None
     if section.rate_limit:
@@ -462,6 +533,7 @@ def makeDNSService(config, resources) -> DNSService:
         notifyTargets=section.also_notify,
         rateLimiter=limiter,
     )
+    dnsService.unsaved = unsaved
     factory = DNSStreamFactory(dnsService.server, reactor, section.tcp_idle_timeout, section.tcp_max_clients)
     resources.metrics.watch("dns", dnsService.server)
     for description in section.listen:

@@ -138,28 +138,22 @@ _SPECIAL = re.compile(r'[;()"\\]')
 # simple data, nothing else (no comment, parenthesis, escape or quote
 # inside a string).  L{_Parser} reads such lines without making tokens;
 # any line it declines goes through the tokenizer and the full reader.
-_FAST_LINE = re.compile(
-    r"(?:([-a-z0-9_*][-a-z0-9_.*]*)|(?=[ \t]))[ \t]+(?:([0-9]+)[ \t]+)?(?:IN[ \t]+)?(A|AAAA|MX|TXT)[ \t]+"
-    r'([^\s;()"\\]+(?:[ \t]+[^\s;()"\\]+)*|"[^"\\\n]*")[ \t\r]*$',
-    re.MULTILINE,
+# Such a line fills groups 1 to 5 (the owner: one label, or more; TTL,
+# type, data); any other line group 6, so that C{findall} over whole lines
+# gives one item per line.
+_EVERY_LINE = re.compile(
+    r"(?:(?:([-a-z0-9_*]{1,63})(?=[ \t])|([-a-z0-9_*][-a-z0-9_.*]*)|(?=[ \t]))[ \t]+(?:([0-9]+)[ \t]+)?(?:IN[ \t]+)?(A|AAAA|MX|TXT)[ \t]+"
+    r'([^\s;()"\\]+(?:[ \t]+[^\s;()"\\]+)*|"[^"\\\n]*")[ \t\r]*|([^\n]*))(?:\n|\Z)'
 )
 
 
-def _lines(text: str, chunk: int = 65536):
-    """
-    The lines of C{text}, as C{text.split("\\n")} gives them, split a
-    chunk at a time: one split of a large zone holds the interpreter for
-    tens of milliseconds (a reload runs beside the reactor thread).
-    """
-    start = 0
-    n = len(text)
-    while start + chunk < n:
-        end = text.find("\n", start + chunk)
-        if end == -1:
-            break
-        yield from text[start:end].split("\n")
-        start = end + 1
-    yield from text[start:].split("\n")
+# The most characters of zone text matched in one call (whole lines).
+_BLOCK = 65536
+
+# An A record of a compact name (see L{twisted_maillab.dns.compact}):
+# its header and address packed in one call.
+_A_RECORD = struct.Struct("!HIIHH4s")
+assert _A_RECORD.size == compact.HEADER_SIZE + 4
 
 
 def _tokenize(text: str, path: str, problems: list[Problem], start: int = 0, firstLine: int = 1):
@@ -432,7 +426,7 @@ class Zone:
 
 
 class _Parser:
-    # Whether lines of the _FAST_LINE form are stored compactly (tests
+    # Whether lines of the _EVERY_LINE form are stored compactly (tests
     # compare with the zone read without).
     fastLines = True
 
@@ -530,45 +524,150 @@ class _Parser:
     def _entries(self, text: str, path: str, current: list, last: list):
         """
         The entries of C{text} for L{parseText} to read, less the lines
-        of L{_FAST_LINE} form, which are stored here, line by line, when
+        of L{_EVERY_LINE} form, which are stored here, line by line, when
         they can be (see L{_fastReader}); from any other line on, the
         tokenizer makes the next entry (which may span lines).
+
+        The lines are matched a block of text at a time by L{_EVERY_LINE}
+        (no list of the file's lines is made, and no call holds the
+        interpreter for long during a reload).  The commonest of them (an
+        owner of one label under the zone's origin, an A, a quoted TXT or
+        an MX to such a label) are stored in the loop itself; the other
+        plain lines by L{_fastReader}; the rest by the tokenizer, after
+        which the matching starts again where its entry ended.
         """
         if not self.fastLines:
             yield from _tokenize(text, path, self.problems)
             return
         read = self._fastReader(path, current, last)
-        match = _FAST_LINE.match
-        index = 0  # the line number, minus one
-        position = 0  # where that line starts in the text
-        skip = 0  # lines before this one were read by the tokenizer
-        for line in _lines(text):
-            if index < skip:
-                index += 1
-                continue
-            found = match(line)
-            if found is not None and read(found, index + 1):
-                position += len(line) + 1
-                index += 1
-                continue
-            if not line or line.isspace() or line.lstrip()[0] == ";":
-                position += len(line) + 1
-                index += 1
-                continue
-            for entry in _tokenize(text, path, self.problems, position, index + 1):
+        zone = self.zone
+        zoneKey = zone.originKey
+        entries = zone.nodes.entries
+        setdefault = entries.setdefault
+        pathIndex = zone.pathIndex(path)
+        packHeader = compact.packHeader
+        packA = _A_RECORD.pack
+        A = N.A
+        types = compact.types
+        inet_pton = socket.inet_pton
+        AF_INET = socket.AF_INET
+        TXT, MX = N.TXT, N.MX
+        lengths = [chr(i) for i in range(256)]
+        findall = _EVERY_LINE.findall
+        find = text.find
+        position = 0  # where the next line starts in the text
+        line = 0  # the number of the line before it
+        end = len(text)
+        # Lines are matched a block at a time (findall, up to L{_BLOCK}
+        # characters, whole lines): faster than a match object per line,
+        # and no match holds the interpreter for long during a reload.
+        # After a line the tokenizer read, the blocks start small and
+        # double, so a zone of many such lines is not matched twice over.
+        block = 256
+        while position < end:
+            # The origin changes only through a $ORIGIN line and the
+            # default TTL through a $TTL line, which the tokenizer reads:
+            # between two, the loop below may build the wire form of a
+            # one-label owner itself when the origin is the zone's (no
+            # empty non-terminal can lie between the two).
+            origin = current[0]
+            originWire = N.toWire(origin) if origin == zoneKey else None
+            defaultTTL = self.defaultTTL
+            resume = -1
+            while position < end:
+                stop = find("\n", position + block)
+                stop = end if stop == -1 else stop + 1
+                block = min(block * 2, _BLOCK)
+                lines = findall(text, position, stop)
+                # The last is the empty match at the block's end.
+                lines.pop()
+                first = line  # the number of the line before the block
+                for label, dotted, ttlText, typeText, data, other in lines:
+                    line += 1
+                    if typeText == "A" and label and not ttlText and originWire is not None:
+                        # The commonest line of all, in as few steps as can be;
+                        # anything unusual (no default TTL, a bad address, a
+                        # name seen before) is left to the general case below.
+                        try:
+                            blob = packA(A, defaultTTL, line, pathIndex, 4, inet_pton(AF_INET, data))
+                        except (OSError, ValueError, struct.error):
+                            pass
+                        else:
+                            wireKey = (lengths[len(label)] + label).encode("latin-1") + originWire
+                            if setdefault(wireKey, blob) is blob:
+                                last[0] = wireKey
+                                continue
+                    if not typeText:
+                        if not other or other.isspace() or other.lstrip()[0] == ";":
+                            continue
+                        resume = line - first - 1
+                        break
+                    if label and originWire is not None:
+                        if not ttlText:
+                            ttl = defaultTTL
+                        else:
+                            ttl = int(ttlText)
+                            if ttl > MAX_TTL:
+                                ttl = None
+                        blob = None
+                        if ttl is None:
+                            pass
+                        elif typeText == "A":
+                            try:
+                                blob = packA(A, ttl, line, pathIndex, 4, inet_pton(AF_INET, data))
+                            except (OSError, ValueError):
+                                pass
+                        elif typeText == "TXT":
+                            if data[0] == '"' and len(data) < 258:
+                                rdata = (lengths[len(data) - 2] + data[1:-1]).encode("latin-1")
+                                blob = packHeader(TXT, ttl, line, pathIndex, len(rdata)) + rdata
+                        elif typeText == "MX":
+                            preference, _, exchange = data.partition(" ")
+                            if (
+                                preference.isdigit() and preference.isascii() and len(preference) < 6 and int(preference) <= 0xFFFF
+                                and exchange.isalnum() and exchange.isascii() and len(exchange) < 64
+                            ):
+                                rdata = int(preference).to_bytes(2, "big") + (lengths[len(exchange)] + exchange).encode("latin-1") + originWire
+                                blob = packHeader(MX, ttl, line, pathIndex, len(rdata)) + rdata
+                        if blob is not None:
+                            wireKey = (lengths[len(label)] + label).encode("latin-1") + originWire
+                            value = setdefault(wireKey, blob)
+                            if value is not blob:
+                                # What addCompact does, without the call.
+                                if value.__class__ is bytes and blob[0] << 8 | blob[1] not in types(value):
+                                    entries[wireKey] = value + blob
+                                else:
+                                    blob = None
+                            if blob is not None:
+                                if ttlText:
+                                    self.lastTTL = ttl
+                                last[0] = wireKey
+                                continue
+                    if read((label, dotted, ttlText, typeText, data, other), line):
+                        continue
+                    resume = line - first - 1
+                    break
+                if resume >= 0:
+                    # Where that line starts: each of the lines before it
+                    # in the block ends with its newline.
+                    for _ in range(resume):
+                        position = find("\n", position) + 1
+                    break
+                position = stop
+            if resume < 0:
+                return
+            block = 256
+            for entry in _tokenize(text, path, self.problems, position, line):
                 yield entry
                 break
             else:
                 return
-            if entry.end > len(text):
-                return
             position = entry.end
-            skip = entry.nextLine - 1
-            index += 1
+            line = entry.nextLine - 1
 
     def _fastReader(self, path: str, current: list, last: list):
         """
-        The reader of L{_FAST_LINE} lines for L{_tokenize}: it stores the
+        The reader of L{_EVERY_LINE} lines for L{_tokenize}: it stores the
         record compactly and returns true, or returns false (the line is
         then read by L{parseRecord}, which reports what is wrong with it,
         or the name is not one a compact entry can hold).
@@ -586,8 +685,11 @@ class _Parser:
         # below it may be compact (lower case, inside the zone).
         relative: list = [None, None]
 
-        def read(match, line: int) -> bool:
-            owner, ttlText, typeText, data = match.groups()
+        def read(groups, line: int) -> bool:
+            # The groups as findall gives them: "" for one that took no part.
+            label, dotted, ttlText, typeText, data, _ = groups
+            owner = label or dotted or None
+            ttlText = ttlText or None
             origin = current[0]
             name = None
             if owner is None:

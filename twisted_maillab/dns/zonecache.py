@@ -16,7 +16,9 @@ warnings are saved with them and logged again at each load.
 The file holds C{marshal} data (the compact names, in chunks small enough
 that reading one does not hold the interpreter for long during a reload)
 and a C{pickle} of the few L{Node} objects, read with an unpickler that
-accepts only the zone model's classes.  It is maillab's own file in its
+accepts only the zone model's classes.  The chunks come first, each
+written as soon as it is made (the whole zone is never held twice in
+memory), then the header that lists them, then the header's length.  It is maillab's own file in its
 own state directory (mode 0600); a file that does not read back (another
 version, truncated) is ignored and replaced.
 """
@@ -28,6 +30,7 @@ import io
 import marshal
 import os
 import pickle
+import threading
 from pathlib import Path
 
 from twisted_maillab.atomicwrite import writeAll
@@ -36,7 +39,7 @@ from twisted_maillab.dns.zone import Zone
 
 __all__ = ["load", "save", "cachePath"]
 
-MAGIC = b"maillab zone 1\n"
+MAGIC = b"maillab zone 2\n"
 # Names per marshal chunk: reading one takes a few milliseconds.
 CHUNK = 10_000
 
@@ -91,34 +94,41 @@ def save(directory, zone: Zone) -> Path:
 
     @raise OSError: when it cannot be written.
     """
-    entries = zone.nodes.entries
-    nodes = []
-    nodeKeys = []
-    chunks = []
-    chunk: dict = {}
-    for key, value in entries.items():
-        if value.__class__ is not bytes:
-            nodeKeys.append(key)
-            nodes.append(value)
-            value = 0
-        chunk[key] = value
-        if len(chunk) >= CHUNK:
-            chunks.append(marshal.dumps(chunk))
-            chunk = {}
-    if chunk:
-        chunks.append(marshal.dumps(chunk))
-    model = pickle.dumps((zone.origin, zone.path, zone.paths, nodeKeys, nodes, zone.cuts, zone.dnames, zone.warnings), 5)
-    header = marshal.dumps((list(zone.sources), model, [len(chunk) for chunk in chunks]))
     target = cachePath(directory, zone.origin, zone.path)
-    # Written piece by piece (os.write lets other threads run): joining
-    # tens of megabytes first would hold the interpreter while it copies.
-    temporary = f"{target}.tmp.{os.getpid()}"
+    # Named by process and thread: the save after a start (once the
+    # listeners are up) and a reload's may run at once in two pool
+    # threads.  The later replace wins; if that is the older zone, its
+    # sources no longer match the files and it is never read.
+    temporary = f"{target}.tmp.{os.getpid()}.{threading.get_ident()}"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         os.fchmod(fd, 0o600)
-        writeAll(fd, MAGIC + len(header).to_bytes(8, "big") + header)
-        for chunk in chunks:
-            writeAll(fd, chunk)
+        # Written piece by piece (os.write lets other threads run).
+        writeAll(fd, MAGIC)
+        entries = zone.nodes.entries
+        nodes = []
+        nodeKeys = []
+        lengths = []
+        chunk: dict = {}
+        for key, value in entries.items():
+            if value.__class__ is not bytes:
+                nodeKeys.append(key)
+                nodes.append(value)
+                value = 0
+            chunk[key] = value
+            if len(chunk) >= CHUNK:
+                data = marshal.dumps(chunk)
+                writeAll(fd, data)
+                lengths.append(len(data))
+                chunk = {}
+        if chunk:
+            data = marshal.dumps(chunk)
+            writeAll(fd, data)
+            lengths.append(len(data))
+        chunk = data = None
+        model = pickle.dumps((zone.origin, zone.path, zone.paths, nodeKeys, nodes, zone.cuts, zone.dnames, zone.warnings), 5)
+        header = marshal.dumps((list(zone.sources), model, lengths))
+        writeAll(fd, header + len(header).to_bytes(8, "big"))
     except BaseException:
         os.close(fd)
         os.unlink(temporary)
@@ -144,14 +154,17 @@ def load(directory, path, origin) -> Zone | None:
         return None
     view = memoryview(data)
     try:
-        start = len(MAGIC) + 8
-        end = start + int.from_bytes(view[len(MAGIC) : start], "big")
-        sources, model, lengths = marshal.loads(view[start:end])
+        headerEnd = len(data) - 8
+        headerStart = headerEnd - int.from_bytes(view[headerEnd:], "big")
+        if headerStart < len(MAGIC):
+            return None
+        sources, model, lengths = marshal.loads(view[headerStart:headerEnd])
         chunks = []
+        end = len(MAGIC)
         for length in lengths:
             chunks.append(view[end : end + length])
             end += length
-        if end != len(data):
+        if end != headerStart:
             return None
         if not sources or sources[0][0] != str(Path(path)) or not _fresh(sources):
             return None
