@@ -16,8 +16,9 @@ in L{twisted_maillab.configfile}; both are re-exported here.
 
 Its length (past 800 lines) is the declaration of every section and key
 with its default and help text, one after the other (mail authentication
-and outbound TLS policy included): the configuration reference in code.  Splitting it by section would scatter that reference
-without separating two responsibilities.
+and outbound TLS policy included): the configuration reference in code.
+Splitting it by section would scatter that reference without separating
+two responsibilities.
 """
 
 from __future__ import annotations
