@@ -142,6 +142,10 @@ _SPECIAL = re.compile(r'[;()"\\]')
 # type, data); any other line group 6, so that C{findall} over whole lines
 # gives one item per line.
 _EVERY_LINE = re.compile(
+    # The commonest line of a large zone, a one-label owner's A record with
+    # the default TTL, as an alternative of its own: matched first and in
+    # fewer steps than the general form, which follows.
+    r"(?:([-a-z0-9_]{1,63})[ \t]+A[ \t]+([0-9.]{7,15})[ \t\r]*\n)|"
     r"(?:(?:([-a-z0-9_*]{1,63})(?=[ \t])|([-a-z0-9_*][-a-z0-9_.*]*)|(?=[ \t]))[ \t]+(?:([0-9]+)[ \t]+)?(?:IN[ \t]+)?(A|AAAA|MX|TXT)[ \t]+"
     r'([^\s;()"\\]+(?:[ \t]+[^\s;()"\\]+)*|"[^"\\\n]*")[ \t\r]*|([^\n]*))(?:\n|\Z)'
 )
@@ -582,8 +586,10 @@ class _Parser:
                 # The last is the empty match at the block's end.
                 lines.pop()
                 first = line  # the number of the line before the block
-                for label, dotted, ttlText, typeText, data, other in lines:
+                for aLabel, aAddress, label, dotted, ttlText, typeText, data, other in lines:
                     line += 1
+                    if aLabel:
+                        label, typeText, data = aLabel, "A", aAddress
                     if typeText == "A" and label and not ttlText and originWire is not None:
                         # The commonest line of all, in as few steps as can be;
                         # anything unusual (no default TTL, a bad address, a
