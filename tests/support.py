@@ -16,22 +16,33 @@ import subprocess
 import time
 
 
+# Every port freePort handed out in this process: the kernel may give the
+# same ephemeral port to two binds in a row once the first is closed, and
+# a test that picks several ports before starting its server (one per
+# listener of a config) would then get two listeners on one port.
+_handedOut: set[int] = set()
+
+
 def freePort() -> int:
     """
-    A port free for both TCP and UDP on 127.0.0.1 (DNS listens on both).
+    A port free for both TCP and UDP on 127.0.0.1 (DNS listens on both),
+    never one this process was given before.
     """
-    for _ in range(50):
+    for _ in range(200):
         tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         tcp.bind(("127.0.0.1", 0))
         port = tcp.getsockname()[1]
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
+            if port in _handedOut:
+                continue
             udp.bind(("127.0.0.1", port))
         except OSError:
             continue
         finally:
             udp.close()
             tcp.close()
+        _handedOut.add(port)
         return port
     raise RuntimeError("no port free for both TCP and UDP")
 
