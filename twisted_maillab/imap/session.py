@@ -181,16 +181,14 @@ class SelectedCommands:
             self.recent = {uid for uid in self.recent if uid in view}
         if changes.exists is not None:
             folder = view.folder
-            # the claimable ones among those the session numbers (the
-            # recent messages are few, the numbered ones may be many)
-            known = {uid for uid in folder.recentUids() if uid in view and not view.gone(uid)}
-            if self.readOnly:
-                # EXAMINE, like STATUS, claims nothing
-                new = set(folder.recentUids()) & known
-            else:
+            # the recent ones among those the session numbers (the recent
+            # messages are few, the numbered ones may be many)
+            new = {uid for uid in folder.recentUids() if uid in view and not view.gone(uid)}
+            if not self.readOnly:
                 # RFC 3501 2.3.2: this session is the one that sees them as
-                # recent, claimed at once so no other session does
-                new = folder.takeRecent(known, origin=view)
+                # recent, claimed at once so no other session does (EXAMINE,
+                # like STATUS, claims nothing)
+                new = folder.takeRecent(new, origin=view)
             self.recent.update(new)
             out.append(R.exists(changes.exists))
             out.append(R.recent(len(self.recent)))
@@ -495,9 +493,10 @@ class SelectedCommands:
     async def _search(self, command):
         args = command.args
         view = self.view
-        columns = await self._messageData(_keyNames(args.criteria, set()))
+        names = _keyNames(args.criteria, set())
+        columns = await self._messageData(names)
         program = _toProgram(args.criteria)
-        opener = self.factory.headers.opener(view.folder, _keyNames(args.criteria, set()), _threadOpener(view.folder))
+        opener = self.factory.headers.opener(view.folder, names, _threadOpener(view.folder))
         lastUid = _lastUid(view)
 
         def work():
