@@ -287,10 +287,12 @@ class SearcherTests(unittest.TestCase):
         A body match straddling two 64 KiB reads is found.
         """
         body = b"x" * (messagetext._READ - 3) + b"needle" + b"\n"
-        message = MessageData(uid=1, seq=1)
-        searcher = Searcher(Key("BODY", (b"NEEDLE",)))
-        self.assertTrue(searcher.matchesContent(message, io.BytesIO(b"Subject: s\n\n" + body)))
-        self.assertFalse(searcher.matchesContent(message, io.BytesIO(b"Subject: s\n\n" + body.replace(b"needle", b"needl\n"))))
+        messages = [MessageData(uid=1, seq=1)]
+        program = Key("BODY", (b"NEEDLE",))
+        found = S.search(program, messages, lambda uid: io.BytesIO(b"Subject: s\n\n" + body))
+        self.assertEqual(found, messages)
+        broken = body.replace(b"needle", b"needl\n")
+        self.assertEqual(S.search(program, messages, lambda uid: io.BytesIO(b"Subject: s\n\n" + broken)), [])
 
     def test_base64AcrossChunks(self):
         """
@@ -300,8 +302,9 @@ class SearcherTests(unittest.TestCase):
 
         text = ("é" * 40000 + "needle" + "é" * 10).encode()
         data = b"Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: base64\n\n" + base64.encodebytes(text)
-        searcher = Searcher(Key("BODY", ("ÉNEEDLE".encode(),)), "UTF-8")
-        self.assertTrue(searcher.matchesContent(MessageData(uid=1, seq=1), io.BytesIO(data)))
+        messages = [MessageData(uid=1, seq=1)]
+        found = S.search(Key("BODY", ("ÉNEEDLE".encode(),)), messages, lambda uid: io.BytesIO(data), charset="UTF-8")
+        self.assertEqual(found, messages)
 
     def test_vanishedMessageLeftOut(self):
         def gone(uid):

@@ -266,28 +266,6 @@ class Searcher:
             matched = [i for i in matched if i not in run.gone]
         return matched
 
-    def matchesContent(self, message: MessageData, f) -> bool:
-        """
-        Blocking: decide one message, reading its file C{f} (left open).
-        """
-        return bool(self.select(Columns.of([message]), lambda uid: _Unclosed(f)))
-
-
-class _Unclosed:
-    """
-    A caller's file handed to a search, which closes what it opens: this
-    one stays open.
-    """
-
-    def __init__(self, f):
-        self._f = f
-
-    def __getattr__(self, name):
-        return getattr(self._f, name)
-
-    def close(self) -> None:
-        pass
-
 
 # The cost class of each key: index data, the header block, the whole
 # message.  An AND evaluates its items in this order.
