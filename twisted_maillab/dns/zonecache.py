@@ -18,9 +18,9 @@ that reading one does not hold the interpreter for long during a reload)
 and a C{pickle} of the few L{Node} objects, read with an unpickler that
 accepts only the zone model's classes.  The chunks come first, each
 written as soon as it is made (the whole zone is never held twice in
-memory), then the header that lists them, then the header's length.  It is maillab's own file in its
-own state directory (mode 0600); a file that does not read back (another
-version, truncated) is ignored and replaced.
+memory), then the header that lists them, then the header's length.  It
+is maillab's own file in its own state directory (mode 0600); a file that
+does not read back (another version, truncated) is ignored and replaced.
 """
 
 from __future__ import annotations
@@ -109,6 +109,12 @@ def save(directory, zone: Zone) -> Path:
         nodes = []
         nodeKeys = []
         lengths = []
+
+        def flush(chunk: dict) -> None:
+            data = marshal.dumps(chunk)
+            writeAll(fd, data)
+            lengths.append(len(data))
+
         chunk: dict = {}
         for key, value in entries.items():
             if value.__class__ is not bytes:
@@ -117,15 +123,11 @@ def save(directory, zone: Zone) -> Path:
                 value = 0
             chunk[key] = value
             if len(chunk) >= CHUNK:
-                data = marshal.dumps(chunk)
-                writeAll(fd, data)
-                lengths.append(len(data))
+                flush(chunk)
                 chunk = {}
         if chunk:
-            data = marshal.dumps(chunk)
-            writeAll(fd, data)
-            lengths.append(len(data))
-        chunk = data = None
+            flush(chunk)
+        chunk = None
         model = pickle.dumps((zone.origin, zone.path, zone.paths, nodeKeys, nodes, zone.cuts, zone.dnames, zone.warnings), 5)
         header = marshal.dumps((list(zone.sources), model, lengths))
         writeAll(fd, header + len(header).to_bytes(8, "big"))
