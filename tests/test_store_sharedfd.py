@@ -95,21 +95,30 @@ class ListNamesTests(unittest.TestCase):
         self.assertEqual(len(rest) + 1, _COUNT)
 
 
+def openFolderOf(testCase: unittest.TestCase, count: int, body: bytes) -> None:
+    """
+    Give C{testCase} an open INBOX (C{store}, C{account}, C{folder},
+    C{cur}) of C{count} seen messages of C{body} in C{cur/}, indexed
+    (C{uids}), whose expunges are recorded in C{expunges}.
+    """
+    testCase.store = synchronousStore()
+    testCase.addCleanup(testCase.store.close)
+    testCase.account = temporaryAccount(testCase.mktemp())
+    testCase.folder = testCase.successResultOf(testCase.store.mailboxes(testCase.account).open())
+    testCase.addCleanup(testCase.folder.close)
+    testCase.cur = testCase.account.maildir / "cur"
+    for i in range(count):
+        (testCase.cur / f"{_name(i)}:2,S").write_bytes(body)
+    testCase.successResultOf(testCase.folder.refresh(full=True))
+    testCase.uids = list(testCase.folder.uids())
+    testCase.assertEqual(len(testCase.uids), count)
+    testCase.expunges = _Expunges()
+    testCase.folder.subscribe(testCase.expunges)
+
+
 class FolderListingTests(unittest.TestCase):
     def setUp(self):
-        self.store = synchronousStore()
-        self.addCleanup(self.store.close)
-        self.account = temporaryAccount(self.mktemp())
-        self.folder = self.successResultOf(self.store.mailboxes(self.account).open())
-        self.addCleanup(self.folder.close)
-        cur = self.account.maildir / "cur"
-        for i in range(_COUNT):
-            (cur / f"{_name(i)}:2,S").write_bytes(b"Subject: x\r\n\r\n" + b"y" * 48 + b"\r\n")
-        self.successResultOf(self.folder.refresh(full=True))
-        self.uids = list(self.folder.uids())
-        self.assertEqual(len(self.uids), _COUNT)
-        self.expunges = _Expunges()
-        self.folder.subscribe(self.expunges)
+        openFolderOf(self, _COUNT, b"Subject: x\r\n\r\n" + b"y" * 48 + b"\r\n")
 
     def test_refreshWhileAnotherListingIsHalfWay(self):
         """
@@ -163,19 +172,7 @@ class RenamedDuringListingTests(unittest.TestCase):
     """
 
     def setUp(self):
-        self.store = synchronousStore()
-        self.addCleanup(self.store.close)
-        self.account = temporaryAccount(self.mktemp())
-        self.folder = self.successResultOf(self.store.mailboxes(self.account).open())
-        self.addCleanup(self.folder.close)
-        self.cur = self.account.maildir / "cur"
-        for i in range(3):
-            (self.cur / f"{_name(i)}:2,S").write_bytes(b"Subject: x\r\n\r\ny\r\n")
-        self.successResultOf(self.folder.refresh(full=True))
-        self.uids = list(self.folder.uids())
-        self.assertEqual(len(self.uids), 3)
-        self.expunges = _Expunges()
-        self.folder.subscribe(self.expunges)
+        openFolderOf(self, 3, b"Subject: x\r\n\r\ny\r\n")
 
     def missOnce(self, rename, hidden):
         """
